@@ -1,0 +1,282 @@
+//! DescribeConfigs and IncrementalAlterConfigs for topic configs; broker
+//! configs are described read-only (they come from portcullis.yaml).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::log::{topic_config, LogError};
+
+use super::errors::{self, code_for};
+use super::RequestContext;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn topic_key_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" => TYPE_LIST,
+        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => TYPE_INT,
+        "retention.bytes" | "retention.ms" | "segment.ms" => TYPE_LONG,
+        _ => TYPE_STRING,
+    }
+}
+
+struct Entry {
+    name: String,
+    value: String,
+    source: i8,
+    config_type: i8,
+    read_only: bool,
+}
+
+fn to_result(ctx: &RequestContext<'_>, e: Entry, synonyms: bool) -> DescribeConfigsResourceResult {
+    let mut r = DescribeConfigsResourceResult::default()
+        .with_name(s(e.name.clone()))
+        .with_value(Some(s(e.value.clone())))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source);
+    if synonyms {
+        r.synonyms = vec![DescribeConfigsSynonym::default()
+            .with_name(s(e.name))
+            .with_value(Some(s(e.value)))
+            .with_source(e.source)];
+    }
+    if ctx.version >= 3 {
+        r.config_type = e.config_type;
+    }
+    r
+}
+
+fn broker_entries(ctx: &RequestContext<'_>) -> Vec<Entry> {
+    let l = &ctx.broker.config.log;
+    let e = |name: &str, value: String, config_type: i8| Entry {
+        name: name.into(),
+        value,
+        source: SOURCE_STATIC_BROKER,
+        config_type,
+        read_only: true,
+    };
+    vec![
+        e(
+            "auto.create.topics.enable",
+            l.auto_create_topics.to_string(),
+            TYPE_BOOLEAN,
+        ),
+        e("log.retention.ms", l.retention_ms.to_string(), TYPE_LONG),
+        e(
+            "log.retention.bytes",
+            l.retention_bytes.to_string(),
+            TYPE_LONG,
+        ),
+        e("log.segment.bytes", l.segment_bytes.to_string(), TYPE_INT),
+        e("log.roll.ms", l.segment_ms.to_string(), TYPE_LONG),
+        e(
+            "message.max.bytes",
+            l.max_message_bytes.to_string(),
+            TYPE_INT,
+        ),
+        e("num.partitions", l.default_partitions.to_string(), TYPE_INT),
+        e(
+            "socket.request.max.bytes",
+            ctx.broker.config.max_request_size.to_string(),
+            TYPE_INT,
+        ),
+    ]
+}
+
+pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let logs = &ctx.broker.logs;
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let mut out = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let wanted = |name: &str| {
+                res.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
+            let entries: Result<Vec<Entry>, (i16, String)> = match res.resource_type {
+                RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
+                    None => Err((
+                        errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic `{}` does not exist", res.resource_name.as_str()),
+                    )),
+                    Some(t) => {
+                        let o = t.overrides();
+                        Ok(topic_config::KNOWN_KEYS
+                            .iter()
+                            .map(|k| Entry {
+                                name: k.to_string(),
+                                value: o.get(*k).cloned().unwrap_or_else(|| {
+                                    topic_config::default_value(&logs.defaults, k)
+                                }),
+                                source: if o.contains_key(*k) {
+                                    SOURCE_DYNAMIC_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                },
+                                config_type: topic_key_type(k),
+                                read_only: false,
+                            })
+                            .collect())
+                    }
+                },
+                RESOURCE_BROKER => {
+                    let me = ctx.broker.config.node_id.to_string();
+                    if res.resource_name.is_empty() || res.resource_name.as_str() == me {
+                        Ok(broker_entries(ctx))
+                    } else {
+                        Err((
+                            errors::INVALID_REQUEST,
+                            format!("unknown broker `{}`", res.resource_name.as_str()),
+                        ))
+                    }
+                }
+                other => Err((
+                    errors::INVALID_REQUEST,
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            match entries {
+                Ok(list) => {
+                    out.configs = list
+                        .into_iter()
+                        .filter(|e| wanted(&e.name))
+                        .map(|e| to_result(ctx, e, req.include_synonyms))
+                        .collect();
+                }
+                Err((code, m)) => {
+                    out.error_code = code;
+                    out.error_message = Some(s(m));
+                }
+            }
+            out
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+fn apply_ops(
+    mut configs: BTreeMap<String, String>,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<BTreeMap<String, String>, LogError> {
+    for op in ops {
+        let key = op.name.to_string();
+        let bad = |reason: &str| LogError::InvalidConfig {
+            key: key.clone(),
+            reason: reason.to_string(),
+        };
+        match op.config_operation {
+            OP_SET => {
+                let v = op.value.as_ref().ok_or_else(|| bad("SET needs a value"))?;
+                configs.insert(key.clone(), v.to_string());
+            }
+            OP_DELETE => {
+                configs.remove(&key);
+            }
+            OP_APPEND | OP_SUBTRACT => {
+                if topic_key_type(&key) != TYPE_LIST {
+                    return Err(bad("APPEND and SUBTRACT apply to list configs only"));
+                }
+                let v = op
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| bad("a value is required"))?;
+                let mut items: Vec<String> = configs
+                    .get(&key)
+                    .map(|c| c.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                if op.config_operation == OP_APPEND {
+                    if !items.iter().any(|i| i == v.as_str()) {
+                        items.push(v.to_string());
+                    }
+                } else {
+                    items.retain(|i| i != v.as_str());
+                }
+                configs.insert(key.clone(), items.join(","));
+            }
+            other => return Err(bad(&format!("unknown operation {other}"))),
+        }
+    }
+    topic_config::validate_all(&configs)?;
+    Ok(configs)
+}
+
+pub fn incremental_alter(
+    ctx: &RequestContext<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let logs = &ctx.broker.logs;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let mut out = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let outcome: Result<(), (i16, String)> = match res.resource_type {
+                RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
+                    None => Err((
+                        errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic `{}` does not exist", res.resource_name.as_str()),
+                    )),
+                    Some(t) => apply_ops(t.overrides(), &res.configs)
+                        .and_then(|new| {
+                            if req.validate_only {
+                                Ok(())
+                            } else {
+                                t.set_overrides(new, &logs.defaults)
+                            }
+                        })
+                        .map(|_| tracing::info!(topic = %t.name, "topic config altered"))
+                        .map_err(|e| (code_for(&e), e.to_string())),
+                },
+                RESOURCE_BROKER => Err((
+                    errors::INVALID_CONFIG,
+                    "broker configs are static: edit portcullis.yaml".to_string(),
+                )),
+                other => Err((
+                    errors::INVALID_REQUEST,
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            if let Err((code, m)) = outcome {
+                out.error_code = code;
+                out.error_message = Some(s(m));
+            }
+            out
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

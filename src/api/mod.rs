@@ -1,0 +1,144 @@
+//! Request dispatch and one handler module per Kafka API family.
+//!
+//! `handle_frame` turns one request frame into at most one response frame:
+//! peek the header, check the API and version, decode with kafka-protocol,
+//! run the handler, encode for the version asked.
+
+pub mod configs;
+pub mod context;
+pub mod errors;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod topics;
+pub mod versions;
+
+use std::panic::AssertUnwindSafe;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+pub use context::RequestContext;
+
+use crate::broker::Broker;
+use crate::server::BoundListener;
+
+/// What the connection loop does after a request.
+pub enum Outcome {
+    Respond(Bytes),
+    /// Produce with acks=0: Kafka sends nothing back.
+    Silent,
+    /// Protocol violation: Kafka closes the connection.
+    Close(String),
+}
+
+/// Peeks api key, version and correlation id without decoding the rest.
+fn peek_header(frame: &[u8]) -> Option<(i16, i16, i32)> {
+    if frame.len() < 8 {
+        return None;
+    }
+    Some((
+        i16::from_be_bytes([frame[0], frame[1]]),
+        i16::from_be_bytes([frame[2], frame[3]]),
+        i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+    ))
+}
+
+pub async fn handle_frame(
+    broker: &Broker,
+    listener: &BoundListener,
+    peer: std::net::SocketAddr,
+    frame: Bytes,
+) -> Outcome {
+    let Some((key, version, correlation_id)) = peek_header(&frame) else {
+        return Outcome::Close("frame shorter than a request header".into());
+    };
+    let Ok(api) = ApiKey::try_from(key) else {
+        return Outcome::Close(format!("unknown API key {key}"));
+    };
+    let Some(range) = versions::supported(api) else {
+        return Outcome::Close(format!("unsupported API {api:?}"));
+    };
+    if version < range.0 || version > range.1 {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 so any client can read the supported list.
+            let resp = versions::unsupported_version_response();
+            return encode_response(api, 0, correlation_id, &ResponseKind::ApiVersions(resp));
+        }
+        return Outcome::Close(format!("unsupported version {version} of {api:?}"));
+    }
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut buf = frame.clone();
+        let header = RequestHeader::decode(&mut buf, api.request_header_version(version))?;
+        let body = RequestKind::decode(api, &mut buf, version)?;
+        Ok::<_, anyhow::Error>((header, body))
+    }));
+    let (header, body) = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Outcome::Close(format!("malformed {api:?} v{version} request: {e}")),
+        Err(_) => return Outcome::Close(format!("malformed {api:?} v{version} request")),
+    };
+    let ctx = RequestContext {
+        broker,
+        listener,
+        peer,
+        api,
+        version,
+        header: &header,
+    };
+    match dispatch(&ctx, body).await {
+        Some(resp) => encode_response(api, version, correlation_id, &resp),
+        None => Outcome::Silent,
+    }
+}
+
+async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<ResponseKind> {
+    Some(match body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(ctx, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle_metadata(ctx, r)),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(metadata::handle_describe_cluster(ctx, r))
+        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(ctx, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(ctx, r)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
+        }
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, r).await?),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(ctx, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
+        }
+        // `versions::supported` only admits the APIs above.
+        _ => return None,
+    })
+}
+
+fn encode_response(api: ApiKey, version: i16, correlation_id: i32, resp: &ResponseKind) -> Outcome {
+    // ApiVersions responses always use header v0 so old clients can parse them.
+    let header_version = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let res = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| resp.encode(&mut buf, version));
+    if let Err(e) = res {
+        tracing::error!("cannot encode {api:?} v{version} response: {e}");
+        return Outcome::Close(format!("internal error encoding {api:?} response"));
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Outcome::Respond(buf.freeze())
+}

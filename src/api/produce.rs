@@ -1,0 +1,120 @@
+//! Produce: validate each partition's record batches, append them, and for
+//! acks=all wait until the data is fsynced (group commit) before answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::log::{batch, LogError, Partition};
+
+use super::errors::{self, code_for};
+use super::RequestContext;
+
+struct Pending {
+    topic_idx: usize,
+    part_idx: usize,
+    partition: Arc<Partition>,
+    end_offset: i64,
+}
+
+pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let logs = &ctx.broker.logs;
+    let valid_acks = matches!(acks, -1..=1);
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut pending = Vec::new();
+    for (ti, td) in req.topic_data.into_iter().enumerate() {
+        let topic = match logs.topic(&td.name) {
+            Some(t) => Some(t),
+            None if logs.defaults.auto_create_topics && valid_acks => {
+                ctx.broker.auto_create(&td.name)
+            }
+            None => None,
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for (pi, pd) in td.partition_data.into_iter().enumerate() {
+            let mut r = PartitionProduceResponse::default().with_index(pd.index);
+            let result = if !valid_acks {
+                Err((errors::INVALID_REQUIRED_ACKS, None))
+            } else {
+                match topic
+                    .as_ref()
+                    .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
+                {
+                    None => Err((errors::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                    Some((t, p)) => {
+                        let cfg = t.config();
+                        let records = pd.records.as_deref().unwrap_or(&[]);
+                        batch::validate_produce_records(records, cfg.max_message_bytes)
+                            .and_then(|spans| p.append(records, &spans, &cfg))
+                            .map(|res| (res, p))
+                            .map_err(|e| (code_for(&e), Some(e)))
+                    }
+                }
+            };
+            match result {
+                Ok((res, p)) => {
+                    r.base_offset = res.base_offset;
+                    r.log_append_time_ms = res.log_append_time;
+                    if ctx.version >= 5 {
+                        r.log_start_offset = res.log_start_offset;
+                    }
+                    if acks == -1 {
+                        pending.push(Pending {
+                            topic_idx: ti,
+                            part_idx: pi,
+                            partition: p,
+                            end_offset: res.end_offset,
+                        });
+                    }
+                }
+                Err((code, err)) => {
+                    if let Some(e) = &err {
+                        if !matches!(e, LogError::Deleted) {
+                            tracing::debug!(topic = %&*td.name, partition = pd.index, "produce refused: {e}");
+                        }
+                        if ctx.version >= 8 {
+                            r.error_message = Some(StrBytes::from_string(e.to_string()));
+                        }
+                    }
+                    r.error_code = code;
+                    r.base_offset = -1;
+                }
+            }
+            parts.push(r);
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_partition_responses(parts),
+        );
+    }
+    logs.notify_appended();
+
+    if !pending.is_empty() {
+        // Ask every flusher first so the partitions fsync in parallel.
+        for p in &pending {
+            p.partition.request_flush();
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+        for p in &pending {
+            let outcome =
+                tokio::time::timeout_at(deadline, p.partition.wait_durable(p.end_offset)).await;
+            let code = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => code_for(&e),
+                Err(_) => errors::REQUEST_TIMED_OUT,
+            };
+            let r = &mut topics[p.topic_idx].partition_responses[p.part_idx];
+            r.error_code = code;
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(topics))
+}

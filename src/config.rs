@@ -1,0 +1,345 @@
+//! The broker's YAML configuration: defaults, command-line overrides and
+//! validation. Unknown keys and bad values are errors that name the key (and,
+//! for YAML problems, the line): a typo must never silently become a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Kafka's listener security protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SecurityProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        })
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            other => Err(format!(
+                "unknown security protocol `{other}` (expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs and audit records; defaults to the protocol.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub security_protocol: SecurityProtocol,
+    /// host:port to bind; port 0 picks a free port.
+    pub address: String,
+    /// host:port clients are told to use; defaults to the bound address.
+    #[serde(default)]
+    pub advertised_address: Option<String>,
+}
+
+impl ListenerConfig {
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.security_protocol.to_string())
+    }
+
+    /// Parses Kafka's `PROTOCOL://host:port[,PROTOCOL://host:port]` syntax.
+    pub fn parse_list(list: &str) -> Result<Vec<ListenerConfig>, ConfigError> {
+        let mut out = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (proto, addr) = item.split_once("://").ok_or_else(|| {
+                invalid("listeners", format!("`{item}` is not PROTOCOL://host:port"))
+            })?;
+            let security_protocol =
+                SecurityProtocol::from_str(proto).map_err(|m| invalid("listeners", m))?;
+            out.push(ListenerConfig {
+                name: None,
+                security_protocol,
+                address: addr.to_string(),
+                advertised_address: None,
+            });
+        }
+        if out.is_empty() {
+            return Err(invalid("listeners", "no listener given"));
+        }
+        Ok(out)
+    }
+}
+
+/// Log engine defaults; topics may override the retention and segment keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 means no size limit.
+    pub retention_bytes: i64,
+    pub retention_check_interval_ms: u64,
+    pub index_interval_bytes: u32,
+    pub default_partitions: i32,
+    pub auto_create_topics: bool,
+    /// Largest record batch accepted, like Kafka's `message.max.bytes`.
+    pub max_message_bytes: i32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_check_interval_ms: 300_000,
+            index_interval_bytes: 4096,
+            default_partitions: 1,
+            auto_create_topics: false,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node_id: i32,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: usize,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn default_max_request_size() -> usize {
+    100 * 1024 * 1024
+}
+
+/// Command-line overrides applied on top of the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listeners: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Yaml { message, .. } => ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        cfg.apply(overrides)?;
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(l) = &o.listeners {
+            self.listeners = ListenerConfig::parse_list(l)?;
+        }
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "at least one listener is required"));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}].address");
+            parse_host_port(&l.address).map_err(|m| invalid(&key, m))?;
+            if let Some(a) = &l.advertised_address {
+                parse_host_port(a)
+                    .map_err(|m| invalid(&format!("listeners[{i}].advertised_address"), m))?;
+            }
+            if l.security_protocol != SecurityProtocol::Plaintext {
+                return Err(invalid(
+                    &format!("listeners[{i}].security_protocol"),
+                    format!("{} listeners are not supported yet", l.security_protocol),
+                ));
+            }
+        }
+        if self.max_request_size < 1024 || self.max_request_size > (1 << 30) {
+            return Err(invalid(
+                "max_request_size",
+                "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        if self.node_id < 0 {
+            return Err(invalid("node_id", "must not be negative"));
+        }
+        let l = &self.log;
+        if l.segment_bytes < 1024 {
+            return Err(invalid("log.segment_bytes", "must be at least 1024"));
+        }
+        if l.segment_ms < 1 {
+            return Err(invalid("log.segment_ms", "must be positive"));
+        }
+        if l.retention_ms < -1 || l.retention_ms == 0 {
+            return Err(invalid("log.retention_ms", "must be positive or -1"));
+        }
+        if l.retention_bytes < -1 {
+            return Err(invalid("log.retention_bytes", "must be >= 0 or -1"));
+        }
+        if l.retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "log.retention_check_interval_ms",
+                "must be positive",
+            ));
+        }
+        if l.default_partitions < 1 {
+            return Err(invalid("log.default_partitions", "must be at least 1"));
+        }
+        if l.max_message_bytes < 1024 {
+            return Err(invalid("log.max_message_bytes", "must be at least 1024"));
+        }
+        if l.index_interval_bytes == 0 {
+            return Err(invalid("log.index_interval_bytes", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:9092`) without resolving the host.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{port}` in `{s}` is not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = "listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nlog:\n  retention_msx: 5\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains("retention_msx"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let text = "listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nlog:\n  retention_ms: -7\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains("log.retention_ms"), "{err}");
+        let text = "listeners:\n  - security_protocol: PLAINTEXTY\n    address: 127.0.0.1:0\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("PLAINTEXTY") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listener_list_syntax() {
+        let l =
+            ListenerConfig::parse_list("PLAINTEXT://127.0.0.1:0, PLAINTEXT://[::1]:9092").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            parse_host_port(&l[1].address).unwrap(),
+            ("::1".into(), 9092)
+        );
+        assert!(ListenerConfig::parse_list("127.0.0.1:9092").is_err());
+        assert!(ListenerConfig::parse_list("FOO://127.0.0.1:9092").is_err());
+    }
+
+    #[test]
+    fn committed_default_config_is_valid() {
+        let text = include_str!("../config/portcullis.yaml");
+        Config::parse(text).unwrap();
+    }
+}

@@ -1,0 +1,17 @@
+//! Portcullis: a Kafka-compatible broker whose network edge is a security gateway.
+//!
+//! The request path follows `DESIGN.md`: `server` (listeners, framing, the
+//! connection loop) hands decoded requests to `api` (one module per Kafka API
+//! family), which talks to the `log` engine.
+
+pub mod alloc_guard;
+pub mod api;
+pub mod bench;
+pub mod broker;
+pub mod config;
+pub mod log;
+pub mod server;
+
+// Every binary that links this library gets the guard; see `alloc_guard` for why.
+#[global_allocator]
+static GLOBAL: alloc_guard::HugeAllocGuard = alloc_guard::HugeAllocGuard;

@@ -1,0 +1,207 @@
+//! The set of topics on this broker: creation, deletion, lookup, and the
+//! broker-wide "something was appended" signal that wakes long-poll fetches.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+
+use crate::config::LogConfig;
+
+use super::topic_config;
+use super::{fsutil, LogError, Partition, Topic};
+
+pub struct LogManager {
+    topics_dir: PathBuf,
+    pub defaults: LogConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    appended: Notify,
+    pub cluster_id: String,
+}
+
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
+    let bad = |reason: &str| {
+        Err(LogError::InvalidTopic {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("the name is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are not allowed");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return bad("longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+impl LogManager {
+    /// Opens every topic under `data_dir/topics`, recovering each partition.
+    pub fn open(data_dir: &Path, defaults: LogConfig) -> Result<Arc<LogManager>, LogError> {
+        let topics_dir = data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
+        let cluster_id = load_cluster_id(data_dir)?;
+        let mut topics = BTreeMap::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))? {
+            let entry = entry.map_err(|e| LogError::io(&topics_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(".deleted") {
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            }
+            if validate_topic_name(&name).is_err() || !path.join("topic.json").exists() {
+                continue;
+            }
+            let topic = Topic::open(path, &name, &defaults)?;
+            topics.insert(name, topic);
+        }
+        Ok(Arc::new(LogManager {
+            topics_dir,
+            defaults,
+            topics: RwLock::new(topics),
+            appended: Notify::new(),
+            cluster_id,
+        }))
+    }
+
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    pub fn notify_appended(&self) {
+        self.appended.notify_waiters();
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics().into_iter().find(|t| t.id == id)
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.topic(topic).and_then(|t| t.partition(index))
+    }
+
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Option<Arc<Topic>>, LogError> {
+        validate_topic_name(name)?;
+        if !(1..=10_000).contains(&partitions) {
+            return Err(LogError::InvalidPartitions(format!(
+                "{partitions} partitions requested; 1..=10000 allowed"
+            )));
+        }
+        topic_config::validate_all(&overrides)?;
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(name) {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        // Kafka refuses names that collide once '.' and '_' are unified,
+        // because metric names would clash.
+        let folded = name.replace('.', "_");
+        if let Some(other) = topics.keys().find(|k| k.replace('.', "_") == folded) {
+            return Err(LogError::InvalidTopic {
+                name: name.to_string(),
+                reason: format!("collides with existing topic `{other}`"),
+            });
+        }
+        if validate_only {
+            return Ok(None);
+        }
+        let dir = self.topics_dir.join(name);
+        let topic = Topic::create(dir, name, partitions, overrides, &self.defaults)?;
+        fsutil::sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;
+        topics.insert(name.to_string(), topic.clone());
+        Ok(Some(topic))
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        let topic = {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            topics
+                .remove(name)
+                .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?
+        };
+        topic.mark_deleted();
+        let grave = self
+            .topics_dir
+            .join(format!("{name}-{}.deleted", topic.id.simple()));
+        std::fs::rename(topic.dir(), &grave).map_err(|e| LogError::io(topic.dir(), e))?;
+        std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(grave);
+        });
+        Ok(topic)
+    }
+
+    /// Fsyncs every partition (clean shutdown).
+    pub fn flush_all(&self) {
+        for t in self.topics() {
+            for p in t.partitions() {
+                if let Err(e) = p.sync_now() {
+                    tracing::error!("flush on shutdown failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn load_cluster_id(data_dir: &Path) -> Result<String, LogError> {
+    let path = data_dir.join("cluster-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    use base64::Engine;
+    let id =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    fsutil::write_atomic(&path, id.as_bytes(), 0o644).map_err(|e| LogError::io(&path, e))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

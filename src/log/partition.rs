@@ -1,0 +1,435 @@
+//! One partition's log: an ordered list of segments, the log start and end
+//! offsets, and group-committed durability for `acks=all`.
+//!
+//! Writers serialize on `state`; the lock is never held across an await and
+//! never while fsyncing the active segment. Readers take it only to pick the
+//! segment to read, then read without it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::sync::{watch, Notify};
+
+use super::batch::{self, BatchSpan};
+use super::fsutil;
+use super::segment::{self, now_ms, Segment};
+use super::topic_config::{EffectiveConfig, TimestampType};
+use super::LogError;
+
+struct State {
+    segments: Vec<Arc<Segment>>,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    dir: PathBuf,
+    index_interval: u32,
+    state: Mutex<State>,
+    end_offset: AtomicI64,
+    log_start: AtomicI64,
+    /// Highest offset (exclusive) known to be fsynced.
+    durable: watch::Sender<i64>,
+    flush_wanted: Arc<Notify>,
+    storage_failed: AtomicBool,
+    deleted: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    /// Offset after the last appended record.
+    pub end_offset: i64,
+    /// -1 unless the topic uses log-append time.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub records: Option<Vec<u8>>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+const LOG_START_FILE: &str = "log-start-offset";
+
+impl Partition {
+    /// Opens (recovering) or creates the partition directory and starts its
+    /// flusher task. Must be called inside a Tokio runtime.
+    pub fn open(
+        topic: Arc<str>,
+        index: i32,
+        dir: PathBuf,
+        index_interval: u32,
+    ) -> Result<Arc<Partition>, LogError> {
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let mut bases = list_segment_bases(&dir)?;
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            let (seg, report) = Segment::open(&dir, *base, active, index_interval)?;
+            if let Some(reason) = report.reason {
+                tracing::warn!(
+                    topic = %topic, partition = index, segment = base,
+                    truncated_bytes = report.truncated_bytes,
+                    "recovery truncated the log tail: {reason}"
+                );
+            }
+            segments.push(Arc::new(seg));
+        }
+        let stored_start = read_log_start(&dir);
+        if segments.is_empty() {
+            let base = stored_start.unwrap_or(0);
+            segments.push(Arc::new(Segment::create(&dir, base)?));
+        }
+        let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
+        let first_base = segments[0].base_offset;
+        let start = stored_start.unwrap_or(first_base).clamp(first_base, end);
+        let (durable, _) = watch::channel(end);
+        let flush_wanted = Arc::new(Notify::new());
+        let p = Arc::new(Partition {
+            topic,
+            index,
+            dir,
+            index_interval,
+            state: Mutex::new(State { segments }),
+            end_offset: AtomicI64::new(end),
+            log_start: AtomicI64::new(start),
+            durable,
+            flush_wanted: flush_wanted.clone(),
+            storage_failed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+        });
+        tokio::spawn(flusher(Arc::downgrade(&p), flush_wanted));
+        Ok(p)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.iter().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Appends validated batches, assigning offsets (and log-append time if
+    /// configured). Returns once the bytes are in the file (page cache).
+    pub fn append(
+        &self,
+        records: &[u8],
+        spans: &[BatchSpan],
+        cfg: &EffectiveConfig,
+    ) -> Result<AppendResult, LogError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(LogError::Deleted);
+        }
+        let now = now_ms();
+        let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let mut st = self.lock();
+        let needs_roll = {
+            let active = st.segments.last().ok_or(LogError::Deleted)?;
+            active.size() > 0
+                && (active.size() + records.len() as u64 > cfg.segment_bytes
+                    || now - active.created_ms() >= cfg.segment_ms
+                    || active.size() + records.len() as u64 > u32::MAX as u64)
+        };
+        if needs_roll {
+            self.roll_locked(&mut st)?;
+        }
+        let base = self.end_offset.load(Ordering::Acquire);
+        let mut data = records.to_vec();
+        let mut next = base;
+        let mut placed = Vec::with_capacity(spans.len());
+        for span in spans {
+            let b = &mut data[span.start..span.end()];
+            batch::stamp_batch(b, next, lat);
+            let max_ts = lat.unwrap_or(span.header.max_timestamp);
+            placed.push((next, span.start, span.header.total_size(), max_ts));
+            next += span.header.last_offset_delta as i64 + 1;
+        }
+        let active = st.segments.last().ok_or(LogError::Deleted)?.clone();
+        active.append(&data, &placed, next, self.index_interval)?;
+        self.end_offset.store(next, Ordering::Release);
+        drop(st);
+        Ok(AppendResult {
+            base_offset: base,
+            end_offset: next,
+            log_append_time: lat.unwrap_or(-1),
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Seals the active segment (fsync + index files) and starts a new one.
+    fn roll_locked(&self, st: &mut State) -> Result<(), LogError> {
+        let end = self.end_offset.load(Ordering::Acquire);
+        if let Some(active) = st.segments.last() {
+            active.seal(&self.dir)?;
+        }
+        let seg = Segment::create(&self.dir, end)?;
+        fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        st.segments.push(Arc::new(seg));
+        // Everything before the new segment was just fsynced.
+        self.durable.send_if_modified(|d| {
+            let changed = end > *d;
+            *d = (*d).max(end);
+            changed
+        });
+        Ok(())
+    }
+
+    /// Waits until every offset below `offset` is on disk. Concurrent
+    /// callers share fsyncs: one flush covers everything appended before it.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
+        let mut rx = self.durable.subscribe();
+        loop {
+            if self.storage_failed.load(Ordering::Acquire) {
+                return Err(LogError::io(
+                    &self.dir,
+                    std::io::Error::other("fsync failed earlier on this partition"),
+                ));
+            }
+            if *rx.borrow_and_update() >= offset {
+                return Ok(());
+            }
+            self.flush_wanted.notify_one();
+            if rx.changed().await.is_err() || self.deleted.load(Ordering::Acquire) {
+                return Err(LogError::Deleted);
+            }
+        }
+    }
+
+    /// Asks the flusher for an fsync without waiting for it.
+    pub fn request_flush(&self) {
+        self.flush_wanted.notify_one();
+    }
+
+    pub fn sync_now(&self) -> Result<(), LogError> {
+        let (seg, end) = {
+            let st = self.lock();
+            (st.segments.last().cloned(), self.end_offset())
+        };
+        if let Some(seg) = seg {
+            seg.sync()?;
+        }
+        self.durable.send_if_modified(|d| {
+            let changed = end > *d;
+            *d = (*d).max(end);
+            changed
+        });
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` on, up to `max_bytes` (at least one
+    /// batch). An offset equal to the end yields no records.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let (segments, start, end) = {
+            let st = self.lock();
+            let start = self.log_start_offset();
+            let end = self.end_offset();
+            if offset < start || offset > end {
+                return Err(LogError::OffsetOutOfRange { offset, start, end });
+            }
+            let i = st
+                .segments
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
+            (st.segments[i..].to_vec(), start, end)
+        };
+        let mut out = ReadResult {
+            records: None,
+            high_watermark: end,
+            log_start_offset: start,
+        };
+        if offset == end {
+            return Ok(out);
+        }
+        for seg in &segments {
+            if let Some(bytes) = seg.read(offset, max_bytes)? {
+                out.records = Some(bytes);
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first batch whose max timestamp
+    /// is at least `ts`. Returns (offset, timestamp).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let segments = self.lock().segments.clone();
+        let start = self.log_start_offset();
+        for seg in &segments {
+            if seg.max_timestamp().is_none_or(|m| m < ts) {
+                continue;
+            }
+            if let Some((off, t)) = seg.offset_for_time(ts)? {
+                return Ok(Some((off.max(start), t)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the largest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let segments = self.lock().segments.clone();
+        let best = segments
+            .iter()
+            .filter_map(|s| s.max_timestamp().map(|t| (t, s)))
+            .max_by_key(|(t, _)| *t);
+        match best {
+            Some((t, seg)) => Ok(seg.offset_for_time(t)?.map(|(o, _)| (o, t))),
+            None => Ok(None),
+        }
+    }
+
+    /// DeleteRecords: moves the log start offset forward (never back) and
+    /// drops segments that lie entirely below it.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let end = self.end_offset();
+        let target = if offset == -1 { end } else { offset };
+        let start = self.log_start_offset();
+        if target < 0 || target > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        if target > start {
+            fsutil::write_atomic(
+                &self.dir.join(LOG_START_FILE),
+                target.to_string().as_bytes(),
+                0o644,
+            )
+            .map_err(|e| LogError::io(&self.dir, e))?;
+            self.log_start.store(target, Ordering::Release);
+            self.remove_segments(|_, next_base, _| next_base.is_some_and(|n| n <= target));
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes whole sealed segments for which `doomed(segment, next_base,
+    /// bytes_after_removal)` holds, oldest first, stopping at the first that
+    /// survives. Returns how many went.
+    pub fn remove_segments(
+        &self,
+        mut doomed: impl FnMut(&Segment, Option<i64>, u64) -> bool,
+    ) -> usize {
+        let removed: Vec<Arc<Segment>> = {
+            let mut st = self.lock();
+            let mut total: u64 = st.segments.iter().map(|s| s.size()).sum();
+            let mut n = 0;
+            while n + 1 < st.segments.len() {
+                let seg = &st.segments[n];
+                let next = Some(st.segments[n + 1].base_offset);
+                if !doomed(seg, next, total - seg.size()) {
+                    break;
+                }
+                total -= seg.size();
+                n += 1;
+            }
+            let gone: Vec<_> = st.segments.drain(..n).collect();
+            if let Some(first) = st.segments.first() {
+                let new_start = first.base_offset;
+                self.log_start.fetch_max(new_start, Ordering::AcqRel);
+            }
+            gone
+        };
+        for seg in &removed {
+            seg.delete_files(&self.dir);
+        }
+        removed.len()
+    }
+
+    /// Rolls the active segment if it holds data, so retention can delete it.
+    pub fn roll_if_nonempty(&self) -> Result<(), LogError> {
+        let mut st = self.lock();
+        if st.segments.last().is_some_and(|s| s.size() > 0) {
+            self.roll_locked(&mut st)?;
+        }
+        Ok(())
+    }
+
+    pub fn active_max_timestamp(&self) -> Option<i64> {
+        self.lock().segments.last().and_then(|s| s.max_timestamp())
+    }
+
+    /// Marks the partition gone: waiters are released, appends refused.
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.flush_wanted.notify_one();
+        self.durable.send_modify(|_| {});
+    }
+}
+
+/// Group commit: one fsync per wake-up covers all appends made before it.
+async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
+    loop {
+        wanted.notified().await;
+        let Some(p) = partition.upgrade() else {
+            return;
+        };
+        if p.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let (seg, target) = {
+            let st = p.lock();
+            (st.segments.last().cloned(), p.end_offset())
+        };
+        let Some(seg) = seg else { continue };
+        match tokio::task::spawn_blocking(move || seg.sync()).await {
+            Ok(Ok(())) => {
+                p.durable.send_if_modified(|d| {
+                    let changed = target > *d;
+                    *d = (*d).max(target);
+                    changed
+                });
+            }
+            Ok(Err(e)) => {
+                tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
+                p.storage_failed.store(true, Ordering::Release);
+                p.durable.send_modify(|_| {});
+            }
+            Err(e) => tracing::error!("flush task failed: {e}"),
+        }
+    }
+}
+
+fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let entry = entry.map_err(|e| LogError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                out.push(base);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+pub fn segment_file(dir: &Path, base: i64) -> PathBuf {
+    segment::log_path(dir, base)
+}

@@ -1,0 +1,357 @@
+//! One segment: a `.log` file of whole record batches starting at
+//! `base_offset`, plus its sparse index.
+//!
+//! Appends happen under the owning partition's lock; reads do not take that
+//! lock. A reader only ever looks at bytes below `size`, which is published
+//! (Release) after the bytes are written, so it never sees half a batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::index::SegmentIndex;
+use super::LogError;
+
+pub struct Segment {
+    pub base_offset: i64,
+    path: PathBuf,
+    file: File,
+    size: AtomicU64,
+    /// Offset after the last batch in this segment.
+    next_offset: AtomicI64,
+    /// Wall-clock ms when the first batch went in (for `segment.ms` rolls).
+    created_ms: AtomicI64,
+    index: RwLock<SegmentIndex>,
+}
+
+pub fn log_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+fn index_paths(dir: &Path, base: i64) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{base:020}.index")),
+        dir.join(format!("{base:020}.timeindex")),
+    )
+}
+
+/// What recovery found in a segment.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    pub truncated_bytes: u64,
+    pub reason: Option<String>,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        if len != 0 {
+            return Err(LogError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment not empty"),
+            ));
+        }
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            size: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            created_ms: AtomicI64::new(0),
+            index: RwLock::new(SegmentIndex::default()),
+        })
+    }
+
+    /// Opens an existing segment. A sealed segment loads its index files (it
+    /// was fsynced with them when sealed) and rebuilds them from batch headers
+    /// if they are missing. The active segment is always fully verified
+    /// (sizes and CRCs) and a torn or corrupt tail is cut off, so nothing
+    /// corrupt is ever served.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        active: bool,
+        index_interval: u32,
+    ) -> Result<(Segment, RecoveryReport), LogError> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let seg = Segment {
+            base_offset,
+            path: path.clone(),
+            file,
+            size: AtomicU64::new(len),
+            next_offset: AtomicI64::new(base_offset),
+            created_ms: AtomicI64::new(now_ms()),
+            index: RwLock::new(SegmentIndex::default()),
+        };
+        let (ip, tp) = index_paths(dir, base_offset);
+        let mut report = RecoveryReport::default();
+        if !active {
+            if let Some(ix) = SegmentIndex::read_files(&ip, &tp, len) {
+                let next = seg.next_offset_from_tail(&ix, len)?;
+                seg.next_offset.store(next, Ordering::Release);
+                *seg.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
+                return Ok((seg, report));
+            }
+        }
+        report = seg.scan_and_repair(active, index_interval)?;
+        Ok((seg, report))
+    }
+
+    /// Reads the last indexed batch onward to find the segment's end offset.
+    fn next_offset_from_tail(&self, ix: &SegmentIndex, len: u64) -> Result<i64, LogError> {
+        let mut pos = ix.offsets.last().map(|e| e.position as u64).unwrap_or(0);
+        let mut next = self.base_offset;
+        while pos < len {
+            let h = self.read_header(pos)?;
+            next = h.last_offset() + 1;
+            pos += h.total_size() as u64;
+        }
+        Ok(next)
+    }
+
+    fn read_header(&self, pos: u64) -> Result<BatchHeader, LogError> {
+        let mut hb = [0u8; HEADER_LEN];
+        self.file
+            .read_exact_at(&mut hb, pos)
+            .map_err(|e| LogError::io(&self.path, e))?;
+        BatchHeader::parse(&hb)
+            .filter(|h| h.total_size() >= HEADER_LEN)
+            .ok_or_else(|| {
+                LogError::CorruptBatch(format!("bad header at {pos} in {:?}", self.path))
+            })
+    }
+
+    /// Walks every batch. With `verify`, whole batches are CRC-checked and
+    /// the file is truncated at the first bad one.
+    fn scan_and_repair(&self, verify: bool, interval: u32) -> Result<RecoveryReport, LogError> {
+        let len = self.size.load(Ordering::Acquire);
+        let mut ix = SegmentIndex::default();
+        let mut pos = 0u64;
+        let mut next = self.base_offset;
+        let mut report = RecoveryReport::default();
+        let mut buf = Vec::new();
+        while pos < len {
+            let problem = match self.read_header(pos) {
+                Err(e) => Some(e.to_string()),
+                Ok(h) => {
+                    let size = h.total_size() as u64;
+                    if pos + size > len {
+                        Some(format!("torn batch at byte {pos}"))
+                    } else if h.base_offset < next {
+                        Some(format!(
+                            "offset {} goes backwards at byte {pos}",
+                            h.base_offset
+                        ))
+                    } else {
+                        let checked = if verify {
+                            buf.resize(size as usize, 0);
+                            self.file
+                                .read_exact_at(&mut buf, pos)
+                                .map_err(|e| LogError::io(&self.path, e))?;
+                            batch::check_batch(&buf)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        } else {
+                            Ok(())
+                        };
+                        match checked {
+                            Err(e) => Some(e),
+                            Ok(()) => {
+                                ix.on_append(
+                                    (h.base_offset - self.base_offset) as u32,
+                                    pos as u32,
+                                    size as u32,
+                                    h.max_timestamp,
+                                    interval,
+                                );
+                                next = h.last_offset() + 1;
+                                pos += size;
+                                None
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(reason) = problem {
+                if !verify {
+                    return Err(LogError::CorruptBatch(format!("{:?}: {reason}", self.path)));
+                }
+                report.truncated_bytes = len - pos;
+                report.reason = Some(reason);
+                self.file
+                    .set_len(pos)
+                    .and_then(|_| self.file.sync_all())
+                    .map_err(|e| LogError::io(&self.path, e))?;
+                self.size.store(pos, Ordering::Release);
+                break;
+            }
+        }
+        self.next_offset.store(next, Ordering::Release);
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
+        Ok(report)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_timestamp()
+    }
+
+    /// Appends already-stamped batches. Caller holds the partition lock.
+    /// `batches` gives (relative offset, position within `data`, size, max ts).
+    pub fn append(
+        &self,
+        data: &[u8],
+        batches: &[(i64, usize, usize, i64)],
+        next_offset: i64,
+        interval: u32,
+    ) -> Result<(), LogError> {
+        let start = self.size.load(Ordering::Acquire);
+        if let Err(e) = (&self.file).write_all(data) {
+            // Leave no partial batch behind for readers or recovery.
+            let _ = self.file.set_len(start);
+            return Err(LogError::io(&self.path, e));
+        }
+        {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for &(base, at, size, max_ts) in batches {
+                ix.on_append(
+                    (base - self.base_offset) as u32,
+                    (start as usize + at) as u32,
+                    size as u32,
+                    max_ts,
+                    interval,
+                );
+            }
+        }
+        if start == 0 {
+            self.created_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.size
+            .store(start + data.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Position of the first batch containing or after `offset`, if any
+    /// whole batch at or after it lies below `limit`.
+    fn locate(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut pos = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .position_for(rel) as u64;
+        while pos + (HEADER_LEN as u64) <= limit {
+            let h = self.read_header(pos)?;
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`: up to
+    /// `max_bytes`, but always the first batch in full so a consumer can make
+    /// progress past a batch larger than its limit (KIP-74).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Vec<u8>>, LogError> {
+        let limit = self.size();
+        let Some((pos, first)) = self.locate(offset, limit)? else {
+            return Ok(None);
+        };
+        let avail = (limit - pos) as usize;
+        let want = avail.min(max_bytes.max(first.total_size()));
+        let mut buf = vec![0u8; want];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| LogError::io(&self.path, e))?;
+        let (_, whole) = batch::whole_batches(&buf);
+        buf.truncate(whole);
+        Ok(if buf.is_empty() { None } else { Some(buf) })
+    }
+
+    /// First offset whose batch has a max timestamp >= `ts` (batch
+    /// granularity), with that batch's max timestamp.
+    pub fn offset_for_time(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let start_rel = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .rel_offset_for_time(ts);
+        let Some(rel) = start_rel else {
+            return Ok(None);
+        };
+        let limit = self.size();
+        let Some((mut pos, _)) = self.locate(self.base_offset + rel as i64, limit)? else {
+            return Ok(None);
+        };
+        while pos + (HEADER_LEN as u64) <= limit {
+            let h = self.read_header(pos)?;
+            if h.max_timestamp >= ts {
+                return Ok(Some((h.base_offset, h.max_timestamp)));
+            }
+            pos += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(&self.path, e))
+    }
+
+    /// Makes a segment immutable on disk: data and index files fsynced.
+    pub fn seal(&self, dir: &Path) -> Result<(), LogError> {
+        self.sync()?;
+        let (ip, tp) = index_paths(dir, self.base_offset);
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        ix.write_files(&ip, &tp).map_err(|e| LogError::io(&ip, e))
+    }
+
+    /// Removes the segment's files; open readers keep their descriptor.
+    pub fn delete_files(&self, dir: &Path) {
+        let (ip, tp) = index_paths(dir, self.base_offset);
+        for p in [&self.path, &ip, &tp] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

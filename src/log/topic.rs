@@ -1,0 +1,198 @@
+//! A topic: its id, its partitions and its config overrides, persisted in
+//! `topic.json` beside the partition directories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::LogConfig;
+
+use super::topic_config::{self, EffectiveConfig};
+use super::{fsutil, LogError, Partition};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicMeta {
+    id: Uuid,
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    dir: PathBuf,
+    index_interval: u32,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+    overrides: RwLock<BTreeMap<String, String>>,
+    effective: ArcSwap<EffectiveConfig>,
+}
+
+const META_FILE: &str = "topic.json";
+
+impl Topic {
+    pub fn create(
+        dir: PathBuf,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        defaults: &LogConfig,
+    ) -> Result<Arc<Topic>, LogError> {
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let meta = TopicMeta {
+            id: Uuid::new_v4(),
+            partitions,
+            configs: overrides,
+        };
+        write_meta(&dir, &meta)?;
+        Self::from_meta(dir, name, meta, defaults)
+    }
+
+    pub fn open(dir: PathBuf, name: &str, defaults: &LogConfig) -> Result<Arc<Topic>, LogError> {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+        let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
+            LogError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        Self::from_meta(dir, name, meta, defaults)
+    }
+
+    fn from_meta(
+        dir: PathBuf,
+        name: &str,
+        meta: TopicMeta,
+        defaults: &LogConfig,
+    ) -> Result<Arc<Topic>, LogError> {
+        let name: Arc<str> = Arc::from(name);
+        let mut parts = Vec::with_capacity(meta.partitions as usize);
+        for i in 0..meta.partitions {
+            parts.push(Partition::open(
+                name.clone(),
+                i,
+                dir.join(i.to_string()),
+                defaults.index_interval_bytes,
+            )?);
+        }
+        Ok(Arc::new(Topic {
+            name,
+            id: meta.id,
+            effective: ArcSwap::from_pointee(topic_config::effective(defaults, &meta.configs)),
+            overrides: RwLock::new(meta.configs),
+            dir,
+            index_interval: defaults.index_interval_bytes,
+            partitions: RwLock::new(parts),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        if index < 0 {
+            return None;
+        }
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index as usize)
+            .cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as i32
+    }
+
+    pub fn config(&self) -> Arc<EffectiveConfig> {
+        self.effective.load_full()
+    }
+
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn persist(&self, partitions: i32, configs: &BTreeMap<String, String>) -> Result<(), LogError> {
+        write_meta(
+            &self.dir,
+            &TopicMeta {
+                id: self.id,
+                partitions,
+                configs: configs.clone(),
+            },
+        )
+    }
+
+    /// Grows the topic to `total` partitions (Kafka never shrinks them).
+    pub fn add_partitions(&self, total: i32, validate_only: bool) -> Result<(), LogError> {
+        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let current = parts.len() as i32;
+        if total <= current {
+            return Err(LogError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, {total} would not be an increase"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let configs = self.overrides();
+        self.persist(total, &configs)?;
+        for i in current..total {
+            parts.push(Partition::open(
+                self.name.clone(),
+                i,
+                self.dir.join(i.to_string()),
+                self.index_interval,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Replaces the override set after validating it as a whole.
+    pub fn set_overrides(
+        &self,
+        configs: BTreeMap<String, String>,
+        defaults: &LogConfig,
+    ) -> Result<(), LogError> {
+        topic_config::validate_all(&configs)?;
+        let mut cur = self.overrides.write().unwrap_or_else(|p| p.into_inner());
+        self.persist(self.partition_count(), &configs)?;
+        self.effective
+            .store(Arc::new(topic_config::effective(defaults, &configs)));
+        *cur = configs;
+        Ok(())
+    }
+
+    pub fn mark_deleted(&self) {
+        for p in self.partitions() {
+            p.mark_deleted();
+        }
+    }
+}
+
+fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), LogError> {
+    let path = dir.join(META_FILE);
+    let data = serde_json::to_vec_pretty(meta)
+        .map_err(|e| LogError::io(&path, std::io::Error::other(e)))?;
+    fsutil::write_atomic(&path, &data, 0o644).map_err(|e| LogError::io(&path, e))
+}

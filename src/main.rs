@@ -1,0 +1,107 @@
+//! The `portcullis` command line. Library errors are typed; this is the one
+//! place they become `anyhow` reports for a person to read.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use portcullis::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A Kafka-compatible broker with a security edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve {
+        /// YAML config file.
+        #[arg(long, default_value = "config/portcullis.yaml")]
+        config: PathBuf,
+        /// Override `data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Override `listeners`, Kafka syntax: PLAINTEXT://127.0.0.1:9092,...
+        #[arg(long)]
+        listeners: Option<String>,
+    },
+    /// Measure produce/consume throughput and latency with librdkafka.
+    Bench(portcullis::bench::BenchArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listeners,
+        } => rt.block_on(serve(
+            config,
+            Overrides {
+                data_dir,
+                listeners,
+            },
+        )),
+        Command::Bench(args) => rt.block_on(portcullis::bench::run(args)),
+    }
+}
+
+async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+    let config = Config::load(&path, &overrides)?;
+    let running = portcullis::broker::start(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        for l in &running.listeners {
+            writeln!(
+                out,
+                "portcullis: listening {}://{} (listener {}, advertised {}:{})",
+                l.protocol, l.bound, l.name, l.advertised_host, l.advertised_port
+            )?;
+        }
+        out.flush()?;
+    }
+    tracing::info!("broker started");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
