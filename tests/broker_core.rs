@@ -1,0 +1,366 @@
+//! Broker core, driven by librdkafka (the `rdkafka` crate) and by raw frames
+//! for the hostile-input cases.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{scratch, wait_for, Broker};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client")
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let res = rt
+        .block_on(admin(bootstrap).create_topics(&[t], &AdminOptions::new()))
+        .expect("create_topics");
+    for r in res {
+        r.unwrap_or_else(|e| panic!("create topic {name}: {e:?}"));
+    }
+}
+
+/// Delivery reports: (key, partition, offset) of every acknowledged record.
+#[derive(Clone, Default)]
+struct Acks(Arc<Mutex<Vec<(Vec<u8>, i32, i64)>>>, Arc<Mutex<usize>>);
+
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(m) => self.0.lock().unwrap().push((
+                m.key().unwrap_or_default().to_vec(),
+                m.partition(),
+                m.offset(),
+            )),
+            Err(_) => *self.1.lock().unwrap() += 1,
+        }
+    }
+}
+
+fn producer(bootstrap: &str, acks: &str, extra: &[(&str, &str)]) -> ThreadedProducer<Acks> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Acks::default()).expect("producer")
+}
+
+fn value_for(i: usize) -> Vec<u8> {
+    let len = (i * 37) % 300;
+    (0..len).map(|j| ((i + j) % 251) as u8).collect()
+}
+
+/// Reads every partition of `topic` from the start until `expected` records
+/// arrived; returns them as (partition, offset, key, value, headers, ts).
+type Rec = (i32, i64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>, i64);
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Rec> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused-no-commits")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::with_capacity(expected);
+    wait_for(
+        &format!("{expected} records from {topic}"),
+        Duration::from_secs(120),
+        || {
+            while let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m.expect("consume error");
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    m.timestamp().to_millis().unwrap_or(-1),
+                ));
+                if out.len() >= expected {
+                    break;
+                }
+            }
+            (out.len() >= expected).then_some(())
+        },
+    );
+    // Nothing beyond what was produced.
+    assert!(c.poll(Duration::from_millis(300)).is_none());
+    out
+}
+
+#[test]
+fn produce_100k_acks_all_and_read_back_identical() {
+    let dir = scratch("roundtrip");
+    let broker = Broker::start(dir.path(), "");
+    create_topic(&broker.bootstrap, "orders", 3, &[]);
+    let p = producer(&broker.bootstrap, "all", &[("compression.type", "lz4")]);
+    let n = 100_000;
+    for i in 0..n {
+        let key = format!("key-{i}");
+        let value = value_for(i);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "seq",
+            value: Some(&i.to_string()),
+        });
+        let rec = BaseRecord::to("orders")
+            .key(&key)
+            .payload(&value)
+            .headers(headers)
+            .timestamp(1_700_000_000_000 + i as i64);
+        let mut rec = rec;
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let acks = p.context().0.lock().unwrap().clone();
+    assert_eq!(acks.len(), n, "every record acknowledged");
+    let by_key: HashMap<Vec<u8>, (i32, i64)> =
+        acks.into_iter().map(|(k, p, o)| (k, (p, o))).collect();
+
+    let records = consume_all(&broker.bootstrap, "orders", 3, n);
+    assert_eq!(records.len(), n);
+    let mut last_offset = [-1i64; 3];
+    for (part, off, key, value, headers, ts) in records {
+        let i: usize = std::str::from_utf8(&key).unwrap()[4..].parse().unwrap();
+        assert_eq!(
+            by_key[&key],
+            (part, off),
+            "record {i} where it was acknowledged"
+        );
+        assert_eq!(value, value_for(i));
+        assert_eq!(
+            headers,
+            vec![("seq".to_string(), i.to_string().into_bytes())]
+        );
+        assert_eq!(ts, 1_700_000_000_000 + i as i64);
+        assert!(
+            off > last_offset[part as usize],
+            "in order within partition"
+        );
+        last_offset[part as usize] = off;
+    }
+}
+
+#[test]
+fn kill9_during_acks_all_loses_no_acknowledged_record() {
+    let dir = scratch("kill9");
+    let mut broker = Broker::start(dir.path(), "");
+    create_topic(&broker.bootstrap, "durable", 2, &[]);
+    let p = producer(
+        &broker.bootstrap,
+        "all",
+        &[("message.timeout.ms", "5000"), ("retries", "0")],
+    );
+    let ctx = p.context().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("k{i}");
+                let value = format!("v{i}");
+                if p.send(BaseRecord::to("durable").key(&key).payload(&value))
+                    .is_ok()
+                {
+                    i += 1;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let _ = p.flush(Duration::from_secs(10));
+        })
+    };
+    wait_for("20k acknowledged records", Duration::from_secs(60), || {
+        (ctx.0.lock().unwrap().len() >= 20_000).then_some(())
+    });
+    broker.kill9();
+    let acked: Vec<(Vec<u8>, i32, i64)> = ctx.0.lock().unwrap().clone();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+
+    broker.restart_after_kill9();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "unused")
+        .create()
+        .unwrap();
+    let (_, high0) = c
+        .fetch_watermarks("durable", 0, Duration::from_secs(10))
+        .unwrap();
+    let (_, high1) = c
+        .fetch_watermarks("durable", 1, Duration::from_secs(10))
+        .unwrap();
+    let total = (high0 + high1) as usize;
+    assert!(
+        total >= acked.len(),
+        "{total} stored < {} acknowledged",
+        acked.len()
+    );
+    let records = consume_all(&broker.bootstrap, "durable", 2, total);
+    let stored: HashMap<(i32, i64), Vec<u8>> = records
+        .into_iter()
+        .map(|(p, o, k, _, _, _)| ((p, o), k))
+        .collect();
+    for (key, part, off) in &acked {
+        assert_eq!(
+            stored.get(&(*part, *off)),
+            Some(key),
+            "acknowledged record at {part}/{off} survived"
+        );
+    }
+}
+
+#[test]
+fn restart_keeps_data_and_truncates_a_torn_tail() {
+    let dir = scratch("restart");
+    let mut broker = Broker::start(dir.path(), "");
+    create_topic(&broker.bootstrap, "t", 1, &[]);
+    let p = producer(&broker.bootstrap, "1", &[]);
+    for i in 0..1000 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        p.send(BaseRecord::to("t").key(&k).payload(&v)).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    drop(p);
+    broker.stop();
+    // Simulate a crash mid-write: half a batch of garbage at the tail.
+    let seg = dir.path().join("data/topics/t/0/00000000000000000000.log");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 1, 0, 9, 9, 9]).unwrap();
+    drop(f);
+    broker.restart();
+    assert!(broker.log().contains("recovery truncated the log tail"));
+    let recs = consume_all(&broker.bootstrap, "t", 1, 1000);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r.1, i as i64);
+        assert_eq!(r.3, format!("v{i}").into_bytes());
+    }
+    // And the log keeps growing from the right offset.
+    let p = producer(&broker.bootstrap, "all", &[]);
+    p.send(BaseRecord::to("t").key("after").payload("restart"))
+        .unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(p.context().0.lock().unwrap()[0].2, 1000);
+}
+
+#[test]
+fn retention_deletes_old_segments() {
+    let dir = scratch("retention");
+    let broker = Broker::start(
+        dir.path(),
+        "log:\n  segment_bytes: 4096\n  retention_check_interval_ms: 200\n",
+    );
+    create_topic(&broker.bootstrap, "old", 1, &[("retention.ms", "60000")]);
+    create_topic(&broker.bootstrap, "big", 1, &[("retention.bytes", "20000")]);
+    create_topic(&broker.bootstrap, "keep", 1, &[("retention.ms", "-1")]);
+    let p = producer(&broker.bootstrap, "1", &[("linger.ms", "0")]);
+    let hour_ago = rdkafka::util::current_time_millis() - 3_600_000;
+    for topic in ["old", "big", "keep"] {
+        for i in 0..300 {
+            let v = vec![b'x'; 200];
+            let k = format!("{i}");
+            p.send(
+                BaseRecord::to(topic)
+                    .key(&k)
+                    .payload(&v)
+                    .timestamp(hour_ago),
+            )
+            .unwrap();
+            if i % 10 == 0 {
+                p.flush(Duration::from_secs(10)).unwrap();
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "unused")
+        .create()
+        .unwrap();
+    let seg_count = |t: &str| {
+        std::fs::read_dir(dir.path().join(format!("data/topics/{t}/0")))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    // Everything in `old` is an hour old: all segments go, the log start
+    // moves to the end.
+    wait_for("time retention", Duration::from_secs(30), || {
+        let (low, high) = c.fetch_watermarks("old", 0, Duration::from_secs(5)).ok()?;
+        (high == 300 && low == 300).then_some(())
+    });
+    assert_eq!(seg_count("old"), 1);
+    wait_for("size retention", Duration::from_secs(30), || {
+        let (low, _) = c.fetch_watermarks("big", 0, Duration::from_secs(5)).ok()?;
+        (low > 0).then_some(())
+    });
+    let big_bytes: u64 = std::fs::read_dir(dir.path().join("data/topics/big/0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(big_bytes <= 20_000 + 4096, "{big_bytes} bytes kept");
+    let (low, high) = c
+        .fetch_watermarks("keep", 0, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!((low, high), (0, 300));
+    assert!(seg_count("keep") > 5);
+    // Consumers of `big` resume from the new log start.
+    let low = c
+        .fetch_watermarks("big", 0, Duration::from_secs(5))
+        .unwrap()
+        .0;
+    let recs = consume_all(&broker.bootstrap, "big", 1, (300 - low) as usize);
+    assert_eq!(recs[0].1, low);
+}

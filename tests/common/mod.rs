@@ -1,0 +1,244 @@
+//! Test harness: starts the real `portcullis` binary on free ports in a
+//! scratch directory, and provides the Python clients in a private venv.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+pub struct Broker {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub bootstrap: String,
+    pub port: u16,
+    extra_yaml: String,
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` at the deadline.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Broker {
+    /// Starts a PLAINTEXT broker with `extra_yaml` appended to a minimal config.
+    pub fn start(dir: &Path, extra_yaml: &str) -> Broker {
+        let mut b = Broker {
+            child: None,
+            dir: dir.to_path_buf(),
+            bootstrap: String::new(),
+            port: 0,
+            extra_yaml: extra_yaml.to_string(),
+        };
+        b.launch(0);
+        b
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("portcullis.yaml")
+    }
+
+    fn launch(&mut self, port: u16) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let cfg = format!(
+            "data_dir: {}\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:{port}\n{}",
+            self.dir.join("data").display(),
+            self.extra_yaml
+        );
+        std::fs::write(self.config_path(), cfg).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start portcullis");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("portcullis: listening ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not start; log:\n{}", self.log());
+            }
+        };
+        let hostport = addr.split("://").nth(1).unwrap().to_string();
+        self.port = hostport.rsplit(':').next().unwrap().parse().unwrap();
+        self.bootstrap = hostport;
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_sigterm(c.id());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.launch(port);
+    }
+
+    pub fn restart_after_kill9(&mut self) {
+        self.kill9();
+        let port = self.port;
+        self.launch(port);
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.bootstrap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A scratch directory per test, kept on failure for inspection.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("portcullis-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
+/// The Python interpreter of a venv with confluent-kafka and kafka-python,
+/// created on first use under `target/` (the harness installs what it needs).
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    PY.get_or_init(|| {
+        let _g = LOCK.lock().unwrap();
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv");
+        let py = venv.join("bin/python");
+        let marker = venv.join(".portcullis-ready");
+        if !marker.exists() {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "python3 -m venv failed");
+            let ok = Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "confluent-kafka>=2.6",
+                    "kafka-python>=2.2",
+                ])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "pip install of the Python Kafka clients failed");
+            std::fs::write(&marker, b"ok").unwrap();
+        }
+        py
+    })
+    .clone()
+}
+
+/// Runs `tests/python/<script>` with args; returns stdout, panics with
+/// stdout+stderr on a non-zero exit.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Sends one raw frame (size prefix added) and returns the response
+/// payload, or None if the broker closed the connection.
+pub fn raw_request(s: &mut TcpStream, payload: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    if s.write_all(&frame).is_err() {
+        return None;
+    }
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
