@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::log::{retention, LogError, LogManager, Topic};
+use crate::security::credentials::{CredentialError, CredentialStore, WatchHandle};
+use crate::security::scram;
 use crate::server::{listener, BoundListener};
+use crate::tls::{TlsAcceptorHandle, TlsError, TlsWatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -13,6 +16,15 @@ pub enum BrokerError {
     Log {
         dir: std::path::PathBuf,
         source: LogError,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("credential store: {0}")]
+    Credentials(#[from] CredentialError),
+    #[error("cannot watch {what}: {source}")]
+    Watch {
+        what: &'static str,
+        source: std::io::Error,
     },
     #[error("cannot bind listener {name} on {address}: {source}")]
     Bind {
@@ -26,6 +38,10 @@ pub enum BrokerError {
 pub struct Broker {
     pub config: Config,
     pub logs: Arc<LogManager>,
+    /// SCRAM credentials; present whenever a SASL listener is configured.
+    pub credentials: Option<Arc<CredentialStore>>,
+    /// Server TLS config; present whenever an SSL or SASL_SSL listener is.
+    pub tls: Option<Arc<TlsAcceptorHandle>>,
 }
 
 impl Broker {
@@ -50,10 +66,21 @@ impl Broker {
     }
 }
 
+/// What start-up did that a person should be told about once.
+#[derive(Debug, Default)]
+pub struct StartupNotes {
+    pub generated_certs: Option<crate::tls::CertsReport>,
+    /// Password of the bootstrap `admin` user, created on first start.
+    pub admin_password: Option<String>,
+}
+
 pub struct RunningBroker {
     pub broker: Arc<Broker>,
     pub listeners: Vec<BoundListener>,
+    pub notes: StartupNotes,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _tls_watcher: Option<TlsWatcher>,
+    _credentials_watcher: Option<WatchHandle>,
 }
 
 impl RunningBroker {
@@ -91,9 +118,47 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             })
         }
     };
+    let mut notes = StartupNotes::default();
+    let needs_tls = config
+        .listeners
+        .iter()
+        .any(|l| l.security_protocol.uses_tls());
+    let needs_sasl = config
+        .listeners
+        .iter()
+        .any(|l| l.security_protocol.uses_sasl());
+    let (tls, tls_watcher) = match (&config.tls, needs_tls) {
+        (Some(settings), true) => {
+            if config.certs.auto_generate {
+                notes.generated_certs =
+                    crate::tls::ensure_dev_certs(&config.certs.dir, &config.certs.hosts)?;
+            }
+            let handle = TlsAcceptorHandle::load(settings)?;
+            let watcher = handle.spawn_watcher()?;
+            (Some(handle), Some(watcher))
+        }
+        _ => (None, None),
+    };
+    let (credentials, credentials_watcher) = if needs_sasl {
+        let store = CredentialStore::open_or_init(&config.sasl.credentials)?;
+        if config.sasl.bootstrap_admin && store.snapshot().is_empty() {
+            let password = random_password();
+            store.modify(|f| f.add_user("admin", &password, scram::DEFAULT_ITERATIONS))?;
+            notes.admin_password = Some(password);
+        }
+        let watcher = store.spawn_watcher().map_err(|source| BrokerError::Watch {
+            what: "the credential store",
+            source,
+        })?;
+        (Some(store), Some(watcher))
+    } else {
+        (None, None)
+    };
     let broker = Arc::new(Broker {
         config: config.clone(),
         logs: logs.clone(),
+        credentials,
+        tls,
     });
     let mut tasks = vec![retention::spawn(logs)];
     let mut bound = Vec::new();
@@ -115,6 +180,19 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     Ok(RunningBroker {
         broker,
         listeners: bound,
+        notes,
         tasks,
+        _tls_watcher: tls_watcher,
+        _credentials_watcher: credentials_watcher,
     })
+}
+
+/// 24 characters from a 62-symbol alphabet: about 143 bits.
+pub fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..24)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }

@@ -158,6 +158,52 @@ impl Default for LogConfig {
     }
 }
 
+/// Where dev certificates live and whether `serve` may create them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertsConfig {
+    pub dir: PathBuf,
+    /// On first start with no certificates, make a dev CA and server cert.
+    pub auto_generate: bool,
+    /// Extra host names for the generated server certificate.
+    pub hosts: Vec<String>,
+}
+
+impl Default for CertsConfig {
+    fn default() -> Self {
+        CertsConfig {
+            dir: PathBuf::from("certs"),
+            auto_generate: false,
+            hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// Enabled mechanisms; Portcullis implements SCRAM-SHA-512.
+    pub mechanisms: Vec<String>,
+    /// The credential store (SCRAM keys only, never passwords).
+    pub credentials: PathBuf,
+    /// KIP-368 session lifetime; 0 means sessions never expire.
+    pub connections_max_reauth_ms: u64,
+    /// When the store is empty on first start, create `admin` with a random
+    /// password and print it once.
+    pub bootstrap_admin: bool,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        SaslConfig {
+            mechanisms: vec![crate::security::scram::MECHANISM.to_string()],
+            credentials: PathBuf::from("config/credentials.yaml"),
+            connections_max_reauth_ms: 0,
+            bootstrap_admin: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -170,6 +216,20 @@ pub struct Config {
     pub max_request_size: usize,
     #[serde(default)]
     pub log: LogConfig,
+    /// Server certificate for SSL and SASL_SSL listeners.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSettings>,
+    #[serde(default)]
+    pub certs: CertsConfig,
+    #[serde(default)]
+    pub sasl: SaslConfig,
+    /// Principals that bypass authorization, e.g. `User:admin`.
+    #[serde(default = "default_super_users")]
+    pub super_users: Vec<String>,
+}
+
+fn default_super_users() -> Vec<String> {
+    vec!["User:admin".to_string()]
 }
 
 fn default_data_dir() -> PathBuf {
@@ -234,10 +294,14 @@ impl Config {
                 parse_host_port(a)
                     .map_err(|m| invalid(&format!("listeners[{i}].advertised_address"), m))?;
             }
-            if l.security_protocol != SecurityProtocol::Plaintext {
+            if l.security_protocol.uses_tls() && self.tls.is_none() {
                 return Err(invalid(
-                    &format!("listeners[{i}].security_protocol"),
-                    format!("{} listeners are not supported yet", l.security_protocol),
+                    "tls",
+                    format!(
+                        "listener {} uses {} but no `tls` section (cert, key) is configured",
+                        l.display_name(),
+                        l.security_protocol
+                    ),
                 ));
             }
         }
@@ -246,6 +310,41 @@ impl Config {
                 "max_request_size",
                 "must be between 1024 and 1073741824 bytes",
             ));
+        }
+        for m in &self.sasl.mechanisms {
+            if m != crate::security::scram::MECHANISM {
+                return Err(invalid(
+                    "sasl.mechanisms",
+                    format!("`{m}` is not supported (Portcullis implements SCRAM-SHA-512)"),
+                ));
+            }
+        }
+        let sasl_used = self
+            .listeners
+            .iter()
+            .any(|l| l.security_protocol.uses_sasl());
+        if sasl_used && self.sasl.mechanisms.is_empty() {
+            return Err(invalid(
+                "sasl.mechanisms",
+                "SASL listeners need a mechanism",
+            ));
+        }
+        if self.sasl.connections_max_reauth_ms > 0 && self.sasl.connections_max_reauth_ms < 1000 {
+            return Err(invalid(
+                "sasl.connections_max_reauth_ms",
+                "must be 0 (no expiry) or at least 1000",
+            ));
+        }
+        for (i, su) in self.super_users.iter().enumerate() {
+            if su
+                .split_once(':')
+                .is_none_or(|(t, n)| t != "User" || n.is_empty())
+            {
+                return Err(invalid(
+                    &format!("super_users[{i}]"),
+                    format!("`{su}` is not a principal like User:alice"),
+                ));
+            }
         }
         if self.node_id < 0 {
             return Err(invalid("node_id", "must not be negative"));

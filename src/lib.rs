@@ -10,7 +10,9 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod log;
+pub mod security;
 pub mod server;
+pub mod tls;
 
 // Every binary that links this library gets the guard; see `alloc_guard` for why.
 #[global_allocator]

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use portcullis::config::{Config, Overrides};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
@@ -36,6 +38,10 @@ enum Command {
     },
     /// Measure produce/consume throughput and latency with librdkafka.
     Bench(portcullis::bench::BenchArgs),
+    /// Manage SCRAM-SHA-512 users in the credential store.
+    User(cli::user::UserArgs),
+    /// Create development certificates (CA, server, clients).
+    Certs(cli::certs::CertsArgs),
 }
 
 fn init_tracing() {
@@ -67,6 +73,8 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Command::Bench(args) => rt.block_on(portcullis::bench::run(args)),
+        Command::User(args) => cli::user::run(args),
+        Command::Certs(args) => cli::certs::run(args),
     }
 }
 
@@ -75,6 +83,25 @@ async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     let running = portcullis::broker::start(config).await?;
     {
         let mut out = std::io::stdout().lock();
+        if let Some(report) = &running.notes.generated_certs {
+            writeln!(
+                out,
+                "portcullis: no certificates found; generated a dev CA and server certificate: {}",
+                report
+                    .written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+        if let Some(pw) = &running.notes.admin_password {
+            writeln!(
+                out,
+                "portcullis: created SCRAM-SHA-512 super user `admin` with password: {pw}\n\
+                 portcullis: (shown once; only its SCRAM keys are stored. Change it with `portcullis user passwd admin`)"
+            )?;
+        }
         for l in &running.listeners {
             writeln!(
                 out,

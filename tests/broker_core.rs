@@ -38,8 +38,9 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, 
 }
 
 /// Delivery reports: (key, partition, offset) of every acknowledged record.
+type Acked = Vec<(Vec<u8>, i32, i64)>;
 #[derive(Clone, Default)]
-struct Acks(Arc<Mutex<Vec<(Vec<u8>, i32, i64)>>>, Arc<Mutex<usize>>);
+struct Acks(Arc<Mutex<Acked>>, Arc<Mutex<usize>>);
 
 impl ClientContext for Acks {}
 impl ProducerContext for Acks {

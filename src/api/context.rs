@@ -13,4 +13,6 @@ pub struct RequestContext<'a> {
     pub api: ApiKey,
     pub version: i16,
     pub header: &'a RequestHeader,
+    /// Who is asking: `User:name`, or `User:ANONYMOUS`.
+    pub principal: &'a str,
 }

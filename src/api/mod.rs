@@ -11,6 +11,8 @@ pub mod fetch;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod topics;
 pub mod versions;
 
@@ -23,6 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 pub use context::RequestContext;
 
 use crate::broker::Broker;
+use crate::security::session::{Gate, Session};
 use crate::server::BoundListener;
 
 /// What the connection loop does after a request.
@@ -32,6 +35,8 @@ pub enum Outcome {
     Silent,
     /// Protocol violation: Kafka closes the connection.
     Close(String),
+    /// Send the answer (e.g. an authentication failure), then close.
+    RespondThenClose(Bytes, String),
 }
 
 /// Peeks api key, version and correlation id without decoding the rest.
@@ -50,6 +55,7 @@ pub async fn handle_frame(
     broker: &Broker,
     listener: &BoundListener,
     peer: std::net::SocketAddr,
+    session: &mut Session,
     frame: Bytes,
 ) -> Outcome {
     let Some((key, version, correlation_id)) = peek_header(&frame) else {
@@ -61,6 +67,19 @@ pub async fn handle_frame(
     let Some(range) = versions::supported(api) else {
         return Outcome::Close(format!("unsupported API {api:?}"));
     };
+    // The edge decides before the body is even decoded: an unauthenticated
+    // client gets nothing parsed beyond the header fields.
+    if let Gate::Close(reason) = session.gate(api, std::time::Instant::now()) {
+        return Outcome::Close(reason);
+    }
+    if let Some(store) = &broker.credentials {
+        if !session.credentials_still_valid(store) {
+            return Outcome::Close(format!(
+                "credentials of {} were removed or changed",
+                session.principal()
+            ));
+        }
+    }
     if version < range.0 || version > range.1 {
         if api == ApiKey::ApiVersions {
             // KIP-511: answer in v0 so any client can read the supported list.
@@ -80,6 +99,29 @@ pub async fn handle_frame(
         Ok(Err(e)) => return Outcome::Close(format!("malformed {api:?} v{version} request: {e}")),
         Err(_) => return Outcome::Close(format!("malformed {api:?} v{version} request")),
     };
+    let body = match body {
+        RequestKind::SaslHandshake(r) => {
+            let (resp, close) = sasl::handshake(broker, session, version, r);
+            return respond(
+                api,
+                version,
+                correlation_id,
+                ResponseKind::SaslHandshake(resp),
+                close,
+            );
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (resp, close) = sasl::authenticate(broker, listener, peer, session, version, r);
+            return respond(
+                api,
+                version,
+                correlation_id,
+                ResponseKind::SaslAuthenticate(resp),
+                close,
+            );
+        }
+        other => other,
+    };
     let ctx = RequestContext {
         broker,
         listener,
@@ -87,10 +129,24 @@ pub async fn handle_frame(
         api,
         version,
         header: &header,
+        principal: session.principal(),
     };
     match dispatch(&ctx, body).await {
         Some(resp) => encode_response(api, version, correlation_id, &resp),
         None => Outcome::Silent,
+    }
+}
+
+fn respond(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    resp: ResponseKind,
+    close: Option<String>,
+) -> Outcome {
+    match (encode_response(api, version, correlation_id, &resp), close) {
+        (Outcome::Respond(bytes), Some(reason)) => Outcome::RespondThenClose(bytes, reason),
+        (other, _) => other,
     }
 }
 
@@ -115,6 +171,12 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(ctx, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(ctx, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(ctx, r))
         }
         // `versions::supported` only admits the APIs above.
         _ => return None,

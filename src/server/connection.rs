@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{self, Outcome};
 use crate::broker::Broker;
+use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
 use super::BoundListener;
@@ -18,6 +19,7 @@ pub async fn serve<S>(
     peer: SocketAddr,
     listener: Arc<BoundListener>,
     broker: Arc<Broker>,
+    mut session: Session,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -27,12 +29,30 @@ pub async fn serve<S>(
         let frame = match frames.read(&mut rd).await {
             Ok(f) => f,
             Err(FrameError::Closed) => return,
+            Err(FrameError::Io(e)) => {
+                // Peers hang up in many ways; not worth more than debug.
+                tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
+                return;
+            }
             Err(e) => {
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {e}");
                 return;
             }
         };
-        match api::handle_frame(&broker, &listener, peer, frame).await {
+        let outcome = if session.expects_raw_token() {
+            // SaslHandshake v0: SCRAM messages arrive as bare tokens.
+            api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame)
+        } else {
+            api::handle_frame(&broker, &listener, peer, &mut session, frame).await
+        };
+        match outcome {
+            Outcome::RespondThenClose(bytes, reason) => {
+                let _ = wr.write_all(&bytes).await;
+                let _ = wr.flush().await;
+                tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
+                let _ = wr.shutdown().await;
+                return;
+            }
             Outcome::Respond(bytes) => {
                 if let Err(e) = wr.write_all(&bytes).await {
                     tracing::debug!(%peer, "write failed: {e}");

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::config::{parse_host_port, ListenerConfig, SecurityProtocol};
+use crate::security::session::{Session, ANONYMOUS};
 
 use super::connection;
 
@@ -67,7 +68,7 @@ pub fn spawn_accept_loop(
                     let broker = broker.clone();
                     let info = info.clone();
                     tokio::spawn(async move {
-                        connection::serve(stream, peer, info, broker).await;
+                        accept_connection(stream, peer, info, broker).await;
                     });
                 }
                 Err(e) => {
@@ -78,4 +79,57 @@ pub fn spawn_accept_loop(
             }
         }
     })
+}
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Terminates TLS where the listener asks for it, sets up the connection's
+/// authentication state, and hands over to the request loop.
+async fn accept_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    info: Arc<BoundListener>,
+    broker: Arc<Broker>,
+) {
+    let reauth_ms = broker.config.sasl.connections_max_reauth_ms;
+    if !info.protocol.uses_tls() {
+        let session = if info.protocol.uses_sasl() {
+            Session::sasl(reauth_ms)
+        } else {
+            Session::open(ANONYMOUS.to_string())
+        };
+        connection::serve(stream, peer, info, broker, session).await;
+        return;
+    }
+    let Some(tls) = broker.tls.clone() else {
+        tracing::error!(listener = %info.name, "TLS listener without TLS configuration");
+        return;
+    };
+    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, listener = %info.name, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, listener = %info.name, "TLS handshake timed out");
+            return;
+        }
+    };
+    let session = if info.protocol.uses_sasl() {
+        Session::sasl(reauth_ms)
+    } else {
+        match tls.peer_principal(stream.get_ref().1) {
+            Ok(Some(user)) => Session::open(format!("User:{user}")),
+            Ok(None) => Session::open(ANONYMOUS.to_string()),
+            Err(e) => {
+                // Kafka refuses a certificate its mapping rules cannot name.
+                tracing::info!(%peer, listener = %info.name, "client certificate not mapped to a principal: {e}");
+                return;
+            }
+        }
+    };
+    connection::serve(stream, peer, info, broker, session).await;
 }

@@ -1,0 +1,4 @@
+//! Admin subcommands of the `portcullis` binary.
+
+pub mod certs;
+pub mod user;

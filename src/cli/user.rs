@@ -1,0 +1,117 @@
+//! `portcullis user add|passwd|remove|list`: edits the credential store
+//! file atomically; a running broker picks the change up by itself.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use portcullis::config::{Config, Overrides};
+use portcullis::security::credentials::CredentialStore;
+use portcullis::security::scram::{DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS};
+
+#[derive(Args)]
+pub struct UserArgs {
+    /// Broker config naming the credential store (sasl.credentials).
+    #[arg(long, global = true, default_value = "config/portcullis.yaml")]
+    config: PathBuf,
+    /// Use this credential store file instead of the config's.
+    #[arg(long, global = true)]
+    credentials: Option<PathBuf>,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Args)]
+struct PasswordArgs {
+    /// Read the password from the first line of standard input instead of a prompt.
+    #[arg(long)]
+    password_stdin: bool,
+    /// PBKDF2 iterations (4096..=16384).
+    #[arg(long, default_value_t = DEFAULT_ITERATIONS, value_parser = clap::value_parser!(u32).range(MIN_ITERATIONS as i64..=MAX_ITERATIONS as i64))]
+    iterations: u32,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Add {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Set a new password for an existing user.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Delete a user; their open sessions end.
+    Remove { name: String },
+    /// List users (names, mechanism, iterations; never keys).
+    List,
+}
+
+fn store_path(args: &UserArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.credentials {
+        return Ok(p.clone());
+    }
+    let cfg = Config::load(&args.config, &Overrides::default())?;
+    Ok(cfg.sasl.credentials)
+}
+
+fn read_password(p: &PasswordArgs, name: &str) -> anyhow::Result<String> {
+    let pw = if p.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let a = rpassword::prompt_password(format!("Password for {name}: "))
+            .context("cannot read the password (no terminal? use --password-stdin)")?;
+        let b = rpassword::prompt_password("Repeat password: ")?;
+        if a != b {
+            bail!("the passwords do not match");
+        }
+        a
+    };
+    if pw.is_empty() {
+        bail!("the password must not be empty");
+    }
+    Ok(pw)
+}
+
+pub fn run(args: UserArgs) -> anyhow::Result<()> {
+    let path = store_path(&args)?;
+    let store = CredentialStore::open_or_init(&path)
+        .with_context(|| format!("credential store {}", path.display()))?;
+    match &args.command {
+        UserCommand::Add { name, password } => {
+            let pw = read_password(password, name)?;
+            store.modify(|f| f.add_user(name, &pw, password.iterations))?;
+            println!("user `{name}` added to {}", path.display());
+        }
+        UserCommand::Passwd { name, password } => {
+            let pw = read_password(password, name)?;
+            store.modify(|f| f.set_password(name, &pw, password.iterations))?;
+            println!("password of `{name}` changed; its open sessions end");
+        }
+        UserCommand::Remove { name } => {
+            store.modify(|f| f.remove_user(name))?;
+            println!("user `{name}` removed; its open sessions end");
+        }
+        UserCommand::List => {
+            let users = store.snapshot().users();
+            if users.is_empty() {
+                println!("no users in {}", path.display());
+            }
+            for (name, mechanism, iterations) in users {
+                println!("{name}\t{mechanism}\titerations={iterations}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1200 @@
+//! SCRAM-SHA-512 server side (RFC 5802, RFC 7677) with Apache Kafka's
+//! conventions: no channel binding, `tokenauth`-style extensions in the
+//! client-first message, and iteration counts bounded to 4096..=16384.
+//!
+//! Only HMACs and one hash run at login; PBKDF2 runs only when a password is
+//! set ([`ScramCredential::from_password`]). Unknown users get a
+//! deterministic fake salt and fake keys so the exchange looks (and costs)
+//! the same as a wrong password.
+//!
+//! Nothing here indexes or unwraps untrusted data: every parse path returns
+//! `ScramError` instead of panicking.
+
+use std::fmt;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha512};
+use subtle::{Choice, ConstantTimeEq};
+
+type HmacSha512 = Hmac<Sha512>;
+
+/// SASL mechanism name as Kafka advertises it.
+pub const MECHANISM: &str = "SCRAM-SHA-512";
+/// Kafka's lower bound for SCRAM-SHA-512 iterations.
+pub const MIN_ITERATIONS: u32 = 4096;
+/// Kafka's upper bound for SCRAM-SHA-512 iterations.
+pub const MAX_ITERATIONS: u32 = 16384;
+/// Iterations used for new credentials by default, and always for the fake
+/// credential of an unknown user.
+pub const DEFAULT_ITERATIONS: u32 = 8192;
+/// Salt length for new credentials and for fake credentials.
+pub const SALT_LEN: usize = 32;
+
+/// Bound on a single SCRAM message. Real messages are a few hundred bytes;
+/// this stops a client from making us HMAC megabytes per attempt.
+const MAX_MESSAGE_LEN: usize = 4096;
+
+/// Text Kafka sends for every SCRAM failure except an authzid mismatch.
+const KAFKA_INVALID_CREDENTIALS: &str = "Authentication failed during authentication due to \
+     invalid credentials with SASL mechanism SCRAM-SHA-512";
+/// Text Kafka sends when the authzid differs from the username.
+const KAFKA_AUTHZID_MISMATCH: &str =
+    "Authentication failed: Client requested an authorization id that is different from username";
+
+/// Why the proof step failed. Only for server logs and metrics: the client
+/// must never learn which one it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    WrongPassword,
+    UnknownUser,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthFailure::WrongPassword => "wrong password",
+            AuthFailure::UnknownUser => "unknown user",
+        })
+    }
+}
+
+/// SCRAM failures. `Display` is for server logs; it carries only static
+/// descriptions, never message contents, proofs or keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    #[error("malformed SCRAM {stage} message: {detail}")]
+    Malformed {
+        stage: &'static str,
+        detail: &'static str,
+    },
+    #[error("SCRAM nonce in client-final does not match the exchange")]
+    NonceMismatch,
+    #[error("SCRAM channel binding rejected: {0}")]
+    ChannelBinding(&'static str),
+    #[error("SCRAM authorization id differs from username")]
+    AuthzidMismatch,
+    #[error("SCRAM mandatory extension (m=) is not supported")]
+    MandatoryExtension,
+    #[error("SCRAM authentication failed: {0}")]
+    AuthenticationFailed(AuthFailure),
+    #[error("SCRAM iteration count {0} outside {MIN_ITERATIONS}..={MAX_ITERATIONS}")]
+    BadIterations(u32),
+    #[error("SCRAM step called in state {0}")]
+    InvalidState(&'static str),
+}
+
+impl ScramError {
+    /// The error text for the Kafka client (SaslAuthenticate error_message).
+    /// Mirrors Kafka: only an authzid mismatch gets its own text; everything
+    /// else, in particular unknown user vs. wrong password, is identical.
+    pub fn client_message(&self) -> String {
+        match self {
+            ScramError::AuthzidMismatch => KAFKA_AUTHZID_MISMATCH.to_string(),
+            _ => KAFKA_INVALID_CREDENTIALS.to_string(),
+        }
+    }
+
+    /// Short stable label for logs/metrics; distinguishes unknown user from
+    /// wrong password (never send this to the client).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScramError::Malformed { .. } => "malformed_message",
+            ScramError::NonceMismatch => "nonce_mismatch",
+            ScramError::ChannelBinding(_) => "channel_binding",
+            ScramError::AuthzidMismatch => "authzid_mismatch",
+            ScramError::MandatoryExtension => "mandatory_extension",
+            ScramError::AuthenticationFailed(AuthFailure::WrongPassword) => "wrong_password",
+            ScramError::AuthenticationFailed(AuthFailure::UnknownUser) => "unknown_user",
+            ScramError::BadIterations(_) => "bad_iterations",
+            ScramError::InvalidState(_) => "invalid_state",
+        }
+    }
+}
+
+/// What the server keeps per user: salt, iteration count, StoredKey and
+/// ServerKey. Never the password or the SaltedPassword.
+#[derive(Clone)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: [u8; 64],
+    pub server_key: [u8; 64],
+    pub iterations: u32,
+}
+
+impl ScramCredential {
+    /// Derive a credential with a fresh random 32-byte salt (runs PBKDF2).
+    pub fn from_password(password: &str, iterations: u32) -> Result<Self, ScramError> {
+        let mut salt = vec![0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        Self::from_password_with_salt(password, &salt, iterations)
+    }
+
+    /// Derive a credential with a caller-chosen salt. Useful for importing
+    /// and for tests; production code should use [`Self::from_password`].
+    pub fn from_password_with_salt(
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        check_iterations(iterations)?;
+        let mut salted = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, iterations, &mut salted);
+        Self::from_salted_password(&salted, salt, iterations)
+    }
+
+    /// Builds the stored keys from a SaltedPassword computed elsewhere, as
+    /// Kafka's AlterUserScramCredentials sends it (the client runs PBKDF2).
+    pub fn from_salted_password(
+        salted: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        check_iterations(iterations)?;
+        let client_key = hmac512(salted, &[b"Client Key"]);
+        let server_key = hmac512(salted, &[b"Server Key"]);
+        Ok(ScramCredential {
+            salt: salt.to_vec(),
+            stored_key: sha512(&client_key),
+            server_key,
+            iterations,
+        })
+    }
+
+    /// 64-bit fingerprint (first 8 bytes of SHA-512(StoredKey)). Changes when
+    /// the password or salt changes; safe to log or compare, reveals nothing
+    /// useful about the key.
+    pub fn fingerprint(&self) -> u64 {
+        let h = sha512(&self.stored_key);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[..8]);
+        u64::from_be_bytes(b)
+    }
+}
+
+// Keys are secret: only show harmless metadata.
+impl fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("salt_len", &self.salt.len())
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+// Constant-time on the keys so equality checks never become an oracle.
+impl PartialEq for ScramCredential {
+    fn eq(&self, other: &Self) -> bool {
+        let keys =
+            self.stored_key.ct_eq(&other.stored_key) & self.server_key.ct_eq(&other.server_key);
+        bool::from(keys) && self.salt == other.salt && self.iterations == other.iterations
+    }
+}
+impl Eq for ScramCredential {}
+
+fn check_iterations(iterations: u32) -> Result<(), ScramError> {
+    if (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+        Ok(())
+    } else {
+        Err(ScramError::BadIterations(iterations))
+    }
+}
+
+fn hmac512(key: &[u8], parts: &[&[u8]]) -> [u8; 64] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha512 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+fn sha512(data: &[u8]) -> [u8; 64] {
+    Sha512::digest(data).into()
+}
+
+/// Deterministic stand-in for an unknown user: stable per (secret, name), so
+/// repeated probes see the same salt, just like for a real user. NUL
+/// separates name and label; names never contain control characters.
+fn fake_credential(secret: &[u8; 32], username: &str) -> ScramCredential {
+    let salt_full = hmac512(secret, &[username.as_bytes()]);
+    let stored_key = hmac512(
+        secret,
+        &[username.as_bytes(), b"\0portcullis-fake-stored-key"],
+    );
+    let server_key = hmac512(
+        secret,
+        &[username.as_bytes(), b"\0portcullis-fake-server-key"],
+    );
+    ScramCredential {
+        salt: salt_full[..SALT_LEN].to_vec(),
+        stored_key,
+        server_key,
+        iterations: DEFAULT_ITERATIONS,
+    }
+}
+
+/// Result of a successful `step`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramStep {
+    /// server-first-message to send back.
+    Challenge(Vec<u8>),
+    /// Exchange complete: send `server_final` (`v=...`) and treat
+    /// `username` as authenticated. `extensions` are the client-first
+    /// extensions in the order received (e.g. `tokenauth=true`).
+    Success {
+        server_final: Vec<u8>,
+        username: String,
+        extensions: Vec<(String, String)>,
+    },
+}
+
+struct Pending {
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    /// client nonce + server nonce, as the client must echo it.
+    full_nonce: String,
+    username: String,
+    extensions: Vec<(String, String)>,
+    credential: ScramCredential,
+    known_user: bool,
+}
+
+enum State {
+    AwaitingClientFirst,
+    AwaitingClientFinal(Box<Pending>),
+    Done,
+    Failed,
+}
+
+/// One SCRAM-SHA-512 server exchange. Feed each client message to
+/// [`ScramServer::step`]; any error moves the exchange to a terminal failed
+/// state.
+pub struct ScramServer {
+    fake_secret: [u8; 32],
+    state: State,
+    username: Option<String>,
+}
+
+impl fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramServer")
+            .field("state", &self.state_name())
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramServer {
+    /// `fake_secret` is the store's server secret, used to derive fake salts
+    /// for unknown users.
+    pub fn new(fake_secret: [u8; 32]) -> Self {
+        ScramServer {
+            fake_secret,
+            state: State::AwaitingClientFirst,
+            username: None,
+        }
+    }
+
+    /// The username claimed in client-first (decoded). Authenticated only
+    /// once `step` has returned `Success`.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// True once the exchange succeeded.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            State::AwaitingClientFirst => "awaiting-client-first",
+            State::AwaitingClientFinal(_) => "awaiting-client-final",
+            State::Done => "done",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Process one client message. `lookup` is called once, with the
+    /// decoded username, during client-first.
+    pub fn step(
+        &mut self,
+        input: &[u8],
+        lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+    ) -> Result<ScramStep, ScramError> {
+        self.step_inner(input, lookup, None)
+    }
+
+    fn step_inner(
+        &mut self,
+        input: &[u8],
+        lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+        fixed_server_nonce: Option<&str>,
+    ) -> Result<ScramStep, ScramError> {
+        // Take the state out so that every early return leaves `Failed`.
+        let state = std::mem::replace(&mut self.state, State::Failed);
+        match state {
+            State::AwaitingClientFirst => {
+                let (step, pending) = self.client_first(input, lookup, fixed_server_nonce)?;
+                self.state = State::AwaitingClientFinal(Box::new(pending));
+                Ok(step)
+            }
+            State::AwaitingClientFinal(pending) => {
+                let step = client_final(input, &pending)?;
+                self.state = State::Done;
+                Ok(step)
+            }
+            State::Done => {
+                self.state = State::Done;
+                Err(ScramError::InvalidState("done"))
+            }
+            State::Failed => Err(ScramError::InvalidState("failed")),
+        }
+    }
+
+    fn client_first(
+        &mut self,
+        input: &[u8],
+        lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+        fixed_server_nonce: Option<&str>,
+    ) -> Result<(ScramStep, Pending), ScramError> {
+        let msg = parse_client_first(input)?;
+        self.username = Some(msg.username.clone());
+        if let Some(authzid) = &msg.authzid {
+            if *authzid != msg.username {
+                return Err(ScramError::AuthzidMismatch);
+            }
+        }
+
+        // Always derive the fake credential, then pick: known and unknown
+        // users cost the same three HMACs here.
+        let fake = fake_credential(&self.fake_secret, &msg.username);
+        let (credential, known_user) = match lookup(&msg.username) {
+            Some(real) => (real, true),
+            None => (fake, false),
+        };
+
+        let server_nonce = match fixed_server_nonce {
+            Some(n) => n.to_string(),
+            None => {
+                let mut raw = [0u8; 32];
+                OsRng.fill_bytes(&mut raw);
+                // Base64 alphabet is printable and has no ',' — valid nonce chars.
+                STANDARD_NO_PAD.encode(raw)
+            }
+        };
+        let full_nonce = format!("{}{}", msg.client_nonce, server_nonce);
+        let server_first = format!(
+            "r={},s={},i={}",
+            full_nonce,
+            STANDARD.encode(&credential.salt),
+            credential.iterations
+        );
+        let step = ScramStep::Challenge(server_first.clone().into_bytes());
+        Ok((
+            step,
+            Pending {
+                gs2_header: msg.gs2_header.to_string(),
+                client_first_bare: msg.bare.to_string(),
+                server_first,
+                full_nonce,
+                username: msg.username,
+                extensions: msg.extensions,
+                credential,
+                known_user,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+impl ScramServer {
+    /// Deterministic server nonce, for known-answer tests only.
+    fn step_with_nonce(
+        &mut self,
+        input: &[u8],
+        lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+        nonce: &str,
+    ) -> Result<ScramStep, ScramError> {
+        self.step_inner(input, lookup, Some(nonce))
+    }
+}
+
+fn client_final(input: &[u8], p: &Pending) -> Result<ScramStep, ScramError> {
+    const STAGE: &str = "client-final";
+    let malformed = |detail| ScramError::Malformed {
+        stage: STAGE,
+        detail,
+    };
+    let text = as_message(input, STAGE)?;
+    // RFC 5802: proof is always the last attribute.
+    let (without_proof, proof_b64) = text.rsplit_once(",p=").ok_or(malformed("missing proof"))?;
+
+    let mut attrs = without_proof.split(',');
+    let cbind = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("c="))
+        .ok_or(malformed("missing channel binding"))?;
+    let nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(malformed("missing nonce"))?;
+    for ext in attrs {
+        parse_extension(ext).map_err(|_| malformed("bad extension"))?;
+    }
+
+    // We never bind to a channel, so c= must echo our gs2 header verbatim.
+    if cbind != STANDARD.encode(&p.gs2_header) {
+        return Err(ScramError::ChannelBinding("c= does not match gs2 header"));
+    }
+    if nonce != p.full_nonce {
+        return Err(ScramError::NonceMismatch);
+    }
+    let proof = STANDARD
+        .decode(proof_b64)
+        .map_err(|_| malformed("proof is not base64"))?;
+    let proof: [u8; 64] = proof
+        .try_into()
+        .map_err(|_| malformed("proof is not 64 bytes"))?;
+
+    let auth_message = format!(
+        "{},{},{}",
+        p.client_first_bare, p.server_first, without_proof
+    );
+    let cred = &p.credential;
+    let client_signature = hmac512(&cred.stored_key, &[auth_message.as_bytes()]);
+    let mut client_key = [0u8; 64];
+    for (k, (a, b)) in client_key
+        .iter_mut()
+        .zip(proof.iter().zip(client_signature.iter()))
+    {
+        *k = a ^ b;
+    }
+    // Computed before the decision so success and failure cost the same.
+    let server_signature = hmac512(&cred.server_key, &[auth_message.as_bytes()]);
+    let key_ok = sha512(&client_key).ct_eq(&cred.stored_key);
+    let ok = key_ok & Choice::from(u8::from(p.known_user));
+
+    if bool::from(ok) {
+        Ok(ScramStep::Success {
+            server_final: format!("v={}", STANDARD.encode(server_signature)).into_bytes(),
+            username: p.username.clone(),
+            extensions: p.extensions.clone(),
+        })
+    } else if p.known_user {
+        Err(ScramError::AuthenticationFailed(AuthFailure::WrongPassword))
+    } else {
+        Err(ScramError::AuthenticationFailed(AuthFailure::UnknownUser))
+    }
+}
+
+struct ClientFirst<'a> {
+    gs2_header: &'a str,
+    bare: &'a str,
+    authzid: Option<String>,
+    username: String,
+    client_nonce: &'a str,
+    extensions: Vec<(String, String)>,
+}
+
+fn as_message<'a>(input: &'a [u8], stage: &'static str) -> Result<&'a str, ScramError> {
+    if input.len() > MAX_MESSAGE_LEN {
+        return Err(ScramError::Malformed {
+            stage,
+            detail: "message too long",
+        });
+    }
+    std::str::from_utf8(input).map_err(|_| ScramError::Malformed {
+        stage,
+        detail: "invalid UTF-8",
+    })
+}
+
+fn parse_client_first(input: &[u8]) -> Result<ClientFirst<'_>, ScramError> {
+    const STAGE: &str = "client-first";
+    let malformed = |detail| ScramError::Malformed {
+        stage: STAGE,
+        detail,
+    };
+    let text = as_message(input, STAGE)?;
+
+    // gs2-header = cbind-flag "," [authzid] ","
+    let (flag, rest) = text
+        .split_once(',')
+        .ok_or(malformed("missing gs2 header"))?;
+    match flag {
+        // "y": client supports binding but thinks we don't — fine, we don't.
+        "n" | "y" => {}
+        f if f.starts_with("p=") => {
+            return Err(ScramError::ChannelBinding("channel binding not supported"))
+        }
+        _ => return Err(malformed("bad gs2 channel binding flag")),
+    }
+    let (authz_part, bare) = rest
+        .split_once(',')
+        .ok_or(malformed("missing gs2 header"))?;
+    let authzid = if authz_part.is_empty() {
+        None
+    } else {
+        let raw = authz_part
+            .strip_prefix("a=")
+            .ok_or(malformed("bad gs2 authzid"))?;
+        Some(decode_saslname(raw).map_err(|_| malformed("bad authzid encoding"))?)
+    };
+    let gs2_len = text.len() - bare.len();
+    let gs2_header = text.get(..gs2_len).ok_or(malformed("missing gs2 header"))?;
+
+    let mut attrs = bare.split(',');
+    let first = attrs.next().unwrap_or_default();
+    if first.starts_with("m=") {
+        return Err(ScramError::MandatoryExtension);
+    }
+    let raw_user = first
+        .strip_prefix("n=")
+        .ok_or(malformed("missing username"))?;
+    let username = decode_saslname(raw_user).map_err(|_| malformed("bad username encoding"))?;
+    let client_nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(malformed("missing nonce"))?;
+    if client_nonce.is_empty() || !client_nonce.bytes().all(is_nonce_char) {
+        return Err(malformed("bad nonce characters"));
+    }
+
+    let mut extensions: Vec<(String, String)> = Vec::new();
+    for ext in attrs {
+        let (k, v) = parse_extension(ext).map_err(|e| match e {
+            ExtError::Mandatory => ScramError::MandatoryExtension,
+            ExtError::Bad => malformed("bad extension"),
+        })?;
+        if extensions.iter().any(|(seen, _)| seen == k) {
+            return Err(malformed("duplicate extension"));
+        }
+        extensions.push((k.to_string(), v.to_string()));
+    }
+
+    Ok(ClientFirst {
+        gs2_header,
+        bare,
+        authzid,
+        username,
+        client_nonce,
+        extensions,
+    })
+}
+
+/// Decoded username from a client-first message, for audit logs of failed
+/// attempts. `None` if the message does not parse.
+pub fn parse_client_first_username(input: &[u8]) -> Option<String> {
+    parse_client_first(input).ok().map(|m| m.username)
+}
+
+/// RFC 5802 printable: %x21-2B / %x2D-7E (visible ASCII except ',').
+fn is_nonce_char(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && b != b','
+}
+
+enum ExtError {
+    Mandatory,
+    Bad,
+}
+
+/// Kafka's extension grammar: ALPHA+ "=" 1*(%x01-7F except '=' and ',').
+/// We additionally refuse control characters.
+fn parse_extension(attr: &str) -> Result<(&str, &str), ExtError> {
+    let (k, v) = attr.split_once('=').ok_or(ExtError::Bad)?;
+    if k == "m" {
+        return Err(ExtError::Mandatory);
+    }
+    let key_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphabetic());
+    let val_ok = !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'=');
+    if key_ok && val_ok {
+        Ok((k, v))
+    } else {
+        Err(ExtError::Bad)
+    }
+}
+
+/// RFC 5802 saslname: `=2C` is ',', `=3D` is '='; any other '=' is invalid.
+/// Control characters and empty names are refused.
+fn decode_saslname(raw: &str) -> Result<String, ()> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '=' => match (chars.next(), chars.next()) {
+                (Some('2'), Some('C')) => out.push(','),
+                (Some('3'), Some('D')) => out.push('='),
+                _ => return Err(()),
+            },
+            ',' => return Err(()),
+            c if c.is_control() => return Err(()),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        Err(())
+    } else {
+        Ok(out)
+    }
+}
+
+/// RFC 5802 saslname encoding (the inverse of `decode_saslname`).
+pub fn encode_saslname(name: &str) -> String {
+    name.replace('=', "=3D").replace(',', "=2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: [u8; 32] = [7u8; 32];
+
+    /// Memoized: PBKDF2 dominates test time otherwise (the proptests run
+    /// hundreds of exchanges).
+    fn cred(password: &str) -> ScramCredential {
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<String, ScramCredential>> =
+                Default::default();
+        }
+        CACHE.with(|c| {
+            c.borrow_mut()
+                .entry(password.to_string())
+                .or_insert_with(|| {
+                    ScramCredential::from_password_with_salt(
+                        password,
+                        b"fixed-test-salt-0123456789abcdef",
+                        4096,
+                    )
+                    .expect("valid iterations")
+                })
+                .clone()
+        })
+    }
+
+    /// Minimal SCRAM-SHA-512 client, written against the RFC rather than
+    /// reusing server helpers (PBKDF2 done by hand with one HMAC block).
+    struct TestClient {
+        gs2: String,
+        bare: String,
+        nonce: String,
+    }
+
+    fn hmac_t(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = <HmacSha512 as Mac>::new_from_slice(key).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// PBKDF2-HMAC-SHA512 with dkLen = hLen (single block), per RFC 8018.
+    fn pbkdf2_by_hand(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        type Key = (Vec<u8>, Vec<u8>, u32);
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<Key, Vec<u8>>> =
+                Default::default();
+        }
+        let key = (password.to_vec(), salt.to_vec(), iterations);
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let out = pbkdf2_uncached(password, salt, iterations);
+        CACHE.with(|c| c.borrow_mut().insert(key, out.clone()));
+        out
+    }
+
+    fn pbkdf2_uncached(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        let mut s = salt.to_vec();
+        s.extend_from_slice(&1u32.to_be_bytes());
+        let mut u = hmac_t(password, &s);
+        let mut acc = u.clone();
+        for _ in 1..iterations {
+            u = hmac_t(password, &u);
+            acc.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
+        }
+        acc
+    }
+
+    impl TestClient {
+        fn new(gs2: &str, user: &str, nonce: &str, exts: &str) -> Self {
+            TestClient {
+                gs2: gs2.to_string(),
+                bare: format!("n={},r={}{}", encode_saslname(user), nonce, exts),
+                nonce: nonce.to_string(),
+            }
+        }
+        fn first(&self) -> Vec<u8> {
+            format!("{}{}", self.gs2, self.bare).into_bytes()
+        }
+        /// Returns (client-final, expected server-final).
+        fn finish(&self, server_first: &[u8], password: &str) -> (Vec<u8>, Vec<u8>) {
+            let sf = std::str::from_utf8(server_first).expect("utf8");
+            let mut r = "";
+            let mut s = "";
+            let mut i = 0u32;
+            for a in sf.split(',') {
+                if let Some(v) = a.strip_prefix("r=") {
+                    r = v;
+                } else if let Some(v) = a.strip_prefix("s=") {
+                    s = v;
+                } else if let Some(v) = a.strip_prefix("i=") {
+                    i = v.parse().expect("iterations");
+                }
+            }
+            assert!(r.starts_with(&self.nonce));
+            let salt = STANDARD.decode(s).expect("salt b64");
+            let salted = pbkdf2_by_hand(password.as_bytes(), &salt, i);
+            let client_key = hmac_t(&salted, b"Client Key");
+            let stored_key = Sha512::digest(&client_key).to_vec();
+            let without_proof = format!("c={},r={}", STANDARD.encode(&self.gs2), r);
+            let auth = format!("{},{},{}", self.bare, sf, without_proof);
+            let sig = hmac_t(&stored_key, auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            let server_key = hmac_t(&salted, b"Server Key");
+            let v = hmac_t(&server_key, auth.as_bytes());
+            (
+                format!("{},p={}", without_proof, STANDARD.encode(proof)).into_bytes(),
+                format!("v={}", STANDARD.encode(v)).into_bytes(),
+            )
+        }
+    }
+
+    fn lookup_alice(pw: &'static str) -> impl Fn(&str) -> Option<ScramCredential> {
+        let c = cred(pw);
+        move |u: &str| (u == "alice").then(|| c.clone())
+    }
+
+    fn challenge(step: ScramStep) -> Vec<u8> {
+        match step {
+            ScramStep::Challenge(c) => c,
+            other => panic!("expected challenge, got {other:?}"),
+        }
+    }
+
+    /// Runs a whole exchange; returns (server-first, result of final step).
+    fn run(
+        client: &TestClient,
+        password: &str,
+        lookup: &dyn Fn(&str) -> Option<ScramCredential>,
+    ) -> (Vec<u8>, Result<ScramStep, ScramError>, Vec<u8>) {
+        let mut server = ScramServer::new(SECRET);
+        let sf = challenge(
+            server
+                .step(&client.first(), lookup)
+                .expect("client-first ok"),
+        );
+        let (cf, expected_v) = client.finish(&sf, password);
+        (sf, server.step(&cf, lookup), expected_v)
+    }
+
+    #[test]
+    fn pbkdf2_known_vectors() {
+        // Published PBKDF2-HMAC-SHA512 vectors (P="password", S="salt").
+        let c1 = "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252\
+                  c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce";
+        let c4096 = "d197b1b33db0143e018b12f3d1d1479e6cdebdcc97c5c0f87f6902e072f457b5\
+                     143f30602641b3d55cd335988cb36b84376060ecd532e039b742a239434af2d5";
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&pbkdf2_by_hand(b"password", b"salt", 1)), c1);
+        let mut out = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<Sha512>(b"password", b"salt", 4096, &mut out);
+        assert_eq!(hex(&out), c4096);
+        assert_eq!(hex(&pbkdf2_by_hand(b"password", b"salt", 4096)), c4096);
+    }
+
+    #[test]
+    fn fixed_vector_exchange() {
+        // Known answer computed independently (Python hashlib/hmac) for
+        // user "user", password "pencil", salt "QSXCR+Q6sek8bf92" (b64),
+        // 4096 iterations, client nonce "rOprNGfwEbeRWgbNEkqO", server
+        // nonce "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0" (RFC 7677's inputs).
+        let salt = STANDARD.decode("QSXCR+Q6sek8bf92").expect("b64");
+        let c = ScramCredential::from_password_with_salt("pencil", &salt, 4096).expect("ok");
+        let lookup = move |u: &str| (u == "user").then(|| c.clone());
+        let mut server = ScramServer::new(SECRET);
+        let sf = challenge(
+            server
+                .step_with_nonce(
+                    b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                    &lookup,
+                    "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+                )
+                .expect("first"),
+        );
+        assert_eq!(
+            sf,
+            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=QSXCR+Q6sek8bf92,i=4096"
+        );
+        let cf = format!(
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p={}",
+            PY_PROOF
+        );
+        match server.step(cf.as_bytes(), &lookup).expect("final") {
+            ScramStep::Success {
+                server_final,
+                username,
+                ..
+            } => {
+                assert_eq!(username, "user");
+                assert_eq!(server_final, format!("v={PY_SERVER_SIG}").into_bytes());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Filled from an independent Python computation; see fixed_vector_exchange.
+    const PY_PROOF: &str =
+        "EAykbhDbSIdK2NH1gxa6hYeuy//F2vYHhDoID4icsfM4En7tcnA3Z8d4tGEJYtryn0rPgJfK/+/jQRZPhFOnvg==";
+    const PY_SERVER_SIG: &str =
+        "yax/LDlXoMn1o/AvseJ8T8lP13ZwLqloWBF+Ha+KqzvGcg205ZoJQDqxr01QXLIFNyiqDLEITr05WbdTDPpW6w==";
+
+    #[test]
+    fn full_exchange_succeeds() {
+        let lookup = lookup_alice("s3cret");
+        let client = TestClient::new("n,,", "alice", "fyko+d2lbbFgONRv9qkxdawL", "");
+        let (_, res, expected_v) = run(&client, "s3cret", &lookup);
+        match res.expect("success") {
+            ScramStep::Success {
+                server_final,
+                username,
+                extensions,
+            } => {
+                assert_eq!(server_final, expected_v);
+                assert_eq!(username, "alice");
+                assert!(extensions.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_password_matches_independent_derivation() {
+        let c = ScramCredential::from_password("pw", DEFAULT_ITERATIONS).expect("ok");
+        assert_eq!(c.salt.len(), SALT_LEN);
+        let salted = pbkdf2_by_hand(b"pw", &c.salt, DEFAULT_ITERATIONS);
+        let ck = hmac_t(&salted, b"Client Key");
+        assert_eq!(c.stored_key.to_vec(), Sha512::digest(&ck).to_vec());
+        assert_eq!(c.server_key.to_vec(), hmac_t(&salted, b"Server Key"));
+        let other = ScramCredential::from_password("pw", DEFAULT_ITERATIONS).expect("ok");
+        assert_ne!(c.salt, other.salt, "salt must be random");
+    }
+
+    #[test]
+    fn iterations_bounds() {
+        for bad in [0, 1, MIN_ITERATIONS - 1, MAX_ITERATIONS + 1, u32::MAX] {
+            assert_eq!(
+                ScramCredential::from_password("x", bad).err(),
+                Some(ScramError::BadIterations(bad))
+            );
+        }
+        assert!(ScramCredential::from_password("x", MIN_ITERATIONS).is_ok());
+    }
+
+    #[test]
+    fn debug_hides_keys() {
+        let c = cred("pw");
+        let d = format!("{c:?}");
+        assert!(!d.contains("stored_key") && !d.contains("server_key"));
+        let s = format!("{:?}", ScramServer::new(SECRET));
+        assert!(!s.contains('7'), "secret bytes leaked: {s}");
+    }
+
+    #[test]
+    fn wrong_password_fails() {
+        let lookup = lookup_alice("right");
+        let client = TestClient::new("n,,", "alice", "abcdef", "");
+        let (_, res, _) = run(&client, "wrong", &lookup);
+        let err = res.expect_err("must fail");
+        assert_eq!(
+            err,
+            ScramError::AuthenticationFailed(AuthFailure::WrongPassword)
+        );
+        assert_eq!(err.reason(), "wrong_password");
+    }
+
+    #[test]
+    fn unknown_user_looks_like_wrong_password() {
+        // A real user with the default parameters, so the shapes must match.
+        let real = ScramCredential::from_password("right", DEFAULT_ITERATIONS).expect("ok");
+        let lookup = move |u: &str| (u == "alice").then(|| real.clone());
+        let known = TestClient::new("n,,", "alice", "abcdef", "");
+        let unknown = TestClient::new("n,,", "mallory", "abcdef", "");
+        let (sf_known, err_known, _) = run(&known, "wrong", &lookup);
+        let (sf_unknown, err_unknown, _) = run(&unknown, "whatever", &lookup);
+        let (err_known, err_unknown) = (err_known.expect_err("k"), err_unknown.expect_err("u"));
+        assert_eq!(err_known.client_message(), err_unknown.client_message());
+        assert_eq!(err_known.client_message(), KAFKA_INVALID_CREDENTIALS);
+        assert_eq!(err_unknown.reason(), "unknown_user");
+
+        // Same shape: nonce length, salt length, iteration count.
+        let shape = |sf: &[u8]| {
+            let s = std::str::from_utf8(sf).expect("utf8").to_string();
+            let parts: Vec<String> = s.split(',').map(str::to_string).collect();
+            let salt = STANDARD.decode(&parts[1][2..]).expect("b64");
+            (parts[0].len(), salt.len(), parts[2].clone())
+        };
+        assert_eq!(shape(&sf_known).0, shape(&sf_unknown).0);
+        assert_eq!(shape(&sf_unknown).1, SALT_LEN);
+        assert_eq!(shape(&sf_unknown).2, format!("i={DEFAULT_ITERATIONS}"));
+        assert_eq!(shape(&sf_known), shape(&sf_unknown));
+    }
+
+    #[test]
+    fn unknown_user_salt_is_stable() {
+        let none = |_: &str| None;
+        let salt_of = |secret: [u8; 32]| {
+            let mut s = ScramServer::new(secret);
+            let sf = challenge(s.step(b"n,,n=ghost,r=xyz", &none).expect("ok"));
+            String::from_utf8(sf)
+                .expect("utf8")
+                .split(',')
+                .nth(1)
+                .map(str::to_string)
+        };
+        assert_eq!(salt_of(SECRET), salt_of(SECRET));
+        assert_ne!(salt_of(SECRET), salt_of([8u8; 32]));
+    }
+
+    #[test]
+    fn nonce_tampering_fails() {
+        let lookup = lookup_alice("pw");
+        let client = TestClient::new("n,,", "alice", "abcdef", "");
+        let mut server = ScramServer::new(SECRET);
+        let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
+        let (cf, _) = client.finish(&sf, "pw");
+        let tampered = String::from_utf8(cf)
+            .expect("utf8")
+            .replacen(",r=abcdef", ",r=abcdeg", 1);
+        assert_eq!(
+            server.step(tampered.as_bytes(), &lookup),
+            Err(ScramError::NonceMismatch)
+        );
+        // Failed is terminal.
+        assert_eq!(
+            server.step(b"anything", &lookup),
+            Err(ScramError::InvalidState("failed"))
+        );
+    }
+
+    #[test]
+    fn channel_binding_must_match_gs2_header() {
+        let lookup = lookup_alice("pw");
+        let client = TestClient::new("n,,", "alice", "abcdef", "");
+        let mut server = ScramServer::new(SECRET);
+        let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
+        let (cf, _) = client.finish(&sf, "pw");
+        let bad = String::from_utf8(cf)
+            .expect("utf8")
+            .replacen("c=biws", "c=eSws", 1);
+        assert!(matches!(
+            server.step(bad.as_bytes(), &lookup),
+            Err(ScramError::ChannelBinding(_))
+        ));
+    }
+
+    #[test]
+    fn y_flag_and_matching_authzid_accepted() {
+        let lookup = lookup_alice("pw");
+        for gs2 in ["y,,", "n,a=alice,", "y,a=alice,"] {
+            let client = TestClient::new(gs2, "alice", "abcdef", "");
+            let (_, res, v) = run(&client, "pw", &lookup);
+            match res {
+                Ok(ScramStep::Success { server_final, .. }) => assert_eq!(server_final, v),
+                other => panic!("{gs2}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn saslname_escapes_in_user_and_authzid() {
+        let c = cred("pw");
+        let lookup = move |u: &str| (u == "a,b=c").then(|| c.clone());
+        let client = TestClient::new("n,a=a=2Cb=3Dc,", "a,b=c", "abcdef", "");
+        let (_, res, _) = run(&client, "pw", &lookup);
+        assert!(matches!(res, Ok(ScramStep::Success { ref username, .. }) if username == "a,b=c"));
+    }
+
+    #[test]
+    fn rejected_client_first_messages() {
+        let lookup = lookup_alice("pw");
+        let cases: &[(&[u8], &str)] = &[
+            (b"p=tls-unique,,n=alice,r=abc", "channel_binding"),
+            (b"n,a=bob,n=alice,r=abc", "authzid_mismatch"),
+            (b"n,,m=foo,n=alice,r=abc", "mandatory_extension"),
+            (b"n,,n=alice,r=abc,m=foo", "mandatory_extension"),
+            (b"n,,n=,r=abc", "malformed_message"),
+            (b"n,,n=al=2Xice,r=abc", "malformed_message"),
+            (b"n,,n=al=ice,r=abc", "malformed_message"),
+            (b"n,,n=al\x01ice,r=abc", "malformed_message"),
+            (b"n,,n=\xff\xfe,r=abc", "malformed_message"),
+            (b"n,,n=alice,r=ab\x7fc", "malformed_message"),
+            (b"n,,n=alice,r=ab c", "malformed_message"),
+            (b"n,,n=alice,r=", "malformed_message"),
+            (b"n,,n=alice", "malformed_message"),
+            (b"n,,r=abc,n=alice", "malformed_message"),
+            (b"x,,n=alice,r=abc", "malformed_message"),
+            (b"n,b=x,n=alice,r=abc", "malformed_message"),
+            (b"n,,n=alice,r=abc,", "malformed_message"),
+            (b"n,,n=alice,r=abc,k=v,k=w", "malformed_message"),
+            (b"n,,n=alice,r=abc,1k=v", "malformed_message"),
+            (b"", "malformed_message"),
+        ];
+        for (input, reason) in cases {
+            let mut s = ScramServer::new(SECRET);
+            let err = s.step(input, &lookup).expect_err("must reject");
+            assert_eq!(
+                err.reason(),
+                *reason,
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let mut s = ScramServer::new(SECRET);
+        let err = s.step(b"n,a=bob,n=alice,r=abc", &lookup).expect_err("x");
+        assert_eq!(err.client_message(), KAFKA_AUTHZID_MISMATCH);
+    }
+
+    #[test]
+    fn extensions_preserved_and_signed() {
+        let lookup = lookup_alice("pw");
+        let client = TestClient::new("n,,", "alice", "abcdef", ",tokenauth=true,zeta=1");
+        let (_, res, v) = run(&client, "pw", &lookup);
+        match res.expect("ok") {
+            ScramStep::Success {
+                server_final,
+                extensions,
+                ..
+            } => {
+                assert_eq!(server_final, v);
+                assert_eq!(
+                    extensions,
+                    vec![
+                        ("tokenauth".to_string(), "true".to_string()),
+                        ("zeta".to_string(), "1".to_string())
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn step_after_success_is_invalid() {
+        let lookup = lookup_alice("pw");
+        let client = TestClient::new("n,,", "alice", "abcdef", "");
+        let mut server = ScramServer::new(SECRET);
+        let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
+        let (cf, _) = client.finish(&sf, "pw");
+        assert!(server.step(&cf, &lookup).is_ok());
+        assert!(server.is_complete());
+        assert_eq!(
+            server.step(&cf, &lookup),
+            Err(ScramError::InvalidState("done"))
+        );
+        assert!(server.is_complete());
+    }
+
+    #[test]
+    fn bad_proof_encodings() {
+        let lookup = lookup_alice("pw");
+        for proof in ["", "!!!", "AAAA", "biws,p=AAAA"] {
+            let mut server = ScramServer::new(SECRET);
+            let sf = challenge(server.step(b"n,,n=alice,r=abc", &lookup).expect("first"));
+            let r = std::str::from_utf8(&sf)
+                .expect("u")
+                .split(',')
+                .next()
+                .expect("r")
+                .to_string();
+            let cf = format!("c=biws,{r},p={proof}");
+            assert_eq!(
+                server.step(cf.as_bytes(), &lookup).map_err(|e| e.reason()),
+                Err("malformed_message")
+            );
+        }
+    }
+
+    #[test]
+    fn username_helper() {
+        assert_eq!(
+            parse_client_first_username(b"n,,n=a=2Cb,r=xyz").as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(parse_client_first_username(b"garbage"), None);
+    }
+
+    #[test]
+    fn fingerprint_tracks_key() {
+        assert_eq!(cred("a").fingerprint(), cred("a").fingerprint());
+        assert_ne!(cred("a").fingerprint(), cred("b").fingerprint());
+    }
+
+    fn mutate(mut msg: Vec<u8>, ops: &[(u8, usize, u8)]) -> Vec<u8> {
+        for &(op, pos, byte) in ops {
+            let len = msg.len();
+            match op % 4 {
+                0 if len > 0 => msg[pos % len] = byte,
+                1 => msg.insert(pos % (len + 1), byte),
+                2 if len > 0 => {
+                    msg.remove(pos % len);
+                }
+                3 if len > 0 => msg.truncate(pos % len),
+                _ => {}
+            }
+        }
+        msg
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn step_never_panics_on_random_bytes(
+            a in proptest::collection::vec(any::<u8>(), 0..200),
+            b in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let lookup = |_: &str| Some(cred("pw"));
+            let mut s = ScramServer::new(SECRET);
+            let _ = s.step(&a, &lookup);
+            let _ = s.step(&b, &lookup);
+            let _ = s.step(&b, &lookup);
+            let _ = parse_client_first_username(&a);
+        }
+
+        #[test]
+        fn step_never_panics_on_mutated_messages(
+            ops1 in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..6),
+            ops2 in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..6),
+            exts in "(,[a-z]{1,5}=[ -~]{0,4}){0,2}",
+        ) {
+            let c = cred("pw");
+            let lookup = move |u: &str| (u == "alice").then(|| c.clone());
+            let client = TestClient::new("n,,", "alice", "abcdef", &exts);
+            let mut s = ScramServer::new(SECRET);
+            let first = mutate(client.first(), &ops1);
+            if let Ok(ScramStep::Challenge(sf)) = s.step(&first, &lookup) {
+                // Only a syntactically valid server-first can drive the client.
+                if first == client.first() {
+                    let (cf, _) = client.finish(&sf, "pw");
+                    let cf2 = mutate(cf.clone(), &ops2);
+                    let res = s.step(&cf2, &lookup);
+                    // An untouched exchange must succeed; a mutated one must not
+                    // succeed unless the mutation was a no-op.
+                    if cf2 == cf {
+                        let ok = matches!(res, Ok(ScramStep::Success { .. }));
+                        prop_assert!(ok);
+                    } else {
+                        prop_assert!(res.is_err());
+                    }
+                } else {
+                    let _ = s.step(&mutate(b"c=biws,r=abcdef,p=AAAA".to_vec(), &ops2), &lookup);
+                }
+            }
+        }
+    }
+}
