@@ -122,7 +122,10 @@ async fn accept_connection(
         Session::sasl(reauth_ms)
     } else {
         match tls.peer_principal(stream.get_ref().1) {
-            Ok(Some(user)) => Session::open(format!("User:{user}")),
+            Ok(Some(user)) => {
+                tracing::info!(%peer, listener = %info.name, principal = %format!("User:{user}"), "TLS client certificate accepted");
+                Session::open(format!("User:{user}"))
+            }
             Ok(None) => Session::open(ANONYMOUS.to_string()),
             Err(e) => {
                 // Kafka refuses a certificate its mapping rules cannot name.

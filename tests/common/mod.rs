@@ -15,9 +15,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 pub struct Broker {
     child: Option<Child>,
     pub dir: PathBuf,
+    /// host:port of the first listener.
     pub bootstrap: String,
     pub port: u16,
     extra_yaml: String,
+    /// Security protocols of the listeners, in config order.
+    protocols: Vec<String>,
+    /// Bound host:port per listener, in config order.
+    pub addrs: Vec<String>,
+    /// Password of the bootstrap `admin` user, when the broker created it.
+    pub admin_password: Option<String>,
 }
 
 /// Polls `f` until it returns `Some`, panicking with `what` at the deadline.
@@ -37,25 +44,109 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 impl Broker {
     /// Starts a PLAINTEXT broker with `extra_yaml` appended to a minimal config.
     pub fn start(dir: &Path, extra_yaml: &str) -> Broker {
+        Broker::start_listeners(dir, &["PLAINTEXT"], extra_yaml)
+    }
+
+    /// Starts a broker with one listener per protocol (each on a free port),
+    /// TLS from dev certificates generated into `dir/certs`, and the
+    /// credential store at `dir/credentials.yaml`.
+    pub fn start_listeners(dir: &Path, protocols: &[&str], extra_yaml: &str) -> Broker {
+        let secure = protocols.iter().any(|p| *p != "PLAINTEXT");
+        let mut yaml = String::new();
+        if secure && !extra_yaml.contains("\ntls:") && !extra_yaml.starts_with("tls:") {
+            let certs = dir.join("certs");
+            yaml.push_str(&format!(
+                "tls:\n  cert: {c}/server.crt\n  key: {c}/server.key\ncerts:\n  dir: {c}\n  auto_generate: true\n",
+                c = certs.display()
+            ));
+        }
+        if !extra_yaml.contains("sasl:") {
+            yaml.push_str(&format!(
+                "sasl:\n  credentials: {}\n",
+                dir.join("credentials.yaml").display()
+            ));
+        }
+        yaml.push_str(extra_yaml);
         let mut b = Broker {
             child: None,
             dir: dir.to_path_buf(),
             bootstrap: String::new(),
             port: 0,
-            extra_yaml: extra_yaml.to_string(),
+            extra_yaml: yaml,
+            protocols: protocols.iter().map(|p| p.to_string()).collect(),
+            addrs: Vec::new(),
+            admin_password: None,
         };
-        b.launch(0);
+        b.launch(&vec![0; protocols.len()]);
         b
+    }
+
+    /// SASL_SSL only: the secure default.
+    pub fn start_secure(dir: &Path, extra_yaml: &str) -> Broker {
+        Broker::start_listeners(dir, &["SASL_SSL"], extra_yaml)
+    }
+
+    /// Address of the first listener with this security protocol.
+    pub fn addr(&self, protocol: &str) -> &str {
+        let i = self
+            .protocols
+            .iter()
+            .position(|p| p == protocol)
+            .unwrap_or_else(|| panic!("no {protocol} listener"));
+        &self.addrs[i]
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("certs/ca.crt")
+    }
+
+    /// Runs `portcullis <args>` against this broker's config, with `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis cli");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `portcullis user add NAME --password-stdin`, asserting success.
+    pub fn add_user(&self, name: &str, password: &str) {
+        let out = self.cli(
+            &["user", "add", name, "--password-stdin"],
+            &format!("{password}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("portcullis.yaml")
     }
 
-    fn launch(&mut self, port: u16) {
+    fn launch(&mut self, ports: &[u16]) {
         std::fs::create_dir_all(&self.dir).unwrap();
+        let mut listeners = String::new();
+        for (proto, port) in self.protocols.iter().zip(ports) {
+            listeners.push_str(&format!(
+                "  - security_protocol: {proto}\n    address: 127.0.0.1:{port}\n"
+            ));
+        }
         let cfg = format!(
-            "data_dir: {}\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:{port}\n{}",
+            "data_dir: {}\nlisteners:\n{listeners}{}",
             self.dir.join("data").display(),
             self.extra_yaml
         );
@@ -79,18 +170,27 @@ impl Broker {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("portcullis: listening ") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((true, addr));
+                } else if let Some((_, pw)) = line.split_once("with password: ") {
+                    let _ = tx.send((false, pw.trim().to_string()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("broker did not start; log:\n{}", self.log());
+        self.addrs.clear();
+        while self.addrs.len() < self.protocols.len() {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((true, addr)) => {
+                    self.addrs
+                        .push(addr.split("://").nth(1).unwrap().to_string());
+                }
+                Ok((false, pw)) => self.admin_password = Some(pw),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("broker did not start; log:\n{}", self.log());
+                }
             }
-        };
-        let hostport = addr.split("://").nth(1).unwrap().to_string();
+        }
+        let hostport = self.addrs[0].clone();
         self.port = hostport.rsplit(':').next().unwrap().parse().unwrap();
         self.bootstrap = hostport;
         self.child = Some(child);
@@ -129,16 +229,23 @@ impl Broker {
     }
 
     /// Starts again on the same port and data directory.
+    fn ports(&self) -> Vec<u16> {
+        self.addrs
+            .iter()
+            .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
     pub fn restart(&mut self) {
         self.stop();
-        let port = self.port;
-        self.launch(port);
+        let ports = self.ports();
+        self.launch(&ports);
     }
 
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
-        let port = self.port;
-        self.launch(port);
+        let ports = self.ports();
+        self.launch(&ports);
     }
 
     pub fn connect(&self) -> TcpStream {
