@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::acl::store::AclWatcher;
+use crate::acl::AclStore;
 use crate::config::Config;
 use crate::log::{retention, LogError, LogManager, Topic};
 use crate::security::credentials::{CredentialError, CredentialStore, WatchHandle};
@@ -17,6 +19,8 @@ pub enum BrokerError {
         dir: std::path::PathBuf,
         source: LogError,
     },
+    #[error("{0}")]
+    Acl(#[from] crate::acl::file::AclFileError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("credential store: {0}")]
@@ -42,6 +46,8 @@ pub struct Broker {
     pub credentials: Option<Arc<CredentialStore>>,
     /// Server TLS config; present whenever an SSL or SASL_SSL listener is.
     pub tls: Option<Arc<TlsAcceptorHandle>>,
+    /// The rules in force, from the ACL file.
+    pub acls: Arc<AclStore>,
 }
 
 impl Broker {
@@ -81,6 +87,7 @@ pub struct RunningBroker {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _tls_watcher: Option<TlsWatcher>,
     _credentials_watcher: Option<WatchHandle>,
+    _acl_watcher: AclWatcher,
 }
 
 impl RunningBroker {
@@ -154,11 +161,17 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     } else {
         (None, None)
     };
+    let acls = AclStore::open(&config.acl.file, config.super_users.clone())?;
+    let acl_watcher = acls.spawn_watcher().map_err(|source| BrokerError::Watch {
+        what: "the ACL file",
+        source,
+    })?;
     let broker = Arc::new(Broker {
         config: config.clone(),
         logs: logs.clone(),
         credentials,
         tls,
+        acls,
     });
     let mut tasks = vec![retention::spawn(logs)];
     let mut bound = Vec::new();
@@ -184,6 +197,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         tasks,
         _tls_watcher: tls_watcher,
         _credentials_watcher: credentials_watcher,
+        _acl_watcher: acl_watcher,
     })
 }
 

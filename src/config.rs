@@ -158,6 +158,21 @@ impl Default for LogConfig {
     }
 }
 
+/// The ACL file: the source of truth for authorization, hot-reloaded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    pub file: PathBuf,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig {
+            file: PathBuf::from("acl/acls.yaml"),
+        }
+    }
+}
+
 /// Where dev certificates live and whether `serve` may create them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -223,6 +238,8 @@ pub struct Config {
     pub certs: CertsConfig,
     #[serde(default)]
     pub sasl: SaslConfig,
+    #[serde(default)]
+    pub acl: AclConfig,
     /// Principals that bypass authorization, e.g. `User:admin`.
     #[serde(default = "default_super_users")]
     pub super_users: Vec<String>,

@@ -4,6 +4,7 @@
 //! connection loop) hands decoded requests to `api` (one module per Kafka API
 //! family), which talks to the `log` engine.
 
+pub mod acl;
 pub mod alloc_guard;
 pub mod api;
 pub mod bench;

@@ -41,3 +41,7 @@ pub fn code_for(e: &LogError) -> i16 {
         LogError::Io { .. } => KAFKA_STORAGE_ERROR,
     }
 }
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;

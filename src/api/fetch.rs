@@ -8,6 +8,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use crate::acl::Operation;
+
 use super::errors::{self, code_for};
 use super::RequestContext;
 
@@ -49,7 +51,12 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
     let mut had_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let topic = logs.topic(&ft.topic);
+        let authorized = ctx.authorize_topic(Operation::Read, &ft.topic);
+        let topic = if authorized {
+            logs.topic(&ft.topic)
+        } else {
+            None
+        };
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default()
@@ -58,7 +65,11 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
                 .with_last_stable_offset(-1)
                 .with_aborted_transactions(Some(Vec::new()));
             let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                pd.error_code = if authorized {
+                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    errors::TOPIC_AUTHORIZATION_FAILED
+                };
                 had_error = true;
                 parts.push(pd);
                 continue;

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::acl::Operation;
 use crate::log::Topic;
 
 use super::errors;
@@ -50,10 +51,27 @@ fn unknown_topic(name: Option<TopicName>, code: i16) -> MetadataResponseTopic {
 pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataResponse {
     let logs = &ctx.broker.logs;
     let topics = match req.topics {
-        None => logs.topics().iter().map(|t| topic_entry(ctx, t)).collect(),
+        // All topics: silently drop what the principal may not describe.
+        None => logs
+            .topics()
+            .iter()
+            .filter(|t| ctx.authorize_topic(Operation::Describe, &t.name))
+            .map(|t| topic_entry(ctx, t))
+            .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for wanted in list {
+                // Authorization comes before existence: an unauthorized
+                // client learns nothing about which topics exist.
+                if let Some(n) = &wanted.name {
+                    if !ctx.authorize_topic(Operation::Describe, n) {
+                        out.push(unknown_topic(
+                            wanted.name.clone(),
+                            errors::TOPIC_AUTHORIZATION_FAILED,
+                        ));
+                        continue;
+                    }
+                }
                 let found = match &wanted.name {
                     Some(n) => logs.topic(n),
                     None => logs.topic_by_id(wanted.topic_id),
@@ -63,13 +81,19 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
                     None => match &wanted.name {
                         Some(n)
                             if req.allow_auto_topic_creation
-                                && logs.defaults.auto_create_topics =>
+                                && logs.defaults.auto_create_topics
+                                && (ctx.authorize_cluster(Operation::Create)
+                                    || ctx.authorize_topic(Operation::Create, n)) =>
                         {
                             ctx.broker.auto_create(n)
                         }
                         _ => None,
                     },
                 };
+                // By id, the name is only known after the lookup.
+                let found = found.filter(|t| {
+                    wanted.name.is_some() || ctx.authorize_topic(Operation::Describe, &t.name)
+                });
                 out.push(match found {
                     Some(t) => topic_entry(ctx, &t),
                     None if wanted.name.is_none() => {
@@ -110,6 +134,13 @@ pub fn handle_describe_cluster(
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let l = ctx.listener;
+    if !ctx.authorize_cluster(Operation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "Cluster authorization failed.",
+            )));
+    }
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(ctx.broker.logs.cluster_id.clone()))
         .with_controller_id(node(ctx))

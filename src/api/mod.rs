@@ -130,6 +130,7 @@ pub async fn handle_frame(
         version,
         header: &header,
         principal: session.principal(),
+        acls: broker.acls.snapshot().clone(),
     };
     match dispatch(&ctx, body).await {
         Some(resp) => encode_response(api, version, correlation_id, &resp),

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 
+use crate::acl::Operation;
 use crate::log::{LogError, Partition};
 
 use super::errors::{self, code_for};
@@ -41,7 +42,12 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
         .topics
         .into_iter()
         .map(|t| {
-            let topic = logs.topic(&t.name);
+            let authorized = ctx.authorize_topic(Operation::Describe, &t.name);
+            let topic = if authorized {
+                logs.topic(&t.name)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .into_iter()
@@ -49,6 +55,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                     let mut r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(lp.partition_index);
                     match topic.as_ref().and_then(|t| t.partition(lp.partition_index)) {
+                        None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(p) => match lookup(&p, lp.timestamp) {
                             Ok((offset, ts)) => {
@@ -84,7 +91,12 @@ pub fn delete_records(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = logs.topic(&t.name);
+            let authorized = ctx.authorize_topic(Operation::Delete, &t.name);
+            let topic = if authorized {
+                logs.topic(&t.name)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .into_iter()
@@ -93,6 +105,7 @@ pub fn delete_records(
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
                     match topic.as_ref().and_then(|t| t.partition(dp.partition_index)) {
+                        None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(p) => match p.delete_records_before(dp.offset) {
                             Ok(low) => r.low_watermark = low,

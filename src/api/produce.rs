@@ -8,6 +8,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::acl::Operation;
 use crate::log::{batch, LogError, Partition};
 
 use super::errors::{self, code_for};
@@ -27,9 +28,15 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut pending = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
+        let authorized = ctx.authorize_topic(Operation::Write, &td.name);
         let topic = match logs.topic(&td.name) {
+            _ if !authorized => None,
             Some(t) => Some(t),
-            None if logs.defaults.auto_create_topics && valid_acks => {
+            None if logs.defaults.auto_create_topics
+                && valid_acks
+                && (ctx.authorize_cluster(Operation::Create)
+                    || ctx.authorize_topic(Operation::Create, &td.name)) =>
+            {
                 ctx.broker.auto_create(&td.name)
             }
             None => None,
@@ -39,6 +46,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
             let mut r = PartitionProduceResponse::default().with_index(pd.index);
             let result = if !valid_acks {
                 Err((errors::INVALID_REQUIRED_ACKS, None))
+            } else if !authorized {
+                Err((errors::TOPIC_AUTHORIZATION_FAILED, None))
             } else {
                 match topic
                     .as_ref()

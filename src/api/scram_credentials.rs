@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::acl::Operation;
 use crate::security::credentials::CredentialError;
 use crate::security::scram::ScramCredential;
 use crate::security::session::UNSUPPORTED_SASL_MECHANISM;
@@ -30,15 +31,6 @@ fn s(v: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(v.into()))
 }
 
-/// Until ACLs exist, credential administration is for super users only.
-fn is_super_user(ctx: &RequestContext<'_>) -> bool {
-    ctx.broker
-        .config
-        .super_users
-        .iter()
-        .any(|u| u == ctx.principal)
-}
-
 pub fn describe(
     ctx: &RequestContext<'_>,
     req: DescribeUserScramCredentialsRequest,
@@ -47,7 +39,7 @@ pub fn describe(
     let Some(store) = ctx.broker.credentials.as_ref() else {
         return resp;
     };
-    if !is_super_user(ctx) {
+    if !ctx.authorize_cluster(Operation::Describe) {
         resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
         resp.error_message = s("Cluster authorization failed.");
         return resp;
@@ -110,7 +102,7 @@ pub fn alter(
         *counts.entry(n.to_string()).or_default() += 1;
     }
     let store = ctx.broker.credentials.clone();
-    let authorized = is_super_user(ctx);
+    let authorized = ctx.authorize_cluster(Operation::Alter);
     let mut results = Vec::new();
     let mut push = |name: &StrBytes, outcome: Result<(), (i16, String)>| {
         let mut r = AlterUserScramCredentialsResult::default().with_user(name.clone());

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::acl::Operation;
 use crate::log::{topic_config, LogError};
 
 use super::errors::{self, code_for};
@@ -40,6 +41,16 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
             }
             r
         };
+        if !ctx.authorize_cluster(Operation::Create)
+            && !ctx.authorize_topic(Operation::Create, &name)
+        {
+            results.push(fail(
+                r,
+                errors::TOPIC_AUTHORIZATION_FAILED,
+                "Authorization failed.".into(),
+            ));
+            continue;
+        }
         if seen.get(&name).copied().unwrap_or(0) > 1 {
             results.push(fail(
                 r,
@@ -168,6 +179,15 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopic
             if ctx.version >= 6 {
                 r.topic_id = id;
             }
+            let denied = match (&name, &topic) {
+                (Some(n), _) => !ctx.authorize_topic(Operation::Delete, n),
+                (None, Some(t)) => !ctx.authorize_topic(Operation::Delete, &t.name),
+                (None, None) => false,
+            };
+            if denied {
+                r.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+                return r;
+            }
             let result = match topic {
                 Some(t) => logs.delete_topic(&t.name).map(|t| {
                     if ctx.version >= 6 {
@@ -210,6 +230,10 @@ pub fn create_partitions(
         .map(|t| {
             let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome = match logs.topic(&t.name) {
+                _ if !ctx.authorize_topic(Operation::Alter, &t.name) => Err((
+                    errors::TOPIC_AUTHORIZATION_FAILED,
+                    "Authorization failed.".to_string(),
+                )),
                 None => Err((
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("topic `{}` does not exist", &*t.name),

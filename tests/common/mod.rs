@@ -60,6 +60,19 @@ impl Broker {
                 c = certs.display()
             ));
         }
+        if !extra_yaml.contains("acl:") {
+            // Tests that are not about ACLs get a permissive rule set: any
+            // principal may do anything to topics, groups and transactional
+            // ids; cluster operations still need a super user or a rule.
+            let acl = dir.join("acls.yaml");
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(
+                &acl,
+                "rules:\n  - {allow: \"User:*\", operations: [all], topic: \"*\"}\n  - {allow: \"User:*\", operations: [all], group: \"*\"}\n  - {allow: \"User:*\", operations: [all], transactional_id: \"*\"}\n",
+            )
+            .unwrap();
+            yaml.push_str(&format!("acl:\n  file: {}\n", acl.display()));
+        }
         if !extra_yaml.contains("sasl:") {
             yaml.push_str(&format!(
                 "sasl:\n  credentials: {}\n",

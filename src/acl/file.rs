@@ -1,0 +1,353 @@
+//! The ACL file: YAML made for people. One rule per entry, written one per
+//! line when the broker or the CLI rewrites it, so a rule is easy to find
+//! with grep and a change is a one-line diff:
+//!
+//! ```yaml
+//! allow_everyone_if_no_acl_found: false
+//! rules:
+//!   - {allow: "User:alice", operations: [write], topic: orders}
+//!   - {deny: "User:*", operations: [all], topic_prefix: secret., hosts: ["10.0.0.0/8"]}
+//!   - {allow: "User:bob", operations: [read], group: billing}
+//! ```
+//!
+//! An entry names exactly one of `allow`/`deny` (the principal), a list of
+//! operations, exactly one resource key (`topic`, `topic_prefix`, `group`,
+//! `group_prefix`, `transactional_id`, `transactional_id_prefix`,
+//! `cluster`), and optional `hosts` (IP, CIDR or `*`; default `*`). Errors
+//! name the entry's line.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{
+    validate_principal, HostMatch, Operation, PatternType, Permission, ResourceType, Rule,
+    CLUSTER_NAME,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AclFileError {
+    #[error("cannot read ACL file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write ACL file {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("ACL file {path}: {message}")]
+    Yaml { path: String, message: String },
+    #[error("ACL file {path}, line {line}: {message}")]
+    Rule {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModel {
+    #[serde(default)]
+    allow_everyone_if_no_acl_found: bool,
+    #[serde(default)]
+    rules: Option<Vec<Entry>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deny: Option<String>,
+    operations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactional_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactional_id_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<Vec<String>>,
+}
+
+/// The parsed file: the rules and the one global switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclFile {
+    pub allow_everyone_if_no_acl_found: bool,
+    pub rules: Vec<Rule>,
+    /// Leading comment lines, kept when the file is rewritten.
+    pub header: String,
+}
+
+/// Line numbers of the entries of the top-level `rules:` list, in order.
+fn entry_lines(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut in_rules = false;
+    let mut indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let ind = line.len() - trimmed.len();
+        if ind == 0 && !trimmed.starts_with('-') {
+            in_rules = trimmed.starts_with("rules:");
+            indent = None;
+            continue;
+        }
+        if in_rules && trimmed.starts_with('-') && indent.is_none_or(|d| d == ind) {
+            indent = Some(ind);
+            out.push(i + 1);
+        }
+    }
+    out
+}
+
+fn entry_to_rules(e: Entry) -> Result<Vec<Rule>, String> {
+    let (permission, principal) = match (e.allow, e.deny) {
+        (Some(p), None) => (Permission::Allow, p),
+        (None, Some(p)) => (Permission::Deny, p),
+        (Some(_), Some(_)) => return Err("an entry is either `allow` or `deny`, not both".into()),
+        (None, None) => return Err("an entry needs `allow: User:...` or `deny: User:...`".into()),
+    };
+    validate_principal(&principal).map_err(|e| e.0)?;
+    let resources = [
+        (e.topic, ResourceType::Topic, PatternType::Literal),
+        (e.topic_prefix, ResourceType::Topic, PatternType::Prefixed),
+        (e.group, ResourceType::Group, PatternType::Literal),
+        (e.group_prefix, ResourceType::Group, PatternType::Prefixed),
+        (
+            e.transactional_id,
+            ResourceType::TransactionalId,
+            PatternType::Literal,
+        ),
+        (
+            e.transactional_id_prefix,
+            ResourceType::TransactionalId,
+            PatternType::Prefixed,
+        ),
+        (e.cluster, ResourceType::Cluster, PatternType::Literal),
+    ];
+    let mut named: Vec<(String, ResourceType, PatternType)> = resources
+        .into_iter()
+        .filter_map(|(n, rt, pt)| n.map(|n| (n, rt, pt)))
+        .collect();
+    if named.len() != 1 {
+        return Err("an entry names exactly one of topic, topic_prefix, group, group_prefix, transactional_id, transactional_id_prefix, cluster".into());
+    }
+    let (name, resource_type, pattern) = named.remove(0);
+    if name.is_empty() {
+        return Err("the resource name is empty".into());
+    }
+    if resource_type == ResourceType::Cluster && name != CLUSTER_NAME {
+        return Err(format!("the cluster resource is called `{CLUSTER_NAME}`"));
+    }
+    if pattern == PatternType::Prefixed && name == "*" {
+        return Err("a prefix of `*` is not allowed; use the literal name `*` for all".into());
+    }
+    if e.operations.is_empty() {
+        return Err("`operations` must list at least one operation".into());
+    }
+    let ops = e
+        .operations
+        .iter()
+        .map(|o| o.parse::<Operation>().map_err(|e| e.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hosts = e
+        .hosts
+        .unwrap_or_else(|| vec!["*".into()])
+        .iter()
+        .map(|h| h.parse::<HostMatch>().map_err(|e| e.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    if hosts.is_empty() {
+        return Err("`hosts` must not be empty (omit it for all hosts)".into());
+    }
+    let mut out = Vec::with_capacity(ops.len() * hosts.len());
+    for &host in &hosts {
+        for &operation in &ops {
+            out.push(Rule {
+                principal: principal.clone(),
+                host,
+                resource_type,
+                pattern,
+                name: name.clone(),
+                operation,
+                permission,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl AclFile {
+    pub fn parse(text: &str, path: &str) -> Result<AclFile, AclFileError> {
+        let model: FileModel = if text.trim().is_empty() {
+            FileModel::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| AclFileError::Yaml {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        let lines = entry_lines(text);
+        let mut rules = Vec::new();
+        for (i, entry) in model.rules.unwrap_or_default().into_iter().enumerate() {
+            let expanded = entry_to_rules(entry).map_err(|message| AclFileError::Rule {
+                path: path.to_string(),
+                line: lines.get(i).copied().unwrap_or(0),
+                message,
+            })?;
+            rules.extend(expanded);
+        }
+        // Duplicates add nothing; keep the first of each.
+        let mut seen = std::collections::HashSet::new();
+        rules.retain(|r| seen.insert(r.clone()));
+        let header: String = text
+            .lines()
+            .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Ok(AclFile {
+            allow_everyone_if_no_acl_found: model.allow_everyone_if_no_acl_found,
+            rules,
+            header,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<AclFile, AclFileError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => AclFile::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AclFile::default()),
+            Err(source) => Err(AclFileError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// One line per rule, in flow style.
+    pub fn render(&self) -> String {
+        let mut out = if self.header.trim().is_empty() {
+            "# Portcullis ACLs (see README: ACLs). One rule per line.\n".to_string()
+        } else {
+            self.header.clone()
+        };
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "allow_everyone_if_no_acl_found: {}\nrules:\n",
+            self.allow_everyone_if_no_acl_found
+        ));
+        for r in &self.rules {
+            out.push_str(&format!("  - {}\n", render_rule(r)));
+        }
+        if self.rules.is_empty() {
+            out.push_str("  []\n");
+            out = out.replace("rules:\n  []\n", "rules: []\n");
+        }
+        out
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), AclFileError> {
+        crate::log::fsutil::write_atomic(path, self.render().as_bytes(), 0o644).map_err(|source| {
+            AclFileError::Write {
+                path: path.display().to_string(),
+                source,
+            }
+        })
+    }
+}
+
+fn quote(s: &str) -> String {
+    // JSON strings are valid YAML flow scalars and survive any character.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+pub fn render_rule(r: &Rule) -> String {
+    let key = match (r.resource_type, r.pattern) {
+        (ResourceType::Topic, PatternType::Literal) => "topic",
+        (ResourceType::Topic, PatternType::Prefixed) => "topic_prefix",
+        (ResourceType::Group, PatternType::Literal) => "group",
+        (ResourceType::Group, PatternType::Prefixed) => "group_prefix",
+        (ResourceType::TransactionalId, PatternType::Literal) => "transactional_id",
+        (ResourceType::TransactionalId, PatternType::Prefixed) => "transactional_id_prefix",
+        (ResourceType::Cluster, _) => "cluster",
+    };
+    let mut s = format!(
+        "{{{}: {}, operations: [{}], {key}: {}",
+        r.permission,
+        quote(&r.principal),
+        r.operation,
+        quote(&r.name)
+    );
+    if r.host != HostMatch::Any {
+        s.push_str(&format!(", hosts: [{}]", quote(&r.host.to_string())));
+    }
+    s.push('}');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_render_round_trip() {
+        let text = "# my acls\n# second line\nallow_everyone_if_no_acl_found: false\nrules:\n  - allow: User:alice\n    operations: [write, describe]\n    topic: orders\n  - {deny: \"User:*\", operations: [all], topic_prefix: secret., hosts: [\"10.0.0.0/8\", 127.0.0.1]}\n  - {allow: User:bob, operations: [read], group: billing}\n  - {allow: User:ops, operations: [alter_configs], cluster: kafka-cluster}\n";
+        let f = AclFile::parse(text, "t").unwrap();
+        assert_eq!(f.rules.len(), 6);
+        assert!(f.header.contains("second line"));
+        let again = AclFile::parse(&f.render(), "t").unwrap();
+        assert_eq!(again.rules, f.rules);
+        assert_eq!(again.render(), f.render());
+        assert_eq!(
+            f.render()
+                .lines()
+                .filter(|l| l.starts_with("  - {"))
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "rules:\n  - {allow: User:a, operations: [read], topic: t}\n  - {allow: User:a, operations: [reed], topic: t}\n";
+        let e = AclFile::parse(text, "acls.yaml").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("reed"), "{e}");
+        let text =
+            "rules:\n  - allow: User:a\n    operations: [read]\n    topic: t\n    group: g\n";
+        let e = AclFile::parse(text, "acls.yaml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("exactly one"), "{e}");
+        let e = AclFile::parse(
+            "rules:\n  - {allow: alice, operations: [read], topic: t}\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("User:alice"), "{e}");
+        let e = AclFile::parse("rules: [\n", "x").unwrap_err().to_string();
+        assert!(e.contains("line"), "{e}");
+        let e = AclFile::parse("rulez: []\n", "x").unwrap_err().to_string();
+        assert!(e.contains("rulez"), "{e}");
+        let e = AclFile::parse(
+            "rules:\n  - {allow: User:a, operations: [read], cluster: c}\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kafka-cluster"), "{e}");
+    }
+}

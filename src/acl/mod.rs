@@ -1,0 +1,11 @@
+//! Authorization: Kafka's ACL model, an indexed authorizer, the ACL file
+//! (the source of truth, hot-reloaded) and the live store.
+
+pub mod authorizer;
+pub mod file;
+pub mod model;
+pub mod store;
+
+pub use authorizer::{AclSet, Decision, Reason};
+pub use model::{HostMatch, Operation, PatternType, Permission, ResourceType, Rule};
+pub use store::AclStore;
