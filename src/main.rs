@@ -40,6 +40,8 @@ enum Command {
     Bench(portcullis::bench::BenchArgs),
     /// Manage SCRAM-SHA-512 users in the credential store.
     User(cli::user::UserArgs),
+    /// Manage and query ACLs in the ACL file.
+    Acl(cli::acl::AclArgs),
     /// Create development certificates (CA, server, clients).
     Certs(cli::certs::CertsArgs),
 }
@@ -53,9 +55,20 @@ fn init_tracing() {
         .init();
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes), not a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => rt.block_on(portcullis::bench::run(args)),
         Command::User(args) => cli::user::run(args),
         Command::Certs(args) => cli::certs::run(args),
+        Command::Acl(args) => cli::acl::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod authorizer;
 pub mod file;
+pub mod filter;
 pub mod model;
 pub mod store;
 

@@ -4,6 +4,7 @@
 //! peek the header, check the API and version, decode with kafka-protocol,
 //! run the handler, encode for the version asked.
 
+pub mod acls;
 pub mod configs;
 pub mod context;
 pub mod errors;
@@ -173,6 +174,9 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
         }
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(ctx, r)),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(ctx, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(ctx, r)),
         RequestKind::DescribeUserScramCredentials(r) => {
             ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(ctx, r))
         }

@@ -1,4 +1,5 @@
 //! Admin subcommands of the `portcullis` binary.
 
+pub mod acl;
 pub mod certs;
 pub mod user;

@@ -8,7 +8,10 @@ use std::path::Path;
 /// Writes `data` to `path` so that a crash leaves either the old or the new
 /// content: temp file in the same directory, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
