@@ -80,7 +80,7 @@ fn main() {
                 format!("unknown-{i}"),
             ),
         };
-        let h = if i % 2 == 0 { host } else { other };
+        let h = if i.is_multiple_of(2) { host } else { other };
         let t = Instant::now();
         let ok = set.allowed(&principal, h, op, rt, &name);
         let ns = t.elapsed().as_nanos() as u64;
