@@ -261,6 +261,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 certs: Default::default(),
                 sasl: Default::default(),
                 acl: Default::default(),
+                audit: crate::audit::AuditConfig {
+                    enabled: false,
+                    ..Default::default()
+                },
                 // The bench measures the data path; ACLs have their own bench.
                 super_users: vec!["User:ANONYMOUS".into()],
             };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::acl::store::AclWatcher;
 use crate::acl::AclStore;
+use crate::audit::{AuditEvent, Auditor, EventKind};
 use crate::config::Config;
 use crate::log::{retention, LogError, LogManager, Topic};
 use crate::security::credentials::{CredentialError, CredentialStore, WatchHandle};
@@ -21,6 +22,11 @@ pub enum BrokerError {
     },
     #[error("{0}")]
     Acl(#[from] crate::acl::file::AclFileError),
+    #[error("cannot start the audit log {path}: {source}")]
+    Audit {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("credential store: {0}")]
@@ -48,6 +54,7 @@ pub struct Broker {
     pub tls: Option<Arc<TlsAcceptorHandle>>,
     /// The rules in force, from the ACL file.
     pub acls: Arc<AclStore>,
+    pub auditor: Arc<Auditor>,
 }
 
 impl Broker {
@@ -91,11 +98,18 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Stops accepting, then fsyncs every partition.
+    /// Stops accepting, records the stop, drains the audit queue, then
+    /// fsyncs every partition.
     pub async fn shutdown(self) {
         for t in &self.tasks {
             t.abort();
         }
+        self.broker
+            .auditor
+            .submit(AuditEvent::new(EventKind::BrokerStop))
+            .await;
+        let auditor = self.broker.auditor.clone();
+        let _ = tokio::task::spawn_blocking(move || auditor.close()).await;
         let logs = self.broker.logs.clone();
         let _ = tokio::task::spawn_blocking(move || logs.flush_all()).await;
     }
@@ -162,6 +176,46 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         (None, None)
     };
     let acls = AclStore::open(&config.acl.file, config.super_users.clone())?;
+    let mirror = match &config.audit.topic {
+        Some(topic) if config.audit.enabled => {
+            if logs.topic(topic).is_none() {
+                logs.create_topic(topic, 1, Default::default(), false)
+                    .map_err(|source| BrokerError::Log {
+                        dir: config.data_dir.clone(),
+                        source,
+                    })?;
+            }
+            Some(crate::audit::topic_mirror::mirror(
+                logs.clone(),
+                topic.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let auditor =
+        Arc::new(
+            Auditor::start(&config.audit, mirror).map_err(|source| BrokerError::Audit {
+                path: config.audit.file.clone(),
+                source,
+            })?,
+        );
+    {
+        let a = auditor.clone();
+        acls.set_reload_hook(move |ev| {
+            let mut rec = AuditEvent::new(EventKind::AclReload);
+            match ev {
+                crate::acl::store::ReloadEvent::Accepted { rules } => {
+                    rec.decision = Some("accepted".into());
+                    rec.details = Some(serde_json::json!({ "rules": rules }));
+                }
+                crate::acl::store::ReloadEvent::Refused { error } => {
+                    rec.decision = Some("refused".into());
+                    rec.reason = Some(error.clone());
+                }
+            }
+            a.submit_sync(rec);
+        });
+    }
     let acl_watcher = acls.spawn_watcher().map_err(|source| BrokerError::Watch {
         what: "the ACL file",
         source,
@@ -172,8 +226,19 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         credentials,
         tls,
         acls,
+        auditor: auditor.clone(),
     });
-    let mut tasks = vec![retention::spawn(logs)];
+    let mut start = AuditEvent::new(EventKind::BrokerStart);
+    start.details = Some(serde_json::json!({
+        "listeners": config.listeners.iter().map(|l| format!("{}://{}", l.security_protocol, l.address)).collect::<Vec<_>>(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }));
+    auditor.submit(start).await;
+
+    let mut tasks = vec![retention::spawn(logs.clone())];
+    if let Some(store) = &broker.credentials {
+        tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
+    }
     let mut bound = Vec::new();
     for lc in &config.listeners {
         let (l, info) = listener::bind(lc)
@@ -198,6 +263,55 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         _tls_watcher: tls_watcher,
         _credentials_watcher: credentials_watcher,
         _acl_watcher: acl_watcher,
+    })
+}
+
+/// Records every change to the credential store, whoever made it (the CLI,
+/// an editor, or AlterUserScramCredentials): users added, removed, or with
+/// a new password. Names only, never key material.
+fn spawn_credential_audit(
+    store: Arc<CredentialStore>,
+    auditor: Arc<Auditor>,
+) -> tokio::task::JoinHandle<()> {
+    use std::collections::BTreeMap;
+    let fingerprints = |s: &CredentialStore| -> BTreeMap<String, Option<u64>> {
+        s.snapshot()
+            .users()
+            .into_iter()
+            .map(|(u, _, _)| {
+                let fp = s.fingerprint_of(&u);
+                (u, fp)
+            })
+            .collect()
+    };
+    tokio::spawn(async move {
+        let mut generation = store.generation();
+        let mut known = fingerprints(&store);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let g = store.generation();
+            if g == generation {
+                continue;
+            }
+            generation = g;
+            let now = fingerprints(&store);
+            let added: Vec<&String> = now.keys().filter(|u| !known.contains_key(*u)).collect();
+            let removed: Vec<&String> = known.keys().filter(|u| !now.contains_key(*u)).collect();
+            let changed: Vec<&String> = now
+                .iter()
+                .filter(|(u, fp)| known.get(*u).is_some_and(|old| old != *fp))
+                .map(|(u, _)| u)
+                .collect();
+            if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
+                let mut ev = AuditEvent::new(EventKind::CredentialChange);
+                ev.details = Some(serde_json::json!({
+                    "added": added, "removed": removed, "password_changed": changed,
+                }));
+                auditor.submit(ev).await;
+            }
+            known = now;
+        }
     })
 }
 

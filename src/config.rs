@@ -240,6 +240,8 @@ pub struct Config {
     pub sasl: SaslConfig,
     #[serde(default)]
     pub acl: AclConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// Principals that bypass authorization, e.g. `User:admin`.
     #[serde(default = "default_super_users")]
     pub super_users: Vec<String>,

@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod alloc_guard;
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod config;

@@ -42,6 +42,8 @@ enum Command {
     User(cli::user::UserArgs),
     /// Manage and query ACLs in the ACL file.
     Acl(cli::acl::AclArgs),
+    /// Read the audit log.
+    Audit(cli::audit::AuditArgs),
     /// Create development certificates (CA, server, clients).
     Certs(cli::certs::CertsArgs),
 }
@@ -89,6 +91,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(args) => cli::user::run(args),
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
+        Command::Audit(args) => {
+            // `audit tail | head` should end quietly, like any Unix filter.
+            // SAFETY: restoring the default disposition of one signal at a
+            // point where no other thread depends on it.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            cli::audit::run(args)
+        }
     }
 }
 

@@ -111,6 +111,12 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateAclsRequest) -> CreateAclsRes
                 (Ok(_), Err(m)) => Err((errors::UNKNOWN_SERVER_ERROR, m.clone())),
                 (Ok(rule), Ok(())) => {
                     tracing::info!(principal = ctx.principal, rule = %rule, "ACL created");
+                    ctx.admin_action(
+                        "create_acl",
+                        &rule.resource_type.to_string(),
+                        &rule.name,
+                        Some(serde_json::json!({ "rule": crate::acl::file::render_rule(rule) })),
+                    );
                     Ok(())
                 }
             };
@@ -247,6 +253,7 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteAclsRequest) -> DeleteAclsRes
                         .into_iter()
                         .map(|r| {
                             tracing::info!(principal = ctx.principal, rule = %r, "ACL deleted");
+                            ctx.admin_action("delete_acl", &r.resource_type.to_string(), &r.name, Some(serde_json::json!({ "rule": crate::acl::file::render_rule(&r) })));
                             DeleteAclsMatchingAcl::default()
                                 .with_resource_type(r.resource_type.code())
                                 .with_resource_name(s(r.name.clone()))

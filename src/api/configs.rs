@@ -284,7 +284,28 @@ pub fn incremental_alter(
                                 t.set_overrides(new, &logs.defaults)
                             }
                         })
-                        .map(|_| tracing::info!(topic = %t.name, "topic config altered"))
+                        .map(|_| {
+                            tracing::info!(topic = %t.name, "topic config altered");
+                            if !req.validate_only {
+                                let changes: Vec<String> = res
+                                    .configs
+                                    .iter()
+                                    .map(|c| {
+                                        format!(
+                                            "{}={}",
+                                            c.name.as_str(),
+                                            c.value.as_deref().unwrap_or("<deleted>")
+                                        )
+                                    })
+                                    .collect();
+                                ctx.admin_action(
+                                    "alter_topic_config",
+                                    "topic",
+                                    &t.name,
+                                    Some(serde_json::json!({ "changes": changes })),
+                                );
+                            }
+                        })
                         .map_err(|e| (code_for(&e), e.to_string())),
                 },
                 RESOURCE_BROKER => Err((

@@ -1,10 +1,11 @@
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{AclSet, Operation, ResourceType};
+use crate::audit::{AllowLevel, AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::server::BoundListener;
 
@@ -21,13 +22,101 @@ pub struct RequestContext<'a> {
     /// The rule set in force when the request arrived: one request sees one
     /// consistent set even if the file is reloaded meanwhile.
     pub acls: Arc<AclSet>,
+    /// Audit records made while handling; written after the response is
+    /// known, so they carry its error codes.
+    pub audit: Mutex<Vec<AuditEvent>>,
+}
+
+/// APIs whose allowed decisions count as admin operations for the
+/// `admin` audit level.
+pub fn is_admin_api(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::DeleteRecords
+            | ApiKey::IncrementalAlterConfigs
+            | ApiKey::AlterConfigs
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls
+            | ApiKey::DescribeAcls
+            | ApiKey::AlterUserScramCredentials
+            | ApiKey::DescribeUserScramCredentials
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete
+    )
 }
 
 impl RequestContext<'_> {
-    /// The single authorization choke point for handlers.
-    pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+    /// An audit record pre-filled with who, from where and which request.
+    pub fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut ev = AuditEvent::new(kind).peer(self.peer, &self.listener.name);
+        ev.principal = Some(self.principal.to_string());
+        ev.client_id = self.header.client_id.as_ref().map(|c| c.to_string());
+        ev.api = Some(format!("{:?}", self.api));
+        ev.api_version = Some(self.version);
+        ev.correlation_id = Some(self.header.correlation_id);
+        ev
+    }
+
+    fn is_audit_topic(&self, rt: ResourceType, name: &str) -> bool {
+        rt == ResourceType::Topic && self.broker.auditor.topic.as_deref() == Some(name)
+    }
+
+    fn decide(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        if self.is_audit_topic(rt, name) {
+            return self.acls.is_super_user(self.principal);
+        }
         self.acls
             .allowed(self.principal, self.peer.ip(), op, rt, name)
+    }
+
+    /// The single authorization choke point for handlers. Denials are
+    /// always audited; allows according to the configured level.
+    pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        let allowed = self.decide(op, rt, name);
+        let auditor = &self.broker.auditor;
+        let record = !allowed
+            || match auditor.allow_level {
+                AllowLevel::All => true,
+                AllowLevel::Admin => is_admin_api(self.api),
+                AllowLevel::None => false,
+            };
+        if record && auditor.enabled() {
+            let rule = if self.is_audit_topic(rt, name) {
+                if allowed {
+                    "super user"
+                } else {
+                    "audit topic: super users only"
+                }
+                .to_string()
+            } else {
+                self.acls
+                    .authorize(self.principal, self.peer.ip(), op, rt, name)
+                    .reason
+                    .to_string()
+            };
+            let mut ev = self.event(EventKind::Authorization);
+            ev.resource_type = Some(rt.to_string());
+            ev.resource_name = Some(name.to_string());
+            ev.pattern = Some("literal".into());
+            ev.operation = Some(op.to_string());
+            ev.decision = Some(if allowed { "allow" } else { "deny" }.into());
+            ev.rule = Some(rule);
+            self.audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ev);
+        }
+        allowed
+    }
+
+    /// Authorization without an audit record, for Metadata's all-topics
+    /// listing: hiding undescribable topics there is filtering, not a
+    /// refusal, and auditing it would log every topic on every refresh.
+    pub fn authorize_quiet(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        self.decide(op, rt, name)
     }
 
     pub fn authorize_cluster(&self, op: Operation) -> bool {
@@ -36,5 +125,30 @@ impl RequestContext<'_> {
 
     pub fn authorize_topic(&self, op: Operation, topic: &str) -> bool {
         self.authorize(op, ResourceType::Topic, topic)
+    }
+
+    /// Records a completed admin action (topic create/delete, config or ACL
+    /// change, credential change, offset reset...).
+    pub fn admin_action(
+        &self,
+        action: &str,
+        resource_type: &str,
+        name: &str,
+        details: Option<serde_json::Value>,
+    ) {
+        if !self.broker.auditor.enabled() {
+            return;
+        }
+        let mut ev = self.event(EventKind::AdminAction);
+        ev.action = Some(action.to_string());
+        ev.resource_type = Some(resource_type.to_string());
+        ev.resource_name = Some(name.to_string());
+        ev.decision = Some("allow".into());
+        ev.error_code = Some(0);
+        ev.details = details;
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ev);
     }
 }

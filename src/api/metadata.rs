@@ -55,7 +55,13 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
         None => logs
             .topics()
             .iter()
-            .filter(|t| ctx.authorize_topic(Operation::Describe, &t.name))
+            .filter(|t| {
+                ctx.authorize_quiet(
+                    Operation::Describe,
+                    crate::acl::ResourceType::Topic,
+                    &t.name,
+                )
+            })
             .map(|t| topic_entry(ctx, t))
             .collect(),
         Some(list) => {

@@ -25,6 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 pub use context::RequestContext;
 
+use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::security::session::{Gate, Session};
 use crate::server::BoundListener;
@@ -100,9 +101,20 @@ pub async fn handle_frame(
         Ok(Err(e)) => return Outcome::Close(format!("malformed {api:?} v{version} request: {e}")),
         Err(_) => return Outcome::Close(format!("malformed {api:?} v{version} request")),
     };
+    let client_id = header.client_id.as_ref().map(|c| c.to_string());
+    let complete = |mut ev: AuditEvent| {
+        ev.client_id = client_id.clone();
+        ev.api = Some(format!("{api:?}"));
+        ev.api_version = Some(version);
+        ev.correlation_id = Some(correlation_id);
+        ev
+    };
     let body = match body {
         RequestKind::SaslHandshake(r) => {
-            let (resp, close) = sasl::handshake(broker, session, version, r);
+            let (resp, close, ev) = sasl::handshake(broker, listener, peer, session, version, r);
+            if let Some(ev) = ev {
+                broker.auditor.submit(complete(ev)).await;
+            }
             return respond(
                 api,
                 version,
@@ -112,7 +124,10 @@ pub async fn handle_frame(
             );
         }
         RequestKind::SaslAuthenticate(r) => {
-            let (resp, close) = sasl::authenticate(broker, listener, peer, session, version, r);
+            let (resp, close, ev) = sasl::authenticate(broker, listener, peer, session, version, r);
+            if let Some(ev) = ev {
+                broker.auditor.submit(complete(ev)).await;
+            }
             return respond(
                 api,
                 version,
@@ -132,8 +147,17 @@ pub async fn handle_frame(
         header: &header,
         principal: session.principal(),
         acls: broker.acls.snapshot().clone(),
+        audit: Default::default(),
     };
-    match dispatch(&ctx, body).await {
+    let resp = dispatch(&ctx, body).await;
+    let mut events = std::mem::take(&mut *ctx.audit.lock().unwrap_or_else(|p| p.into_inner()));
+    if !events.is_empty() {
+        crate::audit::outcome::fill(&mut events, resp.as_ref());
+        for ev in events {
+            broker.auditor.submit(ev).await;
+        }
+    }
+    match resp {
         Some(resp) => encode_response(api, version, correlation_id, &resp),
         None => Outcome::Silent,
     }

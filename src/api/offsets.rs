@@ -108,7 +108,10 @@ pub fn delete_records(
                         None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(p) => match p.delete_records_before(dp.offset) {
-                            Ok(low) => r.low_watermark = low,
+                            Ok(low) => {
+                                r.low_watermark = low;
+                                ctx.admin_action("delete_records", "topic", &t.name, Some(serde_json::json!({ "partition": dp.partition_index, "before_offset": low })));
+                            }
                             Err(e) => r.error_code = code_for(&e),
                         },
                     }

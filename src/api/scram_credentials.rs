@@ -158,6 +158,7 @@ pub fn alter(
         });
         if outcome.is_ok() {
             tracing::info!(principal = ctx.principal, user = %d.name.as_str(), "SCRAM credential deleted");
+            ctx.admin_action("delete_scram_credential", "user", d.name.as_str(), None);
         }
         push(&d.name, outcome);
     }
@@ -184,6 +185,7 @@ pub fn alter(
         });
         if outcome.is_ok() {
             tracing::info!(principal = ctx.principal, user = %u.name.as_str(), "SCRAM credential set");
+            ctx.admin_action("upsert_scram_credential", "user", u.name.as_str(), None);
         }
         push(&u.name, outcome);
     }

@@ -116,6 +116,14 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
         match logs.create_topic(&name, partitions, overrides.clone(), req.validate_only) {
             Ok(topic) => {
                 tracing::info!(topic = %name, partitions, validate_only = req.validate_only, "topic created");
+                if !req.validate_only {
+                    ctx.admin_action(
+                        "create_topic",
+                        "topic",
+                        &name,
+                        Some(serde_json::json!({ "partitions": partitions, "configs": overrides })),
+                    );
+                }
                 if ctx.version >= 5 {
                     r.num_partitions = partitions;
                     r.replication_factor = 1;
@@ -195,6 +203,7 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopic
                         r.name = Some(TopicName(StrBytes::from_string(t.name.to_string())));
                     }
                     tracing::info!(topic = %t.name, "topic deleted");
+                    ctx.admin_action("delete_topic", "topic", &t.name, None);
                 }),
                 None => Err(LogError::UnknownTopic(
                     name.as_ref()
@@ -252,6 +261,16 @@ pub fn create_partitions(
                     } else {
                         topic
                             .add_partitions(t.count, req.validate_only)
+                            .inspect(|_| {
+                                if !req.validate_only {
+                                    ctx.admin_action(
+                                        "create_partitions",
+                                        "topic",
+                                        &t.name,
+                                        Some(serde_json::json!({ "total": t.count })),
+                                    );
+                                }
+                            })
                             .map_err(|e| (code_for(&e), e.to_string()))
                     }
                 }

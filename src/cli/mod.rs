@@ -1,5 +1,6 @@
 //! Admin subcommands of the `portcullis` binary.
 
 pub mod acl;
+pub mod audit;
 pub mod certs;
 pub mod user;

@@ -20,7 +20,8 @@ pub async fn serve<S>(
     listener: Arc<BoundListener>,
     broker: Arc<Broker>,
     mut session: Session,
-) where
+) -> (String, String)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -28,20 +29,20 @@ pub async fn serve<S>(
     loop {
         let frame = match frames.read(&mut rd).await {
             Ok(f) => f,
-            Err(FrameError::Closed) => return,
+            Err(FrameError::Closed) => return closed(&session, "client closed the connection"),
             Err(FrameError::Io(e)) => {
                 // Peers hang up in many ways; not worth more than debug.
                 tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
-                return;
+                return closed(&session, &format!("connection ended: {e}"));
             }
             Err(e) => {
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {e}");
-                return;
+                return closed(&session, &e.to_string());
             }
         };
         let outcome = if session.expects_raw_token() {
             // SaslHandshake v0: SCRAM messages arrive as bare tokens.
-            api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame)
+            api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame).await
         } else {
             api::handle_frame(&broker, &listener, peer, &mut session, frame).await
         };
@@ -51,20 +52,25 @@ pub async fn serve<S>(
                 let _ = wr.flush().await;
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
                 let _ = wr.shutdown().await;
-                return;
+                return closed(&session, &reason);
             }
             Outcome::Respond(bytes) => {
                 if let Err(e) = wr.write_all(&bytes).await {
                     tracing::debug!(%peer, "write failed: {e}");
-                    return;
+                    return closed(&session, &format!("write failed: {e}"));
                 }
             }
             Outcome::Silent => {}
             Outcome::Close(reason) => {
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
                 let _ = wr.shutdown().await;
-                return;
+                return closed(&session, &reason);
             }
         }
     }
+}
+
+/// (principal, reason) for the connection-closed audit record.
+fn closed(session: &Session, reason: &str) -> (String, String) {
+    (session.principal().to_string(), reason.to_string())
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::audit::{AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::config::{parse_host_port, ListenerConfig, SecurityProtocol};
 use crate::security::session::{Session, ANONYMOUS};
@@ -99,7 +100,10 @@ async fn accept_connection(
         } else {
             Session::open(ANONYMOUS.to_string())
         };
-        connection::serve(stream, peer, info, broker, session).await;
+        let accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
+        broker.auditor.submit(accepted).await;
+        let end = connection::serve(stream, peer, info.clone(), broker.clone(), session).await;
+        audit_closed(&broker, &info, peer, end).await;
         return;
     }
     let Some(tls) = broker.tls.clone() else {
@@ -111,6 +115,11 @@ async fn accept_connection(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(%peer, listener = %info.name, "TLS handshake failed: {e}");
+            let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
+            ev.mechanism = Some("TLS".into());
+            ev.decision = Some("failure".into());
+            ev.reason = Some(format!("TLS handshake failed: {e}"));
+            broker.auditor.submit(ev).await;
             return;
         }
         Err(_) => {
@@ -118,6 +127,17 @@ async fn accept_connection(
             return;
         }
     };
+    let conn = stream.get_ref().1;
+    let mut accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
+    accepted.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
+    accepted.tls_cipher = conn
+        .negotiated_cipher_suite()
+        .map(|c| format!("{:?}", c.suite()));
+    accepted.client_cert_subject = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::principal::subject_distinguished_name(c).ok());
+    broker.auditor.submit(accepted).await;
     let session = if info.protocol.uses_sasl() {
         Session::sasl(reauth_ms)
     } else {
@@ -130,9 +150,34 @@ async fn accept_connection(
             Err(e) => {
                 // Kafka refuses a certificate its mapping rules cannot name.
                 tracing::info!(%peer, listener = %info.name, "client certificate not mapped to a principal: {e}");
+                let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
+                ev.mechanism = Some("SSL".into());
+                ev.decision = Some("failure".into());
+                ev.reason = Some(format!("certificate not mapped to a principal: {e}"));
+                broker.auditor.submit(ev).await;
                 return;
             }
         }
     };
-    connection::serve(stream, peer, info, broker, session).await;
+    if !info.protocol.uses_sasl() && session.principal() != ANONYMOUS {
+        let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
+        ev.mechanism = Some("SSL".into());
+        ev.principal = Some(session.principal().to_string());
+        ev.decision = Some("success".into());
+        broker.auditor.submit(ev).await;
+    }
+    let end = connection::serve(stream, peer, info.clone(), broker.clone(), session).await;
+    audit_closed(&broker, &info, peer, end).await;
+}
+
+async fn audit_closed(
+    broker: &Broker,
+    info: &BoundListener,
+    peer: SocketAddr,
+    (principal, reason): (String, String),
+) {
+    let mut ev = AuditEvent::new(EventKind::ConnectionClosed).peer(peer, &info.name);
+    ev.principal = Some(principal);
+    ev.reason = Some(reason);
+    broker.auditor.submit(ev).await;
 }

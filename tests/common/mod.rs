@@ -73,6 +73,12 @@ impl Broker {
             .unwrap();
             yaml.push_str(&format!("acl:\n  file: {}\n", acl.display()));
         }
+        if !extra_yaml.contains("audit:") {
+            yaml.push_str(&format!(
+                "audit:\n  file: {}\n",
+                dir.join("audit/audit.log").display()
+            ));
+        }
         if !extra_yaml.contains("sasl:") {
             yaml.push_str(&format!(
                 "sasl:\n  credentials: {}\n",

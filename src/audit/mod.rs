@@ -1,0 +1,11 @@
+//! The audit trail: who did what, from where, allowed or denied, and with
+//! which outcome. Records are built on the request path and written by a
+//! dedicated thread behind a bounded queue.
+
+pub mod event;
+pub mod outcome;
+pub mod sink;
+pub mod topic_mirror;
+
+pub use event::{AuditEvent, EventKind};
+pub use sink::{AllowLevel, AuditConfig, Auditor, WhenFull};
