@@ -54,6 +54,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -71,6 +72,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Bench(_)) {
+        // Admin commands piped into `head` or `grep -q` should end quietly,
+        // like any Unix filter. The broker keeps ignoring SIGPIPE.
+        // SAFETY: restores one signal's default disposition before any
+        // other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,15 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(args) => cli::user::run(args),
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
-        Command::Audit(args) => {
-            // `audit tail | head` should end quietly, like any Unix filter.
-            // SAFETY: restoring the default disposition of one signal at a
-            // point where no other thread depends on it.
-            unsafe {
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            }
-            cli::audit::run(args)
-        }
+        Command::Audit(args) => cli::audit::run(args),
     }
 }
 

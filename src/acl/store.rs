@@ -127,6 +127,12 @@ impl AclStore {
     /// writes it atomically and puts it in force.
     pub fn modify<T>(&self, f: impl FnOnce(&mut AclFile) -> T) -> Result<T, AclFileError> {
         let mut last = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
+            AclFileError::Write {
+                path: self.path.display().to_string(),
+                source,
+            }
+        })?;
         let mut file = AclFile::load(&self.path)?;
         let out = f(&mut file);
         // Round-trip through the parser: what we write must load.

@@ -51,7 +51,9 @@ pub fn describe(
             .with_mechanism(SCRAM_SHA_512)
             .with_iterations(iterations as i32)]
     };
-    resp.results = match req.users {
+    // Kafka treats an empty list like a null one: describe everybody.
+    let wanted = req.users.filter(|u| !u.is_empty());
+    resp.results = match wanted {
         None => users
             .iter()
             .map(|(name, _, it)| {

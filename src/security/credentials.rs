@@ -537,6 +537,14 @@ impl CredentialStore {
     /// the live snapshot. Concurrent calls are serialized.
     pub fn modify<T>(&self, f: impl FnOnce(&mut CredentialFile) -> Result<T>) -> Result<T> {
         let _guard = self.lock();
+        // Other processes (the CLI, a second broker command) edit the same
+        // file: serialize load-modify-save across processes too.
+        let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
+            CredentialError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         let mut file = CredentialFile::load(&self.path)?;
         let out = f(&mut file)?;
         file.save(&self.path)?;

@@ -278,6 +278,8 @@ pub struct ScramServer {
     fake_secret: [u8; 32],
     state: State,
     username: Option<String>,
+    /// Fingerprint of the credential the proof was verified against.
+    verified: Option<u64>,
 }
 
 impl fmt::Debug for ScramServer {
@@ -297,7 +299,15 @@ impl ScramServer {
             fake_secret,
             state: State::AwaitingClientFirst,
             username: None,
+            verified: None,
         }
+    }
+
+    /// After `Success`: the fingerprint of the credential the proof matched.
+    /// A login that straddles a password change or removal is caught by
+    /// comparing it with the store's current one.
+    pub fn verified_fingerprint(&self) -> Option<u64> {
+        self.verified
     }
 
     /// The username claimed in client-first (decoded). Authenticated only
@@ -346,6 +356,7 @@ impl ScramServer {
             }
             State::AwaitingClientFinal(pending) => {
                 let step = client_final(input, &pending)?;
+                self.verified = Some(pending.credential.fingerprint());
                 self.state = State::Done;
                 Ok(step)
             }

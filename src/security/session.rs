@@ -219,7 +219,10 @@ impl Session {
                     server_final,
                     username,
                     extensions,
-                }) => self.complete(server_final, username, &extensions, store, now),
+                }) => {
+                    let verified = scram.verified_fingerprint();
+                    self.complete(server_final, username, &extensions, verified, store, now)
+                }
                 Ok(ScramStep::Challenge(_)) => Err(SaslFailure::illegal("SCRAM message")),
                 Err(e) => Err(scram_failure(e, scram.username())),
             },
@@ -237,6 +240,7 @@ impl Session {
         server_final: Vec<u8>,
         username: String,
         extensions: &[(String, String)],
+        verified: Option<u64>,
         store: &CredentialStore,
         now: Instant,
     ) -> Result<AuthStep, SaslFailure> {
@@ -258,6 +262,14 @@ impl Session {
                 "delegation-token login (tokenauth=true) is not supported".into(),
             ));
         }
+        // The proof was checked against the credential read at client-first;
+        // if the user was removed or re-keyed since, the login must not stand.
+        let current = store.fingerprint_of(&username);
+        if current.is_none() || current != verified {
+            return Err(fail(
+                "credentials changed or removed during the exchange".into(),
+            ));
+        }
         let principal = format!("User:{username}");
         if self.reauthenticating && self.user.as_deref() != Some(username.as_str()) {
             return Err(SaslFailure {
@@ -268,7 +280,7 @@ impl Session {
                 ..fail("re-authentication tried to change the principal".into())
             });
         }
-        self.fingerprint = store.fingerprint_of(&username);
+        self.fingerprint = current;
         self.store_generation = store.generation();
         self.principal = principal;
         self.user = Some(username);

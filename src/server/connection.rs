@@ -14,6 +14,9 @@ use crate::security::session::Session;
 use super::frame::{FrameError, FrameReader};
 use super::BoundListener;
 
+/// Kafka's `connection.failed.authentication.delay.ms` default.
+const FAILED_AUTH_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -50,6 +53,9 @@ where
             Outcome::RespondThenClose(bytes, reason) => {
                 let _ = wr.write_all(&bytes).await;
                 let _ = wr.flush().await;
+                // KIP-306: hold the connection briefly so the client reads the
+                // error before it sees the close (and a retry storm slows).
+                tokio::time::sleep(FAILED_AUTH_CLOSE_DELAY).await;
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
                 let _ = wr.shutdown().await;
                 return closed(&session, &reason);
