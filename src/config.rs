@@ -206,6 +206,9 @@ pub struct SaslConfig {
     /// When the store is empty on first start, create `admin` with a random
     /// password and print it once.
     pub bootstrap_admin: bool,
+    /// Kafka's `connection.failed.authentication.delay.ms`: how long a
+    /// refused client waits for the close (slows password guessing).
+    pub failed_authentication_delay_ms: u64,
 }
 
 impl Default for SaslConfig {
@@ -215,6 +218,7 @@ impl Default for SaslConfig {
             credentials: PathBuf::from("config/credentials.yaml"),
             connections_max_reauth_ms: 0,
             bootstrap_admin: true,
+            failed_authentication_delay_ms: 100,
         }
     }
 }

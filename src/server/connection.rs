@@ -14,9 +14,6 @@ use crate::security::session::Session;
 use super::frame::{FrameError, FrameReader};
 use super::BoundListener;
 
-/// Kafka's `connection.failed.authentication.delay.ms` default.
-const FAILED_AUTH_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -55,7 +52,8 @@ where
                 let _ = wr.flush().await;
                 // KIP-306: hold the connection briefly so the client reads the
                 // error before it sees the close (and a retry storm slows).
-                tokio::time::sleep(FAILED_AUTH_CLOSE_DELAY).await;
+                let delay = broker.config.sasl.failed_authentication_delay_ms;
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
                 let _ = wr.shutdown().await;
                 return closed(&session, &reason);
