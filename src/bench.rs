@@ -261,6 +261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 certs: Default::default(),
                 sasl: Default::default(),
                 acl: Default::default(),
+                groups: Default::default(),
                 audit: crate::audit::AuditConfig {
                     enabled: false,
                     ..Default::default()

@@ -27,6 +27,8 @@ pub enum BrokerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("consumer groups: {0}")]
+    Groups(String),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("credential store: {0}")]
@@ -55,6 +57,8 @@ pub struct Broker {
     /// The rules in force, from the ACL file.
     pub acls: Arc<AclStore>,
     pub auditor: Arc<Auditor>,
+    pub groups: Arc<crate::group::Coordinator>,
+    pub offsets: Arc<crate::group::OffsetStore>,
 }
 
 impl Broker {
@@ -176,6 +180,19 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         (None, None)
     };
     let acls = AclStore::open(&config.acl.file, config.super_users.clone())?;
+    let offsets = {
+        let logs = logs.clone();
+        tokio::task::spawn_blocking(move || crate::group::OffsetStore::open(logs))
+            .await
+            .map_err(|e| BrokerError::Groups(e.to_string()))?
+            .map_err(|e| BrokerError::Groups(e.to_string()))?
+    };
+    let offsets = Arc::new(offsets);
+    let groups = crate::group::Coordinator::new(crate::group::GroupSettings {
+        min_session_timeout_ms: config.groups.min_session_timeout_ms,
+        max_session_timeout_ms: config.groups.max_session_timeout_ms,
+        initial_rebalance_delay_ms: config.groups.initial_rebalance_delay_ms,
+    });
     let mirror = match &config.audit.topic {
         Some(topic) if config.audit.enabled => {
             if logs.topic(topic).is_none() {
@@ -227,6 +244,8 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         tls,
         acls,
         auditor: auditor.clone(),
+        groups: groups.clone(),
+        offsets: offsets.clone(),
     });
     let mut start = AuditEvent::new(EventKind::BrokerStart);
     start.details = Some(serde_json::json!({
@@ -235,7 +254,8 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     }));
     auditor.submit(start).await;
 
-    let mut tasks = vec![retention::spawn(logs.clone())];
+    let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
+    tasks.push(spawn_offset_expiry(broker.clone()));
     if let Some(store) = &broker.credentials {
         tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
     }
@@ -263,6 +283,51 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         _tls_watcher: tls_watcher,
         _credentials_watcher: credentials_watcher,
         _acl_watcher: acl_watcher,
+    })
+}
+
+/// Expires the committed offsets of groups that have been empty for longer
+/// than `groups.offsets_retention_ms` (Kafka 2.1+ semantics).
+fn spawn_offset_expiry(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let retention = broker.config.groups.offsets_retention_ms;
+        if retention < 0 {
+            return;
+        }
+        let retention = std::time::Duration::from_millis(retention as u64);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(1000));
+        loop {
+            tick.tick().await;
+            for g in broker.offsets.groups_with_offsets() {
+                let expired = match broker.groups.snapshot(&g) {
+                    Some(v) => {
+                        v.state == crate::group::GroupState::Empty
+                            && v.empty_for.is_some_and(|d| d >= retention)
+                    }
+                    // Known only from offsets (e.g. after a restart): the
+                    // newest commit tells how long it has been idle.
+                    None => broker
+                        .offsets
+                        .group(&g)
+                        .iter()
+                        .map(|(_, _, c)| c.commit_ms)
+                        .max()
+                        .is_some_and(|ms| {
+                            crate::log::segment::now_ms() - ms >= retention.as_millis() as i64
+                        }),
+                };
+                if expired {
+                    let tombstones = broker.offsets.deletions(&g, None);
+                    let n = tombstones.len();
+                    match broker.offsets.commit(tombstones).await {
+                        Ok(()) => {
+                            tracing::info!(group = %g, partitions = n, "committed offsets expired")
+                        }
+                        Err(e) => tracing::warn!(group = %g, "offset expiry failed: {e}"),
+                    }
+                }
+            }
+        }
     })
 }
 

@@ -158,6 +158,28 @@ impl Default for LogConfig {
     }
 }
 
+/// Consumer group coordinator settings (Kafka's group.* and offsets.*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub initial_rebalance_delay_ms: u64,
+    /// Committed offsets of a group that has been empty this long expire.
+    pub offsets_retention_ms: i64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
 /// The ACL file: the source of truth for authorization, hot-reloaded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -246,6 +268,8 @@ pub struct Config {
     pub acl: AclConfig,
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub groups: GroupsConfig,
     /// Principals that bypass authorization, e.g. `User:admin`.
     #[serde(default = "default_super_users")]
     pub super_users: Vec<String>,

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod security;
 pub mod server;

@@ -9,6 +9,8 @@ pub mod configs;
 pub mod context;
 pub mod errors;
 pub mod fetch;
+pub mod group_offsets;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -197,6 +199,23 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(ctx, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(ctx, r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(ctx, r)),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(ctx, r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(ctx, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group_offsets::commit(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_offsets::fetch(ctx, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(group_offsets::delete(ctx, r).await)
         }
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(ctx, r)),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(ctx, r)),

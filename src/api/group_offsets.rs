@@ -1,0 +1,325 @@
+//! OffsetCommit, OffsetFetch (incl. multi-group) and OffsetDelete.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::acl::{Operation, ResourceType};
+use crate::group::offsets::{Committed, Key};
+use crate::group::GroupState;
+
+use super::errors;
+use super::RequestContext;
+
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+const MAX_METADATA: usize = 4096;
+
+pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = req.group_id.to_string();
+    let group_code = if !ctx.authorize(Operation::Read, ResourceType::Group, &group) {
+        errors::GROUP_AUTHORIZATION_FAILED
+    } else {
+        match ctx.broker.groups.check_member(
+            &group,
+            &req.member_id,
+            req.generation_id_or_member_epoch,
+        ) {
+            Ok(()) => errors::NONE,
+            Err(code) => code,
+        }
+    };
+    let now = crate::log::segment::now_ms();
+    let mut entries = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let topic_ok = group_code == errors::NONE && ctx.authorize_topic(Operation::Read, &t.name);
+        let topic = if topic_ok {
+            ctx.broker.logs.topic(&t.name)
+        } else {
+            None
+        };
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let code = if group_code != errors::NONE {
+                    group_code
+                } else if !topic_ok {
+                    errors::TOPIC_AUTHORIZATION_FAILED
+                } else if topic
+                    .as_ref()
+                    .and_then(|x| x.partition(p.partition_index))
+                    .is_none()
+                {
+                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                } else if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > MAX_METADATA)
+                {
+                    OFFSET_METADATA_TOO_LARGE
+                } else {
+                    entries.push((
+                        Key {
+                            group: group.clone(),
+                            topic: t.name.to_string(),
+                            partition: p.partition_index,
+                        },
+                        Some(Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
+                            commit_ms: now,
+                        }),
+                    ));
+                    errors::NONE
+                };
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code)
+            })
+            .collect();
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts),
+        );
+    }
+    if let Err(e) = ctx.broker.offsets.commit(entries).await {
+        tracing::error!(group = %group, "offset commit failed: {e}");
+        for t in &mut topics {
+            for p in &mut t.partitions {
+                if p.error_code == errors::NONE {
+                    p.error_code = errors::KAFKA_STORAGE_ERROR;
+                }
+            }
+        }
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (topic, partition, offset, leader epoch, metadata, error) rows for one group.
+type Row = (String, i32, i64, i32, Option<String>, i16);
+
+fn fetch_group(
+    ctx: &RequestContext<'_>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<Row>, i16> {
+    if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
+        return Err(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let store = &ctx.broker.offsets;
+    Ok(match wanted {
+        // All topics: silently leave out what the principal may not describe.
+        None => store
+            .group(group)
+            .into_iter()
+            .filter(|(t, _, _)| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t))
+            .map(|(t, p, c)| {
+                (
+                    t,
+                    p,
+                    c.offset,
+                    c.leader_epoch,
+                    Some(c.metadata),
+                    errors::NONE,
+                )
+            })
+            .collect(),
+        Some(list) => {
+            let mut rows = Vec::new();
+            for (topic, parts) in list {
+                let ok = ctx.authorize_topic(Operation::Describe, &topic);
+                for p in parts {
+                    if !ok {
+                        rows.push((
+                            topic.clone(),
+                            p,
+                            -1,
+                            -1,
+                            Some(String::new()),
+                            errors::TOPIC_AUTHORIZATION_FAILED,
+                        ));
+                        continue;
+                    }
+                    match store.get(group, &topic, p) {
+                        Some(c) => rows.push((
+                            topic.clone(),
+                            p,
+                            c.offset,
+                            c.leader_epoch,
+                            Some(c.metadata),
+                            errors::NONE,
+                        )),
+                        None => {
+                            rows.push((topic.clone(), p, -1, -1, Some(String::new()), errors::NONE))
+                        }
+                    }
+                }
+            }
+            rows
+        }
+    })
+}
+
+fn group_rows<T>(rows: Vec<Row>, mut make: impl FnMut(String, Vec<Row>) -> T) -> Vec<T> {
+    let mut by_topic: indexmap::IndexMap<String, Vec<Row>> = indexmap::IndexMap::new();
+    for r in rows {
+        by_topic.entry(r.0.clone()).or_default().push(r);
+    }
+    by_topic.into_iter().map(|(t, rs)| make(t, rs)).collect()
+}
+
+pub fn fetch(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let s = |v: String| StrBytes::from_string(v);
+    if ctx.version >= 8 {
+        let groups = req
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match fetch_group(ctx, &g.group_id, wanted) {
+                    Err(code) => out.error_code = code,
+                    Ok(rows) => {
+                        out.topics = group_rows(rows, |t, rs| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(s(t)))
+                                .with_partitions(
+                                    rs.into_iter()
+                                        .map(|r| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(r.1)
+                                                .with_committed_offset(r.2)
+                                                .with_committed_leader_epoch(r.3)
+                                                .with_metadata(r.4.map(s))
+                                                .with_error_code(r.5)
+                                        })
+                                        .collect(),
+                                )
+                        });
+                    }
+                }
+                out
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let mut resp = OffsetFetchResponse::default();
+    match fetch_group(ctx, &req.group_id, wanted) {
+        Err(code) => {
+            if ctx.version >= 2 {
+                resp.error_code = code;
+            }
+        }
+        Ok(rows) => {
+            resp.topics = group_rows(rows, |t, rs| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partitions(
+                        rs.into_iter()
+                            .map(|r| {
+                                let mut p = OffsetFetchResponsePartition::default()
+                                    .with_partition_index(r.1)
+                                    .with_committed_offset(r.2)
+                                    .with_metadata(r.4.map(s))
+                                    .with_error_code(r.5);
+                                if ctx.version >= 5 {
+                                    p.committed_leader_epoch = r.3;
+                                }
+                                p
+                            })
+                            .collect(),
+                    )
+            });
+        }
+    }
+    resp
+}
+
+pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = req.group_id.to_string();
+    if !ctx.authorize(Operation::Delete, ResourceType::Group, &group) {
+        return OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let active = ctx
+        .broker
+        .groups
+        .snapshot(&group)
+        .is_some_and(|g| g.state != GroupState::Empty);
+    let mut entries = Vec::new();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let ok = ctx.authorize_topic(Operation::Read, &t.name);
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = if !ok {
+                        errors::TOPIC_AUTHORIZATION_FAILED
+                    } else if active {
+                        // We do not parse subscriptions: while the group has
+                        // members, every topic counts as subscribed.
+                        GROUP_SUBSCRIBED_TO_TOPIC
+                    } else {
+                        entries.push((
+                            Key {
+                                group: group.clone(),
+                                topic: t.name.to_string(),
+                                partition: p.partition_index,
+                            },
+                            None,
+                        ));
+                        errors::NONE
+                    };
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        })
+        .collect();
+    let n = entries.len();
+    if let Err(e) = ctx.broker.offsets.commit(entries).await {
+        tracing::error!(group = %group, "offset delete failed: {e}");
+        return OffsetDeleteResponse::default().with_error_code(errors::KAFKA_STORAGE_ERROR);
+    }
+    if n > 0 {
+        ctx.admin_action(
+            "delete_offsets",
+            "group",
+            &group,
+            Some(serde_json::json!({ "partitions": n })),
+        );
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}

@@ -1,0 +1,392 @@
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups,
+//! DescribeGroups, DeleteGroups. This broker coordinates every group.
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::acl::{Operation, ResourceType};
+use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult, COORDINATOR_NOT_AVAILABLE};
+use crate::group::GroupState;
+
+use super::errors;
+use super::RequestContext;
+
+const NON_EMPTY_GROUP: i16 = 68;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const INVALID_GROUP_ID: i16 = 24;
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn authorize_group(ctx: &RequestContext<'_>, op: Operation, group: &str) -> bool {
+    ctx.authorize(op, ResourceType::Group, group)
+}
+
+pub fn find_coordinator(
+    ctx: &RequestContext<'_>,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let l = ctx.listener;
+    let node = BrokerId(ctx.broker.config.node_id);
+    // v4+ batches keys; older versions ask for one.
+    let keys: Vec<StrBytes> = if ctx.version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let check = |key: &str| -> i16 {
+        match req.key_type {
+            0 if authorize_group(ctx, Operation::Describe, key) => errors::NONE,
+            0 => errors::GROUP_AUTHORIZATION_FAILED,
+            1 if ctx.authorize(Operation::Describe, ResourceType::TransactionalId, key) => {
+                COORDINATOR_NOT_AVAILABLE
+            }
+            1 => errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            _ => errors::INVALID_REQUEST,
+        }
+    };
+    if ctx.version >= 4 {
+        let coordinators = keys
+            .iter()
+            .map(|k| {
+                let code = check(k);
+                let mut c = CoordinatorEntry::default()
+                    .with_key(k.clone())
+                    .with_error_code(code);
+                if code == errors::NONE {
+                    c = c
+                        .with_node_id(node)
+                        .with_host(s(l.advertised_host.clone()))
+                        .with_port(l.advertised_port as i32);
+                } else {
+                    c = c.with_node_id(BrokerId(-1)).with_port(-1);
+                }
+                c
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let code = check(&req.key);
+    let mut r = FindCoordinatorResponse::default().with_error_code(code);
+    if code == errors::NONE {
+        r = r
+            .with_node_id(node)
+            .with_host(s(l.advertised_host.clone()))
+            .with_port(l.advertised_port as i32);
+    } else {
+        r = r.with_node_id(BrokerId(-1)).with_port(-1);
+    }
+    r
+}
+
+fn join_response(ctx: &RequestContext<'_>, r: JoinResult) -> JoinGroupResponse {
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation)
+        .with_leader(s(r.leader))
+        .with_member_id(s(r.member_id))
+        .with_protocol_name(Some(s(r.protocol.unwrap_or_default())));
+    if ctx.version >= 7 {
+        resp.protocol_type = r.protocol_type.map(s);
+    }
+    resp.members = r
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| {
+            let mut m = JoinGroupResponseMember::default()
+                .with_member_id(s(id))
+                .with_metadata(meta);
+            if ctx.version >= 5 {
+                m.group_instance_id = inst.map(s);
+            }
+            m
+        })
+        .collect();
+    resp
+}
+
+pub async fn join(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
+    let fail = |code: i16| {
+        JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone())
+    };
+    if req.group_id.is_empty() {
+        return fail(INVALID_GROUP_ID);
+    }
+    if !authorize_group(ctx, Operation::Read, &req.group_id) {
+        return fail(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let jr = JoinRequest {
+        group: req.group_id.to_string(),
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: ctx
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", ctx.peer.ip()),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if ctx.version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: ctx.version >= 4,
+    };
+    let result = match ctx.broker.groups.join(jr) {
+        JoinOutcome::Now(r) => r,
+        JoinOutcome::Wait(rx, max) => match tokio::time::timeout(max, rx).await {
+            Ok(Ok(r)) => r,
+            _ => JoinResult {
+                error: errors::REBALANCE_IN_PROGRESS,
+                generation: -1,
+                member_id: req.member_id.to_string(),
+                ..Default::default()
+            },
+        },
+    };
+    join_response(ctx, result)
+}
+
+pub async fn sync(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
+    if !authorize_group(ctx, Operation::Read, &req.group_id) {
+        return SyncGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let result = match ctx.broker.groups.sync(
+        &req.group_id,
+        req.generation_id,
+        &req.member_id,
+        assignments,
+    ) {
+        Ok(r) => r,
+        Err(rx) => match tokio::time::timeout(std::time::Duration::from_secs(300), rx).await {
+            Ok(Ok(r)) => r,
+            _ => crate::group::coordinator::SyncResult {
+                error: errors::REBALANCE_IN_PROGRESS,
+                ..Default::default()
+            },
+        },
+    };
+    let mut resp = SyncGroupResponse::default()
+        .with_error_code(result.error)
+        .with_assignment(result.assignment);
+    if ctx.version >= 5 {
+        resp.protocol_type = result.protocol_type.map(s);
+        resp.protocol_name = result.protocol.map(s);
+    }
+    resp
+}
+
+pub fn heartbeat(ctx: &RequestContext<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !authorize_group(ctx, Operation::Read, &req.group_id) {
+        return HeartbeatResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let code = ctx
+        .broker
+        .groups
+        .heartbeat(&req.group_id, req.generation_id, &req.member_id);
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub fn leave(ctx: &RequestContext<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !authorize_group(ctx, Operation::Read, &req.group_id) {
+        return LeaveGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    if ctx.version < 3 {
+        let codes = ctx
+            .broker
+            .groups
+            .leave(&req.group_id, &[(req.member_id.to_string(), None)]);
+        return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0));
+    }
+    let members: Vec<(String, Option<String>)> = req
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.group_instance_id.as_ref().map(|s| s.to_string()),
+            )
+        })
+        .collect();
+    let codes = ctx.broker.groups.leave(&req.group_id, &members);
+    let responses = req
+        .members
+        .iter()
+        .zip(codes)
+        .map(|(m, code)| {
+            MemberResponse::default()
+                .with_member_id(m.member_id.clone())
+                .with_group_instance_id(m.group_instance_id.clone())
+                .with_error_code(code)
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(responses)
+}
+
+/// A group's state as ListGroups/DescribeGroups report it: groups known
+/// only from committed offsets are Empty.
+fn state_of(ctx: &RequestContext<'_>, id: &str) -> Option<(String, String)> {
+    match ctx.broker.groups.snapshot(id) {
+        Some(v) => Some((v.state.as_str().to_string(), v.protocol_type)),
+        None if !ctx.broker.offsets.group(id).is_empty() => {
+            Some(("Empty".into(), "consumer".into()))
+        }
+        None => None,
+    }
+}
+
+pub fn list(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
+    let all = crate::group::coordinator::known_groups(
+        &ctx.broker.groups,
+        ctx.broker.offsets.groups_with_offsets(),
+    );
+    let cluster_ok = ctx.acls.allowed(
+        ctx.principal,
+        ctx.peer.ip(),
+        Operation::Describe,
+        ResourceType::Cluster,
+        crate::acl::model::CLUSTER_NAME,
+    );
+    let groups = all
+        .into_iter()
+        // Listing is filtering, like Metadata: no audit record per group.
+        .filter(|g| cluster_ok || ctx.authorize_quiet(Operation::Describe, ResourceType::Group, g))
+        .filter_map(|g| {
+            let (state, ptype) = state_of(ctx, &g)?;
+            if !req.states_filter.is_empty()
+                && !req
+                    .states_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(&state))
+            {
+                return None;
+            }
+            if !req.types_filter.is_empty()
+                && !req
+                    .types_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case("classic"))
+            {
+                return None;
+            }
+            let mut l = ListedGroup::default()
+                .with_group_id(GroupId(s(g)))
+                .with_protocol_type(s(ptype));
+            if ctx.version >= 4 {
+                l.group_state = s(state);
+            }
+            if ctx.version >= 5 {
+                l.group_type = s("classic");
+            }
+            Some(l)
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe(ctx: &RequestContext<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .iter()
+        .map(|gid| {
+            let mut d = DescribedGroup::default().with_group_id(gid.clone());
+            if !authorize_group(ctx, Operation::Describe, gid) {
+                d.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+                return d;
+            }
+            match ctx.broker.groups.snapshot(gid) {
+                None => {
+                    let (state, ptype) =
+                        state_of(ctx, gid).unwrap_or(("Dead".into(), String::new()));
+                    d.group_state = s(state);
+                    d.protocol_type = s(ptype);
+                }
+                Some(v) => {
+                    d.group_state = s(v.state.as_str());
+                    d.protocol_type = s(v.protocol_type);
+                    d.protocol_data = s(v.protocol);
+                    d.members = v
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut dm = DescribedGroupMember::default()
+                                .with_member_id(s(m.id))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(if v.state == GroupState::Stable {
+                                    m.assignment
+                                } else {
+                                    Bytes::new()
+                                });
+                            if ctx.version >= 4 {
+                                dm.group_instance_id = m.instance_id.map(s);
+                            }
+                            dm
+                        })
+                        .collect();
+                }
+            }
+            d
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete(ctx: &RequestContext<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for gid in &req.groups_names {
+        let code = if !authorize_group(ctx, Operation::Delete, gid) {
+            errors::GROUP_AUTHORIZATION_FAILED
+        } else if state_of(ctx, gid).is_none() {
+            GROUP_ID_NOT_FOUND
+        } else {
+            match ctx.broker.groups.delete_if_empty(gid) {
+                Err(_) => NON_EMPTY_GROUP,
+                Ok(()) => {
+                    let tombstones = ctx.broker.offsets.deletions(gid, None);
+                    match ctx.broker.offsets.commit(tombstones).await {
+                        Ok(()) => {
+                            ctx.admin_action("delete_group", "group", gid, None);
+                            errors::NONE
+                        }
+                        Err(e) => {
+                            tracing::error!(group = %gid.as_str(), "cannot delete offsets: {e}");
+                            errors::KAFKA_STORAGE_ERROR
+                        }
+                    }
+                }
+            }
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(gid.clone())
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
