@@ -42,6 +42,8 @@ enum Command {
     User(cli::user::UserArgs),
     /// Manage and query ACLs in the ACL file.
     Acl(cli::acl::AclArgs),
+    /// Inspect consumer groups and reset their offsets.
+    Group(cli::group::GroupArgs),
     /// Read the audit log.
     Audit(cli::audit::AuditArgs),
     /// Create development certificates (CA, server, clients).
@@ -102,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
         Command::Audit(args) => cli::audit::run(args),
+        Command::Group(args) => cli::group::run(args),
     }
 }
 

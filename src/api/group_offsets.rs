@@ -99,7 +99,21 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
                 .with_partitions(parts),
         );
     }
-    if let Err(e) = ctx.broker.offsets.commit(entries).await {
+    // A commit from outside the group protocol on an empty group is how
+    // tools reset offsets: an admin action worth a record.
+    let reset =
+        req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() && !entries.is_empty();
+    let n = entries.len();
+    let result = ctx.broker.offsets.commit(entries).await;
+    if reset && result.is_ok() {
+        ctx.admin_action(
+            "reset_offsets",
+            "group",
+            &group,
+            Some(serde_json::json!({ "partitions": n })),
+        );
+    }
+    if let Err(e) = result {
         tracing::error!(group = %group, "offset commit failed: {e}");
         for t in &mut topics {
             for p in &mut t.partitions {

@@ -36,6 +36,9 @@ fn topic_entry(ctx: &RequestContext<'_>, t: &Topic) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.to_string()))))
         .with_partitions(partitions);
+    if ctx.version >= 1 {
+        entry.is_internal = t.name.starts_with("__");
+    }
     if ctx.version >= 10 {
         entry.topic_id = t.id;
     }

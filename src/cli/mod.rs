@@ -3,4 +3,5 @@
 pub mod acl;
 pub mod audit;
 pub mod certs;
+pub mod group;
 pub mod user;
