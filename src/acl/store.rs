@@ -102,7 +102,19 @@ impl AclStore {
             return None;
         }
         *last = now;
+        let empty = std::fs::metadata(&self.path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(false);
         let ev = match AclFile::load(&self.path) {
+            // An editor truncating before writing must not open everything
+            // up (or shut everything down) for a moment: an empty file is
+            // taken as a write in progress. `rules: []` removes all rules.
+            Ok(_) if empty => ReloadEvent::Refused {
+                error: format!(
+                    "ACL file {} is empty (a write in progress?); write `rules: []` to remove every rule",
+                    self.path.display()
+                ),
+            },
             Ok(file) => ReloadEvent::Accepted {
                 rules: self.install(file),
             },
@@ -134,7 +146,12 @@ impl AclStore {
             }
         })?;
         let mut file = AclFile::load(&self.path)?;
+        let before = (file.rules.clone(), file.allow_everyone_if_no_acl_found);
         let out = f(&mut file);
+        if (file.rules.clone(), file.allow_everyone_if_no_acl_found) == before {
+            // Nothing to change: leave the file (and its comments) alone.
+            return Ok(out);
+        }
         // Round-trip through the parser: what we write must load.
         let text = file.render();
         let checked = AclFile::parse(&text, &self.path.display().to_string())?;
@@ -179,7 +196,21 @@ impl AclStore {
                 let _keep = watcher;
                 while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = rx.recv_timeout(Duration::from_millis(250));
-                    while rx.try_recv().is_ok() {}
+                    // Let a burst of writes settle: reload once the file has
+                    // looked the same for a short moment.
+                    let Some(path) = weak.upgrade().map(|s| s.path.clone()) else {
+                        return;
+                    };
+                    let mut seen = stamp(&path);
+                    loop {
+                        std::thread::sleep(Duration::from_millis(30));
+                        while rx.try_recv().is_ok() {}
+                        let now = stamp(&path);
+                        if now == seen {
+                            break;
+                        }
+                        seen = now;
+                    }
                     let Some(store) = weak.upgrade() else { return };
                     store.reload_if_changed(false);
                 }
