@@ -29,6 +29,8 @@ pub enum BrokerError {
     },
     #[error("consumer groups: {0}")]
     Groups(String),
+    #[error("producer id block: {source}")]
+    ProducerIds { source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("credential store: {0}")]
@@ -59,6 +61,7 @@ pub struct Broker {
     pub auditor: Arc<Auditor>,
     pub groups: Arc<crate::group::Coordinator>,
     pub offsets: Arc<crate::group::OffsetStore>,
+    pub producer_ids: crate::txn::producer_ids::ProducerIds,
 }
 
 impl Broker {
@@ -246,6 +249,8 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         auditor: auditor.clone(),
         groups: groups.clone(),
         offsets: offsets.clone(),
+        producer_ids: crate::txn::producer_ids::ProducerIds::open(&config.data_dir)
+            .map_err(|source| BrokerError::ProducerIds { source })?,
     });
     let mut start = AuditEvent::new(EventKind::BrokerStart);
     start.details = Some(serde_json::json!({

@@ -16,6 +16,7 @@ pub mod log;
 pub mod security;
 pub mod server;
 pub mod tls;
+pub mod txn;
 
 // Every binary that links this library gets the guard; see `alloc_guard` for why.
 #[global_allocator]

@@ -147,6 +147,39 @@ impl AclSet {
         }
     }
 
+    /// Does any allow rule grant `op` on some resource of type `rt` (and no
+    /// deny of `op` on every such resource)? Kafka's authorizeByResourceType,
+    /// used by InitProducerId. Scans the rules of one type: not a hot path.
+    pub fn any_allow(
+        &self,
+        principal: &str,
+        host: IpAddr,
+        op: Operation,
+        rt: ResourceType,
+    ) -> bool {
+        if self.is_super_user(principal) {
+            return true;
+        }
+        let who = |r: &Rule| {
+            (r.principal == principal || r.principal == "User:*") && r.host.matches(host)
+        };
+        let denied_everywhere = self.rules.iter().any(|r| {
+            r.resource_type == rt
+                && r.permission == Permission::Deny
+                && r.pattern == PatternType::Literal
+                && r.name == WILDCARD
+                && r.operation.deny_covers(op)
+                && who(r)
+        });
+        !denied_everywhere
+            && self.rules.iter().any(|r| {
+                r.resource_type == rt
+                    && r.permission == Permission::Allow
+                    && r.operation.allow_grants(op)
+                    && who(r)
+            })
+    }
+
     pub fn is_super_user(&self, principal: &str) -> bool {
         self.super_users.iter().any(|s| s == principal)
     }

@@ -39,6 +39,9 @@ pub fn code_for(e: &LogError) -> i16 {
         LogError::InvalidPartitions(_) => INVALID_PARTITIONS,
         LogError::InvalidConfig { .. } => INVALID_CONFIG,
         LogError::Io { .. } => KAFKA_STORAGE_ERROR,
+        LogError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
+        LogError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
     }
 }
 pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -46,3 +49,8 @@ pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub const PRODUCER_FENCED: i16 = 90;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;

@@ -14,6 +14,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod sasl;
 pub mod scram_credentials;
 pub mod topics;
@@ -216,6 +217,9 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_offsets::fetch(ctx, r)),
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(group_offsets::delete(ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producers::init_producer_id(ctx, r))
         }
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(ctx, r)),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(ctx, r)),

@@ -30,6 +30,12 @@ pub enum LogError {
     },
     #[error("partition is being deleted")]
     Deleted,
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    #[error("producer epoch {got} is older than the current {current}")]
+    InvalidProducerEpoch { got: i16, current: i16 },
+    #[error("unknown producer id {0} (no state for a non-zero sequence)")]
+    UnknownProducerId(i64),
 }
 
 impl LogError {

@@ -16,9 +16,12 @@ use super::fsutil;
 use super::segment::{self, now_ms, Segment};
 use super::topic_config::{EffectiveConfig, TimestampType};
 use super::LogError;
+use crate::txn::producer_state::{ProducerStates, SequenceCheck};
 
 struct State {
     segments: Vec<Arc<Segment>>,
+    /// Idempotent producers seen on this partition (sequence dedupe).
+    producers: ProducerStates,
 }
 
 pub struct Partition {
@@ -44,6 +47,9 @@ pub struct AppendResult {
     /// -1 unless the topic uses log-append time.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// A retried idempotent batch already in the log: nothing was written
+    /// and `base_offset` is where it was written the first time.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +94,7 @@ impl Partition {
         let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         let first_base = segments[0].base_offset;
         let start = stored_start.unwrap_or(first_base).clamp(first_base, end);
+        let producers = recover_producers(&segments);
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
         let p = Arc::new(Partition {
@@ -95,7 +102,10 @@ impl Partition {
             index,
             dir,
             index_interval,
-            state: Mutex::new(State { segments }),
+            state: Mutex::new(State {
+                segments,
+                producers,
+            }),
             end_offset: AtomicI64::new(end),
             log_start: AtomicI64::new(start),
             durable,
@@ -156,6 +166,42 @@ impl Partition {
             self.roll_locked(&mut st)?;
         }
         let base = self.end_offset.load(Ordering::Acquire);
+        for (i, span) in spans.iter().enumerate() {
+            match st.producers.check(&span.header) {
+                SequenceCheck::Append => {}
+                // A retry of something already written: acknowledge it
+                // again at its original offset, write nothing.
+                SequenceCheck::Duplicate(off) if i == 0 => {
+                    return Ok(AppendResult {
+                        base_offset: off,
+                        end_offset: base,
+                        log_append_time: -1,
+                        log_start_offset: self.log_start_offset(),
+                        duplicate: true,
+                    });
+                }
+                SequenceCheck::Duplicate(_) => {
+                    return Err(LogError::OutOfOrderSequence(
+                        "duplicate batch after a new one".into(),
+                    ))
+                }
+                SequenceCheck::OutOfOrder { expected } => {
+                    return Err(LogError::OutOfOrderSequence(format!(
+                        "producer {} expected sequence {expected}, got {}",
+                        span.header.producer_id, span.header.base_sequence
+                    )))
+                }
+                SequenceCheck::StaleEpoch { current } => {
+                    return Err(LogError::InvalidProducerEpoch {
+                        got: span.header.producer_epoch,
+                        current,
+                    })
+                }
+                SequenceCheck::UnknownProducer => {
+                    return Err(LogError::UnknownProducerId(span.header.producer_id))
+                }
+            }
+        }
         let mut data = records.to_vec();
         let mut next = base;
         let mut placed = Vec::with_capacity(spans.len());
@@ -168,6 +214,9 @@ impl Partition {
         }
         let active = st.segments.last().ok_or(LogError::Deleted)?.clone();
         active.append(&data, &placed, next, self.index_interval)?;
+        for (span, (off, ..)) in spans.iter().zip(&placed) {
+            st.producers.record(&span.header, *off);
+        }
         self.end_offset.store(next, Ordering::Release);
         drop(st);
         Ok(AppendResult {
@@ -175,6 +224,7 @@ impl Partition {
             end_offset: next,
             log_append_time: lat.unwrap_or(-1),
             log_start_offset: self.log_start_offset(),
+            duplicate: false,
         })
     }
 
@@ -407,6 +457,28 @@ async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
             Err(e) => tracing::error!("flush task failed: {e}"),
         }
     }
+}
+
+/// Rebuilds idempotent-producer state from the batch headers of recent
+/// segments (producer state is not kept for producers idle longer than
+/// Kafka's default producer-id expiry of one day).
+fn recover_producers(segments: &[Arc<Segment>]) -> ProducerStates {
+    let horizon = now_ms() - 24 * 3600 * 1000;
+    let mut states = ProducerStates::default();
+    for seg in segments {
+        if seg.max_timestamp().is_some_and(|t| t < horizon) {
+            continue;
+        }
+        match seg.headers() {
+            Ok(hs) => {
+                for h in hs.iter().filter(|h| h.producer_id >= 0) {
+                    states.record(h, h.base_offset);
+                }
+            }
+            Err(e) => tracing::warn!("cannot rebuild producer state: {e}"),
+        }
+    }
+    states
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {

@@ -326,6 +326,19 @@ impl Segment {
         Ok(None)
     }
 
+    /// Every batch header, in order (reads headers only, not records).
+    pub fn headers(&self) -> Result<Vec<BatchHeader>, LogError> {
+        let limit = self.size();
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while pos + (HEADER_LEN as u64) <= limit {
+            let h = self.read_header(pos)?;
+            pos += h.total_size() as u64;
+            out.push(h);
+        }
+        Ok(out)
+    }
+
     pub fn sync(&self) -> Result<(), LogError> {
         self.file
             .sync_data()

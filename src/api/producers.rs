@@ -1,0 +1,60 @@
+//! InitProducerId for idempotent producers (KIP-98, with KIP-360 epoch
+//! bumps). Transactional ids are not served yet.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::acl::{Operation, ResourceType};
+
+use super::errors;
+use super::RequestContext;
+
+pub fn init_producer_id(
+    ctx: &RequestContext<'_>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let fail = |code: i16| {
+        InitProducerIdResponse::default()
+            .with_error_code(code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if let Some(tid) = &req.transactional_id {
+        if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, tid) {
+            return fail(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
+        // No transaction coordinator yet: a transactional producer is told
+        // plainly rather than given an id it could not use.
+        return fail(errors::COORDINATOR_NOT_AVAILABLE);
+    }
+    // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+    let allowed = ctx.authorize_quiet(
+        Operation::IdempotentWrite,
+        ResourceType::Cluster,
+        crate::acl::model::CLUSTER_NAME,
+    ) || ctx.acls.any_allow(
+        ctx.principal,
+        ctx.peer.ip(),
+        Operation::Write,
+        ResourceType::Topic,
+    );
+    if !allowed {
+        // Record the refusal like any other.
+        ctx.authorize_cluster(Operation::IdempotentWrite);
+        return fail(errors::CLUSTER_AUTHORIZATION_FAILED);
+    }
+    // KIP-360: a producer that knows its id asks for the next epoch.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return InitProducerIdResponse::default()
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    match ctx.broker.producer_ids.next() {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!("cannot allocate a producer id: {e}");
+            fail(errors::KAFKA_STORAGE_ERROR)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Producer ids and idempotent-producer state. (Transactions are not served
+//! yet: transactional InitProducerId answers COORDINATOR_NOT_AVAILABLE.)
+
+pub mod producer_ids;
+pub mod producer_state;
