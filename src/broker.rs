@@ -62,6 +62,7 @@ pub struct Broker {
     pub groups: Arc<crate::group::Coordinator>,
     pub offsets: Arc<crate::group::OffsetStore>,
     pub producer_ids: crate::txn::producer_ids::ProducerIds,
+    pub txns: Arc<crate::txn::coordinator::TxnCoordinator>,
 }
 
 impl Broker {
@@ -191,6 +192,15 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             .map_err(|e| BrokerError::Groups(e.to_string()))?
     };
     let offsets = Arc::new(offsets);
+    let txns = {
+        let (logs, offsets) = (logs.clone(), offsets.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::txn::coordinator::TxnCoordinator::open(logs, offsets)
+        })
+        .await
+        .map_err(|e| BrokerError::Groups(e.to_string()))?
+        .map_err(|e| BrokerError::Groups(format!("transactions: {e}")))?
+    };
     let groups = crate::group::Coordinator::new(crate::group::GroupSettings {
         min_session_timeout_ms: config.groups.min_session_timeout_ms,
         max_session_timeout_ms: config.groups.max_session_timeout_ms,
@@ -251,6 +261,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         offsets: offsets.clone(),
         producer_ids: crate::txn::producer_ids::ProducerIds::open(&config.data_dir)
             .map_err(|source| BrokerError::ProducerIds { source })?,
+        txns: txns.clone(),
     });
     let mut start = AuditEvent::new(EventKind::BrokerStart);
     start.details = Some(serde_json::json!({
@@ -261,6 +272,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
 
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
     tasks.push(spawn_offset_expiry(broker.clone()));
+    tasks.push(txns.spawn_expiry());
     if let Some(store) = &broker.credentials {
         tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
     }

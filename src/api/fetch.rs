@@ -49,6 +49,7 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
     };
     let mut total = 0usize;
     let mut had_error = false;
+    let read_committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let authorized = ctx.authorize_topic(Operation::Read, &ft.topic);
@@ -84,16 +85,39 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
                     log_start_offset: p.log_start_offset(),
                 })
             } else {
-                p.read(fp.fetch_offset, limit.max(1))
+                p.read_isolated(fp.fetch_offset, limit.max(1), read_committed)
             };
             match result {
                 Ok(r) => {
                     pd.high_watermark = r.high_watermark;
-                    pd.last_stable_offset = r.high_watermark;
+                    pd.last_stable_offset = p.last_stable_offset();
                     if ctx.version >= 5 {
                         pd.log_start_offset = r.log_start_offset;
                     }
                     let n = r.records.as_ref().map_or(0, Vec::len);
+                    if read_committed {
+                        // Tell the client which producers' records in this
+                        // range belong to aborted transactions.
+                        let to = match &r.records {
+                            Some(b) => crate::log::batch::whole_batches(b)
+                                .0
+                                .last()
+                                .map(|(_, h)| h.last_offset() + 1)
+                                .unwrap_or(fp.fetch_offset),
+                            None => fp.fetch_offset,
+                        };
+                        let aborted = p.aborted_between(fp.fetch_offset, to);
+                        pd.aborted_transactions = Some(
+                            aborted
+                                .into_iter()
+                                .map(|a| {
+                                    kafka_protocol::messages::fetch_response::AbortedTransaction::default()
+                                        .with_producer_id(kafka_protocol::messages::ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                     total += n;
                     remaining = remaining.saturating_sub(n);
                     pd.records = Some(r.records.map(Bytes::from).unwrap_or_default());

@@ -12,7 +12,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::acl::{Operation, ResourceType};
-use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult, COORDINATOR_NOT_AVAILABLE};
+use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult};
 use crate::group::GroupState;
 
 use super::errors;
@@ -47,7 +47,7 @@ pub fn find_coordinator(
             0 if authorize_group(ctx, Operation::Describe, key) => errors::NONE,
             0 => errors::GROUP_AUTHORIZATION_FAILED,
             1 if ctx.authorize(Operation::Describe, ResourceType::TransactionalId, key) => {
-                COORDINATOR_NOT_AVAILABLE
+                errors::NONE
             }
             1 => errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             _ => errors::INVALID_REQUEST,

@@ -18,6 +18,7 @@ pub mod producers;
 pub mod sasl;
 pub mod scram_credentials;
 pub mod topics;
+pub mod txn;
 pub mod versions;
 
 use std::panic::AssertUnwindSafe;
@@ -219,8 +220,22 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
             ResponseKind::OffsetDelete(group_offsets::delete(ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producers::init_producer_id(ctx, r))
+            ResponseKind::InitProducerId(producers::init_producer_id(ctx, r).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end(ctx, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe(ctx, r))
+        }
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list(ctx, r)),
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(ctx, r)),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(ctx, r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(ctx, r)),

@@ -25,8 +25,9 @@ pub const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for one ListOffsets query; (-1, -1) when no record
 /// has a timestamp that late, as Kafka answers.
-fn lookup(p: &Partition, ts: i64) -> Result<(i64, i64), LogError> {
+fn lookup(p: &Partition, ts: i64, read_committed: bool) -> Result<(i64, i64), LogError> {
     Ok(match ts {
+        LATEST if read_committed => (p.last_stable_offset(), -1),
         LATEST => (p.end_offset(), -1),
         EARLIEST | EARLIEST_LOCAL => (p.log_start_offset(), -1),
         LATEST_TIERED => (-1, -1),
@@ -57,7 +58,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                     match topic.as_ref().and_then(|t| t.partition(lp.partition_index)) {
                         None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
-                        Some(p) => match lookup(&p, lp.timestamp) {
+                        Some(p) => match lookup(&p, lp.timestamp, req.isolation_level == 1) {
                             Ok((offset, ts)) => {
                                 r.offset = offset;
                                 r.timestamp = ts;

@@ -25,6 +25,13 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
     let acks = req.acks;
     let logs = &ctx.broker.logs;
     let valid_acks = matches!(acks, -1..=1);
+    let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
+        !ctx.authorize(
+            Operation::Write,
+            crate::acl::ResourceType::TransactionalId,
+            t,
+        )
+    });
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut pending = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
@@ -46,6 +53,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
             let mut r = PartitionProduceResponse::default().with_index(pd.index);
             let result = if !valid_acks {
                 Err((errors::INVALID_REQUIRED_ACKS, None))
+            } else if txn_denied {
+                Err((errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None))
             } else if !authorized {
                 Err((errors::TOPIC_AUTHORIZATION_FAILED, None))
             } else {
@@ -58,7 +67,15 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
                         let cfg = t.config();
                         let records = pd.records.as_deref().unwrap_or(&[]);
                         batch::validate_produce_records(records, cfg.max_message_bytes)
-                            .and_then(|spans| p.append(records, &spans, &cfg))
+                            .and_then(|spans| {
+                                // Only the transaction coordinator writes markers.
+                                if spans.iter().any(|s| s.header.is_control()) {
+                                    return Err(LogError::InvalidRecord(
+                                        "clients may not write control batches".into(),
+                                    ));
+                                }
+                                p.append(records, &spans, &cfg)
+                            })
                             .map(|res| (res, p))
                             .map_err(|e| (code_for(&e), Some(e)))
                     }

@@ -1,5 +1,5 @@
-//! InitProducerId for idempotent producers (KIP-98, with KIP-360 epoch
-//! bumps). Transactional ids are not served yet.
+//! InitProducerId: idempotent producers (KIP-98, with KIP-360 epoch bumps)
+//! and transactional ones (handed to the transaction coordinator).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -8,7 +8,7 @@ use crate::acl::{Operation, ResourceType};
 use super::errors;
 use super::RequestContext;
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     ctx: &RequestContext<'_>,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -22,9 +22,17 @@ pub fn init_producer_id(
         if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, tid) {
             return fail(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
         }
-        // No transaction coordinator yet: a transactional producer is told
-        // plainly rather than given an id it could not use.
-        return fail(errors::COORDINATOR_NOT_AVAILABLE);
+        return match ctx
+            .broker
+            .txns
+            .init_producer(tid, req.transaction_timeout_ms, &ctx.broker.producer_ids)
+            .await
+        {
+            Ok((pid, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(code) => fail(code),
+        };
     }
     // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
     let allowed = ctx.authorize_quiet(

@@ -16,12 +16,15 @@ use super::fsutil;
 use super::segment::{self, now_ms, Segment};
 use super::topic_config::{EffectiveConfig, TimestampType};
 use super::LogError;
+use crate::txn::partition_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
 use crate::txn::producer_state::{ProducerStates, SequenceCheck};
 
 struct State {
     segments: Vec<Arc<Segment>>,
     /// Idempotent producers seen on this partition (sequence dedupe).
     producers: ProducerStates,
+    /// Open and aborted transactions (last stable offset, read_committed).
+    txns: TxnIndex,
 }
 
 pub struct Partition {
@@ -94,7 +97,7 @@ impl Partition {
         let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         let first_base = segments[0].base_offset;
         let start = stored_start.unwrap_or(first_base).clamp(first_base, end);
-        let producers = recover_producers(&segments);
+        let (producers, txns) = recover_producers(&segments);
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
         let p = Arc::new(Partition {
@@ -105,6 +108,7 @@ impl Partition {
             state: Mutex::new(State {
                 segments,
                 producers,
+                txns,
             }),
             end_offset: AtomicI64::new(end),
             log_start: AtomicI64::new(start),
@@ -216,6 +220,12 @@ impl Partition {
         active.append(&data, &placed, next, self.index_interval)?;
         for (span, (off, ..)) in spans.iter().zip(&placed) {
             st.producers.record(&span.header, *off);
+            let marker = if span.header.is_control() {
+                parse_marker(&data[span.start..span.end()])
+            } else {
+                None
+            };
+            st.txns.on_batch(&span.header, *off, marker);
         }
         self.end_offset.store(next, Ordering::Release);
         drop(st);
@@ -288,37 +298,88 @@ impl Partition {
         Ok(())
     }
 
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.lock();
+        st.txns.last_stable_offset(self.end_offset())
+    }
+
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.lock().txns.aborted_between(from, to)
+    }
+
     /// Reads whole batches from `offset` on, up to `max_bytes` (at least one
     /// batch). An offset equal to the end yields no records.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        let (segments, start, end) = {
+        self.read_isolated(offset, max_bytes, false)
+    }
+
+    /// With `read_committed`, nothing at or past the last stable offset is
+    /// returned: open transactions stay invisible until they end.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<ReadResult, LogError> {
+        let (segments, start, end, upper) = {
             let st = self.lock();
             let start = self.log_start_offset();
             let end = self.end_offset();
             if offset < start || offset > end {
                 return Err(LogError::OffsetOutOfRange { offset, start, end });
             }
+            let upper = if read_committed {
+                st.txns.last_stable_offset(end)
+            } else {
+                end
+            };
             let i = st
                 .segments
                 .partition_point(|s| s.base_offset <= offset)
                 .saturating_sub(1);
-            (st.segments[i..].to_vec(), start, end)
+            (st.segments[i..].to_vec(), start, end, upper)
         };
         let mut out = ReadResult {
             records: None,
             high_watermark: end,
             log_start_offset: start,
         };
-        if offset == end {
+        if offset >= upper {
             return Ok(out);
         }
         for seg in &segments {
-            if let Some(bytes) = seg.read(offset, max_bytes)? {
-                out.records = Some(bytes);
+            if let Some(mut bytes) = seg.read(offset, max_bytes)? {
+                if upper < end {
+                    // Drop batches at or past the last stable offset.
+                    let (batches, _) = batch::whole_batches(&bytes);
+                    let keep = batches
+                        .iter()
+                        .find(|(_, h)| h.base_offset >= upper)
+                        .map(|(pos, _)| *pos)
+                        .unwrap_or(bytes.len());
+                    bytes.truncate(keep);
+                }
+                if !bytes.is_empty() {
+                    out.records = Some(bytes);
+                }
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Writes a transaction marker (COMMIT or ABORT control batch) for
+    /// `producer_id` at `epoch`. Returns the offset after it.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: Marker,
+        cfg: &EffectiveConfig,
+    ) -> Result<i64, LogError> {
+        let bytes = crate::txn::markers::encode(producer_id, epoch, marker)?;
+        let spans = batch::validate_produce_records(&bytes, usize::MAX)?;
+        Ok(self.append(&bytes, &spans, cfg)?.end_offset)
     }
 
     /// Kafka's ListOffsets by timestamp: the first batch whose max timestamp
@@ -462,23 +523,35 @@ async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
 /// Rebuilds idempotent-producer state from the batch headers of recent
 /// segments (producer state is not kept for producers idle longer than
 /// Kafka's default producer-id expiry of one day).
-fn recover_producers(segments: &[Arc<Segment>]) -> ProducerStates {
+fn recover_producers(segments: &[Arc<Segment>]) -> (ProducerStates, TxnIndex) {
     let horizon = now_ms() - 24 * 3600 * 1000;
     let mut states = ProducerStates::default();
+    let mut txns = TxnIndex::default();
     for seg in segments {
-        if seg.max_timestamp().is_some_and(|t| t < horizon) {
-            continue;
-        }
+        let recent = !seg.max_timestamp().is_some_and(|t| t < horizon);
         match seg.headers() {
             Ok(hs) => {
                 for h in hs.iter().filter(|h| h.producer_id >= 0) {
-                    states.record(h, h.base_offset);
+                    if recent {
+                        states.record(h, h.base_offset);
+                    }
+                    // Transactions are rebuilt whatever their age: an
+                    // aborted one stays invisible to read_committed forever.
+                    let marker = if h.is_control() {
+                        seg.read(h.base_offset, 0)
+                            .ok()
+                            .flatten()
+                            .and_then(|b| parse_marker(&b))
+                    } else {
+                        None
+                    };
+                    txns.on_batch(h, h.base_offset, marker);
                 }
             }
             Err(e) => tracing::warn!("cannot rebuild producer state: {e}"),
         }
     }
-    states
+    (states, txns)
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {

@@ -62,6 +62,15 @@ impl ProducerStates {
         if h.producer_id < 0 {
             return SequenceCheck::Append;
         }
+        if h.is_control() {
+            // Markers come from the coordinator; only their epoch matters.
+            return match self.producers.get(&h.producer_id) {
+                Some(e) if h.producer_epoch < e.epoch => {
+                    SequenceCheck::StaleEpoch { current: e.epoch }
+                }
+                _ => SequenceCheck::Append,
+            };
+        }
         let Some(e) = self.producers.get(&h.producer_id) else {
             return if h.base_sequence == 0 {
                 SequenceCheck::Append
@@ -102,6 +111,14 @@ impl ProducerStates {
             return;
         }
         let e = self.producers.entry(h.producer_id).or_default();
+        if h.is_control() {
+            // A marker written with a bumped epoch fences older producers.
+            if h.producer_epoch > e.epoch {
+                e.epoch = h.producer_epoch;
+                e.batches.clear();
+            }
+            return;
+        }
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();

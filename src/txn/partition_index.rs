@@ -1,0 +1,112 @@
+//! Per-partition transaction bookkeeping: which producers have an open
+//! transaction here (and from which offset), and the aborted transactions
+//! (for read_committed fetches). The last stable offset is the first offset
+//! of the oldest open transaction, or the high watermark when none is open.
+
+use std::collections::BTreeMap;
+
+use crate::log::batch::{BatchHeader, ATTR_TRANSACTIONAL};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// Offset of the abort marker.
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Commit,
+    Abort,
+}
+
+#[derive(Debug, Default)]
+pub struct TxnIndex {
+    ongoing: BTreeMap<i64, i64>,
+    aborted: Vec<AbortedTxn>,
+}
+
+impl TxnIndex {
+    /// Records an appended batch; `marker` is set for control batches.
+    pub fn on_batch(&mut self, h: &BatchHeader, base_offset: i64, marker: Option<Marker>) {
+        if h.attributes & ATTR_TRANSACTIONAL == 0 || h.producer_id < 0 {
+            return;
+        }
+        match marker {
+            None => {
+                self.ongoing.entry(h.producer_id).or_insert(base_offset);
+            }
+            Some(m) => {
+                if let Some(first) = self.ongoing.remove(&h.producer_id) {
+                    if m == Marker::Abort {
+                        self.aborted.push(AbortedTxn {
+                            producer_id: h.producer_id,
+                            first_offset: first,
+                            last_offset: base_offset,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.ongoing
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(high_watermark)
+            .min(high_watermark)
+    }
+
+    /// Aborted transactions that overlap `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    pub fn open_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+}
+
+/// Reads the marker type from a control batch's first record:
+/// key = version (i16) + type (i16: 0 abort, 1 commit).
+pub fn parse_marker(batch: &[u8]) -> Option<Marker> {
+    let mut pos = crate::log::batch::HEADER_LEN;
+    let varint = |pos: &mut usize| -> Option<i64> {
+        let mut result: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *batch.get(*pos)?;
+            *pos += 1;
+            result |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        Some(((result >> 1) as i64) ^ -((result & 1) as i64))
+    };
+    let _len = varint(&mut pos)?;
+    pos += 1; // attributes
+    let _ts = varint(&mut pos)?;
+    let _off = varint(&mut pos)?;
+    let key_len = varint(&mut pos)?;
+    if key_len < 4 {
+        return None;
+    }
+    let kind = i16::from_be_bytes([*batch.get(pos + 2)?, *batch.get(pos + 3)?]);
+    match kind {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
