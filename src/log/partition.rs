@@ -528,7 +528,7 @@ fn recover_producers(segments: &[Arc<Segment>]) -> (ProducerStates, TxnIndex) {
     let mut states = ProducerStates::default();
     let mut txns = TxnIndex::default();
     for seg in segments {
-        let recent = !seg.max_timestamp().is_some_and(|t| t < horizon);
+        let recent = seg.max_timestamp().is_none_or(|t| t >= horizon);
         match seg.headers() {
             Ok(hs) => {
                 for h in hs.iter().filter(|h| h.producer_id >= 0) {
