@@ -1,0 +1,199 @@
+//! Produce and consume throughput and produce latency at a fixed rate,
+//! measured with librdkafka against a running broker.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::BenchArgs;
+
+struct LatencyContext {
+    hist: Mutex<Histogram<u64>>,
+    errors: Mutex<u64>,
+}
+
+impl ClientContext for LatencyContext {}
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match r {
+            Ok(_) => {
+                let us = sent.elapsed().as_micros() as u64;
+                if let Ok(mut h) = self.hist.lock() {
+                    let _ = h.record(us.max(1));
+                }
+            }
+            Err(_) => {
+                if let Ok(mut e) = self.errors.lock() {
+                    *e += 1;
+                }
+            }
+        }
+    }
+}
+
+fn producer_config(
+    args: &BenchArgs,
+    base: &ClientConfig,
+    acks: &str,
+    linger_ms: u64,
+) -> ClientConfig {
+    let mut c = base.clone();
+    c.set("acks", acks)
+        .set("compression.type", &args.compression)
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", args.batch_bytes.to_string())
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "120000");
+    c
+}
+
+fn send_blocking<C: ProducerContext>(
+    p: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> anyhow::Result<()> {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => bail!("produce failed: {e}"),
+        }
+    }
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    // Mildly compressible, like real payloads, but not trivially so.
+    (0..size).map(|i| (i * 31 % 97) as u8).collect()
+}
+
+/// (MB/s, records/s) for `args.records` records.
+pub fn produce_throughput(
+    args: &BenchArgs,
+    base: &ClientConfig,
+    topic: &str,
+    acks: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let p: BaseProducer = producer_config(args, base, acks, args.linger_ms).create()?;
+    let value = payload(args.record_size);
+    let start = Instant::now();
+    for i in 0..args.records {
+        let key = (i as u64).to_be_bytes();
+        send_blocking(&p, BaseRecord::to(topic).key(&key[..]).payload(&value[..]))?;
+        if i % 1000 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(300))?;
+    let secs = start.elapsed().as_secs_f64();
+    let mb = (args.records * args.record_size) as f64 / 1e6;
+    Ok((mb / secs, args.records as f64 / secs))
+}
+
+pub fn consume_throughput(
+    args: &BenchArgs,
+    base: &ClientConfig,
+    topic: &str,
+    records: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let c: BaseConsumer = base
+        .clone()
+        .set("group.id", "portcullis-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let start = Instant::now();
+    let (mut n, mut bytes) = (0usize, 0usize);
+    let deadline = start + Duration::from_secs(300);
+    while n < records {
+        if Instant::now() > deadline {
+            bail!("consumed only {n} of {records} records");
+        }
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.context("consume error")?;
+            bytes += m.payload_len();
+            n += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((bytes as f64 / 1e6 / secs, n as f64 / secs))
+}
+
+/// Ack latency at a fixed rate (open loop). Returns the histogram in
+/// microseconds, failures, and the rate achieved in MB/s.
+pub fn produce_latency(
+    args: &BenchArgs,
+    base: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+    let ctx = LatencyContext {
+        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        errors: Mutex::new(0),
+    };
+    let p: BaseProducer<LatencyContext> =
+        producer_config(args, base, "1", 0).create_with_context(ctx)?;
+    let value = payload(args.record_size);
+    let per_sec = (args.latency_rate_mb * 1e6 / args.record_size as f64).max(1.0);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.latency_secs);
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        let due = (start.elapsed().as_secs_f64() * per_sec) as u64;
+        while sent < due {
+            send_blocking(
+                &p,
+                BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&value[..]),
+            )?;
+            sent += 1;
+        }
+        p.poll(Duration::from_micros(200));
+    }
+    p.flush(Duration::from_secs(60))?;
+    let secs = start.elapsed().as_secs_f64();
+    let ctx = p.context();
+    let hist = ctx
+        .hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let errors = *ctx.errors.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok((
+        hist,
+        errors,
+        sent as f64 * args.record_size as f64 / 1e6 / secs,
+    ))
+}
+
+pub async fn create_topic(base: &ClientConfig, name: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base.create()?;
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    for r in res {
+        r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+    }
+    Ok(())
+}

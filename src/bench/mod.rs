@@ -1,0 +1,401 @@
+//! `portcullis bench`: one command that starts a broker (a child process, so
+//! its memory can be measured alone), measures the machine's ceilings, then
+//! the broker over PLAINTEXT and over SASL_SSL + SCRAM-SHA-512 with
+//! librdkafka, and prints every figure with its ratio to its ceiling and
+//! its target. Figures are printed, never asserted.
+
+pub mod acl;
+pub mod ceilings;
+pub mod connections;
+pub mod kafka;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::config::ClientConfig;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Scratch directory for the broker under test (default: a temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per throughput run.
+    #[arg(long, default_value_t = 300_000)]
+    pub records: usize,
+    /// Producer compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Producer batch size in bytes (librdkafka batch.size).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub batch_bytes: usize,
+    /// linger.ms for the throughput runs.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Target rate of the latency run, MB/s.
+    #[arg(long, default_value_t = 50.0)]
+    pub latency_rate_mb: f64,
+    /// Duration of the latency run, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_secs: u64,
+    /// Idle authenticated connections for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_connections: usize,
+    /// Seconds of the connect-rate run.
+    #[arg(long, default_value_t = 5.0)]
+    pub connect_secs: f64,
+    /// ACL rules for the authorize() figure.
+    #[arg(long, default_value_t = 100_000)]
+    pub acl_rules: usize,
+    /// Only these sections (comma-separated: ceilings, plaintext, secure,
+    /// connections, acl, restart); default all.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+impl BenchArgs {
+    fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == section))
+    }
+}
+
+struct BrokerProcess {
+    child: Child,
+    plaintext: String,
+    secure: String,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BENCH_USER: &str = "bench";
+
+fn write_config(dir: &Path, ports: (u16, u16)) -> anyhow::Result<PathBuf> {
+    let d = dir.display();
+    let cfg = format!(
+        "data_dir: {d}/data\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:{}\n  - security_protocol: SASL_SSL\n    address: 127.0.0.1:{}\n\
+tls:\n  cert: {d}/certs/server.crt\n  key: {d}/certs/server.key\ncerts:\n  dir: {d}/certs\n  auto_generate: true\n\
+sasl:\n  credentials: {d}/credentials.yaml\n  bootstrap_admin: false\nacl:\n  file: {d}/acls.yaml\n\
+audit:\n  file: {d}/audit/audit.log\nsuper_users: [\"User:{BENCH_USER}\", \"User:ANONYMOUS\"]\n",
+        ports.0, ports.1
+    );
+    let path = dir.join("bench.yaml");
+    std::fs::write(&path, cfg)?;
+    Ok(path)
+}
+
+/// Starts `portcullis serve`; returns the process and the time until it
+/// listened (start-up time).
+fn start_broker(dir: &Path, ports: (u16, u16)) -> anyhow::Result<(BrokerProcess, Duration)> {
+    let cfg = write_config(dir, ports)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))?;
+    let t = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("PORTCULLIS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start the broker")?;
+    let out = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < 2 {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(rest) = l.strip_prefix("portcullis: listening ") {
+                    let a = rest.split_whitespace().next().unwrap_or("");
+                    addrs.push(a.split("://").nth(1).unwrap_or("").to_string());
+                }
+            }
+            _ => bail!(
+                "the broker exited before listening; see {}",
+                dir.join("broker.log").display()
+            ),
+        }
+    }
+    let took = t.elapsed();
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok((
+        BrokerProcess {
+            child,
+            plaintext: addrs[0].clone(),
+            secure: addrs[1].clone(),
+        },
+        took,
+    ))
+}
+
+fn port(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn client(addr: &str, secure: bool, dir: &Path, password: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr);
+    if secure {
+        c.set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", BENCH_USER)
+            .set("sasl.password", password)
+            .set(
+                "ssl.ca.location",
+                dir.join("certs/ca.crt").display().to_string(),
+            );
+    }
+    c
+}
+
+fn ratio(v: f64, ceiling: f64) -> String {
+    if ceiling > 0.0 {
+        format!("{:.2}x", v / ceiling)
+    } else {
+        "-".into()
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let fd_limit = connections::raise_fd_limit();
+    let (dir, _guard) = match &args.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            (d.clone(), None)
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            (d.clone(), Some(TempDirGuard(d)))
+        }
+    };
+    let password = crate::broker::random_password();
+    let store =
+        crate::security::credentials::CredentialStore::open_or_init(dir.join("credentials.yaml"))?;
+    store.modify(|f| {
+        if f.get(BENCH_USER).is_none() {
+            f.add_user(
+                BENCH_USER,
+                &password,
+                crate::security::scram::MIN_ITERATIONS,
+            )
+        } else {
+            f.set_password(
+                BENCH_USER,
+                &password,
+                crate::security::scram::MIN_ITERATIONS,
+            )
+        }
+    })?;
+    drop(store);
+    println!(
+        "portcullis bench on {} cores, fd limit {fd_limit}, scratch {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        dir.display()
+    );
+    println!(
+        "workload: {} records x {} B, compression {}, {} partitions, batch.size {}",
+        args.records, args.record_size, args.compression, args.partitions, args.batch_bytes
+    );
+
+    let (mut tls_ceiling, mut gc_ceiling) = (0.0, 0.0);
+    if args.wants("ceilings") {
+        let dir2 = dir.clone();
+        tls_ceiling =
+            tokio::task::spawn_blocking(move || ceilings::tls_loopback_mb_s(&dir2, 2000)).await??;
+        let dir2 = dir.clone();
+        let fsync =
+            tokio::task::spawn_blocking(move || ceilings::fdatasync_latency(&dir2, 200)).await??;
+        let dir2 = dir.clone();
+        let batch = args.batch_bytes.clamp(16 * 1024, 1 << 20);
+        gc_ceiling =
+            tokio::task::spawn_blocking(move || ceilings::group_commit_mb_s(&dir2, 4, batch, 3.0))
+                .await??;
+        println!("\n== ceilings of this machine");
+        println!("rustls TLS 1.3 bulk over loopback:  {tls_ceiling:10.1} MB/s");
+        println!(
+            "fdatasync (4 KiB):                  p50 {:.3} ms  p99 {:.3} ms",
+            fsync.value_at_quantile(0.5) as f64 / 1000.0,
+            fsync.value_at_quantile(0.99) as f64 / 1000.0
+        );
+        println!(
+            "group commit (4 writers, {} KiB):  {gc_ceiling:10.1} MB/s",
+            batch / 1024
+        );
+    }
+
+    let (broker, first_start) = start_broker(&dir, (0, 0))?;
+    let ports = (port(&broker.plaintext), port(&broker.secure));
+    println!(
+        "\nbroker pid {} started in {:.0} ms: PLAINTEXT {} SASL_SSL {}",
+        broker.child.id(),
+        first_start.as_secs_f64() * 1000.0,
+        broker.plaintext,
+        broker.secure
+    );
+
+    for (name, secure) in [("plaintext", false), ("secure", true)] {
+        if !args.wants(name) {
+            continue;
+        }
+        let addr = if secure {
+            &broker.secure
+        } else {
+            &broker.plaintext
+        };
+        let base = client(addr, secure, &dir, &password);
+        let label = if secure {
+            "SASL_SSL + SCRAM-SHA-512"
+        } else {
+            "PLAINTEXT"
+        };
+        println!("\n== {label}");
+        let t1 = format!("bench-{name}-acks1");
+        let t_all = format!("bench-{name}-acksall");
+        let t_lat = format!("bench-{name}-latency");
+        for t in [&t1, &t_all, &t_lat] {
+            kafka::create_topic(&base, t, args.partitions).await?;
+        }
+        let run = |acks: &'static str, topic: String| {
+            let (a, b) = (args.clone(), base.clone());
+            tokio::task::spawn_blocking(move || kafka::produce_throughput(&a, &b, &topic, acks))
+        };
+        let (mb1, r1) = run("1", t1.clone()).await??;
+        println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)", ratio(mb1, tls_ceiling));
+        let (mba, ra) = run("all", t_all.clone()).await??;
+        println!("produce acks=all:  {mba:9.1} MB/s {ra:11.0} rec/s   ratio to group-commit ceiling {}   (target >= 0.75x)", ratio(mba, gc_ceiling));
+        let (a, b, t) = (args.clone(), base.clone(), t1.clone());
+        let n = args.records;
+        let (mbc, rc) =
+            tokio::task::spawn_blocking(move || kafka::consume_throughput(&a, &b, &t, n)).await??;
+        println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)", ratio(mbc, tls_ceiling));
+        let (a, b) = (args.clone(), base.clone());
+        let (h, errs, achieved) =
+            tokio::task::spawn_blocking(move || kafka::produce_latency(&a, &b, &t_lat)).await??;
+        println!(
+            "latency at {:.0} MB/s (achieved {achieved:.1}) acks=1: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} acked, {errs} failed)   (target p99 <= 2 ms, p99.9 <= 5 ms)",
+            args.latency_rate_mb,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.value_at_quantile(0.999) as f64 / 1000.0,
+            h.len()
+        );
+    }
+
+    if args.wants("connections") {
+        let target = Arc::new(connections::Target {
+            addr: broker.secure.clone(),
+            connector: tls_connector(&dir)?,
+            user: BENCH_USER.into(),
+            password: password.clone(),
+        });
+        println!("\n== connections (TCP + TLS 1.3 + SCRAM-SHA-512)");
+        let (rate, failed) =
+            connections::connects_per_second(target.clone(), 32, args.connect_secs).await?;
+        println!("full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)");
+        let (per, opened) = connections::idle_memory_per_connection(
+            target,
+            broker.child.id(),
+            args.idle_connections,
+        )
+        .await?;
+        println!("idle authenticated connections: {opened} open, broker RSS {:.1} KiB per connection   (target <= 16 KiB)", per / 1024.0);
+    }
+
+    if args.wants("acl") {
+        let (d, n) = (dir.clone(), args.acl_rules);
+        let f = tokio::task::spawn_blocking(move || acl::run(&d, n, 1_000_000)).await??;
+        println!("\n== ACLs ({} rules, {} KiB file)", f.rules, f.file_kib);
+        println!(
+            "authorize(): p50 {} ns  p99 {} ns  p99.9 {} ns   (target p99 <= 1000 ns)",
+            f.authorize_ns.value_at_quantile(0.5),
+            f.authorize_ns.value_at_quantile(0.99),
+            f.authorize_ns.value_at_quantile(0.999)
+        );
+        println!("reload (parse + validate + index, off the request path): p50 {:.1} ms  max {:.1} ms   (target <= 250 ms)", f.reload_ms_p50, f.reload_ms_max);
+    }
+
+    if args.wants("restart") {
+        let bytes: u64 = walk_size(&dir.join("data"));
+        let mut broker = broker;
+        let pid = broker.child.id();
+        // Clean restart: SIGTERM, then time until listening again.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = broker.child.wait();
+        drop(broker);
+        let (b2, clean) = start_broker(&dir, ports)?;
+        let mut b2 = b2;
+        let _ = b2.child.kill();
+        let _ = b2.child.wait();
+        drop(b2);
+        let (b3, crash) = start_broker(&dir, ports)?;
+        println!("\n== restart with {:.2} GB of log", bytes as f64 / 1e9);
+        println!("clean restart: {:.0} ms   after kill -9 (recovery): {:.0} ms   (target < 1 s for 100 GB)", clean.as_secs_f64() * 1000.0, crash.as_secs_f64() * 1000.0);
+        drop(b3);
+    } else {
+        drop(broker);
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn tls_connector(dir: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(dir.join("certs/ca.crt"))?;
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(c?)?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+fn walk_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_size(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// Removes the bench's scratch directory when the run ends.
+struct TempDirGuard(PathBuf);
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
