@@ -193,6 +193,9 @@ fn entry_to_rules(e: Entry) -> Result<Vec<Rule>, String> {
 
 impl AclFile {
     pub fn parse(text: &str, path: &str) -> Result<AclFile, AclFileError> {
+        if let Some(f) = Self::parse_fast(text, path) {
+            return f;
+        }
         let model: FileModel = if text.trim().is_empty() {
             FileModel::default()
         } else {
@@ -224,6 +227,69 @@ impl AclFile {
             rules,
             header,
         })
+    }
+
+    /// The line-per-rule form, without the YAML parser. `None` when the
+    /// text is in any other form (the YAML parser then decides).
+    fn parse_fast(text: &str, path: &str) -> Option<Result<AclFile, AclFileError>> {
+        let fast = super::fast_parse::parse(text)?;
+        let mut entries = Vec::with_capacity(fast.entries.len());
+        for (line, kv) in fast.entries {
+            let mut e = Entry::default();
+            for (k, mut v) in kv {
+                let one = |v: &mut Vec<String>| if v.len() == 1 { v.pop() } else { None };
+                let slot = match k.as_str() {
+                    "operations" => {
+                        e.operations = v;
+                        continue;
+                    }
+                    "hosts" => {
+                        e.hosts = Some(v);
+                        continue;
+                    }
+                    "allow" => &mut e.allow,
+                    "deny" => &mut e.deny,
+                    "topic" => &mut e.topic,
+                    "topic_prefix" => &mut e.topic_prefix,
+                    "group" => &mut e.group,
+                    "group_prefix" => &mut e.group_prefix,
+                    "transactional_id" => &mut e.transactional_id,
+                    "transactional_id_prefix" => &mut e.transactional_id_prefix,
+                    "cluster" => &mut e.cluster,
+                    _ => return None,
+                };
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(one(&mut v)?);
+            }
+            entries.push((line, e));
+        }
+        let mut rules = Vec::with_capacity(entries.len());
+        for (line, e) in entries {
+            match entry_to_rules(e) {
+                Ok(r) => rules.extend(r),
+                Err(message) => {
+                    return Some(Err(AclFileError::Rule {
+                        path: path.to_string(),
+                        line,
+                        message,
+                    }))
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::with_capacity(rules.len());
+        rules.retain(|r| seen.insert(r.clone()));
+        let header: String = text
+            .lines()
+            .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Some(Ok(AclFile {
+            allow_everyone_if_no_acl_found: fast.allow_everyone,
+            rules,
+            header,
+        }))
     }
 
     pub fn load(path: &Path) -> Result<AclFile, AclFileError> {
@@ -320,6 +386,35 @@ mod tests {
                 .count(),
             6
         );
+    }
+
+    #[test]
+    fn fast_path_agrees_with_yaml() {
+        let text = "# h\nallow_everyone_if_no_acl_found: true\nrules:\n  - {allow: \"User:a\", operations: [read, write], topic: \"t,1\"}\n  - {deny: User:b, operations: [all], group_prefix: g., hosts: [\"10.0.0.0/8\", 127.0.0.1]}\n";
+        let fast = AclFile::parse(text, "x").unwrap();
+        let model: FileModel = serde_yaml_ng::from_str(text).unwrap();
+        let slow: Vec<Rule> = model
+            .rules
+            .unwrap()
+            .into_iter()
+            .flat_map(|e| entry_to_rules(e).unwrap())
+            .collect();
+        assert_eq!(fast.rules, slow);
+        assert!(fast.allow_everyone_if_no_acl_found);
+        assert!(
+            super::super::fast_parse::parse(text).is_some(),
+            "took the fast path"
+        );
+        let e = AclFile::parse("rules:\n  - {allow: User:a, operations: [read], topic: t}\n  - {allow: User:a, operations: [raed], topic: t}\n", "x").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("raed"), "{e}");
+        // Unknown keys fall back to the YAML parser's message.
+        let e = AclFile::parse(
+            "rules:\n  - {allow: User:a, operations: [read], topik: t}\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("topik"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (the source of truth, hot-reloaded) and the live store.
 
 pub mod authorizer;
+mod fast_parse;
 pub mod file;
 pub mod filter;
 pub mod model;

@@ -1,0 +1,132 @@
+//! A fast path for the ACL file in the one-rule-per-line form that the
+//! broker and the CLI write. A 100k-rule file is parsed line by line in a
+//! fraction of what a general YAML parser needs; anything outside that form
+//! (block-style entries, anchors, odd quoting) returns `None` and the
+//! caller falls back to the YAML parser, so both accept the same files.
+
+/// One flow mapping: `{key: value, key: [a, b]}` as (key, values).
+pub type FlowEntry = Vec<(String, Vec<String>)>;
+
+pub struct FastFile {
+    pub allow_everyone: bool,
+    /// (line number, entry)
+    pub entries: Vec<(usize, FlowEntry)>,
+}
+
+fn scalar(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.starts_with('"') {
+        return serde_json::from_str::<String>(s).ok();
+    }
+    // Plain scalars as YAML reads them in flow context: no indicators at
+    // the start, no `: ` or ` #`, no flow punctuation.
+    if s.is_empty()
+        || s.starts_with([
+            '\'', '&', '*', '!', '|', '>', '{', '[', '%', '@', '`', '-', '?', ':',
+        ])
+        || s.ends_with(':')
+        || s.contains(": ")
+        || s.contains(" #")
+        || s.contains(['"', '\'', '{', '}', '[', ']', ','])
+    {
+        return None;
+    }
+    Some(s.to_string())
+}
+
+/// Splits on commas outside quotes and brackets.
+fn split_top(s: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let (mut depth, mut in_q, mut esc, mut start) = (0i32, false, false, 0);
+    for (i, c) in s.char_indices() {
+        if in_q {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_q = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_q = true,
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return None;
+        }
+    }
+    if in_q || depth != 0 {
+        return None;
+    }
+    out.push(&s[start..]);
+    Some(out)
+}
+
+fn flow_entry(line: &str) -> Option<FlowEntry> {
+    let body = line.trim().strip_prefix("- ")?.trim();
+    let body = body.strip_prefix('{')?.strip_suffix('}')?;
+    let mut entry = Vec::new();
+    for part in split_top(body)? {
+        let (k, v) = part.split_once(':')?;
+        let key = scalar(k)?;
+        let v = v.trim();
+        let values = if let Some(list) = v.strip_prefix('[') {
+            let list = list.strip_suffix(']')?;
+            if list.trim().is_empty() {
+                Vec::new()
+            } else {
+                split_top(list)?
+                    .into_iter()
+                    .map(scalar)
+                    .collect::<Option<Vec<_>>>()?
+            }
+        } else {
+            vec![scalar(v)?]
+        };
+        entry.push((key, values));
+    }
+    Some(entry)
+}
+
+pub fn parse(text: &str) -> Option<FastFile> {
+    let mut f = FastFile {
+        allow_everyone: false,
+        entries: Vec::new(),
+    };
+    let mut in_rules = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with(' ') {
+            in_rules = false;
+            match t.split_once(':')? {
+                ("allow_everyone_if_no_acl_found", v) => {
+                    f.allow_everyone = match v.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return None,
+                    };
+                }
+                ("rules", v) if v.trim().is_empty() => in_rules = true,
+                ("rules", v) if v.trim() == "[]" => {}
+                _ => return None,
+            }
+            continue;
+        }
+        if !in_rules {
+            return None;
+        }
+        f.entries.push((i + 1, flow_entry(t)?));
+    }
+    Some(f)
+}
