@@ -72,7 +72,7 @@ pub fn run(dir: &std::path::Path, n: usize, lookups: usize) -> anyhow::Result<Ac
                 op,
                 rt,
                 name,
-                if i % 2 == 0 { host } else { other },
+                if i.is_multiple_of(2) { host } else { other },
             )
         })
         .collect();

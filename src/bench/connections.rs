@@ -22,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 type HmacSha512 = Hmac<Sha512>;
 
+/// (salt, iterations, SaltedPassword) of the last login.
+pub type SaltCache = std::sync::Mutex<Option<(Vec<u8>, u32, Vec<u8>)>>;
+
 fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let mut m = HmacSha512::new_from_slice(key).expect("HMAC takes any key length");
     m.update(msg);
@@ -64,7 +67,7 @@ pub async fn scram_login<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     user: &str,
     password: &str,
-    salted: &std::sync::Mutex<Option<(Vec<u8>, u32, Vec<u8>)>>,
+    salted: &SaltCache,
 ) -> anyhow::Result<()> {
     let hs =
         SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512"));
@@ -133,7 +136,7 @@ pub struct Target {
 
 async fn connect_once(
     t: &Target,
-    salted: &std::sync::Mutex<Option<(Vec<u8>, u32, Vec<u8>)>>,
+    salted: &SaltCache,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(&t.addr).await?;
     tcp.set_nodelay(true)?;
