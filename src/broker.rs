@@ -63,6 +63,11 @@ pub struct Broker {
     pub offsets: Arc<crate::group::OffsetStore>,
     pub producer_ids: crate::txn::producer_ids::ProducerIds,
     pub txns: Arc<crate::txn::coordinator::TxnCoordinator>,
+    /// Set once at shutdown: open connections finish their current
+    /// request and close, so nothing is served after the audit log closes.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Connections being served right now.
+    pub active_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Broker {
@@ -111,6 +116,17 @@ impl RunningBroker {
     pub async fn shutdown(self) {
         for t in &self.tasks {
             t.abort();
+        }
+        self.broker.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self
+            .broker
+            .active_connections
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         self.broker
             .auditor
@@ -262,13 +278,9 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         producer_ids: crate::txn::producer_ids::ProducerIds::open(&config.data_dir)
             .map_err(|source| BrokerError::ProducerIds { source })?,
         txns: txns.clone(),
+        shutdown: tokio::sync::watch::channel(false).0,
+        active_connections: std::sync::atomic::AtomicUsize::new(0),
     });
-    let mut start = AuditEvent::new(EventKind::BrokerStart);
-    start.details = Some(serde_json::json!({
-        "listeners": config.listeners.iter().map(|l| format!("{}://{}", l.security_protocol, l.address)).collect::<Vec<_>>(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }));
-    auditor.submit(start).await;
 
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
     tasks.push(spawn_offset_expiry(broker.clone()));
@@ -292,6 +304,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         ));
         bound.push(info);
     }
+    let mut start = AuditEvent::new(EventKind::BrokerStart);
+    start.details = Some(serde_json::json!({
+        "listeners": bound.iter().map(|l| format!("{}://{}", l.protocol, l.bound)).collect::<Vec<_>>(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }));
+    auditor.submit(start).await;
     Ok(RunningBroker {
         broker,
         listeners: bound,

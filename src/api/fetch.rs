@@ -17,6 +17,17 @@ use super::RequestContext;
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
 pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchResponse {
+    // Decide (and audit) once per request, not on every long-poll wake-up.
+    let allowed: std::collections::HashMap<String, bool> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.topic.to_string(),
+                ctx.authorize_topic(Operation::Read, &t.topic),
+            )
+        })
+        .collect();
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -24,7 +35,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         tokio::pin!(notified);
         // Register interest before reading so an append in between wakes us.
         notified.as_mut().enable();
-        let (resp, bytes, had_error) = read_once(ctx, &req);
+        let (resp, bytes, had_error) = read_once(ctx, &req, &allowed);
         if had_error
             || bytes >= req.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -34,13 +45,17 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return read_once(ctx, &req).0;
+                return read_once(ctx, &req, &allowed).0;
             }
         }
     }
 }
 
-fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn read_once(
+    ctx: &RequestContext<'_>,
+    req: &FetchRequest,
+    allowed: &std::collections::HashMap<String, bool>,
+) -> (FetchResponse, usize, bool) {
     let logs = &ctx.broker.logs;
     let mut remaining = if req.max_bytes <= 0 {
         usize::MAX
@@ -52,7 +67,7 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
     let read_committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let authorized = ctx.authorize_topic(Operation::Read, &ft.topic);
+        let authorized = allowed.get(ft.topic.as_str()).copied().unwrap_or(false);
         let topic = if authorized {
             logs.topic(&ft.topic)
         } else {

@@ -91,8 +91,11 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
                         Some(n)
                             if req.allow_auto_topic_creation
                                 && logs.defaults.auto_create_topics
-                                && (ctx.authorize_cluster(Operation::Create)
-                                    || ctx.authorize_topic(Operation::Create, n)) =>
+                                && (ctx.authorize_quiet(
+                                    Operation::Create,
+                                    crate::acl::ResourceType::Cluster,
+                                    crate::acl::model::CLUSTER_NAME,
+                                ) || ctx.authorize_topic(Operation::Create, n)) =>
                         {
                             ctx.broker.auto_create(n)
                         }

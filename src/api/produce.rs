@@ -41,8 +41,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
             Some(t) => Some(t),
             None if logs.defaults.auto_create_topics
                 && valid_acks
-                && (ctx.authorize_cluster(Operation::Create)
-                    || ctx.authorize_topic(Operation::Create, &td.name)) =>
+                && (ctx.authorize_quiet(
+                    Operation::Create,
+                    crate::acl::ResourceType::Cluster,
+                    crate::acl::model::CLUSTER_NAME,
+                ) || ctx.authorize_topic(Operation::Create, &td.name)) =>
             {
                 ctx.broker.auto_create(&td.name)
             }

@@ -83,17 +83,21 @@ fn parse_since(s: &str) -> anyhow::Result<String> {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     let unit = s.chars().last().unwrap_or(' ');
-    if let (Ok(n), true) = (
-        s[..s.len().saturating_sub(1)].parse::<i64>(),
-        "smhd".contains(unit),
-    ) {
-        let secs = n * match unit {
+    let digits = &s[..s.len() - unit.len_utf8().min(s.len())];
+    if let (Ok(n), true) = (digits.parse::<i64>(), "smhd".contains(unit)) {
+        let mult = match unit {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             _ => 86400,
         };
-        let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+        let t = n
+            .checked_mul(mult)
+            .filter(|secs| *secs <= 100 * 365 * 86400)
+            .and_then(|secs| {
+                time::OffsetDateTime::now_utc().checked_sub(time::Duration::seconds(secs))
+            })
+            .with_context(|| format!("--since `{s}` is too far back"))?;
         return Ok(t.format(&fmt)?);
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)

@@ -26,8 +26,16 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut frames = FrameReader::new(broker.config.max_request_size);
+    let mut stopping = broker.shutdown.subscribe();
     loop {
-        let frame = match frames.read(&mut rd).await {
+        if *stopping.borrow_and_update() {
+            return closed(&session, "broker shutting down");
+        }
+        let read = tokio::select! {
+            r = frames.read(&mut rd) => r,
+            _ = stopping.changed() => return closed(&session, "broker shutting down"),
+        };
+        let frame = match read {
             Ok(f) => f,
             Err(FrameError::Closed) => return closed(&session, "client closed the connection"),
             Err(FrameError::Io(e)) => {

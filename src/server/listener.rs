@@ -87,12 +87,26 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// Terminates TLS where the listener asks for it, sets up the connection's
 /// authentication state, and hands over to the request loop.
+/// Counts a connection as active for as long as it lives.
+struct ActiveGuard(Arc<Broker>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .active_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn accept_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<BoundListener>,
     broker: Arc<Broker>,
 ) {
+    broker
+        .active_connections
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _active = ActiveGuard(broker.clone());
     let reauth_ms = broker.config.sasl.connections_max_reauth_ms;
     if !info.protocol.uses_tls() {
         let session = if info.protocol.uses_sasl() {
