@@ -42,6 +42,7 @@ pub fn code_for(e: &LogError) -> i16 {
         LogError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
         LogError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
         LogError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
+        LogError::TransactionalWithoutId => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 }
 pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;

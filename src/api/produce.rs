@@ -25,6 +25,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
     let acks = req.acks;
     let logs = &ctx.broker.logs;
     let valid_acks = matches!(acks, -1..=1);
+    let req_txn = req.transactional_id.clone();
     let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
         !ctx.authorize(
             Operation::Write,
@@ -58,6 +59,9 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
                 Err((errors::INVALID_REQUIRED_ACKS, None))
             } else if txn_denied {
                 Err((errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None))
+            } else if is_internal_topic(&td.name) {
+                // The coordinators own these logs; no client writes them.
+                Err((errors::INVALID_TOPIC_EXCEPTION, None))
             } else if !authorized {
                 Err((errors::TOPIC_AUTHORIZATION_FAILED, None))
             } else {
@@ -76,6 +80,15 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
                                     return Err(LogError::InvalidRecord(
                                         "clients may not write control batches".into(),
                                     ));
+                                }
+                                // Transactional records need an authorized
+                                // transactional id (Kafka answers 53).
+                                if req_txn.is_none()
+                                    && spans.iter().any(|s| {
+                                        s.header.attributes & batch::ATTR_TRANSACTIONAL != 0
+                                    })
+                                {
+                                    return Err(LogError::TransactionalWithoutId);
                                 }
                                 p.append(records, &spans, &cfg)
                             })
@@ -146,4 +159,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
         return None;
     }
     Some(ProduceResponse::default().with_responses(topics))
+}
+
+fn is_internal_topic(name: &str) -> bool {
+    name == crate::group::offsets::OFFSETS_TOPIC || name == crate::txn::coordinator::TXN_TOPIC
 }

@@ -25,7 +25,13 @@ pub async fn init_producer_id(
         return match ctx
             .broker
             .txns
-            .init_producer(tid, req.transaction_timeout_ms, &ctx.broker.producer_ids)
+            .init_producer(
+                tid,
+                req.transaction_timeout_ms,
+                (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
+                    .then_some((req.producer_id.0, req.producer_epoch)),
+                &ctx.broker.producer_ids,
+            )
             .await
         {
             Ok((pid, epoch)) => InitProducerIdResponse::default()

@@ -36,6 +36,8 @@ pub enum LogError {
     InvalidProducerEpoch { got: i16, current: i16 },
     #[error("unknown producer id {0} (no state for a non-zero sequence)")]
     UnknownProducerId(i64),
+    #[error("transactional records need a transactional id")]
+    TransactionalWithoutId,
 }
 
 impl LogError {

@@ -210,6 +210,7 @@ impl TxnCoordinator {
         &self,
         id: &str,
         timeout_ms: i32,
+        expected: Option<(i64, i16)>,
         ids: &ProducerIds,
     ) -> Res<(i64, i16)> {
         if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
@@ -217,6 +218,13 @@ impl TxnCoordinator {
         }
         let _g = self.end_lock.lock().await;
         let existing = self.lock().get(id).cloned();
+        // KIP-360: a producer that names its id and epoch may only bump its
+        // own current epoch; an older instance is fenced, not re-armed.
+        if let (Some((pid, epoch)), Some(m)) = (expected, existing.as_ref()) {
+            if pid != m.producer_id || epoch != m.epoch {
+                return Err(PRODUCER_FENCED);
+            }
+        }
         let now = now_ms();
         let meta = match existing {
             Some(mut m) => {
@@ -436,8 +444,15 @@ impl TxnCoordinator {
                     .await
                     .map(|_| TxnState::CompleteCommit)
             } else {
-                let bumped = m.epoch.saturating_add(1);
-                tracing::info!(transactional_id = %id, producer_id = m.producer_id, "aborting a timed-out transaction");
+                // A timed-out transaction is aborted with a bumped epoch (the
+                // zombie is fenced); an abort the client already asked for
+                // is finished at its own epoch so its retry still succeeds.
+                let bumped = if m.state == TxnState::Ongoing {
+                    m.epoch.saturating_add(1)
+                } else {
+                    m.epoch
+                };
+                tracing::info!(transactional_id = %id, producer_id = m.producer_id, "aborting a transaction");
                 let r = self.write_markers(&m, bumped, Marker::Abort).await;
                 m.epoch = bumped;
                 r.map(|_| TxnState::CompleteAbort)
