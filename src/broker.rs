@@ -333,6 +333,16 @@ fn spawn_offset_expiry(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(1000));
         loop {
             tick.tick().await;
+            // An empty group with no offsets is gone (Kafka's Dead state).
+            for g in broker.groups.group_ids() {
+                let empty = broker
+                    .groups
+                    .snapshot(&g)
+                    .is_some_and(|v| v.state == crate::group::GroupState::Empty);
+                if empty && broker.offsets.group(&g).is_empty() {
+                    let _ = broker.groups.delete_if_empty(&g);
+                }
+            }
             for g in broker.offsets.groups_with_offsets() {
                 let expired = match broker.groups.snapshot(&g) {
                     Some(v) => {
@@ -352,6 +362,7 @@ fn spawn_offset_expiry(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
                         }),
                 };
                 if expired {
+                    let _ = broker.groups.delete_if_empty(&g);
                     let tombstones = broker.offsets.deletions(&g, None);
                     let n = tombstones.len();
                     match broker.offsets.commit(tombstones).await {

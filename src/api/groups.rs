@@ -97,6 +97,9 @@ fn join_response(ctx: &RequestContext<'_>, r: JoinResult) -> JoinGroupResponse {
     if ctx.version >= 7 {
         resp.protocol_type = r.protocol_type.map(s);
     }
+    if ctx.version >= 9 {
+        resp.skip_assignment = r.skip_assignment;
+    }
     resp.members = r
         .members
         .into_iter()

@@ -55,6 +55,8 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only for the leader: every member with its metadata for `protocol`.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814: a returning static leader must not recompute assignments.
+    pub skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -302,6 +304,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -437,7 +440,13 @@ impl Coordinator {
                 member_id = new_member_id(&req.client_id, Some(inst));
                 if let Some(old) = g.statics.get(inst).cloned() {
                     if let Some(mut m) = g.remove_member_keep_static(&old) {
-                        let unchanged = m.protocols == req.protocols;
+                        // Kafka only rebalances a returning static member if
+                        // the group's protocol would change; its metadata
+                        // (e.g. cooperative owned partitions) may differ.
+                        let unchanged = g
+                            .protocol
+                            .as_ref()
+                            .is_none_or(|p| req.protocols.iter().any(|(n, _)| n == p));
                         m.id = member_id.clone();
                         m.protocols = req.protocols.clone();
                         m.session_timeout = session;
@@ -456,9 +465,26 @@ impl Coordinator {
                         }
                         g.members.insert(member_id.clone(), m);
                         g.statics.insert(inst.clone(), member_id.clone());
-                        if g.state == GroupState::Stable && unchanged && !was_leader {
+                        if g.state == GroupState::Stable && unchanged {
                             // No rebalance: hand back the current generation;
-                            // SyncGroup returns the kept assignment.
+                            // SyncGroup returns the kept assignment. A
+                            // returning leader gets the member list but is
+                            // told not to reassign.
+                            let protocol = g.protocol.clone().unwrap_or_default();
+                            let members = if was_leader {
+                                g.members
+                                    .values()
+                                    .map(|m| {
+                                        (
+                                            m.id.clone(),
+                                            m.instance_id.clone(),
+                                            m.metadata_for(&protocol),
+                                        )
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
                             return JoinOutcome::Now(JoinResult {
                                 error: NONE,
                                 generation: g.generation,
@@ -466,7 +492,8 @@ impl Coordinator {
                                 protocol: g.protocol.clone(),
                                 leader: g.leader.clone().unwrap_or_default(),
                                 member_id,
-                                members: Vec::new(),
+                                members,
+                                skip_assignment: was_leader,
                             });
                         }
                         return self.enter_join(&mut g, &member_id, now);
@@ -499,6 +526,7 @@ impl Coordinator {
                     leader: g.leader.clone().unwrap_or_default(),
                     member_id,
                     members: Vec::new(),
+                    skip_assignment: false,
                 });
             }
         } else {
@@ -795,7 +823,10 @@ impl Coordinator {
         if generation != g.generation {
             return Err(ILLEGAL_GENERATION);
         }
-        if g.state == GroupState::PreparingRebalance {
+        if matches!(
+            g.state,
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance
+        ) {
             return Err(REBALANCE_IN_PROGRESS);
         }
         Ok(())

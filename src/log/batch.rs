@@ -201,6 +201,48 @@ pub fn stamp_batch(out: &mut [u8], base_offset: i64, log_append_time: Option<i64
     }
 }
 
+/// The first record of an uncompressed batch whose timestamp is at least
+/// `ts`: (offset, timestamp). Records are walked, never copied; `None` for
+/// compressed batches (the caller answers at batch granularity) or when no
+/// record qualifies.
+pub fn first_record_at_or_after(batch: &[u8], ts: i64) -> Option<(i64, i64)> {
+    let h = BatchHeader::parse(batch)?;
+    if h.compression() != 0 {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    let varint = |pos: &mut usize| -> Option<i64> {
+        let mut result: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *batch.get(*pos)?;
+            *pos += 1;
+            result |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        Some(((result >> 1) as i64) ^ -((result & 1) as i64))
+    };
+    for _ in 0..h.record_count.max(0) {
+        let len = varint(&mut pos)?;
+        let start = pos;
+        pos += 1; // attributes
+        let ts_delta = varint(&mut pos)?;
+        let off_delta = varint(&mut pos)?;
+        let rts = h.base_timestamp + ts_delta;
+        if rts >= ts {
+            return Some((h.base_offset + off_delta, rts));
+        }
+        pos = start.checked_add(usize::try_from(len).ok()?)?;
+    }
+    None
+}
+
 /// Walks complete batches in `buf`, returning `(position, header)` pairs and
 /// the number of bytes covered by whole batches.
 pub fn whole_batches(buf: &[u8]) -> (Vec<(usize, BatchHeader)>, usize) {

@@ -319,6 +319,14 @@ impl Segment {
         while pos + (HEADER_LEN as u64) <= limit {
             let h = self.read_header(pos)?;
             if h.max_timestamp >= ts {
+                // Record precision where the batch is uncompressed (Kafka's
+                // answer); the batch start otherwise.
+                let mut buf = vec![0u8; h.total_size()];
+                if self.file.read_exact_at(&mut buf, pos).is_ok() {
+                    if let Some(found) = batch::first_record_at_or_after(&buf, ts) {
+                        return Ok(Some(found));
+                    }
+                }
                 return Ok(Some((h.base_offset, h.max_timestamp)));
             }
             pos += h.total_size() as u64;
