@@ -1,5 +1,5 @@
-//! Producer ids and idempotent-producer state. (Transactions are not served
-//! yet: transactional InitProducerId answers COORDINATOR_NOT_AVAILABLE.)
+//! Producer guarantees: producer ids, idempotent-producer state, and the
+//! transaction coordinator with its per-partition bookkeeping and markers.
 
 pub mod coordinator;
 pub mod markers;
