@@ -6,14 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{batch, LogError, LogManager, Partition};
+use crate::log::internal::InternalLog;
+use crate::log::{LogError, LogManager};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -35,8 +32,7 @@ pub struct Key {
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 pub struct OffsetStore {
-    log: Arc<Partition>,
-    logs: Arc<LogManager>,
+    log: InternalLog,
     map: Mutex<HashMap<String, GroupOffsets>>,
 }
 
@@ -44,70 +40,24 @@ pub struct OffsetStore {
 pub enum OffsetError {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("cannot encode offset records: {0}")]
-    Encode(String),
-    #[error("offsets topic record unreadable: {0}")]
-    Decode(String),
 }
 
 impl OffsetStore {
     /// Opens (creating if needed) the offsets topic and replays it.
     pub fn open(logs: Arc<LogManager>) -> Result<OffsetStore, OffsetError> {
-        if logs.topic(OFFSETS_TOPIC).is_none() {
-            let mut cfg = BTreeMap::new();
-            // The only copy of every committed offset: never expire it.
-            cfg.insert("retention.ms".to_string(), "-1".to_string());
-            cfg.insert("retention.bytes".to_string(), "-1".to_string());
-            match logs.create_topic(OFFSETS_TOPIC, 1, cfg, false) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let log = logs
-            .partition(OFFSETS_TOPIC, 0)
-            .ok_or_else(|| LogError::UnknownTopic(OFFSETS_TOPIC.into()))?;
-        let store = OffsetStore {
+        let log = InternalLog::open(logs, OFFSETS_TOPIC)?;
+        let mut map = HashMap::new();
+        log.replay(|k, v| {
+            let Some(key) = k.and_then(|k| serde_json::from_slice::<Key>(k).ok()) else {
+                return;
+            };
+            let value = v.and_then(|v| serde_json::from_slice::<Committed>(v).ok());
+            apply(&mut map, key, value);
+        })?;
+        Ok(OffsetStore {
             log,
-            logs,
-            map: Mutex::new(HashMap::new()),
-        };
-        store.replay()?;
-        Ok(store)
-    }
-
-    fn replay(&self) -> Result<(), OffsetError> {
-        let mut offset = self.log.log_start_offset();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let r = self.log.read(offset, 1 << 20)?;
-            let Some(data) = r.records else { break };
-            let mut buf = Bytes::from(data);
-            let sets = RecordBatchDecoder::decode_all(&mut buf)
-                .map_err(|e| OffsetError::Decode(e.to_string()))?;
-            let mut last = offset;
-            for set in sets {
-                for rec in set.records {
-                    last = rec.offset;
-                    let Some(key) = rec
-                        .key
-                        .as_ref()
-                        .and_then(|k| serde_json::from_slice::<Key>(k).ok())
-                    else {
-                        continue;
-                    };
-                    let value = rec
-                        .value
-                        .as_ref()
-                        .and_then(|v| serde_json::from_slice::<Committed>(v).ok());
-                    apply(&mut map, key, value);
-                }
-            }
-            if last < offset {
-                break;
-            }
-            offset = last + 1;
-        }
-        Ok(())
+            map: Mutex::new(map),
+        })
     }
 
     /// Writes the commits (or tombstones) durably, then makes them visible.
@@ -115,43 +65,18 @@ impl OffsetStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let now = crate::log::segment::now_ms();
-        let records: Vec<Record> = entries
+        let records = entries
             .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: serde_json::to_vec(k).ok().map(Bytes::from),
-                value: v
+            .filter_map(|(k, v)| {
+                let key = Bytes::from(serde_json::to_vec(k).ok()?);
+                let value = v
                     .as_ref()
                     .and_then(|v| serde_json::to_vec(v).ok())
-                    .map(Bytes::from),
-                headers: IndexMap::new(),
+                    .map(Bytes::from);
+                Some((key, value))
             })
             .collect();
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts)
-            .map_err(|e| OffsetError::Encode(e.to_string()))?;
-        let topic = self
-            .logs
-            .topic(OFFSETS_TOPIC)
-            .ok_or_else(|| LogError::UnknownTopic(OFFSETS_TOPIC.into()))?;
-        let spans = batch::validate_produce_records(&buf, usize::MAX)?;
-        let res = self.log.append(&buf, &spans, &topic.config())?;
-        self.log.wait_durable(res.end_offset).await?;
+        self.log.append(records).await?;
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in entries {
             apply(&mut map, k, v);

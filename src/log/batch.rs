@@ -201,6 +201,25 @@ pub fn stamp_batch(out: &mut [u8], base_offset: i64, log_append_time: Option<i64
     }
 }
 
+/// Reads a zig-zag varint (Kafka's record fields) at `*pos`, advancing it.
+pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut result: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        result |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    Some(((result >> 1) as i64) ^ -((result & 1) as i64))
+}
+
 /// The first record of an uncompressed batch whose timestamp is at least
 /// `ts`: (offset, timestamp). Records are walked, never copied; `None` for
 /// compressed batches (the caller answers at batch granularity) or when no
@@ -211,23 +230,7 @@ pub fn first_record_at_or_after(batch: &[u8], ts: i64) -> Option<(i64, i64)> {
         return None;
     }
     let mut pos = HEADER_LEN;
-    let varint = |pos: &mut usize| -> Option<i64> {
-        let mut result: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let b = *batch.get(*pos)?;
-            *pos += 1;
-            result |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 63 {
-                return None;
-            }
-        }
-        Some(((result >> 1) as i64) ^ -((result & 1) as i64))
-    };
+    let varint = |pos: &mut usize| read_varint(batch, pos);
     for _ in 0..h.record_count.max(0) {
         let len = varint(&mut pos)?;
         let start = pos;

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod internal;
 pub mod manager;
 pub mod partition;
 pub mod retention;

@@ -7,20 +7,17 @@
 //! (and finishes) whatever was in flight. Abandoned transactions are aborted
 //! when their timeout passes, with an epoch bump that fences the zombie.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::group::offsets::{Committed, Key};
 use crate::group::OffsetStore;
+use crate::log::internal::InternalLog;
 use crate::log::segment::now_ms;
-use crate::log::{batch, LogError, LogManager, Partition};
+use crate::log::{LogError, LogManager};
 
 use super::partition_index::Marker;
 use super::producer_ids::ProducerIds;
@@ -77,7 +74,7 @@ pub struct TxnMeta {
 
 pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, TxnMeta>>,
-    log: Arc<Partition>,
+    log: InternalLog,
     logs: Arc<LogManager>,
     offsets: Arc<OffsetStore>,
     /// Serializes the durable state writes of transaction ends.
@@ -99,53 +96,21 @@ impl TxnCoordinator {
         logs: Arc<LogManager>,
         offsets: Arc<OffsetStore>,
     ) -> Result<Arc<TxnCoordinator>, TxnError> {
-        if logs.topic(TXN_TOPIC).is_none() {
-            let mut cfg = BTreeMap::new();
-            cfg.insert("retention.ms".to_string(), "-1".to_string());
-            match logs.create_topic(TXN_TOPIC, 1, cfg, false) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let log = logs
-            .partition(TXN_TOPIC, 0)
-            .ok_or_else(|| LogError::UnknownTopic(TXN_TOPIC.into()))?;
+        let log = InternalLog::open(logs.clone(), TXN_TOPIC)?;
         let mut txns = HashMap::new();
-        let mut offset = log.log_start_offset();
-        loop {
-            let r = log.read(offset, 1 << 20)?;
-            let Some(data) = r.records else { break };
-            let mut buf = Bytes::from(data);
-            let sets = RecordBatchDecoder::decode_all(&mut buf)
-                .map_err(|e| TxnError::Codec(e.to_string()))?;
-            let mut last = offset;
-            for rec in sets.into_iter().flat_map(|s| s.records) {
-                last = rec.offset;
-                let Some(id) = rec
-                    .key
-                    .as_ref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                else {
-                    continue;
-                };
-                match rec
-                    .value
-                    .as_ref()
-                    .and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok())
-                {
-                    Some(m) => {
-                        txns.insert(id, m);
-                    }
-                    None => {
-                        txns.remove(&id);
-                    }
+        log.replay(|k, v| {
+            let Some(id) = k.map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                return;
+            };
+            match v.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
+                Some(m) => {
+                    txns.insert(id, m);
+                }
+                None => {
+                    txns.remove(&id);
                 }
             }
-            if last < offset {
-                break;
-            }
-            offset = last + 1;
-        }
+        })?;
         Ok(Arc::new(TxnCoordinator {
             txns: Mutex::new(txns),
             log,
@@ -160,35 +125,13 @@ impl TxnCoordinator {
     }
 
     async fn persist(&self, id: &str, meta: &TxnMeta) -> Result<(), TxnError> {
-        let rec = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: now_ms(),
-            key: Some(Bytes::from(id.to_string())),
-            value: serde_json::to_vec(meta).ok().map(Bytes::from),
-            headers: IndexMap::new(),
-        };
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, std::iter::once(&rec), &opts)
-            .map_err(|e| TxnError::Codec(e.to_string()))?;
-        let topic = self
-            .logs
-            .topic(TXN_TOPIC)
-            .ok_or_else(|| LogError::UnknownTopic(TXN_TOPIC.into()))?;
-        let spans = batch::validate_produce_records(&buf, usize::MAX)?;
-        let res = self.log.append(&buf, &spans, &topic.config())?;
-        self.log.wait_durable(res.end_offset).await?;
+        let value = serde_json::to_vec(meta).map_err(|e| TxnError::Codec(e.to_string()))?;
+        self.log
+            .append(vec![(
+                Bytes::from(id.to_string()),
+                Some(Bytes::from(value)),
+            )])
+            .await?;
         Ok(())
     }
 

@@ -78,23 +78,7 @@ impl TxnIndex {
 /// key = version (i16) + type (i16: 0 abort, 1 commit).
 pub fn parse_marker(batch: &[u8]) -> Option<Marker> {
     let mut pos = crate::log::batch::HEADER_LEN;
-    let varint = |pos: &mut usize| -> Option<i64> {
-        let mut result: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let b = *batch.get(*pos)?;
-            *pos += 1;
-            result |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 63 {
-                return None;
-            }
-        }
-        Some(((result >> 1) as i64) ^ -((result & 1) as i64))
-    };
+    let varint = |pos: &mut usize| crate::log::batch::read_varint(batch, pos);
     let _len = varint(&mut pos)?;
     pos += 1; // attributes
     let _ts = varint(&mut pos)?;
