@@ -258,6 +258,8 @@ struct Pending {
     server_first: String,
     /// client nonce + server nonce, as the client must echo it.
     full_nonce: String,
+    /// Length of the client's part of `full_nonce`.
+    client_nonce_len: usize,
     username: String,
     extensions: Vec<(String, String)>,
     credential: ScramCredential,
@@ -413,6 +415,7 @@ impl ScramServer {
                 gs2_header: msg.gs2_header.to_string(),
                 client_first_bare: msg.bare.to_string(),
                 server_first,
+                client_nonce_len: msg.client_nonce.len(),
                 full_nonce,
                 username: msg.username,
                 extensions: msg.extensions,
@@ -463,7 +466,14 @@ fn client_final(input: &[u8], p: &Pending) -> Result<ScramStep, ScramError> {
     if cbind != STANDARD.encode(&p.gs2_header) {
         return Err(ScramError::ChannelBinding("c= does not match gs2 header"));
     }
-    if nonce != p.full_nonce {
+    // Some librdkafka builds (2.0.x, e.g. Debian's kcat) send their own nonce
+    // again in front of the echoed one. The echo must still contain the
+    // exact exchange nonce, and the proof covers what the client sent.
+    let echoed = nonce == p.full_nonce
+        || nonce
+            .strip_prefix(p.full_nonce.get(..p.client_nonce_len).unwrap_or(""))
+            .is_some_and(|rest| rest == p.full_nonce);
+    if !echoed {
         return Err(ScramError::NonceMismatch);
     }
     let proof = STANDARD
