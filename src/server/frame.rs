@@ -31,7 +31,9 @@ impl FrameReader {
     pub fn new(max: usize) -> Self {
         FrameReader {
             max,
-            buf: BytesMut::with_capacity(8 * 1024),
+            // Small to start: most connections idle between small requests;
+            // the buffer grows with the frames that actually arrive.
+            buf: BytesMut::with_capacity(1024),
         }
     }
 
