@@ -214,19 +214,28 @@ impl AclFile {
             })?;
             rules.extend(expanded);
         }
-        // Duplicates add nothing; keep the first of each.
-        let mut seen = std::collections::HashSet::new();
+        Ok(Self::assemble(
+            text,
+            rules,
+            model.allow_everyone_if_no_acl_found,
+        ))
+    }
+
+    /// The parsed file from its rules: duplicates dropped (they add
+    /// nothing; the first is kept) and the leading comments kept for rewrites.
+    fn assemble(text: &str, mut rules: Vec<Rule>, allow_everyone: bool) -> AclFile {
+        let mut seen = std::collections::HashSet::with_capacity(rules.len());
         rules.retain(|r| seen.insert(r.clone()));
         let header: String = text
             .lines()
             .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        Ok(AclFile {
-            allow_everyone_if_no_acl_found: model.allow_everyone_if_no_acl_found,
+        AclFile {
+            allow_everyone_if_no_acl_found: allow_everyone,
             rules,
             header,
-        })
+        }
     }
 
     /// The line-per-rule form, without the YAML parser. `None` when the
@@ -278,18 +287,7 @@ impl AclFile {
                 }
             }
         }
-        let mut seen = std::collections::HashSet::with_capacity(rules.len());
-        rules.retain(|r| seen.insert(r.clone()));
-        let header: String = text
-            .lines()
-            .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
-            .map(|l| format!("{l}\n"))
-            .collect();
-        Some(Ok(AclFile {
-            allow_everyone_if_no_acl_found: fast.allow_everyone,
-            rules,
-            header,
-        }))
+        Some(Ok(Self::assemble(text, rules, fast.allow_everyone)))
     }
 
     pub fn load(path: &Path) -> Result<AclFile, AclFileError> {

@@ -5,12 +5,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
+use crate::log::internal::encode_batch;
 use crate::log::{batch, LogManager};
 
 use super::event::AuditEvent;
@@ -20,38 +17,21 @@ pub fn mirror(logs: Arc<LogManager>, topic: String) -> Mirror {
     Box::new(move |events: &[AuditEvent]| {
         let Some(t) = logs.topic(&topic) else { return };
         let Some(p) = t.partition(0) else { return };
-        let now = crate::log::segment::now_ms();
-        let records: Vec<Record> = events
+        let entries = events
             .iter()
-            .enumerate()
-            .filter_map(|(i, ev)| {
+            .filter_map(|ev| {
                 let json = serde_json::to_vec(ev).ok()?;
-                Some(Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: -1,
-                    timestamp: now,
-                    key: ev.principal.as_ref().map(|p| Bytes::from(p.clone())),
-                    value: Some(Bytes::from(json)),
-                    headers: IndexMap::new(),
-                })
+                let key = ev.principal.as_ref().map(|p| Bytes::from(p.clone()));
+                Some((key, Some(Bytes::from(json))))
             })
             .collect();
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
+        let buf = match encode_batch(entries) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode audit records for the topic: {e}");
+                return;
+            }
         };
-        if let Err(e) = RecordBatchEncoder::encode(&mut buf, records.iter(), &opts) {
-            tracing::error!("cannot encode audit records for the topic: {e}");
-            return;
-        }
         let cfg = t.config();
         let result = batch::validate_produce_records(&buf, usize::MAX)
             .and_then(|spans| p.append(&buf, &spans, &cfg));

@@ -235,6 +235,25 @@ impl Group {
         }
     }
 
+    /// A join answered without a rebalance: the generation in force.
+    fn current_generation(
+        &self,
+        member_id: String,
+        members: Vec<(String, Option<String>, Bytes)>,
+        skip_assignment: bool,
+    ) -> JoinResult {
+        JoinResult {
+            error: NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id,
+            members,
+            skip_assignment,
+        }
+    }
+
     fn all_joined(&self) -> bool {
         !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
     }
@@ -485,16 +504,9 @@ impl Coordinator {
                             } else {
                                 Vec::new()
                             };
-                            return JoinOutcome::Now(JoinResult {
-                                error: NONE,
-                                generation: g.generation,
-                                protocol_type: g.protocol_type.clone(),
-                                protocol: g.protocol.clone(),
-                                leader: g.leader.clone().unwrap_or_default(),
-                                member_id,
-                                members,
-                                skip_assignment: was_leader,
-                            });
+                            return JoinOutcome::Now(
+                                g.current_generation(member_id, members, was_leader),
+                            );
                         }
                         return self.enter_join(&mut g, &member_id, now);
                     }
@@ -518,16 +530,7 @@ impl Coordinator {
             m.last_seen = now;
             let is_leader = g.leader.as_deref() == Some(member_id.as_str());
             if g.state == GroupState::Stable && unchanged && !is_leader {
-                return JoinOutcome::Now(JoinResult {
-                    error: NONE,
-                    generation: g.generation,
-                    protocol_type: g.protocol_type.clone(),
-                    protocol: g.protocol.clone(),
-                    leader: g.leader.clone().unwrap_or_default(),
-                    member_id,
-                    members: Vec::new(),
-                    skip_assignment: false,
-                });
+                return JoinOutcome::Now(g.current_generation(member_id, Vec::new(), false));
             }
         } else {
             if g.members.is_empty() {

@@ -73,33 +73,7 @@ impl InternalLog {
         if entries.is_empty() {
             return Ok(());
         }
-        let now = super::segment::now_ms();
-        let records: Vec<Record> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(k),
-                value: v,
-                headers: IndexMap::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts)
-            .map_err(|e| LogError::InvalidRecord(format!("{}: {e}", self.topic)))?;
+        let buf = encode_batch(entries.into_iter().map(|(k, v)| (Some(k), v)).collect())?;
         let topic = self
             .logs
             .topic(self.topic)
@@ -108,4 +82,37 @@ impl InternalLog {
         let res = self.partition.append(&buf, &spans, &topic.config())?;
         self.partition.wait_durable(res.end_offset).await
     }
+}
+
+/// Encodes (key, value) pairs as one uncompressed v2 record batch, the form
+/// the broker itself writes into its own topics.
+pub fn encode_batch(entries: Vec<(Option<Bytes>, Option<Bytes>)>) -> Result<BytesMut, LogError> {
+    let now = super::segment::now_ms();
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key,
+            value,
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &opts)
+        .map_err(|e| LogError::InvalidRecord(format!("cannot encode records: {e}")))?;
+    Ok(buf)
 }
