@@ -966,6 +966,9 @@ fn aborted_invisible_and_consume_transform_produce_exactly_once() {
     assert_eq!(first["processed"], 20);
     let after_first = sorted(read_values(&bs, "output", "read_committed"));
     assert_eq!(after_first.len(), 20, "first run's output: {after_first:?}");
+    let mut distinct = after_first.clone();
+    distinct.dedup();
+    assert_eq!(distinct, after_first, "first run processed a record twice");
 
     // A run killed in the middle of a transaction: output produced and
     // flushed, offsets staged, no commit.
@@ -1526,4 +1529,89 @@ fn clients_cannot_write_the_transaction_log() {
         t.producer_epoch,
         state_of(&t)
     );
+}
+
+/// KIP-447: while a transaction holds staged offsets for a partition, an
+/// OffsetFetch that asks for stable offsets (what read_committed consumers
+/// send after a rebalance) gets UNSTABLE_OFFSET_COMMIT, so the consumer
+/// retries instead of resuming from the older offset and re-processing the
+/// input; once the transaction commits, the staged offset is returned.
+#[test]
+fn staged_transactional_offsets_are_unstable_until_commit() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, GroupId, OffsetFetchRequest,
+        OffsetFetchResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    };
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let dir = scratch("txn-unstable");
+    let _log = log_on_panic(dir.path());
+    let broker = Broker::start(dir.path(), "");
+    let mut c = Conn::open(&broker.bootstrap);
+    c.create_topic("staged", 1);
+    let tid = "staged-t";
+    let group = "staged-g";
+    let init = c.init_producer_id(Some(tid), 60_000, -1, -1);
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let added: AddOffsetsToTxnResponse = c.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(tid)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(StrBytes::from_static_str(group))),
+    );
+    assert_eq!(added.error_code, 0, "AddOffsetsToTxn");
+    let staged: TxnOffsetCommitResponse = c.call(
+        ApiKey::TxnOffsetCommit,
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(tid)))
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("staged")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(5)])]),
+    );
+    assert_eq!(
+        staged.topics[0].partitions[0].error_code, 0,
+        "TxnOffsetCommit"
+    );
+
+    let fetch = |c: &mut Conn, stable: bool| -> (i64, i16) {
+        let r: OffsetFetchResponse = c.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("staged")))
+                    .with_partition_indexes(vec![0])]))
+                .with_require_stable(stable),
+        );
+        assert_eq!(r.error_code, 0, "OffsetFetch");
+        let p = &r.topics[0].partitions[0];
+        (p.committed_offset, p.error_code)
+    };
+    assert_eq!(
+        fetch(&mut c, true),
+        (-1, UNSTABLE_OFFSET_COMMIT),
+        "staged, stable asked"
+    );
+    assert_eq!(
+        fetch(&mut c, false),
+        (-1, 0),
+        "staged, last committed asked"
+    );
+    assert_eq!(c.end_txn(tid, pid, epoch, true), 0, "EndTxn commit");
+    assert_eq!(fetch(&mut c, true), (5, 0), "after the commit");
 }

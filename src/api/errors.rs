@@ -55,3 +55,5 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const PRODUCER_FENCED: i16 = 90;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// KIP-447: a transaction holds uncommitted offsets for the partition.
+pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;

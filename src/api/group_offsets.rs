@@ -133,11 +133,30 @@ fn fetch_group(
     ctx: &RequestContext<'_>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<Row>, i16> {
     if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
         return Err(errors::GROUP_AUTHORIZATION_FAILED);
     }
     let store = &ctx.broker.offsets;
+    // KIP-447: a read_committed consumer must not resume from an offset an
+    // open transaction is about to replace, or it re-processes that input.
+    let unstable =
+        |topic: &str, p: i32| require_stable && ctx.broker.txns.has_pending_offset(group, topic, p);
+    let stable_or = |row: Row| -> Row {
+        if unstable(&row.0, row.1) {
+            (
+                row.0,
+                row.1,
+                -1,
+                -1,
+                Some(String::new()),
+                errors::UNSTABLE_OFFSET_COMMIT,
+            )
+        } else {
+            row
+        }
+    };
     Ok(match wanted {
         // All topics: silently leave out what the principal may not describe.
         None => store
@@ -154,6 +173,7 @@ fn fetch_group(
                     errors::NONE,
                 )
             })
+            .map(stable_or)
             .collect(),
         Some(list) => {
             let mut rows = Vec::new();
@@ -186,7 +206,7 @@ fn fetch_group(
                     }
                 }
             }
-            rows
+            rows.into_iter().map(stable_or).collect()
         }
     })
 }
@@ -212,7 +232,7 @@ pub fn fetch(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> OffsetFetchRe
                         .collect()
                 });
                 let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(ctx, &g.group_id, wanted) {
+                match fetch_group(ctx, &g.group_id, wanted, req.require_stable) {
                     Err(code) => out.error_code = code,
                     Ok(rows) => {
                         out.topics = group_rows(rows, |t, rs| {
@@ -244,7 +264,7 @@ pub fn fetch(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> OffsetFetchRe
             .collect()
     });
     let mut resp = OffsetFetchResponse::default();
-    match fetch_group(ctx, &req.group_id, wanted) {
+    match fetch_group(ctx, &req.group_id, wanted, req.require_stable) {
         Err(code) => {
             if ctx.version >= 2 {
                 resp.error_code = code;

@@ -34,6 +34,7 @@ type GroupOffsets = BTreeMap<(String, i32), Committed>;
 pub struct OffsetStore {
     log: InternalLog,
     map: Mutex<HashMap<String, GroupOffsets>>,
+    commit_order: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,7 @@ impl OffsetStore {
         Ok(OffsetStore {
             log,
             map: Mutex::new(map),
+            commit_order: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -76,6 +78,9 @@ impl OffsetStore {
                 Some((key, value))
             })
             .collect();
+        // Appends and map updates happen in the same order, so the map never
+        // ends on an older commit than the log.
+        let _order = self.commit_order.lock().await;
         self.log.append(records).await?;
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in entries {

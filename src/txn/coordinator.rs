@@ -270,6 +270,16 @@ impl TxnCoordinator {
         self.store(id, m).await
     }
 
+    /// Whether an open transaction has staged an offset for the partition.
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.lock().values().any(|m| {
+            matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit)
+                && m.pending_offsets
+                    .iter()
+                    .any(|(k, _)| k.partition == partition && k.topic == topic && k.group == group)
+        })
+    }
+
     pub async fn stage_offsets(
         &self,
         id: &str,
