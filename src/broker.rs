@@ -40,6 +40,8 @@ pub enum BrokerError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::UpstreamError),
     #[error("cannot bind listener {name} on {address}: {source}")]
     Bind {
         name: String,
@@ -68,6 +70,8 @@ pub struct Broker {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Connections being served right now.
     pub active_connections: std::sync::atomic::AtomicUsize,
+    /// Gateway mode: the upstream cluster requests are forwarded to.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }
 
 impl Broker {
@@ -116,6 +120,9 @@ impl RunningBroker {
     pub async fn shutdown(self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(g) = &self.broker.gateway {
+            g.shutdown();
         }
         self.broker.shutdown.send_replace(true);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -266,6 +273,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         what: "the ACL file",
         source,
     })?;
+    let gateway = match (&config.backend, &config.gateway) {
+        (crate::config::Backend::Gateway, Some(settings)) => {
+            Some(crate::gateway::Gateway::new(settings)?)
+        }
+        _ => None,
+    };
     let broker = Arc::new(Broker {
         config: config.clone(),
         logs: logs.clone(),
@@ -280,6 +293,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         txns: txns.clone(),
         shutdown: tokio::sync::watch::channel(false).0,
         active_connections: std::sync::atomic::AtomicUsize::new(0),
+        gateway: gateway.clone(),
     });
 
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
@@ -289,20 +303,24 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
     }
     let mut bound = Vec::new();
-    for lc in &config.listeners {
-        let (l, info) = listener::bind(lc)
+    for (index, lc) in config.listeners.iter().enumerate() {
+        let (l, mut info) = listener::bind(lc)
             .await
             .map_err(|source| BrokerError::Bind {
                 name: lc.display_name(),
                 address: lc.address.clone(),
                 source,
             })?;
+        info.index = index;
         tasks.push(listener::spawn_accept_loop(
             l,
             Arc::new(info.clone()),
             broker.clone(),
         ));
         bound.push(info);
+    }
+    if let Some(g) = &gateway {
+        g.attach(&broker).await;
     }
     let mut start = AuditEvent::new(EventKind::BrokerStart);
     start.details = Some(serde_json::json!({

@@ -273,6 +273,22 @@ pub struct Config {
     /// Principals that bypass authorization, e.g. `User:admin`.
     #[serde(default = "default_super_users")]
     pub super_users: Vec<String>,
+    /// Where requests go once the edge has let them through.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The upstream cluster, for `backend: gateway`.
+    #[serde(default)]
+    pub gateway: Option<crate::gateway::GatewaySettings>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The log engine on local disk.
+    #[default]
+    Embedded,
+    /// An existing Kafka-compatible cluster behind the edge.
+    Gateway,
 }
 
 fn default_super_users() -> Vec<String> {
@@ -395,6 +411,32 @@ impl Config {
         }
         if self.node_id < 0 {
             return Err(invalid("node_id", "must not be negative"));
+        }
+        match (self.backend, &self.gateway) {
+            (Backend::Gateway, None) => {
+                return Err(invalid(
+                    "gateway",
+                    "`backend: gateway` needs a `gateway` section (bootstrap_servers, ...)",
+                ))
+            }
+            (Backend::Gateway, Some(g)) => {
+                if let Some((key, message)) = g.problems() {
+                    return Err(invalid(&key, message));
+                }
+                if self.audit.topic.is_some() {
+                    return Err(invalid(
+                        "audit.topic",
+                        "the audit topic lives in the embedded log; in gateway mode use the audit file",
+                    ));
+                }
+            }
+            (Backend::Embedded, Some(_)) => {
+                return Err(invalid(
+                    "gateway",
+                    "a `gateway` section is only used with `backend: gateway`",
+                ))
+            }
+            (Backend::Embedded, None) => {}
         }
         let l = &self.log;
         if l.segment_bytes < 1024 {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod gateway;
 pub mod group;
 pub mod log;
 pub mod security;

@@ -153,17 +153,32 @@ pub async fn handle_frame(
         acls: broker.acls.snapshot().clone(),
         audit: Default::default(),
     };
-    let resp = dispatch(&ctx, body).await;
-    let mut events = std::mem::take(&mut *ctx.audit.lock().unwrap_or_else(|p| p.into_inner()));
-    if !events.is_empty() {
-        crate::audit::outcome::fill(&mut events, resp.as_ref());
-        for ev in events {
-            broker.auditor.submit(ev).await;
-        }
+    if let Some(gateway) = broker
+        .gateway
+        .as_ref()
+        .filter(|_| crate::gateway::policy::forwards(api))
+    {
+        let fwd = gateway.forward(&ctx, frame, body).await;
+        flush_audit(broker, &ctx, fwd.response.as_ref()).await;
+        return fwd.outcome;
     }
+    let resp = dispatch(&ctx, body).await;
+    flush_audit(broker, &ctx, resp.as_ref()).await;
     match resp {
         Some(resp) => encode_response(api, version, correlation_id, &resp),
         None => Outcome::Silent,
+    }
+}
+
+/// Writes the audit records the request made, with the error codes the
+/// client got.
+async fn flush_audit(broker: &Broker, ctx: &RequestContext<'_>, resp: Option<&ResponseKind>) {
+    let mut events = std::mem::take(&mut *ctx.audit.lock().unwrap_or_else(|p| p.into_inner()));
+    if !events.is_empty() {
+        crate::audit::outcome::fill(&mut events, resp);
+        for ev in events {
+            broker.auditor.submit(ev).await;
+        }
     }
 }
 
@@ -250,7 +265,12 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
     })
 }
 
-fn encode_response(api: ApiKey, version: i16, correlation_id: i32, resp: &ResponseKind) -> Outcome {
+pub(crate) fn encode_response(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    resp: &ResponseKind,
+) -> Outcome {
     // ApiVersions responses always use header v0 so old clients can parse them.
     let header_version = if api == ApiKey::ApiVersions {
         0

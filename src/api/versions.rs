@@ -68,10 +68,14 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(_ctx: &RequestContext<'_>, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(ctx: &RequestContext<'_>, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+    let list = match &ctx.broker.gateway {
+        Some(g) => g.narrow_versions(api_list()),
+        None => api_list(),
+    };
     ApiVersionsResponse::default()
         .with_error_code(errors::NONE)
-        .with_api_keys(api_list())
+        .with_api_keys(list)
 }
 
 /// KIP-511: a v0 response carrying UNSUPPORTED_VERSION and our list.

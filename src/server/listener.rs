@@ -20,6 +20,12 @@ pub struct BoundListener {
     pub bound: SocketAddr,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Position of the listener in the config (gateway routes are kept
+    /// per configured listener).
+    pub index: usize,
+    /// Gateway mode: the upstream broker this listener stands for; `None`
+    /// on the configured (bootstrap) listeners.
+    pub upstream_node: Option<i32>,
 }
 
 pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, BoundListener)> {
@@ -52,6 +58,8 @@ pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, BoundLi
             bound,
             advertised_host: adv_host,
             advertised_port: adv_port,
+            index: 0,
+            upstream_node: None,
         },
     ))
 }

@@ -1,0 +1,406 @@
+//! Gateway mode: the same edge (TLS, SASL, ACLs, audit) in front of an
+//! existing Kafka-compatible cluster instead of the embedded log engine.
+//!
+//! Routing is one gateway port per upstream broker: every upstream node
+//! gets its own listener (per configured listener, same security), and
+//! Metadata, FindCoordinator and DescribeCluster answers name those
+//! listeners instead of the upstream brokers. A client's request therefore
+//! arrives on the port of the broker it meant (the partition leader, the
+//! coordinator), and goes to that broker; the configured listeners are
+//! bootstrap addresses that forward to any upstream broker. Kafka clients
+//! need no SNI or other cooperation for this, and leadership changes and
+//! upstream failures reach them as the usual retriable errors.
+
+pub mod policy;
+pub mod pool;
+pub mod scram_client;
+pub mod settings;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::api::{Outcome, RequestContext};
+use crate::broker::Broker;
+use crate::config::parse_host_port;
+use crate::server::{listener, BoundListener};
+
+pub use pool::Target;
+pub use settings::GatewaySettings;
+pub use upstream::UpstreamError;
+
+pub struct Gateway {
+    pool: pool::Pool,
+    /// (configured listener index, upstream node) -> advertised host:port.
+    routes: Mutex<HashMap<(usize, i32), (String, u16)>>,
+    broker: OnceLock<Weak<Broker>>,
+    bind_lock: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// What forwarding produced: the client's answer and, when it was decoded
+/// on the way, the response (for the audit outcome).
+pub struct Forwarded {
+    pub outcome: Outcome,
+    pub response: Option<ResponseKind>,
+}
+
+impl Gateway {
+    pub fn new(settings: &GatewaySettings) -> Result<Arc<Gateway>, UpstreamError> {
+        Ok(Arc::new(Gateway {
+            pool: pool::Pool::new(upstream::Link::new(settings)?),
+            routes: Mutex::new(HashMap::new()),
+            broker: OnceLock::new(),
+            bind_lock: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Connects the gateway to its broker (for the per-node listeners) and
+    /// learns the upstream brokers. An unreachable upstream is not fatal:
+    /// discovery happens again with the first client Metadata request.
+    pub async fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+        if let Err(e) = self.discover().await {
+            tracing::warn!("upstream not reachable yet: {e}");
+        }
+    }
+
+    async fn discover(&self) -> Result<(), UpstreamError> {
+        use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+        let mut lease = self.pool.lease(Target::Any).await?;
+        let md: MetadataResponse = lease
+            .call(
+                ApiKey::Metadata,
+                9,
+                &MetadataRequest::default().with_topics(Some(vec![])),
+            )
+            .await?;
+        lease.release();
+        for b in &md.brokers {
+            self.learn(b.node_id.0, &b.host, b.port).await;
+        }
+        tracing::info!(brokers = md.brokers.len(), "upstream cluster discovered");
+        Ok(())
+    }
+
+    pub fn shutdown(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    /// Our version ranges narrowed to what the upstream also speaks, for
+    /// the APIs that are forwarded. Before the upstream was ever reached,
+    /// ours as they are: clients retry what the upstream then refuses.
+    pub fn narrow_versions(&self, ours: Vec<ApiVersion>) -> Vec<ApiVersion> {
+        let upstream = self.pool.upstream_versions();
+        if upstream.is_empty() {
+            return ours;
+        }
+        ours.into_iter()
+            .filter_map(|mut v| {
+                let Ok(api) = ApiKey::try_from(v.api_key) else {
+                    return None;
+                };
+                if !policy::forwards(api) {
+                    return Some(v);
+                }
+                let up = upstream.iter().find(|u| u.api_key == v.api_key)?;
+                v.min_version = v.min_version.max(up.min_version);
+                v.max_version = v.max_version.min(up.max_version);
+                (v.min_version <= v.max_version).then_some(v)
+            })
+            .collect()
+    }
+
+    /// Authorizes, audits and forwards one request; answers at the edge
+    /// what the ACLs refuse.
+    pub async fn forward(
+        &self,
+        ctx: &RequestContext<'_>,
+        frame: Bytes,
+        body: RequestKind,
+    ) -> Forwarded {
+        let (body, changed, fix) = match policy::plan(ctx, body) {
+            policy::Plan::Local(None) => {
+                return Forwarded {
+                    outcome: Outcome::Silent,
+                    response: None,
+                }
+            }
+            policy::Plan::Local(Some(resp)) => {
+                return Forwarded {
+                    outcome: crate::api::encode_response(
+                        ctx.api,
+                        ctx.version,
+                        ctx.header.correlation_id,
+                        &resp,
+                    ),
+                    response: Some(resp),
+                }
+            }
+            policy::Plan::Forward { body, changed, fix } => (body, changed, fix),
+        };
+        let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
+        let request = if changed {
+            match encode_request(ctx, &body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Forwarded {
+                        outcome: Outcome::Close(format!("cannot re-encode {:?}: {e}", ctx.api)),
+                        response: None,
+                    }
+                }
+            }
+        } else {
+            frame
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+        };
+        drop(body);
+        let target = ctx
+            .listener
+            .upstream_node
+            .map(Target::Node)
+            .unwrap_or(Target::Any);
+        let answer = match self.pool.forward(target, request, !acks0).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Forwarded {
+                    outcome: Outcome::Silent,
+                    response: None,
+                }
+            }
+            Err(e) => {
+                // Clients treat a closed connection as a broker failure:
+                // they refresh metadata and retry, which is what an
+                // unreachable upstream broker calls for.
+                tracing::warn!(api = ?ctx.api, ?target, "upstream request failed: {e}");
+                return Forwarded {
+                    outcome: Outcome::Close(format!("upstream unavailable: {e}")),
+                    response: None,
+                };
+            }
+        };
+        let rewrites = matches!(
+            ctx.api,
+            ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
+        );
+        // An allowed decision's audit record carries the error code the
+        // client got, which is in the response; denials know theirs.
+        let audit_needs_it = ctx
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|e| !e.is_denial());
+        if fix.is_none() && !rewrites && !audit_needs_it {
+            return Forwarded {
+                outcome: Outcome::Respond(answer.freeze()),
+                response: None,
+            };
+        }
+        let mut resp = match decode_response(ctx, answer) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(api = ?ctx.api, "undecodable upstream response: {e}");
+                return Forwarded {
+                    outcome: Outcome::Close(format!("undecodable upstream {:?} response", ctx.api)),
+                    response: None,
+                };
+            }
+        };
+        if rewrites {
+            self.rewrite_addresses(ctx.listener, ctx.version, &mut resp)
+                .await;
+        }
+        if let Some(fix) = fix {
+            fix(&mut resp, ctx);
+        }
+        Forwarded {
+            outcome: crate::api::encode_response(
+                ctx.api,
+                ctx.version,
+                ctx.header.correlation_id,
+                &resp,
+            ),
+            response: Some(resp),
+        }
+    }
+
+    /// Every broker address a client sees is a gateway address.
+    async fn rewrite_addresses(
+        &self,
+        listener: &BoundListener,
+        version: i16,
+        resp: &mut ResponseKind,
+    ) {
+        match resp {
+            ResponseKind::Metadata(m) => {
+                for b in &mut m.brokers {
+                    let (h, p) = self.route(listener, b.node_id.0, &b.host, b.port).await;
+                    (b.host, b.port) = (h, p);
+                }
+            }
+            ResponseKind::DescribeCluster(d) => {
+                for b in &mut d.brokers {
+                    let (h, p) = self.route(listener, b.broker_id.0, &b.host, b.port).await;
+                    (b.host, b.port) = (h, p);
+                }
+            }
+            ResponseKind::FindCoordinator(f) if version < 4 && f.error_code == 0 => {
+                let (h, p) = self.route(listener, f.node_id.0, &f.host, f.port).await;
+                (f.host, f.port) = (h, p);
+            }
+            ResponseKind::FindCoordinator(f) if version < 4 => {}
+            ResponseKind::FindCoordinator(f) => {
+                for c in &mut f.coordinators {
+                    if c.error_code == 0 {
+                        let (h, p) = self.route(listener, c.node_id.0, &c.host, c.port).await;
+                        (c.host, c.port) = (h, p);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The gateway address standing for upstream `node` on the client's
+    /// listener, binding it on first sight. If that fails the bootstrap
+    /// listener is named instead: never the upstream address itself.
+    async fn route(
+        &self,
+        listener: &BoundListener,
+        node: i32,
+        host: &str,
+        port: i32,
+    ) -> (StrBytes, i32) {
+        self.learn(node, host, port).await;
+        let key = (listener.index, node);
+        let found = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let (h, p) = match found {
+            Some(r) => r,
+            None => self.bootstrap_address(listener.index),
+        };
+        (StrBytes::from_string(h), p as i32)
+    }
+
+    fn bootstrap_address(&self, index: usize) -> (String, u16) {
+        let broker = self.broker.get().and_then(Weak::upgrade);
+        let lc = broker
+            .as_ref()
+            .and_then(|b| b.config.listeners.get(index).cloned());
+        match lc.and_then(|l| {
+            parse_host_port(l.advertised_address.as_deref().unwrap_or(&l.address)).ok()
+        }) {
+            Some(hp) => hp,
+            None => ("localhost".into(), 0),
+        }
+    }
+
+    /// Records where upstream `node` lives and makes sure it has gateway
+    /// listeners.
+    async fn learn(&self, node: i32, host: &str, port: i32) {
+        if node < 0 || !(0..=65535).contains(&port) {
+            return;
+        }
+        self.pool
+            .set_node_address(node, join_host_port(host, port as u16));
+        if let Err(e) = self.ensure_listeners(node).await {
+            tracing::error!(
+                node,
+                "cannot open a gateway listener for upstream node: {e}"
+            );
+        }
+    }
+
+    async fn ensure_listeners(&self, node: i32) -> std::io::Result<()> {
+        let known = |routes: &HashMap<(usize, i32), (String, u16)>| routes.contains_key(&(0, node));
+        if known(&self.routes.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.bind_lock.lock().await;
+        if known(&self.routes.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let fixed = self.pool.link().settings().broker_ports.get(&node).copied();
+        for (index, lc) in broker.config.listeners.iter().enumerate() {
+            let mut node_lc = lc.clone();
+            let (host, _) = parse_host_port(&lc.address).map_err(std::io::Error::other)?;
+            let port = if index == 0 { fixed.unwrap_or(0) } else { 0 };
+            node_lc.address = join_host_port(&host, port);
+            node_lc.advertised_address = match &lc.advertised_address {
+                Some(a) => {
+                    let (h, _) = parse_host_port(a).map_err(std::io::Error::other)?;
+                    Some(join_host_port(&h, 0))
+                }
+                None => None,
+            };
+            let (l, mut info) = listener::bind(&node_lc).await?;
+            info.index = index;
+            info.upstream_node = Some(node);
+            println!(
+                "portcullis: gateway node {node} listening {}://{}",
+                info.protocol, info.bound
+            );
+            tracing::info!(node, listener = %info.name, address = %info.bound, "gateway listener for upstream node");
+            self.routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    (index, node),
+                    (info.advertised_host.clone(), info.advertised_port),
+                );
+            let task = listener::spawn_accept_loop(l, Arc::new(info), broker.clone());
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
+        }
+        Ok(())
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn encode_request(ctx: &RequestContext<'_>, body: &RequestKind) -> Result<BytesMut, String> {
+    let mut buf = BytesMut::with_capacity(256);
+    ctx.header
+        .encode(&mut buf, ctx.api.request_header_version(ctx.version))
+        .and_then(|_| body.encode(&mut buf, ctx.version))
+        .map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// `answer` is a size-prefixed response frame.
+fn decode_response(ctx: &RequestContext<'_>, answer: BytesMut) -> Result<ResponseKind, String> {
+    let mut b = answer.freeze().slice(4..);
+    ResponseHeader::decode(&mut b, ctx.api.response_header_version(ctx.version))
+        .and_then(|_| ResponseKind::decode(ctx.api, &mut b, ctx.version))
+        .map_err(|e| e.to_string())
+}

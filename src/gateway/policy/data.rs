@@ -1,0 +1,191 @@
+//! Produce, Fetch, ListOffsets, DeleteRecords.
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
+};
+
+use super::{merge_into, split, Plan};
+use crate::acl::{Operation, ResourceType};
+use crate::api::{errors, RequestContext};
+
+pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
+    let txn_denied = r
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !ctx.authorize(Operation::Write, ResourceType::TransactionalId, t));
+    let (allowed, denied) = split(std::mem::take(&mut r.topic_data), |t| {
+        ctx.authorize_topic(Operation::Write, &t.name) && !txn_denied
+    });
+    let code = if txn_denied {
+        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else {
+        errors::TOPIC_AUTHORIZATION_FAILED
+    };
+    let refused: Vec<TopicProduceResponse> = denied
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code)
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() {
+        if r.acks == 0 {
+            return Plan::Local(None);
+        }
+        return Plan::local(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(refused),
+        ));
+    }
+    r.topic_data = allowed;
+    Plan::Forward {
+        body: RequestKind::Produce(r),
+        changed: !denied.is_empty(),
+        fix: merge_into!(Produce, responses, refused),
+    }
+}
+
+pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
+    if r.replica_id.0 >= 0 && !ctx.authorize_cluster(Operation::ClusterAction) {
+        return Plan::local(ResponseKind::Fetch(
+            FetchResponse::default().with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED),
+        ));
+    }
+    // Incremental fetch sessions would let a later request read partitions
+    // named only in an earlier one, past an ACL change: every forwarded
+    // Fetch is a full, sessionless one, authorized as a whole.
+    let mut changed =
+        r.session_id != 0 || r.session_epoch != -1 || !r.forgotten_topics_data.is_empty();
+    r.session_id = 0;
+    r.session_epoch = -1;
+    r.forgotten_topics_data.clear();
+    let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
+        ctx.authorize_topic(Operation::Read, &t.topic)
+    });
+    changed |= !denied.is_empty();
+    let refused: Vec<FetchableTopicResponse> = denied
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p.partition)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                .with_high_watermark(-1)
+                                .with_last_stable_offset(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::Fetch(
+            FetchResponse::default().with_responses(refused),
+        ));
+    }
+    r.topics = allowed;
+    Plan::Forward {
+        body: RequestKind::Fetch(r),
+        changed,
+        fix: merge_into!(Fetch, responses, refused),
+    }
+}
+
+pub fn list_offsets(ctx: &RequestContext<'_>, mut r: ListOffsetsRequest) -> Plan {
+    let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
+        ctx.authorize_topic(Operation::Describe, &t.name)
+    });
+    let refused: Vec<ListOffsetsTopicResponse> = denied
+        .iter()
+        .map(|t| {
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                .with_timestamp(-1)
+                                .with_offset(-1)
+                                .with_leader_epoch(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::ListOffsets(
+            ListOffsetsResponse::default().with_topics(refused),
+        ));
+    }
+    r.topics = allowed;
+    Plan::Forward {
+        body: RequestKind::ListOffsets(r),
+        changed: !denied.is_empty(),
+        fix: merge_into!(ListOffsets, topics, refused),
+    }
+}
+
+pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> Plan {
+    let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
+        ctx.authorize_topic(Operation::Delete, &t.name)
+    });
+    let refused: Vec<DeleteRecordsTopicResult> = denied
+        .iter()
+        .map(|t| {
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            DeleteRecordsPartitionResult::default()
+                                .with_partition_index(p.partition_index)
+                                .with_low_watermark(-1)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::DeleteRecords(
+            DeleteRecordsResponse::default().with_topics(refused),
+        ));
+    }
+    r.topics = allowed;
+    Plan::Forward {
+        body: RequestKind::DeleteRecords(r),
+        changed: !denied.is_empty(),
+        fix: merge_into!(DeleteRecords, topics, refused),
+    }
+}

@@ -1,0 +1,421 @@
+//! FindCoordinator, the group membership APIs, group listing and
+//! description, and committed offsets.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupRequest,
+    SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{merge_into, split, Fixup, Plan};
+use crate::acl::model::CLUSTER_NAME;
+use crate::acl::{Operation, ResourceType};
+use crate::api::{errors, RequestContext};
+
+fn group_ok(ctx: &RequestContext<'_>, op: Operation, group: &str) -> bool {
+    ctx.authorize(op, ResourceType::Group, group)
+}
+
+/// Group coordinators (key type 0) need Describe on the group,
+/// transaction coordinators (1) on the transactional id.
+fn coordinator_denial(ctx: &RequestContext<'_>, key_type: i8, key: &str) -> Option<i16> {
+    match key_type {
+        0 if !group_ok(ctx, Operation::Describe, key) => Some(errors::GROUP_AUTHORIZATION_FAILED),
+        1 if !ctx.authorize(Operation::Describe, ResourceType::TransactionalId, key) => {
+            Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        }
+        _ => None,
+    }
+}
+
+pub fn find_coordinator(ctx: &RequestContext<'_>, mut r: FindCoordinatorRequest) -> Plan {
+    if ctx.version < 4 {
+        if let Some(code) = coordinator_denial(ctx, r.key_type, &r.key) {
+            return Plan::local(ResponseKind::FindCoordinator(
+                FindCoordinatorResponse::default()
+                    .with_error_code(code)
+                    .with_node_id((-1).into())
+                    .with_host(StrBytes::default())
+                    .with_port(-1),
+            ));
+        }
+        return Plan::unchanged(RequestKind::FindCoordinator(r));
+    }
+    let key_type = r.key_type;
+    let mut refused = Vec::new();
+    let keys = std::mem::take(&mut r.coordinator_keys);
+    for k in keys {
+        match coordinator_denial(ctx, key_type, &k) {
+            Some(code) => refused.push(
+                Coordinator::default()
+                    .with_key(k)
+                    .with_node_id((-1).into())
+                    .with_host(StrBytes::default())
+                    .with_port(-1)
+                    .with_error_code(code),
+            ),
+            None => r.coordinator_keys.push(k),
+        }
+    }
+    if r.coordinator_keys.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default().with_coordinators(refused),
+        ));
+    }
+    Plan::Forward {
+        changed: !refused.is_empty(),
+        fix: merge_into!(FindCoordinator, coordinators, refused),
+        body: RequestKind::FindCoordinator(r),
+    }
+}
+
+pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
+    if !group_ok(ctx, Operation::Read, &r.group_id) {
+        return Plan::local(ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_generation_id(-1)
+                .with_member_id(r.member_id),
+        ));
+    }
+    Plan::unchanged(RequestKind::JoinGroup(r))
+}
+
+pub fn sync(ctx: &RequestContext<'_>, r: SyncGroupRequest) -> Plan {
+    if !group_ok(ctx, Operation::Read, &r.group_id) {
+        return Plan::local(ResponseKind::SyncGroup(
+            SyncGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+        ));
+    }
+    Plan::unchanged(RequestKind::SyncGroup(r))
+}
+
+pub fn heartbeat(ctx: &RequestContext<'_>, r: HeartbeatRequest) -> Plan {
+    if !group_ok(ctx, Operation::Read, &r.group_id) {
+        return Plan::local(ResponseKind::Heartbeat(
+            HeartbeatResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+        ));
+    }
+    Plan::unchanged(RequestKind::Heartbeat(r))
+}
+
+pub fn leave(ctx: &RequestContext<'_>, r: LeaveGroupRequest) -> Plan {
+    if !group_ok(ctx, Operation::Read, &r.group_id) {
+        return Plan::local(ResponseKind::LeaveGroup(
+            LeaveGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+        ));
+    }
+    Plan::unchanged(RequestKind::LeaveGroup(r))
+}
+
+pub fn list(_ctx: &RequestContext<'_>, r: ListGroupsRequest) -> Plan {
+    let fix: Fixup = Box::new(|resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
+        let ResponseKind::ListGroups(l) = resp else {
+            return;
+        };
+        // Listing is filtering, like Metadata: no audit record per group.
+        if ctx.authorize_quiet(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+            return;
+        }
+        l.groups
+            .retain(|g| ctx.authorize_quiet(Operation::Describe, ResourceType::Group, &g.group_id));
+    });
+    Plan::Forward {
+        body: RequestKind::ListGroups(r),
+        changed: false,
+        fix: Some(fix),
+    }
+}
+
+pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeGroupsRequest) -> Plan {
+    let (allowed, denied) = split(std::mem::take(&mut r.groups), |g| {
+        group_ok(ctx, Operation::Describe, g)
+    });
+    let refused: Vec<DescribedGroup> = denied
+        .iter()
+        .map(|g| {
+            DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_authorized_operations(i32::MIN)
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::DescribeGroups(
+            DescribeGroupsResponse::default().with_groups(refused),
+        ));
+    }
+    r.groups = allowed;
+    // The upstream's authorized operations describe the service principal.
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, _: &RequestContext<'_>| {
+        if let ResponseKind::DescribeGroups(d) = resp {
+            for g in &mut d.groups {
+                g.authorized_operations = i32::MIN;
+            }
+            d.groups.extend(refused);
+        }
+    });
+    Plan::Forward {
+        changed: !denied.is_empty(),
+        fix: Some(fix),
+        body: RequestKind::DescribeGroups(r),
+    }
+}
+
+pub fn delete(ctx: &RequestContext<'_>, mut r: DeleteGroupsRequest) -> Plan {
+    let (allowed, denied) = split(std::mem::take(&mut r.groups_names), |g| {
+        group_ok(ctx, Operation::Delete, g)
+    });
+    let refused: Vec<DeletableGroupResult> = denied
+        .iter()
+        .map(|g| {
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(refused),
+        ));
+    }
+    r.groups_names = allowed;
+    Plan::Forward {
+        changed: !denied.is_empty(),
+        fix: merge_into!(DeleteGroups, results, refused),
+        body: RequestKind::DeleteGroups(r),
+    }
+}
+
+pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Plan {
+    let group_denied = !group_ok(ctx, Operation::Read, &r.group_id);
+    let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
+        !group_denied && ctx.authorize_topic(Operation::Read, &t.name)
+    });
+    let code = if group_denied {
+        errors::GROUP_AUTHORIZATION_FAILED
+    } else {
+        errors::TOPIC_AUTHORIZATION_FAILED
+    };
+    let refused: Vec<OffsetCommitResponseTopic> = denied
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() && (group_denied || !refused.is_empty()) {
+        return Plan::local(ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(refused),
+        ));
+    }
+    r.topics = allowed;
+    Plan::Forward {
+        changed: !denied.is_empty(),
+        fix: merge_into!(OffsetCommit, topics, refused),
+        body: RequestKind::OffsetCommit(r),
+    }
+}
+
+fn no_offset(p: i32) -> OffsetFetchResponsePartition {
+    OffsetFetchResponsePartition::default()
+        .with_partition_index(p)
+        .with_committed_offset(-1)
+        .with_committed_leader_epoch(-1)
+        .with_metadata(Some(StrBytes::default()))
+        .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+}
+
+pub fn offset_fetch(ctx: &RequestContext<'_>, r: OffsetFetchRequest) -> Plan {
+    if ctx.version >= 8 {
+        return offset_fetch_groups(ctx, r);
+    }
+    let mut r = r;
+    if !group_ok(ctx, Operation::Describe, &r.group_id) {
+        let mut resp = OffsetFetchResponse::default();
+        if ctx.version >= 2 {
+            resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+        }
+        return Plan::local(ResponseKind::OffsetFetch(resp));
+    }
+    let mut refused = Vec::new();
+    if let Some(topics) = r.topics.take() {
+        let (allowed, denied) = split(topics, |t| {
+            ctx.authorize_topic(Operation::Describe, &t.name)
+        });
+        refused = denied
+            .iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(t.partition_indexes.iter().map(|p| no_offset(*p)).collect())
+            })
+            .collect();
+        if allowed.is_empty() && !refused.is_empty() {
+            return Plan::local(ResponseKind::OffsetFetch(
+                OffsetFetchResponse::default().with_topics(refused),
+            ));
+        }
+        r.topics = Some(allowed);
+    }
+    let all = r.topics.is_none();
+    let changed = !refused.is_empty();
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
+        let ResponseKind::OffsetFetch(o) = resp else {
+            return;
+        };
+        if all {
+            o.topics
+                .retain(|t| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, &t.name));
+        }
+        o.topics.extend(refused);
+    });
+    Plan::Forward {
+        body: RequestKind::OffsetFetch(r),
+        changed,
+        fix: Some(fix),
+    }
+}
+
+/// OffsetFetch v8+: several groups per request.
+fn offset_fetch_groups(ctx: &RequestContext<'_>, mut r: OffsetFetchRequest) -> Plan {
+    let mut refused_groups = Vec::new();
+    // (group, refused topics, whether all topics were asked)
+    let mut per_group: Vec<(String, Vec<OffsetFetchResponseTopics>, bool)> = Vec::new();
+    let mut changed = false;
+    for mut g in std::mem::take(&mut r.groups) {
+        if !group_ok(ctx, Operation::Describe, &g.group_id) {
+            refused_groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+            changed = true;
+            continue;
+        }
+        let mut refused = Vec::new();
+        let all = g.topics.is_none();
+        if let Some(topics) = g.topics.take() {
+            let (allowed, denied) = split(topics, |t| {
+                ctx.authorize_topic(Operation::Describe, &t.name)
+            });
+            changed |= !denied.is_empty();
+            refused = denied
+                .iter()
+                .map(|t| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_metadata(Some(StrBytes::default()))
+                                        .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            g.topics = Some(allowed);
+        }
+        per_group.push((g.group_id.to_string(), refused, all));
+        r.groups.push(g);
+    }
+    if r.groups.is_empty() && !refused_groups.is_empty() {
+        return Plan::local(ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default().with_groups(refused_groups),
+        ));
+    }
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
+        let ResponseKind::OffsetFetch(o) = resp else {
+            return;
+        };
+        for (group, refused, all) in per_group {
+            if let Some(g) = o.groups.iter_mut().find(|g| g.group_id.as_str() == group) {
+                if all {
+                    g.topics.retain(|t| {
+                        ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, &t.name)
+                    });
+                }
+                g.topics.extend(refused);
+            }
+        }
+        o.groups.extend(refused_groups);
+    });
+    Plan::Forward {
+        body: RequestKind::OffsetFetch(r),
+        changed,
+        fix: Some(fix),
+    }
+}
+
+pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Plan {
+    if !group_ok(ctx, Operation::Delete, &r.group_id) {
+        return Plan::local(ResponseKind::OffsetDelete(
+            OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+        ));
+    }
+    let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
+        ctx.authorize_topic(Operation::Read, &t.name)
+    });
+    let refused: Vec<OffsetDeleteResponseTopic> = denied
+        .iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::OffsetDelete(
+            OffsetDeleteResponse::default().with_topics(refused),
+        ));
+    }
+    r.topics = allowed;
+    Plan::Forward {
+        changed: !denied.is_empty(),
+        fix: merge_into!(OffsetDelete, topics, refused),
+        body: RequestKind::OffsetDelete(r),
+    }
+}

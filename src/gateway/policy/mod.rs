@@ -1,0 +1,123 @@
+//! What the edge does with each forwarded request: authorize every
+//! resource it names (with the same rules and error codes as the embedded
+//! handlers), strip what was denied, and say how to merge the refusals
+//! back into the upstream's answer. One module per API family.
+
+mod admin;
+mod data;
+mod groups;
+mod metadata;
+mod txn;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+use crate::api::RequestContext;
+
+/// Changes the upstream response before it goes back to the client.
+pub type Fixup = Box<dyn FnOnce(&mut ResponseKind, &RequestContext<'_>) + Send>;
+
+pub enum Plan {
+    /// Answered at the edge; nothing goes upstream. `None`: no response
+    /// at all (Produce acks=0).
+    Local(Option<ResponseKind>),
+    /// Forward. `changed`: the body differs from what the client sent and
+    /// must be re-encoded; otherwise the original frame goes as it is.
+    Forward {
+        body: RequestKind,
+        changed: bool,
+        fix: Option<Fixup>,
+    },
+}
+
+impl Plan {
+    fn unchanged(body: RequestKind) -> Plan {
+        Plan::Forward {
+            body,
+            changed: false,
+            fix: None,
+        }
+    }
+
+    fn local(resp: ResponseKind) -> Plan {
+        Plan::Local(Some(resp))
+    }
+}
+
+/// Appends the edge's refusals to a list in the upstream response.
+macro_rules! merge_into {
+    ($variant:ident, $field:ident, $denied:expr) => {{
+        let denied = $denied;
+        if denied.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                move |r: &mut kafka_protocol::messages::ResponseKind,
+                      _: &crate::api::RequestContext<'_>| {
+                    if let kafka_protocol::messages::ResponseKind::$variant(x) = r {
+                        x.$field.extend(denied);
+                    }
+                },
+            ) as crate::gateway::policy::Fixup)
+        }
+    }};
+}
+pub(crate) use merge_into;
+
+/// Splits `items` into (allowed, denied).
+fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
+    items.into_iter().partition(|t| allowed(t))
+}
+
+/// APIs the gateway forwards. Everything else the edge either serves
+/// itself (ApiVersions, SASL, SCRAM credentials, ACLs) or refuses.
+pub fn forwards(api: ApiKey) -> bool {
+    !matches!(
+        api,
+        ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::DescribeUserScramCredentials
+            | ApiKey::AlterUserScramCredentials
+            | ApiKey::CreateAcls
+            | ApiKey::DescribeAcls
+            | ApiKey::DeleteAcls
+    )
+}
+
+pub fn plan(ctx: &RequestContext<'_>, body: RequestKind) -> Plan {
+    use RequestKind as R;
+    match body {
+        R::Produce(r) => data::produce(ctx, r),
+        R::Fetch(r) => data::fetch(ctx, r),
+        R::ListOffsets(r) => data::list_offsets(ctx, r),
+        R::DeleteRecords(r) => data::delete_records(ctx, r),
+        R::Metadata(r) => metadata::metadata(ctx, r),
+        R::DescribeCluster(r) => metadata::describe_cluster(ctx, r),
+        R::CreateTopics(r) => admin::create_topics(ctx, r),
+        R::DeleteTopics(r) => admin::delete_topics(ctx, r),
+        R::CreatePartitions(r) => admin::create_partitions(ctx, r),
+        R::DescribeConfigs(r) => admin::describe_configs(ctx, r),
+        R::IncrementalAlterConfigs(r) => admin::alter_configs(ctx, r),
+        R::FindCoordinator(r) => groups::find_coordinator(ctx, r),
+        R::JoinGroup(r) => groups::join(ctx, r),
+        R::SyncGroup(r) => groups::sync(ctx, r),
+        R::Heartbeat(r) => groups::heartbeat(ctx, r),
+        R::LeaveGroup(r) => groups::leave(ctx, r),
+        R::ListGroups(r) => groups::list(ctx, r),
+        R::DescribeGroups(r) => groups::describe(ctx, r),
+        R::DeleteGroups(r) => groups::delete(ctx, r),
+        R::OffsetCommit(r) => groups::offset_commit(ctx, r),
+        R::OffsetFetch(r) => groups::offset_fetch(ctx, r),
+        R::OffsetDelete(r) => groups::offset_delete(ctx, r),
+        R::InitProducerId(r) => txn::init_producer_id(ctx, r),
+        R::AddPartitionsToTxn(r) => txn::add_partitions(ctx, r),
+        R::AddOffsetsToTxn(r) => txn::add_offsets(ctx, r),
+        R::TxnOffsetCommit(r) => txn::txn_offset_commit(ctx, r),
+        R::EndTxn(r) => txn::end(ctx, r),
+        R::DescribeTransactions(r) => txn::describe(ctx, r),
+        R::ListTransactions(r) => txn::list(ctx, r),
+        // `versions::supported` admits nothing else; what it admits but the
+        // gateway does not know how to authorize is never forwarded.
+        _ => Plan::Local(None),
+    }
+}

@@ -1,0 +1,288 @@
+//! Pooled upstream connections, one pool per upstream broker. A connection
+//! carries one request at a time: brokers answer a connection's requests
+//! in order, so sharing one between clients would put every request behind
+//! the slowest long poll. Idle connections are reused by any client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::upstream::{Link, UpstreamConn, UpstreamError};
+
+/// Where to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A specific upstream broker (the client talked to its gateway port).
+    Node(i32),
+    /// Any upstream broker (the client talked to the bootstrap listener).
+    Any,
+}
+
+struct NodePool {
+    addr: Mutex<String>,
+    idle: Mutex<Vec<UpstreamConn>>,
+    permits: Arc<Semaphore>,
+}
+
+pub struct Pool {
+    link: Link,
+    bootstrap: Vec<String>,
+    nodes: Mutex<HashMap<Target, Arc<NodePool>>>,
+    /// The upstream's API version ranges, from the last connection made.
+    versions: Mutex<Vec<ApiVersion>>,
+}
+
+/// An exclusive loan of one upstream connection.
+pub struct Lease {
+    conn: Option<UpstreamConn>,
+    node: Arc<NodePool>,
+    addr: String,
+    reused: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+    pub fn new(link: Link) -> Pool {
+        let bootstrap = link.settings().bootstrap_servers.clone();
+        Pool {
+            link,
+            bootstrap,
+            nodes: Mutex::new(HashMap::new()),
+            versions: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    pub fn upstream_versions(&self) -> Vec<ApiVersion> {
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records (or updates) where an upstream node lives.
+    pub fn set_node_address(&self, node: i32, addr: String) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        match nodes.get(&Target::Node(node)) {
+            Some(p) => {
+                let mut a = p.addr.lock().unwrap_or_else(|p| p.into_inner());
+                if *a != addr {
+                    tracing::info!(node, from = %a, to = %addr, "upstream broker moved");
+                    *a = addr;
+                    // Connections to the old address are not reused.
+                    p.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+            }
+            None => {
+                nodes.insert(Target::Node(node), self.node_pool(addr));
+            }
+        }
+    }
+
+    pub fn knows(&self, node: i32) -> bool {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&Target::Node(node))
+    }
+
+    fn node_pool(&self, addr: String) -> Arc<NodePool> {
+        Arc::new(NodePool {
+            addr: Mutex::new(addr),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(
+                self.link.settings().max_connections_per_broker,
+            )),
+        })
+    }
+
+    /// Borrows a connection to `target`: an idle one if there is, else a
+    /// new one. Waits while the broker's connection limit is reached.
+    pub async fn lease(&self, target: Target) -> Result<Lease, UpstreamError> {
+        let node = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            match nodes.get(&target) {
+                Some(p) => p.clone(),
+                None if target == Target::Any => {
+                    let p = self.node_pool(String::new());
+                    nodes.insert(Target::Any, p.clone());
+                    p
+                }
+                None => return Err(UpstreamError::NoBroker),
+            }
+        };
+        let permit = tokio::time::timeout(
+            self.link.request_timeout(),
+            node.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(self.link.request_timeout()))?
+        .map_err(|_| UpstreamError::NoBroker)?;
+        let addr = node.addr.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let idle = node.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(conn) = idle {
+            return Ok(Lease {
+                conn: Some(conn),
+                node,
+                addr,
+                reused: true,
+                _permit: permit,
+            });
+        }
+        let candidates: Vec<String> = if target == Target::Any {
+            self.bootstrap.clone()
+        } else {
+            vec![addr.clone()]
+        };
+        let mut last = UpstreamError::NoBroker;
+        for a in candidates {
+            match self.link.connect(&a).await {
+                Ok((conn, versions)) => {
+                    *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = versions;
+                    return Ok(Lease {
+                        conn: Some(conn),
+                        node,
+                        addr: if target == Target::Any {
+                            String::new()
+                        } else {
+                            a
+                        },
+                        reused: false,
+                        _permit: permit,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %a, "{e}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Forwards one request frame to `target`. A pooled connection that
+    /// turns out dead before the request could be written (the upstream
+    /// restarted meanwhile) is replaced once by a fresh one.
+    pub async fn forward(
+        &self,
+        target: Target,
+        frame: BytesMut,
+        expect_response: bool,
+    ) -> Result<Option<BytesMut>, UpstreamError> {
+        let timeout = self.link.request_timeout();
+        let mut lease = self.lease(target).await?;
+        let first =
+            tokio::time::timeout(timeout, lease.forward(frame.clone(), expect_response)).await;
+        match first {
+            Ok(Ok(r)) => {
+                lease.release();
+                Ok(r)
+            }
+            Ok(Err(e)) if lease.reused && is_stale(&e) => {
+                tracing::debug!("pooled upstream connection was dead ({e}); reconnecting");
+                drop(lease);
+                self.drop_idle(target);
+                let mut lease = self.lease(target).await?;
+                match tokio::time::timeout(timeout, lease.forward(frame, expect_response)).await {
+                    Ok(Ok(r)) => {
+                        lease.release();
+                        Ok(r)
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(UpstreamError::Timeout(timeout)),
+                }
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+        }
+    }
+
+    /// After one pooled connection proved dead, the others to the same
+    /// broker most likely are too.
+    fn drop_idle(&self, target: Target) {
+        if let Some(p) = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target)
+        {
+            p.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+/// Errors that mean "this pooled connection was already closed".
+fn is_stale(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
+}
+
+impl Lease {
+    /// A request of the gateway's own on the leased connection.
+    pub async fn call<
+        Q: kafka_protocol::protocol::Encodable,
+        R: kafka_protocol::protocol::Decodable,
+    >(
+        &mut self,
+        api: kafka_protocol::messages::ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> Result<R, UpstreamError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(UpstreamError::NoBroker);
+        };
+        let r = conn.call(api, version, req).await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn forward(
+        &mut self,
+        frame: BytesMut,
+        expect_response: bool,
+    ) -> Result<Option<BytesMut>, UpstreamError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(UpstreamError::NoBroker);
+        };
+        let r = conn.forward(frame, expect_response).await;
+        if r.is_err() {
+            // A connection that failed mid-request is never reused.
+            self.conn = None;
+        }
+        r
+    }
+
+    /// Gives the connection back for reuse, unless its broker moved.
+    pub fn release(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let current = self
+            .node
+            .addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if current == self.addr {
+            self.node
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
