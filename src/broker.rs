@@ -40,7 +40,7 @@ pub enum BrokerError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("gateway: {0}")]
+    #[error("gateway")]
     Gateway(#[from] crate::gateway::UpstreamError),
     #[error("cannot bind listener {name} on {address}: {source}")]
     Bind {

@@ -513,6 +513,44 @@ mod tests {
     }
 
     #[test]
+    fn gateway_section_is_checked() {
+        let base = "listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\n";
+        let err = |extra: &str| {
+            Config::parse(&format!("{base}{extra}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("backend: gateway\n").contains("`gateway` section"));
+        assert!(err("backend: gatway\n").contains("gatway"));
+        let ok = "backend: gateway\ngateway:\n  bootstrap_servers: [\"k1:9092\"]\n";
+        let cfg = Config::parse(&format!("{base}{ok}")).unwrap();
+        assert_eq!(cfg.backend, Backend::Gateway);
+        assert!(err("backend: gateway\ngateway:\n  bootstrap_servers: []\n")
+            .contains("gateway.bootstrap_servers"));
+        assert!(
+            err("backend: gateway\ngateway:\n  bootstrap_servers: [\"k1\"]\n")
+                .contains("gateway.bootstrap_servers[0]")
+        );
+        let sasl = "backend: gateway\ngateway:\n  bootstrap_servers: [\"k1:9092\"]\n  security_protocol: SASL_PLAINTEXT\n";
+        assert!(err(sasl).contains("service credential"));
+        assert!(err(&format!("{sasl}  sasl: {{username: svc}}\n")).contains("password"));
+        assert!(Config::parse(&format!(
+            "{base}{sasl}  sasl: {{username: svc, password: pw}}\n"
+        ))
+        .is_ok());
+        let ssl = "backend: gateway\ngateway:\n  bootstrap_servers: [\"k1:9092\"]\n  security_protocol: SSL\n";
+        assert!(err(ssl).contains("ca_file"));
+        assert!(err(&format!(
+            "{ssl}  tls: {{ca_file: ca.pem, cert_file: c.pem}}\n"
+        ))
+        .contains("key_file"));
+        assert!(err(&format!("{ok}  passwrd: x\n")).contains("passwrd"));
+        assert!(err("gateway:\n  bootstrap_servers: [\"k1:9092\"]\n").contains("backend: gateway"));
+        assert!(err(&format!("{ok}audit:\n  topic: __audit\n")).contains("audit.topic"));
+    }
+
+    #[test]
     fn listener_list_syntax() {
         let l =
             ListenerConfig::parse_list("PLAINTEXT://127.0.0.1:0, PLAINTEXT://[::1]:9092").unwrap();

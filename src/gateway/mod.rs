@@ -153,9 +153,13 @@ impl Gateway {
             policy::Plan::Forward { body, changed, fix } => (body, changed, fix),
         };
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
-        let request = if changed {
+        let reencoded;
+        let request: &[u8] = if changed {
             match encode_request(ctx, &body) {
-                Ok(b) => b,
+                Ok(b) => {
+                    reencoded = b;
+                    &reencoded
+                }
                 Err(e) => {
                     return Forwarded {
                         outcome: Outcome::Close(format!("cannot re-encode {:?}: {e}", ctx.api)),
@@ -164,11 +168,8 @@ impl Gateway {
                 }
             }
         } else {
-            frame
-                .try_into_mut()
-                .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+            &frame
         };
-        drop(body);
         let target = ctx
             .listener
             .upstream_node
@@ -183,16 +184,29 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                // Clients treat a closed connection as a broker failure:
-                // they refresh metadata and retry, which is what an
-                // unreachable upstream broker calls for.
                 tracing::warn!(api = ?ctx.api, ?target, "upstream request failed: {e}");
-                return Forwarded {
-                    outcome: Outcome::Close(format!("upstream unavailable: {e}")),
-                    response: None,
+                // The retriable error a client expects from a broker that
+                // lost leadership or a coordinator that went away; where
+                // there is none, a closed connection (clients reconnect and
+                // refresh metadata).
+                return match policy::unavailable(&body) {
+                    Some(resp) => Forwarded {
+                        outcome: crate::api::encode_response(
+                            ctx.api,
+                            ctx.version,
+                            ctx.header.correlation_id,
+                            &resp,
+                        ),
+                        response: Some(resp),
+                    },
+                    None => Forwarded {
+                        outcome: Outcome::Close(format!("upstream unavailable: {e}")),
+                        response: None,
+                    },
                 };
             }
         };
+        drop(body);
         let rewrites = matches!(
             ctx.api,
             ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster

@@ -172,13 +172,12 @@ impl Pool {
     pub async fn forward(
         &self,
         target: Target,
-        frame: BytesMut,
+        frame: &[u8],
         expect_response: bool,
     ) -> Result<Option<BytesMut>, UpstreamError> {
         let timeout = self.link.request_timeout();
         let mut lease = self.lease(target).await?;
-        let first =
-            tokio::time::timeout(timeout, lease.forward(frame.clone(), expect_response)).await;
+        let first = tokio::time::timeout(timeout, lease.forward(frame, expect_response)).await;
         match first {
             Ok(Ok(r)) => {
                 lease.release();
@@ -254,7 +253,7 @@ impl Lease {
 
     async fn forward(
         &mut self,
-        frame: BytesMut,
+        frame: &[u8],
         expect_response: bool,
     ) -> Result<Option<BytesMut>, UpstreamError> {
         let Some(conn) = self.conn.as_mut() else {

@@ -178,3 +178,20 @@ impl GatewaySettings {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_password_never_shows_in_debug_output() {
+        let s = UpstreamSasl {
+            mechanism: scram(),
+            username: "svc".into(),
+            password: Some("hunter2-secret".into()),
+            password_file: None,
+        };
+        let shown = format!("{s:?}");
+        assert!(shown.contains("svc") && !shown.contains("hunter2"), "{shown}");
+    }
+}

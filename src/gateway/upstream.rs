@@ -37,8 +37,8 @@ pub enum UpstreamError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("upstream TLS settings: {0}")]
-    TlsSettings(String),
+    #[error("{0}")]
+    Settings(String),
     #[error("upstream connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("upstream timed out after {0:?}")]
@@ -86,7 +86,7 @@ impl Link {
                 (Some(p), _) => p.clone(),
                 (None, Some(f)) => std::fs::read_to_string(f)
                     .map_err(|e| {
-                        UpstreamError::TlsSettings(format!(
+                        UpstreamError::Settings(format!(
                             "cannot read gateway.sasl.password_file {}: {e}",
                             f.display()
                         ))
@@ -154,7 +154,7 @@ impl Link {
                         .unwrap_or_default(),
                 };
                 let name = ServerName::try_from(host.clone())
-                    .map_err(|e| UpstreamError::TlsSettings(format!("server name {host}: {e}")))?;
+                    .map_err(|e| UpstreamError::Settings(format!("server name {host}: {e}")))?;
                 let tls = c
                     .connect(name, tcp)
                     .await
@@ -196,13 +196,9 @@ impl Link {
 fn connector(
     t: &super::settings::UpstreamTls,
 ) -> Result<tokio_rustls::TlsConnector, UpstreamError> {
-    let bad = |m: String| UpstreamError::TlsSettings(m);
-    let pem = std::fs::read(&t.ca_file).map_err(|e| {
-        bad(format!(
-            "cannot read gateway.tls.ca_file {}: {e}",
-            t.ca_file.display()
-        ))
-    })?;
+    let bad = |m: String| UpstreamError::Settings(format!("gateway.tls: {m}"));
+    let pem = std::fs::read(&t.ca_file)
+        .map_err(|e| bad(format!("cannot read ca_file {}: {e}", t.ca_file.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         let c = c.map_err(|e| bad(format!("{}: {e}", t.ca_file.display())))?;
@@ -302,7 +298,7 @@ impl UpstreamConn {
     /// when the request expects no response (Produce acks=0).
     pub async fn forward(
         &mut self,
-        mut frame: BytesMut,
+        frame: &[u8],
         expect_response: bool,
     ) -> Result<Option<BytesMut>, UpstreamError> {
         if frame.len() < 8 {
@@ -312,11 +308,14 @@ impl UpstreamConn {
         }
         let client_corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let corr = self.take_corr();
-        frame[4..8].copy_from_slice(&corr.to_be_bytes());
-        self.stream
-            .write_all(&(frame.len() as i32).to_be_bytes())
-            .await?;
-        self.stream.write_all(&frame).await?;
+        // Size, api key and version, our correlation id; then the client's
+        // bytes as they came, without copying them.
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&(frame.len() as i32).to_be_bytes());
+        head[4..8].copy_from_slice(&frame[..4]);
+        head[8..].copy_from_slice(&corr.to_be_bytes());
+        let mut out = bytes::Buf::chain(&head[..], &frame[8..]);
+        self.stream.write_all_buf(&mut out).await?;
         self.stream.flush().await?;
         if !expect_response {
             return Ok(None);

@@ -8,6 +8,9 @@ mod data;
 mod groups;
 mod metadata;
 mod txn;
+mod unavailable;
+
+pub use unavailable::unavailable;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
