@@ -43,6 +43,9 @@ pub enum Outcome {
     Close(String),
     /// Send the answer (e.g. an authentication failure), then close.
     RespondThenClose(Bytes, String),
+    /// The answer comes later (acks=all produce waiting for fsync); the
+    /// connection goes on reading and keeps responses in request order.
+    Deferred(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>),
 }
 
 /// Peeks api key, version and correlation id without decoding the rest.
@@ -162,6 +165,28 @@ pub async fn handle_frame(
         flush_audit(broker, &ctx, fwd.response.as_ref()).await;
         return fwd.outcome;
     }
+    if let RequestKind::Produce(r) = body {
+        return match produce::handle(&ctx, r) {
+            produce::Produced::Nothing => {
+                flush_audit(broker, &ctx, None).await;
+                Outcome::Silent
+            }
+            produce::Produced::Now(r) => {
+                let resp = ResponseKind::Produce(r);
+                flush_audit(broker, &ctx, Some(&resp)).await;
+                encode_response(api, version, correlation_id, &resp)
+            }
+            produce::Produced::Durable(pending) => {
+                // Allowed writes are recorded as appended; a later fsync
+                // failure reaches the client, not the audit record.
+                flush_audit(broker, &ctx, None).await;
+                Outcome::Deferred(Box::pin(async move {
+                    let resp = ResponseKind::Produce(pending.await);
+                    encode_response(api, version, correlation_id, &resp)
+                }))
+            }
+        };
+    }
     let resp = dispatch(&ctx, body).await;
     flush_audit(broker, &ctx, resp.as_ref()).await;
     match resp {
@@ -207,7 +232,6 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
         }
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r)),
         RequestKind::DeleteRecords(r) => {

@@ -21,7 +21,20 @@ struct Pending {
     end_offset: i64,
 }
 
-pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+/// What a Produce request leads to.
+pub enum Produced {
+    /// acks=0: no response at all.
+    Nothing,
+    Now(ProduceResponse),
+    /// acks=all: the records are appended; the answer comes once they are
+    /// durable. The connection reads (and appends) the client's next
+    /// requests meanwhile, so in-flight requests share fsyncs.
+    Durable(std::pin::Pin<Box<dyn std::future::Future<Output = ProduceResponse> + Send>>),
+}
+
+/// Appends in request order (the caller handles one request at a time, so
+/// a connection's batches reach each partition in the order sent).
+pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
     let acks = req.acks;
     let logs = &ctx.broker.logs;
     let valid_acks = matches!(acks, -1..=1);
@@ -136,13 +149,19 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
     }
     logs.notify_appended();
 
-    if !pending.is_empty() {
-        // Ask every flusher first so the partitions fsync in parallel.
-        for p in &pending {
-            p.partition.request_flush();
-        }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    if acks == 0 {
+        return Produced::Nothing;
+    }
+    if pending.is_empty() {
+        return Produced::Now(ProduceResponse::default().with_responses(topics));
+    }
+    // Ask every flusher first so the partitions fsync in parallel.
+    for p in &pending {
+        p.partition.request_flush();
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Produced::Durable(Box::pin(async move {
         for p in &pending {
             let outcome =
                 tokio::time::timeout_at(deadline, p.partition.wait_durable(p.end_offset)).await;
@@ -154,11 +173,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Option<Pro
             let r = &mut topics[p.topic_idx].partition_responses[p.part_idx];
             r.error_code = code;
         }
-    }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(topics))
+        ProduceResponse::default().with_responses(topics)
+    }))
 }
 
 fn is_internal_topic(name: &str) -> bool {

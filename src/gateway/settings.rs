@@ -192,6 +192,9 @@ mod tests {
             password_file: None,
         };
         let shown = format!("{s:?}");
-        assert!(shown.contains("svc") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("svc") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

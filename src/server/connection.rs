@@ -1,11 +1,16 @@
 //! One client connection: read a frame, handle it, write the response, in
-//! order. Kafka processes a connection's requests one at a time, so clients
-//! rely on responses arriving in request order.
+//! order. Requests are handled one at a time, in the order sent (Kafka's
+//! rule, which idempotent producers and group members rely on); only the
+//! wait for an acks=all produce's fsync may overlap with the requests that
+//! follow it, and responses still leave in request order.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::task::JoinHandle;
 
 use crate::api::{self, Outcome};
 use crate::broker::Broker;
@@ -13,6 +18,17 @@ use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
 use super::BoundListener;
+
+/// Responses a connection may owe at once; beyond this it stops reading.
+/// librdkafka keeps up to 5 produce requests in flight per connection for
+/// idempotent producers.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// A response owed to the client, in request order.
+enum Owed {
+    Ready(Outcome),
+    Later(JoinHandle<Outcome>),
+}
 
 pub async fn serve<S>(
     stream: S,
@@ -27,62 +43,118 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut frames = FrameReader::new(broker.config.max_request_size);
     let mut stopping = broker.shutdown.subscribe();
-    loop {
+    let mut owed: VecDeque<Owed> = VecDeque::new();
+    let end = loop {
         if *stopping.borrow_and_update() {
-            return closed(&session, "broker shutting down");
+            break "broker shutting down".to_string();
         }
+        let may_read = owed.len() < MAX_IN_FLIGHT;
+        // The oldest owed response, once it is ready.
+        let front = async {
+            match owed.front_mut() {
+                Some(Owed::Later(h)) => h
+                    .await
+                    .unwrap_or_else(|e| Outcome::Close(format!("request handler failed: {e}"))),
+                _ => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
-            r = frames.read(&mut rd) => r,
-            _ = stopping.changed() => return closed(&session, "broker shutting down"),
-        };
-        let frame = match read {
-            Ok(f) => f,
-            Err(FrameError::Closed) => return closed(&session, "client closed the connection"),
-            Err(FrameError::Io(e)) => {
-                // Peers hang up in many ways; not worth more than debug.
-                tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
-                return closed(&session, &format!("connection ended: {e}"));
+            biased;
+            outcome = front => {
+                owed.pop_front();
+                owed.push_front(Owed::Ready(outcome));
+                None
             }
-            Err(e) => {
-                tracing::info!(%peer, listener = %listener.name, "closing connection: {e}");
-                return closed(&session, &e.to_string());
-            }
+            r = frames.read(&mut rd), if may_read => Some(r),
+            _ = stopping.changed() => break "broker shutting down".to_string(),
         };
-        let outcome = if session.expects_raw_token() {
-            // SaslHandshake v0: SCRAM messages arrive as bare tokens.
-            api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame).await
-        } else {
-            api::handle_frame(&broker, &listener, peer, &mut session, frame).await
-        };
-        match outcome {
-            Outcome::RespondThenClose(bytes, reason) => {
-                let _ = wr.write_all(&bytes).await;
-                let _ = wr.flush().await;
-                // KIP-306: hold the connection briefly so the client reads the
-                // error before it sees the close (and a retry storm slows).
-                let delay = broker.config.sasl.failed_authentication_delay_ms;
-                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-                tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
-                let _ = wr.shutdown().await;
-                return closed(&session, &reason);
-            }
-            Outcome::Respond(bytes) => {
-                if let Err(e) = wr.write_all(&bytes).await {
-                    tracing::debug!(%peer, "write failed: {e}");
-                    return closed(&session, &format!("write failed: {e}"));
+        if let Some(read) = read {
+            let frame = match read {
+                Ok(f) => f,
+                Err(FrameError::Closed) => break "client closed the connection".to_string(),
+                Err(FrameError::Io(e)) => {
+                    // Peers hang up in many ways; not worth more than debug.
+                    tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
+                    break format!("connection ended: {e}");
                 }
+                Err(e) => {
+                    tracing::info!(%peer, listener = %listener.name, "closing connection: {e}");
+                    break e.to_string();
+                }
+            };
+            let outcome = if session.expects_raw_token() {
+                // SaslHandshake v0: SCRAM messages arrive as bare tokens.
+                api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame).await
+            } else {
+                api::handle_frame(&broker, &listener, peer, &mut session, frame).await
+            };
+            owed.push_back(match outcome {
+                Outcome::Deferred(later) => Owed::Later(tokio::spawn(later)),
+                ready => Owed::Ready(ready),
+            });
+        }
+        // Send everything that is ready and has its turn.
+        let mut ended = None;
+        while matches!(owed.front(), Some(Owed::Ready(_))) {
+            let Some(Owed::Ready(o)) = owed.pop_front() else {
+                break;
+            };
+            if let Err(reason) = deliver(&broker, &listener, peer, &mut wr, o).await {
+                ended = Some(reason);
+                break;
             }
-            Outcome::Silent => {}
-            Outcome::Close(reason) => {
-                tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
-                let _ = wr.shutdown().await;
-                return closed(&session, &reason);
-            }
+        }
+        if let Some(reason) = ended {
+            break reason;
+        }
+    };
+    (session.principal().to_string(), end)
+}
+
+/// Writes one outcome. `Err(reason)` when the connection must end.
+async fn deliver<S: AsyncWrite>(
+    broker: &Broker,
+    listener: &BoundListener,
+    peer: SocketAddr,
+    wr: &mut WriteHalf<S>,
+    outcome: Outcome,
+) -> Result<(), String> {
+    match outcome {
+        Outcome::RespondThenClose(bytes, reason) => {
+            let _ = wr.write_all(&bytes).await;
+            let _ = wr.flush().await;
+            // KIP-306: hold the connection briefly so the client reads the
+            // error before it sees the close (and a retry storm slows).
+            let delay = broker.config.sasl.failed_authentication_delay_ms;
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
+            let _ = wr.shutdown().await;
+            Err(reason)
+        }
+        Outcome::Respond(bytes) => write(wr, peer, bytes).await,
+        Outcome::Silent => Ok(()),
+        Outcome::Close(reason) => {
+            tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
+            let _ = wr.shutdown().await;
+            Err(reason)
+        }
+        // Deferred outcomes are spawned before they get here.
+        Outcome::Deferred(later) => {
+            Box::pin(deliver(broker, listener, peer, wr, later.await)).await
         }
     }
 }
 
-/// (principal, reason) for the connection-closed audit record.
-fn closed(session: &Session, reason: &str) -> (String, String) {
-    (session.principal().to_string(), reason.to_string())
+async fn write<S: AsyncWrite>(
+    wr: &mut WriteHalf<S>,
+    peer: SocketAddr,
+    bytes: Bytes,
+) -> Result<(), String> {
+    match wr.write_all(&bytes).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!(%peer, "write failed: {e}");
+            Err(format!("write failed: {e}"))
+        }
+    }
 }
