@@ -9,16 +9,69 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::model::{Operation, PatternType, Permission, ResourceType, Rule, WILDCARD};
+use rustc_hash::FxHasher;
+
+use super::model::{HostMatch, Operation, PatternType, Permission, ResourceType, Rule, WILDCARD};
+
+/// Resource and principal names are short and not attacker-chosen keys
+/// of a long-lived table an attacker could flood: a fast hash is fine.
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Principal id of `User:*`; other principals are numbered from 1.
+const ANY_PRINCIPAL: u32 = 0;
+/// Principal id of a principal that no rule names.
+const UNNAMED_PRINCIPAL: u32 = u32::MAX;
+
+/// A rule as the hot path needs it, stored in the index itself so a
+/// decision reads contiguous memory and touches the full rule only for
+/// host checks.
+#[derive(Clone, Copy)]
+struct Entry {
+    principal: u32,
+    rule: u32,
+    /// Operations this rule decides (bit = wire code): what an ALLOW
+    /// grants including implied ones, or what a DENY covers.
+    ops: u16,
+    deny: bool,
+    any_host: bool,
+}
+
+fn op_bit(op: Operation) -> u16 {
+    1 << op.code()
+}
+
+impl Entry {
+    fn new(id: u32, principal: u32, r: &Rule) -> Entry {
+        let deny = r.permission == Permission::Deny;
+        let ops = Operation::ALL
+            .iter()
+            .filter(|w| {
+                if deny {
+                    r.operation.deny_covers(**w)
+                } else {
+                    r.operation.allow_grants(**w)
+                }
+            })
+            .fold(0u16, |m, w| m | op_bit(*w));
+        Entry {
+            principal,
+            rule: id,
+            ops,
+            deny,
+            any_host: r.host == HostMatch::Any,
+        }
+    }
+}
 
 #[derive(Default)]
 struct TypeIndex {
-    literal: HashMap<String, Vec<u32>>,
-    wildcard: Vec<u32>,
-    prefixed: HashMap<String, Vec<u32>>,
+    literal: FastMap<Box<str>, Vec<Entry>>,
+    wildcard: Vec<Entry>,
+    prefixed: FastMap<Box<str>, Vec<Entry>>,
     /// Distinct lengths of prefixed names, ascending.
     prefix_lengths: Vec<usize>,
 }
@@ -27,6 +80,7 @@ struct TypeIndex {
 pub struct AclSet {
     rules: Vec<Rule>,
     by_type: [TypeIndex; 4],
+    principals: FastMap<Box<str>, u32>,
     pub super_users: Vec<String>,
     pub allow_everyone_if_no_acl_found: bool,
 }
@@ -74,17 +128,35 @@ pub struct Decision {
 impl AclSet {
     pub fn new(rules: Vec<Rule>, super_users: Vec<String>, allow_everyone: bool) -> AclSet {
         let mut by_type: [TypeIndex; 4] = Default::default();
+        let mut principals: FastMap<Box<str>, u32> = FastMap::default();
+        principals.insert("User:*".into(), ANY_PRINCIPAL);
         for (i, r) in rules.iter().enumerate() {
+            let pid = match principals.get(r.principal.as_str()) {
+                Some(id) => *id,
+                None => {
+                    let id = principals.len() as u32;
+                    principals.insert(r.principal.as_str().into(), id);
+                    id
+                }
+            };
+            let e = Entry::new(i as u32, pid, r);
             let ix = &mut by_type[slot(r.resource_type)];
-            let id = i as u32;
             match r.pattern {
-                PatternType::Literal if r.name == WILDCARD => ix.wildcard.push(id),
-                PatternType::Literal => ix.literal.entry(r.name.clone()).or_default().push(id),
-                PatternType::Prefixed => ix.prefixed.entry(r.name.clone()).or_default().push(id),
+                PatternType::Literal if r.name == WILDCARD => ix.wildcard.push(e),
+                PatternType::Literal => ix
+                    .literal
+                    .entry(r.name.as_str().into())
+                    .or_default()
+                    .push(e),
+                PatternType::Prefixed => ix
+                    .prefixed
+                    .entry(r.name.as_str().into())
+                    .or_default()
+                    .push(e),
             }
         }
         for ix in &mut by_type {
-            let mut lens: Vec<usize> = ix.prefixed.keys().map(String::len).collect();
+            let mut lens: Vec<usize> = ix.prefixed.keys().map(|k| k.len()).collect();
             lens.sort_unstable();
             lens.dedup();
             ix.prefix_lengths = lens;
@@ -92,6 +164,7 @@ impl AclSet {
         AclSet {
             rules,
             by_type,
+            principals,
             super_users,
             allow_everyone_if_no_acl_found: allow_everyone,
         }
@@ -113,19 +186,14 @@ impl AclSet {
         self.rules.is_empty()
     }
 
-    /// Calls `f` with every rule whose resource pattern matches; stops
-    /// early when `f` returns true.
-    fn for_each_candidate<'a>(
-        &'a self,
-        rt: ResourceType,
-        name: &str,
-        mut f: impl FnMut(&'a Rule) -> bool,
-    ) {
+    /// Calls `f` with every index entry whose resource pattern matches;
+    /// stops early when `f` returns true.
+    fn for_each_candidate(&self, rt: ResourceType, name: &str, mut f: impl FnMut(&Entry) -> bool) {
         let ix = &self.by_type[slot(rt)];
         let lists = [ix.literal.get(name), Some(&ix.wildcard)];
         for list in lists.into_iter().flatten() {
-            for &id in list {
-                if f(&self.rules[id as usize]) {
+            for e in list {
+                if f(e) {
                     return;
                 }
             }
@@ -138,13 +206,26 @@ impl AclSet {
                 continue;
             };
             if let Some(list) = ix.prefixed.get(prefix) {
-                for &id in list {
-                    if f(&self.rules[id as usize]) {
+                for e in list {
+                    if f(e) {
                         return;
                     }
                 }
             }
         }
+    }
+
+    fn principal_id(&self, principal: &str) -> u32 {
+        self.principals
+            .get(principal)
+            .copied()
+            .unwrap_or(UNNAMED_PRINCIPAL)
+    }
+
+    /// Does the entry's rule apply to this principal and host?
+    fn applies(&self, e: &Entry, pid: u32, host: IpAddr) -> bool {
+        (e.principal == pid || e.principal == ANY_PRINCIPAL)
+            && (e.any_host || self.rules[e.rule as usize].host.matches(host))
     }
 
     /// Does any allow rule grant `op` on some resource of type `rt` (and no
@@ -198,28 +279,25 @@ impl AclSet {
                 reason: Reason::SuperUser,
             };
         }
-        let who = |r: &Rule| {
-            (r.principal == principal || r.principal == "User:*") && r.host.matches(host)
-        };
+        let pid = self.principal_id(principal);
+        let bit = op_bit(op);
         let mut deny: Option<&Rule> = None;
         let mut allow: Option<&Rule> = None;
         let mut any_rule = false;
-        self.for_each_candidate(rt, name, |r| {
+        self.for_each_candidate(rt, name, |e| {
             any_rule = true;
-            if !who(r) {
+            if e.ops & bit == 0 || !self.applies(e, pid, host) {
                 return false;
             }
-            match r.permission {
-                Permission::Deny if r.operation.deny_covers(op) => {
-                    deny = Some(r);
-                    true
-                }
-                Permission::Allow if allow.is_none() && r.operation.allow_grants(op) => {
-                    allow = Some(r);
-                    false
-                }
-                _ => false,
+            let r = &self.rules[e.rule as usize];
+            if e.deny {
+                deny = Some(r);
+                return true;
             }
+            if allow.is_none() {
+                allow = Some(r);
+            }
+            false
         });
         if let Some(r) = deny {
             return Decision {
@@ -257,14 +335,16 @@ impl AclSet {
         if self.is_super_user(principal) {
             return true;
         }
+        let pid = self.principal_id(principal);
+        let bit = op_bit(op);
         let (mut denied, mut allowed, mut any) = (false, false, false);
-        self.for_each_candidate(rt, name, |r| {
+        self.for_each_candidate(rt, name, |e| {
             any = true;
-            if (r.principal == principal || r.principal == "User:*") && r.host.matches(host) {
-                match r.permission {
-                    Permission::Deny if r.operation.deny_covers(op) => denied = true,
-                    Permission::Allow if r.operation.allow_grants(op) => allowed = true,
-                    _ => {}
+            if e.ops & bit != 0 && self.applies(e, pid, host) {
+                if e.deny {
+                    denied = true;
+                } else {
+                    allowed = true;
                 }
             }
             denied

@@ -16,6 +16,7 @@
 //! `cluster`), and optional `hosts` (IP, CIDR or `*`; default `*`). Errors
 //! name the entry's line.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -53,33 +54,33 @@ struct FileModel {
     #[serde(default)]
     allow_everyone_if_no_acl_found: bool,
     #[serde(default)]
-    rules: Option<Vec<Entry>>,
+    rules: Option<Vec<Entry<'static>>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
+struct Entry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    allow: Option<String>,
+    allow: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    deny: Option<String>,
-    operations: Vec<String>,
+    deny: Option<Cow<'a, str>>,
+    operations: Vec<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<String>,
+    topic: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    topic_prefix: Option<String>,
+    topic_prefix: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
+    group: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    group_prefix: Option<String>,
+    group_prefix: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    transactional_id: Option<String>,
+    transactional_id: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    transactional_id_prefix: Option<String>,
+    transactional_id_prefix: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<String>,
+    cluster: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    hosts: Option<Vec<String>>,
+    hosts: Option<Vec<Cow<'a, str>>>,
 }
 
 /// The parsed file: the rules and the one global switch.
@@ -115,7 +116,7 @@ fn entry_lines(text: &str) -> Vec<usize> {
     out
 }
 
-fn entry_to_rules(e: Entry) -> Result<Vec<Rule>, String> {
+fn entry_to_rules(e: Entry<'_>) -> Result<Vec<Rule>, String> {
     let (permission, principal) = match (e.allow, e.deny) {
         (Some(p), None) => (Permission::Allow, p),
         (None, Some(p)) => (Permission::Deny, p),
@@ -140,7 +141,7 @@ fn entry_to_rules(e: Entry) -> Result<Vec<Rule>, String> {
         ),
         (e.cluster, ResourceType::Cluster, PatternType::Literal),
     ];
-    let mut named: Vec<(String, ResourceType, PatternType)> = resources
+    let mut named: Vec<(Cow<'_, str>, ResourceType, PatternType)> = resources
         .into_iter()
         .filter_map(|(n, rt, pt)| n.map(|n| (n, rt, pt)))
         .collect();
@@ -165,24 +166,37 @@ fn entry_to_rules(e: Entry) -> Result<Vec<Rule>, String> {
         .iter()
         .map(|o| o.parse::<Operation>().map_err(|e| e.0))
         .collect::<Result<Vec<_>, _>>()?;
-    let hosts = e
-        .hosts
-        .unwrap_or_else(|| vec!["*".into()])
-        .iter()
-        .map(|h| h.parse::<HostMatch>().map_err(|e| e.0))
-        .collect::<Result<Vec<_>, _>>()?;
+    let hosts = match e.hosts {
+        None => vec![HostMatch::Any],
+        Some(hs) => hs
+            .iter()
+            .map(|h| h.parse::<HostMatch>().map_err(|e| e.0))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     if hosts.is_empty() {
         return Err("`hosts` must not be empty (omit it for all hosts)".into());
     }
-    let mut out = Vec::with_capacity(ops.len() * hosts.len());
+    let (mut principal, mut name) = (principal.into_owned(), name.into_owned());
+    let total = ops.len() * hosts.len();
+    let mut out = Vec::with_capacity(total);
     for &host in &hosts {
         for &operation in &ops {
+            // The last rule takes the strings; the others copy them.
+            let last = out.len() + 1 == total;
             out.push(Rule {
-                principal: principal.clone(),
+                principal: if last {
+                    std::mem::take(&mut principal)
+                } else {
+                    principal.clone()
+                },
                 host,
                 resource_type,
                 pattern,
-                name: name.clone(),
+                name: if last {
+                    std::mem::take(&mut name)
+                } else {
+                    name.clone()
+                },
                 operation,
                 permission,
             });
@@ -224,8 +238,18 @@ impl AclFile {
     /// The parsed file from its rules: duplicates dropped (they add
     /// nothing; the first is kept) and the leading comments kept for rewrites.
     fn assemble(text: &str, mut rules: Vec<Rule>, allow_everyone: bool) -> AclFile {
-        let mut seen = std::collections::HashSet::with_capacity(rules.len());
-        rules.retain(|r| seen.insert(r.clone()));
+        let keep: Vec<bool> = {
+            let mut seen: std::collections::HashSet<
+                &Rule,
+                std::hash::BuildHasherDefault<rustc_hash::FxHasher>,
+            > = std::collections::HashSet::with_capacity_and_hasher(
+                rules.len(),
+                Default::default(),
+            );
+            rules.iter().map(|r| seen.insert(r)).collect()
+        };
+        let mut keep = keep.into_iter();
+        rules.retain(|_| keep.next().unwrap_or(true));
         let header: String = text
             .lines()
             .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
@@ -242,12 +266,11 @@ impl AclFile {
     /// text is in any other form (the YAML parser then decides).
     fn parse_fast(text: &str, path: &str) -> Option<Result<AclFile, AclFileError>> {
         let fast = super::fast_parse::parse(text)?;
-        let mut entries = Vec::with_capacity(fast.entries.len());
+        let mut rules = Vec::with_capacity(fast.entries.len());
         for (line, kv) in fast.entries {
             let mut e = Entry::default();
             for (k, mut v) in kv {
-                let one = |v: &mut Vec<String>| if v.len() == 1 { v.pop() } else { None };
-                let slot = match k.as_str() {
+                let slot = match &*k {
                     "operations" => {
                         e.operations = v;
                         continue;
@@ -267,15 +290,11 @@ impl AclFile {
                     "cluster" => &mut e.cluster,
                     _ => return None,
                 };
-                if slot.is_some() {
+                if slot.is_some() || v.len() != 1 {
                     return None;
                 }
-                *slot = Some(one(&mut v)?);
+                *slot = v.pop();
             }
-            entries.push((line, e));
-        }
-        let mut rules = Vec::with_capacity(entries.len());
-        for (line, e) in entries {
             match entry_to_rules(e) {
                 Ok(r) => rules.extend(r),
                 Err(message) => {
