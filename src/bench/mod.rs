@@ -168,6 +168,55 @@ fn client(addr: &str, secure: bool, dir: &Path, password: &str) -> ClientConfig 
     c
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// CPU the broker and this process (the clients) used while `f` ran.
+struct CpuSplit {
+    broker: f64,
+    clients: f64,
+    wall: f64,
+}
+
+impl CpuSplit {
+    async fn measure<T, F: std::future::Future<Output = T>>(
+        broker_pid: u32,
+        f: F,
+    ) -> (T, CpuSplit) {
+        let b = broker_pid.to_string();
+        let (b0, c0, t0) = (cpu_secs(&b), cpu_secs("self"), std::time::Instant::now());
+        let out = f.await;
+        let split = CpuSplit {
+            broker: cpu_secs(&b) - b0,
+            clients: cpu_secs("self") - c0,
+            wall: t0.elapsed().as_secs_f64(),
+        };
+        (out, split)
+    }
+
+    /// "broker 0.93 cores, clients 1.02 cores": who had the two cores.
+    fn line(&self) -> String {
+        let w = self.wall.max(1e-9);
+        format!(
+            "cpu: broker {:.2} cores, clients {:.2} cores",
+            self.broker / w,
+            self.clients / w
+        )
+    }
+}
+
 fn ratio(v: f64, ceiling: f64) -> String {
     if ceiling > 0.0 {
         format!("{:.2}x", v / ceiling)
@@ -282,25 +331,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (a, b) = (args.clone(), base.clone());
             tokio::task::spawn_blocking(move || kafka::produce_throughput(&a, &b, &topic, acks))
         };
-        let (mb1, r1) = run("1", t1.clone()).await??;
-        println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)", ratio(mb1, tls_ceiling));
-        let (mba, ra) = run("all", t_all.clone()).await??;
-        println!("produce acks=all:  {mba:9.1} MB/s {ra:11.0} rec/s   ratio to group-commit ceiling {}   (target >= 0.75x)", ratio(mba, gc_ceiling));
+        let pid = broker.child.id();
+        let (res, cpu) = CpuSplit::measure(pid, run("1", t1.clone())).await;
+        let (mb1, r1) = res??;
+        println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)   {}", ratio(mb1, tls_ceiling), cpu.line());
+        let (res, cpu) = CpuSplit::measure(pid, run("all", t_all.clone())).await;
+        let (mba, ra) = res??;
+        println!("produce acks=all:  {mba:9.1} MB/s {ra:11.0} rec/s   ratio to group-commit ceiling {}   (target >= 0.75x)   {}", ratio(mba, gc_ceiling), cpu.line());
         let (a, b, t) = (args.clone(), base.clone(), t1.clone());
         let n = args.records;
-        let (mbc, rc) =
-            tokio::task::spawn_blocking(move || kafka::consume_throughput(&a, &b, &t, n)).await??;
-        println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)", ratio(mbc, tls_ceiling));
+        let (consumed, cpu) = CpuSplit::measure(
+            pid,
+            tokio::task::spawn_blocking(move || kafka::consume_throughput(&a, &b, &t, n)),
+        )
+        .await;
+        let (mbc, rc) = consumed??;
+        println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)   {}", ratio(mbc, tls_ceiling), cpu.line());
         let (a, b) = (args.clone(), base.clone());
-        let (h, errs, achieved) =
-            tokio::task::spawn_blocking(move || kafka::produce_latency(&a, &b, &t_lat)).await??;
+        let (lat, cpu) = CpuSplit::measure(
+            pid,
+            tokio::task::spawn_blocking(move || kafka::produce_latency(&a, &b, &t_lat)),
+        )
+        .await;
+        let (h, errs, achieved) = lat??;
         println!(
-            "latency at {:.0} MB/s (achieved {achieved:.1}) acks=1: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} acked, {errs} failed)   (target p99 <= 2 ms, p99.9 <= 5 ms)",
+            "latency at {:.0} MB/s (achieved {achieved:.1}) acks=1: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} acked, {errs} failed)   (target p99 <= 2 ms, p99.9 <= 5 ms)   {}",
             args.latency_rate_mb,
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.value_at_quantile(0.999) as f64 / 1000.0,
-            h.len()
+            h.len(),
+            cpu.line()
         );
     }
 
@@ -312,9 +373,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             password: password.clone(),
         });
         println!("\n== connections (TCP + TLS 1.3 + SCRAM-SHA-512)");
-        let (rate, failed) =
-            connections::connects_per_second(target.clone(), 32, args.connect_secs).await?;
-        println!("full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)");
+        let (connected, cpu) = CpuSplit::measure(
+            broker.child.id(),
+            connections::connects_per_second(target.clone(), 32, args.connect_secs),
+        )
+        .await;
+        let (rate, failed) = connected?;
+        // The clients' TLS handshakes and SCRAM run on the same two cores:
+        // what one broker core serves is the broker's own cost per connect.
+        let per_connect = cpu.broker / (rate * cpu.wall).max(1.0);
+        println!(
+            "full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)   {}; broker {:.0} us CPU per connect = {:.0} connects/s per broker core",
+            cpu.line(),
+            per_connect * 1e6,
+            1.0 / per_connect.max(1e-9)
+        );
         let (per, opened) = connections::idle_memory_per_connection(
             target,
             broker.child.id(),

@@ -380,7 +380,9 @@ fn build_server_config(
         None => builder.with_no_client_auth(),
     };
     // Kafka clients do not negotiate ALPN, so none is offered.
-    Ok(builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified))))
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.ignore_client_order = true;
+    Ok(config)
 }
 
 fn read_file(path: &Path, setting: &'static str) -> Result<Vec<u8>, TlsError> {
