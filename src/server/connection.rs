@@ -150,7 +150,13 @@ async fn write<S: AsyncWrite>(
     peer: SocketAddr,
     bytes: Bytes,
 ) -> Result<(), String> {
-    match wr.write_all(&bytes).await {
+    // TLS streams may keep the tail of a large response in their record
+    // buffer until flushed; a client would wait for it forever.
+    let written = match wr.write_all(&bytes).await {
+        Ok(()) => wr.flush().await,
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::debug!(%peer, "write failed: {e}");
