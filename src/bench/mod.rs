@@ -215,6 +215,19 @@ impl CpuSplit {
             self.clients / w
         )
     }
+
+    /// The same, plus what one broker core sustains at the broker's own
+    /// cost per MB: the figure once clients have cores of their own.
+    fn line_per_mb(&self, mb_per_s: f64) -> String {
+        let mb = (mb_per_s * self.wall).max(1e-9);
+        let per_mb = self.broker / mb;
+        format!(
+            "{}; broker {:.2} ms CPU per MB = {:.0} MB/s per broker core",
+            self.line(),
+            per_mb * 1000.0,
+            1.0 / per_mb.max(1e-9)
+        )
+    }
 }
 
 fn ratio(v: f64, ceiling: f64) -> String {
@@ -334,10 +347,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let pid = broker.child.id();
         let (res, cpu) = CpuSplit::measure(pid, run("1", t1.clone())).await;
         let (mb1, r1) = res??;
-        println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)   {}", ratio(mb1, tls_ceiling), cpu.line());
+        println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)   {}", ratio(mb1, tls_ceiling), cpu.line_per_mb(mb1));
         let (res, cpu) = CpuSplit::measure(pid, run("all", t_all.clone())).await;
         let (mba, ra) = res??;
-        println!("produce acks=all:  {mba:9.1} MB/s {ra:11.0} rec/s   ratio to group-commit ceiling {}   (target >= 0.75x)   {}", ratio(mba, gc_ceiling), cpu.line());
+        println!("produce acks=all:  {mba:9.1} MB/s {ra:11.0} rec/s   ratio to group-commit ceiling {}   (target >= 0.75x)   {}", ratio(mba, gc_ceiling), cpu.line_per_mb(mba));
         let (a, b, t) = (args.clone(), base.clone(), t1.clone());
         let n = args.records;
         let (consumed, cpu) = CpuSplit::measure(
@@ -346,7 +359,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await;
         let (mbc, rc) = consumed??;
-        println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)   {}", ratio(mbc, tls_ceiling), cpu.line());
+        println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)   {}", ratio(mbc, tls_ceiling), cpu.line_per_mb(mbc));
         let (a, b) = (args.clone(), base.clone());
         let (lat, cpu) = CpuSplit::measure(
             pid,
