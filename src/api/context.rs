@@ -122,6 +122,26 @@ impl RequestContext<'_> {
         self.decide(op, rt, name)
     }
 
+    /// An idempotent producer's InitProducerId: Kafka allows it with
+    /// IDEMPOTENT_WRITE on the cluster or WRITE on any topic. A refusal is
+    /// recorded like any other.
+    pub fn may_write_idempotently(&self) -> bool {
+        let allowed = self.authorize_quiet(
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) || self.acls.any_allow(
+            self.principal,
+            self.peer.ip(),
+            Operation::Write,
+            ResourceType::Topic,
+        );
+        if !allowed {
+            self.authorize_cluster(Operation::IdempotentWrite);
+        }
+        allowed
+    }
+
     pub fn authorize_cluster(&self, op: Operation) -> bool {
         self.authorize(op, ResourceType::Cluster, CLUSTER_NAME)
     }

@@ -57,3 +57,5 @@ pub const PRODUCER_FENCED: i16 = 90;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// KIP-447: a transaction holds uncommitted offsets for the partition.
 pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+/// The request failed as a whole before this part was tried.
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;

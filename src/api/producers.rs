@@ -40,20 +40,7 @@ pub async fn init_producer_id(
             Err(code) => fail(code),
         };
     }
-    // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
-    let allowed = ctx.authorize_quiet(
-        Operation::IdempotentWrite,
-        ResourceType::Cluster,
-        crate::acl::model::CLUSTER_NAME,
-    ) || ctx.acls.any_allow(
-        ctx.principal,
-        ctx.peer.ip(),
-        Operation::Write,
-        ResourceType::Topic,
-    );
-    if !allowed {
-        // Record the refusal like any other.
-        ctx.authorize_cluster(Operation::IdempotentWrite);
+    if !ctx.may_write_idempotently() {
         return fail(errors::CLUSTER_AUTHORIZATION_FAILED);
     }
     // KIP-360: a producer that knows its id asks for the next epoch.

@@ -22,15 +22,12 @@ fn authorize_txn(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
     ctx.authorize(op, ResourceType::TransactionalId, id)
 }
 
-pub async fn add_partitions(
-    ctx: &RequestContext<'_>,
-    req: AddPartitionsToTxnRequest,
+/// AddPartitionsToTxn's per-partition answer, one code per topic.
+fn add_partitions_result(
+    topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    code_for: &dyn Fn(&str) -> i16,
 ) -> AddPartitionsToTxnResponse {
-    // v0-v3 carry one transaction at the top level (clients); v4+ batches
-    // them for brokers, which we are not.
-    let id = req.v3_and_below_transactional_id.to_string();
-    let topics = &req.v3_and_below_topics;
-    let result = |code_for: &dyn Fn(&str) -> i16| -> Vec<AddPartitionsToTxnTopicResult> {
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
         topics
             .iter()
             .map(|t| {
@@ -48,30 +45,51 @@ pub async fn add_partitions(
                             .collect(),
                     )
             })
-            .collect()
-    };
-    let respond = |r: Vec<AddPartitionsToTxnTopicResult>| {
-        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(r)
-    };
-    if !authorize_txn(ctx, Operation::Write, &id) {
-        return respond(result(&|_| errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+            .collect(),
+    )
+}
+
+/// The edge's part of AddPartitionsToTxn (embedded and gateway alike):
+/// the refusal, if the ACLs refuse. Kafka fails the whole request when one
+/// topic is denied: that topic with 29, the others "not attempted".
+pub fn add_partitions_refusal(
+    ctx: &RequestContext<'_>,
+    req: &AddPartitionsToTxnRequest,
+) -> Option<AddPartitionsToTxnResponse> {
+    let topics = &req.v3_and_below_topics;
+    if !authorize_txn(ctx, Operation::Write, &req.v3_and_below_transactional_id) {
+        return Some(add_partitions_result(topics, &|_| {
+            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        }));
     }
     let denied: Vec<String> = topics
         .iter()
         .filter(|t| !ctx.authorize_topic(Operation::Write, &t.name))
         .map(|t| t.name.to_string())
         .collect();
-    if !denied.is_empty() {
-        // Kafka fails the whole request: the denied topics with 29, the
-        // others with OPERATION_NOT_ATTEMPTED.
-        return respond(result(&|t| {
-            if denied.iter().any(|d| d == t) {
-                errors::TOPIC_AUTHORIZATION_FAILED
-            } else {
-                55
-            }
-        }));
+    if denied.is_empty() {
+        return None;
     }
+    Some(add_partitions_result(topics, &|t| {
+        if denied.iter().any(|d| d == t) {
+            errors::TOPIC_AUTHORIZATION_FAILED
+        } else {
+            errors::OPERATION_NOT_ATTEMPTED
+        }
+    }))
+}
+
+pub async fn add_partitions(
+    ctx: &RequestContext<'_>,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    // v0-v3 carry one transaction at the top level (clients); v4+ batches
+    // them for brokers, which we are not.
+    if let Some(refused) = add_partitions_refusal(ctx, &req) {
+        return refused;
+    }
+    let id = req.v3_and_below_transactional_id.to_string();
+    let topics = &req.v3_and_below_topics;
     let parts: Vec<(String, i32)> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
@@ -90,7 +108,7 @@ pub async fn add_partitions(
         Ok(()) => errors::NONE,
         Err(c) => c,
     };
-    respond(result(&|_| code))
+    add_partitions_result(topics, &|_| code)
 }
 
 pub async fn add_offsets(

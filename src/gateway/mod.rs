@@ -50,6 +50,36 @@ pub struct Forwarded {
     pub response: Option<ResponseKind>,
 }
 
+impl Forwarded {
+    fn silent() -> Forwarded {
+        Forwarded {
+            outcome: Outcome::Silent,
+            response: None,
+        }
+    }
+
+    fn close(reason: String) -> Forwarded {
+        Forwarded {
+            outcome: Outcome::Close(reason),
+            response: None,
+        }
+    }
+
+    /// An answer the gateway encodes itself (edge refusals, rewritten or
+    /// stand-in responses).
+    fn answer(ctx: &RequestContext<'_>, resp: ResponseKind) -> Forwarded {
+        Forwarded {
+            outcome: crate::api::encode_response(
+                ctx.api,
+                ctx.version,
+                ctx.header.correlation_id,
+                &resp,
+            ),
+            response: Some(resp),
+        }
+    }
+}
+
 impl Gateway {
     pub fn new(settings: &GatewaySettings) -> Result<Arc<Gateway>, UpstreamError> {
         Ok(Arc::new(Gateway {
@@ -133,23 +163,8 @@ impl Gateway {
         body: RequestKind,
     ) -> Forwarded {
         let (body, changed, fix) = match policy::plan(ctx, body) {
-            policy::Plan::Local(None) => {
-                return Forwarded {
-                    outcome: Outcome::Silent,
-                    response: None,
-                }
-            }
-            policy::Plan::Local(Some(resp)) => {
-                return Forwarded {
-                    outcome: crate::api::encode_response(
-                        ctx.api,
-                        ctx.version,
-                        ctx.header.correlation_id,
-                        &resp,
-                    ),
-                    response: Some(resp),
-                }
-            }
+            policy::Plan::Local(None) => return Forwarded::silent(),
+            policy::Plan::Local(Some(resp)) => return Forwarded::answer(ctx, resp),
             policy::Plan::Forward { body, changed, fix } => (body, changed, fix),
         };
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
@@ -160,12 +175,7 @@ impl Gateway {
                     reencoded = b;
                     &reencoded
                 }
-                Err(e) => {
-                    return Forwarded {
-                        outcome: Outcome::Close(format!("cannot re-encode {:?}: {e}", ctx.api)),
-                        response: None,
-                    }
-                }
+                Err(e) => return Forwarded::close(format!("cannot re-encode {:?}: {e}", ctx.api)),
             }
         } else {
             &frame
@@ -177,12 +187,7 @@ impl Gateway {
             .unwrap_or(Target::Any);
         let answer = match self.pool.forward(target, request, !acks0).await {
             Ok(Some(a)) => a,
-            Ok(None) => {
-                return Forwarded {
-                    outcome: Outcome::Silent,
-                    response: None,
-                }
-            }
+            Ok(None) => return Forwarded::silent(),
             Err(e) => {
                 tracing::warn!(api = ?ctx.api, ?target, "upstream request failed: {e}");
                 // The retriable error a client expects from a broker that
@@ -190,19 +195,8 @@ impl Gateway {
                 // there is none, a closed connection (clients reconnect and
                 // refresh metadata).
                 return match policy::unavailable(&body) {
-                    Some(resp) => Forwarded {
-                        outcome: crate::api::encode_response(
-                            ctx.api,
-                            ctx.version,
-                            ctx.header.correlation_id,
-                            &resp,
-                        ),
-                        response: Some(resp),
-                    },
-                    None => Forwarded {
-                        outcome: Outcome::Close(format!("upstream unavailable: {e}")),
-                        response: None,
-                    },
+                    Some(resp) => Forwarded::answer(ctx, resp),
+                    None => Forwarded::close(format!("upstream unavailable: {e}")),
                 };
             }
         };
@@ -229,10 +223,7 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(api = ?ctx.api, "undecodable upstream response: {e}");
-                return Forwarded {
-                    outcome: Outcome::Close(format!("undecodable upstream {:?} response", ctx.api)),
-                    response: None,
-                };
+                return Forwarded::close(format!("undecodable upstream {:?} response", ctx.api));
             }
         };
         if rewrites {
@@ -242,15 +233,7 @@ impl Gateway {
         if let Some(fix) = fix {
             fix(&mut resp, ctx);
         }
-        Forwarded {
-            outcome: crate::api::encode_response(
-                ctx.api,
-                ctx.version,
-                ctx.header.correlation_id,
-                &resp,
-            ),
-            response: Some(resp),
-        }
+        Forwarded::answer(ctx, resp)
     }
 
     /// Every broker address a client sees is a gateway address.

@@ -3,17 +3,12 @@
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
 };
 
-use super::{merge_into, split, Plan};
+use super::{merge_into, refusals, split, Plan};
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
 
@@ -30,26 +25,7 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
     } else {
         errors::TOPIC_AUTHORIZATION_FAILED
     };
-    let refused: Vec<TopicProduceResponse> = denied
-        .iter()
-        .map(|t| {
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(code)
-                                .with_base_offset(-1)
-                                .with_log_append_time_ms(-1)
-                                .with_log_start_offset(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let refused = refusals::produce(&denied, code);
     if allowed.is_empty() {
         if r.acks == 0 {
             return Plan::Local(None);
@@ -84,27 +60,7 @@ pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
         ctx.authorize_topic(Operation::Read, &t.topic)
     });
     changed |= !denied.is_empty();
-    let refused: Vec<FetchableTopicResponse> = denied
-        .iter()
-        .map(|t| {
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id)
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            PartitionData::default()
-                                .with_partition_index(p.partition)
-                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
-                                .with_high_watermark(-1)
-                                .with_last_stable_offset(-1)
-                                .with_log_start_offset(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let refused = refusals::fetch(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
     if allowed.is_empty() && !refused.is_empty() {
         return Plan::local(ResponseKind::Fetch(
             FetchResponse::default().with_responses(refused),
@@ -122,26 +78,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, mut r: ListOffsetsRequest) -> Plan
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         ctx.authorize_topic(Operation::Describe, &t.name)
     });
-    let refused: Vec<ListOffsetsTopicResponse> = denied
-        .iter()
-        .map(|t| {
-            ListOffsetsTopicResponse::default()
-                .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            ListOffsetsPartitionResponse::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
-                                .with_timestamp(-1)
-                                .with_offset(-1)
-                                .with_leader_epoch(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let refused = refusals::list_offsets(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
     if allowed.is_empty() && !refused.is_empty() {
         return Plan::local(ResponseKind::ListOffsets(
             ListOffsetsResponse::default().with_topics(refused),

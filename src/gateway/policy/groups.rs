@@ -4,9 +4,6 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -24,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{merge_into, split, Fixup, Plan};
+use super::{merge_into, refusals, split, Fixup, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
@@ -214,23 +211,7 @@ pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Pl
     } else {
         errors::TOPIC_AUTHORIZATION_FAILED
     };
-    let refused: Vec<OffsetCommitResponseTopic> = denied
-        .iter()
-        .map(|t| {
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let refused = refusals::offset_commit(&denied, code);
     if allowed.is_empty() && (group_denied || !refused.is_empty()) {
         return Plan::local(ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(refused),

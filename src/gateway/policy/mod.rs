@@ -7,6 +7,7 @@ mod admin;
 mod data;
 mod groups;
 mod metadata;
+mod refusals;
 mod txn;
 mod unavailable;
 

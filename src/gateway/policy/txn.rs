@@ -1,28 +1,16 @@
 //! InitProducerId and the transaction APIs.
 
-use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
-};
 use kafka_protocol::messages::describe_transactions_response::TransactionState;
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ProducerId, RequestKind, ResponseKind, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest, ProducerId,
+    RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use super::{merge_into, split, Fixup, Plan};
-use crate::acl::model::CLUSTER_NAME;
+use super::{merge_into, refusals, split, Fixup, Plan};
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
-
-/// Kafka: a topic denied in AddPartitionsToTxn fails the whole request;
-/// the other partitions are "not attempted".
-const OPERATION_NOT_ATTEMPTED: i16 = 55;
 
 fn txn_ok(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
     ctx.authorize(op, ResourceType::TransactionalId, id)
@@ -43,19 +31,7 @@ pub fn init_producer_id(ctx: &RequestContext<'_>, r: InitProducerIdRequest) -> P
         }
         return Plan::unchanged(RequestKind::InitProducerId(r));
     }
-    // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
-    let allowed = ctx.authorize_quiet(
-        Operation::IdempotentWrite,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) || ctx.acls.any_allow(
-        ctx.principal,
-        ctx.peer.ip(),
-        Operation::Write,
-        ResourceType::Topic,
-    );
-    if !allowed {
-        ctx.authorize_cluster(Operation::IdempotentWrite);
+    if !ctx.may_write_idempotently() {
         return fail(errors::CLUSTER_AUTHORIZATION_FAILED);
     }
     Plan::unchanged(RequestKind::InitProducerId(r))
@@ -63,48 +39,10 @@ pub fn init_producer_id(ctx: &RequestContext<'_>, r: InitProducerIdRequest) -> P
 
 pub fn add_partitions(ctx: &RequestContext<'_>, r: AddPartitionsToTxnRequest) -> Plan {
     // v4+ (batched, broker to broker) is not admitted by `versions`.
-    let topics = &r.v3_and_below_topics;
-    let result = |code: &dyn Fn(&str) -> i16| {
-        Plan::local(ResponseKind::AddPartitionsToTxn(
-            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-                topics
-                    .iter()
-                    .map(|t| {
-                        AddPartitionsToTxnTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_results_by_partition(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        AddPartitionsToTxnPartitionResult::default()
-                                            .with_partition_index(*p)
-                                            .with_partition_error_code(code(&t.name))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-        ))
-    };
-    if !txn_ok(ctx, Operation::Write, &r.v3_and_below_transactional_id) {
-        return result(&|_| errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    match crate::api::txn::add_partitions_refusal(ctx, &r) {
+        Some(refused) => Plan::local(ResponseKind::AddPartitionsToTxn(refused)),
+        None => Plan::unchanged(RequestKind::AddPartitionsToTxn(r)),
     }
-    let denied: Vec<String> = topics
-        .iter()
-        .filter(|t| !ctx.authorize_topic(Operation::Write, &t.name))
-        .map(|t| t.name.to_string())
-        .collect();
-    if !denied.is_empty() {
-        return result(&|t| {
-            if denied.iter().any(|d| d == t) {
-                errors::TOPIC_AUTHORIZATION_FAILED
-            } else {
-                OPERATION_NOT_ATTEMPTED
-            }
-        });
-    }
-    Plan::unchanged(RequestKind::AddPartitionsToTxn(r))
 }
 
 pub fn add_offsets(ctx: &RequestContext<'_>, r: AddOffsetsToTxnRequest) -> Plan {
@@ -132,23 +70,7 @@ pub fn txn_offset_commit(ctx: &RequestContext<'_>, mut r: TxnOffsetCommitRequest
         base.is_none() && ctx.authorize_topic(Operation::Read, &t.name)
     });
     let code = base.unwrap_or(errors::TOPIC_AUTHORIZATION_FAILED);
-    let refused: Vec<TxnOffsetCommitResponseTopic> = denied
-        .iter()
-        .map(|t| {
-            TxnOffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            TxnOffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let refused = refusals::txn_offset_commit(&denied, code);
     if allowed.is_empty() && (base.is_some() || !refused.is_empty()) {
         return Plan::local(ResponseKind::TxnOffsetCommit(
             TxnOffsetCommitResponse::default().with_topics(refused),

@@ -2,19 +2,9 @@
 //! restarting, unreachable): the retriable codes a client gets from a
 //! Kafka broker that lost leadership or a coordinator that moved.
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::*;
 
+use super::refusals;
 use crate::api::errors::COORDINATOR_NOT_AVAILABLE;
 
 /// NOT_LEADER_OR_FOLLOWER: the client refreshes metadata and retries.
@@ -25,77 +15,14 @@ pub fn unavailable(body: &RequestKind) -> Option<ResponseKind> {
     let c = COORDINATOR_NOT_AVAILABLE;
     Some(match body {
         RequestKind::Produce(r) => ResponseKind::Produce(
-            ProduceResponse::default().with_responses(
-                r.topic_data
-                    .iter()
-                    .map(|t| {
-                        TopicProduceResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partition_responses(
-                                t.partition_data
-                                    .iter()
-                                    .map(|p| {
-                                        PartitionProduceResponse::default()
-                                            .with_index(p.index)
-                                            .with_error_code(NOT_LEADER)
-                                            .with_base_offset(-1)
-                                            .with_log_append_time_ms(-1)
-                                            .with_log_start_offset(-1)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+            ProduceResponse::default().with_responses(refusals::produce(&r.topic_data, NOT_LEADER)),
         ),
         RequestKind::Fetch(r) => ResponseKind::Fetch(
-            FetchResponse::default().with_responses(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        FetchableTopicResponse::default()
-                            .with_topic(t.topic.clone())
-                            .with_topic_id(t.topic_id)
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        PartitionData::default()
-                                            .with_partition_index(p.partition)
-                                            .with_error_code(NOT_LEADER)
-                                            .with_high_watermark(-1)
-                                            .with_last_stable_offset(-1)
-                                            .with_log_start_offset(-1)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+            FetchResponse::default().with_responses(refusals::fetch(&r.topics, NOT_LEADER)),
         ),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
-            ListOffsetsResponse::default().with_topics(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        ListOffsetsTopicResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        ListOffsetsPartitionResponse::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(NOT_LEADER)
-                                            .with_timestamp(-1)
-                                            .with_offset(-1)
-                                            .with_leader_epoch(-1)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+            ListOffsetsResponse::default()
+                .with_topics(refusals::list_offsets(&r.topics, NOT_LEADER)),
         ),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
             FindCoordinatorResponse::default()
@@ -131,25 +58,7 @@ pub fn unavailable(body: &RequestKind) -> Option<ResponseKind> {
             ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(c))
         }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
-            OffsetCommitResponse::default().with_topics(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        OffsetCommitResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetCommitResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(c)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+            OffsetCommitResponse::default().with_topics(refusals::offset_commit(&r.topics, c)),
         ),
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(
             InitProducerIdResponse::default()
@@ -164,25 +73,8 @@ pub fn unavailable(body: &RequestKind) -> Option<ResponseKind> {
             ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(c))
         }
         RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
-            TxnOffsetCommitResponse::default().with_topics(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        TxnOffsetCommitResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        TxnOffsetCommitResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(c)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+            TxnOffsetCommitResponse::default()
+                .with_topics(refusals::txn_offset_commit(&r.topics, c)),
         ),
         _ => return None,
     })
