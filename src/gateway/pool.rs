@@ -25,6 +25,42 @@ struct NodePool {
     addr: Mutex<String>,
     idle: Mutex<Vec<UpstreamConn>>,
     permits: Arc<Semaphore>,
+    backoff: Mutex<Backoff>,
+}
+
+/// After a failed connect or login, new connections to that broker wait:
+/// a wrong service password must not become one upstream login attempt
+/// per client request.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<std::time::Instant>,
+    last_error: String,
+}
+
+const BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Backoff {
+    /// `Some(reason)` while connects to the broker are held back.
+    fn holding(&self) -> Option<String> {
+        self.until
+            .filter(|u| std::time::Instant::now() < *u)
+            .map(|_| self.last_error.clone())
+    }
+
+    fn failed(&mut self, e: &UpstreamError) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = BACKOFF_FIRST
+            .saturating_mul(1 << self.failures.min(6).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        self.until = Some(std::time::Instant::now() + wait);
+        self.last_error = e.to_string();
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
 }
 
 pub struct Pool {
@@ -99,6 +135,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(
                 self.link.settings().max_connections_per_broker,
             )),
+            backoff: Mutex::new(Backoff::default()),
         })
     }
 
@@ -135,6 +172,14 @@ impl Pool {
                 _permit: permit,
             });
         }
+        if let Some(reason) = node
+            .backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .holding()
+        {
+            return Err(UpstreamError::BackingOff(reason));
+        }
         let candidates: Vec<String> = if target == Target::Any {
             self.bootstrap.clone()
         } else {
@@ -144,6 +189,10 @@ impl Pool {
         for a in candidates {
             match self.link.connect(&a).await {
                 Ok((conn, versions)) => {
+                    node.backoff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .succeeded();
                     *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = versions;
                     return Ok(Lease {
                         conn: Some(conn),
@@ -163,6 +212,10 @@ impl Pool {
                 }
             }
         }
+        node.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(&last);
         Err(last)
     }
 
@@ -283,5 +336,31 @@ impl Lease {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let mut b = Backoff::default();
+        assert!(b.holding().is_none());
+        let e = UpstreamError::NoBroker;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            b.failed(&e);
+            waits.push(b.until.unwrap() - std::time::Instant::now());
+        }
+        assert!(b.holding().is_some_and(|r| r.contains("no upstream")));
+        assert!(
+            waits[0] <= BACKOFF_FIRST && waits[1] > BACKOFF_FIRST,
+            "{waits:?}"
+        );
+        assert!(waits.iter().all(|w| *w <= BACKOFF_MAX), "{waits:?}");
+        assert!(waits[9] > BACKOFF_MAX / 2, "{waits:?}");
+        b.succeeded();
+        assert!(b.holding().is_none());
     }
 }

@@ -55,17 +55,8 @@ pub enum UpstreamError {
     Scram(#[from] ScramClientError),
     #[error("no upstream broker reachable")]
     NoBroker,
-}
-
-impl UpstreamError {
-    /// True when the connection never carried the request (safe to retry
-    /// on a fresh connection).
-    pub fn before_request(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. } | UpstreamError::NoBroker
-        )
-    }
+    #[error("not reconnecting yet after: {0}")]
+    BackingOff(String),
 }
 
 /// How every upstream connection is made.
