@@ -1650,6 +1650,7 @@ fn wrong_service_password_fails_closed_and_gateway_keeps_running() {
             ..Opts::default()
         },
     );
+    let started = Instant::now();
     // The topic exists upstream (created directly).
     create_topic(&t.up_config(), "gw-svc-bad", 1);
 
@@ -1694,6 +1695,18 @@ fn wrong_service_password_fails_closed_and_gateway_keeps_running() {
         t.gw.is_running(),
         "the gateway exited; log:\n{}",
         tail(&t.gw.log(), 40)
+    );
+    let refused = audit_records(&t.up_audit)
+        .iter()
+        .filter(|r| {
+            is(r, "event", "authentication")
+                && is(r, "user", SERVICE_USER)
+                && is(r, "decision", "failure")
+        })
+        .count();
+    eprintln!(
+        "the upstream refused gateway-svc {refused} times in {:.1?}",
+        started.elapsed()
     );
     // It still authenticates its clients itself.
     wait_audit(&t.gw_audit, "alice's login at the gateway", |r| {

@@ -84,9 +84,26 @@ where
             };
             let outcome = if session.expects_raw_token() {
                 // SaslHandshake v0: SCRAM messages arrive as bare tokens.
-                api::sasl::raw_token(&broker, &listener, peer, &mut session, &frame).await
+                Box::pin(api::sasl::raw_token(
+                    &broker,
+                    &listener,
+                    peer,
+                    &mut session,
+                    &frame,
+                ))
+                .await
             } else {
-                api::handle_frame(&broker, &listener, peer, &mut session, frame).await
+                // Boxed: the handler's state (the largest of every API's
+                // future) then exists only while a request is in progress,
+                // not in every idle connection's task.
+                Box::pin(api::handle_frame(
+                    &broker,
+                    &listener,
+                    peer,
+                    &mut session,
+                    frame,
+                ))
+                .await
             };
             owed.push_back(match outcome {
                 Outcome::Deferred(later) => Owed::Later(tokio::spawn(later)),
