@@ -13,8 +13,8 @@ pub type FlowEntry<'a> = Vec<(Cow<'a, str>, Vec<Cow<'a, str>>)>;
 
 pub struct FastFile<'a> {
     pub allow_everyone: bool,
-    /// (line number, entry)
-    pub entries: Vec<(usize, FlowEntry<'a>)>,
+    /// (line number, text) of every rule line; `flow_entry` parses one.
+    pub lines: Vec<(usize, &'a str)>,
 }
 
 fn scalar(s: &str) -> Option<Cow<'_, str>> {
@@ -101,7 +101,7 @@ fn split_top(s: &str) -> Option<Vec<&str>> {
     Some(out)
 }
 
-fn flow_entry(line: &str) -> Option<FlowEntry<'_>> {
+pub fn flow_entry(line: &str) -> Option<FlowEntry<'_>> {
     let body = line.trim().strip_prefix("- ")?.trim();
     let body = body.strip_prefix('{')?.strip_suffix('}')?;
     let mut entry = Vec::new();
@@ -130,7 +130,7 @@ fn flow_entry(line: &str) -> Option<FlowEntry<'_>> {
 pub fn parse(text: &str) -> Option<FastFile<'_>> {
     let mut f = FastFile {
         allow_everyone: false,
-        entries: Vec::new(),
+        lines: Vec::new(),
     };
     let mut in_rules = false;
     for (i, raw) in text.lines().enumerate() {
@@ -158,7 +158,7 @@ pub fn parse(text: &str) -> Option<FastFile<'_>> {
         if !in_rules {
             return None;
         }
-        f.entries.push((i + 1, flow_entry(t)?));
+        f.lines.push((i + 1, t));
     }
     Some(f)
 }

@@ -205,6 +205,56 @@ fn entry_to_rules(e: Entry<'_>) -> Result<Vec<Rule>, String> {
     Ok(out)
 }
 
+/// Rule lines from this many on are converted on two threads.
+const PARALLEL_FROM: usize = 20_000;
+
+/// The rules of the one-rule-per-line form. `None` when a line is outside
+/// that form (the YAML parser then decides for the whole file).
+fn rules_of_lines(lines: &[(usize, &str)], path: &str) -> Option<Result<Vec<Rule>, AclFileError>> {
+    let mut rules = Vec::with_capacity(lines.len());
+    for (line, text) in lines {
+        let kv = super::fast_parse::flow_entry(text)?;
+        let mut e = Entry::default();
+        for (k, mut v) in kv {
+            let slot = match &*k {
+                "operations" => {
+                    e.operations = v;
+                    continue;
+                }
+                "hosts" => {
+                    e.hosts = Some(v);
+                    continue;
+                }
+                "allow" => &mut e.allow,
+                "deny" => &mut e.deny,
+                "topic" => &mut e.topic,
+                "topic_prefix" => &mut e.topic_prefix,
+                "group" => &mut e.group,
+                "group_prefix" => &mut e.group_prefix,
+                "transactional_id" => &mut e.transactional_id,
+                "transactional_id_prefix" => &mut e.transactional_id_prefix,
+                "cluster" => &mut e.cluster,
+                _ => return None,
+            };
+            if slot.is_some() || v.len() != 1 {
+                return None;
+            }
+            *slot = v.pop();
+        }
+        match entry_to_rules(e) {
+            Ok(r) => rules.extend(r),
+            Err(message) => {
+                return Some(Err(AclFileError::Rule {
+                    path: path.to_string(),
+                    line: *line,
+                    message,
+                }))
+            }
+        }
+    }
+    Some(Ok(rules))
+}
+
 impl AclFile {
     pub fn parse(text: &str, path: &str) -> Result<AclFile, AclFileError> {
         if let Some(f) = Self::parse_fast(text, path) {
@@ -266,44 +316,27 @@ impl AclFile {
     /// text is in any other form (the YAML parser then decides).
     fn parse_fast(text: &str, path: &str) -> Option<Result<AclFile, AclFileError>> {
         let fast = super::fast_parse::parse(text)?;
-        let mut rules = Vec::with_capacity(fast.entries.len());
-        for (line, kv) in fast.entries {
-            let mut e = Entry::default();
-            for (k, mut v) in kv {
-                let slot = match &*k {
-                    "operations" => {
-                        e.operations = v;
-                        continue;
-                    }
-                    "hosts" => {
-                        e.hosts = Some(v);
-                        continue;
-                    }
-                    "allow" => &mut e.allow,
-                    "deny" => &mut e.deny,
-                    "topic" => &mut e.topic,
-                    "topic_prefix" => &mut e.topic_prefix,
-                    "group" => &mut e.group,
-                    "group_prefix" => &mut e.group_prefix,
-                    "transactional_id" => &mut e.transactional_id,
-                    "transactional_id_prefix" => &mut e.transactional_id_prefix,
-                    "cluster" => &mut e.cluster,
-                    _ => return None,
-                };
-                if slot.is_some() || v.len() != 1 {
-                    return None;
-                }
-                *slot = v.pop();
-            }
-            match entry_to_rules(e) {
+        let lines = &fast.lines;
+        // Large files are converted in two halves on two threads: the
+        // reload of a 100k-rule file is mostly this loop.
+        let halves: Vec<Option<Result<Vec<Rule>, AclFileError>>> = if lines.len() >= PARALLEL_FROM {
+            let (a, b) = lines.split_at(lines.len() / 2);
+            std::thread::scope(|scope| {
+                let second = scope.spawn(|| rules_of_lines(b, path));
+                let first = rules_of_lines(a, path);
+                let second = second
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                vec![first, second]
+            })
+        } else {
+            vec![rules_of_lines(lines, path)]
+        };
+        let mut rules = Vec::with_capacity(lines.len());
+        for half in halves {
+            match half? {
                 Ok(r) => rules.extend(r),
-                Err(message) => {
-                    return Some(Err(AclFileError::Rule {
-                        path: path.to_string(),
-                        line,
-                        message,
-                    }))
-                }
+                Err(e) => return Some(Err(e)),
             }
         }
         Some(Ok(Self::assemble(text, rules, fast.allow_everyone)))
@@ -386,6 +419,53 @@ pub fn render_rule(r: &Rule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_parse_the_same_on_two_threads() {
+        let n = PARALLEL_FROM + 5_000;
+        let mut text = String::from("rules:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  - {{allow: \"User:u{}\", operations: [read], topic: \"t-{i}\"}}\n",
+                i % 100
+            ));
+        }
+        let f = AclFile::parse(&text, "big").unwrap();
+        assert_eq!(f.rules.len(), n);
+        assert_eq!(f.rules[n - 1].name, format!("t-{}", n - 1), "order kept");
+        // A bad rule in the second half is reported with its own line.
+        let bad_line = n - 10 + 2; // header line plus 1-based numbering
+        let broken = text.replacen(
+            &format!("topic: \"t-{}\"", n - 10),
+            &format!("topic: \"t-{}\", cluster: kafka-cluster", n - 10),
+            1,
+        );
+        match AclFile::parse(&broken, "big") {
+            Err(AclFileError::Rule { line, .. }) => assert_eq!(line, bad_line),
+            other => panic!("expected a rule error, got {other:?}"),
+        }
+        // A second-half line outside the one-line form sends the whole file
+        // to the YAML parser, which reads the same rules.
+        let mixed = text.replacen(
+            &format!(
+                "  - {{allow: \"User:u{}\", operations: [read], topic: \"t-{}\"}}\n",
+                (n - 3) % 100,
+                n - 3
+            ),
+            &format!(
+                "  - allow: \"User:u{}\"\n    operations: [read]\n    topic: \"t-{}\"\n",
+                (n - 3) % 100,
+                n - 3
+            ),
+            1,
+        );
+        assert!(crate::acl::fast_parse::parse(&mixed).is_some_and(|f| {
+            f.lines
+                .iter()
+                .any(|(_, l)| crate::acl::fast_parse::flow_entry(l).is_none())
+        }));
+        assert_eq!(AclFile::parse(&mixed, "big").unwrap().rules, f.rules);
+    }
 
     #[test]
     fn parse_render_round_trip() {
