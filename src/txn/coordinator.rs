@@ -77,8 +77,12 @@ pub struct TxnCoordinator {
     log: InternalLog,
     logs: Arc<LogManager>,
     offsets: Arc<OffsetStore>,
-    /// Serializes the durable state writes of transaction ends.
-    end_lock: tokio::sync::Mutex<()>,
+    /// Serializes every read-modify-write of transaction state. Clients
+    /// send AddPartitionsToTxn (to the transaction coordinator) and
+    /// TxnOffsetCommit (to the group coordinator) on different connections
+    /// at the same time; without this, one update could overwrite the
+    /// other, e.g. lose the partitions a commit must write markers to.
+    state_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +120,7 @@ impl TxnCoordinator {
             log,
             logs,
             offsets,
-            end_lock: tokio::sync::Mutex::new(()),
+            state_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -159,7 +163,7 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(INVALID_TRANSACTION_TIMEOUT);
         }
-        let _g = self.end_lock.lock().await;
+        let _g = self.state_lock.lock().await;
         let existing = self.lock().get(id).cloned();
         // KIP-360: a producer that names its id and epoch may only bump its
         // own current epoch; an older instance is fenced, not re-armed.
@@ -247,6 +251,7 @@ impl TxnCoordinator {
         epoch: i16,
         parts: &[(String, i32)],
     ) -> Res<()> {
+        let _g = self.state_lock.lock().await;
         let mut m = self.check(id, pid, epoch)?;
         for (t, p) in parts {
             if self.logs.partition(t, *p).is_none() {
@@ -264,6 +269,7 @@ impl TxnCoordinator {
     }
 
     pub async fn add_offsets(&self, id: &str, pid: i64, epoch: i16, group: &str) -> Res<()> {
+        let _g = self.state_lock.lock().await;
         let mut m = self.check(id, pid, epoch)?;
         Self::begin(&mut m);
         m.groups.insert(group.to_string());
@@ -288,6 +294,7 @@ impl TxnCoordinator {
         group: &str,
         offsets: Vec<(Key, Committed)>,
     ) -> Res<()> {
+        let _g = self.state_lock.lock().await;
         let mut m = self.check(id, pid, epoch)?;
         if m.state != TxnState::Ongoing || !m.groups.contains(group) {
             return Err(INVALID_TXN_STATE);
@@ -329,7 +336,7 @@ impl TxnCoordinator {
 
     /// EndTxn: commit or abort the current transaction.
     pub async fn end(&self, id: &str, pid: i64, epoch: i16, commit: bool) -> Res<(i64, i16)> {
-        let _g = self.end_lock.lock().await;
+        let _g = self.state_lock.lock().await;
         let mut m = match self.check(id, pid, epoch) {
             Ok(m) => m,
             Err(e) => return Err(e),
@@ -384,7 +391,7 @@ impl TxnCoordinator {
             .map(|(k, m)| (k.clone(), m.clone()))
             .collect();
         for (id, mut m) in due {
-            let _g = self.end_lock.lock().await;
+            let _g = self.state_lock.lock().await;
             // Re-check under the lock: the producer may have ended it.
             let Some(cur) = self.lock().get(&id).cloned() else {
                 continue;
