@@ -9,11 +9,11 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, RequestKind, ResponseKind,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{merge_into, split, Plan};
+use super::{merge_into, refuse_or_forward, split, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::api::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
@@ -44,17 +44,16 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
                 .with_replication_factor(-1)
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::CreateTopics(
-            CreateTopicsResponse::default().with_topics(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        body: RequestKind::CreateTopics(r),
-        changed: !denied.is_empty(),
-        fix: merge_into!(CreateTopics, topics, refused),
-    }
+    refuse_or_forward!(
+        CreateTopics,
+        CreateTopicsResponse,
+        topics,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 pub fn delete_topics(ctx: &RequestContext<'_>, mut r: DeleteTopicsRequest) -> Plan {
@@ -82,18 +81,17 @@ pub fn delete_topics(ctx: &RequestContext<'_>, mut r: DeleteTopicsRequest) -> Pl
             .is_some_and(|n| ctx.authorize_topic(Operation::Delete, n))
     });
     refused.extend(bad_states.into_iter().map(|t| refuse(t.name, t.topic_id)));
-    if ok_names.is_empty() && ok_states.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::DeleteTopics(
-            DeleteTopicsResponse::default().with_responses(refused),
-        ));
-    }
+    let nothing_left = ok_names.is_empty() && ok_states.is_empty();
     r.topic_names = ok_names;
     r.topics = ok_states;
-    Plan::Forward {
-        body: RequestKind::DeleteTopics(r),
-        changed: !refused.is_empty(),
-        fix: merge_into!(DeleteTopics, responses, refused),
-    }
+    refuse_or_forward!(
+        DeleteTopics,
+        DeleteTopicsResponse,
+        responses,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsRequest) -> Plan {
@@ -109,17 +107,16 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
                 .with_error_message(denied_message())
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::CreatePartitions(
-            CreatePartitionsResponse::default().with_results(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        body: RequestKind::CreatePartitions(r),
-        changed: !denied.is_empty(),
-        fix: merge_into!(CreatePartitions, results, refused),
-    }
+    refuse_or_forward!(
+        CreatePartitions,
+        CreatePartitionsResponse,
+        results,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 /// Topic configs need `op` on the topic, broker configs on the cluster.
@@ -157,16 +154,14 @@ pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest)
             None => r.resources.push(res),
         }
     }
-    if r.resources.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::DescribeConfigs(
-            DescribeConfigsResponse::default().with_results(refused),
-        ));
-    }
-    Plan::Forward {
-        changed: !refused.is_empty(),
-        fix: merge_into!(DescribeConfigs, results, refused),
-        body: RequestKind::DescribeConfigs(r),
-    }
+    refuse_or_forward!(
+        DescribeConfigs,
+        DescribeConfigsResponse,
+        results,
+        refused,
+        r.resources.is_empty(),
+        r
+    )
 }
 
 pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsRequest) -> Plan {
@@ -189,14 +184,12 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
             None => r.resources.push(res),
         }
     }
-    if r.resources.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::IncrementalAlterConfigs(
-            IncrementalAlterConfigsResponse::default().with_responses(refused),
-        ));
-    }
-    Plan::Forward {
-        changed: !refused.is_empty(),
-        fix: merge_into!(IncrementalAlterConfigs, responses, refused),
-        body: RequestKind::IncrementalAlterConfigs(r),
-    }
+    refuse_or_forward!(
+        IncrementalAlterConfigs,
+        IncrementalAlterConfigsResponse,
+        responses,
+        refused,
+        r.resources.is_empty(),
+        r
+    )
 }

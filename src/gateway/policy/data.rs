@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
 };
 
-use super::{merge_into, refusals, split, Plan};
+use super::{merge_into, refusals, refuse_or_forward, split, Plan};
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
 
@@ -61,17 +61,17 @@ pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
     });
     changed |= !denied.is_empty();
     let refused = refusals::fetch(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::Fetch(
-            FetchResponse::default().with_responses(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        body: RequestKind::Fetch(r),
-        changed,
-        fix: merge_into!(Fetch, responses, refused),
-    }
+    refuse_or_forward!(
+        Fetch,
+        FetchResponse,
+        responses,
+        refused,
+        nothing_left,
+        r,
+        changed
+    )
 }
 
 pub fn list_offsets(ctx: &RequestContext<'_>, mut r: ListOffsetsRequest) -> Plan {
@@ -79,17 +79,16 @@ pub fn list_offsets(ctx: &RequestContext<'_>, mut r: ListOffsetsRequest) -> Plan
         ctx.authorize_topic(Operation::Describe, &t.name)
     });
     let refused = refusals::list_offsets(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::ListOffsets(
-            ListOffsetsResponse::default().with_topics(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        body: RequestKind::ListOffsets(r),
-        changed: !denied.is_empty(),
-        fix: merge_into!(ListOffsets, topics, refused),
-    }
+    refuse_or_forward!(
+        ListOffsets,
+        ListOffsetsResponse,
+        topics,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> Plan {
@@ -114,15 +113,14 @@ pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> 
                 )
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::DeleteRecords(
-            DeleteRecordsResponse::default().with_topics(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        body: RequestKind::DeleteRecords(r),
-        changed: !denied.is_empty(),
-        fix: merge_into!(DeleteRecords, topics, refused),
-    }
+    refuse_or_forward!(
+        DeleteRecords,
+        DeleteRecordsResponse,
+        topics,
+        refused,
+        nothing_left,
+        r
+    )
 }

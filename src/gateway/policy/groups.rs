@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{merge_into, refusals, split, Fixup, Plan};
+use super::{merge_into, refusals, refuse_or_forward, split, Fixup, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
@@ -71,16 +71,14 @@ pub fn find_coordinator(ctx: &RequestContext<'_>, mut r: FindCoordinatorRequest)
             None => r.coordinator_keys.push(k),
         }
     }
-    if r.coordinator_keys.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::FindCoordinator(
-            FindCoordinatorResponse::default().with_coordinators(refused),
-        ));
-    }
-    Plan::Forward {
-        changed: !refused.is_empty(),
-        fix: merge_into!(FindCoordinator, coordinators, refused),
-        body: RequestKind::FindCoordinator(r),
-    }
+    refuse_or_forward!(
+        FindCoordinator,
+        FindCoordinatorResponse,
+        coordinators,
+        refused,
+        r.coordinator_keys.is_empty(),
+        r
+    )
 }
 
 pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
@@ -188,17 +186,16 @@ pub fn delete(ctx: &RequestContext<'_>, mut r: DeleteGroupsRequest) -> Plan {
                 .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::DeleteGroups(
-            DeleteGroupsResponse::default().with_results(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.groups_names = allowed;
-    Plan::Forward {
-        changed: !denied.is_empty(),
-        fix: merge_into!(DeleteGroups, results, refused),
-        body: RequestKind::DeleteGroups(r),
-    }
+    refuse_or_forward!(
+        DeleteGroups,
+        DeleteGroupsResponse,
+        results,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Plan {
@@ -388,15 +385,14 @@ pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Pl
                 )
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::OffsetDelete(
-            OffsetDeleteResponse::default().with_topics(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    Plan::Forward {
-        changed: !denied.is_empty(),
-        fix: merge_into!(OffsetDelete, topics, refused),
-        body: RequestKind::OffsetDelete(r),
-    }
+    refuse_or_forward!(
+        OffsetDelete,
+        OffsetDeleteResponse,
+        topics,
+        refused,
+        nothing_left,
+        r
+    )
 }

@@ -67,6 +67,39 @@ macro_rules! merge_into {
 }
 pub(crate) use merge_into;
 
+/// The end of a strip-and-merge policy: when everything was refused the
+/// edge answers alone; otherwise what is left is forwarded (re-encoded if
+/// anything was stripped, or `also_changed`) and the refusals are merged
+/// into the upstream's answer.
+macro_rules! refuse_or_forward {
+    ($variant:ident, $resp:ty, $field:ident, $refused:expr, $nothing_left:expr, $body:expr) => {
+        refuse_or_forward!(
+            $variant,
+            $resp,
+            $field,
+            $refused,
+            $nothing_left,
+            $body,
+            false
+        )
+    };
+    ($variant:ident, $resp:ty, $field:ident, $refused:expr, $nothing_left:expr, $body:expr, $also_changed:expr) => {{
+        let refused = $refused;
+        if $nothing_left && !refused.is_empty() {
+            let mut resp = <$resp>::default();
+            resp.$field = refused;
+            Plan::local(kafka_protocol::messages::ResponseKind::$variant(resp))
+        } else {
+            Plan::Forward {
+                changed: $also_changed || !refused.is_empty(),
+                fix: merge_into!($variant, $field, refused),
+                body: kafka_protocol::messages::RequestKind::$variant($body),
+            }
+        }
+    }};
+}
+pub(crate) use refuse_or_forward;
+
 /// Splits `items` into (allowed, denied).
 fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|t| allowed(t))

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use super::{merge_into, refusals, split, Fixup, Plan};
+use super::{merge_into, refusals, refuse_or_forward, split, Fixup, Plan};
 use crate::acl::{Operation, ResourceType};
 use crate::api::{errors, RequestContext};
 
@@ -108,17 +108,16 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeTransactionsRequest) ->
                 .with_producer_epoch(-1)
         })
         .collect();
-    if allowed.is_empty() && !refused.is_empty() {
-        return Plan::local(ResponseKind::DescribeTransactions(
-            DescribeTransactionsResponse::default().with_transaction_states(refused),
-        ));
-    }
+    let nothing_left = allowed.is_empty();
     r.transactional_ids = allowed;
-    Plan::Forward {
-        changed: !denied.is_empty(),
-        fix: merge_into!(DescribeTransactions, transaction_states, refused),
-        body: RequestKind::DescribeTransactions(r),
-    }
+    refuse_or_forward!(
+        DescribeTransactions,
+        DescribeTransactionsResponse,
+        transaction_states,
+        refused,
+        nothing_left,
+        r
+    )
 }
 
 pub fn list(_ctx: &RequestContext<'_>, r: ListTransactionsRequest) -> Plan {
