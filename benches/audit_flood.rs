@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -30,13 +30,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use portcullis::audit::sink::files_oldest_first;
 use portcullis::audit::{AllowLevel, AuditConfig, WhenFull};
+use portcullis::bench::kafka::{send_blocking, LatencyContext};
 use portcullis::config::Config;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -190,48 +188,21 @@ fn flood(addr: String, stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) {
 
 // ------------------------------------------------------------------ latency
 
-struct Latency {
-    hist: Mutex<Histogram<u64>>,
-    errors: AtomicU64,
-}
-
-impl ClientContext for Latency {}
-impl ProducerContext for Latency {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
-        match r {
-            Ok(_) => {
-                let us = sent.elapsed().as_micros() as u64;
-                if let Ok(mut h) = self.hist.lock() {
-                    let _ = h.record(us.max(1));
-                }
-            }
-            Err(_) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-fn producer(bootstrap: &str) -> BaseProducer<Latency> {
+fn producer(bootstrap: &str) -> BaseProducer<LatencyContext> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "1")
         .set("linger.ms", "0")
         .set("enable.idempotence", "false")
         .set("message.timeout.ms", "60000")
-        .create_with_context(Latency {
-            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
-            errors: AtomicU64::new(0),
-        })
+        .create_with_context(LatencyContext::new().expect("histogram"))
         .expect("producer")
 }
 
 /// Open-loop produce at `rate` records/s for `secs` on topic `ok`; returns
 /// the latency histogram (µs) of this run and its failures.
-fn measure(p: &BaseProducer<Latency>, rate: f64, secs: u64) -> (Histogram<u64>, u64) {
-    p.context().hist.lock().unwrap().reset();
-    p.context().errors.store(0, Ordering::Relaxed);
+fn measure(p: &BaseProducer<LatencyContext>, rate: f64, secs: u64) -> (Histogram<u64>, u64) {
+    p.context().take();
     let value = [b'x'; 200];
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
@@ -239,29 +210,16 @@ fn measure(p: &BaseProducer<Latency>, rate: f64, secs: u64) -> (Histogram<u64>, 
     while Instant::now() < end {
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
-            let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(
-                "ok",
-                Box::new(Instant::now()),
-            )
-            .payload(&value[..])
-            .partition(0);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        rec = r;
-                        p.poll(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => panic!("produce: {e}"),
-                }
-            }
+            let rec = BaseRecord::with_opaque_to("ok", Box::new(Instant::now()))
+                .payload(&value[..])
+                .partition(0);
+            send_blocking(p, rec).expect("produce");
             sent += 1;
         }
         p.poll(Duration::from_micros(500));
     }
     let _ = p.flush(Duration::from_secs(60));
-    let hist = p.context().hist.lock().unwrap().clone();
-    (hist, p.context().errors.load(Ordering::Relaxed))
+    p.context().take()
 }
 
 fn ms(us: u64) -> f64 {

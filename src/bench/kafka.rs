@@ -1,6 +1,7 @@
 //! Produce and consume throughput and produce latency at a fixed rate,
 //! measured with librdkafka against a running broker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,28 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::BenchArgs;
 
-struct LatencyContext {
+/// Delivery-report context of a latency run: ack latency in microseconds
+/// and the number of failed deliveries.
+pub struct LatencyContext {
     hist: Mutex<Histogram<u64>>,
-    errors: Mutex<u64>,
+    errors: AtomicU64,
+}
+
+impl LatencyContext {
+    pub fn new() -> anyhow::Result<LatencyContext> {
+        Ok(LatencyContext {
+            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// What was recorded so far, leaving the context empty.
+    pub fn take(&self) -> (Histogram<u64>, u64) {
+        let mut h = self.hist.lock().unwrap_or_else(|p| p.into_inner());
+        let out = h.clone();
+        h.reset();
+        (out, self.errors.swap(0, Ordering::Relaxed))
+    }
 }
 
 impl ClientContext for LatencyContext {}
@@ -29,14 +49,14 @@ impl ProducerContext for LatencyContext {
         match r {
             Ok(_) => {
                 let us = sent.elapsed().as_micros() as u64;
-                if let Ok(mut h) = self.hist.lock() {
-                    let _ = h.record(us.max(1));
-                }
+                let _ = self
+                    .hist
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(us.max(1));
             }
             Err(_) => {
-                if let Ok(mut e) = self.errors.lock() {
-                    *e += 1;
-                }
+                self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -59,7 +79,8 @@ fn producer_config(
     c
 }
 
-fn send_blocking<C: ProducerContext>(
+/// Sends one record, waiting while librdkafka's queue is full.
+pub fn send_blocking<C: ProducerContext>(
     p: &BaseProducer<C>,
     mut rec: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
 ) -> anyhow::Result<()> {
@@ -146,12 +167,8 @@ pub fn produce_latency(
     base: &ClientConfig,
     topic: &str,
 ) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
-    let ctx = LatencyContext {
-        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        errors: Mutex::new(0),
-    };
     let p: BaseProducer<LatencyContext> =
-        producer_config(args, base, "1", 0).create_with_context(ctx)?;
+        producer_config(args, base, "1", 0).create_with_context(LatencyContext::new()?)?;
     let value = payload(args.record_size);
     let per_sec = (args.latency_rate_mb * 1e6 / args.record_size as f64).max(1.0);
     let start = Instant::now();
@@ -170,13 +187,7 @@ pub fn produce_latency(
     }
     p.flush(Duration::from_secs(60))?;
     let secs = start.elapsed().as_secs_f64();
-    let ctx = p.context();
-    let hist = ctx
-        .hist
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
-    let errors = *ctx.errors.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let (hist, errors) = p.context().take();
     Ok((
         hist,
         errors,
