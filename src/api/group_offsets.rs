@@ -75,16 +75,12 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
                             topic: t.name.to_string(),
                             partition: p.partition_index,
                         },
-                        Some(Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p
-                                .committed_metadata
-                                .as_ref()
-                                .map(|m| m.to_string())
-                                .unwrap_or_default(),
-                            commit_ms: now,
-                        }),
+                        Some(Committed::from_client(
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            p.committed_metadata.as_deref(),
+                            now,
+                        )),
                     ));
                     errors::NONE
                 };

@@ -179,16 +179,12 @@ pub async fn txn_offset_commit(
                                 topic: t.name.to_string(),
                                 partition: p.partition_index,
                             },
-                            Committed {
-                                offset: p.committed_offset,
-                                leader_epoch: p.committed_leader_epoch,
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.to_string())
-                                    .unwrap_or_default(),
-                                commit_ms: now,
-                            },
+                            Committed::from_client(
+                                p.committed_offset,
+                                p.committed_leader_epoch,
+                                p.committed_metadata.as_deref(),
+                                now,
+                            ),
                         ));
                         errors::NONE
                     };

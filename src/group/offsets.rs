@@ -22,6 +22,23 @@ pub struct Committed {
     pub commit_ms: i64,
 }
 
+impl Committed {
+    /// A client's commit, as OffsetCommit and TxnOffsetCommit both carry it.
+    pub fn from_client(
+        offset: i64,
+        leader_epoch: i32,
+        metadata: Option<&str>,
+        now_ms: i64,
+    ) -> Committed {
+        Committed {
+            offset,
+            leader_epoch,
+            metadata: metadata.unwrap_or_default().to_string(),
+            commit_ms: now_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     pub group: String,
