@@ -107,19 +107,20 @@ const EVENT_KINDS: &[&str] = &[
 
 /// `audit.log.N` (oldest) .. `audit.log.1`, then `audit.log`. Asserts the
 /// rotated numbers are contiguous from 1: a hole would be a lost file.
+/// Rotation renames `N -> N+1` from the oldest down, so a live broker's
+/// directory shows a hole for the instant between two renames; only a hole
+/// that outlasts `ROTATION_SETTLE` is a lost file.
 fn log_files(log: &Path) -> Vec<PathBuf> {
-    let name = log.file_name().unwrap().to_string_lossy().into_owned();
-    let mut numbers = Vec::new();
-    for e in std::fs::read_dir(log.parent().unwrap()).unwrap().flatten() {
-        let f = e.file_name().to_string_lossy().into_owned();
-        if let Some(n) = f
-            .strip_prefix(&format!("{name}."))
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            numbers.push(n);
+    const ROTATION_SETTLE: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let numbers = loop {
+        let numbers = rotated_numbers(log);
+        let contiguous = numbers.iter().copied().eq(1..=numbers.len());
+        if contiguous || started.elapsed() > ROTATION_SETTLE {
+            break numbers;
         }
-    }
-    numbers.sort_unstable();
+        std::thread::sleep(Duration::from_millis(2));
+    };
     assert_eq!(
         numbers,
         (1..=numbers.len()).collect::<Vec<_>>(),
@@ -134,6 +135,23 @@ fn log_files(log: &Path) -> Vec<PathBuf> {
         files.push(log.to_path_buf());
     }
     files
+}
+
+/// The `N` of every `audit.log.N` in the directory, ascending.
+fn rotated_numbers(log: &Path) -> Vec<usize> {
+    let name = log.file_name().unwrap().to_string_lossy().into_owned();
+    let mut numbers = Vec::new();
+    for e in std::fs::read_dir(log.parent().unwrap()).unwrap().flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = f
+            .strip_prefix(&format!("{name}."))
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    numbers
 }
 
 /// Whole lines of every file, oldest first. A live file may end in a
