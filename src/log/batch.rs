@@ -19,7 +19,7 @@ pub const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
 pub const ATTR_CONTROL: i16 = 0x20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchHeader {
     pub base_offset: i64,
     pub batch_length: i32,
@@ -281,6 +281,23 @@ pub mod tests {
         b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
         b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
         b[57..61].copy_from_slice(&n.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// `make_batch` from an idempotent producer.
+    pub fn make_idempotent_batch(
+        producer_id: i64,
+        epoch: i16,
+        seq: i32,
+        n: i32,
+        ts: i64,
+    ) -> Vec<u8> {
+        let mut b = make_batch(n, ts, b"idempotent");
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
         let crc = compute_crc(&b);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         b

@@ -4,6 +4,7 @@
 //! stored bytes without re-encoding.
 
 pub mod batch;
+pub mod clean_shutdown;
 pub mod error;
 pub mod fsutil;
 pub mod index;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchSpan};
+use super::clean_shutdown;
 use super::fsutil;
 use super::segment::{self, now_ms, Segment};
 use super::topic_config::{EffectiveConfig, TimestampType};
@@ -76,28 +77,48 @@ impl Partition {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut bases = list_segment_bases(&dir)?;
         bases.sort_unstable();
+        let snapshot = clean_shutdown::take(&dir);
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
-            let active = i + 1 == bases.len();
-            let (seg, report) = Segment::open(&dir, *base, active, index_interval)?;
-            if let Some(reason) = report.reason {
-                tracing::warn!(
-                    topic = %topic, partition = index, segment = base,
-                    truncated_bytes = report.truncated_bytes,
-                    "recovery truncated the log tail: {reason}"
-                );
-            }
+            let seg = match bases.get(i + 1) {
+                Some(next) => Segment::open_sealed(&dir, *base, *next, index_interval)?,
+                None => {
+                    let clean_len = snapshot
+                        .as_ref()
+                        .filter(|s| s.head.active_base == *base)
+                        .map(|s| s.head.active_len);
+                    let (seg, report) =
+                        Segment::open_active(&dir, *base, index_interval, clean_len)?;
+                    if let Some(reason) = report.reason {
+                        tracing::warn!(
+                            topic = %topic, partition = index, segment = base,
+                            truncated_bytes = report.truncated_bytes,
+                            "recovery truncated the log tail: {reason}"
+                        );
+                    }
+                    seg
+                }
+            };
             segments.push(Arc::new(seg));
         }
         let stored_start = read_log_start(&dir);
         if segments.is_empty() {
             let base = stored_start.unwrap_or(0);
-            segments.push(Arc::new(Segment::create(&dir, base)?));
+            segments.push(Arc::new(Segment::create(&dir, base, index_interval)?));
         }
         let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         let first_base = segments[0].base_offset;
         let start = stored_start.unwrap_or(first_base).clamp(first_base, end);
-        let (producers, txns) = recover_producers(&segments);
+        let now = segments.last().map(|s| clean_shutdown::Head {
+            active_base: s.base_offset,
+            active_len: s.size(),
+            end_offset: end,
+        });
+        let (producers, txns) = match snapshot {
+            // The log is exactly as the clean shutdown left it.
+            Some(snap) if Some(snap.head) == now => (snap.producers, snap.txns),
+            _ => recover_producers(&segments),
+        };
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
         let p = Arc::new(Partition {
@@ -217,7 +238,7 @@ impl Partition {
             next += span.header.last_offset_delta as i64 + 1;
         }
         let active = st.segments.last().ok_or(LogError::Deleted)?.clone();
-        active.append(&data, &placed, next, self.index_interval)?;
+        active.append(&data, &placed, next)?;
         for (span, (off, ..)) in spans.iter().zip(&placed) {
             st.producers.record(&span.header, *off);
             let marker = if span.header.is_control() {
@@ -244,7 +265,7 @@ impl Partition {
         if let Some(active) = st.segments.last() {
             active.seal(&self.dir)?;
         }
-        let seg = Segment::create(&self.dir, end)?;
+        let seg = Segment::create(&self.dir, end, self.index_interval)?;
         fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
         st.segments.push(Arc::new(seg));
         // Everything before the new segment was just fsynced.
@@ -282,14 +303,24 @@ impl Partition {
         self.flush_wanted.notify_one();
     }
 
-    pub fn sync_now(&self) -> Result<(), LogError> {
-        let (seg, end) = {
-            let st = self.lock();
-            (st.segments.last().cloned(), self.end_offset())
+    /// Clean shutdown: fsyncs the active segment, writes its index files
+    /// and snapshots producer and transaction state, so the next start
+    /// reads none of the log (see `clean_shutdown`).
+    pub fn close_clean(&self) -> Result<(), LogError> {
+        let st = self.lock();
+        let end = self.end_offset();
+        let Some(active) = st.segments.last() else {
+            return Ok(());
         };
-        if let Some(seg) = seg {
-            seg.sync()?;
-        }
+        active.seal(&self.dir)?;
+        let head = clean_shutdown::Head {
+            active_base: active.base_offset,
+            active_len: active.size(),
+            end_offset: end,
+        };
+        clean_shutdown::write(&self.dir, head, &st.producers, &st.txns)
+            .map_err(|e| LogError::io(&self.dir, e))?;
+        drop(st);
         self.durable.send_if_modified(|d| {
             let changed = end > *d;
             *d = (*d).max(end);
@@ -577,4 +608,102 @@ fn read_log_start(dir: &Path) -> Option<i64> {
 
 pub fn segment_file(dir: &Path, base: i64) -> PathBuf {
     segment::log_path(dir, base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::log::batch::tests::make_idempotent_batch;
+    use crate::log::topic_config;
+
+    const PID: i64 = 7;
+
+    /// Segments of about three batches, so a partition has sealed ones.
+    fn small_segments() -> EffectiveConfig {
+        let mut c = topic_config::effective(&LogConfig::default(), &Default::default());
+        c.segment_bytes = 200;
+        c
+    }
+
+    fn open(dir: &Path) -> Arc<Partition> {
+        Partition::open("t".into(), 0, dir.to_path_buf(), 64).unwrap()
+    }
+
+    fn append(p: &Partition, seq: i32, cfg: &EffectiveConfig) -> AppendResult {
+        let b = make_idempotent_batch(PID, 0, seq, 1, now_ms());
+        let spans = batch::validate_produce_records(&b, usize::MAX).unwrap();
+        p.append(&b, &spans, cfg).unwrap()
+    }
+
+    fn active_segment(dir: &Path) -> PathBuf {
+        let mut bases = list_segment_bases(dir).unwrap();
+        bases.sort_unstable();
+        segment_file(dir, *bases.last().unwrap())
+    }
+
+    /// Flips one byte inside the last batch's records: only a CRC check
+    /// (full recovery) notices it.
+    fn damage_last_record_byte(dir: &Path) {
+        let path = active_segment(dir);
+        let mut data = std::fs::read(&path).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        std::fs::write(&path, data).unwrap();
+    }
+
+    #[tokio::test]
+    async fn clean_restart_trusts_the_snapshot_and_reads_no_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_segments();
+        let p = open(dir.path());
+        for seq in 0..10 {
+            assert_eq!(append(&p, seq, &cfg).base_offset, seq as i64);
+        }
+        assert!(p.segment_count() >= 3, "{} segments", p.segment_count());
+        p.close_clean().unwrap();
+        drop(p);
+        assert!(clean_shutdown::path(dir.path()).exists());
+        // Sealed segments load their index on first use: one with its
+        // index files gone is still read correctly.
+        let first = segment_file(dir.path(), 0);
+        std::fs::remove_file(first.with_extension("index")).unwrap();
+        damage_last_record_byte(dir.path());
+
+        let p = open(dir.path());
+        assert!(
+            !clean_shutdown::path(dir.path()).exists(),
+            "snapshot must be used once"
+        );
+        assert_eq!(p.end_offset(), 10, "the active segment was not re-verified");
+        // Producer state came back: a retry of the last batch is a
+        // duplicate, the next sequence is accepted.
+        let retry = append(&p, 9, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 9, "{retry:?}");
+        assert_eq!(append(&p, 10, &cfg).base_offset, 10);
+        let r = p.read(0, 1 << 20).unwrap();
+        let (batches, _) = batch::whole_batches(r.records.as_deref().unwrap());
+        assert_eq!(batches[0].1.base_offset, 0);
+    }
+
+    #[tokio::test]
+    async fn writes_after_the_snapshot_force_full_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_segments();
+        let p = open(dir.path());
+        for seq in 0..4 {
+            append(&p, seq, &cfg);
+        }
+        p.close_clean().unwrap();
+        // The snapshot is stale once anything is appended after it (a
+        // shutdown that timed out on a busy connection, then a crash).
+        append(&p, 4, &cfg);
+        drop(p);
+        damage_last_record_byte(dir.path());
+
+        let p = open(dir.path());
+        assert_eq!(p.end_offset(), 4, "full recovery cut the damaged batch");
+        let retry = append(&p, 3, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 3, "{retry:?}");
+    }
 }

@@ -22,9 +22,10 @@ pub fn enforce(logs: &LogManager) -> usize {
                         tracing::warn!("retention roll failed: {e}");
                     }
                 }
-                deleted += p.remove_segments(|seg, _, _| {
-                    seg.max_timestamp().is_none_or(|t| t < cutoff) && seg.size() > 0
-                });
+                // A segment without a timestamp is empty or has an index
+                // that could not be rebuilt; neither is expired data.
+                deleted +=
+                    p.remove_segments(|seg, _, _| seg.max_timestamp().is_some_and(|t| t < cutoff));
             }
             if cfg.retention_bytes >= 0 {
                 let limit = cfg.retention_bytes as u64;

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
 use super::index::SegmentIndex;
@@ -26,6 +26,11 @@ pub struct Segment {
     /// Wall-clock ms when the first batch went in (for `segment.ms` rolls).
     created_ms: AtomicI64,
     index: RwLock<SegmentIndex>,
+    /// Set once `index` holds this segment's index: at once for new and
+    /// active segments, on first use for sealed ones, so a restart reads no
+    /// index file it does not need.
+    index_ready: OnceLock<()>,
+    index_interval: u32,
 }
 
 pub fn log_path(dir: &Path, base: i64) -> PathBuf {
@@ -46,7 +51,7 @@ pub struct RecoveryReport {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+    pub fn create(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -70,20 +75,17 @@ impl Segment {
             next_offset: AtomicI64::new(base_offset),
             created_ms: AtomicI64::new(0),
             index: RwLock::new(SegmentIndex::default()),
+            index_ready: OnceLock::from(()),
+            index_interval,
         })
     }
 
-    /// Opens an existing segment. A sealed segment loads its index files (it
-    /// was fsynced with them when sealed) and rebuilds them from batch headers
-    /// if they are missing. The active segment is always fully verified
-    /// (sizes and CRCs) and a torn or corrupt tail is cut off, so nothing
-    /// corrupt is ever served.
-    pub fn open(
+    fn open_existing(
         dir: &Path,
         base_offset: i64,
-        active: bool,
+        next_offset: i64,
         index_interval: u32,
-    ) -> Result<(Segment, RecoveryReport), LogError> {
+    ) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -91,27 +93,73 @@ impl Segment {
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
         let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-        let seg = Segment {
+        Ok(Segment {
             base_offset,
-            path: path.clone(),
+            path,
             file,
             size: AtomicU64::new(len),
-            next_offset: AtomicI64::new(base_offset),
+            next_offset: AtomicI64::new(next_offset),
             created_ms: AtomicI64::new(now_ms()),
             index: RwLock::new(SegmentIndex::default()),
-        };
-        let (ip, tp) = index_paths(dir, base_offset);
-        let mut report = RecoveryReport::default();
-        if !active {
+            index_ready: OnceLock::new(),
+            index_interval,
+        })
+    }
+
+    /// Opens a sealed segment: it was fsynced with its index files when
+    /// sealed, and it ends where the next segment begins, so nothing is read
+    /// now. Its index files are loaded on first use.
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        next_segment_base: i64,
+        index_interval: u32,
+    ) -> Result<Segment, LogError> {
+        Self::open_existing(dir, base_offset, next_segment_base, index_interval)
+    }
+
+    /// Opens the active segment. After a clean shutdown that left it
+    /// `clean_len` bytes long, and it still is, its index files are trusted.
+    /// Otherwise every batch is verified (sizes and CRCs) and a torn or
+    /// corrupt tail is cut off, so nothing corrupt is ever served.
+    pub fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+        clean_len: Option<u64>,
+    ) -> Result<(Segment, RecoveryReport), LogError> {
+        let seg = Self::open_existing(dir, base_offset, base_offset, index_interval)?;
+        let len = seg.size();
+        if clean_len == Some(len) {
+            let (ip, tp) = index_paths(dir, base_offset);
             if let Some(ix) = SegmentIndex::read_files(&ip, &tp, len) {
-                let next = seg.next_offset_from_tail(&ix, len)?;
-                seg.next_offset.store(next, Ordering::Release);
-                *seg.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
-                return Ok((seg, report));
+                if let Ok(next) = seg.next_offset_from_tail(&ix, len) {
+                    seg.next_offset.store(next, Ordering::Release);
+                    *seg.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
+                    let _ = seg.index_ready.set(());
+                    return Ok((seg, RecoveryReport::default()));
+                }
             }
         }
-        report = seg.scan_and_repair(active, index_interval)?;
+        let report = seg.scan_and_repair(true)?;
+        let _ = seg.index_ready.set(());
         Ok((seg, report))
+    }
+
+    /// Loads a sealed segment's index on first use: from its files, or
+    /// rebuilt from the batch headers when they are missing or damaged.
+    fn ensure_index(&self) {
+        self.index_ready.get_or_init(|| {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let (ip, tp) = index_paths(dir, self.base_offset);
+            if let Some(ix) = SegmentIndex::read_files(&ip, &tp, self.size()) {
+                *self.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
+            } else if let Err(e) = self.scan_and_repair(false) {
+                // Reads still work (they scan from the segment start); a
+                // timestamp-less segment is kept by time retention.
+                tracing::error!(segment = %self.path.display(), "cannot rebuild the index: {e}");
+            }
+        });
     }
 
     /// Reads the last indexed batch onward to find the segment's end offset.
@@ -140,7 +188,8 @@ impl Segment {
 
     /// Walks every batch. With `verify`, whole batches are CRC-checked and
     /// the file is truncated at the first bad one.
-    fn scan_and_repair(&self, verify: bool, interval: u32) -> Result<RecoveryReport, LogError> {
+    fn scan_and_repair(&self, verify: bool) -> Result<RecoveryReport, LogError> {
+        let interval = self.index_interval;
         let len = self.size.load(Ordering::Acquire);
         let mut ix = SegmentIndex::default();
         let mut pos = 0u64;
@@ -221,6 +270,7 @@ impl Segment {
     }
 
     pub fn max_timestamp(&self) -> Option<i64> {
+        self.ensure_index();
         self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -234,8 +284,8 @@ impl Segment {
         data: &[u8],
         batches: &[(i64, usize, usize, i64)],
         next_offset: i64,
-        interval: u32,
     ) -> Result<(), LogError> {
+        self.ensure_index();
         let start = self.size.load(Ordering::Acquire);
         if let Err(e) = (&self.file).write_all(data) {
             // Leave no partial batch behind for readers or recovery.
@@ -250,7 +300,7 @@ impl Segment {
                     (start as usize + at) as u32,
                     size as u32,
                     max_ts,
-                    interval,
+                    self.index_interval,
                 );
             }
         }
@@ -267,6 +317,7 @@ impl Segment {
     /// whole batch at or after it lies below `limit`.
     fn locate(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        self.ensure_index();
         let mut pos = self
             .index
             .read()
@@ -304,6 +355,7 @@ impl Segment {
     /// First offset whose batch has a max timestamp >= `ts` (batch
     /// granularity), with that batch's max timestamp.
     pub fn offset_for_time(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.ensure_index();
         let start_rel = self
             .index
             .read()
@@ -357,6 +409,7 @@ impl Segment {
     pub fn seal(&self, dir: &Path) -> Result<(), LogError> {
         self.sync()?;
         let (ip, tp) = index_paths(dir, self.base_offset);
+        self.ensure_index();
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
         ix.write_files(&ip, &tp).map_err(|e| LogError::io(&ip, e))
     }

@@ -28,6 +28,16 @@ pub struct TxnIndex {
 }
 
 impl TxnIndex {
+    /// Open transactions (producer id -> first offset) and aborted ones,
+    /// for the clean-shutdown snapshot.
+    pub fn parts(&self) -> (&BTreeMap<i64, i64>, &[AbortedTxn]) {
+        (&self.ongoing, &self.aborted)
+    }
+
+    pub fn from_parts(ongoing: BTreeMap<i64, i64>, aborted: Vec<AbortedTxn>) -> Self {
+        TxnIndex { ongoing, aborted }
+    }
+
     /// Records an appended batch; `marker` is set for control batches.
     pub fn on_batch(&mut self, h: &BatchHeader, base_offset: i64, marker: Option<Marker>) {
         if h.attributes & ATTR_TRANSACTIONAL == 0 || h.producer_id < 0 {

@@ -137,6 +137,16 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// Every producer's state, for the clean-shutdown snapshot.
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
+        self.producers.iter()
+    }
+
+    /// Restores one producer's state from a snapshot.
+    pub fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
+        self.producers.insert(producer_id, entry);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }

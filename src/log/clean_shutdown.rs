@@ -1,0 +1,270 @@
+//! The clean-shutdown snapshot of one partition: what a restart would
+//! otherwise rebuild by reading the log.
+//!
+//! Without it a restart CRC-checks the whole active segment and reads every
+//! batch header of the last day to rebuild idempotent-producer and
+//! transaction state, so start-up time grows with bytes. A clean shutdown
+//! seals the active segment's index files and writes this file; the next
+//! start trusts both if the active segment still has exactly the length
+//! recorded here, and deletes the file before accepting writes, so a later
+//! crash always falls back to full recovery (as Kafka's
+//! `.kafka_cleanshutdown` marker and producer snapshots do).
+//!
+//! Layout (big-endian): magic, active segment base and length, log end,
+//! producers, open transactions, aborted transactions, then CRC-32C of all
+//! before it. Decoding checks every count against the bytes left, so a
+//! damaged file is refused, never trusted and never a panic.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use super::fsutil;
+use crate::txn::partition_index::{AbortedTxn, TxnIndex};
+use crate::txn::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
+
+const FILE: &str = "clean-shutdown";
+const MAGIC: &[u8; 8] = b"PCSNAP01";
+
+/// Where the log stood when the snapshot was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub active_base: i64,
+    pub active_len: u64,
+    pub end_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub head: Head,
+    pub producers: ProducerStates,
+    pub txns: TxnIndex,
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Reads and removes the snapshot. `None` when there is none or it is
+/// damaged (then the caller recovers from the log).
+pub fn take(dir: &Path) -> Option<Snapshot> {
+    let p = path(dir);
+    let bytes = std::fs::read(&p).ok()?;
+    let snap = decode(&bytes);
+    if snap.is_none() {
+        tracing::warn!(file = %p.display(), "ignoring a damaged clean-shutdown snapshot");
+    }
+    // Removed whatever it held: once the partition takes writes it no
+    // longer describes the log. A removal lost to a crash is harmless, as
+    // the length check then refuses the stale file.
+    if let Err(e) = std::fs::remove_file(&p) {
+        tracing::warn!(file = %p.display(), "cannot remove the clean-shutdown snapshot: {e}");
+    }
+    snap
+}
+
+pub fn write(
+    dir: &Path,
+    head: Head,
+    producers: &ProducerStates,
+    txns: &TxnIndex,
+) -> std::io::Result<()> {
+    fsutil::write_atomic(&path(dir), &encode(head, producers, txns), 0o644)
+}
+
+fn encode(head: Head, producers: &ProducerStates, txns: &TxnIndex) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + producers.len() * 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&head.active_base.to_be_bytes());
+    out.extend_from_slice(&head.active_len.to_be_bytes());
+    out.extend_from_slice(&head.end_offset.to_be_bytes());
+    out.extend_from_slice(&(producers.len() as u32).to_be_bytes());
+    for (pid, e) in producers.iter() {
+        out.extend_from_slice(&pid.to_be_bytes());
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.push(e.batches.len() as u8);
+        for b in &e.batches {
+            out.extend_from_slice(&b.first_seq.to_be_bytes());
+            out.extend_from_slice(&b.last_seq.to_be_bytes());
+            out.extend_from_slice(&b.base_offset.to_be_bytes());
+        }
+    }
+    let (ongoing, aborted) = txns.parts();
+    out.extend_from_slice(&(ongoing.len() as u32).to_be_bytes());
+    for (pid, first) in ongoing {
+        out.extend_from_slice(&pid.to_be_bytes());
+        out.extend_from_slice(&first.to_be_bytes());
+    }
+    out.extend_from_slice(&(aborted.len() as u32).to_be_bytes());
+    for a in aborted {
+        out.extend_from_slice(&a.producer_id.to_be_bytes());
+        out.extend_from_slice(&a.first_offset.to_be_bytes());
+        out.extend_from_slice(&a.last_offset.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// A bounds-checked reader: every take fails instead of panicking.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    /// A count of items of at least `item_len` bytes each; refused when
+    /// the rest of the file cannot hold that many.
+    fn count(&mut self, item_len: usize) -> Option<usize> {
+        let n = u32::from_be_bytes(self.take()?) as usize;
+        (n.checked_mul(item_len)? <= self.0.len()).then_some(n)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<Snapshot> {
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
+        return None;
+    }
+    let mut r = Reader(body);
+    if &r.take::<8>()? != MAGIC {
+        return None;
+    }
+    let active_base = r.i64()?;
+    let active_len = r.i64()? as u64;
+    let end_offset = r.i64()?;
+    let mut producers = ProducerStates::default();
+    for _ in 0..r.count(11)? {
+        let pid = r.i64()?;
+        let epoch = r.i16()?;
+        let n = r.u8()? as usize;
+        if n > CACHED_BATCHES {
+            return None;
+        }
+        let mut batches = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            batches.push_back(CachedBatch {
+                first_seq: r.i32()?,
+                last_seq: r.i32()?,
+                base_offset: r.i64()?,
+            });
+        }
+        producers.insert(pid, ProducerEntry { epoch, batches });
+    }
+    let mut ongoing = BTreeMap::new();
+    for _ in 0..r.count(16)? {
+        ongoing.insert(r.i64()?, r.i64()?);
+    }
+    let mut aborted = Vec::new();
+    for _ in 0..r.count(24)? {
+        aborted.push(AbortedTxn {
+            producer_id: r.i64()?,
+            first_offset: r.i64()?,
+            last_offset: r.i64()?,
+        });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Snapshot {
+        head: Head {
+            active_base,
+            active_len,
+            end_offset,
+        },
+        producers,
+        txns: TxnIndex::from_parts(ongoing, aborted),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::BatchHeader;
+
+    fn sample() -> Snapshot {
+        let mut producers = ProducerStates::default();
+        for (pid, seq, off) in [(7, 0, 10), (7, 5, 20), (9, 0, 30)] {
+            let h = BatchHeader {
+                producer_id: pid,
+                producer_epoch: 2,
+                base_sequence: seq,
+                last_offset_delta: 4,
+                ..BatchHeader::default()
+            };
+            producers.record(&h, off);
+        }
+        let mut ongoing = BTreeMap::new();
+        ongoing.insert(11, 40);
+        let aborted = vec![AbortedTxn {
+            producer_id: 12,
+            first_offset: 3,
+            last_offset: 8,
+        }];
+        Snapshot {
+            head: Head {
+                active_base: 100,
+                active_len: 4096,
+                end_offset: 140,
+            },
+            producers,
+            txns: TxnIndex::from_parts(ongoing, aborted),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_is_removed_once_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sample();
+        write(dir.path(), s.head, &s.producers, &s.txns).unwrap();
+        let back = take(dir.path()).expect("snapshot");
+        assert!(!path(dir.path()).exists());
+        assert_eq!(back.head, s.head);
+        let mut want: Vec<_> = s.producers.iter().map(|(p, e)| (*p, e.clone())).collect();
+        let mut got: Vec<_> = back
+            .producers
+            .iter()
+            .map(|(p, e)| (*p, e.clone()))
+            .collect();
+        want.sort_by_key(|(p, _)| *p);
+        got.sort_by_key(|(p, _)| *p);
+        assert_eq!(format!("{want:?}"), format!("{got:?}"));
+        assert_eq!(back.txns.parts().0, s.txns.parts().0);
+        assert_eq!(back.txns.parts().1, s.txns.parts().1);
+        assert!(take(dir.path()).is_none());
+    }
+
+    #[test]
+    fn damaged_files_are_refused_without_panicking() {
+        let s = sample();
+        let good = encode(s.head, &s.producers, &s.txns);
+        // Every truncation and every single-byte flip is refused.
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut]).is_none(), "cut at {cut}");
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_none(), "flip at {i}");
+        }
+        // A valid CRC over an absurd count is refused too.
+        let mut body = good[..good.len() - 4].to_vec();
+        body[32..36].copy_from_slice(&u32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        assert!(decode(&body).is_none());
+    }
+}
