@@ -66,7 +66,7 @@ fn producer_config(
     args: &BenchArgs,
     base: &ClientConfig,
     acks: &str,
-    linger_ms: u64,
+    linger_ms: f64,
 ) -> ClientConfig {
     let mut c = base.clone();
     c.set("acks", acks)
@@ -108,7 +108,7 @@ pub fn produce_throughput(
     topic: &str,
     acks: &str,
 ) -> anyhow::Result<(f64, f64)> {
-    let p: BaseProducer = producer_config(args, base, acks, args.linger_ms).create()?;
+    let p: BaseProducer = producer_config(args, base, acks, args.linger_ms as f64).create()?;
     let value = payload(args.record_size);
     let start = Instant::now();
     for i in 0..args.records {
@@ -168,7 +168,7 @@ pub fn produce_latency(
     topic: &str,
 ) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
     let p: BaseProducer<LatencyContext> =
-        producer_config(args, base, "1", 0).create_with_context(LatencyContext::new()?)?;
+        producer_config(args, base, "1", args.latency_linger_ms).create_with_context(LatencyContext::new()?)?;
     let value = payload(args.record_size);
     let per_sec = (args.latency_rate_mb * 1e6 / args.record_size as f64).max(1.0);
     let start = Instant::now();

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Target rate of the latency run, MB/s.
     #[arg(long, default_value_t = 50.0)]
     pub latency_rate_mb: f64,
+    /// linger.ms of the latency run (librdkafka takes fractions). At this
+    /// rate a short linger means fewer, larger requests and a lower p99.
+    #[arg(long, default_value_t = 0.0)]
+    pub latency_linger_ms: f64,
     /// Duration of the latency run, seconds.
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
@@ -56,6 +60,11 @@ pub struct BenchArgs {
     /// ACL rules for the authorize() figure.
     #[arg(long, default_value_t = 100_000)]
     pub acl_rules: usize,
+    /// Before the restart figures, grow the log to this many GB (PLAINTEXT,
+    /// acks=1). Point --data-dir at a filesystem that holds it (see
+    /// BENCHMARKS.md for 100 GB on a compressed btrfs loop device).
+    #[arg(long, default_value_t = 0.0)]
+    pub restart_log_gb: f64,
     /// Only these sections (comma-separated: ceilings, plaintext, secure,
     /// connections, acl, restart); default all.
     #[arg(long)]
@@ -368,8 +377,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
         let (h, errs, achieved) = lat??;
         println!(
-            "latency at {:.0} MB/s (achieved {achieved:.1}) acks=1: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} acked, {errs} failed)   (target p99 <= 2 ms, p99.9 <= 5 ms)   {}",
+            "latency at {:.0} MB/s (achieved {achieved:.1}) acks=1 linger.ms {}: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} acked, {errs} failed)   (target p99 <= 2 ms, p99.9 <= 5 ms)   {}",
             args.latency_rate_mb,
+            args.latency_linger_ms,
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.value_at_quantile(0.999) as f64 / 1000.0,
@@ -426,6 +436,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     if args.wants("restart") {
+        grow_log(&args, &broker, &dir, &password).await?;
         let bytes: u64 = walk_size(&dir.join("data"));
         let mut broker = broker;
         let pid = broker.child.id();
@@ -462,6 +473,36 @@ fn tls_connector(dir: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// Produces into `bench-restart` until the data directory holds
+/// `--restart-log-gb`.
+async fn grow_log(
+    args: &BenchArgs,
+    broker: &BrokerProcess,
+    dir: &Path,
+    password: &str,
+) -> anyhow::Result<()> {
+    let want = (args.restart_log_gb * 1e9) as u64;
+    let have = walk_size(&dir.join("data"));
+    if want <= have {
+        return Ok(());
+    }
+    let base = client(&broker.plaintext, false, dir, password);
+    kafka::create_topic(&base, "bench-restart", args.partitions).await?;
+    let mut fill = args.clone();
+    fill.records = ((want - have) / (args.record_size as u64 + 30)) as usize;
+    println!(
+        "\n== growing the log from {:.1} to {:.1} GB",
+        have as f64 / 1e9,
+        want as f64 / 1e9
+    );
+    let (mb_s, _) = tokio::task::spawn_blocking(move || {
+        kafka::produce_throughput(&fill, &base, "bench-restart", "1")
+    })
+    .await??;
+    println!("filled at {mb_s:.0} MB/s");
+    Ok(())
 }
 
 fn walk_size(p: &Path) -> u64 {
