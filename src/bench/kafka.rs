@@ -167,8 +167,8 @@ pub fn produce_latency(
     base: &ClientConfig,
     topic: &str,
 ) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
-    let p: BaseProducer<LatencyContext> =
-        producer_config(args, base, "1", args.latency_linger_ms).create_with_context(LatencyContext::new()?)?;
+    let p: BaseProducer<LatencyContext> = producer_config(args, base, "1", args.latency_linger_ms)
+        .create_with_context(LatencyContext::new()?)?;
     let value = payload(args.record_size);
     let per_sec = (args.latency_rate_mb * 1e6 / args.record_size as f64).max(1.0);
     let start = Instant::now();

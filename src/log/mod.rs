@@ -4,7 +4,6 @@
 //! stored bytes without re-encoding.
 
 pub mod batch;
-pub mod clean_shutdown;
 pub mod error;
 pub mod fsutil;
 pub mod index;
@@ -13,6 +12,7 @@ pub mod manager;
 pub mod partition;
 pub mod retention;
 pub mod segment;
+pub mod state_snapshot;
 pub mod topic;
 pub mod topic_config;
 

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchSpan};
-use super::clean_shutdown;
 use super::fsutil;
 use super::segment::{self, now_ms, Segment};
+use super::state_snapshot;
 use super::topic_config::{EffectiveConfig, TimestampType};
 use super::LogError;
 use crate::txn::partition_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
@@ -77,7 +77,7 @@ impl Partition {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut bases = list_segment_bases(&dir)?;
         bases.sort_unstable();
-        let snapshot = clean_shutdown::take(&dir);
+        let snapshot = state_snapshot::take_clean(&dir);
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
             let seg = match bases.get(i + 1) {
@@ -109,7 +109,7 @@ impl Partition {
         let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         let first_base = segments[0].base_offset;
         let start = stored_start.unwrap_or(first_base).clamp(first_base, end);
-        let now = segments.last().map(|s| clean_shutdown::Head {
+        let now = segments.last().map(|s| state_snapshot::Head {
             active_base: s.base_offset,
             active_len: s.size(),
             end_offset: end,
@@ -117,7 +117,7 @@ impl Partition {
         let (producers, txns) = match snapshot {
             // The log is exactly as the clean shutdown left it.
             Some(snap) if Some(snap.head) == now => (snap.producers, snap.txns),
-            _ => recover_producers(&segments),
+            _ => recover_producers(&dir, &segments),
         };
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
@@ -268,6 +268,10 @@ impl Partition {
         let seg = Segment::create(&self.dir, end, self.index_interval)?;
         fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
         st.segments.push(Arc::new(seg));
+        if let Err(e) = state_snapshot::write_at_roll(&self.dir, end, &st.producers, &st.txns) {
+            // Only recovery speed depends on it.
+            tracing::warn!(topic = %self.topic, partition = self.index, "producer snapshot not written: {e}");
+        }
         // Everything before the new segment was just fsynced.
         self.durable.send_if_modified(|d| {
             let changed = end > *d;
@@ -313,12 +317,12 @@ impl Partition {
             return Ok(());
         };
         active.seal(&self.dir)?;
-        let head = clean_shutdown::Head {
+        let head = state_snapshot::Head {
             active_base: active.base_offset,
             active_len: active.size(),
             end_offset: end,
         };
-        clean_shutdown::write(&self.dir, head, &st.producers, &st.txns)
+        state_snapshot::write_clean(&self.dir, head, &st.producers, &st.txns)
             .map_err(|e| LogError::io(&self.dir, e))?;
         drop(st);
         self.durable.send_if_modified(|d| {
@@ -551,14 +555,21 @@ async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
     }
 }
 
-/// Rebuilds idempotent-producer state from the batch headers of recent
-/// segments (producer state is not kept for producers idle longer than
-/// Kafka's default producer-id expiry of one day).
-fn recover_producers(segments: &[Arc<Segment>]) -> (ProducerStates, TxnIndex) {
+/// Rebuilds idempotent-producer and transaction state after a crash: from
+/// the newest roll snapshot, replaying the batch headers of the segments
+/// after it; from the start of the log without one. Producers are rebuilt
+/// only from the last day's segments (Kafka's default producer-id expiry).
+fn recover_producers(dir: &Path, segments: &[Arc<Segment>]) -> (ProducerStates, TxnIndex) {
+    let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
+    let (mut states, mut txns, from) = match state_snapshot::latest_at_segment(dir, &bases) {
+        Some(snap) => {
+            let from = bases.partition_point(|b| *b < snap.head.active_base);
+            (snap.producers, snap.txns, from)
+        }
+        None => (ProducerStates::default(), TxnIndex::default(), 0),
+    };
     let horizon = now_ms() - 24 * 3600 * 1000;
-    let mut states = ProducerStates::default();
-    let mut txns = TxnIndex::default();
-    for seg in segments {
+    for seg in &segments[from..] {
         let recent = seg.max_timestamp().is_none_or(|t| t >= horizon);
         match seg.headers() {
             Ok(hs) => {
@@ -631,7 +642,17 @@ mod tests {
     }
 
     fn append(p: &Partition, seq: i32, cfg: &EffectiveConfig) -> AppendResult {
-        let b = make_idempotent_batch(PID, 0, seq, 1, now_ms());
+        append_as(p, PID, seq, now_ms(), cfg)
+    }
+
+    fn append_as(
+        p: &Partition,
+        pid: i64,
+        seq: i32,
+        ts: i64,
+        cfg: &EffectiveConfig,
+    ) -> AppendResult {
+        let b = make_idempotent_batch(pid, 0, seq, 1, ts);
         let spans = batch::validate_produce_records(&b, usize::MAX).unwrap();
         p.append(&b, &spans, cfg).unwrap()
     }
@@ -663,7 +684,7 @@ mod tests {
         assert!(p.segment_count() >= 3, "{} segments", p.segment_count());
         p.close_clean().unwrap();
         drop(p);
-        assert!(clean_shutdown::path(dir.path()).exists());
+        assert!(state_snapshot::clean_path(dir.path()).exists());
         // Sealed segments load their index on first use: one with its
         // index files gone is still read correctly.
         let first = segment_file(dir.path(), 0);
@@ -672,7 +693,7 @@ mod tests {
 
         let p = open(dir.path());
         assert!(
-            !clean_shutdown::path(dir.path()).exists(),
+            !state_snapshot::clean_path(dir.path()).exists(),
             "snapshot must be used once"
         );
         assert_eq!(p.end_offset(), 10, "the active segment was not re-verified");
@@ -705,5 +726,45 @@ mod tests {
         assert_eq!(p.end_offset(), 4, "full recovery cut the damaged batch");
         let retry = append(&p, 3, &cfg);
         assert!(retry.duplicate && retry.base_offset == 3, "{retry:?}");
+    }
+
+    #[tokio::test]
+    async fn crash_recovery_starts_from_the_last_roll_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_segments();
+        let p = open(dir.path());
+        // Producer 1 wrote two days ago: a replay of the whole log drops it
+        // (older than the one-day producer expiry); the roll snapshots
+        // carry it.
+        let old = now_ms() - 2 * 24 * 3600 * 1000;
+        // Four batches: two whole segments hold only old data.
+        for seq in 0..4 {
+            append_as(&p, 1, seq, old, &cfg);
+        }
+        for seq in 0..6 {
+            append(&p, seq, &cfg);
+        }
+        assert!(p.segment_count() >= 3);
+        drop(p); // no clean shutdown: a crash
+        let p = open(dir.path());
+        let retry = append_as(&p, 1, 3, old, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 3, "{retry:?}");
+        let retry = append(&p, 5, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 9, "{retry:?}");
+
+        // Without the snapshots the same log forgets producer 1.
+        drop(p);
+        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "snapshot") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let p = open(dir.path());
+        let b = make_idempotent_batch(1, 0, 3, 1, old);
+        let spans = batch::validate_produce_records(&b, usize::MAX).unwrap();
+        assert!(matches!(
+            p.append(&b, &spans, &cfg),
+            Err(LogError::UnknownProducerId(1))
+        ));
     }
 }

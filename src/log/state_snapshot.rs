@@ -1,14 +1,19 @@
-//! The clean-shutdown snapshot of one partition: what a restart would
-//! otherwise rebuild by reading the log.
+//! Snapshots of one partition's idempotent-producer and transaction state:
+//! what a restart would otherwise rebuild by reading batch headers of the
+//! whole log, so start-up time would grow with bytes.
 //!
-//! Without it a restart CRC-checks the whole active segment and reads every
-//! batch header of the last day to rebuild idempotent-producer and
-//! transaction state, so start-up time grows with bytes. A clean shutdown
-//! seals the active segment's index files and writes this file; the next
-//! start trusts both if the active segment still has exactly the length
-//! recorded here, and deletes the file before accepting writes, so a later
-//! crash always falls back to full recovery (as Kafka's
-//! `.kafka_cleanshutdown` marker and producer snapshots do).
+//! - **Clean shutdown** (`clean-shutdown`): written after the active segment
+//!   is sealed (fsynced, index files written). The next start trusts both if
+//!   the active segment still has exactly the length recorded here, and
+//!   deletes the file before accepting writes, so a later crash never trusts
+//!   it (Kafka's `.kafka_cleanshutdown` plays this part). A clean restart
+//!   then reads none of the log.
+//! - **Segment roll** (`<base>.snapshot`): the state as of a new segment's
+//!   base offset. After a crash, recovery loads the newest one that matches
+//!   a segment base and replays only the segments from there (Kafka's
+//!   producer snapshots), instead of every header of the last day. These are
+//!   not fsynced: a lost or torn one fails its CRC and an older one, or a
+//!   full replay, is used.
 //!
 //! Layout (big-endian): magic, active segment base and length, log end,
 //! producers, open transactions, aborted transactions, then CRC-32C of all
@@ -22,7 +27,8 @@ use super::fsutil;
 use crate::txn::partition_index::{AbortedTxn, TxnIndex};
 use crate::txn::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
 
-const FILE: &str = "clean-shutdown";
+const CLEAN_FILE: &str = "clean-shutdown";
+const ROLL_SUFFIX: &str = ".snapshot";
 const MAGIC: &[u8; 8] = b"PCSNAP01";
 
 /// Where the log stood when the snapshot was written.
@@ -40,14 +46,18 @@ pub struct Snapshot {
     pub txns: TxnIndex,
 }
 
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE)
+pub fn clean_path(dir: &Path) -> PathBuf {
+    dir.join(CLEAN_FILE)
 }
 
-/// Reads and removes the snapshot. `None` when there is none or it is
-/// damaged (then the caller recovers from the log).
-pub fn take(dir: &Path) -> Option<Snapshot> {
-    let p = path(dir);
+fn roll_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}{ROLL_SUFFIX}"))
+}
+
+/// Reads and removes the clean-shutdown snapshot. `None` when there is
+/// none or it is damaged (then the caller recovers from the log).
+pub fn take_clean(dir: &Path) -> Option<Snapshot> {
+    let p = clean_path(dir);
     let bytes = std::fs::read(&p).ok()?;
     let snap = decode(&bytes);
     if snap.is_none() {
@@ -62,13 +72,65 @@ pub fn take(dir: &Path) -> Option<Snapshot> {
     snap
 }
 
-pub fn write(
+pub fn write_clean(
     dir: &Path,
     head: Head,
     producers: &ProducerStates,
     txns: &TxnIndex,
 ) -> std::io::Result<()> {
-    fsutil::write_atomic(&path(dir), &encode(head, producers, txns), 0o644)
+    fsutil::write_atomic(&clean_path(dir), &encode(head, producers, txns), 0o644)
+}
+
+/// The state as of `base`, the offset a new segment starts at. Snapshots
+/// of older segments than the previous one are removed.
+pub fn write_at_roll(
+    dir: &Path,
+    base: i64,
+    producers: &ProducerStates,
+    txns: &TxnIndex,
+) -> std::io::Result<()> {
+    let head = Head {
+        active_base: base,
+        active_len: 0,
+        end_offset: base,
+    };
+    let path = roll_path(dir, base);
+    let tmp = path.with_extension("snapshot.tmp");
+    std::fs::write(&tmp, encode(head, producers, txns))?;
+    std::fs::rename(&tmp, &path)?;
+    let mut bases = roll_bases(dir);
+    bases.sort_unstable();
+    if bases.len() > 2 {
+        for old in &bases[..bases.len() - 2] {
+            let _ = std::fs::remove_file(roll_path(dir, *old));
+        }
+    }
+    Ok(())
+}
+
+fn roll_bases(dir: &Path) -> Vec<i64> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            name.to_str()?.strip_suffix(ROLL_SUFFIX)?.parse().ok()
+        })
+        .collect()
+}
+
+/// The newest intact roll snapshot taken at one of `segment_bases`.
+pub fn latest_at_segment(dir: &Path, segment_bases: &[i64]) -> Option<Snapshot> {
+    let mut bases = roll_bases(dir);
+    bases.sort_unstable_by(|a, b| b.cmp(a));
+    bases
+        .into_iter()
+        .filter(|b| segment_bases.binary_search(b).is_ok())
+        .find_map(|b| {
+            let snap = decode(&std::fs::read(roll_path(dir, b)).ok()?)?;
+            (snap.head.active_base == b).then_some(snap)
+        })
 }
 
 fn encode(head: Head, producers: &ProducerStates, txns: &TxnIndex) -> Vec<u8> {
@@ -229,9 +291,9 @@ mod tests {
     fn round_trips_and_is_removed_once_taken() {
         let dir = tempfile::tempdir().unwrap();
         let s = sample();
-        write(dir.path(), s.head, &s.producers, &s.txns).unwrap();
-        let back = take(dir.path()).expect("snapshot");
-        assert!(!path(dir.path()).exists());
+        write_clean(dir.path(), s.head, &s.producers, &s.txns).unwrap();
+        let back = take_clean(dir.path()).expect("snapshot");
+        assert!(!clean_path(dir.path()).exists());
         assert_eq!(back.head, s.head);
         let mut want: Vec<_> = s.producers.iter().map(|(p, e)| (*p, e.clone())).collect();
         let mut got: Vec<_> = back
@@ -244,7 +306,44 @@ mod tests {
         assert_eq!(format!("{want:?}"), format!("{got:?}"));
         assert_eq!(back.txns.parts().0, s.txns.parts().0);
         assert_eq!(back.txns.parts().1, s.txns.parts().1);
-        assert!(take(dir.path()).is_none());
+        assert!(take_clean(dir.path()).is_none());
+    }
+
+    #[test]
+    fn roll_snapshots_keep_the_last_two_and_skip_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sample();
+        for base in [0, 100, 200, 300] {
+            write_at_roll(dir.path(), base, &s.producers, &s.txns).unwrap();
+        }
+        let mut left = roll_bases(dir.path());
+        left.sort_unstable();
+        assert_eq!(left, vec![200, 300]);
+        let segments = [0, 100, 200, 300, 400];
+        assert_eq!(
+            latest_at_segment(dir.path(), &segments)
+                .unwrap()
+                .head
+                .active_base,
+            300
+        );
+        // Not a segment base (the segment was never created): skipped.
+        assert_eq!(
+            latest_at_segment(dir.path(), &[0, 200])
+                .unwrap()
+                .head
+                .active_base,
+            200
+        );
+        // A torn newest snapshot falls back to the one before.
+        std::fs::write(roll_path(dir.path(), 300), b"torn").unwrap();
+        assert_eq!(
+            latest_at_segment(dir.path(), &segments)
+                .unwrap()
+                .head
+                .active_base,
+            200
+        );
     }
 
     #[test]
