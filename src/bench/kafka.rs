@@ -204,7 +204,11 @@ pub async fn create_topic(base: &ClientConfig, name: &str, partitions: i32) -> a
         )
         .await?;
     for r in res {
-        r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+        match r {
+            // A --data-dir from an earlier run already has it.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("create topic {t}: {e}"),
+        }
     }
     Ok(())
 }
