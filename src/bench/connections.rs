@@ -134,7 +134,7 @@ pub struct Target {
     pub password: String,
 }
 
-async fn connect_once(
+pub async fn connect_once(
     t: &Target,
     salted: &SaltCache,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod ceilings;
 pub mod connections;
 pub mod kafka;
+pub mod probe;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -369,10 +370,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
         let (mbc, rc) = consumed??;
         println!("consume:           {mbc:9.1} MB/s {rc:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.7x over TLS)   {}", ratio(mbc, tls_ceiling), cpu.line_per_mb(mbc));
-        let (a, b) = (args.clone(), base.clone());
+        let (a, b, t) = (args.clone(), base.clone(), t_lat.clone());
         let (lat, cpu) = CpuSplit::measure(
             pid,
-            tokio::task::spawn_blocking(move || kafka::produce_latency(&a, &b, &t_lat)),
+            tokio::task::spawn_blocking(move || kafka::produce_latency(&a, &b, &t)),
         )
         .await;
         let (h, errs, achieved) = lat??;
@@ -384,6 +385,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.value_at_quantile(0.999) as f64 / 1000.0,
             h.len(),
+            cpu.line()
+        );
+        let probe = async {
+            let (topic, parts, size) = (t_lat.as_str(), args.partitions, args.record_size);
+            let (rate, secs) = (args.latency_rate_mb, args.latency_secs);
+            if secure {
+                let target = connections::Target {
+                    addr: addr.clone(),
+                    connector: tls_connector(&dir)?,
+                    user: BENCH_USER.into(),
+                    password: password.clone(),
+                };
+                let s = connections::connect_once(&target, &Default::default()).await?;
+                probe::produce_latency(s, topic, parts, size, rate, secs).await
+            } else {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                probe::produce_latency(s, topic, parts, size, rate, secs).await
+            }
+        };
+        let (res, cpu) = CpuSplit::measure(pid, probe).await;
+        let r = res?;
+        println!(
+            "latency, minimal client (what the broker adds): 1 request/ms at {:.1} MB/s: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} requests, {} failed)   {}",
+            r.mb_per_s,
+            r.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+            r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+            r.latency_us.value_at_quantile(0.999) as f64 / 1000.0,
+            r.latency_us.len(),
+            r.errors,
             cpu.line()
         );
     }

@@ -1,0 +1,145 @@
+//! Produce ack latency at a fixed rate seen by a minimal client: one
+//! connection, one pre-encoded Produce request (acks=1) sent every
+//! millisecond, responses timed on their own task. It costs the client a
+//! few percent of a core where librdkafka takes more than one, so on a
+//! shared machine it shows what the broker itself adds to a produce.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+const PRODUCE_V: i16 = 9;
+/// Where the correlation id sits in an encoded request frame: after the
+/// size, the API key and the version.
+const CORRELATION_AT: usize = 8;
+
+pub struct ProbeResult {
+    pub latency_us: Histogram<u64>,
+    pub errors: u64,
+    pub mb_per_s: f64,
+}
+
+/// One Produce frame per partition: `records_per_request` records of
+/// `record_size` bytes each.
+fn request_frames(
+    topic: &str,
+    partitions: i32,
+    records_per_request: usize,
+    record_size: usize,
+) -> anyhow::Result<Vec<BytesMut>> {
+    let value = Bytes::from(
+        (0..record_size)
+            .map(|i| (i * 31 % 97) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let batch = crate::log::internal::encode_batch(
+        (0..records_per_request)
+            .map(|_| (None, Some(value.clone())))
+            .collect(),
+    )?
+    .freeze();
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(PRODUCE_V)
+        .with_client_id(Some(StrBytes::from_static_str("portcullis-probe")));
+    (0..partitions.max(1))
+        .map(|p| {
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(batch.clone()))])]);
+            let mut buf = BytesMut::new();
+            buf.put_i32(0);
+            header.encode(&mut buf, ApiKey::Produce.request_header_version(PRODUCE_V))?;
+            req.encode(&mut buf, PRODUCE_V)?;
+            let len = (buf.len() - 4) as i32;
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            Ok(buf)
+        })
+        .collect()
+}
+
+/// Sends at `rate_mb` MB/s for `secs` over `stream` (already logged in).
+pub async fn produce_latency<S>(
+    stream: S,
+    topic: &str,
+    partitions: i32,
+    record_size: usize,
+    rate_mb: f64,
+    secs: u64,
+) -> anyhow::Result<ProbeResult>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    const TICK: Duration = Duration::from_millis(1);
+    let per_request = ((rate_mb * 1e6 * TICK.as_secs_f64()) / record_size as f64)
+        .round()
+        .max(1.0) as usize;
+    let mut frames = request_frames(topic, partitions, per_request, record_size)?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    let total = (secs * 1000) as usize;
+
+    let reader = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            let mut buf = Vec::new();
+            for _ in 0..total {
+                let len = rd.read_i32().await?.max(0) as usize;
+                buf.resize(len, 0);
+                rd.read_exact(&mut buf).await?;
+                let at = sent.lock().await.pop_front();
+                if let Some(at) = at {
+                    hist.record((at.elapsed().as_micros() as u64).max(1))?;
+                }
+                let mut b = Bytes::copy_from_slice(&buf);
+                ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(PRODUCE_V))?;
+                let r = ProduceResponse::decode(&mut b, PRODUCE_V)?;
+                let failed = r
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .any(|p| p.error_code != 0);
+                errors += failed as u64;
+            }
+            anyhow::Ok((hist, errors))
+        })
+    };
+
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let n_frames = frames.len();
+    for i in 0..total {
+        tick.tick().await;
+        let frame = &mut frames[i % n_frames];
+        frame[CORRELATION_AT..CORRELATION_AT + 4].copy_from_slice(&(i as i32).to_be_bytes());
+        sent.lock().await.push_back(Instant::now());
+        wr.write_all(frame).await?;
+        wr.flush().await?;
+    }
+    let (latency_us, errors) = reader.await??;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = (total * per_request * record_size) as f64;
+    Ok(ProbeResult {
+        latency_us,
+        errors,
+        mb_per_s: bytes / 1e6 / secs,
+    })
+}
