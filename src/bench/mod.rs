@@ -66,6 +66,23 @@ pub struct BenchArgs {
     /// BENCHMARKS.md for 100 GB on a compressed btrfs loop device).
     #[arg(long, default_value_t = 0.0)]
     pub restart_log_gb: f64,
+    /// Measure a running broker instead of starting one: its PLAINTEXT
+    /// listener. Without it the PLAINTEXT figures are skipped.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// The running broker's SASL_SSL listener (SCRAM-SHA-512); the SCRAM
+    /// password is read from PORTCULLIS_BENCH_PASSWORD.
+    #[arg(long, requires = "ca")]
+    pub secure_bootstrap: Option<String>,
+    /// SCRAM user for --secure-bootstrap.
+    #[arg(long, default_value = BENCH_USER)]
+    pub user: String,
+    /// CA certificate that signed the running broker's certificate.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The running broker's process id, for its CPU and memory figures.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
     /// Only these sections (comma-separated: ceilings, plaintext, secure,
     /// connections, acl, restart); default all.
     #[arg(long)]
@@ -162,20 +179,38 @@ fn port(addr: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn client(addr: &str, secure: bool, dir: &Path, password: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", addr);
-    if secure {
-        c.set("security.protocol", "SASL_SSL")
-            .set("sasl.mechanism", "SCRAM-SHA-512")
-            .set("sasl.username", BENCH_USER)
-            .set("sasl.password", password)
-            .set(
-                "ssl.ca.location",
-                dir.join("certs/ca.crt").display().to_string(),
-            );
+/// The broker under test: one this run started, or a running one.
+struct Endpoint {
+    plaintext: Option<String>,
+    secure: Option<String>,
+    pid: Option<u32>,
+    ca: PathBuf,
+    user: String,
+    password: String,
+}
+
+impl Endpoint {
+    fn client(&self, addr: &str, secure: bool) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", addr);
+        if secure {
+            c.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", &self.user)
+                .set("sasl.password", &self.password)
+                .set("ssl.ca.location", self.ca.display().to_string());
+        }
+        c
     }
-    c
+
+    fn scram_target(&self, addr: &str) -> anyhow::Result<connections::Target> {
+        Ok(connections::Target {
+            addr: addr.to_string(),
+            connector: tls_connector(&self.ca)?,
+            user: self.user.clone(),
+            password: self.password.clone(),
+        })
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -195,21 +230,24 @@ fn cpu_secs(pid: &str) -> f64 {
 
 /// CPU the broker and this process (the clients) used while `f` ran.
 struct CpuSplit {
-    broker: f64,
+    /// `None` when the broker's process is unknown (a running broker
+    /// measured without --broker-pid).
+    broker: Option<f64>,
     clients: f64,
     wall: f64,
 }
 
 impl CpuSplit {
     async fn measure<T, F: std::future::Future<Output = T>>(
-        broker_pid: u32,
+        broker_pid: Option<u32>,
         f: F,
     ) -> (T, CpuSplit) {
-        let b = broker_pid.to_string();
-        let (b0, c0, t0) = (cpu_secs(&b), cpu_secs("self"), std::time::Instant::now());
+        let b = broker_pid.map(|p| p.to_string());
+        let broker_cpu = || b.as_deref().map(cpu_secs);
+        let (b0, c0, t0) = (broker_cpu(), cpu_secs("self"), std::time::Instant::now());
         let out = f.await;
         let split = CpuSplit {
-            broker: cpu_secs(&b) - b0,
+            broker: broker_cpu().zip(b0).map(|(now, then)| now - then),
             clients: cpu_secs("self") - c0,
             wall: t0.elapsed().as_secs_f64(),
         };
@@ -219,9 +257,12 @@ impl CpuSplit {
     /// "broker 0.93 cores, clients 1.02 cores": who had the two cores.
     fn line(&self) -> String {
         let w = self.wall.max(1e-9);
+        let broker = self
+            .broker
+            .map(|b| format!("{:.2} cores", b / w))
+            .unwrap_or_else(|| "not measured".into());
         format!(
-            "cpu: broker {:.2} cores, clients {:.2} cores",
-            self.broker / w,
+            "cpu: broker {broker}, clients {:.2} cores",
             self.clients / w
         )
     }
@@ -229,8 +270,11 @@ impl CpuSplit {
     /// The same, plus what one broker core sustains at the broker's own
     /// cost per MB: the figure once clients have cores of their own.
     fn line_per_mb(&self, mb_per_s: f64) -> String {
+        let Some(broker) = self.broker else {
+            return self.line();
+        };
         let mb = (mb_per_s * self.wall).max(1e-9);
-        let per_mb = self.broker / mb;
+        let per_mb = broker / mb;
         format!(
             "{}; broker {:.2} ms CPU per MB = {:.0} MB/s per broker core",
             self.line(),
@@ -261,25 +305,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (d.clone(), Some(TempDirGuard(d)))
         }
     };
-    let password = crate::broker::random_password();
-    let store =
-        crate::security::credentials::CredentialStore::open_or_init(dir.join("credentials.yaml"))?;
-    store.modify(|f| {
-        if f.get(BENCH_USER).is_none() {
-            f.add_user(
-                BENCH_USER,
-                &password,
-                crate::security::scram::MIN_ITERATIONS,
-            )
-        } else {
-            f.set_password(
-                BENCH_USER,
-                &password,
-                crate::security::scram::MIN_ITERATIONS,
-            )
-        }
-    })?;
-    drop(store);
     println!(
         "portcullis bench on {} cores, fd limit {fd_limit}, scratch {}",
         std::thread::available_parallelism()
@@ -318,26 +343,99 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    let (broker, first_start) = start_broker(&dir, (0, 0))?;
-    let ports = (port(&broker.plaintext), port(&broker.secure));
-    println!(
-        "\nbroker pid {} started in {:.0} ms: PLAINTEXT {} SASL_SSL {}",
-        broker.child.id(),
-        first_start.as_secs_f64() * 1000.0,
-        broker.plaintext,
-        broker.secure
-    );
+    // First, in a fresh process: a broker's reload runs in a heap shaped by
+    // the broker, not by the librdkafka clients of the runs below (which
+    // made a reload ~100 ms slower), and closing 10,000 connections keeps
+    // both cores busy for a while, which is not what a reload competes with.
+    if args.wants("acl") {
+        let (d, n) = (dir.clone(), args.acl_rules);
+        let f = tokio::task::spawn_blocking(move || acl::run(&d, n, 1_000_000)).await??;
+        println!("\n== ACLs ({} rules, {} KiB file)", f.rules, f.file_kib);
+        println!(
+            "authorize(): p50 {} ns  p99 {} ns  p99.9 {} ns   (target p99 <= 1000 ns)",
+            f.authorize_ns.value_at_quantile(0.5),
+            f.authorize_ns.value_at_quantile(0.99),
+            f.authorize_ns.value_at_quantile(0.999)
+        );
+        println!("reload (parse + validate + index, off the request path): p50 {:.1} ms  max {:.1} ms   (target <= 250 ms)", f.reload_ms_p50, f.reload_ms_max);
+    }
+
+    let external = args.bootstrap.is_some() || args.secure_bootstrap.is_some();
+    let (ep, broker) = if external {
+        let secure = args.secure_bootstrap.clone();
+        let password = match &secure {
+            Some(_) => std::env::var("PORTCULLIS_BENCH_PASSWORD").context(
+                "--secure-bootstrap needs the SCRAM password in PORTCULLIS_BENCH_PASSWORD",
+            )?,
+            None => String::new(),
+        };
+        let ep = Endpoint {
+            plaintext: args.bootstrap.clone(),
+            secure,
+            pid: args.broker_pid,
+            ca: args.ca.clone().unwrap_or_default(),
+            user: args.user.clone(),
+            password,
+        };
+        println!(
+            "\nrunning broker: PLAINTEXT {} SASL_SSL {} (pid {})",
+            ep.plaintext.as_deref().unwrap_or("-"),
+            ep.secure.as_deref().unwrap_or("-"),
+            ep.pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into())
+        );
+        (ep, None)
+    } else {
+        let password = crate::broker::random_password();
+        let store = crate::security::credentials::CredentialStore::open_or_init(
+            dir.join("credentials.yaml"),
+        )?;
+        store.modify(|f| {
+            if f.get(BENCH_USER).is_none() {
+                f.add_user(
+                    BENCH_USER,
+                    &password,
+                    crate::security::scram::MIN_ITERATIONS,
+                )
+            } else {
+                f.set_password(
+                    BENCH_USER,
+                    &password,
+                    crate::security::scram::MIN_ITERATIONS,
+                )
+            }
+        })?;
+        drop(store);
+        let (broker, first_start) = start_broker(&dir, (0, 0))?;
+        println!(
+            "\nbroker pid {} started in {:.0} ms: PLAINTEXT {} SASL_SSL {}",
+            broker.child.id(),
+            first_start.as_secs_f64() * 1000.0,
+            broker.plaintext,
+            broker.secure
+        );
+        let ep = Endpoint {
+            plaintext: Some(broker.plaintext.clone()),
+            secure: Some(broker.secure.clone()),
+            pid: Some(broker.child.id()),
+            ca: dir.join("certs/ca.crt"),
+            user: BENCH_USER.into(),
+            password,
+        };
+        (ep, Some(broker))
+    };
+    let pid = ep.pid;
 
     for (name, secure) in [("plaintext", false), ("secure", true)] {
         if !args.wants(name) {
             continue;
         }
-        let addr = if secure {
-            &broker.secure
-        } else {
-            &broker.plaintext
+        let Some(addr) = (if secure { &ep.secure } else { &ep.plaintext }) else {
+            println!("\n== {name}: skipped (no listener given)");
+            continue;
         };
-        let base = client(addr, secure, &dir, &password);
+        let base = ep.client(addr, secure);
         let label = if secure {
             "SASL_SSL + SCRAM-SHA-512"
         } else {
@@ -354,7 +452,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (a, b) = (args.clone(), base.clone());
             tokio::task::spawn_blocking(move || kafka::produce_throughput(&a, &b, &topic, acks))
         };
-        let pid = broker.child.id();
         let (res, cpu) = CpuSplit::measure(pid, run("1", t1.clone())).await;
         let (mb1, r1) = res??;
         println!("produce acks=1:    {mb1:9.1} MB/s {r1:11.0} rec/s   ratio to TLS ceiling {}   (target >= 0.6x over TLS)   {}", ratio(mb1, tls_ceiling), cpu.line_per_mb(mb1));
@@ -391,12 +488,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (topic, parts, size) = (t_lat.as_str(), args.partitions, args.record_size);
             let (rate, secs) = (args.latency_rate_mb, args.latency_secs);
             if secure {
-                let target = connections::Target {
-                    addr: addr.clone(),
-                    connector: tls_connector(&dir)?,
-                    user: BENCH_USER.into(),
-                    password: password.clone(),
-                };
+                let target = ep.scram_target(addr)?;
                 let s = connections::connect_once(&target, &Default::default()).await?;
                 probe::produce_latency(s, topic, parts, size, rate, secs).await
             } else {
@@ -419,57 +511,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Before the connection figures: closing 10,000 connections keeps both
-    // cores busy for a while, which is not what a reload competes with.
-    if args.wants("acl") {
-        let (d, n) = (dir.clone(), args.acl_rules);
-        let f = tokio::task::spawn_blocking(move || acl::run(&d, n, 1_000_000)).await??;
-        println!("\n== ACLs ({} rules, {} KiB file)", f.rules, f.file_kib);
-        println!(
-            "authorize(): p50 {} ns  p99 {} ns  p99.9 {} ns   (target p99 <= 1000 ns)",
-            f.authorize_ns.value_at_quantile(0.5),
-            f.authorize_ns.value_at_quantile(0.99),
-            f.authorize_ns.value_at_quantile(0.999)
-        );
-        println!("reload (parse + validate + index, off the request path): p50 {:.1} ms  max {:.1} ms   (target <= 250 ms)", f.reload_ms_p50, f.reload_ms_max);
-    }
-
-    if args.wants("connections") {
-        let target = Arc::new(connections::Target {
-            addr: broker.secure.clone(),
-            connector: tls_connector(&dir)?,
-            user: BENCH_USER.into(),
-            password: password.clone(),
-        });
+    if let Some(secure) = ep.secure.as_deref().filter(|_| args.wants("connections")) {
+        let target = Arc::new(ep.scram_target(secure)?);
         println!("\n== connections (TCP + TLS 1.3 + SCRAM-SHA-512)");
         let (connected, cpu) = CpuSplit::measure(
-            broker.child.id(),
+            pid,
             connections::connects_per_second(target.clone(), 32, args.connect_secs),
         )
         .await;
         let (rate, failed) = connected?;
         // The clients' TLS handshakes and SCRAM run on the same two cores:
         // what one broker core serves is the broker's own cost per connect.
-        let per_connect = cpu.broker / (rate * cpu.wall).max(1.0);
+        let per_connect = cpu
+            .broker
+            .map(|b| {
+                let each = b / (rate * cpu.wall).max(1.0);
+                format!(
+                    "; broker {:.0} us CPU per connect = {:.0} connects/s per broker core",
+                    each * 1e6,
+                    1.0 / each.max(1e-9)
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)   {}; broker {:.0} us CPU per connect = {:.0} connects/s per broker core",
+            "full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)   {}{per_connect}",
             cpu.line(),
-            per_connect * 1e6,
-            1.0 / per_connect.max(1e-9)
         );
-        let (per, opened) = connections::idle_memory_per_connection(
-            target,
-            broker.child.id(),
-            args.idle_connections,
-        )
-        .await?;
-        println!("idle authenticated connections: {opened} open, broker RSS {:.1} KiB per connection   (target <= 16 KiB)", per / 1024.0);
+        match pid {
+            Some(pid) => {
+                let (per, opened) =
+                    connections::idle_memory_per_connection(target, pid, args.idle_connections)
+                        .await?;
+                println!("idle authenticated connections: {opened} open, broker RSS {:.1} KiB per connection   (target <= 16 KiB)", per / 1024.0);
+            }
+            None => println!("idle connection memory: skipped (needs --broker-pid)"),
+        }
     }
 
-    if args.wants("restart") {
-        grow_log(&args, &broker, &dir, &password).await?;
+    if let Some(mut broker) = broker.filter(|_| args.wants("restart")) {
+        let ports = (port(&broker.plaintext), port(&broker.secure));
+        grow_log(&args, &ep, &dir).await?;
         let bytes: u64 = walk_size(&dir.join("data"));
-        let mut broker = broker;
         let pid = broker.child.id();
         // Clean restart: SIGTERM, then time until listening again.
         let _ = Command::new("kill")
@@ -486,16 +568,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("\n== restart with {:.2} GB of log", bytes as f64 / 1e9);
         println!("clean restart: {:.0} ms   after kill -9 (recovery): {:.0} ms   (target < 1 s for 100 GB)", clean.as_secs_f64() * 1000.0, crash.as_secs_f64() * 1000.0);
         drop(b3);
-    } else {
-        drop(broker);
+    } else if args.wants("restart") && external {
+        println!("\n== restart: skipped (only a broker this run started is restarted)");
     }
     std::io::stdout().flush()?;
     Ok(())
 }
 
-fn tls_connector(dir: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(dir.join("certs/ca.crt"))?;
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
     for c in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(c?)?;
     }
@@ -508,18 +590,16 @@ fn tls_connector(dir: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
 
 /// Produces into `bench-restart` until the data directory holds
 /// `--restart-log-gb`.
-async fn grow_log(
-    args: &BenchArgs,
-    broker: &BrokerProcess,
-    dir: &Path,
-    password: &str,
-) -> anyhow::Result<()> {
+async fn grow_log(args: &BenchArgs, ep: &Endpoint, dir: &Path) -> anyhow::Result<()> {
     let want = (args.restart_log_gb * 1e9) as u64;
     let have = walk_size(&dir.join("data"));
     if want <= have {
         return Ok(());
     }
-    let base = client(&broker.plaintext, false, dir, password);
+    let Some(plaintext) = &ep.plaintext else {
+        return Ok(());
+    };
+    let base = ep.client(plaintext, false);
     kafka::create_topic(&base, "bench-restart", args.partitions).await?;
     let mut fill = args.clone();
     fill.records = ((want - have) / (args.record_size as u64 + 30)) as usize;
