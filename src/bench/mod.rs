@@ -270,16 +270,37 @@ impl CpuSplit {
     /// The same, plus what one broker core sustains at the broker's own
     /// cost per MB: the figure once clients have cores of their own.
     fn line_per_mb(&self, mb_per_s: f64) -> String {
-        let Some(broker) = self.broker else {
-            return self.line();
-        };
         let mb = (mb_per_s * self.wall).max(1e-9);
-        let per_mb = broker / mb;
+        let broker = self
+            .broker
+            .map(|b| {
+                let per_mb = b / mb;
+                format!(
+                    "; broker {:.2} ms CPU per MB = {:.0} MB/s per broker core",
+                    per_mb * 1000.0,
+                    1.0 / per_mb.max(1e-9)
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "{}; broker {:.2} ms CPU per MB = {:.0} MB/s per broker core",
+            "{}{broker}; {}",
             self.line(),
-            per_mb * 1000.0,
-            1.0 / per_mb.max(1e-9)
+            self.client_bound(mb, "MB/s", "MB")
+        )
+    }
+
+    /// The most the clients' own measured cost allows on this machine:
+    /// every core theirs and a broker that costs nothing. A target above it
+    /// cannot be met here by any broker.
+    fn client_bound(&self, units: f64, rate_unit: &str, per: &str) -> String {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        let per_unit = self.clients / units.max(1e-9);
+        format!(
+            "client-only bound {:.0} {rate_unit} ({:.0} us client CPU per {per})",
+            cores / per_unit.max(1e-12),
+            per_unit * 1e6
         )
     }
 }
@@ -534,8 +555,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
             .unwrap_or_default();
         println!(
-            "full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)   {}{per_connect}",
+            "full connects: {rate:9.0} /s ({failed} failed)   (target >= 3000/s)   {}{per_connect}; {}",
             cpu.line(),
+            cpu.client_bound(rate * cpu.wall, "connects/s", "connect"),
         );
         match pid {
             Some(pid) => {
