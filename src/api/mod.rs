@@ -302,7 +302,13 @@ pub(crate) fn encode_response(
         api.response_header_version(version)
     };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(256);
+    // A Fetch response can be tens of MB: sized up front it is allocated
+    // once, instead of regrown (and copied) a dozen times on the way.
+    let body_size = match resp {
+        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(256 + body_size);
     buf.put_i32(0);
     let res = header
         .encode(&mut buf, header_version)
