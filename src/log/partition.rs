@@ -18,7 +18,7 @@ use super::state_snapshot;
 use super::topic_config::{EffectiveConfig, TimestampType};
 use super::LogError;
 use crate::txn::partition_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
-use crate::txn::producer_state::{ProducerStates, SequenceCheck};
+use crate::txn::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
 
 struct State {
     segments: Vec<Arc<Segment>>,
@@ -114,11 +114,12 @@ impl Partition {
             active_len: s.size(),
             end_offset: end,
         });
-        let (producers, txns) = match snapshot {
+        let (mut producers, txns) = match snapshot {
             // The log is exactly as the clean shutdown left it.
             Some(snap) if Some(snap.head) == now => (snap.producers, snap.txns),
             _ => recover_producers(&dir, &segments),
         };
+        producers.expire(now_ms() - PRODUCER_EXPIRY_MS, |pid| txns.is_open(pid));
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
         let p = Arc::new(Partition {
@@ -180,16 +181,6 @@ impl Partition {
         let now = now_ms();
         let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let mut st = self.lock();
-        let needs_roll = {
-            let active = st.segments.last().ok_or(LogError::Deleted)?;
-            active.size() > 0
-                && (active.size() + records.len() as u64 > cfg.segment_bytes
-                    || now - active.created_ms() >= cfg.segment_ms
-                    || active.size() + records.len() as u64 > u32::MAX as u64)
-        };
-        if needs_roll {
-            self.roll_locked(&mut st)?;
-        }
         let base = self.end_offset.load(Ordering::Acquire);
         for (i, span) in spans.iter().enumerate() {
             match st.producers.check(&span.header) {
@@ -226,6 +217,18 @@ impl Partition {
                     return Err(LogError::UnknownProducerId(span.header.producer_id))
                 }
             }
+        }
+        // Only once the batches are known to be written: a retried
+        // duplicate writes nothing and must not roll the segment either.
+        let needs_roll = {
+            let active = st.segments.last().ok_or(LogError::Deleted)?;
+            active.size() > 0
+                && (active.size() + records.len() as u64 > cfg.segment_bytes
+                    || now - active.created_ms() >= cfg.segment_ms
+                    || active.size() + records.len() as u64 > u32::MAX as u64)
+        };
+        if needs_roll {
+            self.roll_locked(&mut st)?;
         }
         let mut data = records.to_vec();
         let mut next = base;
@@ -268,7 +271,11 @@ impl Partition {
         let seg = Segment::create(&self.dir, end, self.index_interval)?;
         fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
         st.segments.push(Arc::new(seg));
-        if let Err(e) = state_snapshot::write_at_roll(&self.dir, end, &st.producers, &st.txns) {
+        let State {
+            producers, txns, ..
+        } = &mut *st;
+        producers.expire(now_ms() - PRODUCER_EXPIRY_MS, |pid| txns.is_open(pid));
+        if let Err(e) = state_snapshot::write_at_roll(&self.dir, end, producers, txns) {
             // Only recovery speed depends on it.
             tracing::warn!(topic = %self.topic, partition = self.index, "producer snapshot not written: {e}");
         }
@@ -311,6 +318,14 @@ impl Partition {
     /// and snapshots producer and transaction state, so the next start
     /// reads none of the log (see `clean_shutdown`).
     pub fn close_clean(&self) -> Result<(), LogError> {
+        if self.storage_failed.load(Ordering::Acquire) {
+            // An fsync failed earlier: the file may have lost pages that a
+            // later fsync no longer reports, so the next start must verify.
+            return Err(LogError::io(
+                &self.dir,
+                std::io::Error::other("not marking a clean shutdown after an fsync failure"),
+            ));
+        }
         let st = self.lock();
         let end = self.end_offset();
         let Some(active) = st.segments.last() else {
@@ -493,6 +508,7 @@ impl Partition {
                 let new_start = first.base_offset;
                 self.log_start.fetch_max(new_start, Ordering::AcqRel);
             }
+            st.txns.forget_aborted_before(self.log_start_offset());
             gone
         };
         for seg in &removed {
@@ -557,8 +573,8 @@ async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
 
 /// Rebuilds idempotent-producer and transaction state after a crash: from
 /// the newest roll snapshot, replaying the batch headers of the segments
-/// after it; from the start of the log without one. Producers are rebuilt
-/// only from the last day's segments (Kafka's default producer-id expiry).
+/// after it; from the start of the log without one. The caller expires
+/// producers idle for more than a day, as Kafka does.
 fn recover_producers(dir: &Path, segments: &[Arc<Segment>]) -> (ProducerStates, TxnIndex) {
     let bases: Vec<i64> = segments.iter().map(|s| s.base_offset).collect();
     let (mut states, mut txns, from) = match state_snapshot::latest_at_segment(dir, &bases) {
@@ -568,15 +584,11 @@ fn recover_producers(dir: &Path, segments: &[Arc<Segment>]) -> (ProducerStates, 
         }
         None => (ProducerStates::default(), TxnIndex::default(), 0),
     };
-    let horizon = now_ms() - 24 * 3600 * 1000;
     for seg in &segments[from..] {
-        let recent = seg.max_timestamp().is_none_or(|t| t >= horizon);
         match seg.headers() {
             Ok(hs) => {
                 for h in hs.iter().filter(|h| h.producer_id >= 0) {
-                    if recent {
-                        states.record(h, h.base_offset);
-                    }
+                    states.record(h, h.base_offset);
                     // Transactions are rebuilt whatever their age: an
                     // aborted one stays invisible to read_committed forever.
                     let marker = if h.is_control() {
@@ -712,20 +724,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = small_segments();
         let p = open(dir.path());
-        for seq in 0..4 {
+        // Two batches fill a segment: the third starts the active one.
+        for seq in 0..3 {
             append(&p, seq, &cfg);
         }
         p.close_clean().unwrap();
         // The snapshot is stale once anything is appended after it (a
-        // shutdown that timed out on a busy connection, then a crash).
-        append(&p, 4, &cfg);
+        // shutdown that timed out on a busy connection, then a crash):
+        // here the same active segment only grows.
+        let segments = p.segment_count();
+        append(&p, 3, &cfg);
+        assert_eq!(p.segment_count(), segments, "must land in the same segment");
         drop(p);
         damage_last_record_byte(dir.path());
 
         let p = open(dir.path());
-        assert_eq!(p.end_offset(), 4, "full recovery cut the damaged batch");
-        let retry = append(&p, 3, &cfg);
-        assert!(retry.duplicate && retry.base_offset == 3, "{retry:?}");
+        assert_eq!(p.end_offset(), 3, "full recovery cut the damaged batch");
+        let retry = append(&p, 2, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 2, "{retry:?}");
     }
 
     #[tokio::test]
@@ -733,26 +749,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = small_segments();
         let p = open(dir.path());
-        // Producer 1 wrote two days ago: a replay of the whole log drops it
-        // (older than the one-day producer expiry); the roll snapshots
-        // carry it.
-        let old = now_ms() - 2 * 24 * 3600 * 1000;
-        // Four batches: two whole segments hold only old data.
-        for seq in 0..4 {
-            append_as(&p, 1, seq, old, &cfg);
+        // Producer 1 writes only into the first segment.
+        for seq in 0..2 {
+            append_as(&p, 1, seq, now_ms(), &cfg);
         }
         for seq in 0..6 {
             append(&p, seq, &cfg);
         }
-        assert!(p.segment_count() >= 3);
+        assert!(p.segment_count() >= 4);
         drop(p); // no clean shutdown: a crash
-        let p = open(dir.path());
-        let retry = append_as(&p, 1, 3, old, &cfg);
-        assert!(retry.duplicate && retry.base_offset == 3, "{retry:?}");
-        let retry = append(&p, 5, &cfg);
-        assert!(retry.duplicate && retry.base_offset == 9, "{retry:?}");
+                 // Recovery from the newest roll snapshot never reads the first
+                 // segment: wipe its bytes (same length) to prove it.
+        let first = segment_file(dir.path(), 0);
+        let len = std::fs::metadata(&first).unwrap().len() as usize;
+        std::fs::write(&first, vec![0u8; len]).unwrap();
 
-        // Without the snapshots the same log forgets producer 1.
+        let p = open(dir.path());
+        let retry = append_as(&p, 1, 1, now_ms(), &cfg);
+        assert!(retry.duplicate && retry.base_offset == 1, "{retry:?}");
+        let retry = append(&p, 5, &cfg);
+        assert!(retry.duplicate && retry.base_offset == 7, "{retry:?}");
+
+        // Without the snapshots, recovery replays from the start, cannot
+        // read the wiped segment, and forgets producer 1.
         drop(p);
         for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "snapshot") {
@@ -760,7 +779,7 @@ mod tests {
             }
         }
         let p = open(dir.path());
-        let b = make_idempotent_batch(1, 0, 3, 1, old);
+        let b = make_idempotent_batch(1, 0, 1, 1, now_ms());
         let spans = batch::validate_produce_records(&b, usize::MAX).unwrap();
         assert!(matches!(
             p.append(&b, &spans, &cfg),

@@ -155,9 +155,24 @@ impl Segment {
             if let Some(ix) = SegmentIndex::read_files(&ip, &tp, self.size()) {
                 *self.index.write().unwrap_or_else(|p| p.into_inner()) = ix;
             } else if let Err(e) = self.scan_and_repair(false) {
-                // Reads still work (they scan from the segment start); a
-                // timestamp-less segment is kept by time retention.
+                // Reads still work (they scan from the segment start). Time
+                // retention goes by the file's modification time, as Kafka
+                // does for segments without timestamps.
                 tracing::error!(segment = %self.path.display(), "cannot rebuild the index: {e}");
+                let mtime = self
+                    .file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_else(now_ms);
+                let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+                *ix = SegmentIndex::default();
+                ix.times.push(super::index::TimeEntry {
+                    timestamp: mtime,
+                    rel_offset: 0,
+                });
             }
         });
     }

@@ -29,7 +29,7 @@ use crate::txn::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CAC
 
 const CLEAN_FILE: &str = "clean-shutdown";
 const ROLL_SUFFIX: &str = ".snapshot";
-const MAGIC: &[u8; 8] = b"PCSNAP01";
+const MAGIC: &[u8; 8] = b"PCSNAP02";
 
 /// Where the log stood when the snapshot was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +143,7 @@ fn encode(head: Head, producers: &ProducerStates, txns: &TxnIndex) -> Vec<u8> {
     for (pid, e) in producers.iter() {
         out.extend_from_slice(&pid.to_be_bytes());
         out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.last_timestamp.to_be_bytes());
         out.push(e.batches.len() as u8);
         for b in &e.batches {
             out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -209,9 +210,10 @@ fn decode(bytes: &[u8]) -> Option<Snapshot> {
     let active_len = r.i64()? as u64;
     let end_offset = r.i64()?;
     let mut producers = ProducerStates::default();
-    for _ in 0..r.count(11)? {
+    for _ in 0..r.count(19)? {
         let pid = r.i64()?;
         let epoch = r.i16()?;
+        let last_timestamp = r.i64()?;
         let n = r.u8()? as usize;
         if n > CACHED_BATCHES {
             return None;
@@ -224,7 +226,14 @@ fn decode(bytes: &[u8]) -> Option<Snapshot> {
                 base_offset: r.i64()?,
             });
         }
-        producers.insert(pid, ProducerEntry { epoch, batches });
+        producers.insert(
+            pid,
+            ProducerEntry {
+                epoch,
+                batches,
+                last_timestamp,
+            },
+        );
     }
     let mut ongoing = BTreeMap::new();
     for _ in 0..r.count(16)? {
@@ -265,6 +274,7 @@ mod tests {
                 producer_epoch: 2,
                 base_sequence: seq,
                 last_offset_delta: 4,
+                max_timestamp: 1_000 + off,
                 ..BatchHeader::default()
             };
             producers.record(&h, off);

@@ -38,6 +38,16 @@ impl TxnIndex {
         TxnIndex { ongoing, aborted }
     }
 
+    pub fn is_open(&self, producer_id: i64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Drops aborted transactions that ended below the log start: no fetch
+    /// can reach them any more.
+    pub fn forget_aborted_before(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
     /// Records an appended batch; `marker` is set for control batches.
     pub fn on_batch(&mut self, h: &BatchHeader, base_offset: i64, marker: Option<Marker>) {
         if h.attributes & ATTR_TRANSACTIONAL == 0 || h.producer_id < 0 {

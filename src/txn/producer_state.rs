@@ -21,7 +21,13 @@ pub struct CachedBatch {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<CachedBatch>,
+    /// Largest batch timestamp seen from this producer: it expires a day
+    /// after this, as in Kafka (`producer.id.expiration.ms`).
+    pub last_timestamp: i64,
 }
+
+/// Kafka's default `producer.id.expiration.ms`: one day.
+pub const PRODUCER_EXPIRY_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -111,6 +117,7 @@ impl ProducerStates {
             return;
         }
         let e = self.producers.entry(h.producer_id).or_default();
+        e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
         if h.is_control() {
             // A marker written with a bumped epoch fences older producers.
             if h.producer_epoch > e.epoch {
@@ -135,6 +142,13 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forgets producers idle since before `cutoff` (a batch timestamp),
+    /// except those `in_transaction` says still have one open.
+    pub fn expire(&mut self, cutoff: i64, in_transaction: impl Fn(i64) -> bool) {
+        self.producers
+            .retain(|pid, e| e.last_timestamp >= cutoff || in_transaction(*pid));
     }
 
     /// Every producer's state, for the clean-shutdown snapshot.
@@ -201,5 +215,22 @@ mod tests {
             s.check(&h(9, 0, 2, 1)),
             SequenceCheck::OutOfOrder { expected: 10 }
         );
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_a_transaction_is_open() {
+        let mut st = ProducerStates::default();
+        for (pid, ts) in [(1, 1_000), (2, 5_000), (3, 1_000)] {
+            let h = BatchHeader {
+                producer_id: pid,
+                max_timestamp: ts,
+                ..BatchHeader::default()
+            };
+            st.record(&h, 0);
+        }
+        st.expire(2_000, |pid| pid == 3);
+        let mut left: Vec<i64> = st.iter().map(|(p, _)| *p).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![2, 3]);
     }
 }
