@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{run_python, scratch, wait_for, Broker, BIN};
+use common::{run_python, scratch, strip_ansi, wait_for, Broker, BIN};
 
 /// A broker with an ACL file of the test's own (no permissive defaults).
 struct AclBroker {
@@ -29,24 +29,6 @@ struct AclBroker {
 
 fn password_of(user: &str) -> String {
     format!("{user}-Secret-42")
-}
-
-/// Strips the ANSI colour codes the broker's log carries.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl AclBroker {

@@ -32,7 +32,8 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use common::{raw_request, run_python, scratch, wait_for, Broker};
+use common::audit_files::{is, n, raw_lines, s, show};
+use common::{raw_request, run_python, scratch, strip_ansi, wait_for, Broker};
 
 /// Generous: the test machine may be small and busy.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -99,24 +100,6 @@ struct Gw {
     up_audit: PathBuf,
     gw_acl: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-/// Strips the ANSI colour codes the broker's log carries.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Waits until `broker` has reloaded its credential store with `users`
@@ -576,45 +559,12 @@ fn ports_of_process_listening_on(port: u16) -> BTreeSet<u16> {
 
 /// Every record of an audit log (rotated files first), parsed.
 fn audit_records(log: &Path) -> Vec<Value> {
-    let mut files = Vec::new();
-    for i in (1..=20).rev() {
-        let f = PathBuf::from(format!("{}.{i}", log.display()));
-        if f.exists() {
-            files.push(f);
-        }
-    }
-    files.push(log.to_path_buf());
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let complete = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        for l in text[..complete].lines().filter(|l| !l.trim().is_empty()) {
-            out.push(
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")),
-            );
-        }
-    }
-    out
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
-}
-
-fn n(v: &Value, k: &str) -> Option<i64> {
-    v.get(k).and_then(Value::as_i64)
-}
-
-fn is(v: &Value, k: &str, want: &str) -> bool {
-    s(v, k) == Some(want)
-}
-
-fn show(recs: &[&Value]) -> String {
-    recs.iter()
-        .map(|r| r.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    raw_lines(log)
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+        })
+        .collect()
 }
 
 /// Waits until a record matching `pred` is in the log; returns all records.

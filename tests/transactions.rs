@@ -45,7 +45,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use common::{scratch, wait_for, Broker, BIN};
+use common::{scratch, strip_ansi, wait_for, Broker, BIN};
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -1352,23 +1352,6 @@ fn describe_and_list_transactions() {
 // ---------------------------------------------------------------------------
 // 7. Authorization
 // ---------------------------------------------------------------------------
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// On a SASL_SSL broker with explicit ACLs: no WRITE on the transactional
 /// id -> 53 from init_transactions; neither a topic WRITE nor

@@ -2,6 +2,8 @@
 //! scratch directory, and provides the Python clients in a private venv.
 #![allow(dead_code)]
 
+pub mod audit_files;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,24 @@ pub struct Broker {
     pub addrs: Vec<String>,
     /// Password of the bootstrap `admin` user, when the broker created it.
     pub admin_password: Option<String>,
+}
+
+/// Strips the ANSI colour codes the broker's log carries.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Polls `f` until it returns `Some`, panicking with `what` at the deadline.
