@@ -16,18 +16,17 @@ and prints "ALL OK" as its last line on success; it exits non-zero with a
 "FAIL: ..." line naming the first mismatch otherwise.
 """
 
-import json
-import logging
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from harness import check, fail, load_env, log, quiet_logger  # noqa: F401  (re-exported to the scripts)
 
 # Kafka's error codes (org.apache.kafka.common.protocol.Errors).
 TOPIC_AUTHORIZATION_FAILED = 29
@@ -44,33 +43,6 @@ OP_TIMEOUT = 60.0
 # the deadline leaves room for a loaded machine, and the measured latency
 # is printed.
 RELOAD_DEADLINE = 10.0
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def load_env():
-    check(len(sys.argv) == 2, f"usage: {sys.argv[0]} ENV_JSON")
-    return json.loads(sys.argv[1])
-
-
-def quiet_logger(name):
-    """Keeps librdkafka's (expected) error log lines out of the output."""
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 def wait_until(what, timeout, f, interval=0.05):

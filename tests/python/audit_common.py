@@ -15,12 +15,13 @@ log itself is checked on the Rust side.
 """
 
 import json
-import logging
 import sys
 import time
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
+
+from harness import check, fail, log, quiet_logger, result  # noqa: F401  (re-exported to the scripts)
 
 # Generous: CI machines are small and busy.
 OP_TIMEOUT = 60.0
@@ -28,34 +29,9 @@ OP_TIMEOUT = 60.0
 TOPIC_AUTHORIZATION_FAILED = 29
 
 
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
 def env_from_argv():
     check(len(sys.argv) == 2, "usage: script.py '<env json>'")
     return json.loads(sys.argv[1])
-
-
-def result(**kw):
-    print("RESULT " + json.dumps(kw), flush=True)
-
-
-def quiet_logger(name):
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 def conf(env, user, password, **extra):

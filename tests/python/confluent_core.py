@@ -22,6 +22,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from harness import check, fail
+
 BOOTSTRAP = sys.argv[1]
 PARTITIONS = 3
 # A fixed past time for explicit timestamps: far enough from "now" that a
@@ -31,16 +33,6 @@ BASE_TS = 1_600_000_000_000
 # more than a fraction of these on an idle machine.
 OP_TIMEOUT = 60.0
 CONSUME_DEADLINE = 600.0
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 def expected_record(i):

@@ -16,14 +16,13 @@ It prints machine-readable "RESULT <json>" lines for the Rust side and
 "FAIL: ..." line naming the first mismatch otherwise.
 """
 
-import json
-import logging
-import sys
 import time
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from harness import check, fail, load_env, log, quiet_logger, result  # noqa: F401  (re-exported to the scripts)
 
 # Generous: CI machines are small and busy. Nothing bounded by these takes
 # more than a fraction of them on an idle machine.
@@ -35,37 +34,6 @@ GROUP_AUTHORIZATION_FAILED = 30
 CLUSTER_AUTHORIZATION_FAILED = 31
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 SASL_AUTHENTICATION_FAILED = 58
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def result(**kw):
-    print("RESULT " + json.dumps(kw), flush=True)
-
-
-def load_env():
-    check(len(sys.argv) == 2, f"usage: {sys.argv[0]} ENV_JSON")
-    return json.loads(sys.argv[1])
-
-
-def quiet_logger(name="rdkafka"):
-    """Keeps librdkafka's (expected) error log lines out of the output."""
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 def password(env, user):

@@ -10,40 +10,17 @@ which records it got, which it missed and which it got twice.
 """
 
 import json
-import logging
-import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from harness import check, fail, log, quiet_logger  # noqa: F401  (re-exported to the scripts)
+
 # Generous: CI machines are small and busy. Nothing bounded by these takes
 # more than a fraction of them on an idle machine.
 OP_TIMEOUT = 60.0
 DEADLINE = 90.0
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def quiet_logger(name="rdkafka"):
-    """Keeps librdkafka's log lines (expected errors included) out of the
-    test output."""
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 def base_conf(bootstrap, **extra):

@@ -14,6 +14,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError
 
+from harness import check, fail
+
 BOOTSTRAP = sys.argv[1]
 TOPIC = "kp-core"
 PARTITIONS = 3
@@ -23,16 +25,6 @@ BASE_TS = 1_600_000_000_000
 # Generous because CI machines are small and busy.
 TIMEOUT_MS = 60_000
 CONSUME_DEADLINE = 600.0
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 def expected_record(i):

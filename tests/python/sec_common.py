@@ -5,43 +5,20 @@ Every script prints "ALL OK" as its last line on success and exits non-zero
 with a "FAIL: ..." line naming the first mismatch otherwise.
 """
 
-import logging
 import random
 import subprocess
-import sys
 import time
 
 import kafka
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from harness import check, fail, log, quiet_logger  # noqa: F401  (re-exported to the scripts)
+
 # Generous: CI machines are small and busy. None of these bound anything
 # that takes more than a fraction of a second on an idle machine.
 OP_TIMEOUT = 60.0
 CONSUME_DEADLINE = 300.0
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def quiet_logger(name):
-    """A logger for librdkafka that keeps its (expected) connection failure
-    lines out of the test output unless something goes wrong."""
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 # ---------------------------------------------------------------- confluent

@@ -9,13 +9,13 @@ Results the Rust side checks are printed as one line `RESULT <json>`.
 """
 
 import json
-import logging
-import sys
 import time
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from harness import check, fail, load_env, log, quiet_logger  # noqa: F401  (re-exported to the scripts)
 
 # Generous: CI machines are small and busy. Nothing bounded by these takes
 # more than a fraction of them on an idle machine.
@@ -29,36 +29,8 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 PRODUCER_FENCED = 90
 
 
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
 def result(obj):
     print("RESULT " + json.dumps(obj, sort_keys=True), flush=True)
-
-
-def load_env():
-    check(len(sys.argv) == 2, f"usage: {sys.argv[0]} ENV_JSON")
-    return json.loads(sys.argv[1])
-
-
-def quiet_logger(name="rdkafka"):
-    """Keeps librdkafka's log lines (expected errors included) out of the
-    test output."""
-    lg = logging.getLogger(name)
-    lg.addHandler(logging.NullHandler())
-    lg.propagate = False
-    return lg
 
 
 def conf(env, user=None, **extra):
