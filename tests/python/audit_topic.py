@@ -11,7 +11,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KTP
 import kafka.errors as KafkaErrors
 
-from audit_common import (OP_TIMEOUT, TOPIC_AUTHORIZATION_FAILED, check, env_from_argv,
+from audit_common import (OP_TIMEOUT, TOPIC_AUTHORIZATION_FAILED, check, env_from_argv, fail,
                           log, produce_sync, result, user_conf)
 
 AUDIT_TOPIC = "__portcullis_audit"
