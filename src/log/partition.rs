@@ -280,11 +280,7 @@ impl Partition {
             tracing::warn!(topic = %self.topic, partition = self.index, "producer snapshot not written: {e}");
         }
         // Everything before the new segment was just fsynced.
-        self.durable.send_if_modified(|d| {
-            let changed = end > *d;
-            *d = (*d).max(end);
-            changed
-        });
+        self.mark_durable(end);
         Ok(())
     }
 
@@ -307,6 +303,16 @@ impl Partition {
                 return Err(LogError::Deleted);
             }
         }
+    }
+
+    /// Everything below `end` is on disk: wakes the acks=all waiters for it.
+    /// The mark only moves forward.
+    fn mark_durable(&self, end: i64) {
+        self.durable.send_if_modified(|d| {
+            let changed = end > *d;
+            *d = (*d).max(end);
+            changed
+        });
     }
 
     /// Asks the flusher for an fsync without waiting for it.
@@ -340,11 +346,7 @@ impl Partition {
         state_snapshot::write_clean(&self.dir, head, &st.producers, &st.txns)
             .map_err(|e| LogError::io(&self.dir, e))?;
         drop(st);
-        self.durable.send_if_modified(|d| {
-            let changed = end > *d;
-            *d = (*d).max(end);
-            changed
-        });
+        self.mark_durable(end);
         Ok(())
     }
 
@@ -555,11 +557,7 @@ async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
         let Some(seg) = seg else { continue };
         match tokio::task::spawn_blocking(move || seg.sync()).await {
             Ok(Ok(())) => {
-                p.durable.send_if_modified(|d| {
-                    let changed = target > *d;
-                    *d = (*d).max(target);
-                    changed
-                });
+                p.mark_durable(target);
             }
             Ok(Err(e)) => {
                 tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
