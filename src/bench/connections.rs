@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use kafka_protocol::messages::{
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -31,6 +31,28 @@ fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// One request as sent on the wire: size, header, body.
+pub fn request_frame(
+    api: ApiKey,
+    version: i16,
+    corr: i32,
+    client_id: &'static str,
+    body: &impl Encodable,
+) -> anyhow::Result<BytesMut> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, api.request_header_version(version))?;
+    body.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
 async fn call<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     key: i16,
@@ -40,17 +62,7 @@ async fn call<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> anyhow::Result<Bytes> {
     let api =
         kafka_protocol::messages::ApiKey::try_from(key).map_err(|_| anyhow::anyhow!("api key"))?;
-    let header = RequestHeader::default()
-        .with_request_api_key(key)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("portcullis-bench")));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    header.encode(&mut buf, api.request_header_version(version))?;
-    body.encode(&mut buf, version)?;
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    let buf = request_frame(api, version, corr, "portcullis-bench", body)?;
     s.write_all(&buf).await?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;

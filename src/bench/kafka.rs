@@ -96,7 +96,7 @@ pub fn send_blocking<C: ProducerContext>(
     }
 }
 
-fn payload(size: usize) -> Vec<u8> {
+pub fn payload(size: usize) -> Vec<u8> {
     // Mildly compressible, like real payloads, but not trivially so.
     (0..size).map(|i| (i * 31 % 97) as u8).collect()
 }

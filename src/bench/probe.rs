@@ -8,13 +8,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -37,21 +37,13 @@ fn request_frames(
     records_per_request: usize,
     record_size: usize,
 ) -> anyhow::Result<Vec<BytesMut>> {
-    let value = Bytes::from(
-        (0..record_size)
-            .map(|i| (i * 31 % 97) as u8)
-            .collect::<Vec<_>>(),
-    );
+    let value = Bytes::from(super::kafka::payload(record_size));
     let batch = crate::log::internal::encode_batch(
         (0..records_per_request)
             .map(|_| (None, Some(value.clone())))
             .collect(),
     )?
     .freeze();
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(PRODUCE_V)
-        .with_client_id(Some(StrBytes::from_static_str("portcullis-probe")));
     (0..partitions.max(1))
         .map(|p| {
             let req = ProduceRequest::default()
@@ -62,13 +54,13 @@ fn request_frames(
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(p)
                         .with_records(Some(batch.clone()))])]);
-            let mut buf = BytesMut::new();
-            buf.put_i32(0);
-            header.encode(&mut buf, ApiKey::Produce.request_header_version(PRODUCE_V))?;
-            req.encode(&mut buf, PRODUCE_V)?;
-            let len = (buf.len() - 4) as i32;
-            buf[..4].copy_from_slice(&len.to_be_bytes());
-            Ok(buf)
+            super::connections::request_frame(
+                ApiKey::Produce,
+                PRODUCE_V,
+                0,
+                "portcullis-probe",
+                &req,
+            )
         })
         .collect()
 }
