@@ -17,7 +17,8 @@ from confluent_kafka.admin import AdminClient
 
 from gateway_common import (OP_TIMEOUT, check, ck_conf, create_topics, high_watermarks, load_env,
                             log, produce, result, seq_of, wait_until)
-from group_common import Member, committed_offsets, poll_for, poll_until, split_evenly
+from group_common import (Member, check_each_consumed_once, committed_offsets, poll_for,
+                          poll_until, split_evenly)
 
 env = load_env()
 TOPIC, GROUP, PARTITIONS, N1, N2 = "gw-groups", "gw-split", 4, 400, 200
@@ -35,18 +36,7 @@ poll_until(f"{N1} records consumed", members,
            lambda: sum(len(m.messages) for m in members) >= N1, commit=True)
 poll_for(members, 1.0, commit=True)
 
-seen = {}
-for m in members:
-    mine = set(m.partitions())
-    for msg in m.messages:
-        check(msg.partition() in mine,
-              f"{m.name} got a record of partition {msg.partition()}, assigned {sorted(mine)}")
-        s = seq_of(msg)
-        check(s not in seen, f"seq {s} consumed twice ({seen.get(s)} and {m.name})")
-        seen[s] = m.name
-        check(reports[s] == (msg.partition(), msg.offset()),
-              f"seq {s} at {msg.partition()}@{msg.offset()}, produced at {reports[s]}")
-check(set(seen) == set(range(N1)), f"{N1 - len(seen)} records never consumed")
+check_each_consumed_once(members, reports, N1)
 first = {m.name: len(m.messages) for m in members}
 log(f"consumed per member: {first}")
 for m in members:

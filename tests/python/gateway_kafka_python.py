@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from gateway_common import DEADLINE, OP_TIMEOUT, check, kp_conf, load_env, log, result
+from group_common import kp_check_nothing_left
 
 env = load_env()
 TOPIC, GROUP, PARTITIONS, N = "gw-kp", "gw-kp-group", 3, 300
@@ -72,14 +73,7 @@ log(f"kafka-python brokers {brokers}, coordinator {coordinator}")
 c.close()
 
 c = consumer("gw-kp-2")
-deadline = time.monotonic() + DEADLINE
-while len(c.assignment()) < PARTITIONS:
-    check(time.monotonic() < deadline, "no assignment for the second kafka-python consumer")
-    extra = c.poll(timeout_ms=200)
-    check(not extra, f"records after the commit: {extra}")
-for _ in range(5):
-    extra = c.poll(timeout_ms=200)
-    check(not extra, f"records after the commit: {extra}")
+kp_check_nothing_left(c, PARTITIONS, DEADLINE)
 c.close()
 
 result(brokers=brokers, coordinator=coordinator)

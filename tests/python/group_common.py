@@ -221,6 +221,38 @@ def wait_until(what, f, timeout=DEADLINE, interval=0.1):
         time.sleep(interval)
 
 
+def check_each_consumed_once(members, reports, n):
+    """Seqs 0..n-1 were each consumed exactly once, by the member assigned
+    their partition, at the partition and offset `reports` says they were
+    produced at."""
+    seen = {}
+    for m in members:
+        mine = set(m.partitions())
+        for msg in m.messages:
+            check(msg.partition() in mine,
+                  f"{m.name} got a record of partition {msg.partition()}, assigned {sorted(mine)}")
+            s = seq_of(msg)
+            check(s not in seen, f"seq {s} consumed twice ({seen.get(s)} and {m.name})")
+            seen[s] = m.name
+            check(reports[s] == (msg.partition(), msg.offset()),
+                  f"seq {s} at {msg.partition()}@{msg.offset()}, produced at {reports[s]}")
+    check(set(seen) == set(range(n)), f"{n - len(seen)} records never consumed")
+
+
+def kp_check_nothing_left(c, partitions, timeout):
+    """A fresh kafka-python consumer `c` of a group whose offsets are all
+    committed gets its `partitions` assigned and reads nothing, then or in
+    the next second."""
+    deadline = time.monotonic() + timeout
+    while len(c.assignment()) < partitions:
+        check(time.monotonic() < deadline, "no assignment for the second kafka-python consumer")
+        extra = c.poll(timeout_ms=200)
+        check(not extra, f"records after the commit: {extra}")
+    for _ in range(5):
+        extra = c.poll(timeout_ms=200)
+        check(not extra, f"records after the commit: {extra}")
+
+
 def split_evenly(members, partitions, each):
     """True when every member holds `each` partitions, disjoint, covering
     0..partitions-1."""

@@ -14,7 +14,7 @@ import time
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from group_common import DEADLINE, check, fail, log
+from group_common import DEADLINE, check, fail, kp_check_nothing_left, log
 
 BOOTSTRAP = sys.argv[1]
 PARTITIONS = 4
@@ -69,14 +69,7 @@ for tp in tps:
 c.close()
 # A fresh consumer of the group has nothing left to read.
 c = consumer(GROUP1, TOPIC1, "kp-single-2")
-deadline = time.monotonic() + DEADLINE
-while len(c.assignment()) < PARTITIONS:
-    check(time.monotonic() < deadline, "no assignment for the second kafka-python consumer")
-    extra = c.poll(timeout_ms=200)
-    check(not extra, f"records after the commit: {extra}")
-for _ in range(5):
-    extra = c.poll(timeout_ms=200)
-    check(not extra, f"records after the commit: {extra}")
+kp_check_nothing_left(c, PARTITIONS, DEADLINE)
 for tp in tps:
     check(c.position(tp) == ends[tp], f"position({tp}) = {c.position(tp)}, committed {ends[tp]}")
 c.close()

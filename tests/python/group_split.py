@@ -8,8 +8,8 @@ Usage: group_split.py BOOTSTRAP
 
 import sys
 
-from group_common import (Member, base_conf, check, committed_offsets, create_topic,
-                          high_watermarks, log, poll_for, poll_until, produce, seq_of,
+from group_common import (Member, base_conf, check, check_each_consumed_once, committed_offsets,
+                          create_topic, high_watermarks, log, poll_for, poll_until, produce,
                           split_evenly)
 
 BOOTSTRAP = sys.argv[1]
@@ -27,18 +27,7 @@ poll_until(f"{N} records consumed", members,
 # Nothing more arrives either.
 poll_for(members, 1.0, commit=True)
 
-seen = {}
-for m in members:
-    mine = set(m.partitions())
-    for msg in m.messages:
-        check(msg.partition() in mine,
-              f"{m.name} got a record of partition {msg.partition()}, assigned {sorted(mine)}")
-        s = seq_of(msg)
-        check(s not in seen, f"seq {s} consumed twice ({seen.get(s)} and {m.name})")
-        seen[s] = m.name
-        check(reports[s] == (msg.partition(), msg.offset()),
-              f"seq {s} at {msg.partition()}@{msg.offset()}, produced at {reports[s]}")
-check(set(seen) == set(range(N)), f"{N - len(seen)} records never consumed")
+check_each_consumed_once(members, reports, N)
 counts = {m.name: len(m.messages) for m in members}
 log(f"consumed per member: {counts}")
 for m in members:
