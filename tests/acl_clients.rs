@@ -10,12 +10,11 @@
 
 mod common;
 
-use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{run_python, scratch, strip_ansi, wait_for, Broker, BIN};
+use common::{log_tail, run_script_ok, scratch, strip_ansi, wait_for, Broker, BIN};
 
 /// A broker with an ACL file of the test's own (no permissive defaults).
 struct AclBroker {
@@ -109,28 +108,8 @@ impl AclBroker {
     /// Runs a script with this broker's description; on failure shows the
     /// end of the broker's log too.
     fn run(&self, script: &str) -> String {
-        let started = Instant::now();
         let env = self.env_json();
-        match panic::catch_unwind(AssertUnwindSafe(|| run_python(script, &[&env]))) {
-            Ok(out) => {
-                eprintln!("{script}: {:.1?}\n{out}", started.elapsed());
-                assert!(
-                    out.lines().any(|l| l == "ALL OK"),
-                    "{script} did not report ALL OK:\n{out}"
-                );
-                out
-            }
-            Err(e) => {
-                let log = strip_ansi(&self.broker.log());
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                eprintln!(
-                    "--- last broker log lines ({}):\n{}",
-                    self.broker.dir.display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-                panic::resume_unwind(e)
-            }
-        }
+        run_script_ok(script, &[&env], || log_tail(&self.broker, 60))
     }
 
     fn acl_text(&self) -> String {

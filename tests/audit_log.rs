@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha512};
 
 use common::audit_files::{is, log_files, n, raw_lines, s, show};
-use common::{run_python, scratch, strip_ansi, wait_for, Broker, BIN};
+use common::{log_tail, run_script_ok, scratch, strip_ansi, wait_for, Broker, BIN};
 
 const TOPIC_AUTHORIZATION_FAILED: i64 = 29;
 const GROUP_AUTHORIZATION_FAILED: i64 = 30;
@@ -237,35 +236,12 @@ impl Setup {
     /// Runs a script; requires its "ALL OK" and returns its RESULT object.
     /// On failure shows the end of the broker's log too.
     fn run(&self, script: &str) -> Value {
-        let started = Instant::now();
         let env = self.env_json();
-        match panic::catch_unwind(AssertUnwindSafe(|| run_python(script, &[&env]))) {
-            Ok(out) => {
-                eprintln!("{script}: {:.1?}\n{out}", started.elapsed());
-                assert!(
-                    out.lines().any(|l| l == "ALL OK"),
-                    "{script} did not report ALL OK:\n{out}"
-                );
-                out.lines()
-                    .find_map(|l| l.strip_prefix("RESULT "))
-                    .map(|j| serde_json::from_str(j).unwrap())
-                    .unwrap_or(Value::Null)
-            }
-            Err(e) => {
-                self.dump_broker_log();
-                panic::resume_unwind(e)
-            }
-        }
-    }
-
-    fn dump_broker_log(&self) {
-        let log = strip_ansi(&self.broker.log());
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        eprintln!(
-            "--- last broker log lines ({}):\n{}",
-            self.dir.path().display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        let out = run_script_ok(script, &[&env], || log_tail(&self.broker, 60));
+        out.lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .unwrap_or(Value::Null)
     }
 
     /// Replaces the ACL file atomically, as an editor would.

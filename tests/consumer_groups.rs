@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -27,66 +26,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use common::{python, run_python, scratch, wait_for, Broker};
+use common::{clean_log, log_tail, python, run_script_ok, scratch, wait_for, Broker};
 
 const GROUPS_YAML: &str = "groups:\n  initial_rebalance_delay_ms: 300\n";
 
-/// Strips the ANSI colour codes and the quotes `tracing` puts around
-/// string fields from the broker's log.
-fn clean_log(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for d in chars.by_ref() {
-                    if ('@'..='~').contains(&d) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c != '"' {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn show_broker_log(broker: &Broker) {
-    let log = clean_log(&broker.log());
-    let tail: Vec<&str> = log.lines().rev().take(60).collect();
-    eprintln!(
-        "--- last broker log lines ({}):\n{}",
-        broker.dir.display(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
+    eprintln!("{}", log_tail(broker, 60));
 }
 
 /// Runs a script, requires its "ALL OK", and on failure shows the end of
 /// the broker's log as well.
 fn run_script(broker: &Broker, script: &str, args: &[&str]) -> String {
-    let started = Instant::now();
-    match panic::catch_unwind(AssertUnwindSafe(|| run_python(script, args))) {
-        Ok(out) => {
-            eprintln!(
-                "{script} {:?}: {:.1?}\n{out}",
-                &args[1.min(args.len())..],
-                started.elapsed()
-            );
-            assert!(
-                out.lines().any(|l| l == "ALL OK"),
-                "{script} did not report ALL OK:\n{out}"
-            );
-            out
-        }
-        Err(e) => {
-            show_broker_log(broker);
-            panic::resume_unwind(e)
-        }
-    }
+    run_script_ok(script, args, || log_tail(broker, 60))
 }
 
 /// The JSON after `KEY ` on a script's output line.

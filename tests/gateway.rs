@@ -17,7 +17,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use common::audit_files::{is, n, raw_lines, s, show};
-use common::{raw_request, run_python, scratch, strip_ansi, wait_for, Broker};
+use common::{raw_request, run_script_ok, scratch, strip_ansi, tail, wait_for, Broker};
 
 /// Generous: the test machine may be small and busy.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -116,12 +115,6 @@ fn wait_users_loaded(broker: &Broker, users: usize, what: &str) {
                 .then_some(())
         },
     );
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let text = strip_ansi(text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Gw {
@@ -240,26 +233,13 @@ impl Gw {
     /// Runs a script; requires its "ALL OK" and returns its last RESULT
     /// object. On failure shows the ends of both brokers' logs too.
     fn run(&self, script: &str) -> Value {
-        let started = Instant::now();
         let env = self.env_json();
-        match panic::catch_unwind(AssertUnwindSafe(|| run_python(script, &[&env]))) {
-            Ok(out) => {
-                eprintln!("{script}: {:.1?}\n{out}", started.elapsed());
-                assert!(
-                    out.lines().any(|l| l == "ALL OK"),
-                    "{script} did not report ALL OK:\n{out}"
-                );
-                out.lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("RESULT "))
-                    .map(|j| serde_json::from_str(j).expect("RESULT is JSON"))
-                    .unwrap_or(Value::Null)
-            }
-            Err(e) => {
-                eprintln!("{}", self.logs());
-                panic::resume_unwind(e)
-            }
-        }
+        let out = run_script_ok(script, &[&env], || self.logs());
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .map(|j| serde_json::from_str(j).expect("RESULT is JSON"))
+            .unwrap_or(Value::Null)
     }
 
     /// An rdkafka client of the gateway's SASL_SSL listener.

@@ -7,7 +7,7 @@ mod common;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
-use common::{run_python, scratch, Broker};
+use common::{log_tail, run_python, scratch, Broker};
 
 /// Runs a script, and if it fails, shows the end of the broker's log too:
 /// the client's view alone rarely explains a protocol-level failure.
@@ -19,13 +19,7 @@ fn run_script(broker: &Broker, script: &str, args: &[&str]) -> String {
             out
         }
         Err(e) => {
-            let log = broker.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- last broker log lines ({}):\n{}",
-                broker.dir.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            eprintln!("{}", log_tail(broker, 60));
             panic::resume_unwind(e)
         }
     }

@@ -8,69 +8,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{run_python, scratch, wait_for, Broker, BIN};
+use common::{clean_log, log_tail, run_script_ok, scratch, wait_for, Broker, BIN};
 
 /// Runs a script, requires its "ALL OK", and on failure shows the end of
 /// the broker's log as well: the client's view alone rarely explains a
 /// failure at the security edge.
 fn run_script(broker: &Broker, script: &str, args: &[&str]) -> String {
-    let started = Instant::now();
-    match panic::catch_unwind(AssertUnwindSafe(|| run_python(script, args))) {
-        Ok(out) => {
-            eprintln!(
-                "{script} {:?}: {:.1?}\n{out}",
-                args.first(),
-                started.elapsed()
-            );
-            assert!(
-                out.lines().any(|l| l == "ALL OK"),
-                "{script} did not report ALL OK:\n{out}"
-            );
-            out
-        }
-        Err(e) => {
-            let log = broker_log(broker);
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!(
-                "--- last broker log lines ({}):\n{}",
-                broker.dir.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-            panic::resume_unwind(e)
-        }
-    }
-}
-
-/// The broker's log without ANSI colour codes and without the quotes
-/// `tracing` puts around string fields, so `principal=User:alice` matches
-/// however the field was recorded.
-fn broker_log(broker: &Broker) -> String {
-    let raw = broker.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for d in chars.by_ref() {
-                    if ('@'..='~').contains(&d) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c != '"' {
-            out.push(c);
-        }
-    }
-    out
+    run_script_ok(script, args, || log_tail(broker, 80))
 }
 
 /// The value of `key=` in a cleaned log line.
@@ -140,7 +88,7 @@ fn confluent_scram_sha512_round_trip() {
             "2000",
         ],
     );
-    let log = broker_log(&broker);
+    let log = clean_log(&broker.log());
     assert!(
         log.lines()
             .any(|l| l.contains("SASL/SCRAM-SHA-512 authenticated")
@@ -195,7 +143,7 @@ fn refused_logins_report_kafka_error_codes() {
             "refused-topic",
         ],
     );
-    let log = broker_log(&broker);
+    let log = clean_log(&broker.log());
     for needle in [
         "wrong_password",
         "unknown_user",
@@ -261,7 +209,7 @@ fn mtls_round_trip(name: &str, tls_principal: &str) {
             "500",
         ],
     );
-    let log = broker_log(&broker);
+    let log = clean_log(&broker.log());
     let accepted: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("TLS client certificate accepted"))
@@ -378,7 +326,7 @@ fn scram_credentials_admin_api_writes_through() {
         ["admin", "alice", "dave"]
     );
 
-    let log = broker_log(&broker);
+    let log = clean_log(&broker.log());
     assert!(
         log.lines().any(|l| l.contains("SCRAM credential set")
             && field(l, "principal") == Some("User:admin")
@@ -440,7 +388,7 @@ fn revocation(mode: &str) {
         "the broker to log the closed session",
         Duration::from_secs(30),
         || {
-            broker_log(&broker)
+            clean_log(&broker.log())
                 .contains("credentials of User:alice were removed or changed")
                 .then_some(())
         },
@@ -489,7 +437,7 @@ fn reauthentication(client: &str) {
             "7",
         ],
     );
-    let log = broker_log(&broker);
+    let log = clean_log(&broker.log());
     let mut per_peer: BTreeMap<&str, usize> = BTreeMap::new();
     for l in log.lines().filter(|l| {
         l.contains("SASL/SCRAM-SHA-512 authenticated")

@@ -47,6 +47,60 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Strips the ANSI colour codes and the quotes `tracing` puts around string
+/// fields from a broker's log, so `principal=User:alice` matches however the
+/// field was recorded.
+pub fn clean_log(raw: &str) -> String {
+    strip_ansi(raw).replace('"', "")
+}
+
+/// The last `n` lines of `text`, colour codes stripped.
+pub fn tail(text: &str, n: usize) -> String {
+    let text = strip_ansi(text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `n` lines of `broker`'s log, headed by where it lives.
+pub fn log_tail(broker: &Broker, n: usize) -> String {
+    format!(
+        "--- last broker log lines ({}):\n{}",
+        broker.dir.display(),
+        tail(&broker.log(), n)
+    )
+}
+
+/// Runs a script, prints its output and how long it took, and requires its
+/// "ALL OK": the scripts exit non-zero on a failed check, and this catches
+/// one that returned early without running them all. On failure `context`
+/// is printed too: a broker's log usually explains what the client's view
+/// alone does not.
+pub fn run_script_ok(script: &str, args: &[&str], context: impl FnOnce() -> String) -> String {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_python(script, args))) {
+        Ok(out) => {
+            // Short arguments tell runs of one script apart; an environment
+            // of JSON would only bury the output.
+            let shown: usize = args.iter().map(|a| a.len()).sum();
+            let shown = if shown < 200 {
+                format!(" {args:?}")
+            } else {
+                String::new()
+            };
+            eprintln!("{script}{shown}: {:.1?}\n{out}", started.elapsed());
+            assert!(
+                out.lines().any(|l| l == "ALL OK"),
+                "{script} did not report ALL OK:\n{out}"
+            );
+            out
+        }
+        Err(e) => {
+            eprintln!("{}", context());
+            std::panic::resume_unwind(e)
+        }
+    }
+}
+
 /// Polls `f` until it returns `Some`, panicking with `what` at the deadline.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
