@@ -1,0 +1,1 @@
+//! Hostile clients: audit_amplification (see main.rs).

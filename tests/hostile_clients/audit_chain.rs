@@ -1,0 +1,1 @@
+//! Hostile clients: audit_chain (see main.rs).

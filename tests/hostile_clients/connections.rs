@@ -1,0 +1,1 @@
+//! Hostile clients: connections (see main.rs).

@@ -1,0 +1,1 @@
+//! Hostile clients: log_limits (see main.rs).

@@ -1,0 +1,1 @@
+//! Hostile clients: login_abuse (see main.rs).

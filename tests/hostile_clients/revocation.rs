@@ -1,0 +1,1 @@
+//! Hostile clients: revocation (see main.rs).
