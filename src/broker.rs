@@ -70,6 +70,8 @@ pub struct Broker {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Connections being served right now.
     pub active_connections: std::sync::atomic::AtomicUsize,
+    /// Admission under `connections.max_connections*`.
+    pub connections: Arc<crate::server::limits::ConnectionTracker>,
     /// Gateway mode: the upstream cluster requests are forwarded to.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }
@@ -152,6 +154,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             "vm.overcommit_memory=2: hostile array counts in requests can exhaust address-space accounting"
         );
     }
+    let connections = connection_limits(&config);
     let dir = config.data_dir.clone();
     let log_cfg = config.log.clone();
     let logs = tokio::task::spawn_blocking({
@@ -293,6 +296,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         txns: txns.clone(),
         shutdown: tokio::sync::watch::channel(false).0,
         active_connections: std::sync::atomic::AtomicUsize::new(0),
+        connections,
         gateway: gateway.clone(),
     });
 
@@ -337,6 +341,35 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         _credentials_watcher: credentials_watcher,
         _acl_watcher: acl_watcher,
     })
+}
+
+/// Lifts the open-file limit as far as the process may, then derives the
+/// connection limits the config leaves unset from it: connections must never
+/// take the descriptors the log, the audit log and an admin need.
+fn connection_limits(config: &Config) -> Arc<crate::server::limits::ConnectionTracker> {
+    use crate::server::limits::{raise_fd_limit, ConnectionTracker, Limits, RESERVED_FDS};
+    let fd_limit = match raise_fd_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(
+                    "raised the open-file limit from {before} to {after} (the hard limit)"
+                );
+            }
+            after
+        }
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}; assuming 1024");
+            1024
+        }
+    };
+    let limits = Limits::derive(&config.connections, fd_limit, RESERVED_FDS);
+    tracing::info!(
+        open_file_limit = fd_limit,
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "connection limits"
+    );
+    ConnectionTracker::new(limits)
 }
 
 /// Expires the committed offsets of groups that have been empty for longer

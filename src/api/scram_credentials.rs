@@ -40,8 +40,22 @@ pub fn describe(
         return resp;
     };
     if !ctx.authorize_cluster(Operation::Describe) {
-        resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
-        resp.error_message = s("Cluster authorization failed.");
+        // One result per named user carrying the refusal. librdkafka
+        // (confluent-kafka 2.16) aborts the process on a top-level error
+        // or on a named request answered with no results; per-user errors
+        // are what it and Kafka's own admin client both report per future.
+        let msg = "Cluster authorization failed.";
+        resp.results = req
+            .users
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name)
+                    .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
+                    .with_error_message(s(msg))
+            })
+            .collect();
         return resp;
     }
     let snapshot = store.snapshot();

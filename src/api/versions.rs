@@ -68,7 +68,16 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(ctx: &RequestContext<'_>, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(ctx: &RequestContext<'_>, req: ApiVersionsRequest) -> ApiVersionsResponse {
+    // KIP-511: v3+ names the client software; Kafka refuses names that are
+    // not plain tokens, so a client cannot smuggle newlines, escape codes or
+    // megabytes into our logs and audit records through them.
+    if ctx.version >= 3
+        && !(valid_software_token(&req.client_software_name)
+            && valid_software_token(&req.client_software_version))
+    {
+        return ApiVersionsResponse::default().with_error_code(errors::INVALID_REQUEST);
+    }
     let list = match &ctx.broker.gateway {
         Some(g) => g.narrow_versions(api_list()),
         None => api_list(),
@@ -76,6 +85,23 @@ pub fn handle(ctx: &RequestContext<'_>, _req: ApiVersionsRequest) -> ApiVersions
     ApiVersionsResponse::default()
         .with_error_code(errors::NONE)
         .with_api_keys(list)
+}
+
+/// Longest client software name or version accepted. Kafka's pattern has no
+/// length limit (the pre-login frame cap bounds it); real clients send a few
+/// dozen characters.
+const MAX_SOFTWARE_TOKEN: usize = 256;
+
+/// Kafka's `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`, with a length cap.
+pub fn valid_software_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    let edge = |c: &u8| c.is_ascii_alphanumeric();
+    !b.is_empty()
+        && b.len() <= MAX_SOFTWARE_TOKEN
+        && b.first().is_some_and(edge)
+        && b.last().is_some_and(edge)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
 }
 
 /// KIP-511: a v0 response carrying UNSUPPORTED_VERSION and our list.
@@ -90,6 +116,26 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn software_tokens_follow_kafkas_pattern() {
+        for ok in ["librdkafka", "2.3.0", "apache-kafka-java", "a", "1.0.0-rc1"] {
+            assert!(valid_software_token(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_SOFTWARE_TOKEN + 1);
+        for bad in [
+            "",
+            "-x",
+            "x-",
+            "a b",
+            "x\ny",
+            "\u{1b}[31m",
+            "caf\u{e9}",
+            &long,
+        ] {
+            assert!(!valid_software_token(bad), "{bad:?}");
+        }
+    }
 
     fn crate_range(api: ApiKey) -> (i16, i16) {
         let r = match api {

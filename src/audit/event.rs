@@ -13,6 +13,8 @@ pub enum EventKind {
     BrokerStop,
     ConnectionAccepted,
     ConnectionClosed,
+    /// Connections refused at the connection limits (counts per period).
+    ConnectionRefused,
     Authentication,
     Authorization,
     AclReload,
@@ -29,6 +31,7 @@ impl EventKind {
             EventKind::BrokerStop => "broker_stop",
             EventKind::ConnectionAccepted => "connection_accepted",
             EventKind::ConnectionClosed => "connection_closed",
+            EventKind::ConnectionRefused => "connection_refused",
             EventKind::Authentication => "authentication",
             EventKind::Authorization => "authorization",
             EventKind::AclReload => "acl_reload",

@@ -246,17 +246,5 @@ pub async fn idle_memory_per_connection(
 /// Raises this process's open-file limit to the hard limit (children
 /// inherit it), so thousands of connections fit.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            return r.rlim_cur;
-        }
-    }
-    0
+    crate::server::limits::raise_fd_limit().map_or(0, |(_, after)| after)
 }

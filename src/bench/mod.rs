@@ -112,13 +112,19 @@ impl Drop for BrokerProcess {
 
 const BENCH_USER: &str = "bench";
 
+/// The idle-connection figure opens thousands of connections from one
+/// address: far above the default per-address limit, on purpose, so the
+/// bench raises it for its own broker only.
+const BENCH_MAX_CONNECTIONS: usize = 60_000;
+
 fn write_config(dir: &Path, ports: (u16, u16)) -> anyhow::Result<PathBuf> {
     let d = dir.display();
     let cfg = format!(
         "data_dir: {d}/data\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:{}\n  - security_protocol: SASL_SSL\n    address: 127.0.0.1:{}\n\
 tls:\n  cert: {d}/certs/server.crt\n  key: {d}/certs/server.key\ncerts:\n  dir: {d}/certs\n  auto_generate: true\n\
 sasl:\n  credentials: {d}/credentials.yaml\n  bootstrap_admin: false\nacl:\n  file: {d}/acls.yaml\n\
-audit:\n  file: {d}/audit/audit.log\nsuper_users: [\"User:{BENCH_USER}\", \"User:ANONYMOUS\"]\n",
+audit:\n  file: {d}/audit/audit.log\nsuper_users: [\"User:{BENCH_USER}\", \"User:ANONYMOUS\"]\n\
+connections:\n  max_connections: {BENCH_MAX_CONNECTIONS}\n  max_connections_per_ip: {BENCH_MAX_CONNECTIONS}\n",
         ports.0, ports.1
     );
     let path = dir.join("bench.yaml");

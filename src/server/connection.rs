@@ -7,22 +7,30 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::api::{self, Outcome};
 use crate::broker::Broker;
 use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
+use super::limits::Admission;
+use super::log_limit::LogLimiter;
 use super::BoundListener;
 
 /// Responses a connection may owe at once; beyond this it stops reading.
 /// librdkafka keeps up to 5 produce requests in flight per connection for
 /// idempotent producers.
 const MAX_IN_FLIGHT: usize = 16;
+
+/// Connections a client closes on purpose (bad frames, failed logins) are
+/// logged at a bounded rate; the audit log keeps every one.
+static CLOSE_LOG: LogLimiter = LogLimiter::new();
 
 /// A response owed to the client, in request order.
 enum Owed {
@@ -36,12 +44,38 @@ pub async fn serve<S>(
     listener: Arc<BoundListener>,
     broker: Arc<Broker>,
     mut session: Session,
+    mut admission: Admission,
+    login_deadline: Instant,
 ) -> (String, String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut frames = FrameReader::new(broker.config.max_request_size);
+    let limits = &broker.config.connections;
+    // Until the client has logged in, only frames a login needs are read:
+    // the size prefix alone decides, before anything is buffered.
+    let mut logged_in = session.is_authenticated();
+    let mut frames = FrameReader::new(if logged_in {
+        broker.config.max_request_size
+    } else {
+        limits.max_unauthenticated_frame_bytes
+    });
+    if logged_in {
+        admission.logged_in();
+    }
+    let idle_limit = (limits.connections_max_idle_ms > 0)
+        .then(|| Duration::from_millis(limits.connections_max_idle_ms));
+    let mut last_active = Instant::now();
+    // Before login the deadline runs from accept (TLS handshake included);
+    // after it, a connection that asks nothing for `connections_max_idle_ms`
+    // is closed, as Kafka does. One timer, moved only when it fires early,
+    // so requests do not pay for timer bookkeeping.
+    let timer = tokio::time::sleep_until(if logged_in {
+        idle_limit.map_or(far_future(), |d| last_active + d)
+    } else {
+        login_deadline
+    });
+    tokio::pin!(timer);
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
     let end = loop {
@@ -67,6 +101,35 @@ where
             }
             r = frames.read(&mut rd), if may_read => Some(r),
             _ = stopping.changed() => break "broker shutting down".to_string(),
+            why = &mut admission.evicted, if !logged_in => {
+                let why = why.map(|w| w.as_str()).unwrap_or("limit");
+                break format!("displaced before login: {why} reached");
+            }
+            () = &mut timer => {
+                let due = if !logged_in {
+                    Some(login_deadline)
+                } else if owed.is_empty() {
+                    idle_limit.map(|d| last_active + d)
+                } else {
+                    // A response is still being prepared: not idle.
+                    idle_limit.map(|d| Instant::now() + d)
+                };
+                match due {
+                    Some(t) if t <= Instant::now() => {
+                        let why = if logged_in {
+                            "idle longer than connections_max_idle_ms"
+                        } else {
+                            "login not completed within login_timeout_ms"
+                        };
+                        if let Some(suppressed) = CLOSE_LOG.allow() {
+                            tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {why}");
+                        }
+                        break why.to_string();
+                    }
+                    t => timer.as_mut().reset(t.unwrap_or_else(far_future)),
+                }
+                None
+            }
         };
         if let Some(read) = read {
             let frame = match read {
@@ -78,7 +141,9 @@ where
                     break format!("connection ended: {e}");
                 }
                 Err(e) => {
-                    tracing::info!(%peer, listener = %listener.name, "closing connection: {e}");
+                    if let Some(suppressed) = CLOSE_LOG.allow() {
+                        tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {e}");
+                    }
                     break e.to_string();
                 }
             };
@@ -105,6 +170,15 @@ where
                 ))
                 .await
             };
+            last_active = Instant::now();
+            if !logged_in && session.is_authenticated() {
+                logged_in = true;
+                admission.logged_in();
+                frames.set_max(broker.config.max_request_size);
+                timer
+                    .as_mut()
+                    .reset(idle_limit.map_or(far_future(), |d| last_active + d));
+            }
             owed.push_back(match outcome {
                 Outcome::Deferred(later) => Owed::Later(tokio::spawn(later)),
                 ready => Owed::Ready(ready),
@@ -124,8 +198,14 @@ where
         if let Some(reason) = ended {
             break reason;
         }
+        last_active = Instant::now();
     };
     (session.principal().to_string(), end)
+}
+
+/// A deadline that never comes (tokio timers need some instant).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 /// Writes one outcome. `Err(reason)` when the connection must end.
@@ -144,14 +224,18 @@ async fn deliver<S: AsyncWrite>(
             // error before it sees the close (and a retry storm slows).
             let delay = broker.config.sasl.failed_authentication_delay_ms;
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
+            if let Some(suppressed) = CLOSE_LOG.allow() {
+                tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {reason}");
+            }
             let _ = wr.shutdown().await;
             Err(reason)
         }
         Outcome::Respond(bytes) => write(wr, peer, bytes).await,
         Outcome::Silent => Ok(()),
         Outcome::Close(reason) => {
-            tracing::info!(%peer, listener = %listener.name, "closing connection: {reason}");
+            if let Some(suppressed) = CLOSE_LOG.allow() {
+                tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {reason}");
+            }
             let _ = wr.shutdown().await;
             Err(reason)
         }

@@ -1,8 +1,9 @@
 //! Kafka framing: a 4-byte big-endian size, then that many bytes.
 //!
 //! Memory per connection is bounded: a frame is only buffered after its size
-//! passed the `max_request_size` check, and the buffer grows as bytes
-//! actually arrive rather than being allocated up front from the claim.
+//! passed the size check (`max_request_size`, or the much smaller
+//! pre-login cap), and the buffer grows as bytes actually arrive rather than
+//! being allocated up front from the claim.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -11,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub enum FrameError {
     #[error("connection closed")]
     Closed,
-    #[error("frame of {size} bytes exceeds max_request_size {max}")]
+    #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge { size: i64, max: usize },
     #[error("invalid frame size {0}")]
     BadSize(i32),
@@ -35,6 +36,12 @@ impl FrameReader {
             // the buffer grows with the frames that actually arrive.
             buf: BytesMut::with_capacity(1024),
         }
+    }
+
+    /// Changes the largest frame accepted from the next one on (a
+    /// connection that logged in may send full-size requests).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// Reads one whole frame's payload. `Closed` on a clean EOF between frames.

@@ -11,6 +11,12 @@ use crate::config::{parse_host_port, ListenerConfig, SecurityProtocol};
 use crate::security::session::{Session, ANONYMOUS};
 
 use super::connection;
+use super::limits::Admission;
+use super::log_limit::LogLimiter;
+
+/// TLS handshake failures are the cheapest thing to provoke: logged at a
+/// bounded rate, with a count of the lines left out.
+static TLS_FAILURE_LOG: LogLimiter = LogLimiter::new();
 
 /// A listener after binding: what clients are told to connect to.
 #[derive(Debug, Clone)]
@@ -70,19 +76,39 @@ pub fn spawn_accept_loop(
     broker: Arc<Broker>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let accept_errors = LogLimiter::new();
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    // Counted before any TLS work: a refused connection
+                    // costs one accept and one close, and is closed with a
+                    // reset so it leaves no TIME_WAIT behind.
+                    let admitted = broker.connections.admit(peer.ip());
+                    report_refusals(&broker, &info);
+                    let admission = match admitted {
+                        Ok(a) => a,
+                        Err(_) => {
+                            // A zero linger resets at once; it is the
+                            // non-zero linger that blocks on drop.
+                            #[allow(deprecated)]
+                            let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let broker = broker.clone();
                     let info = info.clone();
                     tokio::spawn(async move {
-                        accept_connection(stream, peer, info, broker).await;
+                        accept_connection(stream, peer, info, broker, admission).await;
                     });
                 }
                 Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(listener = %info.name, "accept failed: {e}");
+                    // Typically EMFILE: back off instead of spinning, and
+                    // say so once in a while rather than 20 times a second.
+                    if let Some(suppressed) = accept_errors.allow() {
+                        tracing::warn!(listener = %info.name, suppressed, "accept failed: {e}");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             }
@@ -90,11 +116,35 @@ pub fn spawn_accept_loop(
     })
 }
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// One log line and one audit record per summary period while connections
+/// are being refused, with the counts, instead of one per connection.
+fn report_refusals(broker: &Arc<Broker>, info: &BoundListener) {
+    let Some((per_ip, total, displaced)) = broker.connections.summary_due() else {
+        return;
+    };
+    let limits = broker.connections.limits();
+    tracing::warn!(
+        listener = %info.name,
+        refused_per_ip = per_ip,
+        refused_total = total,
+        displaced_before_login = displaced,
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "connections refused at the connection limits"
+    );
+    let mut ev = AuditEvent::new(EventKind::ConnectionRefused);
+    ev.listener = Some(info.name.clone());
+    ev.decision = Some("refused".into());
+    ev.details = Some(serde_json::json!({
+        "refused_max_connections_per_ip": per_ip,
+        "refused_max_connections": total,
+        "displaced_before_login": displaced,
+        "max_connections": limits.max_connections,
+        "max_connections_per_ip": limits.max_connections_per_ip,
+    }));
+    broker.auditor.submit_sync(ev);
+}
 
-/// Terminates TLS where the listener asks for it, sets up the connection's
-/// authentication state, and hands over to the request loop.
 /// Counts a connection as active for as long as it lives.
 struct ActiveGuard(Arc<Broker>);
 impl Drop for ActiveGuard {
@@ -105,12 +155,19 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Terminates TLS where the listener asks for it, sets up the connection's
+/// authentication state, and hands over to the request loop.
 async fn accept_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<BoundListener>,
     broker: Arc<Broker>,
+    mut admission: Admission,
 ) {
+    // The login deadline counts from accept: a client that dawdles over
+    // the TLS handshake has that much less time for SASL.
+    let login_deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(broker.config.connections.login_timeout_ms);
     broker
         .active_connections
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -124,7 +181,16 @@ async fn accept_connection(
         };
         let accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
         broker.auditor.submit(accepted).await;
-        let end = connection::serve(stream, peer, info.clone(), broker.clone(), session).await;
+        let end = connection::serve(
+            stream,
+            peer,
+            info.clone(),
+            broker.clone(),
+            session,
+            admission,
+            login_deadline,
+        )
+        .await;
         audit_closed(&broker, &info, peer, end).await;
         return;
     }
@@ -132,11 +198,19 @@ async fn accept_connection(
         tracing::error!(listener = %info.name, "TLS listener without TLS configuration");
         return;
     };
-    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    // A newcomer may take this connection's place while it is still in its
+    // handshake: the place is then gone, and so is the connection.
+    let handshake = tokio::time::timeout_at(login_deadline, tls.acceptor().accept(stream));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        _ = &mut admission.evicted => return,
+    };
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::info!(%peer, listener = %info.name, "TLS handshake failed: {e}");
+            if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
+                tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake failed: {e}");
+            }
             let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
             ev.mechanism = Some("TLS".into());
             ev.decision = Some("failure".into());
@@ -145,7 +219,9 @@ async fn accept_connection(
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, listener = %info.name, "TLS handshake timed out");
+            if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
+                tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake not completed within login_timeout_ms");
+            }
             return;
         }
     };
@@ -188,7 +264,16 @@ async fn accept_connection(
         ev.decision = Some("success".into());
         broker.auditor.submit(ev).await;
     }
-    let end = connection::serve(stream, peer, info.clone(), broker.clone(), session).await;
+    let end = connection::serve(
+        stream,
+        peer,
+        info.clone(),
+        broker.clone(),
+        session,
+        admission,
+        login_deadline,
+    )
+    .await;
     audit_closed(&broker, &info, peer, end).await;
 }
 

@@ -2,6 +2,8 @@
 
 pub mod connection;
 pub mod frame;
+pub mod limits;
 pub mod listener;
+pub mod log_limit;
 
 pub use listener::BoundListener;
