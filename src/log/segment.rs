@@ -7,19 +7,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::files::{CachedFile, FileCache};
 use super::index::SegmentIndex;
 use super::LogError;
 
 pub struct Segment {
     pub base_offset: i64,
     path: PathBuf,
-    file: File,
+    /// The `.log` file; a descriptor is borrowed from the shared cache for
+    /// each operation, so idle segments hold none.
+    file: CachedFile,
     size: AtomicU64,
     /// Offset after the last batch in this segment.
     next_offset: AtomicI64,
@@ -51,13 +54,19 @@ pub struct RecoveryReport {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Segment, LogError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+        files: &Arc<FileCache>,
+    ) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
         let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
@@ -67,6 +76,7 @@ impl Segment {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment not empty"),
             ));
         }
+        let file = files.adopt(path.clone(), file);
         Ok(Segment {
             base_offset,
             path,
@@ -80,19 +90,20 @@ impl Segment {
         })
     }
 
+    /// Takes the length from the file's metadata: no descriptor is opened
+    /// until the segment is read or written.
     fn open_existing(
         dir: &Path,
         base_offset: i64,
         next_offset: i64,
         index_interval: u32,
+        files: &Arc<FileCache>,
     ) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let len = std::fs::metadata(&path)
+            .map_err(|e| LogError::io(&path, e))?
+            .len();
+        let file = files.register(path.clone());
         Ok(Segment {
             base_offset,
             path,
@@ -114,8 +125,9 @@ impl Segment {
         base_offset: i64,
         next_segment_base: i64,
         index_interval: u32,
+        files: &Arc<FileCache>,
     ) -> Result<Segment, LogError> {
-        Self::open_existing(dir, base_offset, next_segment_base, index_interval)
+        Self::open_existing(dir, base_offset, next_segment_base, index_interval, files)
     }
 
     /// Opens the active segment. After a clean shutdown that left it
@@ -127,8 +139,9 @@ impl Segment {
         base_offset: i64,
         index_interval: u32,
         clean_len: Option<u64>,
+        files: &Arc<FileCache>,
     ) -> Result<(Segment, RecoveryReport), LogError> {
-        let seg = Self::open_existing(dir, base_offset, base_offset, index_interval)?;
+        let seg = Self::open_existing(dir, base_offset, base_offset, index_interval, files)?;
         let len = seg.size();
         if clean_len == Some(len) {
             let (ip, tp) = index_paths(dir, base_offset);
@@ -159,9 +172,7 @@ impl Segment {
                 // retention goes by the file's modification time, as Kafka
                 // does for segments without timestamps.
                 tracing::error!(segment = %self.path.display(), "cannot rebuild the index: {e}");
-                let mtime = self
-                    .file
-                    .metadata()
+                let mtime = std::fs::metadata(&self.path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -189,9 +200,14 @@ impl Segment {
         Ok(next)
     }
 
+    /// A descriptor for one operation, from the shared cache.
+    fn fd(&self) -> Result<Arc<File>, LogError> {
+        self.file.get().map_err(|e| LogError::io(&self.path, e))
+    }
+
     fn read_header(&self, pos: u64) -> Result<BatchHeader, LogError> {
         let mut hb = [0u8; HEADER_LEN];
-        self.file
+        self.fd()?
             .read_exact_at(&mut hb, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         BatchHeader::parse(&hb)
@@ -226,7 +242,7 @@ impl Segment {
                     } else {
                         let checked = if verify {
                             buf.resize(size as usize, 0);
-                            self.file
+                            self.fd()?
                                 .read_exact_at(&mut buf, pos)
                                 .map_err(|e| LogError::io(&self.path, e))?;
                             batch::check_batch(&buf)
@@ -259,9 +275,9 @@ impl Segment {
                 }
                 report.truncated_bytes = len - pos;
                 report.reason = Some(reason);
-                self.file
-                    .set_len(pos)
-                    .and_then(|_| self.file.sync_all())
+                let fd = self.fd()?;
+                fd.set_len(pos)
+                    .and_then(|_| fd.sync_all())
                     .map_err(|e| LogError::io(&self.path, e))?;
                 self.size.store(pos, Ordering::Release);
                 break;
@@ -302,11 +318,13 @@ impl Segment {
     ) -> Result<(), LogError> {
         self.ensure_index();
         let start = self.size.load(Ordering::Acquire);
-        if let Err(e) = (&self.file).write_all(data) {
+        let fd = self.fd()?;
+        if let Err(e) = (&*fd).write_all(data) {
             // Leave no partial batch behind for readers or recovery.
-            let _ = self.file.set_len(start);
+            let _ = fd.set_len(start);
             return Err(LogError::io(&self.path, e));
         }
+        drop(fd);
         {
             let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
             for &(base, at, size, max_ts) in batches {
@@ -359,7 +377,7 @@ impl Segment {
         let avail = (limit - pos) as usize;
         let want = avail.min(max_bytes.max(first.total_size()));
         let mut buf = vec![0u8; want];
-        self.file
+        self.fd()?
             .read_exact_at(&mut buf, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         let (_, whole) = batch::whole_batches(&buf);
@@ -389,7 +407,7 @@ impl Segment {
                 // Record precision where the batch is uncompressed (Kafka's
                 // answer); the batch start otherwise.
                 let mut buf = vec![0u8; h.total_size()];
-                if self.file.read_exact_at(&mut buf, pos).is_ok() {
+                if self.fd()?.read_exact_at(&mut buf, pos).is_ok() {
                     if let Some(found) = batch::first_record_at_or_after(&buf, ts) {
                         return Ok(Some(found));
                     }
@@ -415,7 +433,7 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
-        self.file
+        self.fd()?
             .sync_data()
             .map_err(|e| LogError::io(&self.path, e))
     }
@@ -429,7 +447,8 @@ impl Segment {
         ix.write_files(&ip, &tp).map_err(|e| LogError::io(&ip, e))
     }
 
-    /// Removes the segment's files; open readers keep their descriptor.
+    /// Removes the segment's files; a reader in the middle of an operation
+    /// keeps its descriptor until it is done.
     pub fn delete_files(&self, dir: &Path) {
         let (ip, tp) = index_paths(dir, self.base_offset);
         for p in [&self.path, &ip, &tp] {
