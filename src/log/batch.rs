@@ -77,7 +77,8 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(self.last_offset_delta as i64)
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn compression(&self) -> i16 {

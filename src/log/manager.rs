@@ -170,7 +170,14 @@ impl LogManager {
             return Ok(None);
         }
         let dir = self.topics_dir.join(name);
-        let topic = Topic::create(dir, name, partitions, overrides, &self.defaults, &self.files)?;
+        let topic = Topic::create(
+            dir,
+            name,
+            partitions,
+            overrides,
+            &self.defaults,
+            &self.files,
+        )?;
         fsutil::sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;
         topics.insert(name.to_string(), topic.clone());
         Ok(Some(topic))
@@ -230,7 +237,8 @@ fn load_cluster_id(data_dir: &Path) -> Result<String, LogError> {
     use base64::Engine;
     let id =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
-    fsutil::write_atomic(&path, id.as_bytes(), fsutil::FILE_MODE).map_err(|e| LogError::io(&path, e))?;
+    fsutil::write_atomic(&path, id.as_bytes(), fsutil::FILE_MODE)
+        .map_err(|e| LogError::io(&path, e))?;
     Ok(id)
 }
 

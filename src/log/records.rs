@@ -264,7 +264,9 @@ fn walk(src: &mut impl Source, count: i32) -> Result<(), LogError> {
         }
     }
     if src.byte()?.is_some() {
-        return Err(invalid(format!("bytes remain after the last of {count} records")));
+        return Err(invalid(format!(
+            "bytes remain after the last of {count} records"
+        )));
     }
     Ok(())
 }
@@ -330,8 +332,7 @@ mod tests {
     fn gzip_batches_are_inflated_and_checked() {
         use std::io::Write;
         let gz = |raw: &[u8]| {
-            let mut e =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(raw).unwrap();
             e.finish().unwrap()
         };
@@ -345,7 +346,11 @@ mod tests {
         ));
         // A bomb: one record claiming a value far past the bound.
         let mut r = Vec::new();
-        put_record(&mut r, 0, &vec![0u8; (MAX_DECOMPRESSED_BYTES + 10) as usize]);
+        put_record(
+            &mut r,
+            0,
+            &vec![0u8; (MAX_DECOMPRESSED_BYTES + 10) as usize],
+        );
         assert!(check(&batch_with(&gz(&r), 0, 1, 1)).is_err());
         // Other codecs: header checks only.
         assert!(check(&batch_with(b"opaque", 0, 1, 4)).is_ok());

@@ -120,7 +120,11 @@ fn high_watermarks(s: &mut TcpStream, topic: &str, parts: &[i32]) -> Vec<i64> {
         .partitions
         .iter()
         .map(|p| {
-            assert_eq!(p.error_code, 0, "ListOffsets partition {}", p.partition_index);
+            assert_eq!(
+                p.error_code, 0,
+                "ListOffsets partition {}",
+                p.partition_index
+            );
             (p.partition_index, p.offset)
         })
         .collect();
@@ -212,7 +216,7 @@ fn thousands_of_partitions_share_a_bounded_set_of_descriptors() {
     const MAX_OPEN: usize = 64;
     // Listeners, audit files, epoll, the internal topics' metadata, reads
     // in flight: everything the broker holds that is not a cached segment.
-    const MARGIN: usize = 96;
+    const MARGIN: usize = 64;
     let dir = scratch("loglimits-fds");
     let broker = Broker::start(
         dir.path(),
@@ -288,7 +292,8 @@ fn partition_maximum_is_enforced_with_invalid_partitions() {
             .with_timeout_ms(30_000)
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(name("grows"))
-                .with_count(count)]);
+                .with_count(count)
+                .with_assignments(None)]);
         let resp: CreatePartitionsResponse = call(s, ApiKey::CreatePartitions, 2, &req);
         let r = &resp.results[0];
         (
@@ -349,7 +354,10 @@ fn topic_data_and_state_files_are_private() {
         let r = produce(
             &mut s,
             "secret",
-            vec![(0, batch(&[b"card 4111"], 0, 1)), (1, batch(&[b"pin 1234"], 0, 1))],
+            vec![
+                (0, batch(&[b"card 4111"], 0, 1)),
+                (1, batch(&[b"pin 1234"], 0, 1)),
+            ],
         );
         assert!(r.iter().all(|(_, code, _)| *code == 0), "{r:?}");
     }
@@ -404,7 +412,10 @@ fn lying_record_counts_are_refused_for_their_partition_only() {
         ("count matches the lie", batch(&[b"x"], i32::MAX, i32::MAX)),
         ("negative count", batch(&[b"x"], -2, -1)),
         ("fewer records than declared", batch(&[b"x"], 4, 5)),
-        ("more records than declared", batch(&[b"x", b"y", b"z"], 1, 2)),
+        (
+            "more records than declared",
+            batch(&[b"x", b"y", b"z"], 1, 2),
+        ),
         ("empty batch", batch(&[], -1, 0)),
     ];
     let mut valid_appended = 0i64;
