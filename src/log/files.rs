@@ -93,13 +93,7 @@ impl FileCache {
     /// limit when that is smaller, so connections keep most of the table.
     /// Returns the limit and the soft limit when it was lowered.
     pub fn effective_limit(configured: usize) -> (usize, Option<u64>) {
-        let soft = fd_soft_limit();
-        match soft {
-            Some(s) if (configured as u64) > s / 4 => {
-                (((s / 4) as usize).max(MIN_OPEN_FILES), Some(s))
-            }
-            _ => (configured.max(MIN_OPEN_FILES), None),
-        }
+        limit_for(configured, fd_soft_limit())
     }
 
     pub fn limit(&self) -> usize {
@@ -203,6 +197,15 @@ impl Drop for CachedFile {
     }
 }
 
+/// `configured`, or a quarter of the fd soft limit `soft` when that is
+/// smaller (then with `soft`, for the warning); never below the minimum.
+fn limit_for(configured: usize, soft: Option<u64>) -> (usize, Option<u64>) {
+    match soft {
+        Some(s) if (configured as u64) > s / 4 => (((s / 4) as usize).max(MIN_OPEN_FILES), Some(s)),
+        _ => (configured.max(MIN_OPEN_FILES), None),
+    }
+}
+
 /// The process's soft limit on open files, if it can be read.
 pub fn fd_soft_limit() -> Option<u64> {
     let mut rl = libc::rlimit {
@@ -250,6 +253,15 @@ mod tests {
         assert_eq!(cache.opens(), before);
         drop(files);
         assert_eq!(cache.open_count(), 0);
+    }
+
+    #[test]
+    fn a_small_fd_limit_lowers_the_cache_to_a_quarter() {
+        assert_eq!(limit_for(1024, Some(1_048_576)), (1024, None));
+        assert_eq!(limit_for(1024, None), (1024, None));
+        assert_eq!(limit_for(1024, Some(1024)), (256, Some(1024)));
+        assert_eq!(limit_for(1024, Some(4)), (MIN_OPEN_FILES, Some(4)));
+        assert_eq!(limit_for(1, Some(1 << 20)), (MIN_OPEN_FILES, None));
     }
 
     #[test]

@@ -453,3 +453,14 @@ fn lying_record_counts_are_refused_for_their_partition_only() {
     assert_eq!((r[0].1, r[0].2), (0, 0), "{r:?}");
     assert_eq!(high_watermarks(&mut s, "victim", &[0]), vec![2]);
 }
+
+#[test]
+fn real_clients_batches_pass_validation_under_every_codec() {
+    let dir = scratch("loglimits-codecs");
+    let broker = Broker::start(dir.path(), "");
+    let mut s = broker.connect();
+    assert_eq!(create_topic(&mut s, "codecs", 5).0, 0);
+    let env = serde_json::json!({ "bootstrap": broker.bootstrap, "topic": "codecs" }).to_string();
+    let out = run_script_ok("loglimits_codecs.py", &[&env], || log_tail(&broker, 40));
+    assert!(out.contains("consumed 1500 records intact"), "{out}");
+}
