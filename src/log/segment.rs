@@ -192,8 +192,9 @@ impl Segment {
     fn next_offset_from_tail(&self, ix: &SegmentIndex, len: u64) -> Result<i64, LogError> {
         let mut pos = ix.offsets.last().map(|e| e.position as u64).unwrap_or(0);
         let mut next = self.base_offset;
+        let fd = self.fd()?;
         while pos < len {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             next = h.last_offset() + 1;
             pos += h.total_size() as u64;
         }
@@ -205,10 +206,11 @@ impl Segment {
         self.file.get().map_err(|e| LogError::io(&self.path, e))
     }
 
-    fn read_header(&self, pos: u64) -> Result<BatchHeader, LogError> {
+    /// `fd` comes from one `fd()` per operation: a walk over many headers
+    /// takes the cache's lock once, not once per batch.
+    fn read_header(&self, fd: &File, pos: u64) -> Result<BatchHeader, LogError> {
         let mut hb = [0u8; HEADER_LEN];
-        self.fd()?
-            .read_exact_at(&mut hb, pos)
+        fd.read_exact_at(&mut hb, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         BatchHeader::parse(&hb)
             .filter(|h| h.total_size() >= HEADER_LEN)
@@ -227,8 +229,9 @@ impl Segment {
         let mut next = self.base_offset;
         let mut report = RecoveryReport::default();
         let mut buf = Vec::new();
+        let fd = self.fd()?;
         while pos < len {
-            let problem = match self.read_header(pos) {
+            let problem = match self.read_header(&fd, pos) {
                 Err(e) => Some(e.to_string()),
                 Ok(h) => {
                     let size = h.total_size() as u64;
@@ -242,8 +245,7 @@ impl Segment {
                     } else {
                         let checked = if verify {
                             buf.resize(size as usize, 0);
-                            self.fd()?
-                                .read_exact_at(&mut buf, pos)
+                            fd.read_exact_at(&mut buf, pos)
                                 .map_err(|e| LogError::io(&self.path, e))?;
                             batch::check_batch(&buf)
                                 .map(|_| ())
@@ -275,7 +277,6 @@ impl Segment {
                 }
                 report.truncated_bytes = len - pos;
                 report.reason = Some(reason);
-                let fd = self.fd()?;
                 fd.set_len(pos)
                     .and_then(|_| fd.sync_all())
                     .map_err(|e| LogError::io(&self.path, e))?;
@@ -348,7 +349,12 @@ impl Segment {
 
     /// Position of the first batch containing or after `offset`, if any
     /// whole batch at or after it lies below `limit`.
-    fn locate(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    fn locate(
+        &self,
+        fd: &File,
+        offset: i64,
+        limit: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         self.ensure_index();
         let mut pos = self
@@ -357,7 +363,7 @@ impl Segment {
             .unwrap_or_else(|p| p.into_inner())
             .position_for(rel) as u64;
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(fd, pos)?;
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
@@ -371,14 +377,14 @@ impl Segment {
     /// progress past a batch larger than its limit (KIP-74).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Vec<u8>>, LogError> {
         let limit = self.size();
-        let Some((pos, first)) = self.locate(offset, limit)? else {
+        let fd = self.fd()?;
+        let Some((pos, first)) = self.locate(&fd, offset, limit)? else {
             return Ok(None);
         };
         let avail = (limit - pos) as usize;
         let want = avail.min(max_bytes.max(first.total_size()));
         let mut buf = vec![0u8; want];
-        self.fd()?
-            .read_exact_at(&mut buf, pos)
+        fd.read_exact_at(&mut buf, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         let (_, whole) = batch::whole_batches(&buf);
         buf.truncate(whole);
@@ -398,16 +404,17 @@ impl Segment {
             return Ok(None);
         };
         let limit = self.size();
-        let Some((mut pos, _)) = self.locate(self.base_offset + rel as i64, limit)? else {
+        let fd = self.fd()?;
+        let Some((mut pos, _)) = self.locate(&fd, self.base_offset + rel as i64, limit)? else {
             return Ok(None);
         };
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             if h.max_timestamp >= ts {
                 // Record precision where the batch is uncompressed (Kafka's
                 // answer); the batch start otherwise.
                 let mut buf = vec![0u8; h.total_size()];
-                if self.fd()?.read_exact_at(&mut buf, pos).is_ok() {
+                if fd.read_exact_at(&mut buf, pos).is_ok() {
                     if let Some(found) = batch::first_record_at_or_after(&buf, ts) {
                         return Ok(Some(found));
                     }
@@ -424,8 +431,9 @@ impl Segment {
         let limit = self.size();
         let mut pos = 0;
         let mut out = Vec::new();
+        let fd = self.fd()?;
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             pos += h.total_size() as u64;
             out.push(h);
         }
