@@ -107,7 +107,7 @@ impl Source for SliceSource<'_> {
 
 /// Inflates through a fixed buffer; never holds the decompressed records.
 struct GzipSource<'a> {
-    dec: flate2::read::GzDecoder<&'a [u8]>,
+    dec: flate2::read::MultiGzDecoder<&'a [u8]>,
     buf: Box<[u8; 8192]>,
     at: usize,
     filled: usize,
@@ -118,7 +118,7 @@ struct GzipSource<'a> {
 impl<'a> GzipSource<'a> {
     fn new(data: &'a [u8]) -> Self {
         GzipSource {
-            dec: flate2::read::GzDecoder::new(data),
+            dec: flate2::read::MultiGzDecoder::new(data),
             buf: Box::new([0u8; 8192]),
             at: 0,
             filled: 0,
