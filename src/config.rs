@@ -140,6 +140,11 @@ pub struct LogConfig {
     pub auto_create_topics: bool,
     /// Largest record batch accepted, like Kafka's `message.max.bytes`.
     pub max_message_bytes: i32,
+    /// Open segment files kept by the shared LRU cache; lowered to a
+    /// quarter of the fd soft limit when that is smaller.
+    pub max_open_files: usize,
+    /// Most partitions one topic may have (CreateTopics, CreatePartitions).
+    pub max_partitions_per_topic: i32,
 }
 
 impl Default for LogConfig {
@@ -154,6 +159,8 @@ impl Default for LogConfig {
             default_partitions: 1,
             auto_create_topics: false,
             max_message_bytes: 1_048_588,
+            max_open_files: 1024,
+            max_partitions_per_topic: 1000,
         }
     }
 }
@@ -533,6 +540,21 @@ impl Config {
         }
         if l.index_interval_bytes == 0 {
             return Err(invalid("log.index_interval_bytes", "must be positive"));
+        }
+        if l.max_open_files < crate::log::files::MIN_OPEN_FILES {
+            return Err(invalid("log.max_open_files", "must be at least 8"));
+        }
+        if !(1..=100_000).contains(&l.max_partitions_per_topic) {
+            return Err(invalid(
+                "log.max_partitions_per_topic",
+                "must be between 1 and 100000",
+            ));
+        }
+        if l.default_partitions > l.max_partitions_per_topic {
+            return Err(invalid(
+                "log.default_partitions",
+                "must not exceed log.max_partitions_per_topic",
+            ));
         }
         Ok(())
     }

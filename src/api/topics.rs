@@ -269,7 +269,11 @@ pub fn create_partitions(
                         ))
                     } else {
                         topic
-                            .add_partitions(t.count, req.validate_only)
+                            .add_partitions(
+                                t.count,
+                                logs.defaults.max_partitions_per_topic,
+                                req.validate_only,
+                            )
                             .inspect(|_| {
                                 if !req.validate_only {
                                     ctx.admin_action(

@@ -77,7 +77,8 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn compression(&self) -> i16 {
@@ -171,12 +172,7 @@ pub fn validate_produce_records(
             )));
         }
         let header = check_batch(&rest[..size])?;
-        if header.record_count != header.last_offset_delta + 1 {
-            return Err(LogError::InvalidRecord(format!(
-                "record count {} does not match last offset delta {}",
-                header.record_count, header.last_offset_delta
-            )));
-        }
+        super::records::validate(&rest[..size], &header)?;
         spans.push(BatchSpan { start: pos, header });
         pos += size;
     }
@@ -237,9 +233,10 @@ pub fn first_record_at_or_after(batch: &[u8], ts: i64) -> Option<(i64, i64)> {
         pos += 1; // attributes
         let ts_delta = varint(&mut pos)?;
         let off_delta = varint(&mut pos)?;
-        let rts = h.base_timestamp + ts_delta;
+        // Client-chosen fields: no arithmetic on them may overflow.
+        let rts = h.base_timestamp.saturating_add(ts_delta);
         if rts >= ts {
-            return Some((h.base_offset + off_delta, rts));
+            return Some((h.base_offset.saturating_add(off_delta), rts));
         }
         pos = start.checked_add(usize::try_from(len).ok()?)?;
     }
@@ -266,11 +263,35 @@ pub fn whole_batches(buf: &[u8]) -> (Vec<(usize, BatchHeader)>, usize) {
 pub mod tests {
     use super::*;
 
-    /// Builds a minimal valid v2 batch with `n` empty-ish records' worth of
-    /// header (the record bytes are opaque to the log engine).
+    /// Appends Kafka's zig-zag varint encoding of `v`.
+    pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+
+    /// One uncompressed record with a null key and `value`.
+    pub fn put_record(out: &mut Vec<u8>, offset_delta: i64, value: &[u8]) {
+        let mut body = vec![0u8]; // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, offset_delta);
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varint(&mut body, 0); // no headers
+        put_varint(out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+
+    /// Builds a valid v2 batch of `n` records, each holding `payload`.
     pub fn make_batch(n: i32, ts: i64, payload: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN];
-        b.extend_from_slice(payload);
+        for i in 0..n {
+            put_record(&mut b, i as i64, payload);
+        }
         let len = (b.len() - LOG_OVERHEAD) as i32;
         b[8..12].copy_from_slice(&len.to_be_bytes());
         b[MAGIC_OFFSET] = 2;

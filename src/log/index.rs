@@ -94,8 +94,8 @@ impl SegmentIndex {
             t.extend_from_slice(&e.timestamp.to_be_bytes());
             t.extend_from_slice(&e.rel_offset.to_be_bytes());
         }
-        super::fsutil::write_atomic(offset_path, &o, 0o644)?;
-        super::fsutil::write_atomic(time_path, &t, 0o644)
+        super::fsutil::write_atomic(offset_path, &o, super::fsutil::FILE_MODE)?;
+        super::fsutil::write_atomic(time_path, &t, super::fsutil::FILE_MODE)
     }
 
     /// Loads index files; `None` if missing or malformed (then the caller

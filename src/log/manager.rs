@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use crate::config::LogConfig;
 
+use super::files::FileCache;
 use super::topic_config;
 use super::{fsutil, LogError, Partition, Topic};
 
@@ -18,6 +19,8 @@ pub struct LogManager {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     appended: Notify,
     pub cluster_id: String,
+    /// Open segment descriptors, shared by every partition.
+    files: Arc<FileCache>,
 }
 
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -52,7 +55,25 @@ impl LogManager {
     /// Opens every topic under `data_dir/topics`, recovering each partition.
     pub fn open(data_dir: &Path, defaults: LogConfig) -> Result<Arc<LogManager>, LogError> {
         let topics_dir = data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
+        fsutil::create_private_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
+        // A data dir written by an older version has world-readable topic
+        // data: data dir, topics, partitions and their files.
+        let t = fsutil::tighten_tree(data_dir, 4);
+        if t.changed > 0 {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                "made {} data files and directories private (0600/0700)",
+                t.changed
+            );
+        }
+        if t.failed > 0 {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                "could not check or restrict the permissions of {} entries",
+                t.failed
+            );
+        }
+        let files = open_file_cache(defaults.max_open_files);
         let cluster_id = load_cluster_id(data_dir)?;
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))? {
@@ -66,7 +87,7 @@ impl LogManager {
             if validate_topic_name(&name).is_err() || !path.join("topic.json").exists() {
                 continue;
             }
-            let topic = Topic::open(path, &name, &defaults)?;
+            let topic = Topic::open(path, &name, &defaults, &files)?;
             topics.insert(name, topic);
         }
         Ok(Arc::new(LogManager {
@@ -75,7 +96,13 @@ impl LogManager {
             topics: RwLock::new(topics),
             appended: Notify::new(),
             cluster_id,
+            files,
         }))
+    }
+
+    /// The shared cache of open segment files.
+    pub fn files(&self) -> &Arc<FileCache> {
+        &self.files
     }
 
     pub fn appended(&self) -> &Notify {
@@ -119,9 +146,10 @@ impl LogManager {
         validate_only: bool,
     ) -> Result<Option<Arc<Topic>>, LogError> {
         validate_topic_name(name)?;
-        if !(1..=10_000).contains(&partitions) {
+        let max = self.defaults.max_partitions_per_topic;
+        if !(1..=max).contains(&partitions) {
             return Err(LogError::InvalidPartitions(format!(
-                "{partitions} partitions requested; 1..=10000 allowed"
+                "{partitions} partitions requested for topic `{name}`; 1..={max} allowed per topic (log.max_partitions_per_topic)"
             )));
         }
         topic_config::validate_all(&overrides)?;
@@ -142,7 +170,14 @@ impl LogManager {
             return Ok(None);
         }
         let dir = self.topics_dir.join(name);
-        let topic = Topic::create(dir, name, partitions, overrides, &self.defaults)?;
+        let topic = Topic::create(
+            dir,
+            name,
+            partitions,
+            overrides,
+            &self.defaults,
+            &self.files,
+        )?;
         fsutil::sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;
         topics.insert(name.to_string(), topic.clone());
         Ok(Some(topic))
@@ -179,6 +214,18 @@ impl LogManager {
     }
 }
 
+/// The shared segment-file cache, its limit lowered (with a warning) when
+/// the fd soft limit would otherwise let segments crowd out connections.
+fn open_file_cache(configured: usize) -> Arc<FileCache> {
+    let (limit, lowered_for) = FileCache::effective_limit(configured);
+    if let Some(soft) = lowered_for {
+        tracing::warn!(
+            "log.max_open_files {configured} lowered to {limit}: a quarter of the open-file soft limit ({soft})"
+        );
+    }
+    FileCache::new(limit)
+}
+
 fn load_cluster_id(data_dir: &Path) -> Result<String, LogError> {
     let path = data_dir.join("cluster-id");
     if let Ok(s) = std::fs::read_to_string(&path) {
@@ -190,7 +237,8 @@ fn load_cluster_id(data_dir: &Path) -> Result<String, LogError> {
     use base64::Engine;
     let id =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
-    fsutil::write_atomic(&path, id.as_bytes(), 0o644).map_err(|e| LogError::io(&path, e))?;
+    fsutil::write_atomic(&path, id.as_bytes(), fsutil::FILE_MODE)
+        .map_err(|e| LogError::io(&path, e))?;
     Ok(id)
 }
 

@@ -5,11 +5,13 @@
 
 pub mod batch;
 pub mod error;
+pub mod files;
 pub mod fsutil;
 pub mod index;
 pub mod internal;
 pub mod manager;
 pub mod partition;
+pub mod records;
 pub mod retention;
 pub mod segment;
 pub mod state_snapshot;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchSpan};
+use super::files::FileCache;
 use super::fsutil;
 use super::segment::{self, now_ms, Segment};
 use super::state_snapshot;
@@ -33,6 +34,7 @@ pub struct Partition {
     pub index: i32,
     dir: PathBuf,
     index_interval: u32,
+    files: Arc<FileCache>,
     state: Mutex<State>,
     end_offset: AtomicI64,
     log_start: AtomicI64,
@@ -73,22 +75,23 @@ impl Partition {
         index: i32,
         dir: PathBuf,
         index_interval: u32,
+        files: &Arc<FileCache>,
     ) -> Result<Arc<Partition>, LogError> {
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        fsutil::create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut bases = list_segment_bases(&dir)?;
         bases.sort_unstable();
         let snapshot = state_snapshot::take_clean(&dir);
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
             let seg = match bases.get(i + 1) {
-                Some(next) => Segment::open_sealed(&dir, *base, *next, index_interval)?,
+                Some(next) => Segment::open_sealed(&dir, *base, *next, index_interval, files)?,
                 None => {
                     let clean_len = snapshot
                         .as_ref()
                         .filter(|s| s.head.active_base == *base)
                         .map(|s| s.head.active_len);
                     let (seg, report) =
-                        Segment::open_active(&dir, *base, index_interval, clean_len)?;
+                        Segment::open_active(&dir, *base, index_interval, clean_len, files)?;
                     if let Some(reason) = report.reason {
                         tracing::warn!(
                             topic = %topic, partition = index, segment = base,
@@ -104,7 +107,12 @@ impl Partition {
         let stored_start = read_log_start(&dir);
         if segments.is_empty() {
             let base = stored_start.unwrap_or(0);
-            segments.push(Arc::new(Segment::create(&dir, base, index_interval)?));
+            segments.push(Arc::new(Segment::create(
+                &dir,
+                base,
+                index_interval,
+                files,
+            )?));
         }
         let end = segments.last().map(|s| s.next_offset()).unwrap_or(0);
         let first_base = segments[0].base_offset;
@@ -127,6 +135,7 @@ impl Partition {
             index,
             dir,
             index_interval,
+            files: files.clone(),
             state: Mutex::new(State {
                 segments,
                 producers,
@@ -268,7 +277,7 @@ impl Partition {
         if let Some(active) = st.segments.last() {
             active.seal(&self.dir)?;
         }
-        let seg = Segment::create(&self.dir, end, self.index_interval)?;
+        let seg = Segment::create(&self.dir, end, self.index_interval, &self.files)?;
         fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
         st.segments.push(Arc::new(seg));
         let State {
@@ -476,7 +485,7 @@ impl Partition {
             fsutil::write_atomic(
                 &self.dir.join(LOG_START_FILE),
                 target.to_string().as_bytes(),
-                0o644,
+                fsutil::FILE_MODE,
             )
             .map_err(|e| LogError::io(&self.dir, e))?;
             self.log_start.store(target, Ordering::Release);
@@ -648,7 +657,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Arc<Partition> {
-        Partition::open("t".into(), 0, dir.to_path_buf(), 64).unwrap()
+        Partition::open("t".into(), 0, dir.to_path_buf(), 64, &FileCache::new(8)).unwrap()
     }
 
     fn append(p: &Partition, seq: i32, cfg: &EffectiveConfig) -> AppendResult {

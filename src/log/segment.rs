@@ -7,19 +7,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::files::{CachedFile, FileCache};
 use super::index::SegmentIndex;
 use super::LogError;
 
 pub struct Segment {
     pub base_offset: i64,
     path: PathBuf,
-    file: File,
+    /// The `.log` file; a descriptor is borrowed from the shared cache for
+    /// each operation, so idle segments hold none.
+    file: CachedFile,
     size: AtomicU64,
     /// Offset after the last batch in this segment.
     next_offset: AtomicI64,
@@ -51,13 +54,19 @@ pub struct RecoveryReport {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Segment, LogError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+        files: &Arc<FileCache>,
+    ) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
         let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
@@ -67,6 +76,7 @@ impl Segment {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment not empty"),
             ));
         }
+        let file = files.adopt(path.clone(), file);
         Ok(Segment {
             base_offset,
             path,
@@ -80,19 +90,20 @@ impl Segment {
         })
     }
 
+    /// Takes the length from the file's metadata: no descriptor is opened
+    /// until the segment is read or written.
     fn open_existing(
         dir: &Path,
         base_offset: i64,
         next_offset: i64,
         index_interval: u32,
+        files: &Arc<FileCache>,
     ) -> Result<Segment, LogError> {
         let path = log_path(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        let len = std::fs::metadata(&path)
+            .map_err(|e| LogError::io(&path, e))?
+            .len();
+        let file = files.register(path.clone());
         Ok(Segment {
             base_offset,
             path,
@@ -114,8 +125,9 @@ impl Segment {
         base_offset: i64,
         next_segment_base: i64,
         index_interval: u32,
+        files: &Arc<FileCache>,
     ) -> Result<Segment, LogError> {
-        Self::open_existing(dir, base_offset, next_segment_base, index_interval)
+        Self::open_existing(dir, base_offset, next_segment_base, index_interval, files)
     }
 
     /// Opens the active segment. After a clean shutdown that left it
@@ -127,8 +139,9 @@ impl Segment {
         base_offset: i64,
         index_interval: u32,
         clean_len: Option<u64>,
+        files: &Arc<FileCache>,
     ) -> Result<(Segment, RecoveryReport), LogError> {
-        let seg = Self::open_existing(dir, base_offset, base_offset, index_interval)?;
+        let seg = Self::open_existing(dir, base_offset, base_offset, index_interval, files)?;
         let len = seg.size();
         if clean_len == Some(len) {
             let (ip, tp) = index_paths(dir, base_offset);
@@ -159,9 +172,7 @@ impl Segment {
                 // retention goes by the file's modification time, as Kafka
                 // does for segments without timestamps.
                 tracing::error!(segment = %self.path.display(), "cannot rebuild the index: {e}");
-                let mtime = self
-                    .file
-                    .metadata()
+                let mtime = std::fs::metadata(&self.path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -181,18 +192,25 @@ impl Segment {
     fn next_offset_from_tail(&self, ix: &SegmentIndex, len: u64) -> Result<i64, LogError> {
         let mut pos = ix.offsets.last().map(|e| e.position as u64).unwrap_or(0);
         let mut next = self.base_offset;
+        let fd = self.fd()?;
         while pos < len {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             next = h.last_offset() + 1;
             pos += h.total_size() as u64;
         }
         Ok(next)
     }
 
-    fn read_header(&self, pos: u64) -> Result<BatchHeader, LogError> {
+    /// A descriptor for one operation, from the shared cache.
+    fn fd(&self) -> Result<Arc<File>, LogError> {
+        self.file.get().map_err(|e| LogError::io(&self.path, e))
+    }
+
+    /// `fd` comes from one `fd()` per operation: a walk over many headers
+    /// takes the cache's lock once, not once per batch.
+    fn read_header(&self, fd: &File, pos: u64) -> Result<BatchHeader, LogError> {
         let mut hb = [0u8; HEADER_LEN];
-        self.file
-            .read_exact_at(&mut hb, pos)
+        fd.read_exact_at(&mut hb, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         BatchHeader::parse(&hb)
             .filter(|h| h.total_size() >= HEADER_LEN)
@@ -211,8 +229,9 @@ impl Segment {
         let mut next = self.base_offset;
         let mut report = RecoveryReport::default();
         let mut buf = Vec::new();
+        let fd = self.fd()?;
         while pos < len {
-            let problem = match self.read_header(pos) {
+            let problem = match self.read_header(&fd, pos) {
                 Err(e) => Some(e.to_string()),
                 Ok(h) => {
                     let size = h.total_size() as u64;
@@ -226,8 +245,7 @@ impl Segment {
                     } else {
                         let checked = if verify {
                             buf.resize(size as usize, 0);
-                            self.file
-                                .read_exact_at(&mut buf, pos)
+                            fd.read_exact_at(&mut buf, pos)
                                 .map_err(|e| LogError::io(&self.path, e))?;
                             batch::check_batch(&buf)
                                 .map(|_| ())
@@ -259,9 +277,8 @@ impl Segment {
                 }
                 report.truncated_bytes = len - pos;
                 report.reason = Some(reason);
-                self.file
-                    .set_len(pos)
-                    .and_then(|_| self.file.sync_all())
+                fd.set_len(pos)
+                    .and_then(|_| fd.sync_all())
                     .map_err(|e| LogError::io(&self.path, e))?;
                 self.size.store(pos, Ordering::Release);
                 break;
@@ -302,11 +319,13 @@ impl Segment {
     ) -> Result<(), LogError> {
         self.ensure_index();
         let start = self.size.load(Ordering::Acquire);
-        if let Err(e) = (&self.file).write_all(data) {
+        let fd = self.fd()?;
+        if let Err(e) = (&*fd).write_all(data) {
             // Leave no partial batch behind for readers or recovery.
-            let _ = self.file.set_len(start);
+            let _ = fd.set_len(start);
             return Err(LogError::io(&self.path, e));
         }
+        drop(fd);
         {
             let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
             for &(base, at, size, max_ts) in batches {
@@ -330,7 +349,12 @@ impl Segment {
 
     /// Position of the first batch containing or after `offset`, if any
     /// whole batch at or after it lies below `limit`.
-    fn locate(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    fn locate(
+        &self,
+        fd: &File,
+        offset: i64,
+        limit: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         self.ensure_index();
         let mut pos = self
@@ -339,7 +363,7 @@ impl Segment {
             .unwrap_or_else(|p| p.into_inner())
             .position_for(rel) as u64;
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(fd, pos)?;
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
@@ -353,14 +377,14 @@ impl Segment {
     /// progress past a batch larger than its limit (KIP-74).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Vec<u8>>, LogError> {
         let limit = self.size();
-        let Some((pos, first)) = self.locate(offset, limit)? else {
+        let fd = self.fd()?;
+        let Some((pos, first)) = self.locate(&fd, offset, limit)? else {
             return Ok(None);
         };
         let avail = (limit - pos) as usize;
         let want = avail.min(max_bytes.max(first.total_size()));
         let mut buf = vec![0u8; want];
-        self.file
-            .read_exact_at(&mut buf, pos)
+        fd.read_exact_at(&mut buf, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
         let (_, whole) = batch::whole_batches(&buf);
         buf.truncate(whole);
@@ -380,16 +404,17 @@ impl Segment {
             return Ok(None);
         };
         let limit = self.size();
-        let Some((mut pos, _)) = self.locate(self.base_offset + rel as i64, limit)? else {
+        let fd = self.fd()?;
+        let Some((mut pos, _)) = self.locate(&fd, self.base_offset + rel as i64, limit)? else {
             return Ok(None);
         };
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             if h.max_timestamp >= ts {
                 // Record precision where the batch is uncompressed (Kafka's
                 // answer); the batch start otherwise.
                 let mut buf = vec![0u8; h.total_size()];
-                if self.file.read_exact_at(&mut buf, pos).is_ok() {
+                if fd.read_exact_at(&mut buf, pos).is_ok() {
                     if let Some(found) = batch::first_record_at_or_after(&buf, ts) {
                         return Ok(Some(found));
                     }
@@ -406,8 +431,9 @@ impl Segment {
         let limit = self.size();
         let mut pos = 0;
         let mut out = Vec::new();
+        let fd = self.fd()?;
         while pos + (HEADER_LEN as u64) <= limit {
-            let h = self.read_header(pos)?;
+            let h = self.read_header(&fd, pos)?;
             pos += h.total_size() as u64;
             out.push(h);
         }
@@ -415,7 +441,7 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
-        self.file
+        self.fd()?
             .sync_data()
             .map_err(|e| LogError::io(&self.path, e))
     }
@@ -429,7 +455,8 @@ impl Segment {
         ix.write_files(&ip, &tp).map_err(|e| LogError::io(&ip, e))
     }
 
-    /// Removes the segment's files; open readers keep their descriptor.
+    /// Removes the segment's files; a reader in the middle of an operation
+    /// keeps its descriptor until it is done.
     pub fn delete_files(&self, dir: &Path) {
         let (ip, tp) = index_paths(dir, self.base_offset);
         for p in [&self.path, &ip, &tp] {

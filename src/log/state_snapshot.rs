@@ -78,7 +78,11 @@ pub fn write_clean(
     producers: &ProducerStates,
     txns: &TxnIndex,
 ) -> std::io::Result<()> {
-    fsutil::write_atomic(&clean_path(dir), &encode(head, producers, txns), 0o644)
+    fsutil::write_atomic(
+        &clean_path(dir),
+        &encode(head, producers, txns),
+        fsutil::FILE_MODE,
+    )
 }
 
 /// The state as of `base`, the offset a new segment starts at. Snapshots
@@ -96,7 +100,7 @@ pub fn write_at_roll(
     };
     let path = roll_path(dir, base);
     let tmp = path.with_extension("snapshot.tmp");
-    std::fs::write(&tmp, encode(head, producers, txns))?;
+    fsutil::write_private(&tmp, &encode(head, producers, txns))?;
     std::fs::rename(&tmp, &path)?;
     let mut bases = roll_bases(dir);
     bases.sort_unstable();

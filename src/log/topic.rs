@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::config::LogConfig;
 
+use super::files::FileCache;
 use super::topic_config::{self, EffectiveConfig};
 use super::{fsutil, LogError, Partition};
 
@@ -28,6 +29,7 @@ pub struct Topic {
     pub id: Uuid,
     dir: PathBuf,
     index_interval: u32,
+    files: Arc<FileCache>,
     partitions: RwLock<Vec<Arc<Partition>>>,
     overrides: RwLock<BTreeMap<String, String>>,
     effective: ArcSwap<EffectiveConfig>,
@@ -42,18 +44,24 @@ impl Topic {
         partitions: i32,
         overrides: BTreeMap<String, String>,
         defaults: &LogConfig,
+        files: &Arc<FileCache>,
     ) -> Result<Arc<Topic>, LogError> {
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        fsutil::create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
         let meta = TopicMeta {
             id: Uuid::new_v4(),
             partitions,
             configs: overrides,
         };
         write_meta(&dir, &meta)?;
-        Self::from_meta(dir, name, meta, defaults)
+        Self::from_meta(dir, name, meta, defaults, files)
     }
 
-    pub fn open(dir: PathBuf, name: &str, defaults: &LogConfig) -> Result<Arc<Topic>, LogError> {
+    pub fn open(
+        dir: PathBuf,
+        name: &str,
+        defaults: &LogConfig,
+        files: &Arc<FileCache>,
+    ) -> Result<Arc<Topic>, LogError> {
         let path = dir.join(META_FILE);
         let text = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
         let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
@@ -62,7 +70,7 @@ impl Topic {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             )
         })?;
-        Self::from_meta(dir, name, meta, defaults)
+        Self::from_meta(dir, name, meta, defaults, files)
     }
 
     fn from_meta(
@@ -70,6 +78,7 @@ impl Topic {
         name: &str,
         meta: TopicMeta,
         defaults: &LogConfig,
+        files: &Arc<FileCache>,
     ) -> Result<Arc<Topic>, LogError> {
         let name: Arc<str> = Arc::from(name);
         let mut parts = Vec::with_capacity(meta.partitions as usize);
@@ -79,6 +88,7 @@ impl Topic {
                 i,
                 dir.join(i.to_string()),
                 defaults.index_interval_bytes,
+                files,
             )?);
         }
         Ok(Arc::new(Topic {
@@ -88,6 +98,7 @@ impl Topic {
             overrides: RwLock::new(meta.configs),
             dir,
             index_interval: defaults.index_interval_bytes,
+            files: files.clone(),
             partitions: RwLock::new(parts),
         }))
     }
@@ -143,13 +154,25 @@ impl Topic {
         )
     }
 
-    /// Grows the topic to `total` partitions (Kafka never shrinks them).
-    pub fn add_partitions(&self, total: i32, validate_only: bool) -> Result<(), LogError> {
+    /// Grows the topic to `total` partitions (Kafka never shrinks them),
+    /// at most `max` (`log.max_partitions_per_topic`).
+    pub fn add_partitions(
+        &self,
+        total: i32,
+        max: i32,
+        validate_only: bool,
+    ) -> Result<(), LogError> {
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         let current = parts.len() as i32;
         if total <= current {
             return Err(LogError::InvalidPartitions(format!(
                 "topic currently has {current} partitions, {total} would not be an increase"
+            )));
+        }
+        if total > max {
+            return Err(LogError::InvalidPartitions(format!(
+                "{total} partitions requested for topic `{}`; at most {max} allowed per topic (log.max_partitions_per_topic)",
+                self.name
             )));
         }
         if validate_only {
@@ -163,6 +186,7 @@ impl Topic {
                 i,
                 self.dir.join(i.to_string()),
                 self.index_interval,
+                &self.files,
             )?);
         }
         Ok(())
@@ -194,5 +218,5 @@ fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), LogError> {
     let path = dir.join(META_FILE);
     let data = serde_json::to_vec_pretty(meta)
         .map_err(|e| LogError::io(&path, std::io::Error::other(e)))?;
-    fsutil::write_atomic(&path, &data, 0o644).map_err(|e| LogError::io(&path, e))
+    fsutil::write_atomic(&path, &data, fsutil::FILE_MODE).map_err(|e| LogError::io(&path, e))
 }

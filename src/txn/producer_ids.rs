@@ -39,7 +39,7 @@ impl ProducerIds {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.0 >= st.1 {
             let bound = st.1 + BLOCK;
-            fsutil::write_atomic(&self.path, bound.to_string().as_bytes(), 0o644)?;
+            fsutil::write_atomic(&self.path, bound.to_string().as_bytes(), fsutil::FILE_MODE)?;
             st.1 = bound;
         }
         let id = st.0;
