@@ -1,0 +1,218 @@
+//! YAML errors that never carry the file's bytes.
+//!
+//! serde_yaml_ng's messages quote what they refused ("invalid type: string
+//! \"-----BEGIN PRIVATE KEY-----...\""), so a config, ACL or credential path
+//! pointing at the wrong file (a symlink to a private key) would print that
+//! file into the log, the audit trail and the CLI's output. The files the
+//! broker reads report a [`YamlError`] instead: the line, the column and the
+//! kind of problem, plus what was expected when that list comes from our own
+//! types (field and variant names), never from the file.
+
+use std::fmt;
+
+/// What was wrong, without saying what the file contained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YamlErrorKind {
+    /// Not well-formed YAML (unclosed bracket, bad indentation...).
+    Syntax,
+    /// A key the format does not have.
+    UnknownKey,
+    /// A required key is absent.
+    MissingKey,
+    /// The same key twice.
+    DuplicateKey,
+    /// A name outside the accepted set (e.g. a security protocol).
+    UnknownValue,
+    /// A value of the wrong type (a string where a list was expected...).
+    WrongType,
+    /// A value of the right type but out of range or badly formed.
+    InvalidValue,
+    /// Anything else the parser refused.
+    Other,
+}
+
+impl YamlErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            YamlErrorKind::Syntax => "YAML syntax error",
+            YamlErrorKind::UnknownKey => "unknown key",
+            YamlErrorKind::MissingKey => "missing key",
+            YamlErrorKind::DuplicateKey => "duplicate key",
+            YamlErrorKind::UnknownValue => "unknown value",
+            YamlErrorKind::WrongType => "value of the wrong type",
+            YamlErrorKind::InvalidValue => "invalid value",
+            YamlErrorKind::Other => "not a valid document",
+        }
+    }
+}
+
+/// A refused YAML document: position and kind only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// 1-based, when the parser knew it.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub kind: YamlErrorKind,
+    /// What the format accepts there (our own key or value names), or the
+    /// missing key's name.
+    pub expected: Option<String>,
+}
+
+impl YamlError {
+    pub fn from_serde(e: &serde_yaml_ng::Error) -> YamlError {
+        let loc = e.location();
+        // Classify from the parser's own wording at the start of the message;
+        // the message itself is dropped.
+        let msg = e.to_string();
+        let kind = if msg.starts_with("unknown field") {
+            YamlErrorKind::UnknownKey
+        } else if msg.starts_with("missing field") {
+            YamlErrorKind::MissingKey
+        } else if msg.starts_with("duplicate") {
+            YamlErrorKind::DuplicateKey
+        } else if msg.starts_with("unknown variant") {
+            YamlErrorKind::UnknownValue
+        } else if msg.starts_with("invalid type") {
+            YamlErrorKind::WrongType
+        } else if msg.starts_with("invalid value") || msg.starts_with("invalid length") {
+            YamlErrorKind::InvalidValue
+        } else if loc.is_some() && !msg.contains('`') && !msg.contains('"') {
+            // libyaml's scanner and parser problems ("did not find expected
+            // node content", "mapping values are not allowed here").
+            YamlErrorKind::Syntax
+        } else {
+            YamlErrorKind::Other
+        };
+        let expected = match kind {
+            YamlErrorKind::UnknownKey | YamlErrorKind::UnknownValue => expected_of(&msg),
+            YamlErrorKind::MissingKey => missing_of(&msg),
+            _ => None,
+        };
+        YamlError {
+            line: loc.as_ref().map(|l| l.line()),
+            column: loc.as_ref().map(|l| l.column()),
+            kind,
+            expected,
+        }
+    }
+}
+
+/// Only names made of these characters are ours to repeat: field and
+/// variant names, backquoted and comma-separated by serde.
+fn is_name_list(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 1024
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '`' | ',' | ' '))
+}
+
+/// Strips serde_yaml_ng's " at line N column M" suffix.
+fn without_position(s: &str) -> &str {
+    match s.rfind(" at line ") {
+        Some(i) => &s[..i],
+        None => s,
+    }
+}
+
+/// "unknown field `X`, expected one of `a`, `b`": the part after the last
+/// "`, expected " is serde's list of our names; `X` is the file's and is
+/// never kept (it may itself contain that separator, hence the last one).
+fn expected_of(msg: &str) -> Option<String> {
+    let msg = without_position(msg);
+    let i = msg.rfind("`, expected ")?;
+    let list = &msg[i + "`, expected ".len()..];
+    is_name_list(list).then(|| list.to_string())
+}
+
+/// "missing field `version`": the name is one of our fields.
+fn missing_of(msg: &str) -> Option<String> {
+    let msg = without_position(msg);
+    let name = msg.strip_prefix("missing field `")?.strip_suffix('`')?;
+    (is_name_list(name) && !name.contains(['`', ',', ' '])).then(|| format!("`{name}`"))
+}
+
+impl fmt::Display for YamlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        f.write_str(self.kind.as_str())?;
+        match (&self.expected, self.kind) {
+            (Some(name), YamlErrorKind::MissingKey) => write!(f, " {name}"),
+            (Some(list), _) => write!(f, " (expected {list})"),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        version: u32,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        names: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+        Safe,
+    }
+
+    fn err(text: &str) -> YamlError {
+        YamlError::from_serde(&serde_yaml_ng::from_str::<Doc>(text).unwrap_err())
+    }
+
+    #[test]
+    fn the_file_bytes_never_appear() {
+        let secret = "-----BEGIN PRIVATE KEY----- SECRETMARKER\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ\n-----END PRIVATE KEY-----\n";
+        let e = err(secret);
+        assert_eq!(e.kind, YamlErrorKind::WrongType);
+        assert!(!e.to_string().contains("SECRETMARKER"), "{e}");
+        assert!(!e.to_string().contains("MIIE"), "{e}");
+        for text in [
+            "version: 1\nSECRETMARKER: 1\n",
+            "version: 1\nmode: SECRETMARKER\n",
+            "version: SECRETMARKER\n",
+            "version: 1\nnames: [SECRETMARKER\n",
+            "version: 1\n\"SECRETMARKER`, expected `x\": 1\n",
+            "version: 1\nmode: \"SECRETMARKER`, expected `fast\"\n",
+            "version: 1\nversion: 2\nSECRETMARKER\n",
+        ] {
+            let e = err(text);
+            assert!(!e.to_string().contains("SECRETMARKER"), "{text:?}: {e}");
+            assert!(e.line.is_some(), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn kinds_lines_and_our_own_names() {
+        let e = err("version: 1\ncolour: blue\n");
+        assert_eq!((e.kind, e.line), (YamlErrorKind::UnknownKey, Some(2)));
+        assert!(e.to_string().contains("`mode`"), "{e}");
+        let e = err("version: 1\nmode: slow\n");
+        assert_eq!(e.kind, YamlErrorKind::UnknownValue);
+        assert!(e.to_string().contains("`fast`"), "{e}");
+        let e = err("mode: fast\n");
+        assert_eq!(e.kind, YamlErrorKind::MissingKey);
+        assert!(e.to_string().contains("`version`"), "{e}");
+        let e = err("version: 1\nnames: [a\n");
+        assert_eq!(e.kind, YamlErrorKind::Syntax);
+        assert!(e.to_string().starts_with("line "), "{e}");
+        let e = err("version: -1\n");
+        assert_eq!(e.kind, YamlErrorKind::InvalidValue, "{e}");
+    }
+}
