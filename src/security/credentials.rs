@@ -726,7 +726,7 @@ mod tests {
         let err = CredentialFile::from_yaml_str(&text, "t").expect_err("unknown field");
         let msg = err.to_string();
         assert!(
-            msg.contains("unknown key") && !msg.contains("colour"),
+            msg.contains("unknown key") && msg.contains("`users.alice.colour`"),
             "{msg}"
         );
         assert!(msg.contains("`mechanism`"), "{msg}");

@@ -6,7 +6,11 @@
 //! file into the log, the audit trail and the CLI's output. The files the
 //! broker reads report a [`YamlError`] instead: the line, the column and the
 //! kind of problem, plus what was expected when that list comes from our own
-//! types (field and variant names), never from the file.
+//! types (field and variant names). The one thing taken from the file is the
+//! key path ("log.retention_ms", an unknown key's name), and only when it is
+//! made of lowercase letters, underscores and list indexes: a name, as every
+//! key of these formats is, never key material, which carries digits,
+//! capitals or base64 symbols. Values are never shown.
 
 use std::fmt;
 
@@ -56,6 +60,8 @@ pub struct YamlError {
     /// What the format accepts there (our own key or value names), or the
     /// missing key's name.
     pub expected: Option<String>,
+    /// Where: the key path, or the unknown key, when it passes [`is_key_path`].
+    pub key: Option<String>,
 }
 
 impl YamlError {
@@ -91,13 +97,57 @@ impl YamlError {
             YamlErrorKind::MissingKey => missing_of(&msg),
             _ => None,
         };
+        let key = match kind {
+            YamlErrorKind::Syntax | YamlErrorKind::Other => None,
+            YamlErrorKind::UnknownKey => unknown_key_of(&msg),
+            _ => path_of(&msg).map(str::to_string),
+        };
         YamlError {
             line: loc.as_ref().map(|l| l.line()),
             column: loc.as_ref().map(|l| l.column()),
             kind,
             expected,
+            key,
         }
     }
+}
+
+/// A key path of lowercase names and list indexes: `listeners[0].address`.
+pub fn is_key_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.split('.').all(|seg| {
+            let name_end = seg.find('[').unwrap_or(seg.len());
+            let (name, idx) = seg.split_at(name_end);
+            let name_ok = name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && (!name.is_empty() || !idx.is_empty());
+            let idx_ok = idx.split_inclusive(']').all(|i| {
+                i.strip_prefix('[')
+                    .and_then(|i| i.strip_suffix(']'))
+                    .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+            });
+            name_ok && idx_ok
+        })
+}
+
+/// serde_yaml_ng writes "path: message"; the path, if it is a key path.
+fn path_of(msg: &str) -> Option<&str> {
+    let (path, _) = msg.split_once(": ")?;
+    is_key_path(path).then_some(path)
+}
+
+/// "path: unknown field `name`, expected ...": path.name, if a key path.
+fn unknown_key_of(msg: &str) -> Option<String> {
+    let msg = without_position(msg);
+    let start = msg.find("unknown field `")? + "unknown field `".len();
+    let end = msg.rfind("`, expected ").filter(|e| *e >= start)?;
+    let name = &msg[start..end];
+    let full = match path_of(msg) {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_string(),
+    };
+    is_key_path(&full).then_some(full)
 }
 
 /// Only names made of these characters are ours to repeat: field and
@@ -144,6 +194,11 @@ impl fmt::Display for YamlError {
             _ => {}
         }
         f.write_str(self.kind.as_str())?;
+        match (&self.key, self.kind) {
+            (Some(k), YamlErrorKind::UnknownKey) => write!(f, " `{k}`")?,
+            (Some(k), _) => write!(f, " at `{k}`")?,
+            (None, _) => {}
+        }
         match (&self.expected, self.kind) {
             (Some(name), YamlErrorKind::MissingKey) => write!(f, " {name}"),
             (Some(list), _) => write!(f, " (expected {list})"),
@@ -208,8 +263,14 @@ mod tests {
         let e = err("version: 1\ncolour: blue\n");
         assert_eq!((e.kind, e.line), (YamlErrorKind::UnknownKey, Some(2)));
         assert!(e.to_string().contains("`mode`"), "{e}");
+        assert!(e.to_string().contains("unknown key `colour`"), "{e}");
+        let e = err("version: 1\nColour1: blue\n");
+        assert!(!e.to_string().contains("Colour1"), "{e}");
+        let e = err("version: 1\nnames: [a, [b]]\n");
+        assert_eq!(e.key.as_deref(), Some("names[1]"), "{e}");
         let e = err("version: 1\nmode: slow\n");
         assert_eq!(e.kind, YamlErrorKind::UnknownValue);
+        assert!(!e.to_string().contains("slow"), "{e}");
         assert!(e.to_string().contains("`fast`"), "{e}");
         let e = err("mode: fast\n");
         assert_eq!(e.kind, YamlErrorKind::MissingKey);
