@@ -360,9 +360,12 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Duration,
     failures: u64,
-    /// Failed attempts not yet in a log line, and when the last line was.
+    /// Failed attempts not yet in a log line, when the last line was, and
+    /// its error: a new error (a new broken version) is logged at once, the
+    /// same one again at most every [`LOG_EVERY`].
     unlogged: u64,
     last_log: Option<Instant>,
+    last_error: Option<String>,
     published: Option<Version>,
 }
 
@@ -388,6 +391,7 @@ fn run<T: Reloadable>(
         failures: 0,
         unlogged: 0,
         last_log: None,
+        last_error: None,
         published: None,
     };
     loop {
@@ -501,6 +505,7 @@ fn attempt<T: Reloadable>(target: &T, path: &Path, st: &mut State, reporter: Opt
             st.failures = 0;
             st.unlogged = 0;
             st.last_log = None;
+            st.last_error = None;
         }
         Err(error) => {
             st.failures += 1;
@@ -511,7 +516,8 @@ fn attempt<T: Reloadable>(target: &T, path: &Path, st: &mut State, reporter: Opt
             };
             st.backoff = retry_in;
             st.retry_at = Some(Instant::now() + retry_in);
-            let log_now = st.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+            let log_now = st.last_error.as_deref() != Some(error.as_str())
+                || st.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
             if log_now {
                 tracing::error!(
                     path = %path.display(),
@@ -521,6 +527,7 @@ fn attempt<T: Reloadable>(target: &T, path: &Path, st: &mut State, reporter: Opt
                     "{what} refused, the version in force stays; retrying: {error}"
                 );
                 st.last_log = Some(Instant::now());
+                st.last_error = Some(error.clone());
                 st.unlogged = 0;
             } else {
                 st.unlogged += 1;
