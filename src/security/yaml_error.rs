@@ -62,6 +62,9 @@ pub struct YamlError {
     pub expected: Option<String>,
     /// Where: the key path, or the unknown key, when it passes [`is_key_path`].
     pub key: Option<String>,
+    /// Syntax errors: where the construct that broke began (an unclosed
+    /// quote is found at the end of the file but starts earlier).
+    pub context: Option<(usize, usize)>,
 }
 
 impl YamlError {
@@ -102,14 +105,33 @@ impl YamlError {
             YamlErrorKind::UnknownKey => unknown_key_of(&msg),
             _ => path_of(&msg).map(str::to_string),
         };
+        let line = loc.as_ref().map(|l| l.line());
+        let column = loc.as_ref().map(|l| l.column());
+        // libyaml's text is its own ("while scanning a quoted scalar at line
+        // 4 column 14"): the last position in it is the context's.
+        let context = match kind {
+            YamlErrorKind::Syntax => last_position(&msg).filter(|p| Some(*p) != line.zip(column)),
+            _ => None,
+        };
         YamlError {
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
+            line,
+            column,
             kind,
             expected,
             key,
+            context,
         }
     }
+}
+
+/// The last "line N column M" of a message.
+fn last_position(msg: &str) -> Option<(usize, usize)> {
+    let i = msg.rfind(" at line ")?;
+    let mut words = msg[i + " at line ".len()..].split_whitespace();
+    let line = words.next()?.trim_end_matches(',').parse().ok()?;
+    (words.next()? == "column").then_some(())?;
+    let column = words.next()?.trim_end_matches(',').parse().ok()?;
+    Some((line, column))
 }
 
 /// A key path of lowercase names and list indexes: `listeners[0].address`.
@@ -200,9 +222,13 @@ impl fmt::Display for YamlError {
             (None, _) => {}
         }
         match (&self.expected, self.kind) {
-            (Some(name), YamlErrorKind::MissingKey) => write!(f, " {name}"),
-            (Some(list), _) => write!(f, " (expected {list})"),
-            (None, _) => Ok(()),
+            (Some(name), YamlErrorKind::MissingKey) => write!(f, " {name}")?,
+            (Some(list), _) => write!(f, " (expected {list})")?,
+            (None, _) => {}
+        }
+        match self.context {
+            Some((l, c)) => write!(f, " (in what starts at line {l}, column {c})"),
+            None => Ok(()),
         }
     }
 }
@@ -275,6 +301,9 @@ mod tests {
         let e = err("mode: fast\n");
         assert_eq!(e.kind, YamlErrorKind::MissingKey);
         assert!(e.to_string().contains("`version`"), "{e}");
+        let e = err("version: 1\nnames: \"a\n");
+        assert_eq!(e.kind, YamlErrorKind::Syntax, "{e}");
+        assert!(e.to_string().contains("starts at line 2"), "{e}");
         let e = err("version: 1\nnames: [a\n");
         assert_eq!(e.kind, YamlErrorKind::Syntax);
         assert!(e.to_string().starts_with("line "), "{e}");
