@@ -20,7 +20,7 @@ pub enum ConfigError {
     #[error("config file {path}: {error}")]
     Yaml {
         path: PathBuf,
-        error: crate::security::yaml_error::YamlError,
+        error: Box<crate::security::yaml_error::YamlError>,
     },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
@@ -339,7 +339,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
             path: PathBuf::new(),
-            error: crate::security::yaml_error::YamlError::from_serde(&e),
+            error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
         })?;
         cfg.validate()?;
         Ok(cfg)

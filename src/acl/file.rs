@@ -43,7 +43,7 @@ pub enum AclFileError {
     #[error("ACL file {path}: {error}")]
     Yaml {
         path: String,
-        error: crate::security::yaml_error::YamlError,
+        error: Box<crate::security::yaml_error::YamlError>,
     },
     #[error("ACL file {path}, line {line}: not UTF-8 text")]
     NotUtf8 { path: String, line: usize },
@@ -278,7 +278,7 @@ impl AclFile {
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| AclFileError::Yaml {
                 path: path.to_string(),
-                error: crate::security::yaml_error::YamlError::from_serde(&e),
+                error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
             })?
         };
         let lines = entry_lines(text);

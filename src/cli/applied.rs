@@ -51,6 +51,13 @@ pub fn report(file: &Path, sha256: &[u8; 32], wait: WaitArgs) {
                 ack_path_for(file).display()
             );
         }
+        AckState::Unreadable(e) => {
+            let _ = writeln!(
+                err,
+                "portcullis: NOT known whether a running broker applied it: cannot read {}: {e}",
+                ack_path_for(file).display()
+            );
+        }
         AckState::Pending { generation, pid } => {
             let _ = writeln!(
                 err,

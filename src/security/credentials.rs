@@ -44,7 +44,7 @@ pub enum CredentialError {
     #[error("credential file {source_name}: {error}")]
     Yaml {
         source_name: String,
-        error: crate::security::yaml_error::YamlError,
+        error: Box<crate::security::yaml_error::YamlError>,
     },
     #[error("credential file {source_name}, line {line}: not UTF-8 text")]
     NotUtf8 { source_name: String, line: usize },
@@ -187,7 +187,7 @@ impl CredentialFile {
     pub fn from_yaml_str(text: &str, source_name: &str) -> Result<Self> {
         let repr: FileRepr = serde_yaml_ng::from_str(text).map_err(|e| CredentialError::Yaml {
             source_name: source_name.to_string(),
-            error: crate::security::yaml_error::YamlError::from_serde(&e),
+            error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
         })?;
         if repr.version != FILE_VERSION {
             return Err(CredentialError::InvalidField {

@@ -149,6 +149,9 @@ pub enum AckState {
     Pending { generation: u64, pid: u32 },
     /// No acknowledgement, or its broker is gone.
     NoBroker,
+    /// The acknowledgement exists but cannot be read (e.g. it belongs to
+    /// the broker's user, mode 0600, and this is another user).
+    Unreadable(String),
 }
 
 /// Waits up to `wait` for the acknowledgement of `file` to name `sha256`.
@@ -167,8 +170,8 @@ pub fn wait_applied(file: &Path, sha256: &[u8; 32], wait: Duration) -> AckState 
                 generation: a.generation,
                 pid: a.pid,
             },
-            // Unreadable or gone: say "no broker" only if it stays so.
-            _ => AckState::NoBroker,
+            Ok(_) => AckState::NoBroker,
+            Err(e) => AckState::Unreadable(e.to_string()),
         };
         if matches!(state, AckState::Applied { .. }) || Instant::now() >= deadline {
             return state;
