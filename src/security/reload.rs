@@ -154,12 +154,18 @@ pub enum AckState {
     Unreadable(String),
 }
 
+/// Without a live broker's acknowledgement, give up after this long: a
+/// running broker publishes one as soon as it starts.
+const NO_BROKER_WAIT: Duration = Duration::from_secs(1);
+
 /// Waits up to `wait` for the acknowledgement of `file` to name `sha256`.
 /// `wait` of zero looks once.
 pub fn wait_applied(file: &Path, sha256: &[u8; 32], wait: Duration) -> AckState {
     let path = ack_path_for(file);
     let want = hex(sha256);
-    let deadline = Instant::now() + wait;
+    let start = Instant::now();
+    let deadline = start + wait;
+    let no_broker_deadline = start + wait.min(NO_BROKER_WAIT);
     loop {
         let state = match read_ack(&path) {
             Ok(Some(a)) if process_alive(a.pid) && a.sha256 == want => AckState::Applied {
@@ -173,7 +179,13 @@ pub fn wait_applied(file: &Path, sha256: &[u8; 32], wait: Duration) -> AckState 
             Ok(_) => AckState::NoBroker,
             Err(e) => AckState::Unreadable(e.to_string()),
         };
-        if matches!(state, AckState::Applied { .. }) || Instant::now() >= deadline {
+        let now = Instant::now();
+        let give_up = match state {
+            AckState::Applied { .. } => true,
+            AckState::Pending { .. } => now >= deadline,
+            AckState::NoBroker | AckState::Unreadable(_) => now >= no_broker_deadline,
+        };
+        if give_up {
             return state;
         }
         std::thread::sleep(Duration::from_millis(50));
