@@ -140,6 +140,17 @@ fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The file no longer holds `ours` and what it holds is `acked`.
+fn superseded_and_applied(file: &Path, ours: &str, acked: &str) -> bool {
+    match fs::read(file) {
+        Ok(b) => {
+            let now = hex(&sha256(&b));
+            now != ours && now == acked
+        }
+        Err(_) => false,
+    }
+}
+
 /// What [`wait_applied`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckState {
@@ -158,8 +169,10 @@ pub enum AckState {
 /// running broker publishes one as soon as it starts.
 const NO_BROKER_WAIT: Duration = Duration::from_secs(1);
 
-/// Waits up to `wait` for the acknowledgement of `file` to name `sha256`.
-/// `wait` of zero looks once.
+/// Waits up to `wait` for the acknowledgement of `file` to name `sha256`,
+/// or the content on disk now if another edit replaced ours meanwhile
+/// (every edit is a read-modify-write under the file lock, so the later
+/// content carries ours). `wait` of zero looks once.
 pub fn wait_applied(file: &Path, sha256: &[u8; 32], wait: Duration) -> AckState {
     let path = ack_path_for(file);
     let want = hex(sha256);
@@ -168,10 +181,15 @@ pub fn wait_applied(file: &Path, sha256: &[u8; 32], wait: Duration) -> AckState 
     let no_broker_deadline = start + wait.min(NO_BROKER_WAIT);
     loop {
         let state = match read_ack(&path) {
-            Ok(Some(a)) if process_alive(a.pid) && a.sha256 == want => AckState::Applied {
-                generation: a.generation,
-                pid: a.pid,
-            },
+            Ok(Some(a))
+                if process_alive(a.pid)
+                    && (a.sha256 == want || superseded_and_applied(file, &want, &a.sha256)) =>
+            {
+                AckState::Applied {
+                    generation: a.generation,
+                    pid: a.pid,
+                }
+            }
             Ok(Some(a)) if process_alive(a.pid) => AckState::Pending {
                 generation: a.generation,
                 pid: a.pid,
