@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::acl::store::AclWatcher;
 use crate::acl::AclStore;
 use crate::audit::{AuditEvent, Auditor, EventKind};
 use crate::config::Config;
 use crate::log::{retention, LogError, LogManager, Topic};
-use crate::security::credentials::{CredentialError, CredentialStore, WatchHandle};
+use crate::security::credentials::{CredentialError, CredentialStore};
+use crate::security::reload::{ReloadHandle, ReloadReport, Reporter};
 use crate::security::scram;
 use crate::server::{listener, BoundListener};
 use crate::tls::{TlsAcceptorHandle, TlsError, TlsWatcher};
@@ -104,6 +104,8 @@ pub struct StartupNotes {
     pub generated_certs: Option<crate::tls::CertsReport>,
     /// Password of the bootstrap `admin` user, created on first start.
     pub admin_password: Option<String>,
+    /// The default ACL file, created (with no rules) on first start.
+    pub created_acl_file: Option<std::path::PathBuf>,
 }
 
 pub struct RunningBroker {
@@ -112,8 +114,8 @@ pub struct RunningBroker {
     pub notes: StartupNotes,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _tls_watcher: Option<TlsWatcher>,
-    _credentials_watcher: Option<WatchHandle>,
-    _acl_watcher: AclWatcher,
+    _credentials_watcher: Option<ReloadHandle>,
+    _acl_watcher: ReloadHandle,
 }
 
 impl RunningBroker {
@@ -182,34 +184,33 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         .listeners
         .iter()
         .any(|l| l.security_protocol.uses_sasl());
-    let (tls, tls_watcher) = match (&config.tls, needs_tls) {
+    let tls = match (&config.tls, needs_tls) {
         (Some(settings), true) => {
             if config.certs.auto_generate {
                 notes.generated_certs =
                     crate::tls::ensure_dev_certs(&config.certs.dir, &config.certs.hosts)?;
             }
-            let handle = TlsAcceptorHandle::load(settings)?;
-            let watcher = handle.spawn_watcher()?;
-            (Some(handle), Some(watcher))
+            Some(TlsAcceptorHandle::load(settings)?)
         }
-        _ => (None, None),
+        _ => None,
     };
-    let (credentials, credentials_watcher) = if needs_sasl {
+    let credentials = if needs_sasl {
         let store = CredentialStore::open_or_init(&config.sasl.credentials)?;
         if config.sasl.bootstrap_admin && store.snapshot().is_empty() {
             let password = random_password();
             store.modify(|f| f.add_user("admin", &password, scram::DEFAULT_ITERATIONS))?;
             notes.admin_password = Some(password);
         }
-        let watcher = store.spawn_watcher().map_err(|source| BrokerError::Watch {
-            what: "the credential store",
-            source,
-        })?;
-        (Some(store), Some(watcher))
+        Some(store)
     } else {
-        (None, None)
+        None
     };
-    let acls = AclStore::open(&config.acl.file, config.super_users.clone())?;
+    notes.created_acl_file = ensure_default_acl_file(&config)?;
+    let acls = AclStore::open(
+        &config.acl.file,
+        config.super_users.clone(),
+        config.acl.allow_missing,
+    )?;
     let offsets = {
         let logs = logs.clone();
         tokio::task::spawn_blocking(move || crate::group::OffsetStore::open(logs))
@@ -259,23 +260,36 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         let a = auditor.clone();
         acls.set_reload_hook(move |ev| {
             let mut rec = AuditEvent::new(EventKind::AclReload);
-            match ev {
-                crate::acl::store::ReloadEvent::Accepted { rules } => {
-                    rec.decision = Some("accepted".into());
-                    rec.details = Some(serde_json::json!({ "rules": rules }));
-                }
-                crate::acl::store::ReloadEvent::Refused { error } => {
-                    rec.decision = Some("refused".into());
-                    rec.reason = Some(error.clone());
-                }
-            }
+            let crate::acl::store::ReloadEvent::Accepted { rules } = ev;
+            rec.decision = Some("accepted".into());
+            rec.details = Some(serde_json::json!({ "rules": rules }));
             a.submit_sync(rec);
         });
     }
-    let acl_watcher = acls.spawn_watcher().map_err(|source| BrokerError::Watch {
-        what: "the ACL file",
-        source,
-    })?;
+    let reporter = reload_reporter(auditor.clone());
+    let acl_watcher = acls
+        .spawn_watcher(Some(reporter.clone()))
+        .map_err(|source| BrokerError::Watch {
+            what: "the ACL file",
+            source,
+        })?;
+    let tls_watcher = match &tls {
+        Some(handle) => Some(handle.spawn_watcher(Some(reporter.clone()))?),
+        None => None,
+    };
+    let credentials_watcher = match &credentials {
+        Some(store) => {
+            Some(
+                store
+                    .spawn_watcher(Some(reporter))
+                    .map_err(|source| BrokerError::Watch {
+                        what: "the credential store",
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let gateway = match (&config.backend, &config.gateway) {
         (crate::config::Backend::Gateway, Some(settings)) => {
             Some(crate::gateway::Gateway::new(settings)?)
@@ -362,7 +376,14 @@ fn connection_limits(config: &Config) -> Arc<crate::server::limits::ConnectionTr
             1024
         }
     };
-    let limits = Limits::derive(&config.connections, fd_limit, RESERVED_FDS);
+    // The log's segment-file cache is sized from the same (raised) limit;
+    // connections get what neither it nor the broker's own files need.
+    let (log_files, _) = crate::log::files::FileCache::effective_limit(config.log.max_open_files);
+    let limits = Limits::derive(
+        &config.connections,
+        fd_limit,
+        RESERVED_FDS + log_files as u64,
+    );
     tracing::info!(
         open_file_limit = fd_limit,
         max_connections = limits.max_connections,
@@ -370,6 +391,88 @@ fn connection_limits(config: &Config) -> Arc<crate::server::limits::ConnectionTr
         "connection limits"
     );
     ConnectionTracker::new(limits)
+}
+
+/// First start with the default ACL path (a fresh clone run from another
+/// directory): write a file with no rules, so everyone but the super users
+/// is denied, instead of refusing to start. Any other missing path is
+/// refused by `AclStore::open` unless `acl.allow_missing`.
+fn ensure_default_acl_file(
+    config: &Config,
+) -> Result<Option<std::path::PathBuf>, crate::acl::file::AclFileError> {
+    let path = &config.acl.file;
+    if config.acl.allow_missing
+        || *path != crate::config::AclConfig::default().file
+        || path.exists()
+    {
+        return Ok(None);
+    }
+    let write = |source| crate::acl::file::AclFileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(crate::security::reload::parent_dir(path)).map_err(write)?;
+    crate::log::fsutil::write_atomic(path, crate::acl::store::DEFAULT_FILE.as_bytes(), 0o644)
+        .map_err(write)?;
+    Ok(Some(path.clone()))
+}
+
+/// Audit records for the reload loops: every failed attempt (the version in
+/// force stays), every version put in force, and the return to sync after
+/// failures. Never the files' content: errors carry positions and kinds.
+fn reload_reporter(auditor: Arc<Auditor>) -> Reporter {
+    Arc::new(move |r: &ReloadReport<'_>| {
+        let (what, path) = match r {
+            ReloadReport::Applied { what, path, .. }
+            | ReloadReport::InSync { what, path, .. }
+            | ReloadReport::Failed { what, path, .. } => (*what, *path),
+        };
+        // The ACL file keeps its own event kind (and `rules` count).
+        let (kind, count_key) = match what {
+            "ACL file" => (EventKind::AclReload, "rules"),
+            "credential file" => (EventKind::FileReload, "users"),
+            _ => (EventKind::FileReload, "entries"),
+        };
+        let mut rec = AuditEvent::new(kind);
+        let mut details = serde_json::json!({ "file": path.display().to_string(), "what": what });
+        match r {
+            ReloadReport::Applied {
+                version,
+                entries,
+                failed_attempts,
+                ..
+            } => {
+                rec.decision = Some("accepted".into());
+                details[count_key] = (*entries).into();
+                details["generation"] = version.generation.into();
+                details["sha256"] = crate::security::reload::hex(&version.sha256).into();
+                details["failed_attempts"] = (*failed_attempts).into();
+            }
+            ReloadReport::InSync {
+                version,
+                failed_attempts,
+                ..
+            } => {
+                rec.decision = Some("in_sync".into());
+                details["generation"] = version.generation.into();
+                details["sha256"] = crate::security::reload::hex(&version.sha256).into();
+                details["failed_attempts"] = (*failed_attempts).into();
+            }
+            ReloadReport::Failed {
+                error,
+                attempt,
+                retry_in,
+                ..
+            } => {
+                rec.decision = Some("refused".into());
+                rec.reason = Some(error.to_string());
+                details["attempt"] = (*attempt).into();
+                details["retry_in_ms"] = (retry_in.as_millis() as u64).into();
+            }
+        }
+        rec.details = Some(details);
+        auditor.submit_sync(rec);
+    })
 }
 
 /// Expires the committed offsets of groups that have been empty for longer

@@ -143,6 +143,13 @@ async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
                     .join(", ")
             )?;
         }
+        if let Some(path) = &running.notes.created_acl_file {
+            writeln!(
+                out,
+                "portcullis: no ACL file; created {} with no rules (everyone but the super users is denied)",
+                path.display()
+            )?;
+        }
         if let Some(pw) = &running.notes.admin_password {
             writeln!(
                 out,

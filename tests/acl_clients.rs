@@ -31,17 +31,20 @@ fn password_of(user: &str) -> String {
 }
 
 impl AclBroker {
-    /// Writes `acl_text` (None: no file at all) to `<dir>/acls.yaml`,
-    /// starts a broker with SASL_SSL (and SASL_PLAINTEXT if `plaintext`)
-    /// pointing at it, adds `users`, and waits until the broker has loaded
-    /// them.
+    /// Writes `acl_text` (None: no file at all, with `acl.allow_missing`)
+    /// to `<dir>/acls.yaml`, starts a broker with SASL_SSL (and
+    /// SASL_PLAINTEXT if `plaintext`) pointing at it, adds `users`, and
+    /// waits until the broker has loaded them.
     fn start(name: &str, acl_text: Option<&str>, users: &[&str], plaintext: bool) -> AclBroker {
         let dir = scratch(name);
         let acl_file = dir.path().join("acls.yaml");
         if let Some(text) = acl_text {
             std::fs::write(&acl_file, text).unwrap();
         }
-        let yaml = format!("acl:\n  file: {}\n", acl_file.display());
+        let mut yaml = format!("acl:\n  file: {}\n", acl_file.display());
+        if acl_text.is_none() {
+            yaml.push_str("  allow_missing: true\n");
+        }
         let protocols: &[&str] = if plaintext {
             &["SASL_SSL", "SASL_PLAINTEXT"]
         } else {
@@ -240,8 +243,10 @@ fn acl_file_hot_reload_reaches_open_connections() {
     b.run("acl_hot_reload.py");
 }
 
-/// No ACL file at all: everything but the super user is denied; the
-/// first `acl add` creates the file and the running broker picks it up.
+/// No ACL file at all, with `acl.allow_missing: true` (without it the
+/// broker does not start: tests/hostile_clients/revocation.rs): everything
+/// but the super user is denied; the first `acl add` creates the file and
+/// the running broker picks it up.
 #[test]
 fn missing_acl_file_is_default_deny_until_created() {
     let b = AclBroker::start("acl-missing", None, &["jack"], false);

@@ -103,6 +103,7 @@ const EVENT_KINDS: &[&str] = &[
     "credential_change",
     "admin_action",
     "audit_dropped",
+    "file_reload",
 ];
 
 /// Parses every line and checks what every record must satisfy: JSON,

@@ -38,8 +38,21 @@ pub enum AclFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("ACL file {path}: {message}")]
-    Yaml { path: String, message: String },
+    /// Position and kind only: the file's bytes never appear (the path may
+    /// name the wrong file, e.g. a symlink to a private key).
+    #[error("ACL file {path}: {error}")]
+    Yaml {
+        path: String,
+        error: Box<crate::security::yaml_error::YamlError>,
+    },
+    #[error("ACL file {path}, line {line}: not UTF-8 text")]
+    NotUtf8 { path: String, line: usize },
+    #[error("ACL file {path} does not exist (set acl.allow_missing: true to run with no rules)")]
+    Missing { path: String },
+    #[error(
+        "ACL file {path} is empty (a write in progress?); write `rules: []` to remove every rule"
+    )]
+    Empty { path: String },
     #[error("ACL file {path}, line {line}: {message}")]
     Rule {
         path: String,
@@ -265,7 +278,7 @@ impl AclFile {
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| AclFileError::Yaml {
                 path: path.to_string(),
-                message: e.to_string(),
+                error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
             })?
         };
         let lines = entry_lines(text);
@@ -342,14 +355,49 @@ impl AclFile {
         Some(Ok(Self::assemble(text, rules, fast.allow_everyone)))
     }
 
-    pub fn load(path: &Path) -> Result<AclFile, AclFileError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => AclFile::parse(&text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AclFile::default()),
+    /// Parses the file's bytes; text that is not UTF-8 is refused with the
+    /// line it stops being text, never shown.
+    pub fn parse_bytes(bytes: &[u8], path: &str) -> Result<AclFile, AclFileError> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => AclFile::parse(text, path),
+            Err(e) => Err(AclFileError::NotUtf8 {
+                path: path.to_string(),
+                line: bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1,
+            }),
+        }
+    }
+
+    /// Reads the file; `Ok(None)` if it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Vec<u8>>, AclFileError> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(AclFileError::Read {
                 path: path.display().to_string(),
                 source,
             }),
+        }
+    }
+
+    /// Loads the file; a missing file is an error.
+    pub fn load(path: &Path) -> Result<AclFile, AclFileError> {
+        let name = path.display().to_string();
+        match Self::read(path)? {
+            Some(b) => AclFile::parse_bytes(&b, &name),
+            None => Err(AclFileError::Missing { path: name }),
+        }
+    }
+
+    /// Loads the file; a missing file is an empty rule set (the CLI's
+    /// first `acl add` creates it).
+    pub fn load_or_default(path: &Path) -> Result<AclFile, AclFileError> {
+        match Self::load(path) {
+            Err(AclFileError::Missing { .. }) => Ok(AclFile::default()),
+            other => other,
         }
     }
 
@@ -504,14 +552,31 @@ mod tests {
         );
         let e = AclFile::parse("rules:\n  - {allow: User:a, operations: [read], topic: t}\n  - {allow: User:a, operations: [raed], topic: t}\n", "x").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("raed"), "{e}");
-        // Unknown keys fall back to the YAML parser's message.
+        // Unknown keys fall back to the YAML parser: the line and the keys
+        // the format has, never the file's own text.
         let e = AclFile::parse(
             "rules:\n  - {allow: User:a, operations: [read], topik: t}\n",
             "x",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("topik"), "{e}");
+        assert!(e.contains("line 2") && e.contains("unknown key"), "{e}");
+        assert!(
+            e.contains("`topic_prefix`") && e.contains("`rules[0].topik`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refused_file_is_never_echoed() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQSECRETMARKERgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let e = AclFile::parse(key, "acls.yaml").unwrap_err().to_string();
+        assert!(!e.contains("SECRETMARKER") && !e.contains("BEGIN"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+        let e = AclFile::parse_bytes(b"rules: []\n\xff\xfeSECRETMARKER\n", "acls.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && !e.contains("SECRETMARKER"), "{e}");
     }
 
     #[test]
@@ -533,7 +598,8 @@ mod tests {
         let e = AclFile::parse("rules: [\n", "x").unwrap_err().to_string();
         assert!(e.contains("line"), "{e}");
         let e = AclFile::parse("rulez: []\n", "x").unwrap_err().to_string();
-        assert!(e.contains("rulez"), "{e}");
+        assert!(e.contains("line 1") && e.contains("unknown key"), "{e}");
+        assert!(e.contains("`rulez`"), "{e}");
         let e = AclFile::parse(
             "rules:\n  - {allow: User:a, operations: [read], cluster: c}\n",
             "x",

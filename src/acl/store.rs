@@ -4,19 +4,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
 
 use super::authorizer::AclSet;
 use super::file::{AclFile, AclFileError};
+use crate::security::reload::{self, Reloadable, Reloaded, Version};
 
-/// How a reload went, for logs and the audit trail.
+/// An edit through [`AclStore::modify`] is in force (reloads from the file
+/// are reported by the reload loop instead).
 #[derive(Debug, Clone)]
 pub enum ReloadEvent {
     Accepted { rules: usize },
-    Refused { error: String },
 }
 
 type ReloadHook = Box<dyn Fn(&ReloadEvent) + Send + Sync>;
@@ -25,31 +24,29 @@ pub struct AclStore {
     path: PathBuf,
     super_users: Vec<String>,
     current: ArcSwap<AclSet>,
-    /// Serializes edits (API, CLI-in-process) and reloads.
-    edit: Mutex<Option<FileStamp>>,
+    /// The version in force. Held by edits (API, CLI-in-process) and
+    /// reloads alike, so a reload that read the file before an edit wrote
+    /// it cannot put the older content back in force after the edit.
+    edit: Mutex<Version>,
+    /// A missing file is "no rules" (the CLI, or `acl.allow_missing`);
+    /// otherwise it is refused like any invalid version.
+    allow_missing: bool,
     hook: Mutex<Option<ReloadHook>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        inode: m.ino(),
-    })
-}
-
 impl AclStore {
-    pub fn open(path: &Path, super_users: Vec<String>) -> Result<Arc<AclStore>, AclFileError> {
-        let file = AclFile::load(path)?;
+    /// Loads the file. A missing file is an error unless `allow_missing`.
+    pub fn open(
+        path: &Path,
+        super_users: Vec<String>,
+        allow_missing: bool,
+    ) -> Result<Arc<AclStore>, AclFileError> {
+        let name = path.display().to_string();
+        let (file, bytes) = match AclFile::read(path)? {
+            Some(b) => (AclFile::parse_bytes(&b, &name)?, b),
+            None if allow_missing => (AclFile::default(), Vec::new()),
+            None => return Err(AclFileError::Missing { path: name }),
+        };
         let set = AclSet::new(
             file.rules,
             super_users.clone(),
@@ -59,7 +56,11 @@ impl AclStore {
             path: path.to_path_buf(),
             super_users,
             current: ArcSwap::from_pointee(set),
-            edit: Mutex::new(stamp(path)),
+            edit: Mutex::new(Version {
+                sha256: reload::sha256(&bytes),
+                generation: 1,
+            }),
+            allow_missing,
             hook: Mutex::new(None),
         }))
     }
@@ -73,6 +74,17 @@ impl AclStore {
         self.current.load()
     }
 
+    /// The content in force (its hash) and how many versions came before.
+    pub fn version(&self) -> Version {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Version> {
+        self.edit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called after an edit through [`AclStore::modify`] is in force
+    /// (reloads are reported by the reload loop).
     pub fn set_reload_hook(&self, hook: impl Fn(&ReloadEvent) + Send + Sync + 'static) {
         *self.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
@@ -93,59 +105,55 @@ impl AclStore {
         n
     }
 
-    /// Re-reads the file if it changed. An invalid file is refused and the
-    /// rules in force stay.
-    pub fn reload_if_changed(&self, force: bool) -> Option<ReloadEvent> {
-        let mut last = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let now = stamp(&self.path);
-        if !force && now == *last {
-            return None;
+    /// Reads the file and puts it in force if its content differs from the
+    /// version in force. An invalid, empty, unreadable or (unless allowed)
+    /// missing file is refused and the rules in force stay.
+    pub fn reload(&self) -> Result<Reloaded, AclFileError> {
+        let mut version = self.lock();
+        let name = self.path.display().to_string();
+        let bytes = match AclFile::read(&self.path)? {
+            Some(b) => Some(b),
+            None if self.allow_missing => None,
+            None => return Err(AclFileError::Missing { path: name }),
+        };
+        let sha256 = reload::sha256(bytes.as_deref().unwrap_or_default());
+        if sha256 == version.sha256 {
+            return Ok(Reloaded::Unchanged);
         }
-        *last = now;
-        let empty = std::fs::metadata(&self.path)
-            .map(|m| m.len() == 0)
-            .unwrap_or(false);
-        let ev = match AclFile::load(&self.path) {
+        let file = match &bytes {
             // An editor truncating before writing must not open everything
             // up (or shut everything down) for a moment: an empty file is
             // taken as a write in progress. `rules: []` removes all rules.
-            Ok(_) if empty => ReloadEvent::Refused {
-                error: format!(
-                    "ACL file {} is empty (a write in progress?); write `rules: []` to remove every rule",
-                    self.path.display()
-                ),
-            },
-            Ok(file) => ReloadEvent::Accepted {
-                rules: self.install(file),
-            },
-            Err(e) => ReloadEvent::Refused {
-                error: e.to_string(),
-            },
+            Some(b) if b.is_empty() => return Err(AclFileError::Empty { path: name }),
+            Some(b) => AclFile::parse_bytes(b, &name)?,
+            None => AclFile::default(),
         };
-        drop(last);
-        match &ev {
-            ReloadEvent::Accepted { rules } => {
-                tracing::info!(path = %self.path.display(), rules, "ACL file reloaded")
-            }
-            ReloadEvent::Refused { error } => {
-                tracing::error!(path = %self.path.display(), "ACL file refused, previous rules stay in force: {error}")
-            }
-        }
-        self.emit(&ev);
-        Some(ev)
+        let rules = self.install(file);
+        *version = Version {
+            sha256,
+            generation: version.generation + 1,
+        };
+        let generation = version.generation;
+        drop(version);
+        tracing::info!(path = %self.path.display(), generation, rules, "ACL file reloaded");
+        Ok(Reloaded::Applied { entries: rules })
     }
 
     /// Applies `f` to the file as it is on disk now, validates the result,
     /// writes it atomically and puts it in force.
     pub fn modify<T>(&self, f: impl FnOnce(&mut AclFile) -> T) -> Result<T, AclFileError> {
-        let mut last = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut version = self.lock();
         let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
             AclFileError::Write {
                 path: self.path.display().to_string(),
                 source,
             }
         })?;
-        let mut file = AclFile::load(&self.path)?;
+        let mut file = if self.allow_missing {
+            AclFile::load_or_default(&self.path)?
+        } else {
+            AclFile::load(&self.path)?
+        };
         let before = (file.rules.clone(), file.allow_everyone_if_no_acl_found);
         let out = f(&mut file);
         if (file.rules.clone(), file.allow_everyone_if_no_acl_found) == before {
@@ -156,79 +164,53 @@ impl AclStore {
         let text = file.render();
         let checked = AclFile::parse(&text, &self.path.display().to_string())?;
         checked.save(&self.path)?;
-        *last = stamp(&self.path);
         let rules = self.install(checked);
-        drop(last);
+        *version = Version {
+            sha256: reload::sha256(text.as_bytes()),
+            generation: version.generation + 1,
+        };
+        drop(version);
         self.emit(&ReloadEvent::Accepted { rules });
         Ok(out)
     }
 
-    /// Watches the file (notify on its directory, plus a 250 ms poll as a
-    /// fallback) so an edit is in force within a second.
-    pub fn spawn_watcher(self: &Arc<Self>) -> std::io::Result<AclWatcher> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let notify_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = notify_tx.send(());
-                }
-            }
-        })
-        .ok();
-        if let Some(w) = watcher.as_mut() {
-            if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                tracing::warn!("cannot watch {}: {e}; polling only", dir.display());
-            }
-        }
-        let weak = Arc::downgrade(self);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        std::thread::Builder::new()
-            .name("acl-watch".into())
-            .spawn(move || {
-                let _keep = watcher;
-                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = rx.recv_timeout(Duration::from_millis(250));
-                    // Let a burst of writes settle: reload once the file has
-                    // looked the same for a short moment.
-                    let Some(path) = weak.upgrade().map(|s| s.path.clone()) else {
-                        return;
-                    };
-                    let mut seen = stamp(&path);
-                    loop {
-                        std::thread::sleep(Duration::from_millis(30));
-                        while rx.try_recv().is_ok() {}
-                        let now = stamp(&path);
-                        if now == seen {
-                            break;
-                        }
-                        seen = now;
-                    }
-                    let Some(store) = weak.upgrade() else { return };
-                    store.reload_if_changed(false);
-                }
-            })?;
-        Ok(AclWatcher { stop })
+    /// Keeps the rules in force in step with the file (see
+    /// [`crate::security::reload`]): an edit is in force within a second, a
+    /// failed reload is retried until the file on disk is in force.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        reporter: Option<reload::Reporter>,
+    ) -> std::io::Result<reload::ReloadHandle> {
+        reload::spawn(self, reporter, true)
     }
 }
 
-/// Stops the watcher thread when dropped.
-pub struct AclWatcher {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for AclWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+impl Reloadable for AclStore {
+    type Error = AclFileError;
+    fn what(&self) -> &'static str {
+        "ACL file"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+    fn ack_path(&self) -> Option<PathBuf> {
+        Some(reload::ack_path_for(&self.path))
+    }
+    fn version(&self) -> Version {
+        AclStore::version(self)
+    }
+    fn reload(&self) -> Result<Reloaded, AclFileError> {
+        AclStore::reload(self)
     }
 }
+
+/// The default file written on a first start (see `broker::start`): no
+/// rules, so everyone but the super users is denied.
+pub const DEFAULT_FILE: &str = "# Portcullis ACLs (see README: ACLs). One rule per line, e.g.\n\
+# rules:\n\
+#   - {allow: \"User:alice\", operations: [write], topic: orders}\n\
+allow_everyone_if_no_acl_found: false\n\
+rules: []\n";
 
 #[cfg(test)]
 mod tests {
@@ -244,7 +226,7 @@ mod tests {
             "rules:\n  - {allow: User:a, operations: [read], topic: t}\n",
         )
         .unwrap();
-        let store = AclStore::open(&path, vec![]).unwrap();
+        let store = AclStore::open(&path, vec![], false).unwrap();
         let ip = "127.0.0.1".parse().unwrap();
         assert!(store
             .snapshot()
@@ -254,10 +236,8 @@ mod tests {
             "rules:\n  - {allow: User:a, operations: [rread], topic: t}\n",
         )
         .unwrap();
-        assert!(matches!(
-            store.reload_if_changed(true),
-            Some(ReloadEvent::Refused { .. })
-        ));
+        assert!(store.reload().is_err());
+        assert_eq!(store.version().generation, 1);
         assert!(store
             .snapshot()
             .allowed("User:a", ip, Operation::Read, ResourceType::Topic, "t"));
@@ -267,9 +247,13 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            store.reload_if_changed(true),
-            Some(ReloadEvent::Accepted { rules: 1 })
+            store.reload(),
+            Ok(Reloaded::Applied { entries: 1 })
         ));
+        assert!(matches!(store.reload(), Ok(Reloaded::Unchanged)));
+        assert_eq!(store.version().generation, 2);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(store.reload(), Err(AclFileError::Missing { .. })));
         assert!(!store
             .snapshot()
             .allowed("User:a", ip, Operation::Read, ResourceType::Topic, "t"));

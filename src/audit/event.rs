@@ -22,6 +22,9 @@ pub enum EventKind {
     AdminAction,
     /// Records lost while the queue was full in `drop` mode (a count).
     AuditDropped,
+    /// A hot-reloaded file other than the ACL file (credential store, TLS):
+    /// a version put in force, a failed attempt (retried), back in sync.
+    FileReload,
 }
 
 impl EventKind {
@@ -38,6 +41,7 @@ impl EventKind {
             EventKind::CredentialChange => "credential_change",
             EventKind::AdminAction => "admin_action",
             EventKind::AuditDropped => "audit_dropped",
+            EventKind::FileReload => "file_reload",
         }
     }
 }

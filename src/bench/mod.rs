@@ -127,6 +127,12 @@ audit:\n  file: {d}/audit/audit.log\nsuper_users: [\"User:{BENCH_USER}\", \"User
 connections:\n  max_connections: {BENCH_MAX_CONNECTIONS}\n  max_connections_per_ip: {BENCH_MAX_CONNECTIONS}\n",
         ports.0, ports.1
     );
+    // No rules: the bench user is a super user. The broker refuses to start
+    // without the file (acl.allow_missing is off).
+    let acls = dir.join("acls.yaml");
+    if !acls.exists() {
+        std::fs::write(&acls, "rules: []\n")?;
+    }
     let path = dir.join("bench.yaml");
     std::fs::write(&path, cfg)?;
     Ok(path)

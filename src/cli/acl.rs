@@ -24,6 +24,8 @@ pub struct AclArgs {
     /// Use this ACL file instead of the config's.
     #[arg(long, global = true)]
     file: Option<PathBuf>,
+    #[command(flatten)]
+    wait: super::applied::WaitArgs,
     #[command(subcommand)]
     command: AclCommand,
 }
@@ -180,11 +182,13 @@ fn open(args: &AclArgs) -> anyhow::Result<std::sync::Arc<AclStore>> {
             (cfg.acl.file, cfg.super_users)
         }
     };
-    AclStore::open(&path, supers).with_context(|| format!("ACL file {}", path.display()))
+    // A missing file is an empty rule set here: the first `acl add` creates it.
+    AclStore::open(&path, supers, true).with_context(|| format!("ACL file {}", path.display()))
 }
 
 pub fn run(args: AclArgs) -> anyhow::Result<()> {
     let store = open(&args)?;
+    let before = store.version();
     match &args.command {
         AclCommand::Add {
             allow,
@@ -296,6 +300,13 @@ pub fn run(args: AclArgs) -> anyhow::Result<()> {
                 d.reason
             );
         }
+    }
+    let after = store.version();
+    if after != before {
+        // Printed before the wait, so the change is reported even if the
+        // broker never acknowledges it.
+        std::io::Write::flush(&mut std::io::stdout())?;
+        super::applied::report(store.path(), &after.sha256, args.wait);
     }
     Ok(())
 }

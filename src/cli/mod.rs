@@ -1,6 +1,7 @@
 //! Admin subcommands of the `portcullis` binary.
 
 pub mod acl;
+pub mod applied;
 pub mod audit;
 pub mod certs;
 pub mod group;

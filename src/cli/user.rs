@@ -19,6 +19,8 @@ pub struct UserArgs {
     /// Use this credential store file instead of the config's.
     #[arg(long, global = true)]
     credentials: Option<PathBuf>,
+    #[command(flatten)]
+    wait: super::applied::WaitArgs,
     #[command(subcommand)]
     command: UserCommand,
 }
@@ -104,14 +106,23 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             println!("user `{name}` removed; its open sessions end");
         }
         UserCommand::List => {
-            let users = store.snapshot().users();
-            if users.is_empty() {
-                println!("no users in {}", path.display());
-            }
-            for (name, mechanism, iterations) in users {
-                println!("{name}\t{mechanism}\titerations={iterations}");
-            }
+            list(&store, &path);
+            return Ok(());
         }
     }
+    // Printed before the wait, so the change is reported even if the
+    // broker never acknowledges it.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    super::applied::report(&path, &store.version().sha256, args.wait);
     Ok(())
+}
+
+fn list(store: &CredentialStore, path: &std::path::Path) {
+    let users = store.snapshot().users();
+    if users.is_empty() {
+        println!("no users in {}", path.display());
+    }
+    for (name, mechanism, iterations) in users {
+        println!("{name}\t{mechanism}\titerations={iterations}");
+    }
 }

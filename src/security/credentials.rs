@@ -10,12 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::STANDARD;
@@ -30,9 +28,6 @@ use crate::security::scram::{
 
 /// Only format version understood.
 pub const FILE_VERSION: u32 = 1;
-/// How often the watcher re-checks the file even without notify events
-/// (covers filesystems where inotify is silent, e.g. some network mounts).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const HEADER: &str = "# Portcullis credential store: SCRAM-SHA-512 keys only, never passwords.\n\
                       # Manage with the admin tooling; the broker reloads this file on change.\n";
 const MAX_SALT_LEN: usize = 1024;
@@ -44,15 +39,15 @@ pub enum CredentialError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write credential file {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
-    /// `message` comes from the YAML parser and already ends with the
-    /// position; `line` is 1-based.
-    #[error("credential file {source_name}: YAML error{}: {message}", fmt_line(*.line, .message))]
+    /// Position and kind only: the file's bytes never appear (the path may
+    /// name the wrong file, e.g. a symlink to a private key).
+    #[error("credential file {source_name}: {error}")]
     Yaml {
         source_name: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        message: String,
+        error: Box<crate::security::yaml_error::YamlError>,
     },
+    #[error("credential file {source_name}, line {line}: not UTF-8 text")]
+    NotUtf8 { source_name: String, line: usize },
     #[error("credential file: {field}: {problem}")]
     InvalidField {
         field: &'static str,
@@ -74,20 +69,12 @@ pub enum CredentialError {
     Scram(#[from] ScramError),
 }
 
-/// serde_yaml_ng usually appends "at line N column M" itself; add the
-/// line only when it did not.
-fn fmt_line(line: Option<usize>, message: &str) -> String {
-    match line {
-        Some(l) if !message.contains(" at line ") => format!(" at line {l}"),
-        _ => String::new(),
-    }
-}
-
 impl CredentialError {
     /// 1-based line of a YAML syntax/shape error, if known.
     pub fn line(&self) -> Option<usize> {
         match self {
-            CredentialError::Yaml { line, .. } => *line,
+            CredentialError::Yaml { error, .. } => error.line,
+            CredentialError::NotUtf8 { line, .. } => Some(*line),
             _ => None,
         }
     }
@@ -153,12 +140,34 @@ impl CredentialFile {
 
     /// Load and validate; a missing file is an error.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|source| CredentialError::Read {
+        Self::load_hashed(path).map(|(f, _)| f)
+    }
+
+    /// Like [`Self::load`], with the SHA-256 of the bytes it parsed.
+    pub fn load_hashed(path: &Path) -> Result<(Self, [u8; 32])> {
+        let bytes = fs::read(path).map_err(|source| CredentialError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         warn_if_readable_by_others(path);
-        Self::from_yaml_str(&text, &path.display().to_string())
+        let file = Self::from_yaml_bytes(&bytes, &path.display().to_string())?;
+        Ok((file, crate::security::reload::sha256(&bytes)))
+    }
+
+    /// Parses bytes; text that is not UTF-8 is refused with the line where
+    /// it stops being text, never shown.
+    pub fn from_yaml_bytes(bytes: &[u8], source_name: &str) -> Result<Self> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::from_yaml_str(text, source_name),
+            Err(e) => Err(CredentialError::NotUtf8 {
+                source_name: source_name.to_string(),
+                line: bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1,
+            }),
+        }
     }
 
     /// Like [`Self::load`], but a missing file yields an empty store with a
@@ -176,14 +185,9 @@ impl CredentialFile {
 
     /// Parse and validate YAML text. `source_name` only labels errors.
     pub fn from_yaml_str(text: &str, source_name: &str) -> Result<Self> {
-        let repr: FileRepr = serde_yaml_ng::from_str(text).map_err(|e| {
-            let loc = e.location();
-            CredentialError::Yaml {
-                source_name: source_name.to_string(),
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
-                message: e.to_string(),
-            }
+        let repr: FileRepr = serde_yaml_ng::from_str(text).map_err(|e| CredentialError::Yaml {
+            source_name: source_name.to_string(),
+            error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
         })?;
         if repr.version != FILE_VERSION {
             return Err(CredentialError::InvalidField {
@@ -259,6 +263,11 @@ impl CredentialFile {
     /// Atomically replace `path`: temp file in the same directory created
     /// with mode 0600, write, fsync, rename, fsync the directory.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_text(path, &self.to_yaml_string())
+    }
+
+    /// [`Self::save`] of text already rendered (the caller hashes it).
+    fn save_text(&self, path: &Path, text: &str) -> Result<()> {
         let werr = |source| CredentialError::Write {
             path: path.to_path_buf(),
             source,
@@ -279,7 +288,7 @@ impl CredentialFile {
                 .create_new(true) // O_EXCL: never follow a planted symlink
                 .mode(0o600) // secret from the first byte, not chmod'ed later
                 .open(&tmp)?;
-            f.write_all(self.to_yaml_string().as_bytes())?;
+            f.write_all(text.as_bytes())?;
             f.sync_all()?;
             drop(f);
             fs::rename(&tmp, path)?;
@@ -428,8 +437,9 @@ pub struct CredentialStore {
     path: PathBuf,
     current: ArcSwap<CredentialFile>,
     /// Serializes modify/reload so a slow reload can't swap in a snapshot
-    /// older than one a concurrent modify just wrote.
-    write_lock: Mutex<()>,
+    /// older than one a concurrent modify just wrote. Holds the SHA-256 of
+    /// the content in force.
+    write_lock: Mutex<[u8; 32]>,
     /// Bumped on every snapshot change; lets callers and tests observe reloads.
     generation: AtomicU64,
     /// Failed reloads (invalid or unreadable file); for metrics and tests.
@@ -449,8 +459,8 @@ impl CredentialStore {
     /// Open an existing, valid credential file.
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
-        let file = CredentialFile::load(&path)?;
-        Ok(Arc::new(Self::with_file(path, file)))
+        let (file, sha256) = CredentialFile::load_hashed(&path)?;
+        Ok(Arc::new(Self::with_file(path, file, sha256)))
     }
 
     /// Open, creating (and saving) an empty store if the file is missing.
@@ -458,25 +468,26 @@ impl CredentialStore {
     /// unknown users' fake salts across restarts and reveal them.
     pub fn open_or_init(path: impl AsRef<Path>) -> Result<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
-        let file = match CredentialFile::load(&path) {
+        let (file, sha256) = match CredentialFile::load_hashed(&path) {
             Err(CredentialError::Read { source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
                 let f = CredentialFile::new();
-                f.save(&path)?;
-                f
+                let text = f.to_yaml_string();
+                f.save_text(&path, &text)?;
+                (f, crate::security::reload::sha256(text.as_bytes()))
             }
             other => other?,
         };
-        Ok(Arc::new(Self::with_file(path, file)))
+        Ok(Arc::new(Self::with_file(path, file, sha256)))
     }
 
-    fn with_file(path: PathBuf, file: CredentialFile) -> Self {
+    fn with_file(path: PathBuf, file: CredentialFile, sha256: [u8; 32]) -> Self {
         CredentialStore {
             path,
             current: ArcSwap::from_pointee(file),
-            write_lock: Mutex::new(()),
-            generation: AtomicU64::new(0),
+            write_lock: Mutex::new(sha256),
+            generation: AtomicU64::new(1),
             reload_failures: AtomicU64::new(0),
         }
     }
@@ -508,7 +519,16 @@ impl CredentialStore {
         self.current.load_full()
     }
 
-    /// Number of snapshot changes since open.
+    /// The content in force (its hash) and its generation.
+    pub fn version(&self) -> crate::security::reload::Version {
+        let sha256 = *self.lock();
+        crate::security::reload::Version {
+            sha256,
+            generation: self.generation(),
+        }
+    }
+
+    /// Number of snapshot changes since open, plus one.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -521,14 +541,23 @@ impl CredentialStore {
     /// Re-read the file. `Ok(true)` if its contents differed and were
     /// swapped in; on error the current snapshot is kept.
     pub fn reload(&self) -> Result<bool> {
-        let _guard = self.lock();
-        let file = CredentialFile::load(&self.path).inspect_err(|_| {
+        let mut in_force = self.lock();
+        let (file, sha256) = CredentialFile::load_hashed(&self.path).inspect_err(|_| {
             self.reload_failures.fetch_add(1, Ordering::Relaxed);
         })?;
+        if sha256 == *in_force {
+            return Ok(false);
+        }
+        *in_force = sha256;
         if **self.current.load() == file {
+            // Same users and keys, other bytes (comments, layout): in force
+            // already; the new hash is acknowledged as it is.
             return Ok(false);
         }
         self.swap(file);
+        drop(in_force);
+        tracing::info!(path = %self.path.display(), generation = self.generation(),
+            users = self.snapshot().len(), "credential file reloaded");
         Ok(true)
     }
 
@@ -536,7 +565,7 @@ impl CredentialStore {
     /// contents; if it succeeds the result is saved atomically and becomes
     /// the live snapshot. Concurrent calls are serialized.
     pub fn modify<T>(&self, f: impl FnOnce(&mut CredentialFile) -> Result<T>) -> Result<T> {
-        let _guard = self.lock();
+        let mut in_force = self.lock();
         // Other processes (the CLI, a second broker command) edit the same
         // file: serialize load-modify-save across processes too.
         let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
@@ -547,13 +576,15 @@ impl CredentialStore {
         })?;
         let mut file = CredentialFile::load(&self.path)?;
         let out = f(&mut file)?;
-        file.save(&self.path)?;
+        let text = file.to_yaml_string();
+        file.save_text(&self.path, &text)?;
+        *in_force = crate::security::reload::sha256(text.as_bytes());
         self.swap(file);
         Ok(out)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere can't corrupt it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, [u8; 32]> {
+        // The guarded hash is replaced whole: a panic elsewhere can't tear it.
         self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -562,153 +593,42 @@ impl CredentialStore {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Watch the file and reload on change: `notify` on the parent directory
-    /// (atomic renames replace the inode, so watching the file itself would
-    /// go deaf after the first save) plus a metadata poll every
-    /// [`POLL_INTERVAL`] as a fallback. A broken new file is logged and the
-    /// last good snapshot stays. Stops when the handle is dropped.
-    pub fn spawn_watcher(self: &Arc<Self>) -> io::Result<WatchHandle> {
-        let (tx, rx) = mpsc::channel::<WatchMsg>();
-        let watcher = start_notify(&self.path, tx.clone());
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let stop_t = Arc::clone(&stop);
-        let path = self.path.clone();
-        let thread = std::thread::Builder::new()
-            .name("credential-watch".into())
-            .spawn(move || watch_loop(weak, path, rx, stop_t))?;
-        Ok(WatchHandle {
-            stop,
-            wake: tx,
-            thread: Some(thread),
-            _watcher: watcher,
+    /// Keeps the snapshot in step with the file (see
+    /// [`crate::security::reload`]): `notify` on the parent directory plus a
+    /// metadata poll; a broken or unreadable new file is logged, the last
+    /// good snapshot stays, and the reload is retried until the file on disk
+    /// is in force. Stops when the handle is dropped.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        reporter: Option<crate::security::reload::Reporter>,
+    ) -> io::Result<crate::security::reload::ReloadHandle> {
+        crate::security::reload::spawn(self, reporter, true)
+    }
+}
+
+impl crate::security::reload::Reloadable for CredentialStore {
+    type Error = CredentialError;
+    fn what(&self) -> &'static str {
+        "credential file"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+    fn ack_path(&self) -> Option<PathBuf> {
+        Some(crate::security::reload::ack_path_for(&self.path))
+    }
+    fn version(&self) -> crate::security::reload::Version {
+        CredentialStore::version(self)
+    }
+    fn reload(&self) -> Result<crate::security::reload::Reloaded> {
+        let before = self.generation();
+        CredentialStore::reload(self)?;
+        Ok(match self.generation() == before {
+            true => crate::security::reload::Reloaded::Unchanged,
+            false => crate::security::reload::Reloaded::Applied {
+                entries: self.snapshot().len(),
+            },
         })
-    }
-}
-
-enum WatchMsg {
-    Changed,
-    Stop,
-}
-
-/// Stops the watcher thread (and the notify watch) when dropped.
-pub struct WatchHandle {
-    stop: Arc<AtomicBool>,
-    wake: mpsc::Sender<WatchMsg>,
-    thread: Option<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
-}
-
-impl fmt::Debug for WatchHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatchHandle")
-            .field("notify", &self._watcher.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for WatchHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.wake.send(WatchMsg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Best effort: without notify (e.g. inotify limits) polling still works.
-fn start_notify(path: &Path, tx: mpsc::Sender<WatchMsg>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let name = path.file_name().map(|n| n.to_os_string());
-    let handler = move |res: notify::Result<notify::Event>| {
-        let relevant = match &res {
-            Ok(ev) => ev.paths.iter().any(|p| p.file_name() == name.as_deref()),
-            Err(_) => true, // unsure what happened: let the loop re-check
-        };
-        if relevant {
-            let _ = tx.send(WatchMsg::Changed);
-        }
-    };
-    let dir = parent_dir(path);
-    let result = notify::recommended_watcher(handler)
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    match result {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e,
-                "credential file notify watch failed; falling back to polling");
-            None
-        }
-    }
-}
-
-/// Cheap change detector for the poll: the inode changes on every atomic
-/// save, mtime/ctime/len catch in-place edits.
-type FileStamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
-
-fn stamp(path: &Path) -> FileStamp {
-    fs::metadata(path).ok().map(|m| {
-        (
-            m.dev(),
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    })
-}
-
-fn watch_loop(
-    store: Weak<CredentialStore>,
-    path: PathBuf,
-    rx: mpsc::Receiver<WatchMsg>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut last_stamp = stamp(&path);
-    // Only warn once per distinct broken version, not every 500 ms.
-    let mut last_failed_stamp: FileStamp = None;
-    loop {
-        let event = match rx.recv_timeout(POLL_INTERVAL) {
-            Ok(WatchMsg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Ok(WatchMsg::Changed) => {
-                // Coalesce a burst (create/modify/rename) into one reload.
-                while let Ok(m) = rx.recv_timeout(Duration::from_millis(20)) {
-                    if matches!(m, WatchMsg::Stop) {
-                        return;
-                    }
-                }
-                true
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-        };
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(store) = store.upgrade() else { return };
-        let now = stamp(&path);
-        if !event && now == last_stamp {
-            continue;
-        }
-        last_stamp = now;
-        match store.reload() {
-            Ok(true) => {
-                last_failed_stamp = None;
-                tracing::info!(path = %path.display(), users = store.snapshot().len(),
-                    "credential file reloaded");
-            }
-            Ok(false) => last_failed_stamp = None,
-            Err(e) => {
-                if last_failed_stamp != now {
-                    // CredentialError's Display carries no key material.
-                    tracing::warn!(path = %path.display(), error = %e,
-                        "credential file reload failed; keeping last good credentials");
-                    last_failed_stamp = now;
-                }
-            }
-        }
     }
 }
 
@@ -716,7 +636,7 @@ fn watch_loop(
 mod tests {
     use super::*;
     use crate::security::scram::DEFAULT_ITERATIONS;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     const IT: u32 = MIN_ITERATIONS; // keep PBKDF2 cheap in tests
 
@@ -805,7 +725,11 @@ mod tests {
         text = text.replacen("    mechanism:", "    colour: blue\n    mechanism:", 1);
         let err = CredentialFile::from_yaml_str(&text, "t").expect_err("unknown field");
         let msg = err.to_string();
-        assert!(msg.contains("colour"), "{msg}");
+        assert!(
+            msg.contains("unknown key") && msg.contains("`users.alice.colour`"),
+            "{msg}"
+        );
+        assert!(msg.contains("`mechanism`"), "{msg}");
         let expected_line = text
             .lines()
             .position(|l| l.contains("colour"))
@@ -942,7 +866,7 @@ mod tests {
         f.add_user("alice", "pw", IT).expect("add");
         f.save(&path).expect("save");
         let store = CredentialStore::open(&path).expect("open");
-        let _watch = store.spawn_watcher().expect("watch");
+        let _watch = store.spawn_watcher(None).expect("watch");
 
         // Another "process" writes a new version.
         let mut other = CredentialFile::load(&path).expect("load");
@@ -986,18 +910,12 @@ mod tests {
         let path = dir.path().join("c.yaml");
         CredentialFile::new().save(&path).expect("save");
         let store = CredentialStore::open(&path).expect("open");
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak = Arc::downgrade(&store);
-        let (p, s) = (path.clone(), Arc::clone(&stop));
-        let t = std::thread::spawn(move || watch_loop(weak, p, rx, s));
+        let handle = crate::security::reload::spawn(&store, None, false).expect("spawn");
         let mut f = CredentialFile::load(&path).expect("load");
         f.add_user("carol", "pw", IT).expect("add");
         f.save(&path).expect("save");
         let seen = wait_for(Duration::from_secs(5), || store.lookup("carol").is_some());
-        stop.store(true, Ordering::Release);
-        let _ = tx.send(WatchMsg::Stop);
-        t.join().expect("join");
+        drop(handle);
         assert!(seen, "poll did not pick up the change");
     }
 }

@@ -1,3 +1,5 @@
 pub mod credentials;
+pub mod reload;
 pub mod scram;
 pub mod session;
+pub mod yaml_error;

@@ -8,11 +8,9 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
@@ -20,18 +18,12 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
 
 use super::principal::{PrincipalMapper, PrincipalSource};
 use super::TlsError;
-
-/// How often file metadata is polled, as a fallback for missed notify events
-/// (network filesystems, inotify limits, symlink swaps in other directories).
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Delay after a notify event so a multi-file rotation settles before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+use crate::security::reload::{self, Reloadable, Reloaded, Version};
 
 /// Client certificate policy.
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,10 +106,9 @@ pub struct TlsAcceptorHandle {
     provider: Arc<CryptoProvider>,
     config: ArcSwap<ServerConfig>,
     mapper: PrincipalMapper,
-    /// File metadata seen by the last load attempt; the watcher reloads when
-    /// it differs. Recorded even on failure so a broken file is not retried
-    /// (and logged) every poll, only when it changes again.
-    last_seen: Mutex<FileStamp>,
+    /// The files' content in force (one hash over all of them). Held while
+    /// a reload reads and builds, so two reloads never interleave.
+    in_force: Mutex<Version>,
 }
 
 impl std::fmt::Debug for TlsAcceptorHandle {
@@ -134,14 +125,17 @@ impl TlsAcceptorHandle {
         let provider = super::provider();
         let mapper =
             PrincipalMapper::new(&settings.principal_mapping_rules, settings.principal_from)?;
-        let stamp = FileStamp::read(&settings.watched_files());
+        let sha256 = hash_files(&settings.watched_files())?;
         let config = build_server_config(settings, &provider)?;
         Ok(Arc::new(Self {
             settings: settings.clone(),
             provider,
             config: ArcSwap::from_pointee(config),
             mapper,
-            last_seen: Mutex::new(stamp),
+            in_force: Mutex::new(Version {
+                sha256,
+                generation: 1,
+            }),
         }))
     }
 
@@ -173,189 +167,91 @@ impl TlsAcceptorHandle {
     /// Re-reads cert, key and client CA. On error the previous config stays
     /// in use and the error is returned.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamp = FileStamp::read(&self.settings.watched_files());
-        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        self.reload_inner(true).map(|_| ())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Version> {
+        self.in_force.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `force`: rebuild even if the content is the content in force.
+    fn reload_inner(&self, force: bool) -> Result<Reloaded, TlsError> {
+        let mut in_force = self.lock();
+        let sha256 = hash_files(&self.settings.watched_files())?;
+        if !force && sha256 == in_force.sha256 {
+            return Ok(Reloaded::Unchanged);
+        }
         let config = build_server_config(&self.settings, &self.provider)?;
         self.config.store(Arc::new(config));
-        tracing::info!(cert = %self.settings.cert.display(), "TLS configuration reloaded");
-        Ok(())
+        *in_force = Version {
+            sha256,
+            generation: in_force.generation + 1,
+        };
+        tracing::info!(cert = %self.settings.cert.display(), generation = in_force.generation,
+            "TLS configuration reloaded");
+        Ok(Reloaded::Applied { entries: 1 })
     }
 
-    /// Reloads if forced or if the files' metadata changed since the last attempt.
-    fn reload_if_changed(&self, forced: bool) -> Option<Result<(), TlsError>> {
-        let stamp = FileStamp::read(&self.settings.watched_files());
-        let unchanged = *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) == stamp;
-        if unchanged && !forced {
-            return None;
-        }
-        Some(self.reload())
-    }
-
-    /// Watches the cert, key and client CA files and reloads on change:
-    /// notify on their parent directories (catches atomic renames) plus
-    /// 1 s metadata polling as a fallback. Runs until the returned
-    /// [`TlsWatcher`] is dropped. Must be called within a tokio runtime.
-    pub fn spawn_watcher(self: &Arc<Self>) -> Result<TlsWatcher, TlsError> {
-        self.spawn_watcher_with(true)
+    /// Keeps the config in step with the cert, key and client CA files (see
+    /// [`crate::security::reload`]): notify on their parent directories
+    /// (catches atomic renames) plus metadata polling; a failed reload keeps
+    /// the previous certificate and is retried until the files on disk are
+    /// in force. Runs until the returned [`TlsWatcher`] is dropped.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        reporter: Option<reload::Reporter>,
+    ) -> Result<TlsWatcher, TlsError> {
+        self.spawn_watcher_with(reporter, true)
     }
 
     /// `use_notify: false` exercises the polling fallback in tests.
-    fn spawn_watcher_with(self: &Arc<Self>, use_notify: bool) -> Result<TlsWatcher, TlsError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            TlsError::Watch("spawn_watcher must be called from within a tokio runtime".into())
-        })?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let notify = match use_notify {
-            true => start_notify(&self.settings.watched_files(), tx),
-            false => Err(notify::Error::generic("disabled")),
-        };
-        let watcher = match notify {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS file notifications unavailable; polling only");
-                None
-            }
-        };
-        let task = runtime.spawn(watch_loop(Arc::downgrade(self), rx));
-        Ok(TlsWatcher {
-            _watcher: watcher,
-            task,
-        })
+    fn spawn_watcher_with(
+        self: &Arc<Self>,
+        reporter: Option<reload::Reporter>,
+        use_notify: bool,
+    ) -> Result<TlsWatcher, TlsError> {
+        let handle = reload::spawn(self, reporter, use_notify)
+            .map_err(|e| TlsError::Watch(e.to_string()))?;
+        Ok(TlsWatcher { _handle: handle })
     }
 }
 
-/// Keeps the reload watcher alive; dropping it stops watching.
-pub struct TlsWatcher {
-    _watcher: Option<notify::RecommendedWatcher>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TlsWatcher {
-    fn drop(&mut self) {
-        self.task.abort();
+impl Reloadable for TlsAcceptorHandle {
+    type Error = TlsError;
+    fn what(&self) -> &'static str {
+        "TLS files"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        self.settings.watched_files()
+    }
+    /// None: certificates often live on read-only mounts (Kubernetes
+    /// secrets), and no CLI of ours writes them.
+    fn ack_path(&self) -> Option<PathBuf> {
+        None
+    }
+    fn version(&self) -> Version {
+        *self.lock()
+    }
+    fn reload(&self) -> Result<Reloaded, TlsError> {
+        self.reload_inner(false)
     }
 }
 
-/// Sends `true` for events naming a watched file (reload unconditionally),
-/// `false` for other changes in the directory (reload if metadata changed).
-fn start_notify(
-    files: &[PathBuf],
-    tx: mpsc::UnboundedSender<bool>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let names: Vec<std::ffi::OsString> = files
+/// One hash over the files a reload reads. An unreadable file counts as
+/// empty here: the build that follows reports it with its setting's name
+/// (and an unreadable version never equals the one in force).
+fn hash_files(files: &[PathBuf]) -> Result<[u8; 32], TlsError> {
+    let parts: Vec<Vec<u8>> = files
         .iter()
-        .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+        .map(|f| fs::read(f).unwrap_or_default())
         .collect();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        // Our own reads produce access events; reacting to them would loop.
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let named = event.paths.iter().any(|p| {
-            p.file_name().is_some_and(|n| {
-                // `..data` & co: Kubernetes' atomic secret/configmap updates.
-                names.iter().any(|w| w == n) || n.to_string_lossy().starts_with("..")
-            })
-        });
-        let _ = tx.send(named);
-    })?;
-    let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    }
-    Ok(watcher)
+    let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+    Ok(reload::sha256_of_parts(&refs))
 }
 
-fn parent_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-async fn watch_loop(handle: Weak<TlsAcceptorHandle>, rx: mpsc::UnboundedReceiver<bool>) {
-    let mut rx = Some(rx);
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            event = next_event(&mut rx) => match event {
-                Some(named) => debounce(&mut rx, named).await,
-                None => continue,
-            },
-            _ = poll.tick() => false,
-        };
-        let Some(handle) = handle.upgrade() else {
-            return;
-        };
-        // Reload does blocking file I/O and parsing: keep it off the reactor.
-        let result = tokio::task::spawn_blocking(move || handle.reload_if_changed(forced)).await;
-        match result {
-            Ok(Some(Err(e))) => {
-                tracing::warn!(error = %e, "TLS reload failed; keeping the previous certificate")
-            }
-            Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Next notify event; pends forever once the notify side is gone so the
-/// loop falls back to polling instead of spinning.
-async fn next_event(rx: &mut Option<mpsc::UnboundedReceiver<bool>>) -> Option<bool> {
-    let Some(chan) = rx.as_mut() else {
-        return std::future::pending().await;
-    };
-    let event = chan.recv().await;
-    if event.is_none() {
-        *rx = None;
-    }
-    event
-}
-
-/// Waits for the burst of events of one rotation to settle, merging them.
-async fn debounce(rx: &mut Option<mpsc::UnboundedReceiver<bool>>, mut named: bool) -> bool {
-    tokio::time::sleep(DEBOUNCE).await;
-    if let Some(chan) = rx.as_mut() {
-        while let Ok(n) = chan.try_recv() {
-            named |= n;
-        }
-    }
-    named
-}
-
-/// Cheap change detector: (mtime, size, inode) per file, `None` if missing.
-/// The inode catches atomic rename-over rotations even within one mtime tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp(Vec<Option<(Option<std::time::SystemTime>, u64, u64)>>);
-
-impl FileStamp {
-    fn read(files: &[PathBuf]) -> Self {
-        Self(
-            files
-                .iter()
-                .map(|f| {
-                    fs::metadata(f)
-                        .ok()
-                        .map(|m| (m.modified().ok(), m.len(), inode(&m)))
-                })
-                .collect(),
-        )
-    }
-}
-
-#[cfg(unix)]
-fn inode(m: &fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    m.ino()
-}
-
-#[cfg(not(unix))]
-fn inode(_: &fs::Metadata) -> u64 {
-    0
+/// Keeps the reload loop alive; dropping it stops watching.
+pub struct TlsWatcher {
+    _handle: reload::ReloadHandle,
 }
 
 /// Reads and validates everything, then assembles the rustls config.
@@ -548,9 +444,10 @@ mod tests {
     use crate::tls::certs::{client_paths, init_certs, CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
     use std::future::Future;
     use std::net::SocketAddr;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
     use tokio_rustls::client::TlsStream;
 
     type Outcome = Result<Option<String>, String>;
@@ -970,7 +867,7 @@ mod tests {
             let dir = tmp.path().join("certs");
             pki(&dir);
             let handle = TlsAcceptorHandle::load(&settings(&dir, ClientAuth::None)).unwrap();
-            let _watcher = handle.spawn_watcher_with(use_notify).unwrap();
+            let _watcher = handle.spawn_watcher_with(None, use_notify).unwrap();
             let (addr, _outcomes) = spawn_server(handle.clone()).await;
             let cfg = client_config(&dir.join(CA_CERT), None, &rustls::version::TLS13);
 
@@ -1021,10 +918,30 @@ mod tests {
     }
 
     #[test]
-    fn spawn_watcher_outside_runtime_is_an_error() {
+    fn a_failed_reload_is_retried_until_the_files_are_in_force() {
+        // No runtime needed: the loop runs on its own thread.
         let tmp = tempfile::tempdir().unwrap();
-        pki(tmp.path());
-        let handle = TlsAcceptorHandle::load(&settings(tmp.path(), ClientAuth::None)).unwrap();
-        assert!(matches!(handle.spawn_watcher(), Err(TlsError::Watch(_))));
+        let dir = tmp.path().join("certs");
+        pki(&dir);
+        let handle = TlsAcceptorHandle::load(&settings(&dir, ClientAuth::None)).unwrap();
+        let _watcher = handle.spawn_watcher(None).unwrap();
+        let old_serial = file_serial(&dir.join(SERVER_CERT));
+        let (crt, key) = rotated_pair(&dir, &tmp.path().join("staging"));
+        // Half a rotation: refused, the old certificate stays, and the loop
+        // keeps retrying without a further change event...
+        fs::rename(&key, dir.join(SERVER_KEY)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert_eq!(handle.version().generation, 1);
+        // ...so completing it is picked up.
+        fs::rename(&crt, dir.join(SERVER_CERT)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while handle.version().generation == 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rotation never applied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_ne!(file_serial(&dir.join(SERVER_CERT)), old_serial);
     }
 }

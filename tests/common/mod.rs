@@ -292,6 +292,11 @@ impl Broker {
         self.child = Some(child);
     }
 
+    /// The broker process's pid (panics if it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker is running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
     }

@@ -163,10 +163,12 @@ def main():
     log("the rules in force stayed through both broken files")
 
     # 4. Fix the file, then edit it with the CLI while erin stays connected.
-    reloads = count(env, "ACL file reloaded")
+    # The fixed file is the version in force (same content): the broker
+    # says it is back in sync rather than reloading it.
+    in_sync = count(env, "ACL file: the version on disk is in force again")
     write_acls(env, None, raw=good)
-    wait_until("the fixed file to be reloaded", RELOAD_DEADLINE,
-               lambda: count(env, "ACL file reloaded") > reloads)
+    wait_until("the broker to be back in sync with the fixed file", RELOAD_DEADLINE,
+               lambda: count(env, "ACL file: the version on disk is in force again") > in_sync)
     p.send_ok("live")
 
     reloads, t = len(reload_lines(env)), now_utc()

@@ -1,5 +1,6 @@
-"""No ACL file: default deny for everyone but the super user, until
-`portcullis acl add` creates the file while the broker runs.
+"""No ACL file, with `acl.allow_missing: true` (the broker refuses to start
+without the file otherwise): default deny for everyone but the super user,
+until `portcullis acl add` creates the file while the broker runs.
 
 jack's produce to `jobs` is refused (29), admin's is accepted; after
 `acl add --allow --principal User:jack --operation write --topic jobs`
