@@ -1,3 +1,4 @@
 pub mod credentials;
 pub mod scram;
 pub mod session;
+pub mod throttle;

@@ -111,6 +111,17 @@ async fn accept_connection(
     info: Arc<BoundListener>,
     broker: Arc<Broker>,
 ) {
+    // An address whose failed logins hold every waiting slot of the login
+    // throttle would only be refused after the TLS handshake: close it now,
+    // counted in the aggregated audit instead of a record per connection.
+    if info.protocol.uses_sasl() && broker.login_throttle.saturated(peer.ip()) {
+        drop(stream);
+        broker
+            .login_failures
+            .throttled(&broker.auditor, peer, &info.name)
+            .await;
+        return;
+    }
     broker
         .active_connections
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
