@@ -139,10 +139,7 @@ impl RunningBroker {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         // Repeated login failures counted since the last window.
-        self.broker
-            .login_failures
-            .flush(&self.broker.auditor)
-            .await;
+        self.broker.login_failures.flush(&self.broker.auditor).await;
         self.broker
             .auditor
             .submit(AuditEvent::new(EventKind::BrokerStop))

@@ -117,14 +117,8 @@ fn log_success(listener: &BoundListener, peer: SocketAddr, session: &Session) {
 /// What a refused SaslAuthenticate turns into: the response and an audit
 /// record, or a close without an answer when the login throttle refused the
 /// attempt before checking it.
-pub type Authenticated = Result<
-    (
-        SaslAuthenticateResponse,
-        Option<String>,
-        Option<AuditEvent>,
-    ),
-    String,
->;
+pub type Authenticated =
+    Result<(SaslAuthenticateResponse, Option<String>, Option<AuditEvent>), String>;
 
 pub async fn authenticate(
     broker: &Broker,
@@ -166,7 +160,11 @@ pub async fn authenticate(
             let ev = refused(broker, listener, peer, session, store, &mut attempt, &f).await;
             resp.error_code = f.code;
             resp.error_message = Some(StrBytes::from_string(f.client_message.clone()));
-            Ok((resp, Some(format!("authentication failed: {}", f.reason)), ev))
+            Ok((
+                resp,
+                Some(format!("authentication failed: {}", f.reason)),
+                ev,
+            ))
         }
     }
 }

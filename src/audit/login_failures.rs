@@ -105,10 +105,7 @@ impl LoginFailures {
 
     /// Flushes every `window_ms` until aborted; the broker flushes once
     /// more at shutdown.
-    pub fn spawn_flusher(
-        self: Arc<Self>,
-        auditor: Arc<Auditor>,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_flusher(self: Arc<Self>, auditor: Arc<Auditor>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let period = std::time::Duration::from_millis(self.window_ms);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

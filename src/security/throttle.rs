@@ -484,7 +484,9 @@ mod tests {
             t.admit(a, Some("alice")).unwrap().failed(Some("alice"));
         }
         let fresh = ip("10.2.0.1");
-        let mut at = t.admit(fresh, Some("alice")).expect("admitted, not refused");
+        let mut at = t
+            .admit(fresh, Some("alice"))
+            .expect("admitted, not refused");
         assert_eq!(at.failed(Some("alice")).as_millis(), 200, "22nd failure");
         drop(at);
         // A correct password from a fresh address: admitted (the caller
