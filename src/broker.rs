@@ -74,6 +74,9 @@ pub struct Broker {
     pub connections: Arc<crate::server::limits::ConnectionTracker>,
     /// Gateway mode: the upstream cluster requests are forwarded to.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// Brute-force brake and aggregated audit of failed logins.
+    pub login_throttle: crate::security::throttle::LoginThrottle,
+    pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
 }
 
 impl Broker {
@@ -139,6 +142,8 @@ impl RunningBroker {
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        // Repeated login failures counted since the last window.
+        self.broker.login_failures.flush(&self.broker.auditor).await;
         self.broker
             .auditor
             .submit(AuditEvent::new(EventKind::BrokerStop))
@@ -312,9 +317,15 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         active_connections: std::sync::atomic::AtomicUsize::new(0),
         connections,
         gateway: gateway.clone(),
+        login_throttle: crate::security::throttle::LoginThrottle::new(&config.sasl.login_throttle),
+        login_failures: Arc::new(crate::audit::login_failures::LoginFailures::new(
+            config.sasl.login_throttle.audit_max_keys,
+            config.sasl.login_throttle.audit_window_ms,
+        )),
     });
 
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
+    tasks.push(broker.login_failures.clone().spawn_flusher(auditor.clone()));
     tasks.push(spawn_offset_expiry(broker.clone()));
     tasks.push(txns.spawn_expiry());
     if let Some(store) = &broker.credentials {

@@ -285,6 +285,8 @@ pub struct SaslConfig {
     /// Kafka's `connection.failed.authentication.delay.ms`: how long a
     /// refused client waits for the close (slows password guessing).
     pub failed_authentication_delay_ms: u64,
+    /// Brute-force throttling and aggregated audit of failed logins.
+    pub login_throttle: crate::security::throttle::LoginThrottleConfig,
 }
 
 impl Default for SaslConfig {
@@ -295,6 +297,7 @@ impl Default for SaslConfig {
             connections_max_reauth_ms: 0,
             bootstrap_admin: true,
             failed_authentication_delay_ms: 100,
+            login_throttle: Default::default(),
         }
     }
 }
@@ -481,6 +484,9 @@ impl Config {
                 "sasl.connections_max_reauth_ms",
                 "must be 0 (no expiry) or at least 1000",
             ));
+        }
+        if let Some((key, message)) = self.sasl.login_throttle.problems() {
+            return Err(invalid(key, message));
         }
         for (i, su) in self.super_users.iter().enumerate() {
             if su

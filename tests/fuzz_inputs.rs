@@ -720,9 +720,10 @@ fn fuzz_sasl_authenticate_payloads() {
     let cases = env_u64("FUZZ_SASL_CASES").unwrap_or(2000) as usize;
     let only = env_u64("FUZZ_CASE").map(|c| c as usize);
     let dir = scratch("fuzz-sasl");
-    // Thousands of refused logins: skip the KIP-306 close delay here.
+    // Thousands of refused logins: skip the KIP-306 close delay and the
+    // login throttle here.
     let sasl = format!(
-        "sasl:\n  credentials: {}\n  failed_authentication_delay_ms: 0\n",
+        "sasl:\n  credentials: {}\n  failed_authentication_delay_ms: 0\n  login_throttle: {{enabled: false}}\n",
         dir.path().join("credentials.yaml").display()
     );
     let mut broker = Broker::start_listeners(dir.path(), &["SASL_PLAINTEXT"], &sasl);

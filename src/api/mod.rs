@@ -131,7 +131,12 @@ pub async fn handle_frame(
             );
         }
         RequestKind::SaslAuthenticate(r) => {
-            let (resp, close, ev) = sasl::authenticate(broker, listener, peer, session, version, r);
+            let authenticated =
+                sasl::authenticate(broker, listener, peer, session, version, r).await;
+            let (resp, close, ev) = match authenticated {
+                Ok(answer) => answer,
+                Err(reason) => return Outcome::Close(reason),
+            };
             if let Some(ev) = ev {
                 broker.auditor.submit(complete(ev)).await;
             }

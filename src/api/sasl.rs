@@ -11,9 +11,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::audit::login_failures::LoginFailureKey;
 use crate::audit::{AuditEvent, EventKind};
 use crate::broker::Broker;
-use crate::security::session::{AuthStep, SaslFailure, Session, ILLEGAL_SASL_STATE};
+use crate::security::credentials::CredentialStore;
+use crate::security::session::{
+    AuthStep, SaslFailure, Session, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED,
+};
+use crate::security::throttle::Attempt;
 use crate::server::BoundListener;
 
 use super::Outcome;
@@ -46,11 +51,20 @@ pub fn handshake(
     match session.handshake(&req.mechanism, version, &broker.config.sasl.mechanisms) {
         Ok(()) => (resp, None, None),
         Err(f) => {
-            log_failure(listener, peer, &f);
-            let mut ev = auth_event(listener, peer, session, Some(&f));
-            ev.mechanism = Some(req.mechanism.to_string());
+            let first = broker.login_failures.note(failure_key(
+                broker.credentials.as_deref(),
+                peer,
+                LoginFailureKey::mechanism_label(&req.mechanism),
+                &f,
+            ));
+            let ev = first.then(|| {
+                log_failure(listener, peer, &f);
+                let mut ev = auth_event(listener, peer, session, Some(&f));
+                ev.mechanism = Some(req.mechanism.to_string());
+                ev
+            });
             let reason = f.reason.clone();
-            (resp.with_error_code(f.code), Some(reason), Some(ev))
+            (resp.with_error_code(f.code), Some(reason), ev)
         }
     }
 }
@@ -100,26 +114,35 @@ fn log_success(listener: &BoundListener, peer: SocketAddr, session: &Session) {
     tracing::info!(%peer, listener = %listener.name, principal = session.principal(), "SASL/SCRAM-SHA-512 authenticated");
 }
 
-pub fn authenticate(
+/// What a refused SaslAuthenticate turns into: the response and an audit
+/// record, or a close without an answer when the login throttle refused the
+/// attempt before checking it.
+pub type Authenticated =
+    Result<(SaslAuthenticateResponse, Option<String>, Option<AuditEvent>), String>;
+
+pub async fn authenticate(
     broker: &Broker,
     listener: &BoundListener,
     peer: SocketAddr,
     session: &mut Session,
     version: i16,
     req: SaslAuthenticateRequest,
-) -> (SaslAuthenticateResponse, Option<String>, Option<AuditEvent>) {
+) -> Authenticated {
     let mut resp = SaslAuthenticateResponse::default();
     let Some(store) = broker.credentials.as_deref().filter(|_| session.is_sasl()) else {
         resp.error_code = ILLEGAL_SASL_STATE;
         resp.error_message = Some(StrBytes::from_static_str(
             "SaslAuthenticate on a listener without SASL",
         ));
-        return (resp, None, None);
+        return Ok((resp, None, None));
+    };
+    let Some(mut attempt) = admit(broker, listener, peer, session).await else {
+        return Err(THROTTLED_CLOSE.into());
     };
     match session.authenticate(&req.auth_bytes, store, Instant::now()) {
         Ok(AuthStep::Continue(bytes)) => {
             resp.auth_bytes = Bytes::from(bytes);
-            (resp, None, None)
+            Ok((resp, None, None))
         }
         Ok(AuthStep::Done {
             server_final,
@@ -131,19 +154,107 @@ pub fn authenticate(
                 resp.session_lifetime_ms = session_lifetime_ms;
             }
             let ev = auth_event(listener, peer, session, None);
-            (resp, None, Some(ev))
+            Ok((resp, None, Some(ev)))
         }
         Err(f) => {
-            log_failure(listener, peer, &f);
+            let ev = refused(broker, listener, peer, session, store, &mut attempt, &f).await;
             resp.error_code = f.code;
             resp.error_message = Some(StrBytes::from_string(f.client_message.clone()));
-            let ev = auth_event(listener, peer, session, Some(&f));
-            (
+            Ok((
                 resp,
                 Some(format!("authentication failed: {}", f.reason)),
-                Some(ev),
-            )
+                ev,
+            ))
         }
+    }
+}
+
+const THROTTLED_CLOSE: &str = "login throttled: too many failed logins from this address";
+
+/// Asks the login throttle whether this SASL step may run; a refusal is
+/// counted in the audit and the connection closes without an answer.
+async fn admit<'b>(
+    broker: &'b Broker,
+    listener: &BoundListener,
+    peer: SocketAddr,
+    session: &Session,
+) -> Option<Attempt<'b>> {
+    match broker
+        .login_throttle
+        .admit(peer.ip(), session.pending_user())
+    {
+        Ok(a) => Some(a),
+        Err(_) => {
+            tracing::debug!(%peer, listener = %listener.name, "{THROTTLED_CLOSE}");
+            broker
+                .login_failures
+                .throttled(&broker.auditor, peer, &listener.name)
+                .await;
+            None
+        }
+    }
+}
+
+/// A failed SASL step: counts it for the throttle, holds the answer back
+/// as long as the throttle says (known and unknown users alike), and
+/// returns the failure's own audit record when it is the first of its key
+/// this window (repeats are counted into the aggregated record).
+async fn refused(
+    broker: &Broker,
+    listener: &BoundListener,
+    peer: SocketAddr,
+    session: &Session,
+    store: &CredentialStore,
+    attempt: &mut Attempt<'_>,
+    f: &SaslFailure,
+) -> Option<AuditEvent> {
+    if f.code == SASL_AUTHENTICATION_FAILED {
+        let delay = attempt.failed(f.user.as_deref());
+        if !delay.is_zero() {
+            hold(broker, delay).await;
+        }
+    }
+    let first = broker.login_failures.note(failure_key(
+        Some(store),
+        peer,
+        LoginFailureKey::mechanism_label(crate::security::scram::MECHANISM),
+        f,
+    ));
+    first.then(|| {
+        log_failure(listener, peer, f);
+        auth_event(listener, peer, session, Some(f))
+    })
+}
+
+/// Waits `delay`, or less if the broker is shutting down (a held answer
+/// must not hold up the shutdown).
+async fn hold(broker: &Broker, delay: std::time::Duration) {
+    let mut stopping = broker.shutdown.subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+}
+
+fn failure_key(
+    store: Option<&CredentialStore>,
+    peer: SocketAddr,
+    mechanism: std::borrow::Cow<'static, str>,
+    f: &SaslFailure,
+) -> LoginFailureKey {
+    // Only names the store knows make keys of their own (see
+    // audit::login_failures); the answer to the client never depends on it.
+    let user = f
+        .user
+        .as_deref()
+        .filter(|u| store.is_some_and(|s| s.fingerprint_of(u).is_some()))
+        .map(str::to_string);
+    LoginFailureKey {
+        address: peer.ip(),
+        user,
+        mechanism,
+        reason: f.kind,
+        error_code: Some(f.code),
     }
 }
 
@@ -159,6 +270,9 @@ pub async fn raw_token(
     let Some(store) = broker.credentials.as_deref() else {
         return Outcome::Close("raw SASL token without a credential store".into());
     };
+    let Some(mut attempt) = admit(broker, listener, peer, session).await else {
+        return Outcome::Close(THROTTLED_CLOSE.into());
+    };
     let reply = match session.authenticate(frame, store, Instant::now()) {
         Ok(AuthStep::Continue(bytes)) => bytes,
         Ok(AuthStep::Done { server_final, .. }) => {
@@ -170,11 +284,11 @@ pub async fn raw_token(
             server_final
         }
         Err(f) => {
-            log_failure(listener, peer, &f);
-            broker
-                .auditor
-                .submit(auth_event(listener, peer, session, Some(&f)))
-                .await;
+            if let Some(ev) =
+                refused(broker, listener, peer, session, store, &mut attempt, &f).await
+            {
+                broker.auditor.submit(ev).await;
+            }
             return Outcome::Close(format!("authentication failed: {}", f.reason));
         }
     };

@@ -2,7 +2,9 @@
 //! which outcome. Records are built on the request path and written by a
 //! dedicated thread behind a bounded queue.
 
+pub mod aggregate;
 pub mod event;
+pub mod login_failures;
 pub mod outcome;
 pub mod sink;
 pub mod topic_mirror;

@@ -3,3 +3,4 @@ pub mod reload;
 pub mod scram;
 pub mod session;
 pub mod yaml_error;
+pub mod throttle;

@@ -64,6 +64,8 @@ pub struct SaslFailure {
     pub code: i16,
     pub client_message: String,
     pub reason: String,
+    /// Short stable label of `reason`, for aggregating repeated failures.
+    pub kind: &'static str,
     pub user: Option<String>,
 }
 
@@ -73,6 +75,7 @@ impl SaslFailure {
             code: ILLEGAL_SASL_STATE,
             client_message: format!("Unexpected {what} in the current SASL state"),
             reason: format!("{what} in the wrong state"),
+            kind: "illegal_state",
             user: None,
         }
     }
@@ -122,6 +125,16 @@ impl Session {
     pub fn is_authenticated(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::Authenticated)
             || (self.reauthenticating && self.user.is_some())
+    }
+
+    /// The user name claimed in the SCRAM exchange under way, if any: the
+    /// login throttle counts a failure against it before the proof is
+    /// checked.
+    pub fn pending_user(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Exchanging { scram, .. } => scram.username(),
+            _ => None,
+        }
     }
 
     /// After a v0 handshake the SCRAM messages travel as raw size-prefixed
@@ -179,6 +192,7 @@ impl Session {
                     enabled.join(",")
                 ),
                 reason: format!("client asked for mechanism `{mechanism}`"),
+                kind: "unsupported_mechanism",
                 user: None,
             });
         }
@@ -244,11 +258,12 @@ impl Session {
         store: &CredentialStore,
         now: Instant,
     ) -> Result<AuthStep, SaslFailure> {
-        let fail = |reason: String| {
+        let fail = |kind: &'static str, reason: String| {
             SaslFailure {
             code: SASL_AUTHENTICATION_FAILED,
             client_message: "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512".into(),
             reason,
+            kind,
             user: Some(username.clone()),
         }
         };
@@ -259,6 +274,7 @@ impl Session {
             .any(|(k, v)| k == "tokenauth" && v == "true")
         {
             return Err(fail(
+                "delegation_token",
                 "delegation-token login (tokenauth=true) is not supported".into(),
             ));
         }
@@ -267,6 +283,7 @@ impl Session {
         let current = store.fingerprint_of(&username);
         if current.is_none() || current != verified {
             return Err(fail(
+                "credentials_changed",
                 "credentials changed or removed during the exchange".into(),
             ));
         }
@@ -277,7 +294,10 @@ impl Session {
                     "Cannot change principals during re-authentication from {}: {principal}",
                     self.principal
                 ),
-                ..fail("re-authentication tried to change the principal".into())
+                ..fail(
+                    "principal_change",
+                    "re-authentication tried to change the principal".into(),
+                )
             });
         }
         self.fingerprint = current;
@@ -315,6 +335,7 @@ fn scram_failure(e: ScramError, user: Option<&str>) -> SaslFailure {
         code: SASL_AUTHENTICATION_FAILED,
         client_message: e.client_message(),
         reason: format!("{} ({e})", e.reason()),
+        kind: e.reason(),
         user: user.map(str::to_string),
     }
 }

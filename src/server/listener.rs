@@ -164,6 +164,17 @@ async fn accept_connection(
     broker: Arc<Broker>,
     mut admission: Admission,
 ) {
+    // An address whose failed logins hold every waiting slot of the login
+    // throttle would only be refused after the TLS handshake: close it now,
+    // counted in the aggregated audit instead of a record per connection.
+    if info.protocol.uses_sasl() && broker.login_throttle.saturated(peer.ip()) {
+        drop(stream);
+        broker
+            .login_failures
+            .throttled(&broker.auditor, peer, &info.name)
+            .await;
+        return;
+    }
     // The login deadline counts from accept: a client that dawdles over
     // the TLS handshake has that much less time for SASL.
     let login_deadline = tokio::time::Instant::now()
