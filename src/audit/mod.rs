@@ -2,6 +2,7 @@
 //! which outcome. Records are built on the request path and written by a
 //! dedicated thread behind a bounded queue.
 
+pub mod coalesce;
 pub mod event;
 pub mod outcome;
 pub mod sink;
