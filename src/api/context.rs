@@ -116,7 +116,10 @@ impl RequestContext<'_> {
     }
 
     /// The request's audit records, finished with the outcomes in `resp`.
-    pub fn take_audit(&self, resp: Option<&kafka_protocol::messages::ResponseKind>) -> Vec<AuditEvent> {
+    pub fn take_audit(
+        &self,
+        resp: Option<&kafka_protocol::messages::ResponseKind>,
+    ) -> Vec<AuditEvent> {
         let buffer = std::mem::take(&mut *self.audit.lock().unwrap_or_else(|p| p.into_inner()));
         if buffer.is_empty() {
             return Vec::new();

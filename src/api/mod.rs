@@ -306,9 +306,7 @@ pub(crate) fn encode_response(
     let body_size = match resp {
         ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
         // So can a Metadata answer to a request naming millions of topics.
-        ResponseKind::Metadata(r) if r.topics.len() > 1024 => {
-            r.compute_size(version).unwrap_or(0)
-        }
+        ResponseKind::Metadata(r) if r.topics.len() > 1024 => r.compute_size(version).unwrap_or(0),
         _ => 0,
     };
     let mut buf = BytesMut::with_capacity(256 + body_size);

@@ -200,7 +200,10 @@ impl AuditBuffer {
                 for &(_, i) in index[from..].iter().take_while(|e| e.0 == h) {
                     let r = &records[i];
                     if r.ev.resource_type.as_deref() == Some(kind)
-                        && r.ev.resource_name.as_deref().is_some_and(|n| same_name(name, n))
+                        && r.ev
+                            .resource_name
+                            .as_deref()
+                            .is_some_and(|n| same_name(name, n))
                     {
                         found[i] = Some(code);
                         if let Some(gi) = r.group.filter(|gi| *gi < 128) {
@@ -231,9 +234,8 @@ impl AuditBuffer {
                 continue;
             }
             let rt = r.ev.resource_type.as_deref().unwrap_or_default();
-            r.ev.error_code = Some(code.unwrap_or_else(|| {
-                outcome::fallback_code(rt, r.ev.is_denial(), top)
-            }));
+            r.ev.error_code =
+                Some(code.unwrap_or_else(|| outcome::fallback_code(rt, r.ev.is_denial(), top)));
         }
         let mut out: Vec<AuditEvent> = records.into_iter().map(|r| r.ev).collect();
         for ((g, mut codes), attributed) in groups.into_iter().zip(codes).zip(attributed) {
@@ -312,16 +314,18 @@ mod tests {
     }
 
     fn answer(names: &[(&str, i16)]) -> ResponseKind {
-        ResponseKind::Metadata(MetadataResponse::default().with_topics(
-            names
-                .iter()
-                .map(|(n, c)| {
-                    MetadataResponseTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
-                        .with_error_code(*c)
-                })
-                .collect(),
-        ))
+        ResponseKind::Metadata(
+            MetadataResponse::default().with_topics(
+                names
+                    .iter()
+                    .map(|(n, c)| {
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+                            .with_error_code(*c)
+                    })
+                    .collect(),
+            ),
+        )
     }
 
     #[test]
@@ -373,8 +377,9 @@ mod tests {
         }
         // Unknown topics whose creation was refused: 3, or 17 for an
         // invalid name; n39 is not in the response at all.
-        let mut answered: Vec<(String, i16)> =
-            (0..39).map(|i| (format!("n{i}"), if i == 20 { 17 } else { 3 })).collect();
+        let mut answered: Vec<(String, i16)> = (0..39)
+            .map(|i| (format!("n{i}"), if i == 20 { 17 } else { 3 }))
+            .collect();
         answered.push(("other".into(), 0));
         let refs: Vec<(&str, i16)> = answered.iter().map(|(n, c)| (n.as_str(), *c)).collect();
         let resp = answer(&refs);

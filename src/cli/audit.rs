@@ -123,7 +123,10 @@ fn print(ev: &AuditEvent, line: &str, json: bool) {
         (Some(t), None) if ev.count.is_some() => format!(
             "{t}:{} names, e.g. {}",
             ev.count.unwrap_or(0),
-            ev.sample.as_ref().and_then(|s| s.first()).map_or("-", |n| n)
+            ev.sample
+                .as_ref()
+                .and_then(|s| s.first())
+                .map_or("-", |n| n)
         ),
         _ => ev.action.clone().unwrap_or_else(|| "-".into()),
     };

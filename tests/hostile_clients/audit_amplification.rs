@@ -70,7 +70,7 @@ fn broker_pid(config: &Path) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == want) {
+        if args.iter().any(|a| a == "serve") && args.contains(&want) {
             return pid;
         }
     }
@@ -189,7 +189,9 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
         .unwrap();
     rt.block_on(async {
         let salted = std::sync::Mutex::new(None);
-        let mut s = connect_once(&target, &salted).await.expect("reader logs in");
+        let mut s = connect_once(&target, &salted)
+            .await
+            .expect("reader logs in");
         let port = s.get_ref().0.local_addr().unwrap().port();
 
         // The one topic the reader may use.
@@ -280,7 +282,11 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
         assert_eq!(coalesced["operation"], "describe", "{coalesced}");
         assert_eq!(coalesced["resource_type"], "topic", "{coalesced}");
         assert_eq!(coalesced["api"], "Metadata", "{coalesced}");
-        assert_eq!(coalesced["error_codes"], serde_json::json!([29]), "{coalesced}");
+        assert_eq!(
+            coalesced["error_codes"],
+            serde_json::json!([29]),
+            "{coalesced}"
+        );
         let sample = coalesced["sample"].as_array().unwrap();
         assert!(!sample.is_empty() && sample.len() <= 8, "{coalesced}");
         assert!(sample
@@ -302,7 +308,10 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
         );
         // Long names are cut and marked.
         let cut = individual[0]["resource_name"].as_str().unwrap();
-        assert!(cut.len() < 300 && cut.ends_with("[truncated, 1000 bytes]"), "{cut}");
+        assert!(
+            cut.len() < 300 && cut.ends_with("[truncated, 1000 bytes]"),
+            "{cut}"
+        );
 
         // (1) Bounded audit bytes.
         assert!(
