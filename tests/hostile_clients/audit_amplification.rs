@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, MetadataRequest, MetadataResponse,
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -150,9 +152,17 @@ fn metadata(names: impl IntoIterator<Item = String>) -> MetadataRequest {
         .with_allow_auto_topic_creation(false)
 }
 
-#[test]
-fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory() {
-    let dir = scratch("audit-amplification");
+/// A SASL_SSL broker whose ACLs let `reader` read, describe and create the
+/// topic `readable` and nothing else.
+struct Setup {
+    broker: Broker,
+    log: PathBuf,
+    target: Target,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(name: &str) -> Setup {
+    let dir = scratch(name);
     let acl = dir.path().join("acls.yaml");
     std::fs::write(
         &acl,
@@ -176,17 +186,37 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
             .any(|l| l.contains("credential file reloaded") && l.ends_with("users=2"))
             .then_some(())
     });
-    let pid = broker_pid(&broker.config_path());
     let target = Target {
         addr: broker.addr("SASL_SSL").to_string(),
         connector: tls_connector(&broker.ca_file()),
         user: "reader".into(),
         password: PASSWORD.into(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    Setup {
+        broker,
+        log,
+        target,
+        _dir: dir,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory() {
+    let Setup {
+        broker,
+        log,
+        target,
+        _dir,
+    } = setup("audit-amplification");
+    let pid = broker_pid(&broker.config_path());
+    let rt = runtime();
     rt.block_on(async {
         let salted = std::sync::Mutex::new(None);
         let mut s = connect_once(&target, &salted)
@@ -337,5 +367,77 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
         )
         .await;
         assert_eq!(m.topics[0].error_code, 0);
+    });
+}
+
+/// The coalesced record of one request and group, checked to stand, with
+/// the group's individual records, for exactly `decisions` decisions.
+fn coalesced_adds_up(log: &Path, port: u16, corr: i32, operation: &str, decisions: u64) -> Value {
+    let c = wait_for(
+        &format!("the coalesced {operation} record"),
+        DEADLINE,
+        || {
+            of_request(&records(log), port, corr)
+                .into_iter()
+                .find(|r| r["operation"] == operation && r.get("count").is_some())
+        },
+    );
+    let recs = of_request(&records(log), port, corr);
+    let individual = recs
+        .iter()
+        .filter(|r| r["operation"] == operation && r.get("count").is_none())
+        .count() as u64;
+    assert_eq!(individual, 16, "{operation}: first denials one by one");
+    assert_eq!(
+        individual + c["count"].as_u64().unwrap(),
+        decisions,
+        "{operation}: individual records + count = decisions\n{c}"
+    );
+    assert_eq!(c["decision"], "deny", "{c}");
+    c
+}
+
+/// Other APIs that name many resources go through the same choke point:
+/// DeleteTopics and DescribeConfigs naming 5,000 topics each write 17
+/// authorization records each.
+#[test]
+fn delete_topics_and_describe_configs_coalesce_too() {
+    const N: usize = 5_000;
+    let t = setup("audit-amplification-apis");
+    let rt = runtime();
+    rt.block_on(async {
+        let salted = std::sync::Mutex::new(None);
+        let mut s = connect_once(&t.target, &salted)
+            .await
+            .expect("reader logs in");
+        let port = s.get_ref().0.local_addr().unwrap().port();
+        let names = || (0..N).map(|i| format!("victim-{i:05}"));
+
+        let delete = DeleteTopicsRequest::default()
+            .with_topic_names(names().map(|n| topic(&n)).collect())
+            .with_timeout_ms(30_000);
+        let (r, _): (DeleteTopicsResponse, _) =
+            call(&mut s, ApiKey::DeleteTopics, 4, 20, &delete).await;
+        assert_eq!(r.responses.len(), N);
+        assert!(r.responses.iter().all(|x| x.error_code == 29));
+        let c = coalesced_adds_up(&t.log, port, 20, "delete", N as u64);
+        assert_eq!(c["error_codes"], serde_json::json!([29]), "{c}");
+
+        let describe = DescribeConfigsRequest::default().with_resources(
+            names()
+                .map(|n| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(n))
+                })
+                .collect(),
+        );
+        let (r, _): (DescribeConfigsResponse, _) =
+            call(&mut s, ApiKey::DescribeConfigs, 2, 21, &describe).await;
+        assert_eq!(r.results.len(), N);
+        assert!(r.results.iter().all(|x| x.error_code == 29));
+        let c = coalesced_adds_up(&t.log, port, 21, "describe_configs", N as u64);
+        assert_eq!(c["error_codes"], serde_json::json!([29]), "{c}");
+        assert_eq!(c["api"], "DescribeConfigs", "{c}");
     });
 }
