@@ -5,6 +5,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{AclSet, Operation, ResourceType};
+use crate::audit::coalesce::{bounded_name, AuditBuffer, DecisionKey};
 use crate::audit::{AllowLevel, AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::server::BoundListener;
@@ -23,8 +24,9 @@ pub struct RequestContext<'a> {
     /// consistent set even if the file is reloaded meanwhile.
     pub acls: Arc<AclSet>,
     /// Audit records made while handling; written after the response is
-    /// known, so they carry its error codes.
-    pub audit: Mutex<Vec<AuditEvent>>,
+    /// known, so they carry its error codes. Decisions on many resources
+    /// coalesce there, so a request's records stay bounded.
+    pub audit: Mutex<AuditBuffer>,
 }
 
 /// APIs whose allowed decisions count as admin operations for the
@@ -53,7 +55,7 @@ impl RequestContext<'_> {
     pub fn event(&self, kind: EventKind) -> AuditEvent {
         let mut ev = AuditEvent::new(kind).peer(self.peer, &self.listener.name);
         ev.principal = Some(self.principal.to_string());
-        ev.client_id = self.header.client_id.as_ref().map(|c| c.to_string());
+        ev.client_id = self.header.client_id.as_deref().map(bounded_name);
         ev.api = Some(format!("{:?}", self.api));
         ev.api_version = Some(self.version);
         ev.correlation_id = Some(self.header.correlation_id);
@@ -100,19 +102,31 @@ impl RequestContext<'_> {
                     .reason
                     .to_string()
             };
-            let mut ev = self.event(EventKind::Authorization);
-            ev.resource_type = Some(rt.to_string());
-            ev.resource_name = Some(name.to_string());
-            ev.pattern = Some("literal".into());
-            ev.operation = Some(op.to_string());
-            ev.decision = Some(if allowed { "allow" } else { "deny" }.into());
-            ev.rule = Some(rule);
+            let key = DecisionKey {
+                resource_type: rt,
+                operation: op,
+                allowed,
+            };
             self.audit
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(ev);
+                .decision(key, name, rule, || self.event(EventKind::Authorization));
         }
         allowed
+    }
+
+    /// The request's audit records, finished with the outcomes in `resp`.
+    pub fn take_audit(
+        &self,
+        resp: Option<&kafka_protocol::messages::ResponseKind>,
+    ) -> Vec<AuditEvent> {
+        let buffer = std::mem::take(&mut *self.audit.lock().unwrap_or_else(|p| p.into_inner()));
+        if buffer.is_empty() {
+            return Vec::new();
+        }
+        buffer.finish(resp, |key, name| {
+            self.decide(key.operation, key.resource_type, name) == key.allowed
+        })
     }
 
     /// Authorization without an audit record, for Metadata's all-topics
@@ -165,7 +179,7 @@ impl RequestContext<'_> {
         let mut ev = self.event(EventKind::AdminAction);
         ev.action = Some(action.to_string());
         ev.resource_type = Some(resource_type.to_string());
-        ev.resource_name = Some(name.to_string());
+        ev.resource_name = Some(bounded_name(name));
         ev.decision = Some("allow".into());
         ev.error_code = Some(0);
         ev.details = details;

@@ -2,6 +2,7 @@
 //! `node_id`, reachable at the listener the client came in on.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -51,6 +52,26 @@ fn unknown_topic(name: Option<TopicName>, code: i16) -> MetadataResponseTopic {
         .with_error_code(code)
 }
 
+/// Kafka answers (and authorizes) each named topic once, however often the
+/// request names it. Marks the first entry of each name, and every entry by
+/// id, without a set of all the names: a sorted index costs one word a name
+/// and borrows the names from the request.
+fn first_occurrences(list: &[MetadataRequestTopic]) -> Vec<bool> {
+    let mut first = vec![true; list.len()];
+    fn text(n: &TopicName) -> &str {
+        n
+    }
+    let name = |i: usize| list[i].name.as_ref().map(text);
+    let mut order: Vec<usize> = (0..list.len()).filter(|&i| name(i).is_some()).collect();
+    order.sort_unstable_by(|&a, &b| name(a).cmp(&name(b)).then(a.cmp(&b)));
+    for pair in order.windows(2) {
+        if name(pair[0]) == name(pair[1]) {
+            first[pair[1]] = false;
+        }
+    }
+    first
+}
+
 pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataResponse {
     let logs = &ctx.broker.logs;
     let topics = match req.topics {
@@ -68,8 +89,12 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
             .map(|t| topic_entry(ctx, t))
             .collect(),
         Some(list) => {
-            let mut out = Vec::with_capacity(list.len());
-            for wanted in list {
+            let first = first_occurrences(&list);
+            let mut out = Vec::with_capacity(first.iter().filter(|f| **f).count());
+            for (wanted, first) in list.into_iter().zip(first) {
+                if !first {
+                    continue;
+                }
                 // Authorization comes before existence: an unauthorized
                 // client learns nothing about which topics exist.
                 if let Some(n) = &wanted.name {

@@ -108,7 +108,10 @@ pub async fn handle_frame(
         Ok(Err(e)) => return Outcome::Close(format!("malformed {api:?} v{version} request: {e}")),
         Err(_) => return Outcome::Close(format!("malformed {api:?} v{version} request")),
     };
-    let client_id = header.client_id.as_ref().map(|c| c.to_string());
+    let client_id = header
+        .client_id
+        .as_deref()
+        .map(crate::audit::coalesce::bounded_name);
     let complete = |mut ev: AuditEvent| {
         ev.client_id = client_id.clone();
         ev.api = Some(format!("{api:?}"));
@@ -203,12 +206,8 @@ pub async fn handle_frame(
 /// Writes the audit records the request made, with the error codes the
 /// client got.
 async fn flush_audit(broker: &Broker, ctx: &RequestContext<'_>, resp: Option<&ResponseKind>) {
-    let mut events = std::mem::take(&mut *ctx.audit.lock().unwrap_or_else(|p| p.into_inner()));
-    if !events.is_empty() {
-        crate::audit::outcome::fill(&mut events, resp);
-        for ev in events {
-            broker.auditor.submit(ev).await;
-        }
+    for ev in ctx.take_audit(resp) {
+        broker.auditor.submit(ev).await;
     }
 }
 
@@ -311,6 +310,8 @@ pub(crate) fn encode_response(
     // once, instead of regrown (and copied) a dozen times on the way.
     let body_size = match resp {
         ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
+        // So can a Metadata answer to a request naming millions of topics.
+        ResponseKind::Metadata(r) if r.topics.len() > 1024 => r.compute_size(version).unwrap_or(0),
         _ => 0,
     };
     let mut buf = BytesMut::with_capacity(256 + body_size);

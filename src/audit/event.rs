@@ -86,6 +86,17 @@ pub struct AuditEvent {
     /// The Kafka error code the client got for this resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<i16>,
+    /// Coalesced authorization record: how many decisions it stands for
+    /// (records without it stand for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Coalesced authorization record: a few of the names it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Vec<String>>,
+    /// Coalesced authorization record: every error code the client got for
+    /// the names it stands for, ascending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_codes: Option<Vec<i16>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanism: Option<String>,
     /// The user name a login attempt claimed (authentication).

@@ -3,6 +3,7 @@
 //! dedicated thread behind a bounded queue.
 
 pub mod aggregate;
+pub mod coalesce;
 pub mod event;
 pub mod login_failures;
 pub mod outcome;

@@ -71,7 +71,10 @@ impl Filter {
                 .as_ref()
                 .is_none_or(|k| ev.event.map(|e| e.as_str()) == Some(k.as_str()))
             && self.topic.as_ref().is_none_or(|t| {
-                ev.resource_type.as_deref() == Some("topic") && ev.resource_name.as_ref() == Some(t)
+                ev.resource_type.as_deref() == Some("topic")
+                    && (ev.resource_name.as_ref() == Some(t)
+                        // A coalesced record names only a sample of its topics.
+                        || ev.sample.as_ref().is_some_and(|s| s.contains(t)))
             })
             // RFC 3339 UTC timestamps of one format compare as strings.
             && self.since.as_ref().is_none_or(|s| ev.time.as_str() >= s.as_str())
@@ -117,6 +120,14 @@ fn print(ev: &AuditEvent, line: &str, json: bool) {
     };
     let resource = match (&ev.resource_type, &ev.resource_name) {
         (Some(t), Some(n)) => format!("{t}:{n}"),
+        (Some(t), None) if ev.count.is_some() => format!(
+            "{t}:{} names, e.g. {}",
+            ev.count.unwrap_or(0),
+            ev.sample
+                .as_ref()
+                .and_then(|s| s.first())
+                .map_or("-", |n| n)
+        ),
         _ => ev.action.clone().unwrap_or_else(|| "-".into()),
     };
     let why = ev

@@ -211,8 +211,7 @@ impl Gateway {
             .audit
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|e| !e.is_denial());
+            .has_allows();
         if fix.is_none() && !rewrites && !audit_needs_it {
             return Forwarded {
                 outcome: Outcome::Respond(answer.freeze()),
