@@ -20,6 +20,12 @@ pub enum EventKind {
     AdminAction,
     /// Records lost while the queue was full in `drop` mode (a count).
     AuditDropped,
+    /// The first record of a hash chain; `reason` says why no earlier
+    /// chain was continued.
+    AuditChainStart,
+    /// One source wrote more than `audit.source_alarm_share` of the
+    /// current audit file.
+    AuditVolumeAlarm,
 }
 
 impl EventKind {
@@ -35,6 +41,8 @@ impl EventKind {
             EventKind::CredentialChange => "credential_change",
             EventKind::AdminAction => "admin_action",
             EventKind::AuditDropped => "audit_dropped",
+            EventKind::AuditChainStart => "audit_chain_start",
+            EventKind::AuditVolumeAlarm => "audit_volume_alarm",
         }
     }
 }
@@ -43,6 +51,12 @@ impl EventKind {
 pub struct AuditEvent {
     /// Schema version.
     pub v: u32,
+    /// Place in the order the writer wrote the records (set by the writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// SHA-256 of the previous record's line (set by the writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<super::chain::ChainHash>,
     /// RFC 3339 UTC with milliseconds.
     pub time: String,
     pub event: Option<EventKind>,

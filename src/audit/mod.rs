@@ -2,10 +2,13 @@
 //! which outcome. Records are built on the request path and written by a
 //! dedicated thread behind a bounded queue.
 
+pub mod chain;
 pub mod event;
 pub mod outcome;
 pub mod sink;
+pub mod sources;
 pub mod topic_mirror;
+pub mod verify;
 
 pub use event::{AuditEvent, EventKind};
 pub use sink::{AllowLevel, AuditConfig, Auditor, WhenFull};
