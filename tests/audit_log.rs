@@ -143,7 +143,13 @@ fn parse_record(line: &str) -> Value {
             "field `{k}` is not in docs/AUDIT.md: {line}"
         );
     }
-    for k in ["seq", "client_port", "api_version", "correlation_id", "error_code"] {
+    for k in [
+        "seq",
+        "client_port",
+        "api_version",
+        "correlation_id",
+        "error_code",
+    ] {
         if let Some(x) = obj.get(k) {
             assert!(x.is_i64(), "`{k}` is not an integer: {line}");
         }
@@ -947,7 +953,9 @@ fn admin_actions_credentials_reloads_start_stop() {
     // Start and stop bracket everything.
     t.broker.stop();
     let recs = records(&t.log);
-    let first = &recs[0];
+    // A fresh log: the hash chain's start, then the broker's.
+    assert!(is(&recs[0], "event", "audit_chain_start"), "{}", recs[0]);
+    let first = &recs[1];
     assert!(is(first, "event", "broker_start"), "first record: {first}");
     assert_eq!(
         first["details"]["version"],
@@ -1366,7 +1374,11 @@ fn rotation_under_load_keeps_every_record() {
                 .map(|b| format!("{b:02x}"))
                 .collect()
         };
-        assert_eq!(s(r, "prev_hash"), Some(want.as_str()), "prev_hash of line {i}");
+        assert_eq!(
+            s(r, "prev_hash"),
+            Some(want.as_str()),
+            "prev_hash of line {i}"
+        );
     }
     for (i, w) in file_seqs.windows(2).enumerate() {
         assert_eq!(
@@ -1472,10 +1484,11 @@ fn drop_mode_accounts_for_every_record() {
     // offered so far: a drop needs a full queue, and the writer counts it
     // in when it takes the record that filled the queue.
     let before = records(&t.log);
-    let accounted_before = before
-        .iter()
-        .filter(|r| !is(r, "event", "audit_dropped"))
-        .count() as i64
+    // The writer's own records (drop counts, the chain's start) were not
+    // offered through the queue.
+    let offered_kind =
+        |r: &&Value| !is(r, "event", "audit_dropped") && !is(r, "event", "audit_chain_start");
+    let accounted_before = before.iter().filter(offered_kind).count() as i64
         + before
             .iter()
             .filter_map(|r| r["details"]["dropped"].as_i64())
@@ -1494,10 +1507,7 @@ fn drop_mode_accounts_for_every_record() {
         })
         .collect();
     let dropped_sum: i64 = dropped.iter().sum();
-    let written = recs
-        .iter()
-        .filter(|r| !is(r, "event", "audit_dropped"))
-        .count() as i64;
+    let written = recs.iter().filter(offered_kind).count() as i64;
     let written_auth = recs
         .iter()
         .filter(|r| is(r, "event", "authorization"))
@@ -1554,7 +1564,8 @@ fn drop_mode_accounts_for_every_record() {
             "port {port}: out of order"
         );
     }
-    assert!(is(&recs[0], "event", "broker_start"));
+    assert!(is(&recs[0], "event", "audit_chain_start"), "{}", recs[0]);
+    assert!(is(&recs[1], "event", "broker_start"), "{}", recs[1]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1929,7 +1940,11 @@ fn known_bug_requests_served_during_shutdown_are_not_recorded() {
 #[test]
 fn known_bug_broker_start_names_port_zero() {
     let t = plaintext_setup("audit-bug-start", "rules: []\n", "", "");
-    let r = wait_record(&t.log, "broker_start", |recs| recs.first().cloned());
+    let r = wait_record(&t.log, "broker_start", |recs| {
+        recs.iter()
+            .find(|r| is(r, "event", "broker_start"))
+            .cloned()
+    });
     let want = format!("PLAINTEXT://{}", t.broker.bootstrap);
     assert_eq!(r["details"]["listeners"], serde_json::json!([want]), "{r}");
 }

@@ -383,7 +383,9 @@ mod tests {
     fn last_line_skips_torn_and_blank_tails() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let cases: &[(&[u8], Option<&[u8]>, u64)] = &[
+        // (content, last whole line, torn bytes)
+        type Case<'a> = (&'a [u8], Option<&'a [u8]>, u64);
+        let cases: &[Case] = &[
             (b"", None, 0),
             (b"a\n", Some(b"a"), 0),
             (b"a\nbb\n", Some(b"bb"), 0),

@@ -258,7 +258,11 @@ mod tests {
     fn table_is_bounded_and_keeps_the_heavy_hitter() {
         let mut t = SourceTable::new(8);
         for i in 0..10_000u64 {
-            t.add(SourceKind::Address, &format!("10.0.{}.{}", i / 256, i % 256), 10);
+            t.add(
+                SourceKind::Address,
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                10,
+            );
             t.add(SourceKind::Principal, "User:mallory", 30);
         }
         assert!(t.len() <= 8);
@@ -269,7 +273,7 @@ mod tests {
 
     #[test]
     fn alarm_once_per_window_above_the_share() {
-        let mut w = VolumeWatch::new(0.5, 1000);
+        let mut w = VolumeWatch::new(0.6, 1000);
         let mut alarms = Vec::new();
         // Two balanced sources: no alarm.
         for i in 0..100 {

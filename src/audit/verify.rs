@@ -448,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("audit.log");
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-        verify(&log, &[log.clone()])
+        verify(&log, std::slice::from_ref(&log))
     }
 
     fn kinds(r: &Report) -> Vec<ProblemKind> {
@@ -460,7 +460,10 @@ mod tests {
         let l = lines(50);
         let r = run(&l);
         assert!(r.ok(), "{:?}", r.problems);
-        assert_eq!((r.records, r.first_seq, r.last_seq), (51, Some(0), Some(50)));
+        assert_eq!(
+            (r.records, r.first_seq, r.last_seq),
+            (51, Some(0), Some(50))
+        );
 
         let mut e = l.clone();
         e[10] = e[10].replace("admin_action", "authorization");
@@ -503,7 +506,7 @@ mod tests {
         }
         .write(&log)
         .unwrap();
-        let r = verify(&log, &[log.clone()]);
+        let r = verify(&log, std::slice::from_ref(&log));
         assert!(r.ok(), "{:?}", r.problems);
     }
 }

@@ -209,11 +209,7 @@ fn run_verify(path: &Path) -> anyhow::Result<()> {
             r.legacy_records
         ));
     }
-    let summary = format!(
-        "{} records in {} files, {seqs}",
-        r.records,
-        r.files.len()
-    );
+    let summary = format!("{} records in {} files, {seqs}", r.records, r.files.len());
     if r.ok() {
         println!("intact: {summary}");
     } else {
@@ -275,7 +271,9 @@ fn run_sources(path: &Path, cfg: Option<&AuditConfig>, top: usize) -> anyhow::Re
         files.len()
     );
     if let Some(c) = cfg {
-        let budget = c.max_file_bytes.saturating_mul(c.keep_files.max(1) as u64 + 1);
+        let budget = c
+            .max_file_bytes
+            .saturating_mul(c.keep_files.max(1) as u64 + 1);
         print!(
             " (budget {budget} bytes: {} files of {} bytes; {:.1}% used)",
             c.keep_files.max(1) + 1,

@@ -145,8 +145,7 @@ impl Raw {
         self.s
             .write_all(&frame(api, version, self.corr, req))
             .unwrap();
-        let resp = read_frame(&mut self.s)
-            .unwrap_or_else(|e| panic!("{api:?}: no response: {e}"));
+        let resp = read_frame(&mut self.s).unwrap_or_else(|e| panic!("{api:?}: no response: {e}"));
         decode(api, version, resp)
     }
 
@@ -350,22 +349,21 @@ fn rewrite_lines(file: &Path, f: impl FnOnce(&mut Vec<String>)) {
 #[test]
 fn chain_runs_across_rotation_and_restart_and_shows_tampering() {
     const MAX_FILE_BYTES: u64 = 4096;
-    const KEEP: usize = 4;
+    const KEEP: usize = 8;
     let started = Instant::now();
     let dir = scratch("auditchain-verify");
-    let audit = format!(
-        "  allow_level: all\n  max_file_bytes: {MAX_FILE_BYTES}\n  keep_files: {KEEP}\n"
-    );
+    let audit =
+        format!("  allow_level: all\n  max_file_bytes: {MAX_FILE_BYTES}\n  keep_files: {KEEP}\n");
     let (mut broker, log) = start(dir.path(), &audit);
     let addr = broker.bootstrap.clone();
-    for round in 0..4 {
+    for round in 0..6 {
         activity(&addr, round);
     }
     // A restart continues the chain: the writer reads the last record back.
     wait_closed(&log);
     broker.restart();
     let addr = broker.bootstrap.clone();
-    for round in 4..6 {
+    for round in 6..7 {
         activity(&addr, round);
     }
     stopped(&mut broker, &log);
@@ -398,12 +396,14 @@ fn chain_runs_across_rotation_and_restart_and_shows_tampering() {
         !recs.iter().any(|r| is(r, "event", "audit_chain_start")),
         "the restart began a new chain"
     );
-    assert_eq!(
-        recs.iter()
-            .filter(|r| is(r, "event", "broker_start"))
-            .count(),
-        1,
-        "the restart is in the retained files"
+    let restart = recs
+        .iter()
+        .position(|r| is(r, "event", "broker_start"))
+        .expect("the restart is in the retained files");
+    assert!(
+        is(&recs[restart - 1], "event", "broker_stop"),
+        "the first run's stop precedes the second run's start: {}",
+        recs[restart - 1]
     );
     for f in &files {
         assert!(std::fs::metadata(f).unwrap().len() <= MAX_FILE_BYTES);
@@ -431,7 +431,9 @@ fn chain_runs_across_rotation_and_restart_and_shows_tampering() {
 
     // Tampering, each on its own copy of the trail, in the middle file.
     let middle = "audit.log.2";
-    let cases: [(&str, fn(&mut Vec<String>), &str, &str); 3] = [
+    // (name, tampering, problem kind reported, where)
+    type Tamper = fn(&mut Vec<String>);
+    let cases: [(&str, Tamper, &str, &str); 3] = [
         (
             "edit",
             |l| {
@@ -502,9 +504,7 @@ fn one_user_flooding_the_audit_log_raises_an_alarm() {
         alarms
             .iter()
             .copied()
-            .filter(|r| {
-                r["details"]["source_kind"] == kind && r["details"]["source"] == source
-            })
+            .filter(|r| r["details"]["source_kind"] == kind && r["details"]["source"] == source)
             .collect()
     };
     let mallory = of("principal", "User:mallory");
@@ -536,7 +536,9 @@ fn one_user_flooding_the_audit_log_raises_an_alarm() {
     // And a WARN line each time.
     let warn: Vec<String> = strip_ansi(&broker.log())
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("audit volume alarm") && l.contains("User:mallory"))
+        .filter(|l| {
+            l.contains("WARN") && l.contains("audit volume alarm") && l.contains("User:mallory")
+        })
         .map(str::to_string)
         .collect();
     assert_eq!(warn.len(), mallory.len(), "{warn:?}");
@@ -566,5 +568,48 @@ fn one_user_flooding_the_audit_log_raises_an_alarm() {
         mallory.len(),
         warn.len(),
         started.elapsed()
+    );
+}
+
+#[test]
+fn an_unreadable_last_record_starts_a_new_chain_saying_why() {
+    let dir = scratch("auditchain-unreadable");
+    let (mut broker, log) = start(dir.path(), "");
+    let addr = broker.bootstrap.clone();
+    activity(&addr, 0);
+    stopped(&mut broker, &log);
+    let before = records(&log).len();
+    // What an intruder's clumsy edit (or a disk error) leaves.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"this is not an audit record\n").unwrap();
+    drop(f);
+    broker.restart();
+    wait_for("the broker's start after the restart", DEADLINE, || {
+        let lines = raw_lines(&log);
+        lines[before + 1..]
+            .iter()
+            .any(|l| l.contains("\"broker_start\""))
+            .then_some(())
+    });
+    let lines = raw_lines(&log);
+    let start: Value = serde_json::from_str(&lines[before + 1]).unwrap();
+    assert!(
+        is(&start, "event", "audit_chain_start")
+            && n(&start, "seq") == Some(0)
+            && s(&start, "reason").is_some_and(|r| r.contains("not an audit record")),
+        "{start}"
+    );
+    broker.stop();
+    let (ok, out) = audit_cli(&log, &["verify"]);
+    assert!(!ok, "verify:\n{out}");
+    let line = before + 1;
+    assert!(
+        out.contains(&format!("audit.log:{line}: malformed: "))
+            && out.contains(&format!("audit.log:{}: chain restart: ", line + 1)),
+        "verify:\n{out}"
+    );
+    eprintln!(
+        "unreadable tail: {}",
+        out.lines().take(2).collect::<Vec<_>>().join(" | ")
     );
 }
