@@ -293,13 +293,22 @@ fn writer_loop(
             ev.details = Some(serde_json::json!({ "dropped": lost }));
             batch.push(ev);
         }
-        // Alarms are appended to the batch, so they are written (and
-        // mirrored) right after the record that raised them.
+        // Alarms go into the batch right after the record that raised
+        // them, so they are written (and mirrored) there, in the file whose
+        // window they are about.
         let mut i = 0;
         while i < batch.len() {
             w.write(&mut batch[i], &mut alarms);
-            batch.append(&mut alarms);
             i += 1;
+            if !alarms.is_empty() {
+                let n = alarms.len();
+                batch.splice(i..i, alarms.drain(..));
+                // Written next; they raise no alarm themselves.
+                for ev in &mut batch[i..i + n] {
+                    w.write(ev, &mut alarms);
+                }
+                i += n;
+            }
         }
         w.flush();
         if let Some(m) = mirror.as_mut() {

@@ -527,11 +527,29 @@ fn one_user_flooding_the_audit_log_raises_an_alarm() {
     let files = log_files(&log);
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        let count = text
+        let alarms: Vec<&str> = text
             .lines()
             .filter(|l| l.contains("audit_volume_alarm") && l.contains("User:mallory"))
-            .count();
-        assert!(count <= 1, "{}: {count} alarms for mallory", f.display());
+            .collect();
+        assert!(
+            alarms.len() <= 1,
+            "{}: {} alarms for mallory:\n{}",
+            f.display(),
+            alarms.len(),
+            alarms.join("\n")
+        );
+        // Written right after the record that crossed the share, in the
+        // file it is about: its offset there is the window it counted.
+        if let Some(a) = alarms.first() {
+            let offset = text.find(a).unwrap() as u64;
+            let v: Value = serde_json::from_str(a).unwrap();
+            assert_eq!(
+                Some(offset),
+                v["details"]["window_bytes"].as_u64(),
+                "{}: {a}",
+                f.display()
+            );
+        }
     }
     // And a WARN line each time.
     let warn: Vec<String> = strip_ansi(&broker.log())
