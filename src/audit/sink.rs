@@ -538,4 +538,51 @@ mod tests {
         }
         assert_eq!(next, 5000);
     }
+
+    fn run(cfg: &AuditConfig, ids: std::ops::Range<i32>) {
+        let a = Auditor::start(cfg, None).unwrap();
+        for i in ids {
+            let mut ev = AuditEvent::new(EventKind::AdminAction);
+            ev.correlation_id = Some(i);
+            a.submit_sync(ev);
+        }
+        a.close();
+    }
+
+    #[test]
+    fn restarts_continue_the_chain_and_a_torn_tail_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AuditConfig {
+            file: dir.path().join("audit.log"),
+            max_file_bytes: 2048,
+            keep_files: 3,
+            ..Default::default()
+        };
+        run(&cfg, 0..100);
+        run(&cfg, 100..200);
+        let files = files_oldest_first(&cfg.file);
+        let r = super::super::verify::verify(&cfg.file, &files);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert!(r.anchor.is_some(), "files were deleted: an anchor");
+        assert!(
+            r.chain_starts.is_empty(),
+            "one chain, its start rotated away"
+        );
+        assert_eq!(r.last_seq, Some(200));
+
+        // A crash tore the last record: the next start keeps the fragment
+        // on its own line and continues after the last whole record.
+        let mut f = OpenOptions::new().append(true).open(&cfg.file).unwrap();
+        f.write_all(b"{\"v\":1,\"seq\":201,\"prev").unwrap();
+        drop(f);
+        run(&cfg, 200..201);
+        let files = files_oldest_first(&cfg.file);
+        let r = super::super::verify::verify(&cfg.file, &files);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(
+            r.problems[0].kind,
+            super::super::verify::ProblemKind::Malformed
+        );
+        assert_eq!(r.last_seq, Some(201));
+    }
 }
