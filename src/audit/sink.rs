@@ -417,9 +417,7 @@ impl RotatingWriter {
         self.opened = Instant::now();
         Ok(())
     }
-}
 
-impl RotatingWriter {
     /// Before `oldest` is deleted, records its last seq and hash in the
     /// anchor so the remaining files still verify from their first record.
     /// A failure is logged and the file deleted anyway: the size budget
