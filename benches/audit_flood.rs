@@ -72,6 +72,7 @@ fn config(dir: &Path) -> Config {
         keep_files: 10,
         stdout: false,
         topic: None,
+        ..AuditConfig::default()
     };
     c
 }

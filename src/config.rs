@@ -528,6 +528,13 @@ impl Config {
             }
             (Backend::Embedded, None) => {}
         }
+        let share = self.audit.source_alarm_share;
+        if share.is_nan() || share <= 0.0 {
+            return Err(invalid(
+                "audit.source_alarm_share",
+                "must be above 0 (1 or more turns the alarm off)",
+            ));
+        }
         let l = &self.log;
         if l.segment_bytes < 1024 {
             return Err(invalid("log.segment_bytes", "must be at least 1024"));

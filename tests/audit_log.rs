@@ -45,7 +45,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 use common::audit_files::{is, log_files, n, raw_lines, s, show};
 use common::{log_tail, run_script_ok, scratch, strip_ansi, wait_for, Broker, BIN};
@@ -65,6 +65,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// outside the documented schema.
 const SCHEMA_FIELDS: &[&str] = &[
     "v",
+    "seq",
+    "prev_hash",
     "time",
     "event",
     "principal",
@@ -107,6 +109,9 @@ const EVENT_KINDS: &[&str] = &[
     "admin_action",
     "audit_dropped",
     "file_reload",
+    "audit_chain_start",
+    "audit_volume_alarm",
+    "connection_refused",
 ];
 
 /// Parses every line and checks what every record must satisfy: JSON,
@@ -143,7 +148,13 @@ fn parse_record(line: &str) -> Value {
             "field `{k}` is not in docs/AUDIT.md: {line}"
         );
     }
-    for k in ["client_port", "api_version", "correlation_id", "error_code"] {
+    for k in [
+        "seq",
+        "client_port",
+        "api_version",
+        "correlation_id",
+        "error_code",
+    ] {
         if let Some(x) = obj.get(k) {
             assert!(x.is_i64(), "`{k}` is not an integer: {line}");
         }
@@ -947,7 +958,9 @@ fn admin_actions_credentials_reloads_start_stop() {
     // Start and stop bracket everything.
     t.broker.stop();
     let recs = records(&t.log);
-    let first = &recs[0];
+    // A fresh log: the hash chain's start, then the broker's.
+    assert!(is(&recs[0], "event", "audit_chain_start"), "{}", recs[0]);
+    let first = &recs[1];
     assert!(is(first, "event", "broker_start"), "first record: {first}");
     assert_eq!(
         first["details"]["version"],
@@ -1222,7 +1235,7 @@ fn rotation_under_load_keeps_every_record() {
     // Several files, all 0600, none above the limit, whole lines only.
     let files = log_files(&t.log);
     assert!(files.len() >= 10, "only {} files", files.len());
-    let mut file_times: Vec<(String, String)> = Vec::new();
+    let mut file_seqs: Vec<(i64, i64)> = Vec::new();
     let mut from_files: Vec<String> = Vec::new();
     for f in &files {
         let meta = std::fs::metadata(f).unwrap();
@@ -1241,14 +1254,11 @@ fn rotation_under_load_keeps_every_record() {
         );
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         assert!(!lines.is_empty(), "{} is empty", f.display());
-        let times: Vec<String> = lines
+        let seqs: Vec<i64> = lines
             .iter()
-            .map(|l| time_of(&parse_record(l)).to_string())
+            .map(|l| n(&parse_record(l), "seq").expect("every record has a seq"))
             .collect();
-        file_times.push((
-            times.iter().min().unwrap().clone(),
-            times.iter().max().unwrap().clone(),
-        ));
+        file_seqs.push((seqs[0], *seqs.last().unwrap()));
         from_files.extend(lines);
     }
 
@@ -1339,15 +1349,53 @@ fn rotation_under_load_keeps_every_record() {
             "port {port}: accepted first"
         );
     }
-    assert!(is(&recs[0], "event", "broker_start"), "{}", recs[0]);
+    // A fresh log begins its hash chain, then the broker starts.
+    assert!(
+        is(&recs[0], "event", "audit_chain_start") && is(&recs[0], "reason", "new audit log"),
+        "{}",
+        recs[0]
+    );
+    assert!(is(&recs[1], "event", "broker_start"), "{}", recs[1]);
     assert!(
         is(recs.last().unwrap(), "event", "broker_stop"),
         "{}",
         recs.last().unwrap()
     );
 
-    // Time order: within a connection record times never go back, and
-    // the files follow each other in time.
+    // Order: the writer numbers records in the order it writes them, so
+    // seq is 0, 1, 2, ... in file order, across every rotation, and each
+    // record names the hash of the line before it. Record times are taken
+    // before records are queued, so across connections (and files) they
+    // may go back by a few milliseconds on a loaded machine: only within
+    // a connection do they follow the requests.
+    for (i, line) in tailed.iter().enumerate() {
+        let r = &recs[i];
+        assert_eq!(n(r, "seq"), Some(i as i64), "seq of line {i}: {line}");
+        let want = if i == 0 {
+            "0".repeat(64)
+        } else {
+            Sha256::digest(tailed[i - 1].as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        assert_eq!(
+            s(r, "prev_hash"),
+            Some(want.as_str()),
+            "prev_hash of line {i}"
+        );
+    }
+    for (i, w) in file_seqs.windows(2).enumerate() {
+        assert_eq!(
+            w[0].1 + 1,
+            w[1].0,
+            "{} ends at seq {} but {} begins at seq {}",
+            files[i].display(),
+            w[0].1,
+            files[i + 1].display(),
+            w[1].0
+        );
+    }
     for port in [producer_port, denier_port] {
         let times: Vec<&str> = of_port(port).iter().map(|r| time_of(r)).collect();
         assert!(
@@ -1355,21 +1403,26 @@ fn rotation_under_load_keeps_every_record() {
             "port {port}: times go back"
         );
     }
-    for (i, w) in file_times.windows(2).enumerate() {
-        assert!(
-            w[0].0 <= w[1].0 && w[0].1 <= w[1].1,
-            "{} ({:?}) is not older than {} ({:?})",
-            files[i].display(),
-            w[0],
-            files[i + 1].display(),
-            w[1]
-        );
-    }
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--file"])
+        .arg(&t.log)
+        .output()
+        .unwrap();
+    let verify_out = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && verify_out.starts_with("intact:"),
+        "audit verify: {verify_out}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let inversions = recs
         .windows(2)
         .filter(|w| time_of(&w[0]) > time_of(&w[1]))
         .count();
-    let overlaps = file_times.windows(2).filter(|w| w[0].1 > w[1].0).count();
+    let overlaps = (1..file_seqs.len())
+        .filter(|&i| {
+            time_of(&recs[file_seqs[i - 1].1 as usize]) > time_of(&recs[file_seqs[i].0 as usize])
+        })
+        .count();
     eprintln!(
         "rotation: {} records in {} files ({} requests in {load_secs:.1} s); \
          {inversions} adjacent time inversions across connections, {overlaps} file boundaries overlapping in time; total {:.1?}",
@@ -1436,10 +1489,11 @@ fn drop_mode_accounts_for_every_record() {
     // offered so far: a drop needs a full queue, and the writer counts it
     // in when it takes the record that filled the queue.
     let before = records(&t.log);
-    let accounted_before = before
-        .iter()
-        .filter(|r| !is(r, "event", "audit_dropped"))
-        .count() as i64
+    // The writer's own records (drop counts, the chain's start) were not
+    // offered through the queue.
+    let offered_kind =
+        |r: &&Value| !is(r, "event", "audit_dropped") && !is(r, "event", "audit_chain_start");
+    let accounted_before = before.iter().filter(offered_kind).count() as i64
         + before
             .iter()
             .filter_map(|r| r["details"]["dropped"].as_i64())
@@ -1458,10 +1512,7 @@ fn drop_mode_accounts_for_every_record() {
         })
         .collect();
     let dropped_sum: i64 = dropped.iter().sum();
-    let written = recs
-        .iter()
-        .filter(|r| !is(r, "event", "audit_dropped"))
-        .count() as i64;
+    let written = recs.iter().filter(offered_kind).count() as i64;
     let written_auth = recs
         .iter()
         .filter(|r| is(r, "event", "authorization"))
@@ -1518,7 +1569,8 @@ fn drop_mode_accounts_for_every_record() {
             "port {port}: out of order"
         );
     }
-    assert!(is(&recs[0], "event", "broker_start"));
+    assert!(is(&recs[0], "event", "audit_chain_start"), "{}", recs[0]);
+    assert!(is(&recs[1], "event", "broker_start"), "{}", recs[1]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1893,7 +1945,11 @@ fn known_bug_requests_served_during_shutdown_are_not_recorded() {
 #[test]
 fn known_bug_broker_start_names_port_zero() {
     let t = plaintext_setup("audit-bug-start", "rules: []\n", "", "");
-    let r = wait_record(&t.log, "broker_start", |recs| recs.first().cloned());
+    let r = wait_record(&t.log, "broker_start", |recs| {
+        recs.iter()
+            .find(|r| is(r, "event", "broker_start"))
+            .cloned()
+    });
     let want = format!("PLAINTEXT://{}", t.broker.bootstrap);
     assert_eq!(r["details"]["listeners"], serde_json::json!([want]), "{r}");
 }

@@ -25,6 +25,12 @@ pub enum EventKind {
     /// A hot-reloaded file other than the ACL file (credential store, TLS):
     /// a version put in force, a failed attempt (retried), back in sync.
     FileReload,
+    /// The first record of a hash chain; `reason` says why no earlier
+    /// chain was continued.
+    AuditChainStart,
+    /// One source wrote more than `audit.source_alarm_share` of the
+    /// current audit file.
+    AuditVolumeAlarm,
 }
 
 impl EventKind {
@@ -42,6 +48,8 @@ impl EventKind {
             EventKind::AdminAction => "admin_action",
             EventKind::AuditDropped => "audit_dropped",
             EventKind::FileReload => "file_reload",
+            EventKind::AuditChainStart => "audit_chain_start",
+            EventKind::AuditVolumeAlarm => "audit_volume_alarm",
         }
     }
 }
@@ -50,6 +58,12 @@ impl EventKind {
 pub struct AuditEvent {
     /// Schema version.
     pub v: u32,
+    /// Place in the order the writer wrote the records (set by the writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// SHA-256 of the previous record's line (set by the writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<super::chain::ChainHash>,
     /// RFC 3339 UTC with milliseconds.
     pub time: String,
     pub event: Option<EventKind>,

@@ -4,11 +4,14 @@
 
 pub mod aggregate;
 pub mod coalesce;
+pub mod chain;
 pub mod event;
 pub mod login_failures;
 pub mod outcome;
 pub mod sink;
+pub mod sources;
 pub mod topic_mirror;
+pub mod verify;
 
 pub use event::{AuditEvent, EventKind};
 pub use sink::{AllowLevel, AuditConfig, Auditor, WhenFull};

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::chain::{self, Anchor, Chain, Resume};
 use super::event::{AuditEvent, EventKind};
+use super::sources::VolumeWatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +53,13 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// Also append records to this topic on the broker (super users only).
     pub topic: Option<String>,
+    /// Alarm (an `audit_volume_alarm` record and a WARN line) when one
+    /// principal or client address wrote more than this share of the
+    /// current file; 1 or more turns the alarm off.
+    pub source_alarm_share: f64,
+    /// ... once the current file holds at least this many bytes (unset:
+    /// `max_file_bytes / 4`).
+    pub source_alarm_min_bytes: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -66,6 +75,8 @@ impl Default for AuditConfig {
             keep_files: 10,
             stdout: false,
             topic: None,
+            source_alarm_share: 0.5,
+            source_alarm_min_bytes: None,
         }
     }
 }
@@ -103,12 +114,26 @@ impl Auditor {
         }
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut writer = RotatingWriter::open(cfg)?;
-        let stdout = cfg.stdout;
+        let mut newest_first = files_oldest_first(&cfg.file);
+        newest_first.reverse();
+        let (chain, start_reason) = match chain::resume(&newest_first, &cfg.file) {
+            Resume::Continue(c) => (c, None),
+            Resume::Start { reason } => (Chain::new(), Some(reason)),
+        };
+        let min_bytes = cfg
+            .source_alarm_min_bytes
+            .unwrap_or(cfg.max_file_bytes.max(1024) / 4);
+        let mut writer = ChainedWriter {
+            out: RotatingWriter::open(cfg)?,
+            chain,
+            volume: VolumeWatch::new(cfg.source_alarm_share, min_bytes),
+            line: Vec::with_capacity(4096),
+            stdout: cfg.stdout,
+        };
         let d2 = dropped.clone();
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(rx, &mut writer, stdout, d2, mirror))?;
+            .spawn(move || writer_loop(rx, &mut writer, start_reason, d2, mirror))?;
         Ok(Auditor {
             tx: arc_swap::ArcSwapOption::from_pointee(tx),
             when_full: cfg.when_full,
@@ -190,14 +215,70 @@ impl Auditor {
 /// How long a busy writer lets records gather before the next write.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The one place records get their seq and prev_hash: the writer thread
+/// stamps them in the order it writes them, so seq order is file order.
+struct ChainedWriter {
+    out: RotatingWriter,
+    chain: Chain,
+    volume: VolumeWatch,
+    /// Reused for every record's line.
+    line: Vec<u8>,
+    stdout: bool,
+}
+
+impl ChainedWriter {
+    /// Stamps, serializes, hashes and writes one record; alarms it raises
+    /// are pushed onto `alarms` for the caller to write next.
+    fn write(&mut self, ev: &mut AuditEvent, alarms: &mut Vec<AuditEvent>) {
+        self.chain.stamp(ev);
+        self.line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.line, &*ev) {
+            // Not written, so it takes no place in the chain.
+            ev.seq = None;
+            ev.prev_hash = None;
+            tracing::error!("audit record not serializable: {e}");
+            return;
+        }
+        // The seq is used even if the write fails: `audit verify` then
+        // shows the lost record as a gap.
+        self.chain.advance(&self.line);
+        match self.out.write_line(&self.line) {
+            Ok(true) => self.volume.reset(),
+            Ok(false) => {}
+            Err(e) => tracing::error!("audit write failed: {e}"),
+        }
+        self.volume.account(ev, self.line.len() as u64 + 1, alarms);
+        if self.stdout {
+            println!("{}", String::from_utf8_lossy(&self.line));
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::error!("audit flush failed: {e}");
+        }
+    }
+}
+
 fn writer_loop(
     mut rx: mpsc::Receiver<AuditEvent>,
-    w: &mut RotatingWriter,
-    stdout: bool,
+    w: &mut ChainedWriter,
+    start_reason: Option<String>,
     dropped: Arc<AtomicU64>,
     mut mirror: Option<Mirror>,
 ) {
     let mut batch = Vec::with_capacity(256);
+    let mut alarms = Vec::new();
+    if let Some(reason) = start_reason {
+        tracing::info!("audit: starting a new hash chain: {reason}");
+        let mut ev = AuditEvent::new(EventKind::AuditChainStart);
+        ev.reason = Some(reason);
+        w.write(&mut ev, &mut alarms);
+        w.flush();
+        if let Some(m) = mirror.as_mut() {
+            m(std::slice::from_ref(&ev));
+        }
+    }
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < 4096 {
@@ -212,22 +293,24 @@ fn writer_loop(
             ev.details = Some(serde_json::json!({ "dropped": lost }));
             batch.push(ev);
         }
-        for ev in &batch {
-            match serde_json::to_string(ev) {
-                Ok(line) => {
-                    if let Err(e) = w.write_line(&line) {
-                        tracing::error!("audit write failed: {e}");
-                    }
-                    if stdout {
-                        println!("{line}");
-                    }
+        // Alarms go into the batch right after the record that raised
+        // them, so they are written (and mirrored) there, in the file whose
+        // window they are about.
+        let mut i = 0;
+        while i < batch.len() {
+            w.write(&mut batch[i], &mut alarms);
+            i += 1;
+            if !alarms.is_empty() {
+                let n = alarms.len();
+                batch.splice(i..i, alarms.drain(..));
+                // Written next; they raise no alarm themselves.
+                for ev in &mut batch[i..i + n] {
+                    w.write(ev, &mut alarms);
                 }
-                Err(e) => tracing::error!("audit record not serializable: {e}"),
+                i += n;
             }
         }
-        if let Err(e) = w.flush() {
-            tracing::error!("audit flush failed: {e}");
-        }
+        w.flush();
         if let Some(m) = mirror.as_mut() {
             m(&batch);
         }
@@ -239,7 +322,7 @@ fn writer_loop(
         // still written at once.
         std::thread::sleep(COALESCE);
     }
-    let _ = w.flush();
+    w.flush();
 }
 
 /// `audit.log` plus `audit.log.1` (newest rotated) .. `audit.log.N`.
@@ -269,8 +352,19 @@ pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
 
 impl RotatingWriter {
     pub fn open(cfg: &AuditConfig) -> std::io::Result<RotatingWriter> {
-        let f = open_append(&cfg.file)?;
-        let size = f.metadata()?.len();
+        let mut f = open_append(&cfg.file)?;
+        let mut size = f.metadata()?.len();
+        if size > 0 && !ends_with_newline(&cfg.file)? {
+            // A crash tore the last record. Its bytes stay (as a line of
+            // their own, which `audit verify` reports); the next record
+            // must not be glued to them.
+            tracing::warn!(
+                "audit: {} ends in a partial record (a crash mid-write); it is kept as one line",
+                cfg.file.display()
+            );
+            f.write_all(b"\n")?;
+            size += 1;
+        }
         Ok(RotatingWriter {
             path: cfg.file.clone(),
             out: BufWriter::with_capacity(64 * 1024, f),
@@ -282,17 +376,18 @@ impl RotatingWriter {
         })
     }
 
-    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        if self.size > 0
+    /// Appends one line; `true` when the file was rotated first.
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        let rotate = self.size > 0
             && (self.size + line.len() as u64 + 1 > self.max_bytes
-                || self.opened.elapsed() >= self.max_age)
-        {
+                || self.opened.elapsed() >= self.max_age);
+        if rotate {
             self.rotate()?;
         }
-        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
         self.size += line.len() as u64 + 1;
-        Ok(())
+        Ok(rotate)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -305,7 +400,11 @@ impl RotatingWriter {
     fn rotate(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
-        let _ = std::fs::remove_file(rotated_path(&self.path, self.keep));
+        let oldest = rotated_path(&self.path, self.keep);
+        if oldest.exists() {
+            self.anchor(&oldest);
+            let _ = std::fs::remove_file(&oldest);
+        }
         for n in (1..self.keep).rev() {
             let from = rotated_path(&self.path, n);
             if from.exists() {
@@ -318,6 +417,43 @@ impl RotatingWriter {
         self.opened = Instant::now();
         Ok(())
     }
+
+    /// Before `oldest` is deleted, records its last seq and hash in the
+    /// anchor so the remaining files still verify from their first record.
+    /// A failure is logged and the file deleted anyway: the size budget
+    /// holds, and `audit verify` will report the unanchored head.
+    fn anchor(&self, oldest: &Path) {
+        match Anchor::for_file(oldest) {
+            Ok(Some(a)) => {
+                if let Err(e) = a.write(&self.path) {
+                    tracing::error!(
+                        "audit: cannot write the anchor for {}: {e}",
+                        oldest.display()
+                    );
+                }
+            }
+            Ok(None) => tracing::warn!(
+                "audit: {} holds no chained record; the anchor is unchanged",
+                oldest.display()
+            ),
+            Err(e) => tracing::error!(
+                "audit: cannot read the last record of {} for the anchor: {e}",
+                oldest.display()
+            ),
+        }
+    }
+}
+
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    if f.seek(SeekFrom::End(0))? == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
 }
 
 /// The files of an audit log, oldest first.
@@ -377,6 +513,9 @@ mod tests {
         a.close();
         let files = files_oldest_first(&cfg.file);
         assert!(files.len() > 10, "rotated into {} files", files.len());
+        let report = super::super::verify::verify(&cfg.file, &files);
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.records, 5001, "the chain start and 5000 records");
         let mut next = 0;
         for f in &files {
             use std::os::unix::fs::PermissionsExt;
@@ -386,10 +525,62 @@ mod tests {
             );
             for line in std::fs::read_to_string(f).unwrap().lines() {
                 let ev: AuditEvent = serde_json::from_str(line).unwrap();
+                if ev.event == Some(EventKind::AuditChainStart) {
+                    assert_eq!(ev.seq, Some(0));
+                    continue;
+                }
+                assert_eq!(ev.seq, Some(next as u64 + 1));
                 assert_eq!(ev.correlation_id, Some(next));
                 next += 1;
             }
         }
         assert_eq!(next, 5000);
+    }
+
+    fn run(cfg: &AuditConfig, ids: std::ops::Range<i32>) {
+        let a = Auditor::start(cfg, None).unwrap();
+        for i in ids {
+            let mut ev = AuditEvent::new(EventKind::AdminAction);
+            ev.correlation_id = Some(i);
+            a.submit_sync(ev);
+        }
+        a.close();
+    }
+
+    #[test]
+    fn restarts_continue_the_chain_and_a_torn_tail_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AuditConfig {
+            file: dir.path().join("audit.log"),
+            max_file_bytes: 2048,
+            keep_files: 3,
+            ..Default::default()
+        };
+        run(&cfg, 0..100);
+        run(&cfg, 100..200);
+        let files = files_oldest_first(&cfg.file);
+        let r = super::super::verify::verify(&cfg.file, &files);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert!(r.anchor.is_some(), "files were deleted: an anchor");
+        assert!(
+            r.chain_starts.is_empty(),
+            "one chain, its start rotated away"
+        );
+        assert_eq!(r.last_seq, Some(200));
+
+        // A crash tore the last record: the next start keeps the fragment
+        // on its own line and continues after the last whole record.
+        let mut f = OpenOptions::new().append(true).open(&cfg.file).unwrap();
+        f.write_all(b"{\"v\":1,\"seq\":201,\"prev").unwrap();
+        drop(f);
+        run(&cfg, 200..201);
+        let files = files_oldest_first(&cfg.file);
+        let r = super::super::verify::verify(&cfg.file, &files);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(
+            r.problems[0].kind,
+            super::super::verify::ProblemKind::Malformed
+        );
+        assert_eq!(r.last_seq, Some(201));
     }
 }

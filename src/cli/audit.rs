@@ -1,6 +1,7 @@
 //! `portcullis audit tail`: reads the audit log across rotated files,
 //! filters it, and prints a table (or the JSON lines); `-f` keeps following
-//! the live file through rotations.
+//! the live file through rotations. `audit verify` checks the hash chain;
+//! `audit sources` shows who fills the retained budget.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +12,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use portcullis::audit::sink::{files_oldest_first, rotated_path};
-use portcullis::audit::AuditEvent;
+use portcullis::audit::sources::{SourceKind, SourceTable};
+use portcullis::audit::verify::verify;
+use portcullis::audit::{AuditConfig, AuditEvent};
 use portcullis::config::{Config, Overrides};
 
 #[derive(Args)]
@@ -51,6 +54,16 @@ enum AuditCommand {
         /// Print the JSON records instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Check the hash chain of every retained file (and the anchor of
+    /// deleted ones): gaps, edits, reordering. Exits non-zero on any problem.
+    Verify,
+    /// Bytes of the retained audit files per source (principal, client
+    /// address), largest first, with their share of the retained bytes.
+    Sources {
+        /// How many sources to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
 }
 
@@ -178,6 +191,131 @@ fn audit_path(args: &AuditArgs) -> anyhow::Result<PathBuf> {
         .file)
 }
 
+fn run_verify(path: &Path) -> anyhow::Result<()> {
+    let files = files_oldest_first(path);
+    if files.is_empty() {
+        bail!("no audit log at {}", path.display());
+    }
+    let r = verify(path, &files);
+    for p in &r.problems {
+        println!("{p}");
+    }
+    let seqs = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!("seq {a}..={b}"),
+        _ => "no chained record".into(),
+    };
+    let mut notes = Vec::new();
+    if let Some(a) = &r.anchor {
+        notes.push(format!(
+            "continues the anchor: seq {} of deleted {}",
+            a.seq, a.file
+        ));
+    }
+    for (at, reason) in &r.chain_starts {
+        notes.push(format!("chain starts at {at}: {reason}"));
+    }
+    if r.legacy_records > 0 {
+        notes.push(format!(
+            "{} earlier records without seq (written before the chain existed) are not verifiable",
+            r.legacy_records
+        ));
+    }
+    let summary = format!("{} records in {} files, {seqs}", r.records, r.files.len());
+    if r.ok() {
+        println!("intact: {summary}");
+    } else {
+        println!("NOT intact: {} problems; {summary}", r.problems.len());
+    }
+    for n in notes {
+        println!("  {n}");
+    }
+    if !r.ok() {
+        bail!("the audit trail has {} problems", r.problems.len());
+    }
+    Ok(())
+}
+
+/// The source fields of a record; the rest is not parsed.
+#[derive(serde::Deserialize)]
+struct SourceFields {
+    principal: Option<String>,
+    client_address: Option<String>,
+}
+
+fn run_sources(path: &Path, cfg: Option<&AuditConfig>, top: usize) -> anyhow::Result<()> {
+    let files = files_oldest_first(path);
+    if files.is_empty() {
+        bail!("no audit log at {}", path.display());
+    }
+    let mut table = SourceTable::new(4096);
+    let (mut total, mut records, mut broker_bytes) = (0u64, 0u64, 0u64);
+    let mut line = Vec::new();
+    for p in &files {
+        let file =
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let mut r = BufReader::new(file);
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let bytes = line.len() as u64;
+            total += bytes;
+            records += 1;
+            let Ok(f) = serde_json::from_slice::<SourceFields>(&line) else {
+                continue;
+            };
+            if f.principal.is_none() && f.client_address.is_none() {
+                broker_bytes += bytes;
+            }
+            if let Some(pr) = &f.principal {
+                table.add(SourceKind::Principal, pr, bytes);
+            }
+            if let Some(a) = &f.client_address {
+                table.add(SourceKind::Address, a, bytes);
+            }
+        }
+    }
+    let share = |b: u64| 100.0 * b as f64 / total.max(1) as f64;
+    print!(
+        "retained: {total} bytes, {records} records in {} files",
+        files.len()
+    );
+    if let Some(c) = cfg {
+        let budget = c
+            .max_file_bytes
+            .saturating_mul(c.keep_files.max(1) as u64 + 1);
+        print!(
+            " (budget {budget} bytes: {} files of {} bytes; {:.1}% used)",
+            c.keep_files.max(1) + 1,
+            c.max_file_bytes,
+            100.0 * total as f64 / budget.max(1) as f64
+        );
+    }
+    println!();
+    println!("{:>7} {:>14}  source", "share", "bytes");
+    for e in table.top(top) {
+        let over = if e.error > 0 {
+            format!(" (at most {} more)", e.error)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>6.1}% {:>14}  {} {}{over}",
+            share(e.guaranteed()),
+            e.guaranteed(),
+            e.kind.as_str(),
+            e.name
+        );
+    }
+    println!(
+        "{:>6.1}% {:>14}  the broker itself (no principal or address)",
+        share(broker_bytes),
+        broker_bytes
+    );
+    Ok(())
+}
+
 /// Follows the live file; when it is rotated away, finishes the rotated
 /// copy first so nothing written before the rotation is skipped.
 fn follow(path: &Path, f: &Filter, json: bool) -> anyhow::Result<()> {
@@ -213,6 +351,14 @@ fn follow(path: &Path, f: &Filter, json: bool) -> anyhow::Result<()> {
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     let path = audit_path(&args)?;
     match args.command {
+        AuditCommand::Verify => run_verify(&path)?,
+        AuditCommand::Sources { top } => {
+            let cfg = match &args.file {
+                Some(_) => None,
+                None => Some(Config::load(&args.config, &Overrides::default())?.audit),
+            };
+            run_sources(&path, cfg.as_ref(), top)?
+        }
         AuditCommand::Tail {
             follow: follow_mode,
             principal,
