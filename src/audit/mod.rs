@@ -3,8 +3,8 @@
 //! dedicated thread behind a bounded queue.
 
 pub mod aggregate;
-pub mod coalesce;
 pub mod chain;
+pub mod coalesce;
 pub mod event;
 pub mod login_failures;
 pub mod outcome;

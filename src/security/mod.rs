@@ -2,5 +2,5 @@ pub mod credentials;
 pub mod reload;
 pub mod scram;
 pub mod session;
-pub mod yaml_error;
 pub mod throttle;
+pub mod yaml_error;

@@ -82,7 +82,7 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let before = lim.rlim_cur as u64;
+    let before = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
@@ -92,7 +92,7 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        return Ok((before, lim.rlim_max as u64));
+        return Ok((before, lim.rlim_max));
     }
     Ok((before, before))
 }

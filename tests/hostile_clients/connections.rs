@@ -369,7 +369,7 @@ fn flood(addr: &str, local: &str, n: usize) -> Vec<TcpStream> {
     }
     // Refused connections are reset at once; displaced ones closed.
     std::thread::sleep(Duration::from_millis(300));
-    held.retain(|s| still_open(s));
+    held.retain(still_open);
     held
 }
 
@@ -563,7 +563,11 @@ fn defaults_follow_the_fd_limit_and_keep_descriptors_free() {
         "attacker holds {} connections; broker uses {fds} of 400 fds",
         held.len()
     );
-    assert!(held.len() <= 44, "attacker holds {} connections (limit 44)", held.len());
+    assert!(
+        held.len() <= 44,
+        "attacker holds {} connections (limit 44)",
+        held.len()
+    );
     assert!(
         fds < 400 - 64,
         "broker fd table nearly full: {fds}: {:?}",
