@@ -721,9 +721,10 @@ fn fuzz_sasl_authenticate_payloads() {
     let only = env_u64("FUZZ_CASE").map(|c| c as usize);
     let dir = scratch("fuzz-sasl");
     // Thousands of refused logins: skip the KIP-306 close delay and the
-    // login throttle here.
+    // login throttle here, and let SASL tokens up to 100 KB reach the SCRAM
+    // parser (the pre-login frame cap has its own test in hostile_clients).
     let sasl = format!(
-        "sasl:\n  credentials: {}\n  failed_authentication_delay_ms: 0\n  login_throttle: {{enabled: false}}\n",
+        "sasl:\n  credentials: {}\n  failed_authentication_delay_ms: 0\n  login_throttle: {{enabled: false}}\nconnections:\n  max_unauthenticated_frame_bytes: 131072\n",
         dir.path().join("credentials.yaml").display()
     );
     let mut broker = Broker::start_listeners(dir.path(), &["SASL_PLAINTEXT"], &sasl);

@@ -40,22 +40,30 @@ pub fn describe(
         return resp;
     };
     if !ctx.authorize_cluster(Operation::Describe) {
-        // One result per named user carrying the refusal. librdkafka
-        // (confluent-kafka 2.16) aborts the process on a top-level error
-        // or on a named request answered with no results; per-user errors
-        // are what it and Kafka's own admin client both report per future.
+        // Named users: one result per user carrying the refusal, and no
+        // top-level error. librdkafka (confluent-kafka 2.16) aborts the
+        // process on a top-level error here (as Kafka sends it) and on a
+        // named request answered with no results; per-user errors reach
+        // every client's per-user future. Describe-all has no user to carry
+        // it, so it gets Kafka's top-level error.
         let msg = "Cluster authorization failed.";
-        resp.results = req
-            .users
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| {
-                DescribeUserScramCredentialsResult::default()
-                    .with_user(u.name)
-                    .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
-                    .with_error_message(s(msg))
-            })
-            .collect();
+        match req.users.filter(|u| !u.is_empty()) {
+            Some(users) => {
+                resp.results = users
+                    .into_iter()
+                    .map(|u| {
+                        DescribeUserScramCredentialsResult::default()
+                            .with_user(u.name)
+                            .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
+                            .with_error_message(s(msg))
+                    })
+                    .collect();
+            }
+            None => {
+                resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+                resp.error_message = s(msg);
+            }
+        }
         return resp;
     }
     let snapshot = store.snapshot();

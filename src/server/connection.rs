@@ -28,8 +28,13 @@ use super::BoundListener;
 /// idempotent producers.
 const MAX_IN_FLIGHT: usize = 16;
 
-/// Connections a client closes on purpose (bad frames, failed logins) are
-/// logged at a bounded rate; the audit log keeps every one.
+/// Closes a client can provoke at will (bad frames, failed logins, login
+/// deadlines, refused requests) are logged at a bounded rate, one limiter
+/// per kind so that a flood of one kind does not hide the others; the audit
+/// log keeps every one.
+static FRAME_CLOSE_LOG: LogLimiter = LogLimiter::new();
+static TIMER_CLOSE_LOG: LogLimiter = LogLimiter::new();
+static AUTH_CLOSE_LOG: LogLimiter = LogLimiter::new();
 static CLOSE_LOG: LogLimiter = LogLimiter::new();
 
 /// A response owed to the client, in request order.
@@ -121,7 +126,7 @@ where
                         } else {
                             "login not completed within login_timeout_ms"
                         };
-                        if let Some(suppressed) = CLOSE_LOG.allow() {
+                        if let Some(suppressed) = TIMER_CLOSE_LOG.allow() {
                             tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {why}");
                         }
                         break why.to_string();
@@ -141,7 +146,7 @@ where
                     break format!("connection ended: {e}");
                 }
                 Err(e) => {
-                    if let Some(suppressed) = CLOSE_LOG.allow() {
+                    if let Some(suppressed) = FRAME_CLOSE_LOG.allow() {
                         tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {e}");
                     }
                     break e.to_string();
@@ -224,7 +229,7 @@ async fn deliver<S: AsyncWrite>(
             // error before it sees the close (and a retry storm slows).
             let delay = broker.config.sasl.failed_authentication_delay_ms;
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            if let Some(suppressed) = CLOSE_LOG.allow() {
+            if let Some(suppressed) = AUTH_CLOSE_LOG.allow() {
                 tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {reason}");
             }
             let _ = wr.shutdown().await;

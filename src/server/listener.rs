@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::audit::login_failures::LoginFailureKey;
 use crate::audit::{AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::config::{parse_host_port, ListenerConfig, SecurityProtocol};
@@ -145,6 +146,32 @@ fn report_refusals(broker: &Arc<Broker>, info: &BoundListener) {
     broker.auditor.submit_sync(ev);
 }
 
+/// A failed TLS handshake is audited like a failed login: the first of its
+/// address and kind in a window in full, the repeats as one aggregated
+/// record with their count (a handshake flood cannot flood the audit log).
+async fn tls_failure(
+    broker: &Broker,
+    peer: SocketAddr,
+    info: &BoundListener,
+    reason: &'static str,
+    detail: impl FnOnce() -> String,
+) {
+    let key = LoginFailureKey {
+        address: peer.ip(),
+        user: None,
+        mechanism: std::borrow::Cow::Borrowed("TLS"),
+        reason,
+        error_code: None,
+    };
+    if broker.login_failures.note(key) {
+        let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
+        ev.mechanism = Some("TLS".into());
+        ev.decision = Some("failure".into());
+        ev.reason = Some(detail());
+        broker.auditor.submit(ev).await;
+    }
+}
+
 /// Counts a connection as active for as long as it lives.
 struct ActiveGuard(Arc<Broker>);
 impl Drop for ActiveGuard {
@@ -222,17 +249,20 @@ async fn accept_connection(
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake failed: {e}");
             }
-            let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &info.name);
-            ev.mechanism = Some("TLS".into());
-            ev.decision = Some("failure".into());
-            ev.reason = Some(format!("TLS handshake failed: {e}"));
-            broker.auditor.submit(ev).await;
+            tls_failure(&broker, peer, &info, "tls_handshake_failed", || {
+                format!("TLS handshake failed: {e}")
+            })
+            .await;
             return;
         }
         Err(_) => {
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake not completed within login_timeout_ms");
             }
+            tls_failure(&broker, peer, &info, "tls_handshake_timeout", || {
+                "TLS handshake not completed within login_timeout_ms".to_string()
+            })
+            .await;
             return;
         }
     };

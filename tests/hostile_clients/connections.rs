@@ -662,3 +662,61 @@ fn api_versions_software_names_are_validated() {
     }
     assert!(!broker.log().contains("forged line"));
 }
+
+/// A flood of failed TLS handshakes: a few log lines with a count of those
+/// left out, and the audit log gets the first failure in full and the rest
+/// as one aggregated record with their count (written at the latest at
+/// shutdown), not a record per attempt.
+#[test]
+fn tls_handshake_failures_are_rate_limited_and_aggregated() {
+    let dir = scratch("tls-failures");
+    let mut broker = Broker::start_secure(dir.path(), "");
+    let addr = broker.bootstrap.clone();
+    let audit = dir.path().join("audit/audit.log");
+    let audit_before = std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0);
+    const ATTEMPTS: usize = 300;
+    for _ in 0..ATTEMPTS {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Not a TLS record: rustls refuses it at once.
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+    }
+    let grown = std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0) - audit_before;
+    let log = broker.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    eprintln!("{ATTEMPTS} failed handshakes: {lines} log lines, {grown} audit bytes");
+    assert!(
+        (1..=10).contains(&lines),
+        "{lines} log lines for {ATTEMPTS} failed handshakes"
+    );
+    assert!(
+        grown < 4096,
+        "{grown} audit bytes for {ATTEMPTS} failed handshakes"
+    );
+    broker.stop();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let tls: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "authentication" && v["mechanism"] == "TLS")
+        .collect();
+    let aggregated: u64 = tls
+        .iter()
+        .filter_map(|v| v["details"]["count"].as_u64())
+        .sum();
+    let individual = tls
+        .iter()
+        .filter(|v| v["details"]["count"].is_null())
+        .count() as u64;
+    assert_eq!(individual, 1, "{tls:?}");
+    assert_eq!(
+        individual + aggregated,
+        ATTEMPTS as u64,
+        "every failure is counted"
+    );
+}
