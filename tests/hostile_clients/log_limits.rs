@@ -6,7 +6,8 @@
 //! - Topic data and broker state files are private (0600, dirs 0700), also
 //!   in a data dir written by an older version.
 //! - A CRC-valid batch whose header lies about its record count is refused
-//!   for its partition alone and moves no high watermark.
+//!   for its partition alone and moves no high watermark, compressed
+//!   (snappy, lz4, zstd: decompressed and counted) as well as not.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -143,6 +144,18 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// A magic-v2 batch holding `values` as records (offset deltas 0..n), with
 /// the header's last offset delta and record count as given, CRC-32C valid.
 fn batch(values: &[&[u8]], last_offset_delta: i32, record_count: i32) -> Vec<u8> {
+    compressed_batch(values, last_offset_delta, record_count, 0, <[u8]>::to_vec)
+}
+
+/// As [`batch`], with the records compressed by `compress` and the header's
+/// compression codec set to `codec`.
+fn compressed_batch(
+    values: &[&[u8]],
+    last_offset_delta: i32,
+    record_count: i32,
+    codec: i16,
+    compress: fn(&[u8]) -> Vec<u8>,
+) -> Vec<u8> {
     let mut records = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let mut body = vec![0u8]; // attributes
@@ -165,7 +178,7 @@ fn batch(values: &[&[u8]], last_offset_delta: i32, record_count: i32) -> Vec<u8>
     b.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     b.push(2); // magic
     b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&codec.to_be_bytes()); // attributes
     b.extend_from_slice(&last_offset_delta.to_be_bytes());
     b.extend_from_slice(&now.to_be_bytes()); // base timestamp
     b.extend_from_slice(&now.to_be_bytes()); // max timestamp
@@ -173,7 +186,7 @@ fn batch(values: &[&[u8]], last_offset_delta: i32, record_count: i32) -> Vec<u8>
     b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     b.extend_from_slice(&record_count.to_be_bytes());
-    b.extend_from_slice(&records);
+    b.extend_from_slice(&compress(&records));
     let len = (b.len() - 12) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
@@ -467,6 +480,84 @@ fn lying_record_counts_are_refused_for_their_partition_only() {
     let r = produce(&mut s, "victim", vec![(0, batch(&[b"a", b"b"], 1, 2))]);
     assert_eq!((r[0].1, r[0].2), (0, 0), "{r:?}");
     assert_eq!(high_watermarks(&mut s, "victim", &[0]), vec![2]);
+}
+
+/// snappy-java's framing (header, then length-prefixed raw blocks), as
+/// Kafka's Java producer writes it.
+fn snappy_java(raw: &[u8]) -> Vec<u8> {
+    let mut out = b"\x82SNAPPY\x00".to_vec();
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    for chunk in raw.chunks(32 << 10) {
+        let z = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+        out.extend_from_slice(&(z.len() as i32).to_be_bytes());
+        out.extend_from_slice(&z);
+    }
+    out
+}
+
+/// One raw snappy block, as librdkafka writes it.
+fn snappy_raw(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(raw).unwrap()
+}
+
+fn lz4_frame(raw: &[u8]) -> Vec<u8> {
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    e.write_all(raw).unwrap();
+    e.finish().unwrap()
+}
+
+fn zstd_frame(raw: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(raw, 3).unwrap()
+}
+
+#[test]
+fn compressed_batches_that_lie_about_their_record_count_are_invalid() {
+    let dir = scratch("loglimits-compressed-lies");
+    let mut broker = Broker::start(dir.path(), "");
+    let mut s = broker.connect();
+    assert_eq!(create_topic(&mut s, "victim", 2).0, 0);
+    type Compress = fn(&[u8]) -> Vec<u8>;
+    let codecs: [(&str, i16, Compress); 4] = [
+        ("snappy-java", 2, snappy_java),
+        ("snappy raw", 2, snappy_raw),
+        ("lz4", 3, lz4_frame),
+        ("zstd", 4, zstd_frame),
+    ];
+    let mut valid_appended = 0i64;
+    for (codec, id, compress) in codecs {
+        // The header claims 2^31-1 records (with the last offset delta
+        // that goes with them, so only the payload can tell), or five; the
+        // compressed payload holds one. Both are CRC-valid.
+        for (delta, count) in [(i32::MAX - 1, i32::MAX), (4, 5)] {
+            let lie = compressed_batch(&[b"x"], delta, count, id, compress);
+            let honest = compressed_batch(&[b"ok", b"ok"], 1, 2, id, compress);
+            let r = produce(&mut s, "victim", vec![(0, lie), (1, honest)]);
+            let p0 = r.iter().find(|x| x.0 == 0).unwrap();
+            let p1 = r.iter().find(|x| x.0 == 1).unwrap();
+            assert_eq!(
+                (p0.1, p0.2),
+                (INVALID_RECORD, -1),
+                "{codec}, {count} records claimed: partition 0 answered {p0:?}"
+            );
+            assert_eq!(
+                (p1.1, p1.2),
+                (0, valid_appended),
+                "{codec}: the honest compressed batch in the same request is appended"
+            );
+            valid_appended += 2;
+        }
+        // A payload that does not decompress is corrupt, not invalid.
+        let junk = compressed_batch(&[b"x"], 0, 1, id, |_| b"not compressed".to_vec());
+        let r = produce(&mut s, "victim", vec![(0, junk)]);
+        assert_eq!((r[0].1, r[0].2), (CORRUPT_MESSAGE, -1), "{codec}: {r:?}");
+    }
+    assert_eq!(
+        high_watermarks(&mut s, "victim", &[0, 1]),
+        vec![0, valid_appended],
+        "no refused batch moved a high watermark"
+    );
+    assert!(broker.is_running(), "{}", log_tail(&broker, 20));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 """Produces records with keys, headers and null values under every codec
 librdkafka offers, then consumes them back: the broker's record-batch
-validation (gzip inflated and walked, other codecs checked by header) must
+validation (every codec decompressed, bounded, and its records walked) must
 accept every batch a real client builds.
 
 Usage: loglimits_codecs.py ENV_JSON  (bootstrap, topic)
