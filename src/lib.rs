@@ -6,11 +6,12 @@
 
 pub mod acl;
 pub mod alloc_guard;
-pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod edge;
+pub mod embedded;
 pub mod gateway;
 pub mod group;
 pub mod log;

@@ -11,23 +11,24 @@
 //! need no SNI or other cooperation for this, and leadership changes and
 //! upstream failures reach them as the usual retriable errors.
 
-pub mod policy;
 pub mod pool;
 pub mod scram_client;
 pub mod settings;
+mod unavailable;
 pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::api::{Outcome, RequestContext};
 use crate::broker::Broker;
 use crate::config::parse_host_port;
+use crate::edge::backend::{Allowed, Backend, Executed, Execution};
+use crate::edge::RequestContext;
 use crate::server::{listener, BoundListener};
 
 pub use pool::Target;
@@ -41,43 +42,6 @@ pub struct Gateway {
     broker: OnceLock<Weak<Broker>>,
     bind_lock: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-/// What forwarding produced: the client's answer and, when it was decoded
-/// on the way, the response (for the audit outcome).
-pub struct Forwarded {
-    pub outcome: Outcome,
-    pub response: Option<ResponseKind>,
-}
-
-impl Forwarded {
-    fn silent() -> Forwarded {
-        Forwarded {
-            outcome: Outcome::Silent,
-            response: None,
-        }
-    }
-
-    fn close(reason: String) -> Forwarded {
-        Forwarded {
-            outcome: Outcome::Close(reason),
-            response: None,
-        }
-    }
-
-    /// An answer the gateway encodes itself (edge refusals, rewritten or
-    /// stand-in responses).
-    fn answer(ctx: &RequestContext<'_>, resp: ResponseKind) -> Forwarded {
-        Forwarded {
-            outcome: crate::api::encode_response(
-                ctx.api,
-                ctx.version,
-                ctx.header.correlation_id,
-                &resp,
-            ),
-            response: Some(resp),
-        }
-    }
 }
 
 impl Gateway {
@@ -143,7 +107,7 @@ impl Gateway {
                 let Ok(api) = ApiKey::try_from(v.api_key) else {
                     return None;
                 };
-                if !policy::forwards(api) {
+                if !crate::edge::plan::forwards(api) {
                     return Some(v);
                 }
                 let up = upstream.iter().find(|u| u.api_key == v.api_key)?;
@@ -154,19 +118,16 @@ impl Gateway {
             .collect()
     }
 
-    /// Authorizes, audits and forwards one request; answers at the edge
-    /// what the ACLs refuse.
-    pub async fn forward(
-        &self,
-        ctx: &RequestContext<'_>,
-        frame: Bytes,
-        body: RequestKind,
-    ) -> Forwarded {
-        let (body, changed, fix) = match policy::plan(ctx, body) {
-            policy::Plan::Local(None) => return Forwarded::silent(),
-            policy::Plan::Local(Some(resp)) => return Forwarded::answer(ctx, resp),
-            policy::Plan::Forward { body, changed, fix } => (body, changed, fix),
-        };
+    /// Sends what the edge allowed to the upstream broker the client's
+    /// listener stands for, and brings back its answer with every broker
+    /// address rewritten to ours.
+    async fn forward(&self, ctx: &RequestContext<'_>, allowed: Allowed) -> Executed {
+        let Allowed {
+            frame,
+            body,
+            changed,
+            needs_answer,
+        } = allowed;
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
         let reencoded;
         let request: &[u8] = if changed {
@@ -175,7 +136,7 @@ impl Gateway {
                     reencoded = b;
                     &reencoded
                 }
-                Err(e) => return Forwarded::close(format!("cannot re-encode {:?}: {e}", ctx.api)),
+                Err(e) => return Executed::Close(format!("cannot re-encode {:?}: {e}", ctx.api)),
             }
         } else {
             &frame
@@ -187,16 +148,16 @@ impl Gateway {
             .unwrap_or(Target::Any);
         let answer = match self.pool.forward(target, request, !acks0).await {
             Ok(Some(a)) => a,
-            Ok(None) => return Forwarded::silent(),
+            Ok(None) => return Executed::Silent,
             Err(e) => {
                 tracing::warn!(api = ?ctx.api, ?target, "upstream request failed: {e}");
                 // The retriable error a client expects from a broker that
                 // lost leadership or a coordinator that went away; where
                 // there is none, a closed connection (clients reconnect and
                 // refresh metadata).
-                return match policy::unavailable(&body) {
-                    Some(resp) => Forwarded::answer(ctx, resp),
-                    None => Forwarded::close(format!("upstream unavailable: {e}")),
+                return match unavailable::unavailable(&body) {
+                    Some(resp) => Executed::Answer(resp),
+                    None => Executed::Close(format!("upstream unavailable: {e}")),
                 };
             }
         };
@@ -205,34 +166,21 @@ impl Gateway {
             ctx.api,
             ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
         );
-        // An allowed decision's audit record carries the error code the
-        // client got, which is in the response; denials know theirs.
-        let audit_needs_it = ctx
-            .audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .has_allows();
-        if fix.is_none() && !rewrites && !audit_needs_it {
-            return Forwarded {
-                outcome: Outcome::Respond(answer.freeze()),
-                response: None,
-            };
+        if !needs_answer && !rewrites {
+            return Executed::Encoded(answer.freeze());
         }
         let mut resp = match decode_response(ctx, answer) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(api = ?ctx.api, "undecodable upstream response: {e}");
-                return Forwarded::close(format!("undecodable upstream {:?} response", ctx.api));
+                return Executed::Close(format!("undecodable upstream {:?} response", ctx.api));
             }
         };
         if rewrites {
             self.rewrite_addresses(ctx.listener, ctx.version, &mut resp)
                 .await;
         }
-        if let Some(fix) = fix {
-            fix(&mut resp, ctx);
-        }
-        Forwarded::answer(ctx, resp)
+        Executed::Answer(resp)
     }
 
     /// Every broker address a client sees is a gateway address.
@@ -399,4 +347,10 @@ fn decode_response(ctx: &RequestContext<'_>, answer: BytesMut) -> Result<Respons
     ResponseHeader::decode(&mut b, ctx.api.response_header_version(ctx.version))
         .and_then(|_| ResponseKind::decode(ctx.api, &mut b, ctx.version))
         .map_err(|e| e.to_string())
+}
+
+impl Backend for Gateway {
+    fn execute<'a>(&'a self, ctx: &'a RequestContext<'_>, allowed: Allowed) -> Execution<'a> {
+        Box::pin(self.forward(ctx, allowed))
+    }
 }

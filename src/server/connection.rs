@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{self, Outcome};
 use crate::broker::Broker;
+use crate::edge::{self, Outcome};
 use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
@@ -154,7 +154,7 @@ where
             };
             let outcome = if session.expects_raw_token() {
                 // SaslHandshake v0: SCRAM messages arrive as bare tokens.
-                Box::pin(api::sasl::raw_token(
+                Box::pin(edge::sasl::raw_token(
                     &broker,
                     &listener,
                     peer,
@@ -166,7 +166,7 @@ where
                 // Boxed: the handler's state (the largest of every API's
                 // future) then exists only while a request is in progress,
                 // not in every idle connection's task.
-                Box::pin(api::handle_frame(
+                Box::pin(edge::handle_frame(
                     &broker,
                     &listener,
                     peer,

@@ -11,8 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::acl::Operation;
 use crate::log::{batch, LogError, Partition};
 
-use super::errors::{self, code_for};
-use super::RequestContext;
+use crate::edge::errors::{self, code_for};
+use crate::edge::RequestContext;
 
 struct Pending {
     topic_idx: usize,

@@ -5,8 +5,8 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::acl::{Operation, ResourceType};
 
-use super::errors;
-use super::RequestContext;
+use crate::edge::errors;
+use crate::edge::RequestContext;
 
 pub async fn init_producer_id(
     ctx: &RequestContext<'_>,

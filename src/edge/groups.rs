@@ -21,10 +21,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{merge_into, refusals, refuse_or_forward, split, Fixup, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, Fix, Fixup, Plan};
+use super::refusals;
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
-use crate::api::{errors, RequestContext};
+use crate::edge::{errors, RequestContext};
 
 fn group_ok(ctx: &RequestContext<'_>, op: Operation, group: &str) -> bool {
     ctx.authorize(op, ResourceType::Group, group)
@@ -135,7 +136,7 @@ pub fn list(_ctx: &RequestContext<'_>, r: ListGroupsRequest) -> Plan {
     Plan::Forward {
         body: RequestKind::ListGroups(r),
         changed: false,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }
 
@@ -169,7 +170,7 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeGroupsRequest) -> Plan 
     });
     Plan::Forward {
         changed: !denied.is_empty(),
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
         body: RequestKind::DescribeGroups(r),
     }
 }
@@ -278,7 +279,7 @@ pub fn offset_fetch(ctx: &RequestContext<'_>, r: OffsetFetchRequest) -> Plan {
     Plan::Forward {
         body: RequestKind::OffsetFetch(r),
         changed,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }
 
@@ -355,7 +356,7 @@ fn offset_fetch_groups(ctx: &RequestContext<'_>, mut r: OffsetFetchRequest) -> P
     Plan::Forward {
         body: RequestKind::OffsetFetch(r),
         changed,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }
 

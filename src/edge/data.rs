@@ -8,9 +8,10 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
 };
 
-use super::{merge_into, refusals, refuse_or_forward, split, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, Plan};
+use super::refusals;
 use crate::acl::{Operation, ResourceType};
-use crate::api::{errors, RequestContext};
+use crate::edge::{errors, RequestContext};
 
 pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
     let txn_denied = r

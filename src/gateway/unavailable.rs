@@ -4,8 +4,8 @@
 
 use kafka_protocol::messages::*;
 
-use super::refusals;
-use crate::api::errors::COORDINATOR_NOT_AVAILABLE;
+use crate::edge::errors::COORDINATOR_NOT_AVAILABLE;
+use crate::edge::refusals;
 
 /// NOT_LEADER_OR_FOLLOWER: the client refreshes metadata and retries.
 const NOT_LEADER: i16 = 6;

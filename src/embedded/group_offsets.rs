@@ -17,8 +17,8 @@ use crate::acl::{Operation, ResourceType};
 use crate::group::offsets::{Committed, Key};
 use crate::group::GroupState;
 
-use super::errors;
-use super::RequestContext;
+use crate::edge::errors;
+use crate::edge::RequestContext;
 
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;

@@ -1,24 +1,27 @@
-//! Request dispatch and one handler module per Kafka API family.
+//! The edge: every request passes here before any back end sees it.
 //!
 //! `handle_frame` turns one request frame into at most one response frame:
-//! peek the header, check the API and version, decode with kafka-protocol,
-//! run the handler, encode for the version asked.
+//! peek the header, gate it on the session (login state, revoked
+//! credentials), decode with kafka-protocol, then either answer at the edge
+//! (ApiVersions, SASL, ACLs, SCRAM credentials) or authorize the request
+//! once, split it into its allowed part and the refusals (`plan`), hand the
+//! allowed part to the back end (`backend::Backend`: the embedded log
+//! engine or an upstream cluster) and merge the refusals into its answer.
+//! The audit records the decisions made here, with the codes the client got.
 
 pub mod acls;
-pub mod configs;
+mod admin;
+pub mod backend;
 pub mod context;
+mod data;
 pub mod errors;
-pub mod fetch;
-pub mod group_offsets;
-pub mod groups;
-pub mod metadata;
-pub mod offsets;
-pub mod produce;
-pub mod producers;
+mod groups;
+mod metadata;
+pub mod plan;
+pub mod refusals;
 pub mod sasl;
 pub mod scram_credentials;
-pub mod topics;
-pub mod txn;
+mod txn;
 pub mod versions;
 
 use std::panic::AssertUnwindSafe;
@@ -28,6 +31,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 pub use context::RequestContext;
+
+use backend::{Allowed, Backend, Executed};
+use plan::{Fix, Plan};
 
 use crate::audit::AuditEvent;
 use crate::broker::Broker;
@@ -164,42 +170,93 @@ pub async fn handle_frame(
         acls: broker.acls.snapshot().clone(),
         audit: Default::default(),
     };
-    if let Some(gateway) = broker
-        .gateway
-        .as_ref()
-        .filter(|_| crate::gateway::policy::forwards(api))
-    {
-        let fwd = gateway.forward(&ctx, frame, body).await;
-        flush_audit(broker, &ctx, fwd.response.as_ref()).await;
-        return fwd.outcome;
+    // Served by the edge itself, whatever the back end.
+    let local = match body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(&ctx, r)),
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(&ctx, r)),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(&ctx, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(&ctx, r)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(&ctx, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(&ctx, r))
+        }
+        body => return through_backend(&ctx, frame, body).await,
+    };
+    flush_audit(broker, &ctx, Some(&local)).await;
+    encode_response(api, version, correlation_id, &local)
+}
+
+/// Authorizes the request, runs what is allowed on the back end and merges
+/// the edge's refusals into its answer.
+async fn through_backend(ctx: &RequestContext<'_>, frame: Bytes, body: RequestKind) -> Outcome {
+    let broker = ctx.broker;
+    let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
+    let backend: &dyn Backend = match &broker.gateway {
+        Some(g) => g.as_ref(),
+        None => &crate::embedded::Engine,
+    };
+    if broker.gateway.is_none() && !plan::decided_at_edge(api) {
+        return crate::embedded::legacy(ctx, body).await;
     }
-    if let RequestKind::Produce(r) = body {
-        return match produce::handle(&ctx, r) {
-            produce::Produced::Nothing => {
-                flush_audit(broker, &ctx, None).await;
-                Outcome::Silent
+    let (body, changed, fix) = match plan::plan(ctx, body) {
+        Plan::Local(None) => {
+            flush_audit(broker, ctx, None).await;
+            return Outcome::Silent;
+        }
+        Plan::Local(Some(resp)) => {
+            flush_audit(broker, ctx, Some(&resp)).await;
+            return encode_response(api, version, correlation_id, &resp);
+        }
+        Plan::Forward { body, changed, fix } => (body, changed, fix),
+    };
+    // An allowed decision's audit record carries the error code the client
+    // got, which only the answer holds; denials know theirs.
+    let audit_needs_it = ctx
+        .audit
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .has_allows();
+    let allowed = Allowed {
+        frame,
+        body,
+        changed,
+        needs_answer: fix.is_some() || audit_needs_it,
+    };
+    match backend.execute(ctx, allowed).await {
+        Executed::Silent => {
+            flush_audit(broker, ctx, None).await;
+            Outcome::Silent
+        }
+        Executed::Answer(mut resp) => {
+            if let Some(fix) = fix {
+                fix.apply(&mut resp, ctx);
             }
-            produce::Produced::Now(r) => {
-                let resp = ResponseKind::Produce(r);
-                flush_audit(broker, &ctx, Some(&resp)).await;
+            flush_audit(broker, ctx, Some(&resp)).await;
+            encode_response(api, version, correlation_id, &resp)
+        }
+        Executed::Encoded(bytes) => {
+            flush_audit(broker, ctx, None).await;
+            Outcome::Respond(bytes)
+        }
+        Executed::Later(answer) => {
+            // Allowed writes are recorded as appended; a later fsync
+            // failure reaches the client, not the audit record.
+            flush_audit(broker, ctx, None).await;
+            let merge = fix.map(Fix::into_merge);
+            Outcome::Deferred(Box::pin(async move {
+                let mut resp = answer.await;
+                if let Some(Some(merge)) = merge {
+                    merge(&mut resp);
+                }
                 encode_response(api, version, correlation_id, &resp)
-            }
-            produce::Produced::Durable(pending) => {
-                // Allowed writes are recorded as appended; a later fsync
-                // failure reaches the client, not the audit record.
-                flush_audit(broker, &ctx, None).await;
-                Outcome::Deferred(Box::pin(async move {
-                    let resp = ResponseKind::Produce(pending.await);
-                    encode_response(api, version, correlation_id, &resp)
-                }))
-            }
-        };
-    }
-    let resp = dispatch(&ctx, body).await;
-    flush_audit(broker, &ctx, resp.as_ref()).await;
-    match resp {
-        Some(resp) => encode_response(api, version, correlation_id, &resp),
-        None => Outcome::Silent,
+            }))
+        }
+        Executed::Close(reason) => {
+            flush_audit(broker, ctx, None).await;
+            Outcome::Close(reason)
+        }
     }
 }
 
@@ -224,76 +281,7 @@ fn respond(
     }
 }
 
-async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<ResponseKind> {
-    Some(match body {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(ctx, r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle_metadata(ctx, r)),
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(metadata::handle_describe_cluster(ctx, r))
-        }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(ctx, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(ctx, r)),
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
-        }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r)),
-        RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(offsets::delete_records(ctx, r))
-        }
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(ctx, r)),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
-        }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r))
-        }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(ctx, r).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(ctx, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(ctx, r)),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(ctx, r)),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(ctx, r)),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(ctx, r).await),
-        RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(group_offsets::commit(ctx, r).await)
-        }
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_offsets::fetch(ctx, r)),
-        RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(group_offsets::delete(ctx, r).await)
-        }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producers::init_producer_id(ctx, r).await)
-        }
-        RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(txn::add_partitions(ctx, r).await)
-        }
-        RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(txn::add_offsets(ctx, r).await)
-        }
-        RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(ctx, r).await)
-        }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end(ctx, r).await),
-        RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(txn::describe(ctx, r))
-        }
-        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list(ctx, r)),
-        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(ctx, r)),
-        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(ctx, r)),
-        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(ctx, r)),
-        RequestKind::DescribeUserScramCredentials(r) => {
-            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(ctx, r))
-        }
-        RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(ctx, r))
-        }
-        // `versions::supported` only admits the APIs above.
-        _ => return None,
-    })
-}
-
-pub(crate) fn encode_response(
+pub fn encode_response(
     api: ApiKey,
     version: i16,
     correlation_id: i32,

@@ -14,8 +14,8 @@ use kafka_protocol::messages::{
 use crate::acl::Operation;
 use crate::log::{LogError, Partition};
 
-use super::errors::{self, code_for};
-use super::RequestContext;
+use crate::edge::errors::{self, code_for};
+use crate::edge::RequestContext;
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;

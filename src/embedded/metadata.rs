@@ -15,8 +15,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::acl::Operation;
 use crate::log::Topic;
 
-use super::errors;
-use super::RequestContext;
+use crate::edge::errors;
+use crate::edge::RequestContext;
 
 fn node(ctx: &RequestContext<'_>) -> BrokerId {
     BrokerId(ctx.broker.config.node_id)

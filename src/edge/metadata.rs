@@ -6,10 +6,10 @@ use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, RequestKind, ResponseKind,
 };
 
-use super::{Fixup, Plan};
+use super::plan::{Fix, Fixup, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
-use crate::api::{errors, RequestContext};
+use crate::edge::{errors, RequestContext};
 
 /// Kafka's "authorized operations not computed" value: the upstream's
 /// answer describes the service principal, not the client.
@@ -98,7 +98,7 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
     Plan::Forward {
         body: RequestKind::Metadata(r),
         changed,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }
 
@@ -119,6 +119,6 @@ pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> 
     Plan::Forward {
         body: RequestKind::DescribeCluster(r),
         changed: false,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }

@@ -15,8 +15,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::acl::{Operation, ResourceType};
 use crate::group::offsets::{Committed, Key};
 
-use super::errors;
-use super::RequestContext;
+use crate::edge::errors;
+use crate::edge::RequestContext;
 
 fn authorize_txn(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
     ctx.authorize(op, ResourceType::TransactionalId, id)

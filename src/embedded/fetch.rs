@@ -10,8 +10,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use crate::acl::Operation;
 
-use super::errors::{self, code_for};
-use super::RequestContext;
+use crate::edge::errors::{self, code_for};
+use crate::edge::RequestContext;
 
 /// Upper bound on a long poll, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);

@@ -1,24 +1,45 @@
-//! What the edge does with each forwarded request: authorize every
-//! resource it names (with the same rules and error codes as the embedded
-//! handlers), strip what was denied, and say how to merge the refusals
-//! back into the upstream's answer. One module per API family.
-
-mod admin;
-mod data;
-mod groups;
-mod metadata;
-mod refusals;
-mod txn;
-mod unavailable;
-
-pub use unavailable::unavailable;
+//! What the edge does with a request that goes to a back end: authorize
+//! every resource it names, strip what was denied, and say how to merge
+//! the refusals back into the back end's answer. The rules for each API
+//! live in the edge's family modules (`data`, `metadata`, `admin`,
+//! `groups`, `txn`); this module holds their common shape.
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
-use crate::api::RequestContext;
+use super::{admin, data, groups, metadata, txn, RequestContext};
 
-/// Changes the upstream response before it goes back to the client.
+/// Changes the back end's answer before it goes to the client, with the
+/// request's context (to filter what the client may see).
 pub type Fixup = Box<dyn FnOnce(&mut ResponseKind, &RequestContext<'_>) + Send>;
+
+/// How the edge finishes the back end's answer.
+pub enum Fix {
+    /// Appends the edge's refusals; needs no context, so it also applies to
+    /// an answer that comes after the request (acks=all produce).
+    Merge(Box<dyn FnOnce(&mut ResponseKind) + Send>),
+    /// Filters or rewrites with the request's context.
+    Filter(Fixup),
+}
+
+impl Fix {
+    pub fn apply(self, resp: &mut ResponseKind, ctx: &RequestContext<'_>) {
+        match self {
+            Fix::Merge(f) => f(resp),
+            Fix::Filter(f) => f(resp, ctx),
+        }
+    }
+
+    /// The context-free part, for an answer that outlives the request.
+    pub fn into_merge(self) -> Option<Box<dyn FnOnce(&mut ResponseKind) + Send>> {
+        match self {
+            Fix::Merge(f) => Some(f),
+            Fix::Filter(_) => {
+                debug_assert!(false, "a filtering fix on a deferred answer");
+                None
+            }
+        }
+    }
+}
 
 pub enum Plan {
     /// Answered at the edge; nothing goes upstream. `None`: no response
@@ -29,12 +50,12 @@ pub enum Plan {
     Forward {
         body: RequestKind,
         changed: bool,
-        fix: Option<Fixup>,
+        fix: Option<Fix>,
     },
 }
 
 impl Plan {
-    fn unchanged(body: RequestKind) -> Plan {
+    pub fn unchanged(body: RequestKind) -> Plan {
         Plan::Forward {
             body,
             changed: false,
@@ -42,7 +63,7 @@ impl Plan {
         }
     }
 
-    fn local(resp: ResponseKind) -> Plan {
+    pub fn local(resp: ResponseKind) -> Plan {
         Plan::Local(Some(resp))
     }
 }
@@ -54,14 +75,13 @@ macro_rules! merge_into {
         if denied.is_empty() {
             None
         } else {
-            Some(Box::new(
-                move |r: &mut kafka_protocol::messages::ResponseKind,
-                      _: &crate::api::RequestContext<'_>| {
+            Some(crate::edge::plan::Fix::Merge(Box::new(
+                move |r: &mut kafka_protocol::messages::ResponseKind| {
                     if let kafka_protocol::messages::ResponseKind::$variant(x) = r {
                         x.$field.extend(denied);
                     }
                 },
-            ) as crate::gateway::policy::Fixup)
+            )))
         }
     }};
 }
@@ -101,12 +121,19 @@ macro_rules! refuse_or_forward {
 pub(crate) use refuse_or_forward;
 
 /// Splits `items` into (allowed, denied).
-fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
+pub(crate) fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|t| allowed(t))
 }
 
-/// APIs the gateway forwards. Everything else the edge either serves
-/// itself (ApiVersions, SASL, SCRAM credentials, ACLs) or refuses.
+/// APIs whose decisions are made here, for the embedded engine too. The
+/// rest still authorize inside the embedded handlers until they move here.
+pub fn decided_at_edge(api: ApiKey) -> bool {
+    let _ = api;
+    false
+}
+
+/// APIs a back end executes. Everything else the edge serves itself
+/// (ApiVersions, SASL, SCRAM credentials, ACLs).
 pub fn forwards(api: ApiKey) -> bool {
     !matches!(
         api,

@@ -16,8 +16,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::acl::Operation;
 use crate::log::{topic_config, LogError};
 
-use super::errors::{self, code_for};
-use super::RequestContext;
+use crate::edge::errors::{self, code_for};
+use crate::edge::RequestContext;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;

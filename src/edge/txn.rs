@@ -8,9 +8,10 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use super::{merge_into, refusals, refuse_or_forward, split, Fixup, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, Fix, Fixup, Plan};
+use super::refusals;
 use crate::acl::{Operation, ResourceType};
-use crate::api::{errors, RequestContext};
+use crate::edge::{errors, RequestContext};
 
 fn txn_ok(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
     ctx.authorize(op, ResourceType::TransactionalId, id)
@@ -39,7 +40,7 @@ pub fn init_producer_id(ctx: &RequestContext<'_>, r: InitProducerIdRequest) -> P
 
 pub fn add_partitions(ctx: &RequestContext<'_>, r: AddPartitionsToTxnRequest) -> Plan {
     // v4+ (batched, broker to broker) is not admitted by `versions`.
-    match crate::api::txn::add_partitions_refusal(ctx, &r) {
+    match crate::embedded::txn::add_partitions_refusal(ctx, &r) {
         Some(refused) => Plan::local(ResponseKind::AddPartitionsToTxn(refused)),
         None => Plan::unchanged(RequestKind::AddPartitionsToTxn(r)),
     }
@@ -135,6 +136,6 @@ pub fn list(_ctx: &RequestContext<'_>, r: ListTransactionsRequest) -> Plan {
     Plan::Forward {
         body: RequestKind::ListTransactions(r),
         changed: false,
-        fix: Some(fix),
+        fix: Some(Fix::Filter(fix)),
     }
 }

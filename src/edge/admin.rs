@@ -13,11 +13,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{merge_into, refuse_or_forward, split, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
-use crate::api::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use crate::api::{errors, RequestContext};
+use crate::edge::{errors, RequestContext};
+use crate::embedded::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 
 fn denied_message() -> Option<StrBytes> {
     Some(StrBytes::from_static_str("Authorization failed."))

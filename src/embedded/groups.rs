@@ -15,8 +15,8 @@ use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult};
 use crate::group::GroupState;
 
-use super::errors;
-use super::RequestContext;
+use crate::edge::errors;
+use crate::edge::RequestContext;
 
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;

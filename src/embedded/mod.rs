@@ -1,0 +1,143 @@
+//! The embedded back end: executes what the edge allowed against our own
+//! log engine, group coordinator and transaction coordinator. One module
+//! per API family.
+
+pub mod configs;
+pub mod fetch;
+pub mod group_offsets;
+pub mod groups;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producers;
+pub mod topics;
+pub mod txn;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
+use crate::edge::backend::{Allowed, Backend, Executed, Execution};
+use crate::edge::{encode_response, Outcome, RequestContext};
+
+/// The embedded engine; its state is the broker's (`ctx.broker`).
+pub struct Engine;
+
+impl Backend for Engine {
+    fn execute<'a>(&'a self, ctx: &'a RequestContext<'_>, allowed: Allowed) -> Execution<'a> {
+        Box::pin(async move {
+            if let RequestKind::Produce(r) = allowed.body {
+                return match produce::handle(ctx, r) {
+                    produce::Produced::Nothing => Executed::Silent,
+                    produce::Produced::Now(r) => Executed::Answer(ResponseKind::Produce(r)),
+                    produce::Produced::Durable(pending) => {
+                        Executed::Later(Box::pin(
+                            async move { ResponseKind::Produce(pending.await) },
+                        ))
+                    }
+                };
+            }
+            match dispatch(ctx, allowed.body).await {
+                Some(resp) => Executed::Answer(resp),
+                None => Executed::Close(format!("{:?} is not served here", ctx.api)),
+            }
+        })
+    }
+}
+
+/// The path of APIs whose handlers still authorize for themselves: run the
+/// handler, then write the audit records it made.
+pub async fn legacy(ctx: &RequestContext<'_>, body: RequestKind) -> Outcome {
+    let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
+    let flush = |resp: Option<&ResponseKind>| {
+        let events = ctx.take_audit(resp);
+        async move {
+            for ev in events {
+                ctx.broker.auditor.submit(ev).await;
+            }
+        }
+    };
+    if let RequestKind::Produce(r) = body {
+        return match produce::handle(ctx, r) {
+            produce::Produced::Nothing => {
+                flush(None).await;
+                Outcome::Silent
+            }
+            produce::Produced::Now(r) => {
+                let resp = ResponseKind::Produce(r);
+                flush(Some(&resp)).await;
+                encode_response(api, version, correlation_id, &resp)
+            }
+            produce::Produced::Durable(pending) => {
+                flush(None).await;
+                Outcome::Deferred(Box::pin(async move {
+                    let resp = ResponseKind::Produce(pending.await);
+                    encode_response(api, version, correlation_id, &resp)
+                }))
+            }
+        };
+    }
+    let resp = dispatch(ctx, body).await;
+    flush(resp.as_ref()).await;
+    match resp {
+        Some(resp) => encode_response(api, version, correlation_id, &resp),
+        None => Outcome::Silent,
+    }
+}
+
+async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<ResponseKind> {
+    Some(match body {
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle_metadata(ctx, r)),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(metadata::handle_describe_cluster(ctx, r))
+        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(ctx, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(ctx, r)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(ctx, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(ctx, r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(ctx, r)),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(ctx, r)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(ctx, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group_offsets::commit(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_offsets::fetch(ctx, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(group_offsets::delete(ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producers::init_producer_id(ctx, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end(ctx, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe(ctx, r))
+        }
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list(ctx, r)),
+        // The edge serves everything else itself.
+        _ => return None,
+    })
+}
