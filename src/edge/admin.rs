@@ -6,13 +6,16 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
 
+use super::backend::{Backend, Lookup};
 use super::plan::{merge_into, refuse_or_forward, split, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
@@ -39,12 +42,24 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
             CreatableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
-                .with_error_message(denied_message())
+                .with_error_message(denied_message().filter(|_| ctx.version >= 1))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1)
         })
         .collect();
     let nothing_left = allowed.is_empty();
+    let validate_only = r.validate_only;
+    let asked: Vec<(String, i32, BTreeMap<String, String>)> = allowed
+        .iter()
+        .map(|t| {
+            let configs = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            (t.name.to_string(), t.num_partitions, configs)
+        })
+        .collect();
     r.topics = allowed;
     refuse_or_forward!(
         CreateTopics,
@@ -54,15 +69,44 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
         nothing_left,
         r
     )
+    .recording(move |resp, ctx| {
+        let ResponseKind::CreateTopics(resp) = resp else {
+            return;
+        };
+        for (name, partitions, configs) in asked {
+            let done = resp
+                .topics
+                .iter()
+                .find(|t| t.name.as_str() == name && t.error_code == errors::NONE);
+            if let Some(t) = done.filter(|_| !validate_only) {
+                // v5+ answers say how many partitions the default gave.
+                let partitions = if t.num_partitions > 0 {
+                    t.num_partitions
+                } else {
+                    partitions
+                };
+                ctx.admin_action(
+                    "create_topic",
+                    "topic",
+                    &name,
+                    Some(serde_json::json!({ "partitions": partitions, "configs": configs })),
+                );
+            }
+        }
+    })
 }
 
-pub fn delete_topics(ctx: &RequestContext<'_>, mut r: DeleteTopicsRequest) -> Plan {
+pub fn delete_topics(
+    ctx: &RequestContext<'_>,
+    backend: &dyn Backend,
+    mut r: DeleteTopicsRequest,
+) -> Plan {
     let refuse = |name: Option<kafka_protocol::messages::TopicName>, id| {
         DeletableTopicResult::default()
             .with_name(name)
             .with_topic_id(id)
             .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
-            .with_error_message(denied_message())
+            .with_error_message(denied_message().filter(|_| ctx.version >= 5))
     };
     let mut refused = Vec::new();
     let names = std::mem::take(&mut r.topic_names);
@@ -72,13 +116,17 @@ pub fn delete_topics(ctx: &RequestContext<'_>, mut r: DeleteTopicsRequest) -> Pl
             .into_iter()
             .map(|n| refuse(Some(n), Default::default())),
     );
-    // By id (v6) the edge cannot know the name, so it cannot authorize:
-    // such deletions are refused.
+    // By id (v6) the back end names the topic so that the edge can decide
+    // by name; an id no topic has goes on (to be answered UNKNOWN_TOPIC_ID),
+    // one the back end cannot name is refused.
     let states = std::mem::take(&mut r.topics);
-    let (ok_states, bad_states) = split(states, |t| {
-        t.name
-            .as_ref()
-            .is_some_and(|n| ctx.authorize_topic(Operation::Delete, n))
+    let (ok_states, bad_states) = split(states, |t| match &t.name {
+        Some(n) => ctx.authorize_topic(Operation::Delete, n),
+        None => match backend.topic_name(ctx, t.topic_id) {
+            Lookup::Found(n) => ctx.authorize_topic(Operation::Delete, &n),
+            Lookup::Absent => true,
+            Lookup::Unknown => false,
+        },
     });
     refused.extend(bad_states.into_iter().map(|t| refuse(t.name, t.topic_id)));
     let nothing_left = ok_names.is_empty() && ok_states.is_empty();
@@ -92,6 +140,19 @@ pub fn delete_topics(ctx: &RequestContext<'_>, mut r: DeleteTopicsRequest) -> Pl
         nothing_left,
         r
     )
+    .recording(|resp, ctx| {
+        if let ResponseKind::DeleteTopics(resp) = resp {
+            for t in resp
+                .responses
+                .iter()
+                .filter(|t| t.error_code == errors::NONE)
+            {
+                if let Some(name) = &t.name {
+                    ctx.admin_action("delete_topic", "topic", name, None);
+                }
+            }
+        }
+    })
 }
 
 pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsRequest) -> Plan {
@@ -108,6 +169,11 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
         })
         .collect();
     let nothing_left = allowed.is_empty();
+    let validate_only = r.validate_only;
+    let asked: Vec<(String, i32)> = allowed
+        .iter()
+        .map(|t| (t.name.to_string(), t.count))
+        .collect();
     r.topics = allowed;
     refuse_or_forward!(
         CreatePartitions,
@@ -117,19 +183,47 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
         nothing_left,
         r
     )
+    .recording(move |resp, ctx| {
+        let ResponseKind::CreatePartitions(resp) = resp else {
+            return;
+        };
+        for (name, total) in asked.into_iter().filter(|_| !validate_only) {
+            if resp
+                .results
+                .iter()
+                .any(|t| t.name.as_str() == name && t.error_code == errors::NONE)
+            {
+                ctx.admin_action(
+                    "create_partitions",
+                    "topic",
+                    &name,
+                    Some(serde_json::json!({ "total": total })),
+                );
+            }
+        }
+    })
 }
 
 /// Topic configs need `op` on the topic, broker configs on the cluster.
-fn config_denial(ctx: &RequestContext<'_>, op: Operation, rtype: i8, name: &str) -> Option<i16> {
+fn config_denial(
+    ctx: &RequestContext<'_>,
+    op: Operation,
+    rtype: i8,
+    name: &str,
+) -> Option<(i16, &'static str)> {
+    const CLUSTER: (i16, &str) = (
+        errors::CLUSTER_AUTHORIZATION_FAILED,
+        "Cluster authorization failed.",
+    );
     match rtype {
         RESOURCE_TOPIC if !ctx.authorize_topic(op, name) => {
-            Some(errors::TOPIC_AUTHORIZATION_FAILED)
+            Some((errors::TOPIC_AUTHORIZATION_FAILED, "Authorization failed."))
         }
         RESOURCE_TOPIC => None,
-        RESOURCE_BROKER if !ctx.authorize_cluster(op) => Some(errors::CLUSTER_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER if !ctx.authorize_cluster(op) => Some(CLUSTER),
         RESOURCE_BROKER => None,
         // Broker loggers and the rest: cluster-level.
-        _ if !ctx.authorize_cluster(op) => Some(errors::CLUSTER_AUTHORIZATION_FAILED),
+        _ if !ctx.authorize_cluster(op) => Some(CLUSTER),
         _ => None,
     }
 }
@@ -144,10 +238,10 @@ pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest)
             res.resource_type,
             &res.resource_name,
         ) {
-            Some(code) => refused.push(
+            Some((code, message)) => refused.push(
                 DescribeConfigsResult::default()
                     .with_error_code(code)
-                    .with_error_message(denied_message())
+                    .with_error_message(Some(StrBytes::from_static_str(message)))
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name),
             ),
@@ -174,16 +268,36 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
             res.resource_type,
             &res.resource_name,
         ) {
-            Some(code) => refused.push(
+            Some((code, message)) => refused.push(
                 AlterConfigsResourceResponse::default()
                     .with_error_code(code)
-                    .with_error_message(denied_message())
+                    .with_error_message(Some(StrBytes::from_static_str(message)))
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name),
             ),
             None => r.resources.push(res),
         }
     }
+    let validate_only = r.validate_only;
+    let asked: Vec<(String, Vec<String>)> = r
+        .resources
+        .iter()
+        .filter(|res| res.resource_type == RESOURCE_TOPIC)
+        .map(|res| {
+            let changes = res
+                .configs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}={}",
+                        c.name.as_str(),
+                        c.value.as_deref().unwrap_or("<deleted>")
+                    )
+                })
+                .collect();
+            (res.resource_name.to_string(), changes)
+        })
+        .collect();
     refuse_or_forward!(
         IncrementalAlterConfigs,
         IncrementalAlterConfigsResponse,
@@ -192,4 +306,24 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
         r.resources.is_empty(),
         r
     )
+    .recording(move |resp, ctx| {
+        let ResponseKind::IncrementalAlterConfigs(resp) = resp else {
+            return;
+        };
+        for (name, changes) in asked.into_iter().filter(|_| !validate_only) {
+            let done = resp.responses.iter().any(|t| {
+                t.resource_type == RESOURCE_TOPIC
+                    && t.resource_name.as_str() == name
+                    && t.error_code == errors::NONE
+            });
+            if done {
+                ctx.admin_action(
+                    "alter_topic_config",
+                    "topic",
+                    &name,
+                    Some(serde_json::json!({ "changes": changes })),
+                );
+            }
+        }
+    })
 }

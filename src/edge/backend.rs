@@ -44,6 +44,22 @@ pub enum Executed {
 
 pub type Execution<'a> = Pin<Box<dyn Future<Output = Executed> + Send + 'a>>;
 
+/// What a back end knows of a topic id.
+pub enum Lookup {
+    Found(String),
+    /// No topic has this id.
+    Absent,
+    /// The back end cannot tell.
+    Unknown,
+}
+
 pub trait Backend: Send + Sync {
     fn execute<'a>(&'a self, ctx: &'a RequestContext<'_>, allowed: Allowed) -> Execution<'a>;
+
+    /// The name of the topic with this id, so that a request naming topics
+    /// by id is authorized by name before it runs.
+    fn topic_name(&self, ctx: &RequestContext<'_>, id: uuid::Uuid) -> Lookup {
+        let _ = (ctx, id);
+        Lookup::Unknown
+    }
 }

@@ -124,4 +124,19 @@ pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> 
         nothing_left,
         r
     )
+    .recording(|resp, ctx| {
+        let ResponseKind::DeleteRecords(resp) = resp else {
+            return;
+        };
+        for t in &resp.topics {
+            for p in t.partitions.iter().filter(|p| p.error_code == errors::NONE) {
+                ctx.admin_action(
+                    "delete_records",
+                    "topic",
+                    &t.name,
+                    Some(serde_json::json!({ "partition": p.partition_index, "before_offset": p.low_watermark })),
+                );
+            }
+        }
+    })
 }

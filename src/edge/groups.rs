@@ -197,6 +197,13 @@ pub fn delete(ctx: &RequestContext<'_>, mut r: DeleteGroupsRequest) -> Plan {
         nothing_left,
         r
     )
+    .recording(|resp, ctx| {
+        if let ResponseKind::DeleteGroups(resp) = resp {
+            for g in resp.results.iter().filter(|g| g.error_code == errors::NONE) {
+                ctx.admin_action("delete_group", "group", &g.group_id, None);
+            }
+        }
+    })
 }
 
 pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Plan {
@@ -216,11 +223,39 @@ pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Pl
         ));
     }
     r.topics = allowed;
+    // A commit from outside the group protocol is how tools reset offsets:
+    // an admin action worth a record.
+    let reset = r.generation_id_or_member_epoch < 0 && r.member_id.is_empty();
+    let group = r.group_id.to_string();
     Plan::Forward {
         changed: !denied.is_empty(),
         fix: merge_into!(OffsetCommit, topics, refused),
         body: RequestKind::OffsetCommit(r),
     }
+    .recording(move |resp, ctx| {
+        let ResponseKind::OffsetCommit(resp) = resp else {
+            return;
+        };
+        let n = committed(resp.topics.iter().map(|t| &t.partitions[..]), |p| {
+            p.error_code
+        });
+        if reset && n > 0 {
+            ctx.admin_action(
+                "reset_offsets",
+                "group",
+                &group,
+                Some(serde_json::json!({ "partitions": n })),
+            );
+        }
+    })
+}
+
+/// How many partitions an answer reports done.
+fn committed<'a, P: 'a>(topics: impl Iterator<Item = &'a [P]>, code: impl Fn(&P) -> i16) -> usize {
+    topics
+        .flat_map(|ps| ps.iter())
+        .filter(|p| code(p) == errors::NONE)
+        .count()
 }
 
 fn no_offset(p: i32) -> OffsetFetchResponsePartition {
@@ -388,6 +423,7 @@ pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Pl
         .collect();
     let nothing_left = allowed.is_empty();
     r.topics = allowed;
+    let group = r.group_id.to_string();
     refuse_or_forward!(
         OffsetDelete,
         OffsetDeleteResponse,
@@ -396,4 +432,20 @@ pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Pl
         nothing_left,
         r
     )
+    .recording(move |resp, ctx| {
+        let ResponseKind::OffsetDelete(resp) = resp else {
+            return;
+        };
+        let n = committed(resp.topics.iter().map(|t| &t.partitions[..]), |p| {
+            p.error_code
+        });
+        if resp.error_code == errors::NONE && n > 0 {
+            ctx.admin_action(
+                "delete_offsets",
+                "group",
+                &group,
+                Some(serde_json::json!({ "partitions": n })),
+            );
+        }
+    })
 }

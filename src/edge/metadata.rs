@@ -1,10 +1,12 @@
 //! Metadata and DescribeCluster. Broker addresses are rewritten elsewhere
 //! (`gateway::rewrite`); here: which topics the client may see.
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, RequestKind, ResponseKind,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use super::plan::{Fix, Fixup, Plan};
 use crate::acl::model::CLUSTER_NAME;
@@ -15,16 +17,41 @@ use crate::edge::{errors, RequestContext};
 /// answer describes the service principal, not the client.
 const OPERATIONS_UNKNOWN: i32 = i32::MIN;
 
+/// Kafka answers (and authorizes) each named topic once, however often the
+/// request names it. Marks the first entry of each name, and every entry by
+/// id, without a set of all the names: a sorted index costs one word a name
+/// and borrows the names from the request.
+fn first_occurrences(list: &[MetadataRequestTopic]) -> Vec<bool> {
+    let mut first = vec![true; list.len()];
+    let name = |i: usize| list[i].name.as_deref().map(|n| n.as_str());
+    let mut order: Vec<usize> = (0..list.len()).filter(|&i| name(i).is_some()).collect();
+    order.sort_unstable_by(|&a, &b| name(a).cmp(&name(b)).then(a.cmp(&b)));
+    for pair in order.windows(2) {
+        if name(pair[0]) == name(pair[1]) {
+            first[pair[1]] = false;
+        }
+    }
+    first
+}
+
 pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
     let mut changed = false;
     let mut refused = Vec::new();
-    let mut wanted: Option<Vec<String>> = None;
+    // Topics asked by id: their names (and so the decision) are only known
+    // from the answer.
+    let mut by_id = Vec::new();
+    let all = r.topics.is_none();
     if let Some(list) = r.topics.take() {
+        let first = first_occurrences(&list);
+        changed |= first.iter().any(|f| !f);
         let mut keep = Vec::with_capacity(list.len());
-        let mut names = Vec::new();
-        for t in list {
+        for (t, first) in list.into_iter().zip(first) {
+            if !first {
+                continue;
+            }
             match &t.name {
-                // Authorization comes before existence, as in embedded mode.
+                // Authorization comes before existence: an unauthorized
+                // client learns nothing about which topics exist.
                 Some(n) if !ctx.authorize_topic(Operation::Describe, n) => {
                     refused.push(
                         MetadataResponseTopic::default()
@@ -34,18 +61,18 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
                     );
                     changed = true;
                 }
-                Some(n) => {
-                    names.push(n.to_string());
+                Some(_) => keep.push(t),
+                None => {
+                    by_id.push(t.topic_id);
                     keep.push(t);
                 }
-                None => keep.push(t),
             }
         }
-        // v0 reads an empty list as "all topics": keep it meaning none.
-        wanted = Some(names);
         r.topics = Some(keep);
     }
     if r.allow_auto_topic_creation {
+        // Decided quietly: a client that may not create a topic is simply
+        // not given one (Kafka answers UNKNOWN_TOPIC_OR_PARTITION).
         let may_create = |n: &str| {
             ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
                 || ctx.authorize_quiet(Operation::Create, ResourceType::Topic, n)
@@ -59,39 +86,35 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
             changed = true;
         }
     }
-    let by_id = r
-        .topics
-        .as_ref()
-        .is_some_and(|ts| ts.iter().any(|t| t.name.is_none()));
+    // v0 reads an empty list as "all topics": when nothing named is left,
+    // whatever comes back was not asked for.
+    let none_asked = r.topics.as_ref().is_some_and(|t| t.is_empty());
     let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
         let ResponseKind::Metadata(m) = resp else {
             return;
         };
         m.cluster_authorized_operations = OPERATIONS_UNKNOWN;
+        if none_asked {
+            m.topics.clear();
+        }
         m.topics.retain_mut(|t| {
             t.topic_authorized_operations = OPERATIONS_UNKNOWN;
-            let Some(name) = t.name.as_ref().map(|n| n.to_string()) else {
+            let Some(name) = t.name.as_deref().map(|n| n.as_str()) else {
                 return true;
             };
-            let asked = wanted.as_ref().map(|w| w.contains(&name));
-            match asked {
-                // Asked by name: already authorized above.
-                Some(true) => true,
-                // Listing all topics: undescribable ones are left out quietly.
-                None => ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, &name),
-                // Asked by id (or v0's "all" for an empty list).
-                Some(false) if by_id => {
-                    if ctx.authorize_topic(Operation::Describe, &name) {
-                        true
-                    } else {
-                        t.name = None;
-                        t.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
-                        t.partitions.clear();
-                        true
-                    }
-                }
-                Some(false) => false,
+            if all {
+                // Listing all topics: undescribable ones are left out
+                // quietly; hiding them is filtering, not a refusal.
+                return ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, name);
             }
+            if !by_id.contains(&t.topic_id) || ctx.authorize_topic(Operation::Describe, name) {
+                // Asked by name: authorized above.
+                return true;
+            }
+            t.name = None;
+            t.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+            t.partitions.clear();
+            true
         });
         m.topics.extend(refused);
     });
@@ -107,6 +130,9 @@ pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> 
         return Plan::local(ResponseKind::DescribeCluster(
             DescribeClusterResponse::default()
                 .with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "Cluster authorization failed.",
+                )))
                 .with_controller_id((-1).into())
                 .with_cluster_authorized_operations(OPERATIONS_UNKNOWN),
         ));

@@ -21,7 +21,7 @@ pub mod plan;
 pub mod refusals;
 pub mod sasl;
 pub mod scram_credentials;
-mod txn;
+pub mod txn;
 pub mod versions;
 
 use std::panic::AssertUnwindSafe;
@@ -197,10 +197,7 @@ async fn through_backend(ctx: &RequestContext<'_>, frame: Bytes, body: RequestKi
         Some(g) => g.as_ref(),
         None => &crate::embedded::Engine,
     };
-    if broker.gateway.is_none() && !plan::decided_at_edge(api) {
-        return crate::embedded::legacy(ctx, body).await;
-    }
-    let (body, changed, fix) = match plan::plan(ctx, body) {
+    let (body, changed, fix) = match plan::plan(ctx, backend, body) {
         Plan::Local(None) => {
             flush_audit(broker, ctx, None).await;
             return Outcome::Silent;

@@ -6,6 +6,7 @@
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
+use super::backend::Backend;
 use super::{admin, data, groups, metadata, txn, RequestContext};
 
 /// Changes the back end's answer before it goes to the client, with the
@@ -55,6 +56,28 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// Also records, from the back end's answer (before the refusals are
+    /// merged in), the admin actions it reports done: the same records in
+    /// embedded and gateway mode.
+    pub fn recording(
+        self,
+        record: impl FnOnce(&ResponseKind, &RequestContext<'_>) + Send + 'static,
+    ) -> Plan {
+        match self {
+            Plan::Forward { body, changed, fix } => Plan::Forward {
+                body,
+                changed,
+                fix: Some(Fix::Filter(Box::new(move |resp, ctx| {
+                    record(resp, ctx);
+                    if let Some(fix) = fix {
+                        fix.apply(resp, ctx);
+                    }
+                }))),
+            },
+            local => local,
+        }
+    }
+
     pub fn unchanged(body: RequestKind) -> Plan {
         Plan::Forward {
             body,
@@ -125,13 +148,6 @@ pub(crate) fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (V
     items.into_iter().partition(|t| allowed(t))
 }
 
-/// APIs whose decisions are made here, for the embedded engine too. The
-/// rest still authorize inside the embedded handlers until they move here.
-pub fn decided_at_edge(api: ApiKey) -> bool {
-    let _ = api;
-    false
-}
-
 /// APIs a back end executes. Everything else the edge serves itself
 /// (ApiVersions, SASL, SCRAM credentials, ACLs).
 pub fn forwards(api: ApiKey) -> bool {
@@ -148,7 +164,7 @@ pub fn forwards(api: ApiKey) -> bool {
     )
 }
 
-pub fn plan(ctx: &RequestContext<'_>, body: RequestKind) -> Plan {
+pub fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> Plan {
     use RequestKind as R;
     match body {
         R::Produce(r) => data::produce(ctx, r),
@@ -158,7 +174,7 @@ pub fn plan(ctx: &RequestContext<'_>, body: RequestKind) -> Plan {
         R::Metadata(r) => metadata::metadata(ctx, r),
         R::DescribeCluster(r) => metadata::describe_cluster(ctx, r),
         R::CreateTopics(r) => admin::create_topics(ctx, r),
-        R::DeleteTopics(r) => admin::delete_topics(ctx, r),
+        R::DeleteTopics(r) => admin::delete_topics(ctx, backend, r),
         R::CreatePartitions(r) => admin::create_partitions(ctx, r),
         R::DescribeConfigs(r) => admin::describe_configs(ctx, r),
         R::IncrementalAlterConfigs(r) => admin::alter_configs(ctx, r),

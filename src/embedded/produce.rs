@@ -8,7 +8,6 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::acl::Operation;
 use crate::log::{batch, LogError, Partition};
 
 use crate::edge::errors::{self, code_for};
@@ -32,51 +31,26 @@ pub enum Produced {
     Durable(std::pin::Pin<Box<dyn std::future::Future<Output = ProduceResponse> + Send>>),
 }
 
-/// Appends in request order (the caller handles one request at a time, so
+/// Appends what the edge allowed, in request order (the caller handles one request at a time, so
 /// a connection's batches reach each partition in the order sent).
 pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
     let acks = req.acks;
     let logs = &ctx.broker.logs;
     let valid_acks = matches!(acks, -1..=1);
     let req_txn = req.transactional_id.clone();
-    let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
-        !ctx.authorize(
-            Operation::Write,
-            crate::acl::ResourceType::TransactionalId,
-            t,
-        )
-    });
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut pending = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
-        let authorized = ctx.authorize_topic(Operation::Write, &td.name);
-        let topic = match logs.topic(&td.name) {
-            _ if !authorized => None,
-            Some(t) => Some(t),
-            None if logs.defaults.auto_create_topics
-                && valid_acks
-                && (ctx.authorize_quiet(
-                    Operation::Create,
-                    crate::acl::ResourceType::Cluster,
-                    crate::acl::model::CLUSTER_NAME,
-                ) || ctx.authorize_topic(Operation::Create, &td.name)) =>
-            {
-                ctx.broker.auto_create(&td.name)
-            }
-            None => None,
-        };
+        // As in Kafka, Produce never creates a topic (Metadata may).
+        let topic = logs.topic(&td.name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
             let mut r = PartitionProduceResponse::default().with_index(pd.index);
             let result = if !valid_acks {
                 Err((errors::INVALID_REQUIRED_ACKS, None))
-            } else if txn_denied {
-                Err((errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None))
             } else if is_internal_topic(&td.name) {
                 // The coordinators own these logs; no client writes them.
                 Err((errors::INVALID_TOPIC_EXCEPTION, None))
-            } else if !authorized {
-                Err((errors::TOPIC_AUTHORIZATION_FAILED, None))
             } else {
                 match topic
                     .as_ref()

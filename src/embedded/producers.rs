@@ -3,8 +3,6 @@
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::acl::{Operation, ResourceType};
-
 use crate::edge::errors;
 use crate::edge::RequestContext;
 
@@ -19,9 +17,6 @@ pub async fn init_producer_id(
             .with_producer_epoch(-1)
     };
     if let Some(tid) = &req.transactional_id {
-        if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, tid) {
-            return fail(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-        }
         return match ctx
             .broker
             .txns
@@ -39,9 +34,6 @@ pub async fn init_producer_id(
                 .with_producer_epoch(epoch),
             Err(code) => fail(code),
         };
-    }
-    if !ctx.may_write_idempotently() {
-        return fail(errors::CLUSTER_AUTHORIZATION_FAILED);
     }
     // KIP-360: a producer that knows its id asks for the next epoch.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

@@ -13,7 +13,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::acl::Operation;
 use crate::log::{topic_config, LogError};
 
 use crate::edge::errors::{self, code_for};
@@ -41,25 +40,6 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
             }
             r
         };
-        // Cluster CREATE is tried quietly: a create allowed by a topic rule
-        // must not leave a cluster-level refusal in the audit log.
-        let may_create = if ctx.authorize_quiet(
-            Operation::Create,
-            crate::acl::ResourceType::Cluster,
-            crate::acl::model::CLUSTER_NAME,
-        ) {
-            ctx.authorize_cluster(Operation::Create)
-        } else {
-            ctx.authorize_topic(Operation::Create, &name)
-        };
-        if !may_create {
-            results.push(fail(
-                r,
-                errors::TOPIC_AUTHORIZATION_FAILED,
-                "Authorization failed.".into(),
-            ));
-            continue;
-        }
         if seen.get(&name).copied().unwrap_or(0) > 1 {
             results.push(fail(
                 r,
@@ -125,14 +105,6 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
         match logs.create_topic(&name, partitions, overrides.clone(), req.validate_only) {
             Ok(topic) => {
                 tracing::info!(topic = %name, partitions, validate_only = req.validate_only, "topic created");
-                if !req.validate_only {
-                    ctx.admin_action(
-                        "create_topic",
-                        "topic",
-                        &name,
-                        Some(serde_json::json!({ "partitions": partitions, "configs": overrides })),
-                    );
-                }
                 if ctx.version >= 5 {
                     r.num_partitions = partitions;
                     r.replication_factor = 1;
@@ -196,15 +168,6 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopic
             if ctx.version >= 6 {
                 r.topic_id = id;
             }
-            let denied = match (&name, &topic) {
-                (Some(n), _) => !ctx.authorize_topic(Operation::Delete, n),
-                (None, Some(t)) => !ctx.authorize_topic(Operation::Delete, &t.name),
-                (None, None) => false,
-            };
-            if denied {
-                r.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
-                return r;
-            }
             let result = match topic {
                 Some(t) => logs.delete_topic(&t.name).map(|t| {
                     if ctx.version >= 6 {
@@ -212,7 +175,6 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopic
                         r.name = Some(TopicName(StrBytes::from_string(t.name.to_string())));
                     }
                     tracing::info!(topic = %t.name, "topic deleted");
-                    ctx.admin_action("delete_topic", "topic", &t.name, None);
                 }),
                 None => Err(LogError::UnknownTopic(
                     name.as_ref()
@@ -248,10 +210,6 @@ pub fn create_partitions(
         .map(|t| {
             let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome = match logs.topic(&t.name) {
-                _ if !ctx.authorize_topic(Operation::Alter, &t.name) => Err((
-                    errors::TOPIC_AUTHORIZATION_FAILED,
-                    "Authorization failed.".to_string(),
-                )),
                 None => Err((
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("topic `{}` does not exist", &*t.name),
@@ -274,16 +232,6 @@ pub fn create_partitions(
                                 logs.defaults.max_partitions_per_topic,
                                 req.validate_only,
                             )
-                            .inspect(|_| {
-                                if !req.validate_only {
-                                    ctx.admin_action(
-                                        "create_partitions",
-                                        "topic",
-                                        &t.name,
-                                        Some(serde_json::json!({ "total": t.count })),
-                                    );
-                                }
-                            })
                             .map_err(|e| (code_for(&e), e.to_string()))
                     }
                 }

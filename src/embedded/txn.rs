@@ -1,9 +1,6 @@
 //! Transactions: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit,
 //! EndTxn, DescribeTransactions, ListTransactions.
 
-use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
-};
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTxn;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -12,72 +9,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use crate::acl::{Operation, ResourceType};
 use crate::group::offsets::{Committed, Key};
 
 use crate::edge::errors;
 use crate::edge::RequestContext;
-
-fn authorize_txn(ctx: &RequestContext<'_>, op: Operation, id: &str) -> bool {
-    ctx.authorize(op, ResourceType::TransactionalId, id)
-}
-
-/// AddPartitionsToTxn's per-partition answer, one code per topic.
-fn add_partitions_result(
-    topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
-    code_for: &dyn Fn(&str) -> i16,
-) -> AddPartitionsToTxnResponse {
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-        topics
-            .iter()
-            .map(|t| {
-                let code = code_for(&t.name);
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_results_by_partition(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(*p)
-                                    .with_partition_error_code(code)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
-}
-
-/// The edge's part of AddPartitionsToTxn (embedded and gateway alike):
-/// the refusal, if the ACLs refuse. Kafka fails the whole request when one
-/// topic is denied: that topic with 29, the others "not attempted".
-pub fn add_partitions_refusal(
-    ctx: &RequestContext<'_>,
-    req: &AddPartitionsToTxnRequest,
-) -> Option<AddPartitionsToTxnResponse> {
-    let topics = &req.v3_and_below_topics;
-    if !authorize_txn(ctx, Operation::Write, &req.v3_and_below_transactional_id) {
-        return Some(add_partitions_result(topics, &|_| {
-            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-        }));
-    }
-    let denied: Vec<String> = topics
-        .iter()
-        .filter(|t| !ctx.authorize_topic(Operation::Write, &t.name))
-        .map(|t| t.name.to_string())
-        .collect();
-    if denied.is_empty() {
-        return None;
-    }
-    Some(add_partitions_result(topics, &|t| {
-        if denied.iter().any(|d| d == t) {
-            errors::TOPIC_AUTHORIZATION_FAILED
-        } else {
-            errors::OPERATION_NOT_ATTEMPTED
-        }
-    }))
-}
 
 pub async fn add_partitions(
     ctx: &RequestContext<'_>,
@@ -85,9 +20,6 @@ pub async fn add_partitions(
 ) -> AddPartitionsToTxnResponse {
     // v0-v3 carry one transaction at the top level (clients); v4+ batches
     // them for brokers, which we are not.
-    if let Some(refused) = add_partitions_refusal(ctx, &req) {
-        return refused;
-    }
     let id = req.v3_and_below_transactional_id.to_string();
     let topics = &req.v3_and_below_topics;
     let parts: Vec<(String, i32)> = topics
@@ -108,18 +40,14 @@ pub async fn add_partitions(
         Ok(()) => errors::NONE,
         Err(c) => c,
     };
-    add_partitions_result(topics, &|_| code)
+    crate::edge::txn::add_partitions_result(topics, &|_| code)
 }
 
 pub async fn add_offsets(
     ctx: &RequestContext<'_>,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
-    let code = if !authorize_txn(ctx, Operation::Write, &req.transactional_id) {
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    } else if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
-        errors::GROUP_AUTHORIZATION_FAILED
-    } else {
+    let code = {
         match ctx
             .broker
             .txns
@@ -143,29 +71,17 @@ pub async fn txn_offset_commit(
     req: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group = req.group_id.to_string();
-    let base = if !authorize_txn(ctx, Operation::Write, &req.transactional_id) {
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    } else if !ctx.authorize(Operation::Read, ResourceType::Group, &group) {
-        errors::GROUP_AUTHORIZATION_FAILED
-    } else {
-        errors::NONE
-    };
     let now = crate::log::segment::now_ms();
     let mut staged = Vec::new();
     let mut topics: Vec<TxnOffsetCommitResponseTopic> = req
         .topics
         .iter()
         .map(|t| {
-            let ok = base == errors::NONE && ctx.authorize_topic(Operation::Read, &t.name);
             let parts = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = if base != errors::NONE {
-                        base
-                    } else if !ok {
-                        errors::TOPIC_AUTHORIZATION_FAILED
-                    } else if ctx
+                    let code = if ctx
                         .broker
                         .logs
                         .partition(&t.name, p.partition_index)
@@ -224,10 +140,6 @@ pub async fn txn_offset_commit(
 }
 
 pub async fn end(ctx: &RequestContext<'_>, req: EndTxnRequest) -> EndTxnResponse {
-    if !authorize_txn(ctx, Operation::Write, &req.transactional_id) {
-        return EndTxnResponse::default()
-            .with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-    }
     match ctx
         .broker
         .txns
@@ -253,9 +165,6 @@ pub fn describe(
         .iter()
         .map(|id| {
             let mut s = TransactionState::default().with_transactional_id(id.clone());
-            if !authorize_txn(ctx, Operation::Describe, id) {
-                return s.with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-            }
             match ctx.broker.txns.describe(id) {
                 None => s.with_error_code(105), // TRANSACTIONAL_ID_NOT_FOUND
                 Some(m) => {
@@ -297,9 +206,6 @@ pub fn list(ctx: &RequestContext<'_>, req: ListTransactionsRequest) -> ListTrans
         .txns
         .list()
         .into_iter()
-        .filter(|(id, _)| {
-            ctx.authorize_quiet(Operation::Describe, ResourceType::TransactionalId, id)
-        })
         .filter(|(_, m)| {
             req.state_filters.is_empty()
                 || req
