@@ -27,7 +27,9 @@ pub struct Allowed {
 
 pub type Later = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
-/// A back end's answer.
+/// A back end's answer. Moved once per request: boxing the large variant
+/// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Executed {
     /// No answer at all (Produce with acks=0).
     Silent,

@@ -13,11 +13,14 @@ use super::{admin, data, groups, metadata, txn, RequestContext};
 /// request's context (to filter what the client may see).
 pub type Fixup = Box<dyn FnOnce(&mut ResponseKind, &RequestContext<'_>) + Send>;
 
+/// Appends refusals to an answer.
+pub type Merge = Box<dyn FnOnce(&mut ResponseKind) + Send>;
+
 /// How the edge finishes the back end's answer.
 pub enum Fix {
     /// Appends the edge's refusals; needs no context, so it also applies to
     /// an answer that comes after the request (acks=all produce).
-    Merge(Box<dyn FnOnce(&mut ResponseKind) + Send>),
+    Merge(Merge),
     /// Filters or rewrites with the request's context.
     Filter(Fixup),
 }
@@ -31,7 +34,7 @@ impl Fix {
     }
 
     /// The context-free part, for an answer that outlives the request.
-    pub fn into_merge(self) -> Option<Box<dyn FnOnce(&mut ResponseKind) + Send>> {
+    pub fn into_merge(self) -> Option<Merge> {
         match self {
             Fix::Merge(f) => Some(f),
             Fix::Filter(_) => {
