@@ -11,12 +11,15 @@ pub mod index;
 pub mod internal;
 pub mod manager;
 pub mod partition;
+pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
 pub mod state_snapshot;
 pub mod topic;
 pub mod topic_config;
+pub mod txn_index;
+pub mod txn_markers;
 
 pub use error::LogError;
 pub use manager::LogManager;

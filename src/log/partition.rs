@@ -14,12 +14,12 @@ use tokio::sync::{watch, Notify};
 use super::batch::{self, BatchSpan};
 use super::files::FileCache;
 use super::fsutil;
+use super::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
 use super::segment::{self, now_ms, Segment};
 use super::state_snapshot;
 use super::topic_config::{EffectiveConfig, TimestampType};
+use super::txn_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
 use super::LogError;
-use crate::txn::partition_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
-use crate::txn::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
 
 struct State {
     segments: Vec<Arc<Segment>>,
@@ -438,7 +438,7 @@ impl Partition {
         marker: Marker,
         cfg: &EffectiveConfig,
     ) -> Result<i64, LogError> {
-        let bytes = crate::txn::markers::encode(producer_id, epoch, marker)?;
+        let bytes = super::txn_markers::encode(producer_id, epoch, marker)?;
         let spans = batch::validate_produce_records(&bytes, usize::MAX)?;
         Ok(self.append(&bytes, &spans, cfg)?.end_offset)
     }

@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use super::fsutil;
-use crate::txn::partition_index::{AbortedTxn, TxnIndex};
-use crate::txn::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
+use super::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
+use super::txn_index::{AbortedTxn, TxnIndex};
 
 const CLEAN_FILE: &str = "clean-shutdown";
 const ROLL_SUFFIX: &str = ".snapshot";
