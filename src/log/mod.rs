@@ -6,11 +6,11 @@
 pub mod batch;
 pub mod error;
 pub mod files;
-pub mod fsutil;
 pub mod index;
 pub mod internal;
 pub mod manager;
 pub mod partition;
+pub mod permissions;
 pub mod producer_state;
 pub mod records;
 pub mod retention;
