@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
-use crate::config::LogConfig;
+use super::LogConfig;
 
 use super::files::FileCache;
 use super::permissions::{create_private_dir, tighten_tree, FILE_MODE};

@@ -644,9 +644,9 @@ pub fn segment_file(dir: &Path, base: i64) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LogConfig;
     use crate::log::batch::tests::make_idempotent_batch;
     use crate::log::topic_config;
+    use crate::log::LogConfig;
 
     const PID: i64 = 7;
 

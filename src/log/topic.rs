@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::LogConfig;
+use super::LogConfig;
 
 use super::files::FileCache;
 use super::permissions::{create_private_dir, FILE_MODE};
