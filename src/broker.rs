@@ -8,10 +8,10 @@ use crate::audit::{AuditEvent, Auditor, EventKind};
 use crate::config::Config;
 use crate::log::{retention, LogError, LogManager, Topic};
 use crate::security::credentials::{CredentialError, CredentialStore};
-use crate::security::reload::{ReloadHandle, ReloadReport, Reporter};
 use crate::security::scram;
 use crate::server::{listener, BoundListener};
 use crate::tls::{TlsAcceptorHandle, TlsError, TlsWatcher};
+use crate::util::hot_reload::{ReloadHandle, ReloadReport, Reporter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -422,8 +422,8 @@ fn ensure_default_acl_file(
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(crate::security::reload::parent_dir(path)).map_err(write)?;
-    crate::log::fsutil::write_atomic(path, crate::acl::store::DEFAULT_FILE.as_bytes(), 0o644)
+    std::fs::create_dir_all(crate::util::atomic_file::parent_dir(path)).map_err(write)?;
+    crate::util::atomic_file::write_atomic(path, crate::acl::store::DEFAULT_FILE.as_bytes(), 0o644)
         .map_err(write)?;
     Ok(Some(path.clone()))
 }
@@ -456,7 +456,7 @@ fn reload_reporter(auditor: Arc<Auditor>) -> Reporter {
                 rec.decision = Some("accepted".into());
                 details[count_key] = (*entries).into();
                 details["generation"] = version.generation.into();
-                details["sha256"] = crate::security::reload::hex(&version.sha256).into();
+                details["sha256"] = crate::util::hot_reload::hex(&version.sha256).into();
                 details["failed_attempts"] = (*failed_attempts).into();
             }
             ReloadReport::InSync {
@@ -466,7 +466,7 @@ fn reload_reporter(auditor: Arc<Auditor>) -> Reporter {
             } => {
                 rec.decision = Some("in_sync".into());
                 details["generation"] = version.generation.into();
-                details["sha256"] = crate::security::reload::hex(&version.sha256).into();
+                details["sha256"] = crate::util::hot_reload::hex(&version.sha256).into();
                 details["failed_attempts"] = (*failed_attempts).into();
             }
             ReloadReport::Failed {

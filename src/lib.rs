@@ -19,6 +19,7 @@ pub mod security;
 pub mod server;
 pub mod tls;
 pub mod txn;
+pub mod util;
 
 // Every binary that links this library gets the guard; see `alloc_guard` for why.
 #[global_allocator]

@@ -426,12 +426,12 @@ impl AclFile {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), AclFileError> {
-        crate::log::fsutil::write_atomic(path, self.render().as_bytes(), 0o644).map_err(|source| {
-            AclFileError::Write {
+        crate::util::atomic_file::write_atomic(path, self.render().as_bytes(), 0o644).map_err(
+            |source| AclFileError::Write {
                 path: path.display().to_string(),
                 source,
-            }
-        })
+            },
+        )
     }
 }
 

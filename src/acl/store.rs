@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::authorizer::AclSet;
 use super::file::{AclFile, AclFileError};
-use crate::security::reload::{self, Reloadable, Reloaded, Version};
+use crate::util::hot_reload::{self, Reloadable, Reloaded, Version};
 
 /// An edit through [`AclStore::modify`] is in force (reloads from the file
 /// are reported by the reload loop instead).
@@ -57,7 +57,7 @@ impl AclStore {
             super_users,
             current: ArcSwap::from_pointee(set),
             edit: Mutex::new(Version {
-                sha256: reload::sha256(&bytes),
+                sha256: hot_reload::sha256(&bytes),
                 generation: 1,
             }),
             allow_missing,
@@ -116,7 +116,7 @@ impl AclStore {
             None if self.allow_missing => None,
             None => return Err(AclFileError::Missing { path: name }),
         };
-        let sha256 = reload::sha256(bytes.as_deref().unwrap_or_default());
+        let sha256 = hot_reload::sha256(bytes.as_deref().unwrap_or_default());
         if sha256 == version.sha256 {
             return Ok(Reloaded::Unchanged);
         }
@@ -143,12 +143,13 @@ impl AclStore {
     /// writes it atomically and puts it in force.
     pub fn modify<T>(&self, f: impl FnOnce(&mut AclFile) -> T) -> Result<T, AclFileError> {
         let mut version = self.lock();
-        let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
-            AclFileError::Write {
-                path: self.path.display().to_string(),
-                source,
-            }
-        })?;
+        let _file_lock =
+            crate::util::file_lock::FileLock::acquire(&self.path).map_err(|source| {
+                AclFileError::Write {
+                    path: self.path.display().to_string(),
+                    source,
+                }
+            })?;
         let mut file = if self.allow_missing {
             AclFile::load_or_default(&self.path)?
         } else {
@@ -166,7 +167,7 @@ impl AclStore {
         checked.save(&self.path)?;
         let rules = self.install(checked);
         *version = Version {
-            sha256: reload::sha256(text.as_bytes()),
+            sha256: hot_reload::sha256(text.as_bytes()),
             generation: version.generation + 1,
         };
         drop(version);
@@ -175,13 +176,13 @@ impl AclStore {
     }
 
     /// Keeps the rules in force in step with the file (see
-    /// [`crate::security::reload`]): an edit is in force within a second, a
+    /// [`crate::util::hot_reload`]): an edit is in force within a second, a
     /// failed reload is retried until the file on disk is in force.
     pub fn spawn_watcher(
         self: &Arc<Self>,
-        reporter: Option<reload::Reporter>,
-    ) -> std::io::Result<reload::ReloadHandle> {
-        reload::spawn(self, reporter, true)
+        reporter: Option<hot_reload::Reporter>,
+    ) -> std::io::Result<hot_reload::ReloadHandle> {
+        hot_reload::spawn(self, reporter, true)
     }
 }
 
@@ -194,7 +195,7 @@ impl Reloadable for AclStore {
         vec![self.path.clone()]
     }
     fn ack_path(&self) -> Option<PathBuf> {
-        Some(reload::ack_path_for(&self.path))
+        Some(hot_reload::ack_path_for(&self.path))
     }
     fn version(&self) -> Version {
         AclStore::version(self)

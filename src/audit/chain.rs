@@ -6,9 +6,8 @@
 //! reads the last record back before writing).
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -201,27 +200,11 @@ impl Anchor {
         }
     }
 
-    /// Replaces the anchor atomically (temporary file, fsync, rename), mode 0600.
+    /// Replaces the anchor atomically, mode 0600.
     pub fn write(&self, log: &Path) -> std::io::Result<()> {
-        let path = anchor_path(log);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let mut json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        crate::util::atomic_file::write_atomic(&anchor_path(log), &json, 0o600)
     }
 
     /// The anchor for a file about to be deleted: its last record's seq and
@@ -241,7 +224,7 @@ impl Anchor {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            time: super::event::now_rfc3339(),
+            time: crate::util::time::now_rfc3339(),
         }))
     }
 }

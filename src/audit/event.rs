@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::util::time::now_rfc3339;
+
 pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -131,15 +133,6 @@ pub struct AuditEvent {
     /// Free-form detail: rule counts, errors, changed users, drop counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
-}
-
-pub fn now_rfc3339() -> String {
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
 impl AuditEvent {

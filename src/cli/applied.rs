@@ -1,7 +1,7 @@
 //! After a command rewrote a file the broker hot-reloads (the ACL file, the
 //! credential store), tell the operator whether the running broker has put
 //! that content in force: it publishes `<file>.applied` with the SHA-256 of
-//! what it applied (see `portcullis::security::reload`). A revocation that
+//! what it applied (see `portcullis::util::hot_reload`). A revocation that
 //! the broker could not apply (e.g. its fd table is full) is then visible
 //! here instead of being assumed.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use portcullis::security::reload::{ack_path_for, wait_applied, AckState};
+use portcullis::util::hot_reload::{ack_path_for, wait_applied, AckState};
 
 /// Exit status when a broker is running but has not applied the change
 /// within `--wait-secs` (the file is written; the broker keeps retrying).

@@ -7,6 +7,9 @@
 
 use std::path::Path;
 
+use super::permissions::FILE_MODE;
+use crate::util::atomic_file::write_atomic;
+
 /// (offset relative to the segment base, byte position in the segment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetEntry {
@@ -94,8 +97,8 @@ impl SegmentIndex {
             t.extend_from_slice(&e.timestamp.to_be_bytes());
             t.extend_from_slice(&e.rel_offset.to_be_bytes());
         }
-        super::fsutil::write_atomic(offset_path, &o, super::fsutil::FILE_MODE)?;
-        super::fsutil::write_atomic(time_path, &t, super::fsutil::FILE_MODE)
+        write_atomic(offset_path, &o, FILE_MODE)?;
+        write_atomic(time_path, &t, FILE_MODE)
     }
 
     /// Loads index files; `None` if missing or malformed (then the caller

@@ -7,11 +7,13 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
-use crate::config::LogConfig;
+use super::LogConfig;
 
 use super::files::FileCache;
+use super::permissions::{create_private_dir, tighten_tree, FILE_MODE};
 use super::topic_config;
-use super::{fsutil, LogError, Partition, Topic};
+use super::{LogError, Partition, Topic};
+use crate::util::atomic_file::{sync_dir, write_atomic};
 
 pub struct LogManager {
     topics_dir: PathBuf,
@@ -55,10 +57,10 @@ impl LogManager {
     /// Opens every topic under `data_dir/topics`, recovering each partition.
     pub fn open(data_dir: &Path, defaults: LogConfig) -> Result<Arc<LogManager>, LogError> {
         let topics_dir = data_dir.join("topics");
-        fsutil::create_private_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
+        create_private_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
         // A data dir written by an older version has world-readable topic
         // data: data dir, topics, partitions and their files.
-        let t = fsutil::tighten_tree(data_dir, 4);
+        let t = tighten_tree(data_dir, 4);
         if t.changed > 0 {
             tracing::info!(
                 data_dir = %data_dir.display(),
@@ -178,7 +180,7 @@ impl LogManager {
             &self.defaults,
             &self.files,
         )?;
-        fsutil::sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;
+        sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;
         topics.insert(name.to_string(), topic.clone());
         Ok(Some(topic))
     }
@@ -237,8 +239,7 @@ fn load_cluster_id(data_dir: &Path) -> Result<String, LogError> {
     use base64::Engine;
     let id =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
-    fsutil::write_atomic(&path, id.as_bytes(), fsutil::FILE_MODE)
-        .map_err(|e| LogError::io(&path, e))?;
+    write_atomic(&path, id.as_bytes(), FILE_MODE).map_err(|e| LogError::io(&path, e))?;
     Ok(id)
 }
 

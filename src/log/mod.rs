@@ -6,19 +6,24 @@
 pub mod batch;
 pub mod error;
 pub mod files;
-pub mod fsutil;
 pub mod index;
 pub mod internal;
 pub mod manager;
 pub mod partition;
+pub mod permissions;
+pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod settings;
 pub mod state_snapshot;
 pub mod topic;
 pub mod topic_config;
+pub mod txn_index;
+pub mod txn_markers;
 
 pub use error::LogError;
 pub use manager::LogManager;
 pub use partition::Partition;
+pub use settings::LogConfig;
 pub use topic::Topic;

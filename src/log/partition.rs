@@ -13,13 +13,14 @@ use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchSpan};
 use super::files::FileCache;
-use super::fsutil;
+use super::permissions::{create_private_dir, FILE_MODE};
+use super::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
 use super::segment::{self, now_ms, Segment};
 use super::state_snapshot;
 use super::topic_config::{EffectiveConfig, TimestampType};
+use super::txn_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
 use super::LogError;
-use crate::txn::partition_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
-use crate::txn::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
+use crate::util::atomic_file::{sync_dir, write_atomic};
 
 struct State {
     segments: Vec<Arc<Segment>>,
@@ -77,7 +78,7 @@ impl Partition {
         index_interval: u32,
         files: &Arc<FileCache>,
     ) -> Result<Arc<Partition>, LogError> {
-        fsutil::create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut bases = list_segment_bases(&dir)?;
         bases.sort_unstable();
         let snapshot = state_snapshot::take_clean(&dir);
@@ -278,7 +279,7 @@ impl Partition {
             active.seal(&self.dir)?;
         }
         let seg = Segment::create(&self.dir, end, self.index_interval, &self.files)?;
-        fsutil::sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        sync_dir(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
         st.segments.push(Arc::new(seg));
         let State {
             producers, txns, ..
@@ -438,7 +439,7 @@ impl Partition {
         marker: Marker,
         cfg: &EffectiveConfig,
     ) -> Result<i64, LogError> {
-        let bytes = crate::txn::markers::encode(producer_id, epoch, marker)?;
+        let bytes = super::txn_markers::encode(producer_id, epoch, marker)?;
         let spans = batch::validate_produce_records(&bytes, usize::MAX)?;
         Ok(self.append(&bytes, &spans, cfg)?.end_offset)
     }
@@ -482,10 +483,10 @@ impl Partition {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
         }
         if target > start {
-            fsutil::write_atomic(
+            write_atomic(
                 &self.dir.join(LOG_START_FILE),
                 target.to_string().as_bytes(),
-                fsutil::FILE_MODE,
+                FILE_MODE,
             )
             .map_err(|e| LogError::io(&self.dir, e))?;
             self.log_start.store(target, Ordering::Release);
@@ -643,9 +644,9 @@ pub fn segment_file(dir: &Path, base: i64) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LogConfig;
     use crate::log::batch::tests::make_idempotent_batch;
     use crate::log::topic_config;
+    use crate::log::LogConfig;
 
     const PID: i64 = 7;
 

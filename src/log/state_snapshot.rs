@@ -23,9 +23,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use super::fsutil;
-use crate::txn::partition_index::{AbortedTxn, TxnIndex};
-use crate::txn::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
+use super::permissions::FILE_MODE;
+use super::producer_state::{CachedBatch, ProducerEntry, ProducerStates, CACHED_BATCHES};
+use super::txn_index::{AbortedTxn, TxnIndex};
+use crate::util::atomic_file::{write_atomic, write_atomic_unsynced};
 
 const CLEAN_FILE: &str = "clean-shutdown";
 const ROLL_SUFFIX: &str = ".snapshot";
@@ -78,11 +79,7 @@ pub fn write_clean(
     producers: &ProducerStates,
     txns: &TxnIndex,
 ) -> std::io::Result<()> {
-    fsutil::write_atomic(
-        &clean_path(dir),
-        &encode(head, producers, txns),
-        fsutil::FILE_MODE,
-    )
+    write_atomic(&clean_path(dir), &encode(head, producers, txns), FILE_MODE)
 }
 
 /// The state as of `base`, the offset a new segment starts at. Snapshots
@@ -99,9 +96,7 @@ pub fn write_at_roll(
         end_offset: base,
     };
     let path = roll_path(dir, base);
-    let tmp = path.with_extension("snapshot.tmp");
-    fsutil::write_private(&tmp, &encode(head, producers, txns))?;
-    std::fs::rename(&tmp, &path)?;
+    write_atomic_unsynced(&path, &encode(head, producers, txns), FILE_MODE)?;
     let mut bases = roll_bases(dir);
     bases.sort_unstable();
     if bases.len() > 2 {

@@ -9,11 +9,13 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::LogConfig;
+use super::LogConfig;
 
 use super::files::FileCache;
+use super::permissions::{create_private_dir, FILE_MODE};
 use super::topic_config::{self, EffectiveConfig};
-use super::{fsutil, LogError, Partition};
+use super::{LogError, Partition};
+use crate::util::atomic_file::write_atomic;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +48,7 @@ impl Topic {
         defaults: &LogConfig,
         files: &Arc<FileCache>,
     ) -> Result<Arc<Topic>, LogError> {
-        fsutil::create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
         let meta = TopicMeta {
             id: Uuid::new_v4(),
             partitions,
@@ -218,5 +220,5 @@ fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), LogError> {
     let path = dir.join(META_FILE);
     let data = serde_json::to_vec_pretty(meta)
         .map_err(|e| LogError::io(&path, std::io::Error::other(e)))?;
-    fsutil::write_atomic(&path, &data, fsutil::FILE_MODE).map_err(|e| LogError::io(&path, e))
+    write_atomic(&path, &data, FILE_MODE).map_err(|e| LogError::io(&path, e))
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::LogConfig;
+use super::LogConfig;
 
 use super::LogError;
 

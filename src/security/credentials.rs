@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::security::scram::{
     ScramCredential, ScramError, MAX_ITERATIONS, MECHANISM, MIN_ITERATIONS,
 };
+use crate::util::atomic_file::write_atomic;
+use crate::util::file_lock::FileLock;
+use crate::util::hot_reload;
 
 /// Only format version understood.
 pub const FILE_VERSION: u32 = 1;
@@ -151,7 +154,7 @@ impl CredentialFile {
         })?;
         warn_if_readable_by_others(path);
         let file = Self::from_yaml_bytes(&bytes, &path.display().to_string())?;
-        Ok((file, crate::security::reload::sha256(&bytes)))
+        Ok((file, hot_reload::sha256(&bytes)))
     }
 
     /// Parses bytes; text that is not UTF-8 is refused with the line where
@@ -268,37 +271,10 @@ impl CredentialFile {
 
     /// [`Self::save`] of text already rendered (the caller hashes it).
     fn save_text(&self, path: &Path, text: &str) -> Result<()> {
-        let werr = |source| CredentialError::Write {
+        write_atomic(path, text.as_bytes(), 0o600).map_err(|source| CredentialError::Write {
             path: path.to_path_buf(),
             source,
-        };
-        let dir = parent_dir(path);
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| werr(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{}.{:016x}",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            OsRng.next_u64()
-        ));
-        let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true) // O_EXCL: never follow a planted symlink
-                .mode(0o600) // secret from the first byte, not chmod'ed later
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, path)?;
-            // Make the rename itself durable.
-            File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(werr)
+        })
     }
 
     /// Add a new user (runs PBKDF2). Fails if the user exists.
@@ -410,13 +386,6 @@ fn validate_credential(name: &str, c: &ScramCredential) -> Result<()> {
     Ok(())
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 fn warn_if_readable_by_others(path: &Path) {
     if let Ok(meta) = fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
@@ -475,7 +444,7 @@ impl CredentialStore {
                 let f = CredentialFile::new();
                 let text = f.to_yaml_string();
                 f.save_text(&path, &text)?;
-                (f, crate::security::reload::sha256(text.as_bytes()))
+                (f, hot_reload::sha256(text.as_bytes()))
             }
             other => other?,
         };
@@ -520,9 +489,9 @@ impl CredentialStore {
     }
 
     /// The content in force (its hash) and its generation.
-    pub fn version(&self) -> crate::security::reload::Version {
+    pub fn version(&self) -> hot_reload::Version {
         let sha256 = *self.lock();
-        crate::security::reload::Version {
+        hot_reload::Version {
             sha256,
             generation: self.generation(),
         }
@@ -568,17 +537,16 @@ impl CredentialStore {
         let mut in_force = self.lock();
         // Other processes (the CLI, a second broker command) edit the same
         // file: serialize load-modify-save across processes too.
-        let _file_lock = crate::log::fsutil::FileLock::acquire(&self.path).map_err(|source| {
-            CredentialError::Write {
+        let _file_lock =
+            FileLock::acquire(&self.path).map_err(|source| CredentialError::Write {
                 path: self.path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let mut file = CredentialFile::load(&self.path)?;
         let out = f(&mut file)?;
         let text = file.to_yaml_string();
         file.save_text(&self.path, &text)?;
-        *in_force = crate::security::reload::sha256(text.as_bytes());
+        *in_force = hot_reload::sha256(text.as_bytes());
         self.swap(file);
         Ok(out)
     }
@@ -594,19 +562,19 @@ impl CredentialStore {
     }
 
     /// Keeps the snapshot in step with the file (see
-    /// [`crate::security::reload`]): `notify` on the parent directory plus a
+    /// [`crate::util::hot_reload`]): `notify` on the parent directory plus a
     /// metadata poll; a broken or unreadable new file is logged, the last
     /// good snapshot stays, and the reload is retried until the file on disk
     /// is in force. Stops when the handle is dropped.
     pub fn spawn_watcher(
         self: &Arc<Self>,
-        reporter: Option<crate::security::reload::Reporter>,
-    ) -> io::Result<crate::security::reload::ReloadHandle> {
-        crate::security::reload::spawn(self, reporter, true)
+        reporter: Option<hot_reload::Reporter>,
+    ) -> io::Result<hot_reload::ReloadHandle> {
+        hot_reload::spawn(self, reporter, true)
     }
 }
 
-impl crate::security::reload::Reloadable for CredentialStore {
+impl hot_reload::Reloadable for CredentialStore {
     type Error = CredentialError;
     fn what(&self) -> &'static str {
         "credential file"
@@ -615,17 +583,17 @@ impl crate::security::reload::Reloadable for CredentialStore {
         vec![self.path.clone()]
     }
     fn ack_path(&self) -> Option<PathBuf> {
-        Some(crate::security::reload::ack_path_for(&self.path))
+        Some(hot_reload::ack_path_for(&self.path))
     }
-    fn version(&self) -> crate::security::reload::Version {
+    fn version(&self) -> hot_reload::Version {
         CredentialStore::version(self)
     }
-    fn reload(&self) -> Result<crate::security::reload::Reloaded> {
+    fn reload(&self) -> Result<hot_reload::Reloaded> {
         let before = self.generation();
         CredentialStore::reload(self)?;
         Ok(match self.generation() == before {
-            true => crate::security::reload::Reloaded::Unchanged,
-            false => crate::security::reload::Reloaded::Applied {
+            true => hot_reload::Reloaded::Unchanged,
+            false => hot_reload::Reloaded::Applied {
                 entries: self.snapshot().len(),
             },
         })
@@ -910,7 +878,7 @@ mod tests {
         let path = dir.path().join("c.yaml");
         CredentialFile::new().save(&path).expect("save");
         let store = CredentialStore::open(&path).expect("open");
-        let handle = crate::security::reload::spawn(&store, None, false).expect("spawn");
+        let handle = hot_reload::spawn(&store, None, false).expect("spawn");
         let mut f = CredentialFile::load(&path).expect("load");
         f.add_user("carol", "pw", IT).expect("add");
         f.save(&path).expect("save");

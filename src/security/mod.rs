@@ -1,5 +1,4 @@
 pub mod credentials;
-pub mod reload;
 pub mod scram;
 pub mod session;
 pub mod throttle;

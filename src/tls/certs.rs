@@ -8,8 +8,7 @@
 //! is safe; an existing CA is reused to sign new server/client certificates so
 //! clients that already trust `ca.crt` keep working.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +19,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use super::TlsError;
+use crate::util::atomic_file;
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
@@ -415,47 +415,22 @@ fn create_dir(dir: &Path) -> Result<(), TlsError> {
 /// Writes `data` with `mode` set at creation (no window where a key is
 /// world-readable). Without `overwrite` the create is exclusive, so an
 /// existing file is never clobbered even in a race. With `overwrite` the
-/// data goes to a temp file that is renamed over the target, so readers
-/// (the reload watcher) never see a half-written file.
+/// file is replaced atomically, so readers (the reload watcher) never see a
+/// half-written file.
 fn write_file(path: &Path, data: &[u8], mode: u32, overwrite: bool) -> Result<(), TlsError> {
-    let err = |action, source| TlsError::Write {
+    let (action, result) = if overwrite {
+        (
+            "cannot replace",
+            atomic_file::write_atomic(path, data, mode),
+        )
+    } else {
+        ("cannot create", atomic_file::write_new(path, data, mode))
+    };
+    result.map_err(|source| TlsError::Write {
         action,
         path: path.to_path_buf(),
         source,
-    };
-    if !overwrite {
-        return write_new(path, data, mode).map_err(|e| err("cannot create", e));
-    }
-    let tmp = temp_sibling(path);
-    let _ = fs::remove_file(&tmp);
-    write_new(&tmp, data, mode).map_err(|e| err("cannot write temp file for", e))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        err("cannot replace", e)
     })
-}
-
-fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = opts.open(path)?;
-    file.write_all(data)?;
-    file.sync_all()
-}
-
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -550,7 +525,7 @@ mod tests {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .contains(".tmp-")
+                    .contains(".tmp")
             })
             .count();
         assert_eq!(stray, 0);

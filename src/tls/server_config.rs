@@ -23,7 +23,7 @@ use x509_parser::time::ASN1Time;
 
 use super::principal::{PrincipalMapper, PrincipalSource};
 use super::TlsError;
-use crate::security::reload::{self, Reloadable, Reloaded, Version};
+use crate::util::hot_reload::{self, Reloadable, Reloaded, Version};
 
 /// Client certificate policy.
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -193,13 +193,13 @@ impl TlsAcceptorHandle {
     }
 
     /// Keeps the config in step with the cert, key and client CA files (see
-    /// [`crate::security::reload`]): notify on their parent directories
+    /// [`crate::util::hot_reload`]): notify on their parent directories
     /// (catches atomic renames) plus metadata polling; a failed reload keeps
     /// the previous certificate and is retried until the files on disk are
     /// in force. Runs until the returned [`TlsWatcher`] is dropped.
     pub fn spawn_watcher(
         self: &Arc<Self>,
-        reporter: Option<reload::Reporter>,
+        reporter: Option<hot_reload::Reporter>,
     ) -> Result<TlsWatcher, TlsError> {
         self.spawn_watcher_with(reporter, true)
     }
@@ -207,10 +207,10 @@ impl TlsAcceptorHandle {
     /// `use_notify: false` exercises the polling fallback in tests.
     fn spawn_watcher_with(
         self: &Arc<Self>,
-        reporter: Option<reload::Reporter>,
+        reporter: Option<hot_reload::Reporter>,
         use_notify: bool,
     ) -> Result<TlsWatcher, TlsError> {
-        let handle = reload::spawn(self, reporter, use_notify)
+        let handle = hot_reload::spawn(self, reporter, use_notify)
             .map_err(|e| TlsError::Watch(e.to_string()))?;
         Ok(TlsWatcher { _handle: handle })
     }
@@ -246,12 +246,12 @@ fn hash_files(files: &[PathBuf]) -> Result<[u8; 32], TlsError> {
         .map(|f| fs::read(f).unwrap_or_default())
         .collect();
     let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-    Ok(reload::sha256_of_parts(&refs))
+    Ok(hot_reload::sha256_of_parts(&refs))
 }
 
 /// Keeps the reload loop alive; dropping it stops watching.
 pub struct TlsWatcher {
-    _handle: reload::ReloadHandle,
+    _handle: hot_reload::ReloadHandle,
 }
 
 /// Reads and validates everything, then assembles the rustls config.

@@ -19,8 +19,8 @@ use crate::log::internal::InternalLog;
 use crate::log::segment::now_ms;
 use crate::log::{LogError, LogManager};
 
-use super::partition_index::Marker;
 use super::producer_ids::ProducerIds;
+use crate::log::txn_index::Marker;
 
 pub const TXN_TOPIC: &str = "__transaction_state";
 

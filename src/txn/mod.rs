@@ -1,8 +1,8 @@
-//! Producer guarantees: producer ids, idempotent-producer state, and the
-//! transaction coordinator with its per-partition bookkeeping and markers.
+//! Producer guarantees above the log: producer ids and the transaction
+//! coordinator. The per-partition state that appends check and update
+//! (idempotent-producer state, open and aborted transactions, the marker
+//! batches) lives in the log (`log::producer_state`, `log::txn_index`,
+//! `log::txn_markers`), so the log never imports this module.
 
 pub mod coordinator;
-pub mod markers;
-pub mod partition_index;
 pub mod producer_ids;
-pub mod producer_state;

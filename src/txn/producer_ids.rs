@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::log::fsutil;
+use crate::log::permissions::FILE_MODE;
+use crate::util::atomic_file::write_atomic;
 
 const BLOCK: i64 = 1000;
 
@@ -39,7 +40,7 @@ impl ProducerIds {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.0 >= st.1 {
             let bound = st.1 + BLOCK;
-            fsutil::write_atomic(&self.path, bound.to_string().as_bytes(), fsutil::FILE_MODE)?;
+            write_atomic(&self.path, bound.to_string().as_bytes(), FILE_MODE)?;
             st.1 = bound;
         }
         let id = st.0;

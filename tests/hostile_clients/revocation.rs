@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use portcullis::security::reload::{ack_path_for, hex, read_ack, sha256, Ack};
+use portcullis::util::hot_reload::{ack_path_for, hex, read_ack, sha256, Ack};
 
 use crate::common::audit_files::{is, n, raw_lines, s};
 use crate::common::{log_tail, run_script_ok, scratch, wait_for, Broker, BIN};

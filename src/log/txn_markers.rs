@@ -8,8 +8,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::partition_index::Marker;
-use crate::log::LogError;
+use super::txn_index::Marker;
+use super::LogError;
 
 pub fn encode(producer_id: i64, epoch: i16, marker: Marker) -> Result<Bytes, LogError> {
     let mut key = BytesMut::with_capacity(4);
@@ -31,7 +31,7 @@ pub fn encode(producer_id: i64, epoch: i16, marker: Marker) -> Result<Bytes, Log
         timestamp_type: TimestampType::Creation,
         offset: 0,
         sequence: -1,
-        timestamp: crate::log::segment::now_ms(),
+        timestamp: super::segment::now_ms(),
         key: Some(key.freeze()),
         value: Some(value.freeze()),
         headers: IndexMap::new(),
@@ -49,7 +49,7 @@ pub fn encode(producer_id: i64, epoch: i16, marker: Marker) -> Result<Bytes, Log
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::partition_index::parse_marker;
+    use crate::log::txn_index::parse_marker;
 
     #[test]
     fn markers_round_trip_and_are_control_batches() {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::log::batch::{BatchHeader, ATTR_TRANSACTIONAL};
+use super::batch::{BatchHeader, ATTR_TRANSACTIONAL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
@@ -97,8 +97,8 @@ impl TxnIndex {
 /// Reads the marker type from a control batch's first record:
 /// key = version (i16) + type (i16: 0 abort, 1 commit).
 pub fn parse_marker(batch: &[u8]) -> Option<Marker> {
-    let mut pos = crate::log::batch::HEADER_LEN;
-    let varint = |pos: &mut usize| crate::log::batch::read_varint(batch, pos);
+    let mut pos = super::batch::HEADER_LEN;
+    let varint = |pos: &mut usize| super::batch::read_varint(batch, pos);
     let _len = varint(&mut pos)?;
     pos += 1; // attributes
     let _ts = varint(&mut pos)?;

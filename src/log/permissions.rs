@@ -1,8 +1,8 @@
-//! Small durable-file helpers shared by the log engine's metadata files.
+//! Who may read the log engine's files: the data directory, every topic and
+//! partition directory and every file in them are private to the broker's
+//! user (files are written through `util::atomic_file` with [`FILE_MODE`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 
 /// Mode of every file the log engine writes: topic data is as private as
@@ -20,17 +20,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)?;
     // `mode` does not apply to a directory that already existed.
     tighten(dir, DIR_MODE).map(|_| ())
-}
-
-/// Writes a whole file, created private (not atomic, not fsynced).
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)?;
-    f.write_all(data)
 }
 
 /// Clears the group and other bits of `path` beyond `mode`; true if it
@@ -89,72 +78,6 @@ fn tighten_into(dir: &Path, depth: usize, t: &mut Tightened) {
             tighten_into(&path, depth - 1, t);
         } else if ft.is_file() {
             one(&path, FILE_MODE, t);
-        }
-    }
-}
-
-/// Writes `data` to `path` so that a crash leaves either the old or the new
-/// content: temp file in the same directory, fsync, rename, fsync directory.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// An exclusive advisory lock on `<path>.lock`, held until dropped. Guards
-/// read-modify-write cycles on files that several processes edit.
-pub struct FileLock {
-    file: File,
-}
-
-impl FileLock {
-    pub fn acquire(path: &Path) -> std::io::Result<FileLock> {
-        use std::os::unix::io::AsRawFd;
-        let mut name = path.as_os_str().to_owned();
-        name.push(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(std::path::PathBuf::from(name))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(FileLock { file })
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: as above.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::log::batch::BatchHeader;
+use super::batch::BatchHeader;
 
 /// Kafka keeps this many batches per producer for duplicate detection.
 pub const CACHED_BATCHES: usize = 5;

@@ -1,14 +1,21 @@
 //! One reload loop for every file the broker hot-reloads (the ACL file, the
 //! credential store, the TLS files).
 //!
+//! Changes are seen through `notify` on the files' directories (so a rename
+//! over a file, and Kubernetes' `..data` swaps, are seen), with a metadata
+//! poll every [`POLL_INTERVAL`] as the fallback when notify is unavailable
+//! or silent (inotify limits, a full fd table); a burst of writes is let
+//! settle before the files are read.
+//!
 //! A reload that fails must not be lost: with the fd table full, a
 //! `user passwd` or an `acl remove` used to be refused once ("Too many open
 //! files") and never looked at again, so a revoked password kept working.
 //! Here a failed reload keeps the version in force and is retried with a
 //! backoff (100 ms doubling to 5 s) until the content in force is the content
 //! on disk (compared by SHA-256), whether or not the file changes again.
-//! Every failed attempt is reported (an audit record through the reporter,
-//! a log line rate-limited to one per [`LOG_EVERY`]).
+//! Every failed attempt is reported: to the caller's [`Reporter`] (the
+//! broker turns reports into audit records; this module knows nothing of
+//! audit) and in a log line, rate-limited to one per [`LOG_EVERY`].
 //!
 //! After each version is in force, the loop publishes an acknowledgement
 //! next to the file (`<file>.applied`, mode 0600, written atomically) with
@@ -27,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::atomic_file::parent_dir;
 
 /// How often file metadata is polled when notify is silent or unavailable.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -121,11 +130,11 @@ fn write_ack(path: &Path, v: Version) -> io::Result<()> {
         sha256: hex(&v.sha256),
         generation: v.generation,
         pid: std::process::id(),
-        applied_at: crate::audit::event::now_rfc3339(),
+        applied_at: super::time::now_rfc3339(),
     };
     let mut text = serde_json::to_string(&ack).map_err(io::Error::other)?;
     text.push('\n');
-    crate::log::fsutil::write_atomic(path, text.as_bytes(), 0o600)
+    super::atomic_file::write_atomic(path, text.as_bytes(), 0o600)
 }
 
 pub fn read_ack(path: &Path) -> io::Result<Option<Ack>> {
@@ -351,13 +360,6 @@ fn start_notify(
             tracing::warn!(error = %e, "{what}: change notifications unavailable; polling only");
             None
         }
-    }
-}
-
-pub fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
