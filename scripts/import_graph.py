@@ -111,7 +111,10 @@ for m, p in files.items():
     paths = []
     for u in re.findall(r"\buse\s+([^;]+);", src):
         paths.extend(expand_use(u))
-    paths.extend(re.findall(r"(?<![:\w])(?:crate|super|\w+)(?:::\w+)+", src))
+    # Paths in code; `use` trees were expanded above (a brace group would
+    # otherwise count as an import of its prefix module).
+    code = re.sub(r"\buse\s+[^;]+;", "", src)
+    paths.extend(re.findall(r"(?<![:\w])(?:crate|super|\w+)(?:::\w+)+", code))
     here = list(m) if p.endswith("mod.rs") or p.endswith("lib.rs") else list(m[:-1])
     for path in paths:
         segs = [s for s in path.split("::") if s]

@@ -17,6 +17,7 @@ pub mod group;
 pub mod log;
 pub mod security;
 pub mod server;
+pub mod start;
 pub mod tls;
 pub mod txn;
 pub mod util;

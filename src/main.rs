@@ -128,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     let config = Config::load(&path, &overrides)?;
-    let running = portcullis::broker::start(config).await?;
+    let running = portcullis::start::start(config).await?;
     {
         let mut out = std::io::stdout().lock();
         if let Some(report) = &running.notes.generated_certs {

@@ -20,7 +20,10 @@ use super::plan::{merge_into, refuse_or_forward, split, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
-use crate::embedded::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+
+/// Config resource types (DescribeConfigs, IncrementalAlterConfigs).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
 
 fn denied_message() -> Option<StrBytes> {
     Some(StrBytes::from_static_str("Authorization failed."))

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use super::RequestContext;
@@ -63,5 +64,11 @@ pub trait Backend: Send + Sync {
     fn topic_name(&self, ctx: &RequestContext<'_>, id: uuid::Uuid) -> Lookup {
         let _ = (ctx, id);
         Lookup::Unknown
+    }
+
+    /// The API versions the edge offers, narrowed to what the back end
+    /// also speaks.
+    fn narrow_versions(&self, ours: Vec<ApiVersion>) -> Vec<ApiVersion> {
+        ours
     }
 }

@@ -10,7 +10,7 @@
 //! The audit records the decisions made here, with the codes the client got.
 
 pub mod acls;
-mod admin;
+pub mod admin;
 pub mod backend;
 pub mod context;
 mod data;
@@ -19,18 +19,21 @@ mod groups;
 mod metadata;
 pub mod plan;
 pub mod refusals;
+mod response;
 pub mod sasl;
 pub mod scram_credentials;
 pub mod txn;
 pub mod versions;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
 
 pub use context::RequestContext;
+pub use response::{encode_response, Outcome};
 
 use backend::{Allowed, Backend, Executed};
 use plan::{Fix, Plan};
@@ -39,20 +42,6 @@ use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::security::session::{Gate, Session};
 use crate::server::BoundListener;
-
-/// What the connection loop does after a request.
-pub enum Outcome {
-    Respond(Bytes),
-    /// Produce with acks=0: Kafka sends nothing back.
-    Silent,
-    /// Protocol violation: Kafka closes the connection.
-    Close(String),
-    /// Send the answer (e.g. an authentication failure), then close.
-    RespondThenClose(Bytes, String),
-    /// The answer comes later (acks=all produce waiting for fsync); the
-    /// connection goes on reading and keeps responses in request order.
-    Deferred(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>),
-}
 
 /// Peeks api key, version and correlation id without decoding the rest.
 fn peek_header(frame: &[u8]) -> Option<(i16, i16, i32)> {
@@ -66,13 +55,21 @@ fn peek_header(frame: &[u8]) -> Option<(i16, i16, i32)> {
     ))
 }
 
+/// The edge in front of one back end: the broker's shared state (sessions,
+/// ACLs, audit, limits) and where the allowed part of each request goes.
+pub struct Edge {
+    pub broker: Arc<Broker>,
+    pub backend: Arc<dyn Backend>,
+}
+
 pub async fn handle_frame(
-    broker: &Broker,
+    edge: &Edge,
     listener: &BoundListener,
     peer: std::net::SocketAddr,
     session: &mut Session,
     frame: Bytes,
 ) -> Outcome {
+    let broker = &*edge.broker;
     let Some((key, version, correlation_id)) = peek_header(&frame) else {
         return Outcome::Close("frame shorter than a request header".into());
     };
@@ -172,7 +169,9 @@ pub async fn handle_frame(
     };
     // Served by the edge itself, whatever the back end.
     let local = match body {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(&ctx, r)),
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(versions::handle(&ctx, &*edge.backend, r))
+        }
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(&ctx, r)),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(&ctx, r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(&ctx, r)),
@@ -182,7 +181,7 @@ pub async fn handle_frame(
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(scram_credentials::alter(&ctx, r))
         }
-        body => return through_backend(&ctx, frame, body).await,
+        body => return through_backend(&ctx, &*edge.backend, frame, body).await,
     };
     flush_audit(broker, &ctx, Some(&local)).await;
     encode_response(api, version, correlation_id, &local)
@@ -190,14 +189,15 @@ pub async fn handle_frame(
 
 /// Authorizes the request, runs what is allowed on the back end and merges
 /// the edge's refusals into its answer.
-async fn through_backend(ctx: &RequestContext<'_>, frame: Bytes, body: RequestKind) -> Outcome {
+async fn through_backend(
+    ctx: &RequestContext<'_>,
+    backend: &dyn Backend,
+    frame: Bytes,
+    body: RequestKind,
+) -> Outcome {
     let broker = ctx.broker;
     let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
-    let backend: &dyn Backend = match &broker.gateway {
-        Some(g) => g.as_ref(),
-        None => &crate::embedded::Engine,
-    };
-    let (body, changed, fix) = match plan::plan(ctx, backend, body) {
+    let (body, changed, fix) = match plan(ctx, backend, body) {
         Plan::Local(None) => {
             flush_audit(broker, ctx, None).await;
             return Outcome::Silent;
@@ -278,37 +278,58 @@ fn respond(
     }
 }
 
-pub fn encode_response(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    resp: &ResponseKind,
-) -> Outcome {
-    // ApiVersions responses always use header v0 so old clients can parse them.
-    let header_version = if api == ApiKey::ApiVersions {
-        0
-    } else {
-        api.response_header_version(version)
-    };
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    // A Fetch response can be tens of MB: sized up front it is allocated
-    // once, instead of regrown (and copied) a dozen times on the way.
-    let body_size = match resp {
-        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
-        // So can a Metadata answer to a request naming millions of topics.
-        ResponseKind::Metadata(r) if r.topics.len() > 1024 => r.compute_size(version).unwrap_or(0),
-        _ => 0,
-    };
-    let mut buf = BytesMut::with_capacity(256 + body_size);
-    buf.put_i32(0);
-    let res = header
-        .encode(&mut buf, header_version)
-        .and_then(|_| resp.encode(&mut buf, version));
-    if let Err(e) = res {
-        tracing::error!("cannot encode {api:?} v{version} response: {e}");
-        return Outcome::Close(format!("internal error encoding {api:?} response"));
+/// APIs a back end executes. Everything else the edge serves itself
+/// (ApiVersions, SASL, SCRAM credentials, ACLs).
+pub fn forwards(api: ApiKey) -> bool {
+    !matches!(
+        api,
+        ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::DescribeUserScramCredentials
+            | ApiKey::AlterUserScramCredentials
+            | ApiKey::CreateAcls
+            | ApiKey::DescribeAcls
+            | ApiKey::DeleteAcls
+    )
+}
+
+/// The edge's decision on a request a back end executes: authorize every
+/// resource it names, strip what is refused, say how to merge the refusals.
+fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> Plan {
+    use RequestKind as R;
+    match body {
+        R::Produce(r) => data::produce(ctx, r),
+        R::Fetch(r) => data::fetch(ctx, r),
+        R::ListOffsets(r) => data::list_offsets(ctx, r),
+        R::DeleteRecords(r) => data::delete_records(ctx, r),
+        R::Metadata(r) => metadata::metadata(ctx, r),
+        R::DescribeCluster(r) => metadata::describe_cluster(ctx, r),
+        R::CreateTopics(r) => admin::create_topics(ctx, r),
+        R::DeleteTopics(r) => admin::delete_topics(ctx, backend, r),
+        R::CreatePartitions(r) => admin::create_partitions(ctx, r),
+        R::DescribeConfigs(r) => admin::describe_configs(ctx, r),
+        R::IncrementalAlterConfigs(r) => admin::alter_configs(ctx, r),
+        R::FindCoordinator(r) => groups::find_coordinator(ctx, r),
+        R::JoinGroup(r) => groups::join(ctx, r),
+        R::SyncGroup(r) => groups::sync(ctx, r),
+        R::Heartbeat(r) => groups::heartbeat(ctx, r),
+        R::LeaveGroup(r) => groups::leave(ctx, r),
+        R::ListGroups(r) => groups::list(ctx, r),
+        R::DescribeGroups(r) => groups::describe(ctx, r),
+        R::DeleteGroups(r) => groups::delete(ctx, r),
+        R::OffsetCommit(r) => groups::offset_commit(ctx, r),
+        R::OffsetFetch(r) => groups::offset_fetch(ctx, r),
+        R::OffsetDelete(r) => groups::offset_delete(ctx, r),
+        R::InitProducerId(r) => txn::init_producer_id(ctx, r),
+        R::AddPartitionsToTxn(r) => txn::add_partitions(ctx, r),
+        R::AddOffsetsToTxn(r) => txn::add_offsets(ctx, r),
+        R::TxnOffsetCommit(r) => txn::txn_offset_commit(ctx, r),
+        R::EndTxn(r) => txn::end(ctx, r),
+        R::DescribeTransactions(r) => txn::describe(ctx, r),
+        R::ListTransactions(r) => txn::list(ctx, r),
+        // `versions::supported` admits nothing else; what it admits but the
+        // gateway does not know how to authorize is never forwarded.
+        _ => Plan::Local(None),
     }
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Outcome::Respond(buf.freeze())
 }

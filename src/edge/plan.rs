@@ -4,10 +4,9 @@
 //! live in the edge's family modules (`data`, `metadata`, `admin`,
 //! `groups`, `txn`); this module holds their common shape.
 
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 
-use super::backend::Backend;
-use super::{admin, data, groups, metadata, txn, RequestContext};
+use super::RequestContext;
 
 /// Changes the back end's answer before it goes to the client, with the
 /// request's context (to filter what the client may see).
@@ -149,58 +148,4 @@ pub(crate) use refuse_or_forward;
 /// Splits `items` into (allowed, denied).
 pub(crate) fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|t| allowed(t))
-}
-
-/// APIs a back end executes. Everything else the edge serves itself
-/// (ApiVersions, SASL, SCRAM credentials, ACLs).
-pub fn forwards(api: ApiKey) -> bool {
-    !matches!(
-        api,
-        ApiKey::ApiVersions
-            | ApiKey::SaslHandshake
-            | ApiKey::SaslAuthenticate
-            | ApiKey::DescribeUserScramCredentials
-            | ApiKey::AlterUserScramCredentials
-            | ApiKey::CreateAcls
-            | ApiKey::DescribeAcls
-            | ApiKey::DeleteAcls
-    )
-}
-
-pub fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> Plan {
-    use RequestKind as R;
-    match body {
-        R::Produce(r) => data::produce(ctx, r),
-        R::Fetch(r) => data::fetch(ctx, r),
-        R::ListOffsets(r) => data::list_offsets(ctx, r),
-        R::DeleteRecords(r) => data::delete_records(ctx, r),
-        R::Metadata(r) => metadata::metadata(ctx, r),
-        R::DescribeCluster(r) => metadata::describe_cluster(ctx, r),
-        R::CreateTopics(r) => admin::create_topics(ctx, r),
-        R::DeleteTopics(r) => admin::delete_topics(ctx, backend, r),
-        R::CreatePartitions(r) => admin::create_partitions(ctx, r),
-        R::DescribeConfigs(r) => admin::describe_configs(ctx, r),
-        R::IncrementalAlterConfigs(r) => admin::alter_configs(ctx, r),
-        R::FindCoordinator(r) => groups::find_coordinator(ctx, r),
-        R::JoinGroup(r) => groups::join(ctx, r),
-        R::SyncGroup(r) => groups::sync(ctx, r),
-        R::Heartbeat(r) => groups::heartbeat(ctx, r),
-        R::LeaveGroup(r) => groups::leave(ctx, r),
-        R::ListGroups(r) => groups::list(ctx, r),
-        R::DescribeGroups(r) => groups::describe(ctx, r),
-        R::DeleteGroups(r) => groups::delete(ctx, r),
-        R::OffsetCommit(r) => groups::offset_commit(ctx, r),
-        R::OffsetFetch(r) => groups::offset_fetch(ctx, r),
-        R::OffsetDelete(r) => groups::offset_delete(ctx, r),
-        R::InitProducerId(r) => txn::init_producer_id(ctx, r),
-        R::AddPartitionsToTxn(r) => txn::add_partitions(ctx, r),
-        R::AddOffsetsToTxn(r) => txn::add_offsets(ctx, r),
-        R::TxnOffsetCommit(r) => txn::txn_offset_commit(ctx, r),
-        R::EndTxn(r) => txn::end(ctx, r),
-        R::DescribeTransactions(r) => txn::describe(ctx, r),
-        R::ListTransactions(r) => txn::list(ctx, r),
-        // `versions::supported` admits nothing else; what it admits but the
-        // gateway does not know how to authorize is never forwarded.
-        _ => Plan::Local(None),
-    }
 }

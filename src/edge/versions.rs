@@ -3,6 +3,7 @@
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
+use super::backend::Backend;
 use super::errors;
 use super::RequestContext;
 
@@ -68,7 +69,11 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(ctx: &RequestContext<'_>, req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(
+    ctx: &RequestContext<'_>,
+    backend: &dyn Backend,
+    req: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     // KIP-511: v3+ names the client software; Kafka refuses names that are
     // not plain tokens, so a client cannot smuggle newlines, escape codes or
     // megabytes into our logs and audit records through them.
@@ -78,10 +83,7 @@ pub fn handle(ctx: &RequestContext<'_>, req: ApiVersionsRequest) -> ApiVersionsR
     {
         return ApiVersionsResponse::default().with_error_code(errors::INVALID_REQUEST);
     }
-    let list = match &ctx.broker.gateway {
-        Some(g) => g.narrow_versions(api_list()),
-        None => api_list(),
-    };
+    let list = backend.narrow_versions(api_list());
     ApiVersionsResponse::default()
         .with_error_code(errors::NONE)
         .with_api_keys(list)

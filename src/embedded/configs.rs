@@ -15,11 +15,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::log::{topic_config, LogError};
 
+use crate::edge::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::edge::errors::{self, code_for};
 use crate::edge::RequestContext;
-
-pub const RESOURCE_TOPIC: i8 = 2;
-pub const RESOURCE_BROKER: i8 = 4;
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;

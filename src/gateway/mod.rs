@@ -25,10 +25,9 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::broker::Broker;
 use crate::config::parse_host_port;
 use crate::edge::backend::{Allowed, Backend, Executed, Execution};
-use crate::edge::RequestContext;
+use crate::edge::{Edge, RequestContext};
 use crate::server::{listener, BoundListener};
 
 pub use pool::Target;
@@ -39,7 +38,7 @@ pub struct Gateway {
     pool: pool::Pool,
     /// (configured listener index, upstream node) -> advertised host:port.
     routes: Mutex<HashMap<(usize, i32), (String, u16)>>,
-    broker: OnceLock<Weak<Broker>>,
+    edge: OnceLock<Weak<Edge>>,
     bind_lock: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -49,7 +48,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             pool: pool::Pool::new(upstream::Link::new(settings)?),
             routes: Mutex::new(HashMap::new()),
-            broker: OnceLock::new(),
+            edge: OnceLock::new(),
             bind_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         }))
@@ -58,8 +57,8 @@ impl Gateway {
     /// Connects the gateway to its broker (for the per-node listeners) and
     /// learns the upstream brokers. An unreachable upstream is not fatal:
     /// discovery happens again with the first client Metadata request.
-    pub async fn attach(&self, broker: &Arc<Broker>) {
-        let _ = self.broker.set(Arc::downgrade(broker));
+    pub async fn attach(&self, edge: &Arc<Edge>) {
+        let _ = self.edge.set(Arc::downgrade(edge));
         if let Err(e) = self.discover().await {
             tracing::warn!("upstream not reachable yet: {e}");
         }
@@ -107,7 +106,7 @@ impl Gateway {
                 let Ok(api) = ApiKey::try_from(v.api_key) else {
                     return None;
                 };
-                if !crate::edge::plan::forwards(api) {
+                if !crate::edge::forwards(api) {
                     return Some(v);
                 }
                 let up = upstream.iter().find(|u| u.api_key == v.api_key)?;
@@ -246,10 +245,10 @@ impl Gateway {
     }
 
     fn bootstrap_address(&self, index: usize) -> (String, u16) {
-        let broker = self.broker.get().and_then(Weak::upgrade);
-        let lc = broker
+        let edge = self.edge.get().and_then(Weak::upgrade);
+        let lc = edge
             .as_ref()
-            .and_then(|b| b.config.listeners.get(index).cloned());
+            .and_then(|e| e.broker.config.listeners.get(index).cloned());
         match lc.and_then(|l| {
             parse_host_port(l.advertised_address.as_deref().unwrap_or(&l.address)).ok()
         }) {
@@ -283,11 +282,11 @@ impl Gateway {
         if known(&self.routes.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
-        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+        let Some(edge) = self.edge.get().and_then(Weak::upgrade) else {
             return Ok(());
         };
         let fixed = self.pool.link().settings().broker_ports.get(&node).copied();
-        for (index, lc) in broker.config.listeners.iter().enumerate() {
+        for (index, lc) in edge.broker.config.listeners.iter().enumerate() {
             let mut node_lc = lc.clone();
             let (host, _) = parse_host_port(&lc.address).map_err(std::io::Error::other)?;
             let port = if index == 0 { fixed.unwrap_or(0) } else { 0 };
@@ -314,7 +313,7 @@ impl Gateway {
                     (index, node),
                     (info.advertised_host.clone(), info.advertised_port),
                 );
-            let task = listener::spawn_accept_loop(l, Arc::new(info), broker.clone());
+            let task = listener::spawn_accept_loop(l, Arc::new(info), edge.clone());
             self.tasks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -352,5 +351,9 @@ fn decode_response(ctx: &RequestContext<'_>, answer: BytesMut) -> Result<Respons
 impl Backend for Gateway {
     fn execute<'a>(&'a self, ctx: &'a RequestContext<'_>, allowed: Allowed) -> Execution<'a> {
         Box::pin(self.forward(ctx, allowed))
+    }
+
+    fn narrow_versions(&self, ours: Vec<ApiVersion>) -> Vec<ApiVersion> {
+        Gateway::narrow_versions(self, ours)
     }
 }

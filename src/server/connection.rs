@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::edge::{self, Outcome};
+use crate::edge::{self, Edge, Outcome};
 use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
@@ -47,7 +47,7 @@ pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     listener: Arc<BoundListener>,
-    broker: Arc<Broker>,
+    edge: Arc<Edge>,
     mut session: Session,
     mut admission: Admission,
     login_deadline: Instant,
@@ -55,6 +55,7 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let broker = edge.broker.clone();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let limits = &broker.config.connections;
     // Until the client has logged in, only frames a login needs are read:
@@ -167,7 +168,7 @@ where
                 // future) then exists only while a request is in progress,
                 // not in every idle connection's task.
                 Box::pin(edge::handle_frame(
-                    &broker,
+                    &edge,
                     &listener,
                     peer,
                     &mut session,

@@ -8,32 +8,18 @@ use tokio::net::TcpListener;
 use crate::audit::login_failures::LoginFailureKey;
 use crate::audit::{AuditEvent, EventKind};
 use crate::broker::Broker;
-use crate::config::{parse_host_port, ListenerConfig, SecurityProtocol};
+use crate::config::{parse_host_port, ListenerConfig};
+use crate::edge::Edge;
 use crate::security::session::{Session, ANONYMOUS};
 
 use super::connection;
+use super::endpoint::BoundListener;
 use super::limits::Admission;
 use super::log_limit::LogLimiter;
 
 /// TLS handshake failures are the cheapest thing to provoke: logged at a
 /// bounded rate, with a count of the lines left out.
 static TLS_FAILURE_LOG: LogLimiter = LogLimiter::new();
-
-/// A listener after binding: what clients are told to connect to.
-#[derive(Debug, Clone)]
-pub struct BoundListener {
-    pub name: String,
-    pub protocol: SecurityProtocol,
-    pub bound: SocketAddr,
-    pub advertised_host: String,
-    pub advertised_port: u16,
-    /// Position of the listener in the config (gateway routes are kept
-    /// per configured listener).
-    pub index: usize,
-    /// Gateway mode: the upstream broker this listener stands for; `None`
-    /// on the configured (bootstrap) listeners.
-    pub upstream_node: Option<i32>,
-}
 
 pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, BoundListener)> {
     let (host, port) = parse_host_port(&cfg.address)
@@ -74,9 +60,10 @@ pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, BoundLi
 pub fn spawn_accept_loop(
     listener: TcpListener,
     info: Arc<BoundListener>,
-    broker: Arc<Broker>,
+    edge: Arc<Edge>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let broker = &edge.broker;
         let accept_errors = LogLimiter::new();
         loop {
             match listener.accept().await {
@@ -98,10 +85,10 @@ pub fn spawn_accept_loop(
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let broker = broker.clone();
+                    let edge = edge.clone();
                     let info = info.clone();
                     tokio::spawn(async move {
-                        accept_connection(stream, peer, info, broker, admission).await;
+                        accept_connection(stream, peer, info, edge, admission).await;
                     });
                 }
                 Err(e) => {
@@ -188,9 +175,10 @@ async fn accept_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<BoundListener>,
-    broker: Arc<Broker>,
+    edge: Arc<Edge>,
     mut admission: Admission,
 ) {
+    let broker = &edge.broker;
     // An address whose failed logins hold every waiting slot of the login
     // throttle would only be refused after the TLS handshake: close it now,
     // counted in the aggregated audit instead of a record per connection.
@@ -223,7 +211,7 @@ async fn accept_connection(
             stream,
             peer,
             info.clone(),
-            broker.clone(),
+            edge.clone(),
             session,
             admission,
             login_deadline,
@@ -309,7 +297,7 @@ async fn accept_connection(
         stream,
         peer,
         info.clone(),
-        broker.clone(),
+        edge.clone(),
         session,
         admission,
         login_deadline,
