@@ -13,7 +13,6 @@
 
 pub mod policy;
 pub mod pool;
-pub mod scram_client;
 pub mod settings;
 pub mod upstream;
 

@@ -6,6 +6,7 @@
 //! as the process default.
 
 pub mod certs;
+pub mod pem;
 pub mod principal;
 pub mod server_config;
 

@@ -1,0 +1,49 @@
+//! Our Kafka client: one connection over TCP or rustls TLS, requests and
+//! responses encoded with kafka-protocol under the connection's own
+//! correlation ids, and a SCRAM-SHA-512 login. The gateway's upstream
+//! connections, `portcullis group`, the bench and the tests use it, so the
+//! broker needs no Kafka client library (and no second TLS stack).
+//!
+//! What it is not: a producer or consumer. Batching, retries, metadata
+//! refresh and partition leadership belong to whoever calls it.
+
+mod conn;
+pub mod scram;
+mod tls;
+
+pub use conn::{encode_request, Connection, Connector, Stream, MAX_RESPONSE};
+pub use scram::{SaltedPasswordCache, ScramClient, ScramClientError};
+pub use tls::tls_connector;
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS to {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// TLS files, server names: what the caller configured.
+    #[error("{0}")]
+    Config(String),
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("response of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("answered correlation id {got}, expected {want}")]
+    Correlation { want: i32, got: i32 },
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("SASL login as {user} failed: {reason}")]
+    Login { user: String, reason: String },
+    #[error("SCRAM: {0}")]
+    Scram(#[from] ScramClientError),
+}
