@@ -50,7 +50,10 @@ fn saslname(user: &str) -> String {
 /// pools) skips PBKDF2 as a client library would; one cache serves one
 /// credential only.
 #[derive(Default)]
-pub struct SaltedPasswordCache(std::sync::Mutex<Option<(Vec<u8>, u32, [u8; 64])>>);
+pub struct SaltedPasswordCache(std::sync::Mutex<Option<Salted>>);
+
+/// (salt, iterations, SaltedPassword).
+type Salted = (Vec<u8>, u32, [u8; 64]);
 
 impl SaltedPasswordCache {
     fn salted(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 64] {
@@ -252,6 +255,30 @@ mod tests {
     fn logs_in_against_our_server_and_verifies_it() {
         assert_eq!(run("pw", "pw"), Ok(()));
         assert!(run("wrong", "pw").is_err());
+    }
+
+    #[test]
+    fn the_cache_serves_the_same_salt_and_is_replaced_by_a_new_one() {
+        let cred = ScramCredential::from_password("pw", 4096).unwrap();
+        let lookup = move |_: &str| Some(cred.clone());
+        let cache = SaltedPasswordCache::default();
+        for _ in 0..2 {
+            let mut server = ScramServer::new([7u8; 32]);
+            let client = ScramClient::new("svc", "pw");
+            let Ok(ScramStep::Challenge(sf)) = server.step(&client.first(), &lookup) else {
+                panic!("no server-first");
+            };
+            let (fin, awaiting) = client.respond_cached(&sf, Some(&cache)).unwrap();
+            let Ok(ScramStep::Success { server_final, .. }) = server.step(&fin, &lookup) else {
+                panic!("cached login refused");
+            };
+            awaiting.verify(&server_final).unwrap();
+        }
+        let first = cache.0.lock().unwrap().clone().unwrap();
+        // Another salt: derived afresh, not the stale entry.
+        let salted = cache.salted("pw", b"other salt", 4096);
+        assert_eq!(salted, salt_password("pw", b"other salt", 4096));
+        assert_ne!(cache.0.lock().unwrap().as_ref().unwrap().0, first.0);
     }
 
     #[test]
