@@ -105,9 +105,9 @@ impl Connector {
     pub async fn connect(&self, addr: &str) -> Result<Connection, ClientError> {
         let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 addr: addr.to_string(),
-                source,
+                error,
             })?;
         // Requests are whole frames written at once: no reason to delay them.
         let _ = tcp.set_nodelay(true);
@@ -125,9 +125,9 @@ impl Connector {
                 let tls = c
                     .connect(name, tcp)
                     .await
-                    .map_err(|source| ClientError::Tls {
+                    .map_err(|error| ClientError::Tls {
                         addr: addr.to_string(),
-                        source,
+                        error,
                     })?;
                 Stream::Tls(Box::new(tls))
             }

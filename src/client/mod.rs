@@ -19,21 +19,17 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("TLS to {addr}: {source}")]
-    Tls {
-        addr: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the message already says it, and a source
+    // would print it twice in an error chain (`{:#}`, as the CLI prints).
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
+    #[error("TLS to {addr}: {error}")]
+    Tls { addr: String, error: std::io::Error },
     /// TLS files, server names: what the caller configured.
     #[error("{0}")]
     Config(String),
     #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("response of {0} bytes is over the limit")]
@@ -45,5 +41,19 @@ pub enum ClientError {
     #[error("SASL login as {user} failed: {reason}")]
     Login { user: String, reason: String },
     #[error("SCRAM: {0}")]
-    Scram(#[from] ScramClientError),
+    Scram(ScramClientError),
+}
+
+// By hand rather than `#[from]`, which would also make the inner error the
+// `source` and print it twice in an error chain.
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> ClientError {
+        ClientError::Io(e)
+    }
+}
+
+impl From<ScramClientError> for ClientError {
+    fn from(e: ScramClientError) -> ClientError {
+        ClientError::Scram(e)
+    }
 }

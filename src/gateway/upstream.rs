@@ -186,8 +186,14 @@ impl UpstreamConn {
 impl From<ClientError> for UpstreamError {
     fn from(e: ClientError) -> UpstreamError {
         match e {
-            ClientError::Connect { addr, source } => UpstreamError::Connect { addr, source },
-            ClientError::Tls { addr, source } => UpstreamError::Tls { addr, source },
+            ClientError::Connect { addr, error } => UpstreamError::Connect {
+                addr,
+                source: error,
+            },
+            ClientError::Tls { addr, error } => UpstreamError::Tls {
+                addr,
+                source: error,
+            },
             ClientError::Config(m) => UpstreamError::Settings(m),
             ClientError::Io(e) => UpstreamError::Io(e),
             ClientError::Timeout(d) => UpstreamError::Timeout(d),
