@@ -97,10 +97,6 @@ impl Connector {
         self
     }
 
-    pub fn uses_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// TCP connect and, for TLS, the handshake. No Kafka request is sent.
     pub async fn connect(&self, addr: &str) -> Result<Connection, ClientError> {
         let tcp = TcpStream::connect(addr)
@@ -210,10 +206,6 @@ impl Connection {
         let c = self.next_corr;
         self.next_corr = self.next_corr.wrapping_add(1).max(1);
         c
-    }
-
-    pub fn stream(&self) -> &Stream {
-        &self.stream
     }
 
     /// The stream, for callers that speak to the broker on their own after

@@ -149,17 +149,6 @@ impl ScramClient {
         format!("n,,{}", self.first_bare).into_bytes()
     }
 
-    /// Our nonce, as sent in client-first-message.
-    pub fn nonce(&self) -> &str {
-        &self.nonce
-    }
-
-    /// client-first-message without the GS2 header (`n=...,r=...`): the
-    /// first part of the AuthMessage.
-    pub fn first_bare(&self) -> &str {
-        &self.first_bare
-    }
-
     /// client-final-message for the server-first-message.
     pub fn respond(
         self,
