@@ -2,10 +2,15 @@
 //! reload (parse + validate + index) a 100k-rule ACL file.
 //! Run: `cargo bench --bench acl`. Prints figures; asserts nothing.
 
+// The same figures `portcullis-bench --only acl` prints, from the same
+// file: the bench crate depends on this one, so it cannot be a dependency.
+#[path = "../bench/src/acl.rs"]
+mod acl_figures;
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("portcullis-acl-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let f = portcullis::bench::acl::run(&dir, 100_000, 1_000_000).unwrap();
+    let f = acl_figures::run(&dir, 100_000, 1_000_000).unwrap();
     println!(
         "acl bench: {} rules from a {} KiB file",
         f.rules, f.file_kib

@@ -32,10 +32,15 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use delivery::{send_blocking, LatencyContext};
 use portcullis::audit::sink::files_oldest_first;
 use portcullis::audit::{AllowLevel, AuditConfig, WhenFull};
-use portcullis::bench::kafka::{send_blocking, LatencyContext};
 use portcullis::config::Config;
+
+// Shared with the bench crate, which depends on this one (so it cannot be
+// a dependency here).
+#[path = "../bench/src/delivery.rs"]
+mod delivery;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -265,7 +270,7 @@ fn run(k: &Knobs, audit: bool) -> (Histogram<u64>, Histogram<u64>) {
         .build()
         .unwrap();
     let running = rt
-        .block_on(portcullis::broker::start(cfg))
+        .block_on(portcullis::start::start(cfg))
         .expect("start the broker");
     // Created directly: the bench's principal may not create topics.
     rt.block_on(async {

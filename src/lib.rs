@@ -7,8 +7,8 @@
 pub mod acl;
 pub mod alloc_guard;
 pub mod audit;
-pub mod bench;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod edge;
 pub mod embedded;

@@ -36,8 +36,6 @@ enum Command {
         #[arg(long)]
         listeners: Option<String>,
     },
-    /// Measure produce/consume throughput and latency with librdkafka.
-    Bench(portcullis::bench::BenchArgs),
     /// Manage SCRAM-SHA-512 users in the credential store.
     User(cli::user::UserArgs),
     /// Manage and query ACLs in the ACL file.
@@ -89,7 +87,7 @@ fn keep_freed_memory() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if !matches!(cli.command, Command::Serve { .. } | Command::Bench(_)) {
+    if !matches!(cli.command, Command::Serve { .. }) {
         // Admin commands piped into `head` or `grep -q` should end quietly,
         // like any Unix filter. The broker keeps ignoring SIGPIPE.
         // SAFETY: restores one signal's default disposition before any
@@ -117,12 +115,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listeners,
             },
         )),
-        Command::Bench(args) => rt.block_on(portcullis::bench::run(args)),
         Command::User(args) => cli::user::run(args),
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
         Command::Audit(args) => cli::audit::run(args),
-        Command::Group(args) => cli::group::run(args),
+        Command::Group(args) => rt.block_on(cli::group::run(args)),
     }
 }
 

@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use hmac::{Hmac, Mac};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -44,8 +42,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use portcullis::client::ScramClient;
 use serde_json::Value;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 
 use common::audit_files::{is, log_files, n, raw_lines, s, show};
 use common::{log_tail, run_script_ok, scratch, strip_ansi, wait_for, Broker, BIN};
@@ -464,17 +463,10 @@ fn create_topic_raw(addr: &str, topic: &str) {
     );
 }
 
-fn hmac512(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
 impl Raw {
     /// SCRAM-SHA-512 over SaslHandshake v1 + SaslAuthenticate v2, as a
     /// Kafka client does it. Uses correlation ids 0..=2.
     fn scram_login(&mut self, user: &str, password: &str) {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let hs: SaslHandshakeResponse = self.call(
             ApiKey::SaslHandshake,
             1,
@@ -483,53 +475,31 @@ impl Raw {
                 .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512")),
         );
         assert_eq!(hs.error_code, 0, "SaslHandshake");
-        let bare = format!("n={user},r=auditnonce{}", std::process::id());
+        let client = ScramClient::new(user, password);
         let first: SaslAuthenticateResponse = self.call(
             ApiKey::SaslAuthenticate,
             2,
             1,
-            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!("n,,{bare}"))),
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(client.first())),
         );
         assert_eq!(first.error_code, 0, "client-first of {user}");
-        let server_first = String::from_utf8(first.auth_bytes.to_vec()).unwrap();
-        let attr = |k: &str| -> String {
-            server_first
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                .unwrap_or_else(|| panic!("server-first without {k}: {server_first}"))
-                .to_string()
-        };
-        let (nonce, salt, iterations) = (
-            attr("r"),
-            b64.decode(attr("s")).unwrap(),
-            attr("i").parse::<u32>().unwrap(),
-        );
-        let mut salted = [0u8; 64];
-        pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), &salt, iterations, &mut salted);
-        let client_key = hmac512(&salted, b"Client Key");
-        let stored_key = Sha512::digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hmac512(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
+        let (fin, awaiting) = client
+            .respond(&first.auth_bytes)
+            .unwrap_or_else(|e| panic!("server-first for {user}: {e}"));
         let last: SaslAuthenticateResponse = self.call(
             ApiKey::SaslAuthenticate,
             2,
             2,
-            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!(
-                "{without_proof},p={}",
-                b64.encode(proof)
-            ))),
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(fin)),
         );
         assert_eq!(
             last.error_code, 0,
             "login of {user}: {:?}",
             last.error_message
         );
+        awaiting
+            .verify(&last.auth_bytes)
+            .unwrap_or_else(|e| panic!("server-final for {user}: {e}"));
     }
 }
 

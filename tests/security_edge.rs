@@ -1,9 +1,12 @@
-//! The security edge seen from the wire: SASL gating, SCRAM-SHA-512 with a
-//! client written here from RFC 5802 (so the broker is checked against an
-//! independent implementation, not against itself), KIP-368
-//! re-authentication, credential removal, and the CLI/config refusing bad
-//! input. Raw-protocol tests use a SASL_PLAINTEXT listener: TLS adds nothing
-//! to the SASL state machine.
+//! The security edge seen from the wire: SASL gating, SCRAM-SHA-512,
+//! KIP-368 re-authentication, credential removal, and the CLI/config
+//! refusing bad input. Correct logins use the library's client side of
+//! SCRAM (`portcullis::client::scram`, which shares no code with the
+//! broker's server side); the protocol violations are messages built here
+//! from RFC 5802 with one part wrong at a time. Third-party clients
+//! (librdkafka, kafka-python, kcat) log in in tests/security_rdkafka.rs,
+//! tests/security_python.rs and tests/kcat.rs. Raw-protocol tests use a
+//! SASL_PLAINTEXT listener: TLS adds nothing to the SASL state machine.
 
 mod common;
 
@@ -26,6 +29,7 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use portcullis::client::ScramClient;
 use rand::Rng;
 use sha2::{Digest, Sha512};
 
@@ -209,7 +213,8 @@ fn decode_response<R: Decodable>(api: ApiKey, version: i16, corr: i32, frame: &[
 }
 
 // ---------------------------------------------------------------------------
-// SCRAM-SHA-512 client (RFC 5802 / RFC 7677), independent of src/
+// SCRAM-SHA-512 messages built by hand (RFC 5802 / RFC 7677), for the
+// violations: each helper lets a test get one part wrong
 // ---------------------------------------------------------------------------
 
 type HmacSha512 = Hmac<Sha512>;
@@ -347,25 +352,6 @@ impl Scram {
     fn first(&self) -> Vec<u8> {
         format!("{}{}", self.gs2, self.bare()).into_bytes()
     }
-
-    /// Checks the server-first against our nonce, then answers it.
-    fn finish(&self, server_first: &[u8], password: &str) -> (ServerFirst, ClientFinal) {
-        let sf = parse_server_first(server_first);
-        assert!(
-            sf.nonce.starts_with(&self.nonce) && sf.nonce.len() > self.nonce.len(),
-            "server nonce extends ours: {:?}",
-            sf.raw
-        );
-        let salted = salted_password(password, &sf.salt, sf.iterations);
-        let cf = client_final(
-            &self.bare(),
-            &sf,
-            &B64.encode(&self.gs2),
-            &sf.nonce,
-            &salted,
-        );
-        (sf, cf)
-    }
 }
 
 #[derive(Debug)]
@@ -392,7 +378,7 @@ fn try_login(
         .handshake(1, "SCRAM-SHA-512")
         .expect("SaslHandshake answered");
     assert_eq!(hs.error_code, 0, "SaslHandshake v1 SCRAM-SHA-512");
-    let scram = Scram::new(user);
+    let scram = ScramClient::new(user, password);
     let first = c
         .authenticate(auth_version, &scram.first())
         .expect("client-first answered");
@@ -405,9 +391,12 @@ fn try_login(
                 .unwrap_or_default(),
         });
     }
-    let (sf, cf) = scram.finish(&first.auth_bytes, password);
+    let sf = parse_server_first(&first.auth_bytes);
+    let (fin_msg, awaiting) = scram
+        .respond(&first.auth_bytes)
+        .unwrap_or_else(|e| panic!("server-first for {user}: {e}"));
     let fin = c
-        .authenticate(auth_version, &cf.message)
+        .authenticate(auth_version, &fin_msg)
         .expect("client-final answered (error or success)");
     if fin.error_code != 0 {
         return Err(Failure {
@@ -415,11 +404,9 @@ fn try_login(
             message: fin.error_message.map(|m| m.to_string()).unwrap_or_default(),
         });
     }
-    assert_eq!(
-        &fin.auth_bytes[..],
-        &cf.expected_server_final[..],
-        "server-final v= must prove the server knows {user}'s key"
-    );
+    awaiting.verify(&fin.auth_bytes).unwrap_or_else(|e| {
+        panic!("server-final v= must prove the server knows {user}'s key: {e}")
+    });
     Ok(Login {
         server_first: sf,
         session_lifetime_ms: fin.session_lifetime_ms,
@@ -739,21 +726,21 @@ fn scram_sha512_login_via_handshake_v0_raw_tokens() {
     let mut c = Conn::open(&addr);
     let hs = c.handshake(0, "SCRAM-SHA-512").expect("handshake v0");
     assert_eq!(hs.error_code, 0);
-    let scram = Scram::new("alice");
+    let scram = ScramClient::new("alice", "v0-password");
     let server_first = c.raw_token(&scram.first()).expect("raw server-first");
-    let (_, cf) = scram.finish(&server_first, "v0-password");
-    let server_final = c.raw_token(&cf.message).expect("raw server-final");
-    assert_eq!(server_final, cf.expected_server_final, "v= verifies");
+    let (fin, awaiting) = scram.respond(&server_first).unwrap();
+    let server_final = c.raw_token(&fin).expect("raw server-final");
+    awaiting.verify(&server_final).expect("v= verifies");
     c.assert_metadata_ok("after v0 login");
 
     // Wrong proof in v0 mode: Kafka has no error frame here; it just closes.
     let mut c = Conn::open(&addr);
     assert_eq!(c.handshake(0, "SCRAM-SHA-512").unwrap().error_code, 0);
-    let scram = Scram::new("alice");
+    let scram = ScramClient::new("alice", "not-the-password");
     let server_first = c.raw_token(&scram.first()).expect("raw server-first");
-    let (_, cf) = scram.finish(&server_first, "not-the-password");
+    let (fin, _) = scram.respond(&server_first).unwrap();
     assert!(
-        c.raw_token(&cf.message).is_none(),
+        c.raw_token(&fin).is_none(),
         "wrong proof after a v0 handshake must close the connection without an answer"
     );
 
@@ -765,10 +752,12 @@ fn scram_sha512_login_via_handshake_v0_raw_tokens() {
     // The broker still serves v0 and v1 logins.
     let mut c = Conn::open(&addr);
     assert_eq!(c.handshake(0, "SCRAM-SHA-512").unwrap().error_code, 0);
-    let scram = Scram::new("alice");
+    let scram = ScramClient::new("alice", "v0-password");
     let sf = c.raw_token(&scram.first()).unwrap();
-    let (_, cf) = scram.finish(&sf, "v0-password");
-    assert_eq!(c.raw_token(&cf.message).unwrap(), cf.expected_server_final);
+    let (fin, awaiting) = scram.respond(&sf).unwrap();
+    awaiting
+        .verify(&c.raw_token(&fin).unwrap())
+        .expect("v= verifies");
     c.assert_metadata_ok("second v0 login");
     logged_in(&addr, "alice", "v0-password").assert_metadata_ok("v1 after v0");
 }

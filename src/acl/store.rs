@@ -205,7 +205,7 @@ impl Reloadable for AclStore {
     }
 }
 
-/// The default file written on a first start (see `broker::start`): no
+/// The default file written on a first start (see `start::start`): no
 /// rules, so everyone but the super users is denied.
 pub const DEFAULT_FILE: &str = "# Portcullis ACLs (see README: ACLs). One rule per line, e.g.\n\
 # rules:\n\

@@ -1,21 +1,49 @@
 //! `portcullis group list|describe|reset-offsets`: a Kafka client of the
-//! running broker (librdkafka), so it goes through the same edge, ACLs and
-//! audit as any other client.
+//! running broker (our own, `portcullis::client`), so it goes through the
+//! same edge, ACLs and audit as any other client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
-use portcullis::config::{Config, Overrides, SecurityProtocol};
+use portcullis::client::{Connection, Connector};
+use portcullis::config::{Config, Overrides};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+
+// The versions this command speaks: the highest each server also speaks
+// is used. Capped below the versions that restructure a request (OffsetFetch
+// v8 batches groups, FindCoordinator v4 batches keys) or need topic ids.
+const METADATA: std::ops::RangeInclusive<i16> = 1..=9;
+const LIST_GROUPS: std::ops::RangeInclusive<i16> = 0..=4;
+const DESCRIBE_GROUPS: std::ops::RangeInclusive<i16> = 0..=5;
+const FIND_COORDINATOR: std::ops::RangeInclusive<i16> = 0..=3;
+const OFFSET_FETCH: std::ops::RangeInclusive<i16> = 1..=7;
+const LIST_OFFSETS: std::ops::RangeInclusive<i16> = 1..=7;
+const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
+
+/// ListOffsets timestamps: the log start and the end.
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
 
 #[derive(Args)]
 pub struct GroupArgs {
@@ -62,7 +90,17 @@ enum GroupCommand {
     },
 }
 
-fn client_config(args: &GroupArgs) -> anyhow::Result<ClientConfig> {
+/// The cluster as this command sees it: a bootstrap address, how to
+/// connect and log in, and one connection per broker address, opened on
+/// first use.
+struct Cluster {
+    bootstrap: String,
+    connector: Connector,
+    login: Option<(String, String)>,
+    conns: HashMap<String, Connection>,
+}
+
+fn cluster(args: &GroupArgs) -> anyhow::Result<Cluster> {
     let cfg = Config::load(&args.config, &Overrides::default())?;
     let listener = cfg
         .listeners
@@ -75,18 +113,19 @@ fn client_config(args: &GroupArgs) -> anyhow::Result<ClientConfig> {
             .clone()
             .unwrap_or_else(|| listener.address.clone()),
     };
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &bootstrap);
     let proto = listener.security_protocol;
-    c.set("security.protocol", proto.to_string().to_lowercase());
-    if proto.uses_tls() {
+    let connector = if proto.uses_tls() {
         let ca = args
             .ca
             .clone()
             .unwrap_or_else(|| cfg.certs.dir.join("ca.crt"));
-        c.set("ssl.ca.location", ca.display().to_string());
+        Connector::tls(portcullis::client::tls_connector(&ca, None)?)
+    } else {
+        Connector::plaintext()
     }
-    if proto.uses_sasl() {
+    .with_client_id("portcullis-group")
+    .with_request_timeout(Some(TIMEOUT));
+    let login = if proto.uses_sasl() {
         let user = args
             .user
             .clone()
@@ -100,12 +139,201 @@ fn client_config(args: &GroupArgs) -> anyhow::Result<ClientConfig> {
             std::env::var("PORTCULLIS_PASSWORD")
                 .context("give the password with --password-stdin or $PORTCULLIS_PASSWORD")?
         };
-        c.set("sasl.mechanism", "SCRAM-SHA-512")
-            .set("sasl.username", user)
-            .set("sasl.password", password);
+        Some((user, password))
+    } else {
+        None
+    };
+    Ok(Cluster {
+        bootstrap,
+        connector,
+        login,
+        conns: HashMap::new(),
+    })
+}
+
+/// "NOT_COORDINATOR (16)"-style text for a Kafka error code.
+fn kafka_error(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => format!("error {code}"),
+        Some(e) => format!("{e} ({code})"),
     }
-    let _ = SecurityProtocol::Plaintext;
-    Ok(c)
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
+
+impl Cluster {
+    /// The connection to `addr`: connected, versions known, logged in.
+    async fn at(&mut self, addr: &str) -> anyhow::Result<&mut Connection> {
+        if !self.conns.contains_key(addr) {
+            let open = async {
+                let mut c = self.connector.connect(addr).await?;
+                c.api_versions().await?;
+                if let Some((user, password)) = &self.login {
+                    c.login_scram(user, password, None).await?;
+                }
+                anyhow::Ok(c)
+            };
+            let c = tokio::time::timeout(TIMEOUT, open)
+                .await
+                .map_err(|_| anyhow::anyhow!("{addr}: no connection within {TIMEOUT:?}"))?
+                .with_context(|| format!("broker {addr}"))?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        Ok(self.conns.get_mut(addr).expect("inserted above"))
+    }
+
+    async fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+        let addr = self.bootstrap.clone();
+        let c = self.at(&addr).await?;
+        let v = c.version(ApiKey::Metadata, METADATA)?;
+        let mut req = MetadataRequest::default().with_topics(topics.map(|t| {
+            t.iter()
+                .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
+                .collect()
+        }));
+        if v >= 4 {
+            // Looking must not create a topic.
+            req = req.with_allow_auto_topic_creation(false);
+        }
+        Ok(c.call(ApiKey::Metadata, v, &req).await?)
+    }
+
+    /// The coordinator of `group`, as host:port. Retries while the
+    /// coordinator is loading or not yet available.
+    async fn coordinator(&mut self, group: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let addr = self.bootstrap.clone();
+            let c = self.at(&addr).await?;
+            let v = c.version(ApiKey::FindCoordinator, FIND_COORDINATOR)?;
+            let r: FindCoordinatorResponse = c
+                .call(
+                    ApiKey::FindCoordinator,
+                    v,
+                    &FindCoordinatorRequest::default()
+                        .with_key(StrBytes::from_string(group.to_string())),
+                )
+                .await?;
+            match ResponseError::try_from_code(r.error_code) {
+                None => return Ok(format!("{}:{}", r.host, r.port)),
+                Some(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(_) => bail!(
+                    "no coordinator for group `{group}`: {}",
+                    kafka_error(r.error_code)
+                ),
+            }
+        }
+    }
+
+    async fn describe_groups(
+        &mut self,
+        addr: &str,
+        groups: Vec<GroupId>,
+    ) -> anyhow::Result<Vec<DescribedGroup>> {
+        let c = self.at(addr).await?;
+        let v = c.version(ApiKey::DescribeGroups, DESCRIBE_GROUPS)?;
+        let r: DescribeGroupsResponse = c
+            .call(
+                ApiKey::DescribeGroups,
+                v,
+                &DescribeGroupsRequest::default().with_groups(groups),
+            )
+            .await?;
+        Ok(r.groups)
+    }
+
+    /// The group as its coordinator describes it (an unknown group is
+    /// described as Dead, as Kafka does).
+    async fn describe_group(&mut self, name: &str) -> anyhow::Result<DescribedGroup> {
+        let coordinator = self.coordinator(name).await?;
+        let g = self
+            .describe_groups(&coordinator, vec![group_id(name)])
+            .await?
+            .into_iter()
+            .find(|g| g.group_id.as_str() == name)
+            .with_context(|| format!("group `{name}` not found"))?;
+        if g.error_code != 0 {
+            bail!("group `{name}`: {}", kafka_error(g.error_code));
+        }
+        Ok(g)
+    }
+
+    /// Offsets for `timestamp` (EARLIEST, LATEST or a time in ms) of
+    /// `parts` of `topic`, each asked of its partition's leader.
+    async fn list_offsets(
+        &mut self,
+        md: &MetadataResponse,
+        topic: &str,
+        parts: &[i32],
+        timestamp: i64,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let brokers: HashMap<BrokerId, String> = md
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
+            .collect();
+        let leaders: HashMap<i32, BrokerId> = md
+            .topics
+            .iter()
+            .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.leader_id))
+            })
+            .collect();
+        let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for p in parts {
+            let addr = leaders
+                .get(p)
+                .and_then(|l| brokers.get(l))
+                .with_context(|| format!("{topic} partition {p} has no leader"))?;
+            by_leader.entry(addr.clone()).or_default().push(*p);
+        }
+        let mut out = BTreeMap::new();
+        for (addr, ps) in by_leader {
+            let c = self.at(&addr).await?;
+            let v = c.version(ApiKey::ListOffsets, LIST_OFFSETS)?;
+            let mut req = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(
+                        ps.iter()
+                            .map(|p| {
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(*p)
+                                    .with_timestamp(timestamp)
+                            })
+                            .collect(),
+                    )]);
+            if v >= 2 {
+                // read_committed, as librdkafka's watermark queries were:
+                // the end is the last stable offset.
+                req = req.with_isolation_level(1);
+            }
+            let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &req).await?;
+            for p in r.topics.iter().flat_map(|t| &t.partitions) {
+                if p.error_code != 0 {
+                    bail!(
+                        "offsets of {topic} partition {}: {}",
+                        p.partition_index,
+                        kafka_error(p.error_code)
+                    );
+                }
+                out.insert(p.partition_index, p.offset);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Decodes Kafka's ConsumerProtocolAssignment: version, [topic, [partition]].
@@ -145,91 +373,11 @@ fn parse_assignment(b: &[u8]) -> Vec<(String, Vec<i32>)> {
     out
 }
 
-fn group_state(c: &BaseConsumer, name: &str) -> anyhow::Result<Option<String>> {
-    let list = c.fetch_group_list(Some(name), TIMEOUT)?;
-    Ok(list
-        .groups()
-        .iter()
-        .find(|g| g.name() == name)
-        .map(|g| g.state().to_string()))
-}
-
-pub fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let base = client_config(&args)?;
+pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
+    let mut cl = cluster(&args)?;
     match &args.command {
-        GroupCommand::List => {
-            let c: BaseConsumer = base.create()?;
-            let list = c.fetch_group_list(None, TIMEOUT)?;
-            println!("{:<32} {:<20} {:<10} MEMBERS", "GROUP", "STATE", "PROTOCOL");
-            for g in list.groups() {
-                println!(
-                    "{:<32} {:<20} {:<10} {}",
-                    g.name(),
-                    g.state(),
-                    g.protocol_type(),
-                    g.members().len()
-                );
-            }
-        }
-        GroupCommand::Describe { name } => {
-            let c: BaseConsumer = base.clone().set("group.id", name).create()?;
-            let list = c.fetch_group_list(Some(name), TIMEOUT)?;
-            let Some(g) = list.groups().iter().find(|g| g.name() == name) else {
-                bail!("group `{name}` not found");
-            };
-            println!(
-                "group {name}: state {}, protocol {} {}",
-                g.state(),
-                g.protocol_type(),
-                g.protocol()
-            );
-            let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-            for m in g.members() {
-                let assigned = m.assignment().map(parse_assignment).unwrap_or_default();
-                println!(
-                    "member {} client {} host {}",
-                    m.id(),
-                    m.client_id(),
-                    m.client_host()
-                );
-                for (t, ps) in &assigned {
-                    println!("    {t}: {ps:?}");
-                    for p in ps {
-                        owner.insert((t.clone(), *p), m.client_id().to_string());
-                    }
-                }
-            }
-            let md = c.fetch_metadata(None, TIMEOUT)?;
-            let mut tpl = TopicPartitionList::new();
-            for t in md.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition(t.name(), p.id());
-                }
-            }
-            let committed = c.committed_offsets(tpl, TIMEOUT)?;
-            println!(
-                "{:<28} {:>9} {:>12} {:>12} {:>8}  OWNER",
-                "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
-            );
-            for e in committed.elements() {
-                let Offset::Offset(off) = e.offset() else {
-                    continue;
-                };
-                let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
-                let who = owner
-                    .get(&(e.topic().to_string(), e.partition()))
-                    .cloned()
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<28} {:>9} {:>12} {:>12} {:>8}  {who}",
-                    e.topic(),
-                    e.partition(),
-                    off,
-                    high,
-                    high - off
-                );
-            }
-        }
+        GroupCommand::List => list(&mut cl).await,
+        GroupCommand::Describe { name } => describe(&mut cl, name).await,
         GroupCommand::ResetOffsets {
             name,
             topic,
@@ -238,64 +386,292 @@ pub fn run(args: GroupArgs) -> anyhow::Result<()> {
             to_offset,
             to_datetime,
         } => {
-            let c: BaseConsumer = base
-                .clone()
-                .set("group.id", name)
-                .set("enable.auto.commit", "false")
-                .create()?;
-            if let Some(state) = group_state(&c, name)? {
-                if state != "Empty" && state != "Dead" {
-                    bail!("group `{name}` is {state}: stop its consumers first (only an empty group's offsets can be reset)");
-                }
-            }
-            let md = c.fetch_metadata(Some(topic), TIMEOUT)?;
-            let parts: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if parts.is_empty() {
-                bail!("topic `{topic}` not found (or not authorized)");
-            }
-            let mut tpl = TopicPartitionList::new();
-            let ts = match to_datetime {
-                Some(s) => Some(
-                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            let to = if *to_earliest {
+                To::Earliest
+            } else if *to_latest {
+                To::Latest
+            } else if let Some(o) = to_offset {
+                To::Offset(*o)
+            } else if let Some(s) = to_datetime {
+                To::Time(
+                    (time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
                         .with_context(|| format!("--to-datetime `{s}` is not RFC 3339"))?
                         .unix_timestamp_nanos()
-                        / 1_000_000,
-                ),
-                None => None,
+                        / 1_000_000) as i64,
+                )
+            } else {
+                bail!("say where to: --to-earliest, --to-latest, --to-offset N or --to-datetime T");
             };
-            for p in &parts {
-                let (low, high) = c.fetch_watermarks(topic, *p, TIMEOUT)?;
-                let target = if *to_earliest {
-                    low
-                } else if *to_latest {
-                    high
-                } else if let Some(o) = to_offset {
-                    (*o).clamp(low, high)
-                } else if let Some(ts) = ts {
-                    let mut q = TopicPartitionList::new();
-                    q.add_partition_offset(topic, *p, Offset::Offset(ts as i64))?;
-                    let r = c.offsets_for_times(q, TIMEOUT)?;
-                    match r.find_partition(topic, *p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) => o,
-                        _ => high,
-                    }
-                } else {
-                    bail!("say where to: --to-earliest, --to-latest, --to-offset N or --to-datetime T");
-                };
-                tpl.add_partition_offset(topic, *p, Offset::Offset(target))?;
-            }
-            c.commit(&tpl, CommitMode::Sync)?;
-            for e in tpl.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    println!("{} {} -> {}", e.topic(), e.partition(), o);
-                }
+            reset_offsets(&mut cl, name, topic, to).await
+        }
+    }
+}
+
+/// Every broker's groups (ListGroups goes to each broker: each lists the
+/// groups it coordinates), described by that broker for state and members.
+async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
+    let md = cl.metadata(Some(&[])).await?;
+    let mut rows = Vec::new();
+    for b in &md.brokers {
+        let addr = format!("{}:{}", b.host, b.port);
+        let c = cl.at(&addr).await?;
+        let v = c.version(ApiKey::ListGroups, LIST_GROUPS)?;
+        let r: ListGroupsResponse = c
+            .call(ApiKey::ListGroups, v, &ListGroupsRequest::default())
+            .await?;
+        if r.error_code != 0 {
+            bail!("ListGroups at {addr}: {}", kafka_error(r.error_code));
+        }
+        if r.groups.is_empty() {
+            continue;
+        }
+        let ids = r.groups.iter().map(|g| g.group_id.clone()).collect();
+        let described = cl.describe_groups(&addr, ids).await?;
+        for g in r.groups {
+            let row = match described
+                .iter()
+                .find(|d| d.group_id == g.group_id && d.error_code == 0)
+            {
+                Some(d) => (
+                    g.group_id.to_string(),
+                    d.group_state.to_string(),
+                    d.protocol_type.to_string(),
+                    d.members.len(),
+                ),
+                // Listed but not describable: what the listing said.
+                None => (
+                    g.group_id.to_string(),
+                    if g.group_state.is_empty() {
+                        "-".to_string()
+                    } else {
+                        g.group_state.to_string()
+                    },
+                    g.protocol_type.to_string(),
+                    0,
+                ),
+            };
+            rows.push(row);
+        }
+    }
+    rows.sort();
+    println!("{:<32} {:<20} {:<10} MEMBERS", "GROUP", "STATE", "PROTOCOL");
+    for (name, state, protocol, members) in rows {
+        println!("{name:<32} {state:<20} {protocol:<10} {members}");
+    }
+    Ok(())
+}
+
+async fn describe(cl: &mut Cluster, name: &str) -> anyhow::Result<()> {
+    let g = cl.describe_group(name).await?;
+    println!(
+        "group {name}: state {}, protocol {} {}",
+        g.group_state, g.protocol_type, g.protocol_data
+    );
+    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for m in &g.members {
+        let assigned = parse_assignment(&m.member_assignment);
+        println!(
+            "member {} client {} host {}",
+            m.member_id, m.client_id, m.client_host
+        );
+        for (t, ps) in &assigned {
+            println!("    {t}: {ps:?}");
+            for p in ps {
+                owner.insert((t.clone(), *p), m.client_id.to_string());
             }
         }
+    }
+    let md = cl.metadata(None).await?;
+    let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for t in md.topics.iter().filter(|t| t.error_code == 0) {
+        if let Some(n) = &t.name {
+            let mut ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+            ps.sort();
+            topics.insert(n.to_string(), ps);
+        }
+    }
+    let committed = committed_offsets(cl, name, &topics).await?;
+    println!(
+        "{:<28} {:>9} {:>12} {:>12} {:>8}  OWNER",
+        "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
+    );
+    for (topic, offsets) in &committed {
+        let parts: Vec<i32> = offsets.keys().copied().collect();
+        let ends = cl.list_offsets(&md, topic, &parts, LATEST).await?;
+        for (p, off) in offsets {
+            let high = ends.get(p).copied().unwrap_or(-1);
+            let who = owner
+                .get(&(topic.clone(), *p))
+                .cloned()
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<28} {:>9} {:>12} {:>12} {:>8}  {who}",
+                topic,
+                p,
+                off,
+                high,
+                high - off
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The group's committed offsets of `topics` (partitions without one are
+/// left out), by topic and partition.
+async fn committed_offsets(
+    cl: &mut Cluster,
+    group: &str,
+    topics: &BTreeMap<String, Vec<i32>>,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, i64>>> {
+    let mut out: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    if topics.is_empty() {
+        return Ok(out);
+    }
+    let coordinator = cl.coordinator(group).await?;
+    let c = cl.at(&coordinator).await?;
+    let v = c.version(ApiKey::OffsetFetch, OFFSET_FETCH)?;
+    let req = OffsetFetchRequest::default()
+        .with_group_id(group_id(group))
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetFetchRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partition_indexes(ps.clone())
+                })
+                .collect(),
+        ));
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, v, &req).await?;
+    if r.error_code != 0 {
+        bail!(
+            "committed offsets of group `{group}`: {}",
+            kafka_error(r.error_code)
+        );
+    }
+    for t in &r.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                eprintln!(
+                    "{} partition {}: no committed offset: {}",
+                    t.name.as_str(),
+                    p.partition_index,
+                    kafka_error(p.error_code)
+                );
+            } else if p.committed_offset >= 0 {
+                out.entry(t.name.to_string())
+                    .or_default()
+                    .insert(p.partition_index, p.committed_offset);
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum To {
+    Earliest,
+    Latest,
+    Offset(i64),
+    /// Milliseconds since the epoch.
+    Time(i64),
+}
+
+async fn reset_offsets(cl: &mut Cluster, name: &str, topic: &str, to: To) -> anyhow::Result<()> {
+    let g = cl.describe_group(name).await?;
+    let state = g.group_state.as_str();
+    if state != "Empty" && state != "Dead" {
+        bail!("group `{name}` is {state}: stop its consumers first (only an empty group's offsets can be reset)");
+    }
+    let md = cl.metadata(Some(&[topic])).await?;
+    let mut parts: Vec<i32> = md
+        .topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic) && t.error_code == 0)
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        bail!("topic `{topic}` not found (or not authorized)");
+    }
+    let low = cl.list_offsets(&md, topic, &parts, EARLIEST).await?;
+    let high = cl.list_offsets(&md, topic, &parts, LATEST).await?;
+    let at_time = match to {
+        To::Time(ms) => Some(cl.list_offsets(&md, topic, &parts, ms).await?),
+        _ => None,
+    };
+    let mut targets = Vec::new();
+    for p in &parts {
+        let (lo, hi) = (low.get(p).copied(), high.get(p).copied());
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            bail!("{topic} partition {p}: the broker gave no offsets");
+        };
+        let target = match to {
+            To::Earliest => lo,
+            To::Latest => hi,
+            To::Offset(o) => o.clamp(lo, hi),
+            // No record at or after the time: the end.
+            To::Time(_) => match at_time.as_ref().and_then(|m| m.get(p)) {
+                Some(o) if *o >= 0 => *o,
+                _ => hi,
+            },
+        };
+        targets.push((*p, target));
+    }
+    commit(cl, name, topic, &targets).await?;
+    for (p, o) in &targets {
+        println!("{topic} {p} -> {o}");
+    }
+    Ok(())
+}
+
+/// OffsetCommit outside any generation (generation -1, no member): what
+/// Kafka accepts for a group without members.
+async fn commit(
+    cl: &mut Cluster,
+    group: &str,
+    topic: &str,
+    targets: &[(i32, i64)],
+) -> anyhow::Result<()> {
+    let coordinator = cl.coordinator(group).await?;
+    let c = cl.at(&coordinator).await?;
+    let v = c.version(ApiKey::OffsetCommit, OFFSET_COMMIT)?;
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                targets
+                    .iter()
+                    .map(|(p, o)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(*o)
+                    })
+                    .collect(),
+            )]);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, v, &req).await?;
+    let failed: Vec<String> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.error_code != 0)
+                .map(move |p| {
+                    format!(
+                        "{} {}: {}",
+                        t.name.as_str(),
+                        p.partition_index,
+                        kafka_error(p.error_code)
+                    )
+                })
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!("commit failed: {}", failed.join(", "));
     }
     Ok(())
 }

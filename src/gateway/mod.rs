@@ -12,7 +12,6 @@
 //! upstream failures reach them as the usual retriable errors.
 
 pub mod pool;
-pub mod scram_client;
 pub mod settings;
 mod unavailable;
 pub mod upstream;

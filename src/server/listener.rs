@@ -72,7 +72,7 @@ pub fn spawn_accept_loop(
                     // costs one accept and one close, and is closed with a
                     // reset so it leaves no TIME_WAIT behind.
                     let admitted = broker.connections.admit(peer.ip());
-                    report_refusals(&broker, &info);
+                    report_refusals(broker, &info);
                     let admission = match admitted {
                         Ok(a) => a,
                         Err(_) => {
@@ -217,7 +217,7 @@ async fn accept_connection(
             login_deadline,
         )
         .await;
-        audit_closed(&broker, &info, peer, end).await;
+        audit_closed(broker, &info, peer, end).await;
         return;
     }
     let Some(tls) = broker.tls.clone() else {
@@ -237,7 +237,7 @@ async fn accept_connection(
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake failed: {e}");
             }
-            tls_failure(&broker, peer, &info, "tls_handshake_failed", || {
+            tls_failure(broker, peer, &info, "tls_handshake_failed", || {
                 format!("TLS handshake failed: {e}")
             })
             .await;
@@ -247,7 +247,7 @@ async fn accept_connection(
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake not completed within login_timeout_ms");
             }
-            tls_failure(&broker, peer, &info, "tls_handshake_timeout", || {
+            tls_failure(broker, peer, &info, "tls_handshake_timeout", || {
                 "TLS handshake not completed within login_timeout_ms".to_string()
             })
             .await;
@@ -303,7 +303,7 @@ async fn accept_connection(
         login_deadline,
     )
     .await;
-    audit_closed(&broker, &info, peer, end).await;
+    audit_closed(broker, &info, peer, end).await;
 }
 
 async fn audit_closed(

@@ -445,9 +445,7 @@ mod tests {
 
     fn read_der(path: &Path) -> Vec<u8> {
         let pem = fs::read(path).unwrap();
-        let mut rd = &pem[..];
-        let der = rustls_pemfile::certs(&mut rd).next().unwrap().unwrap();
-        der.to_vec()
+        crate::tls::pem::certs(&pem).unwrap().remove(0).to_vec()
     }
 
     fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {

@@ -12,6 +12,7 @@
 pub mod certs;
 pub mod crypto;
 pub mod error;
+pub mod pem;
 pub mod principal;
 pub mod server_config;
 

@@ -300,13 +300,11 @@ fn parse_pem_certs(
     setting: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_file(path, setting)?;
-    rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            setting,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+    super::pem::certs(&pem).map_err(|reason| TlsError::BadPem {
+        setting,
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Non-empty chain, end-entity first.
@@ -331,8 +329,8 @@ fn read_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>
         path: path.to_path_buf(),
         reason,
     };
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| bad_pem(e.to_string()))?
+    super::pem::private_key(&pem)
+        .map_err(bad_pem)?
         .ok_or_else(|| TlsError::NoPrivateKey {
             setting,
             path: path.to_path_buf(),

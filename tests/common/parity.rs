@@ -86,7 +86,7 @@ impl Conn {
     /// SaslHandshake v1 + SaslAuthenticate v2 with SCRAM-SHA-512,
     /// correlation ids 1..=3; the server's signature is verified.
     pub fn login(addr: &str, user: &str, password: &str) -> Conn {
-        use portcullis::gateway::scram_client::ScramClient;
+        use portcullis::client::ScramClient;
         let mut c = Conn::open(addr);
         let hs: SaslHandshakeResponse = c
             .call(

@@ -6,7 +6,6 @@
 //! request with a small constant.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -19,7 +18,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use portcullis::bench::connections::{connect_once, request_frame, Target};
+use portcullis::client::{encode_request as request_frame, tls_connector, Connector, Stream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,18 +38,20 @@ const MAX_AUDIT_BYTES: u64 = 64 * 1024;
 const MAX_RSS_MULTIPLE: f64 = 16.0;
 const PASSWORD: &str = "reader-password-1";
 
-fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).unwrap();
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+/// Where and as whom the tests log in.
+struct Target {
+    addr: String,
+    connector: Connector,
+    user: String,
+    password: String,
+}
+
+/// TCP, TLS and the SCRAM login (the library's client); then the test
+/// speaks on the stream itself, with correlation ids of its choosing.
+async fn connect_once(t: &Target) -> Result<Stream, portcullis::client::ClientError> {
+    let mut c = t.connector.connect(&t.addr).await?;
+    c.login_scram(&t.user, &t.password, None).await?;
+    Ok(c.into_stream())
 }
 
 fn topic(name: &str) -> TopicName {
@@ -188,7 +189,7 @@ fn setup(name: &str) -> Setup {
     });
     let target = Target {
         addr: broker.addr("SASL_SSL").to_string(),
-        connector: tls_connector(&broker.ca_file()),
+        connector: Connector::tls(tls_connector(&broker.ca_file(), None).unwrap()),
         user: "reader".into(),
         password: PASSWORD.into(),
     };
@@ -218,11 +219,8 @@ fn one_request_naming_many_denied_topics_costs_bounded_audit_and_linear_memory()
     let pid = broker_pid(&broker.config_path());
     let rt = runtime();
     rt.block_on(async {
-        let salted = std::sync::Mutex::new(None);
-        let mut s = connect_once(&target, &salted)
-            .await
-            .expect("reader logs in");
-        let port = s.get_ref().0.local_addr().unwrap().port();
+        let mut s = connect_once(&target).await.expect("reader logs in");
+        let port = s.tcp().local_addr().unwrap().port();
 
         // The one topic the reader may use.
         let create = CreateTopicsRequest::default()
@@ -406,11 +404,8 @@ fn delete_topics_and_describe_configs_coalesce_too() {
     let t = setup("audit-amplification-apis");
     let rt = runtime();
     rt.block_on(async {
-        let salted = std::sync::Mutex::new(None);
-        let mut s = connect_once(&t.target, &salted)
-            .await
-            .expect("reader logs in");
-        let port = s.get_ref().0.local_addr().unwrap().port();
+        let mut s = connect_once(&t.target).await.expect("reader logs in");
+        let port = s.tcp().local_addr().unwrap().port();
         let names = || (0..N).map(|i| format!("victim-{i:05}"));
 
         let delete = DeleteTopicsRequest::default()

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use hmac::{Hmac, Mac};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -31,8 +30,8 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use portcullis::client::scram::{ScramClient, ServerFirst};
 use serde_json::Value;
-use sha2::{Digest, Sha512};
 
 use crate::common::audit_files::{is, log_files, n, raw_lines, s};
 use crate::common::{log_tail, scratch, strip_ansi, wait_for, Broker, BIN};
@@ -118,12 +117,6 @@ fn decode<R: Decodable>(api: ApiKey, version: i16, frame: Bytes) -> R {
     R::decode(&mut buf, version).unwrap()
 }
 
-fn hmac512(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
 fn metadata_for(topic: &str) -> MetadataRequest {
     MetadataRequest::default()
         .with_topics(Some(vec![
@@ -153,7 +146,6 @@ impl Raw {
     /// proof is bogus (no PBKDF2 on the client's side). Returns the
     /// error code of the final step.
     fn login(&mut self, user: &str, password: Option<&str>) -> i16 {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let hs: SaslHandshakeResponse = self.call(
             ApiKey::SaslHandshake,
             1,
@@ -161,49 +153,28 @@ impl Raw {
                 .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512")),
         );
         assert_eq!(hs.error_code, 0, "SaslHandshake");
-        let bare = format!("n={user},r=chainnonce{}", self.corr);
+        let client = ScramClient::new(user, password.unwrap_or_default());
         let first: SaslAuthenticateResponse = self.call(
             ApiKey::SaslAuthenticate,
             2,
-            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!("n,,{bare}"))),
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(client.first())),
         );
         if first.error_code != 0 {
             return first.error_code;
         }
-        let server_first = String::from_utf8(first.auth_bytes.to_vec()).unwrap();
-        let attr = |k: &str| -> String {
-            server_first
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                .unwrap_or_else(|| panic!("server-first without {k}: {server_first}"))
-                .to_string()
-        };
-        let without_proof = format!("c=biws,r={}", attr("r"));
-        let proof = match password {
-            Some(password) => {
-                let salt = b64.decode(attr("s")).unwrap();
-                let iterations = attr("i").parse::<u32>().unwrap();
-                let mut salted = [0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), &salt, iterations, &mut salted);
-                let client_key = hmac512(&salted, b"Client Key");
-                let stored_key = Sha512::digest(&client_key);
-                let auth_message = format!("{bare},{server_first},{without_proof}");
-                let signature = hmac512(&stored_key, auth_message.as_bytes());
-                client_key
-                    .iter()
-                    .zip(&signature)
-                    .map(|(a, b)| a ^ b)
-                    .collect()
+        let fin = match password {
+            Some(_) => client.respond(&first.auth_bytes).unwrap().0,
+            None => {
+                // The server's nonce echoed, the proof 64 zero bytes.
+                let sf = ServerFirst::parse(&first.auth_bytes).unwrap();
+                let zeros = base64::engine::general_purpose::STANDARD.encode([0u8; 64]);
+                format!("c=biws,r={},p={zeros}", sf.nonce).into_bytes()
             }
-            None => vec![0u8; 64],
         };
         let last: SaslAuthenticateResponse = self.call(
             ApiKey::SaslAuthenticate,
             2,
-            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!(
-                "{without_proof},p={}",
-                b64.encode(proof)
-            ))),
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(fin)),
         );
         last.error_code
     }

@@ -42,8 +42,7 @@ fn call<Resp: Decodable>(
     version: i16,
     body: &impl Encodable,
 ) -> Resp {
-    let frame =
-        portcullis::bench::connections::request_frame(api, version, 7, "loglimits", body).unwrap();
+    let frame = portcullis::client::encode_request(api, version, 7, "loglimits", body).unwrap();
     s.write_all(&frame).unwrap();
     let mut len = [0u8; 4];
     s.read_exact(&mut len).expect("response length");

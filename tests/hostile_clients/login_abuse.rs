@@ -20,8 +20,8 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use portcullis::bench::connections::request_frame;
-use portcullis::gateway::scram_client::ScramClient;
+use portcullis::client::encode_request as request_frame;
+use portcullis::client::scram::ScramClient;
 use serde_json::Value;
 
 use crate::common::audit_files::{is, n, raw_lines, s};

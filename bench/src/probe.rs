@@ -38,7 +38,7 @@ fn request_frames(
     record_size: usize,
 ) -> anyhow::Result<Vec<BytesMut>> {
     let value = Bytes::from(super::kafka::payload(record_size));
-    let batch = crate::log::internal::encode_batch(
+    let batch = portcullis::log::internal::encode_batch(
         (0..records_per_request)
             .map(|_| (None, Some(value.clone())))
             .collect(),
@@ -54,13 +54,13 @@ fn request_frames(
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(p)
                         .with_records(Some(batch.clone()))])]);
-            super::connections::request_frame(
+            Ok(portcullis::client::encode_request(
                 ApiKey::Produce,
                 PRODUCE_V,
                 0,
                 "portcullis-probe",
                 &req,
-            )
+            )?)
         })
         .collect()
 }

@@ -1,8 +1,6 @@
 //! Produce and consume throughput and produce latency at a fixed rate,
 //! measured with librdkafka against a running broker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,56 +9,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
+use super::delivery::{send_blocking, LatencyContext};
 use super::BenchArgs;
-
-/// Delivery-report context of a latency run: ack latency in microseconds
-/// and the number of failed deliveries.
-pub struct LatencyContext {
-    hist: Mutex<Histogram<u64>>,
-    errors: AtomicU64,
-}
-
-impl LatencyContext {
-    pub fn new() -> anyhow::Result<LatencyContext> {
-        Ok(LatencyContext {
-            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-            errors: AtomicU64::new(0),
-        })
-    }
-
-    /// What was recorded so far, leaving the context empty.
-    pub fn take(&self) -> (Histogram<u64>, u64) {
-        let mut h = self.hist.lock().unwrap_or_else(|p| p.into_inner());
-        let out = h.clone();
-        h.reset();
-        (out, self.errors.swap(0, Ordering::Relaxed))
-    }
-}
-
-impl ClientContext for LatencyContext {}
-impl ProducerContext for LatencyContext {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
-        match r {
-            Ok(_) => {
-                let us = sent.elapsed().as_micros() as u64;
-                let _ = self
-                    .hist
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(us.max(1));
-            }
-            Err(_) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
 
 fn producer_config(
     args: &BenchArgs,
@@ -77,23 +31,6 @@ fn producer_config(
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "120000");
     c
-}
-
-/// Sends one record, waiting while librdkafka's queue is full.
-pub fn send_blocking<C: ProducerContext>(
-    p: &BaseProducer<C>,
-    mut rec: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
-) -> anyhow::Result<()> {
-    loop {
-        match p.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                rec = r;
-                p.poll(Duration::from_millis(1));
-            }
-            Err((e, _)) => bail!("produce failed: {e}"),
-        }
-    }
 }
 
 pub fn payload(size: usize) -> Vec<u8> {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::acl::file::AclFile;
-use crate::acl::{AclSet, Operation, ResourceType};
+use portcullis::acl::file::AclFile;
+use portcullis::acl::{AclSet, Operation, ResourceType};
 
 pub struct AclFigures {
     pub rules: usize,

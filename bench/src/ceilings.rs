@@ -13,17 +13,18 @@ use hdrhistogram::Histogram;
 /// MB/s of a single TLS 1.3 stream over loopback (rustls both ends).
 pub fn tls_loopback_mb_s(dir: &std::path::Path, total_mb: usize) -> anyhow::Result<f64> {
     let certs = dir.join("ceiling-certs");
-    crate::tls::init_certs(&certs, &[], &[], true)?;
-    let settings = crate::tls::TlsSettings::new(certs.join("server.crt"), certs.join("server.key"));
-    let handle = crate::tls::TlsAcceptorHandle::load(&settings)?;
+    portcullis::tls::init_certs(&certs, &[], &[], true)?;
+    let settings =
+        portcullis::tls::TlsSettings::new(certs.join("server.crt"), certs.join("server.key"));
+    let handle = portcullis::tls::TlsAcceptorHandle::load(&settings)?;
     let server_cfg = handle.server_config();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(certs.join("ca.crt"))?;
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(c?)?;
+    for c in portcullis::tls::pem::certs(&pem).map_err(anyhow::Error::msg)? {
+        roots.add(c)?;
     }
     let client_cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_no_client_auth(),

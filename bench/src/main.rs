@@ -1,14 +1,19 @@
-//! `portcullis bench`: one command that starts a broker (a child process, so
-//! its memory can be measured alone), measures the machine's ceilings, then
-//! the broker over PLAINTEXT and over SASL_SSL + SCRAM-SHA-512 with
-//! librdkafka, and prints every figure with its ratio to its ceiling and
-//! its target. Figures are printed, never asserted.
+//! `portcullis-bench`: one command that starts a broker (the `portcullis`
+//! binary as a child process, so its memory can be measured alone),
+//! measures the machine's ceilings, then the broker over PLAINTEXT and
+//! over SASL_SSL + SCRAM-SHA-512 with librdkafka, and prints every figure
+//! with its ratio to its ceiling and its target. Figures are printed, never
+//! asserted.
+//!
+//! A crate of its own: librdkafka (and the OpenSSL it links) stays out of
+//! the broker binary.
 
-pub mod acl;
-pub mod ceilings;
-pub mod connections;
-pub mod kafka;
-pub mod probe;
+mod acl;
+mod ceilings;
+mod connections;
+mod delivery;
+mod kafka;
+mod probe;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,10 +22,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::Parser;
 use rdkafka::config::ClientConfig;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "portcullis-bench",
+    version,
+    about = "Measure the portcullis broker: throughput, latency, connections, ACLs, restarts"
+)]
 pub struct BenchArgs {
+    /// The broker binary to start (default: `portcullis` next to this
+    /// program, i.e. the same target directory and profile).
+    #[arg(long, env = "PORTCULLIS_BIN")]
+    pub broker_bin: Option<PathBuf>,
     /// Scratch directory for the broker under test (default: a temp dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -140,21 +155,25 @@ connections:\n  max_connections: {BENCH_MAX_CONNECTIONS}\n  max_connections_per_
 
 /// Starts `portcullis serve`; returns the process and the time until it
 /// listened (start-up time).
-fn start_broker(dir: &Path, ports: (u16, u16)) -> anyhow::Result<(BrokerProcess, Duration)> {
+fn start_broker(
+    bin: &Path,
+    dir: &Path,
+    ports: (u16, u16),
+) -> anyhow::Result<(BrokerProcess, Duration)> {
     let cfg = write_config(dir, ports)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("broker.log"))?;
     let t = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("PORTCULLIS_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .context("cannot start the broker")?;
+        .with_context(|| format!("cannot start the broker {}", bin.display()))?;
     let out = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(out).lines();
     let mut addrs = Vec::new();
@@ -182,6 +201,26 @@ fn start_broker(dir: &Path, ports: (u16, u16)) -> anyhow::Result<(BrokerProcess,
         },
         took,
     ))
+}
+
+/// The `portcullis` binary: given, or next to this one. `cargo run -p
+/// portcullis-bench` builds only the bench, so a missing broker is said
+/// plainly rather than found stale somewhere else.
+fn broker_bin(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    let bin = match &args.broker_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench's own path has no directory")?
+            .join("portcullis"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "no broker binary at {}: build it first (`cargo build --release -p portcullis`) or give --broker-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 fn port(addr: &str) -> u16 {
@@ -218,7 +257,10 @@ impl Endpoint {
     fn scram_target(&self, addr: &str) -> anyhow::Result<connections::Target> {
         Ok(connections::Target {
             addr: addr.to_string(),
-            connector: tls_connector(&self.ca)?,
+            connector: portcullis::client::Connector::tls(portcullis::client::tls_connector(
+                &self.ca, None,
+            )?)
+            .with_client_id("portcullis-bench"),
             user: self.user.clone(),
             password: self.password.clone(),
         })
@@ -331,7 +373,29 @@ fn ratio(v: f64, ceiling: f64) -> String {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = BenchArgs::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let fd_limit = connections::raise_fd_limit();
     let (dir, _guard) = match &args.data_dir {
         Some(d) => {
@@ -426,8 +490,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         (ep, None)
     } else {
-        let password = crate::broker::random_password();
-        let store = crate::security::credentials::CredentialStore::open_or_init(
+        let bin = broker_bin(&args)?;
+        let password = portcullis::broker::random_password();
+        let store = portcullis::security::credentials::CredentialStore::open_or_init(
             dir.join("credentials.yaml"),
         )?;
         store.modify(|f| {
@@ -435,20 +500,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 f.add_user(
                     BENCH_USER,
                     &password,
-                    crate::security::scram::MIN_ITERATIONS,
+                    portcullis::security::scram::MIN_ITERATIONS,
                 )
             } else {
                 f.set_password(
                     BENCH_USER,
                     &password,
-                    crate::security::scram::MIN_ITERATIONS,
+                    portcullis::security::scram::MIN_ITERATIONS,
                 )
             }
         })?;
         drop(store);
-        let (broker, first_start) = start_broker(&dir, (0, 0))?;
+        let (broker, first_start) = start_broker(&bin, &dir, (0, 0))?;
         println!(
-            "\nbroker pid {} started in {:.0} ms: PLAINTEXT {} SASL_SSL {}",
+            "\nbroker {} pid {} started in {:.0} ms: PLAINTEXT {} SASL_SSL {}",
+            bin.display(),
             broker.child.id(),
             first_start.as_secs_f64() * 1000.0,
             broker.plaintext,
@@ -462,7 +528,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             user: BENCH_USER.into(),
             password,
         };
-        (ep, Some(broker))
+        (ep, Some((broker, bin)))
     };
     let pid = ep.pid;
 
@@ -591,7 +657,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    if let Some(mut broker) = broker.filter(|_| args.wants("restart")) {
+    if let Some((mut broker, bin)) = broker.filter(|_| args.wants("restart")) {
         let ports = (port(&broker.plaintext), port(&broker.secure));
         grow_log(&args, &ep, &dir).await?;
         let bytes: u64 = walk_size(&dir.join("data"));
@@ -602,12 +668,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .status();
         let _ = broker.child.wait();
         drop(broker);
-        let (b2, clean) = start_broker(&dir, ports)?;
+        let (b2, clean) = start_broker(&bin, &dir, ports)?;
         let mut b2 = b2;
         let _ = b2.child.kill();
         let _ = b2.child.wait();
         drop(b2);
-        let (b3, crash) = start_broker(&dir, ports)?;
+        let (b3, crash) = start_broker(&bin, &dir, ports)?;
         println!("\n== restart with {:.2} GB of log", bytes as f64 / 1e9);
         println!("clean restart: {:.0} ms   after kill -9 (recovery): {:.0} ms   (target < 1 s for 100 GB)", clean.as_secs_f64() * 1000.0, crash.as_secs_f64() * 1000.0);
         drop(b3);
@@ -616,19 +682,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
     Ok(())
-}
-
-fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(c?)?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
 /// Produces into `bench-restart` until the data directory holds

@@ -1,6 +1,8 @@
-//! The client side of SCRAM-SHA-512 (RFC 5802), used by the gateway to log
-//! in upstream with its service credential. An explicit two-step state
-//! machine: `first` -> `respond(server-first)` -> `verify(server-final)`.
+//! The client side of SCRAM-SHA-512 (RFC 5802): the gateway's upstream
+//! login, `portcullis group`, the bench and the tests all log in with it.
+//! An explicit two-step state machine without I/O, so blocking and async
+//! callers share it: `first` -> `respond(server-first)` ->
+//! `verify(server-final)`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -42,6 +44,80 @@ fn saslname(user: &str) -> String {
     user.replace('=', "=3D").replace(',', "=2C")
 }
 
+/// The salted password (PBKDF2 output) of the last login, for the salt and
+/// iteration count the server announced then. A long-lived client logging
+/// in again and again (the bench's connect-rate figure, reconnecting
+/// pools) skips PBKDF2 as a client library would; one cache serves one
+/// credential only.
+#[derive(Default)]
+pub struct SaltedPasswordCache(std::sync::Mutex<Option<Salted>>);
+
+/// (salt, iterations, SaltedPassword).
+type Salted = (Vec<u8>, u32, [u8; 64]);
+
+impl SaltedPasswordCache {
+    fn salted(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 64] {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, i, salted)) = slot.as_ref() {
+            if s == salt && *i == iterations {
+                return *salted;
+            }
+        }
+        let salted = salt_password(password, salt, iterations);
+        *slot = Some((salt.to_vec(), iterations, salted));
+        salted
+    }
+}
+
+fn salt_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 64] {
+    let mut salted = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, iterations, &mut salted);
+    salted
+}
+
+/// What a server-first-message says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFirst {
+    /// The combined nonce (ours followed by the server's).
+    pub nonce: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl ServerFirst {
+    /// Parses server-first-message; `e=` (a server error) is an error.
+    pub fn parse(server_first: &[u8]) -> Result<ServerFirst, ScramClientError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramClientError::Malformed("server-first is not UTF-8"))?;
+        let (mut rn, mut salt, mut iters) = (None, None, None);
+        for part in text.split(',') {
+            if let Some(v) = part.strip_prefix("r=") {
+                rn = Some(v);
+            } else if let Some(v) = part.strip_prefix("s=") {
+                salt = Some(
+                    STANDARD
+                        .decode(v)
+                        .map_err(|_| ScramClientError::Malformed("salt is not base64"))?,
+                );
+            } else if let Some(v) = part.strip_prefix("i=") {
+                iters = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ScramClientError::Malformed("iteration count"))?,
+                );
+            } else if let Some(v) = part.strip_prefix("e=") {
+                return Err(ScramClientError::ServerError(v.to_string()));
+            }
+        }
+        Ok(ServerFirst {
+            nonce: rn
+                .ok_or(ScramClientError::Malformed("no nonce"))?
+                .to_string(),
+            salt: salt.ok_or(ScramClientError::Malformed("no salt"))?,
+            iterations: iters.ok_or(ScramClientError::Malformed("no iteration count"))?,
+        })
+    }
+}
+
 pub struct ScramClient {
     first_bare: String,
     nonce: String,
@@ -78,41 +154,32 @@ impl ScramClient {
         self,
         server_first: &[u8],
     ) -> Result<(Vec<u8>, AwaitingFinal), ScramClientError> {
-        let text = std::str::from_utf8(server_first)
-            .map_err(|_| ScramClientError::Malformed("server-first is not UTF-8"))?;
-        let (mut rn, mut salt, mut iters) = (None, None, None);
-        for part in text.split(',') {
-            if let Some(v) = part.strip_prefix("r=") {
-                rn = Some(v);
-            } else if let Some(v) = part.strip_prefix("s=") {
-                salt = Some(
-                    STANDARD
-                        .decode(v)
-                        .map_err(|_| ScramClientError::Malformed("salt is not base64"))?,
-                );
-            } else if let Some(v) = part.strip_prefix("i=") {
-                iters = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| ScramClientError::Malformed("iteration count"))?,
-                );
-            } else if let Some(v) = part.strip_prefix("e=") {
-                return Err(ScramClientError::ServerError(v.to_string()));
-            }
-        }
-        let rn = rn.ok_or(ScramClientError::Malformed("no nonce"))?;
-        let salt = salt.ok_or(ScramClientError::Malformed("no salt"))?;
-        let iters = iters.ok_or(ScramClientError::Malformed("no iteration count"))?;
-        if !rn.starts_with(&self.nonce) || rn.len() == self.nonce.len() {
+        self.respond_cached(server_first, None)
+    }
+
+    /// `respond`, taking the salted password from `cache` when the server
+    /// announced the same salt and iteration count as last time.
+    pub fn respond_cached(
+        self,
+        server_first: &[u8],
+        cache: Option<&SaltedPasswordCache>,
+    ) -> Result<(Vec<u8>, AwaitingFinal), ScramClientError> {
+        let sf = ServerFirst::parse(server_first)?;
+        if !sf.nonce.starts_with(&self.nonce) || sf.nonce.len() == self.nonce.len() {
             return Err(ScramClientError::NonceMismatch);
         }
-        if !(1..=MAX_ITERATIONS).contains(&iters) {
-            return Err(ScramClientError::BadIterations(iters));
+        if !(1..=MAX_ITERATIONS).contains(&sf.iterations) {
+            return Err(ScramClientError::BadIterations(sf.iterations));
         }
-        let mut salted = [0u8; 64];
-        pbkdf2::pbkdf2_hmac::<Sha512>(self.password.as_bytes(), &salt, iters, &mut salted);
+        let salted = match cache {
+            Some(c) => c.salted(&self.password, &sf.salt, sf.iterations),
+            None => salt_password(&self.password, &sf.salt, sf.iterations),
+        };
+        // `parse` proved the message is UTF-8.
+        let text = String::from_utf8_lossy(server_first);
         let client_key = hmac(&salted, &[b"Client Key"]);
         let stored_key: [u8; 64] = Sha512::digest(client_key).into();
-        let without_proof = format!("c=biws,r={rn}");
+        let without_proof = format!("c=biws,r={}", sf.nonce);
         let auth_message = format!("{},{text},{without_proof}", self.first_bare);
         let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = client_key
@@ -177,6 +244,30 @@ mod tests {
     fn logs_in_against_our_server_and_verifies_it() {
         assert_eq!(run("pw", "pw"), Ok(()));
         assert!(run("wrong", "pw").is_err());
+    }
+
+    #[test]
+    fn the_cache_serves_the_same_salt_and_is_replaced_by_a_new_one() {
+        let cred = ScramCredential::from_password("pw", 4096).unwrap();
+        let lookup = move |_: &str| Some(cred.clone());
+        let cache = SaltedPasswordCache::default();
+        for _ in 0..2 {
+            let mut server = ScramServer::new([7u8; 32]);
+            let client = ScramClient::new("svc", "pw");
+            let Ok(ScramStep::Challenge(sf)) = server.step(&client.first(), &lookup) else {
+                panic!("no server-first");
+            };
+            let (fin, awaiting) = client.respond_cached(&sf, Some(&cache)).unwrap();
+            let Ok(ScramStep::Success { server_final, .. }) = server.step(&fin, &lookup) else {
+                panic!("cached login refused");
+            };
+            awaiting.verify(&server_final).unwrap();
+        }
+        let first = cache.0.lock().unwrap().clone().unwrap();
+        // Another salt: derived afresh, not the stale entry.
+        let salted = cache.salted("pw", b"other salt", 4096);
+        assert_eq!(salted, salt_password("pw", b"other salt", 4096));
+        assert_ne!(cache.0.lock().unwrap().as_ref().unwrap().0, first.0);
     }
 
     #[test]
