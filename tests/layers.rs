@@ -34,7 +34,11 @@ fn the_checker_sees_a_circle_when_there_is_one() {
     // Four files that import each other in a ring.
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
-    std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\npub mod c;\npub mod d;\n").unwrap();
+    std::fs::write(
+        src.join("lib.rs"),
+        "pub mod a;\npub mod b;\npub mod c;\npub mod d;\n",
+    )
+    .unwrap();
     for (file, next) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")] {
         std::fs::write(
             src.join(format!("{file}.rs")),
@@ -43,7 +47,10 @@ fn the_checker_sees_a_circle_when_there_is_one() {
         .unwrap();
     }
     let out = Command::new("python3")
-        .arg(format!("{}/scripts/import_graph.py", env!("CARGO_MANIFEST_DIR")))
+        .arg(format!(
+            "{}/scripts/import_graph.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .arg(src)
         .output()
         .unwrap();

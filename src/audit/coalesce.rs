@@ -15,8 +15,6 @@
 
 use std::hash::{Hash, Hasher};
 
-use kafka_protocol::messages::ResponseKind;
-
 use crate::acl::{Operation, ResourceType};
 
 use super::event::AuditEvent;
@@ -82,6 +80,20 @@ struct Group {
     key: DecisionKey,
     individual: u32,
     coalesced: Option<Coalesced>,
+}
+
+/// Receives (kind, name, code) for each resource an answer names, kind as
+/// in `resource_type` ("topic", "group", "cluster", ...).
+pub type CodeSink<'a> = dyn FnMut(&'static str, &str, i16) + 'a;
+
+/// What the client got for the resources a request named, as the API's
+/// home at the edge reads it from the answer: the audit knows decisions,
+/// not the shapes of Kafka responses.
+pub struct Outcomes<'a> {
+    /// Calls the sink for every resource the answer names.
+    pub each: &'a dyn Fn(&mut CodeSink<'_>),
+    /// The answer's single code, for cluster-level decisions.
+    pub top: Option<i16>,
 }
 
 /// The audit records of one request, kept until its response is known.
@@ -167,23 +179,24 @@ impl AuditBuffer {
     }
 
     /// The finished records, with the error codes the client got, read
-    /// from `resp` in one pass. `decides` says whether `name` gets the
-    /// key's decision (the request's rule set, asked again): it tells which
-    /// answered names a coalesced record stands for without keeping them.
+    /// from the answer in one pass by the API's home (`outcomes`).
+    /// `decides` says whether `name` gets the key's decision (the request's
+    /// rule set, asked again): it tells which answered names a coalesced
+    /// record stands for without keeping them.
     pub fn finish(
         self,
-        resp: Option<&ResponseKind>,
+        outcomes: Option<&Outcomes<'_>>,
         decides: impl Fn(DecisionKey, &str) -> bool,
     ) -> Vec<AuditEvent> {
         let AuditBuffer {
             mut records,
             groups,
         } = self;
-        let top = resp.and_then(outcome::top_code);
+        let top = outcomes.and_then(|o| o.top);
         let mut found: Vec<Option<i16>> = vec![None; records.len()];
         let mut codes: Vec<Vec<i16>> = vec![Vec::new(); groups.len()];
         let mut attributed: Vec<u64> = vec![0; groups.len()];
-        if let Some(resp) = resp {
+        if let Some(outcomes) = outcomes {
             let mut index: Vec<(u64, usize)> = records
                 .iter()
                 .enumerate()
@@ -192,7 +205,7 @@ impl AuditBuffer {
                 .collect();
             index.sort_unstable();
             let any_coalesced = groups.iter().any(|g| g.coalesced.is_some());
-            outcome::for_each_code(resp, |kind, name, code| {
+            (outcomes.each)(&mut |kind, name, code| {
                 // Groups that have this name among their individual records.
                 let mut claimed: u128 = 0;
                 let h = name_hash(name);
@@ -291,9 +304,6 @@ fn decision_record(mut ev: AuditEvent, key: DecisionKey, rule: String) -> AuditE
 
 #[cfg(test)]
 mod tests {
-    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-    use kafka_protocol::messages::{MetadataResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
 
     use super::*;
     use crate::audit::EventKind;
@@ -313,19 +323,13 @@ mod tests {
         AuditEvent::new(EventKind::Authorization)
     }
 
-    fn answer(names: &[(&str, i16)]) -> ResponseKind {
-        ResponseKind::Metadata(
-            MetadataResponse::default().with_topics(
-                names
-                    .iter()
-                    .map(|(n, c)| {
-                        MetadataResponseTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
-                            .with_error_code(*c)
-                    })
-                    .collect(),
-            ),
-        )
+    /// An answer naming these topics with these codes.
+    fn answer<'a>(names: &'a [(&'a str, i16)]) -> impl Fn(&mut CodeSink<'_>) + 'a {
+        move |f| {
+            for (n, c) in names {
+                f("topic", n, *c);
+            }
+        }
     }
 
     #[test]
@@ -349,9 +353,15 @@ mod tests {
         b.decision(CREATE_DENY, "t5", "default deny".into(), base);
         let mut answered: Vec<(&str, i16)> = names.iter().map(|n| (n.as_str(), 29)).collect();
         answered.push(("allowed", 0));
-        let resp = answer(&answered);
         // "allowed" is the only name the principal may describe.
-        let out = b.finish(Some(&resp), |k, n| (n == "allowed") == k.allowed);
+        let each = answer(&answered);
+        let out = b.finish(
+            Some(&Outcomes {
+                each: &each,
+                top: None,
+            }),
+            |k, n| (n == "allowed") == k.allowed,
+        );
         let individual: Vec<_> = out.iter().filter(|e| e.count.is_none()).collect();
         assert_eq!(individual.len(), 17);
         assert!(individual.iter().all(|e| e.error_code == Some(29)));
@@ -382,8 +392,14 @@ mod tests {
             .collect();
         answered.push(("other".into(), 0));
         let refs: Vec<(&str, i16)> = answered.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-        let resp = answer(&refs);
-        let out = b.finish(Some(&resp), |_, n| n != "other");
+        let each = answer(&refs);
+        let out = b.finish(
+            Some(&Outcomes {
+                each: &each,
+                top: None,
+            }),
+            |_, n| n != "other",
+        );
         let c = out.iter().find(|e| e.count.is_some()).unwrap();
         assert_eq!(c.count, Some(24));
         assert_eq!(c.error_codes, Some(vec![3, 17, 29]));

@@ -2,6 +2,9 @@
 //! of truth: creations and deletions are written through to it atomically
 //! and then put in force, exactly like an edit by hand.
 
+use crate::audit::outcome::worst;
+use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
@@ -19,7 +22,6 @@ use crate::acl::filter::AclFilter;
 use crate::acl::model::{validate_principal, CLUSTER_NAME};
 use crate::acl::{HostMatch, Operation, PatternType, Permission, ResourceType, Rule};
 
-use super::errors;
 use super::RequestContext;
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -28,7 +30,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 fn denied() -> (i16, Option<StrBytes>) {
     (
-        errors::CLUSTER_AUTHORIZATION_FAILED,
+        ResponseError::ClusterAuthorizationFailed.code(),
         Some(s("Cluster authorization failed.")),
     )
 }
@@ -107,8 +109,8 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateAclsRequest) -> CreateAclsRes
         .into_iter()
         .map(|r| {
             let outcome = match (&r, &write) {
-                (Err(m), _) => Err((errors::INVALID_REQUEST, m.clone())),
-                (Ok(_), Err(m)) => Err((errors::UNKNOWN_SERVER_ERROR, m.clone())),
+                (Err(m), _) => Err((ResponseError::InvalidRequest.code(), m.clone())),
+                (Ok(_), Err(m)) => Err((ResponseError::UnknownServerError.code(), m.clone())),
                 (Ok(rule), Ok(())) => {
                     tracing::info!(principal = ctx.principal, rule = %rule, "ACL created");
                     ctx.admin_action(
@@ -150,7 +152,7 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeAclsRequest) -> DescribeA
         Ok(f) => f,
         Err(m) => {
             return DescribeAclsResponse::default()
-                .with_error_code(errors::INVALID_REQUEST)
+                .with_error_code(ResponseError::InvalidRequest.code())
                 .with_error_message(Some(s(m)))
         }
     };
@@ -237,7 +239,7 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteAclsRequest) -> DeleteAclsRes
             .iter()
             .map(|_| {
                 DeleteAclsFilterResult::default()
-                    .with_error_code(errors::UNKNOWN_SERVER_ERROR)
+                    .with_error_code(ResponseError::UnknownServerError.code())
                     .with_error_message(Some(s(e.to_string())))
             })
             .collect(),
@@ -246,7 +248,7 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteAclsRequest) -> DeleteAclsRes
             .zip(removed)
             .map(|(f, rules)| match f {
                 Err(m) => DeleteAclsFilterResult::default()
-                    .with_error_code(errors::INVALID_REQUEST)
+                    .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(s(m.clone()))),
                 Ok(_) => DeleteAclsFilterResult::default().with_matching_acls(
                     rules
@@ -269,4 +271,14 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteAclsRequest) -> DeleteAclsRes
             .collect(),
     };
     DeleteAclsResponse::default().with_filter_results(results)
+}
+
+/// The single code of an ACL answer, for its cluster-level decision.
+pub fn top_code(resp: &ResponseKind) -> Option<i16> {
+    match resp {
+        ResponseKind::DescribeAcls(r) => Some(r.error_code),
+        ResponseKind::CreateAcls(r) => Some(worst(r.results.iter().map(|x| x.error_code))),
+        ResponseKind::DeleteAcls(r) => Some(worst(r.filter_results.iter().map(|x| x.error_code))),
+        _ => None,
+    }
 }

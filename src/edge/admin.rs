@@ -1,6 +1,7 @@
 //! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //! IncrementalAlterConfigs.
 
+use crate::audit::coalesce::CodeSink;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -13,6 +14,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 
 use super::backend::{Backend, Lookup};
@@ -44,7 +46,7 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
         .map(|t| {
             CreatableTopicResult::default()
                 .with_name(t.name.clone())
-                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 .with_error_message(denied_message().filter(|_| ctx.version >= 1))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1)
@@ -108,7 +110,7 @@ pub fn delete_topics(
         DeletableTopicResult::default()
             .with_name(name)
             .with_topic_id(id)
-            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
             .with_error_message(denied_message().filter(|_| ctx.version >= 5))
     };
     let mut refused = Vec::new();
@@ -167,7 +169,7 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
         .map(|t| {
             CreatePartitionsTopicResult::default()
                 .with_name(t.name.clone())
-                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 .with_error_message(denied_message())
         })
         .collect();
@@ -215,13 +217,14 @@ fn config_denial(
     name: &str,
 ) -> Option<(i16, &'static str)> {
     const CLUSTER: (i16, &str) = (
-        errors::CLUSTER_AUTHORIZATION_FAILED,
+        ResponseError::ClusterAuthorizationFailed.code(),
         "Cluster authorization failed.",
     );
     match rtype {
-        RESOURCE_TOPIC if !ctx.authorize_topic(op, name) => {
-            Some((errors::TOPIC_AUTHORIZATION_FAILED, "Authorization failed."))
-        }
+        RESOURCE_TOPIC if !ctx.authorize_topic(op, name) => Some((
+            ResponseError::TopicAuthorizationFailed.code(),
+            "Authorization failed.",
+        )),
         RESOURCE_TOPIC => None,
         RESOURCE_BROKER if !ctx.authorize_cluster(op) => Some(CLUSTER),
         RESOURCE_BROKER => None,
@@ -329,4 +332,48 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
             }
         }
     })
+}
+
+/// The resource kind of a config resource: broker configs are authorized
+/// on the cluster.
+fn config_kind(resource_type: i8) -> &'static str {
+    match resource_type {
+        RESOURCE_TOPIC => "topic",
+        RESOURCE_BROKER => "cluster",
+        _ => "",
+    }
+}
+
+/// The code the client got for each topic or config resource.
+pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
+    match resp {
+        ResponseKind::CreateTopics(r) => {
+            for t in &r.topics {
+                f("topic", &t.name, t.error_code);
+            }
+        }
+        ResponseKind::DeleteTopics(r) => {
+            for t in &r.responses {
+                if let Some(n) = &t.name {
+                    f("topic", n, t.error_code);
+                }
+            }
+        }
+        ResponseKind::CreatePartitions(r) => {
+            for t in &r.results {
+                f("topic", &t.name, t.error_code);
+            }
+        }
+        ResponseKind::DescribeConfigs(r) => {
+            for t in &r.results {
+                f(config_kind(t.resource_type), &t.resource_name, t.error_code);
+            }
+        }
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            for t in &r.responses {
+                f(config_kind(t.resource_type), &t.resource_name, t.error_code);
+            }
+        }
+        _ => {}
+    }
 }

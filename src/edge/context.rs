@@ -5,7 +5,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{AclSet, Operation, ResourceType};
-use crate::audit::coalesce::{bounded_name, AuditBuffer, DecisionKey};
+use crate::audit::coalesce::{bounded_name, AuditBuffer, DecisionKey, Outcomes};
 use crate::audit::{AllowLevel, AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::server::BoundListener;
@@ -27,27 +27,6 @@ pub struct RequestContext<'a> {
     /// known, so they carry its error codes. Decisions on many resources
     /// coalesce there, so a request's records stay bounded.
     pub audit: Mutex<AuditBuffer>,
-}
-
-/// APIs whose allowed decisions count as admin operations for the
-/// `admin` audit level.
-pub fn is_admin_api(api: ApiKey) -> bool {
-    matches!(
-        api,
-        ApiKey::CreateTopics
-            | ApiKey::DeleteTopics
-            | ApiKey::CreatePartitions
-            | ApiKey::DeleteRecords
-            | ApiKey::IncrementalAlterConfigs
-            | ApiKey::AlterConfigs
-            | ApiKey::CreateAcls
-            | ApiKey::DeleteAcls
-            | ApiKey::DescribeAcls
-            | ApiKey::AlterUserScramCredentials
-            | ApiKey::DescribeUserScramCredentials
-            | ApiKey::DeleteGroups
-            | ApiKey::OffsetDelete
-    )
 }
 
 impl RequestContext<'_> {
@@ -85,7 +64,7 @@ impl RequestContext<'_> {
             || !self.is_audit_topic(rt, name)
                 && match auditor.allow_level {
                     AllowLevel::All => true,
-                    AllowLevel::Admin => is_admin_api(self.api),
+                    AllowLevel::Admin => super::versions::is_admin(self.api),
                     AllowLevel::None => false,
                 };
         if record && auditor.enabled() {
@@ -116,15 +95,12 @@ impl RequestContext<'_> {
     }
 
     /// The request's audit records, finished with the outcomes in `resp`.
-    pub fn take_audit(
-        &self,
-        resp: Option<&kafka_protocol::messages::ResponseKind>,
-    ) -> Vec<AuditEvent> {
+    pub fn take_audit(&self, outcomes: Option<&Outcomes<'_>>) -> Vec<AuditEvent> {
         let buffer = std::mem::take(&mut *self.audit.lock().unwrap_or_else(|p| p.into_inner()));
         if buffer.is_empty() {
             return Vec::new();
         }
-        buffer.finish(resp, |key, name| {
+        buffer.finish(outcomes, |key, name| {
             self.decide(key.operation, key.resource_type, name) == key.allowed
         })
     }

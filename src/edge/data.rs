@@ -1,5 +1,7 @@
 //! Produce, Fetch, ListOffsets, DeleteRecords.
 
+use crate::audit::coalesce::CodeSink;
+use crate::audit::outcome::worst;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -7,6 +9,7 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
 };
+use kafka_protocol::ResponseError;
 
 use super::plan::{merge_into, refuse_or_forward, split, Plan};
 use super::refusals;
@@ -22,9 +25,9 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
         ctx.authorize_topic(Operation::Write, &t.name) && !txn_denied
     });
     let code = if txn_denied {
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        ResponseError::TransactionalIdAuthorizationFailed.code()
     } else {
-        errors::TOPIC_AUTHORIZATION_FAILED
+        ResponseError::TopicAuthorizationFailed.code()
     };
     let refused = refusals::produce(&denied, code);
     if allowed.is_empty() {
@@ -46,7 +49,8 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
 pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
     if r.replica_id.0 >= 0 && !ctx.authorize_cluster(Operation::ClusterAction) {
         return Plan::local(ResponseKind::Fetch(
-            FetchResponse::default().with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED),
+            FetchResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
         ));
     }
     // Incremental fetch sessions would let a later request read partitions
@@ -61,7 +65,7 @@ pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
         ctx.authorize_topic(Operation::Read, &t.topic)
     });
     changed |= !denied.is_empty();
-    let refused = refusals::fetch(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
+    let refused = refusals::fetch(&denied, ResponseError::TopicAuthorizationFailed.code());
     let nothing_left = allowed.is_empty();
     r.topics = allowed;
     refuse_or_forward!(
@@ -79,7 +83,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, mut r: ListOffsetsRequest) -> Plan
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         ctx.authorize_topic(Operation::Describe, &t.name)
     });
-    let refused = refusals::list_offsets(&denied, errors::TOPIC_AUTHORIZATION_FAILED);
+    let refused = refusals::list_offsets(&denied, ResponseError::TopicAuthorizationFailed.code());
     let nothing_left = allowed.is_empty();
     r.topics = allowed;
     refuse_or_forward!(
@@ -108,7 +112,7 @@ pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> 
                             DeleteRecordsPartitionResult::default()
                                 .with_partition_index(p.partition_index)
                                 .with_low_watermark(-1)
-                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                         })
                         .collect(),
                 )
@@ -139,4 +143,56 @@ pub fn delete_records(ctx: &RequestContext<'_>, mut r: DeleteRecordsRequest) -> 
             }
         }
     })
+}
+
+/// The code the client got for each topic (the worst of its partitions),
+/// for the audit records of this family's decisions.
+pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
+    match resp {
+        ResponseKind::Produce(r) => {
+            for t in &r.responses {
+                f(
+                    "topic",
+                    &t.name,
+                    worst(t.partition_responses.iter().map(|p| p.error_code)),
+                );
+            }
+        }
+        ResponseKind::Fetch(r) => {
+            for t in &r.responses {
+                f(
+                    "topic",
+                    &t.topic,
+                    worst(t.partitions.iter().map(|p| p.error_code)),
+                );
+            }
+        }
+        ResponseKind::ListOffsets(r) => {
+            for t in &r.topics {
+                f(
+                    "topic",
+                    &t.name,
+                    worst(t.partitions.iter().map(|p| p.error_code)),
+                );
+            }
+        }
+        ResponseKind::DeleteRecords(r) => {
+            for t in &r.topics {
+                f(
+                    "topic",
+                    &t.name,
+                    worst(t.partitions.iter().map(|p| p.error_code)),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fetch's request-level code (a refused replica fetch).
+pub(super) fn top_code(resp: &ResponseKind) -> Option<i16> {
+    match resp {
+        ResponseKind::Fetch(r) => Some(r.error_code),
+        _ => None,
+    }
 }

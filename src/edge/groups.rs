@@ -1,6 +1,7 @@
 //! FindCoordinator, the group membership APIs, group listing and
 //! description, and committed offsets.
 
+use crate::audit::coalesce::CodeSink;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -20,6 +21,7 @@ use kafka_protocol::messages::{
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::plan::{merge_into, refuse_or_forward, split, Fix, Fixup, Plan};
 use super::refusals;
@@ -35,9 +37,11 @@ fn group_ok(ctx: &RequestContext<'_>, op: Operation, group: &str) -> bool {
 /// transaction coordinators (1) on the transactional id.
 fn coordinator_denial(ctx: &RequestContext<'_>, key_type: i8, key: &str) -> Option<i16> {
     match key_type {
-        0 if !group_ok(ctx, Operation::Describe, key) => Some(errors::GROUP_AUTHORIZATION_FAILED),
+        0 if !group_ok(ctx, Operation::Describe, key) => {
+            Some(ResponseError::GroupAuthorizationFailed.code())
+        }
         1 if !ctx.authorize(Operation::Describe, ResourceType::TransactionalId, key) => {
-            Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            Some(ResponseError::TransactionalIdAuthorizationFailed.code())
         }
         _ => None,
     }
@@ -86,7 +90,7 @@ pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return Plan::local(ResponseKind::JoinGroup(
             JoinGroupResponse::default()
-                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
                 .with_generation_id(-1)
                 .with_member_id(r.member_id),
         ));
@@ -97,7 +101,8 @@ pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
 pub fn sync(ctx: &RequestContext<'_>, r: SyncGroupRequest) -> Plan {
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return Plan::local(ResponseKind::SyncGroup(
-            SyncGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            SyncGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
         ));
     }
     Plan::unchanged(RequestKind::SyncGroup(r))
@@ -106,7 +111,8 @@ pub fn sync(ctx: &RequestContext<'_>, r: SyncGroupRequest) -> Plan {
 pub fn heartbeat(ctx: &RequestContext<'_>, r: HeartbeatRequest) -> Plan {
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return Plan::local(ResponseKind::Heartbeat(
-            HeartbeatResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            HeartbeatResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
         ));
     }
     Plan::unchanged(RequestKind::Heartbeat(r))
@@ -115,7 +121,8 @@ pub fn heartbeat(ctx: &RequestContext<'_>, r: HeartbeatRequest) -> Plan {
 pub fn leave(ctx: &RequestContext<'_>, r: LeaveGroupRequest) -> Plan {
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return Plan::local(ResponseKind::LeaveGroup(
-            LeaveGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            LeaveGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
         ));
     }
     Plan::unchanged(RequestKind::LeaveGroup(r))
@@ -149,7 +156,7 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeGroupsRequest) -> Plan 
         .map(|g| {
             DescribedGroup::default()
                 .with_group_id(g.clone())
-                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
                 .with_authorized_operations(i32::MIN)
         })
         .collect();
@@ -184,7 +191,7 @@ pub fn delete(ctx: &RequestContext<'_>, mut r: DeleteGroupsRequest) -> Plan {
         .map(|g| {
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
         })
         .collect();
     let nothing_left = allowed.is_empty();
@@ -212,9 +219,9 @@ pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Pl
         !group_denied && ctx.authorize_topic(Operation::Read, &t.name)
     });
     let code = if group_denied {
-        errors::GROUP_AUTHORIZATION_FAILED
+        ResponseError::GroupAuthorizationFailed.code()
     } else {
-        errors::TOPIC_AUTHORIZATION_FAILED
+        ResponseError::TopicAuthorizationFailed.code()
     };
     let refused = refusals::offset_commit(&denied, code);
     if allowed.is_empty() && (group_denied || !refused.is_empty()) {
@@ -264,7 +271,7 @@ fn no_offset(p: i32) -> OffsetFetchResponsePartition {
         .with_committed_offset(-1)
         .with_committed_leader_epoch(-1)
         .with_metadata(Some(StrBytes::default()))
-        .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
 }
 
 pub fn offset_fetch(ctx: &RequestContext<'_>, r: OffsetFetchRequest) -> Plan {
@@ -275,7 +282,7 @@ pub fn offset_fetch(ctx: &RequestContext<'_>, r: OffsetFetchRequest) -> Plan {
     if !group_ok(ctx, Operation::Describe, &r.group_id) {
         let mut resp = OffsetFetchResponse::default();
         if ctx.version >= 2 {
-            resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+            resp.error_code = ResponseError::GroupAuthorizationFailed.code();
         }
         return Plan::local(ResponseKind::OffsetFetch(resp));
     }
@@ -329,7 +336,7 @@ fn offset_fetch_groups(ctx: &RequestContext<'_>, mut r: OffsetFetchRequest) -> P
             refused_groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
-                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
             );
             changed = true;
             continue;
@@ -356,7 +363,9 @@ fn offset_fetch_groups(ctx: &RequestContext<'_>, mut r: OffsetFetchRequest) -> P
                                         .with_committed_offset(-1)
                                         .with_committed_leader_epoch(-1)
                                         .with_metadata(Some(StrBytes::default()))
-                                        .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                        .with_error_code(
+                                            ResponseError::TopicAuthorizationFailed.code(),
+                                        )
                                 })
                                 .collect(),
                         )
@@ -398,7 +407,8 @@ fn offset_fetch_groups(ctx: &RequestContext<'_>, mut r: OffsetFetchRequest) -> P
 pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Plan {
     if !group_ok(ctx, Operation::Delete, &r.group_id) {
         return Plan::local(ResponseKind::OffsetDelete(
-            OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
         ));
     }
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
@@ -415,7 +425,7 @@ pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Pl
                         .map(|p| {
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                         })
                         .collect(),
                 )
@@ -448,4 +458,21 @@ pub fn offset_delete(ctx: &RequestContext<'_>, mut r: OffsetDeleteRequest) -> Pl
             );
         }
     })
+}
+
+/// The code the client got for each group it named.
+pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
+    match resp {
+        ResponseKind::DescribeGroups(r) => {
+            for g in &r.groups {
+                f("group", &g.group_id, g.error_code);
+            }
+        }
+        ResponseKind::DeleteGroups(r) => {
+            for g in &r.results {
+                f("group", &g.group_id, g.error_code);
+            }
+        }
+        _ => {}
+    }
 }

@@ -1,17 +1,19 @@
 //! Metadata and DescribeCluster. Broker addresses are rewritten elsewhere
 //! (`gateway::rewrite`); here: which topics the client may see.
 
+use crate::audit::coalesce::CodeSink;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::plan::{Fix, Fixup, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
-use crate::edge::{errors, RequestContext};
+use crate::edge::RequestContext;
 
 /// Kafka's "authorized operations not computed" value: the upstream's
 /// answer describes the service principal, not the client.
@@ -56,7 +58,7 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
                     refused.push(
                         MetadataResponseTopic::default()
                             .with_name(Some(n.clone()))
-                            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
                             .with_topic_authorized_operations(OPERATIONS_UNKNOWN),
                     );
                     changed = true;
@@ -112,7 +114,7 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
                 return true;
             }
             t.name = None;
-            t.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+            t.error_code = ResponseError::TopicAuthorizationFailed.code();
             t.partitions.clear();
             true
         });
@@ -129,7 +131,7 @@ pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> 
     if !ctx.authorize_cluster(Operation::Describe) {
         return Plan::local(ResponseKind::DescribeCluster(
             DescribeClusterResponse::default()
-                .with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
                 .with_error_message(Some(StrBytes::from_static_str(
                     "Cluster authorization failed.",
                 )))
@@ -146,5 +148,24 @@ pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> 
         body: RequestKind::DescribeCluster(r),
         changed: false,
         fix: Some(Fix::Filter(fix)),
+    }
+}
+
+/// The code the client got for each topic it named.
+pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
+    if let ResponseKind::Metadata(r) = resp {
+        for t in &r.topics {
+            if let Some(n) = &t.name {
+                f("topic", n, t.error_code);
+            }
+        }
+    }
+}
+
+/// DescribeCluster's single code.
+pub(super) fn top_code(resp: &ResponseKind) -> Option<i16> {
+    match resp {
+        ResponseKind::DescribeCluster(r) => Some(r.error_code),
+        _ => None,
     }
 }

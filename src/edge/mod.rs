@@ -25,6 +25,7 @@ pub mod scram_credentials;
 pub mod txn;
 pub mod versions;
 
+use crate::audit::coalesce::CodeSink;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -34,10 +35,12 @@ use kafka_protocol::protocol::Decodable;
 
 pub use context::RequestContext;
 pub use response::{encode_response, Outcome};
+pub use versions::forwards;
 
 use backend::{Allowed, Backend, Executed};
 use plan::{Fix, Plan};
 
+use crate::audit::coalesce::Outcomes;
 use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::security::session::{Gate, Session};
@@ -260,7 +263,20 @@ async fn through_backend(
 /// Writes the audit records the request made, with the error codes the
 /// client got.
 async fn flush_audit(broker: &Broker, ctx: &RequestContext<'_>, resp: Option<&ResponseKind>) {
-    for ev in ctx.take_audit(resp) {
+    // Finished before the first await: the reader borrows the answer.
+    let events = {
+        let each = |f: &mut CodeSink<'_>| {
+            if let Some(resp) = resp {
+                outcome_codes(resp, f);
+            }
+        };
+        let outcomes = resp.map(|resp| Outcomes {
+            each: &each,
+            top: top_code(resp),
+        });
+        ctx.take_audit(outcomes.as_ref())
+    };
+    for ev in events {
         broker.auditor.submit(ev).await;
     }
 }
@@ -276,22 +292,6 @@ fn respond(
         (Outcome::Respond(bytes), Some(reason)) => Outcome::RespondThenClose(bytes, reason),
         (other, _) => other,
     }
-}
-
-/// APIs a back end executes. Everything else the edge serves itself
-/// (ApiVersions, SASL, SCRAM credentials, ACLs).
-pub fn forwards(api: ApiKey) -> bool {
-    !matches!(
-        api,
-        ApiKey::ApiVersions
-            | ApiKey::SaslHandshake
-            | ApiKey::SaslAuthenticate
-            | ApiKey::DescribeUserScramCredentials
-            | ApiKey::AlterUserScramCredentials
-            | ApiKey::CreateAcls
-            | ApiKey::DescribeAcls
-            | ApiKey::DeleteAcls
-    )
 }
 
 /// The edge's decision on a request a back end executes: authorize every
@@ -332,4 +332,21 @@ fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> P
         // gateway does not know how to authorize is never forwarded.
         _ => Plan::Local(None),
     }
+}
+
+/// The code the client got for each resource the answer names, read by the
+/// API's home: the audit records it with the decision on that resource.
+fn outcome_codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
+    data::codes(resp, f);
+    metadata::codes(resp, f);
+    admin::codes(resp, f);
+    groups::codes(resp, f);
+}
+
+/// An answer's single code, for its cluster-level decisions.
+fn top_code(resp: &ResponseKind) -> Option<i16> {
+    data::top_code(resp)
+        .or_else(|| metadata::top_code(resp))
+        .or_else(|| acls::top_code(resp))
+        .or_else(|| scram_credentials::top_code(resp))
 }

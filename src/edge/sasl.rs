@@ -2,6 +2,7 @@
 //! v0 form (raw tokens after the handshake) and the v1 form (tokens inside
 //! SaslAuthenticate requests, with KIP-368 session lifetimes).
 
+use kafka_protocol::ResponseError;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -15,9 +16,7 @@ use crate::audit::login_failures::LoginFailureKey;
 use crate::audit::{AuditEvent, EventKind};
 use crate::broker::Broker;
 use crate::security::credentials::CredentialStore;
-use crate::security::session::{
-    AuthStep, SaslFailure, Session, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED,
-};
+use crate::security::session::{AuthStep, SaslFailure, Session};
 use crate::security::throttle::Attempt;
 use crate::server::BoundListener;
 
@@ -46,7 +45,11 @@ pub fn handshake(
     let resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms(broker));
     if !session.is_sasl() {
         // A listener without SASL: as Kafka, the request is simply illegal.
-        return (resp.with_error_code(ILLEGAL_SASL_STATE), None, None);
+        return (
+            resp.with_error_code(ResponseError::IllegalSaslState.code()),
+            None,
+            None,
+        );
     }
     match session.handshake(&req.mechanism, version, &broker.config.sasl.mechanisms) {
         Ok(()) => (resp, None, None),
@@ -130,7 +133,7 @@ pub async fn authenticate(
 ) -> Authenticated {
     let mut resp = SaslAuthenticateResponse::default();
     let Some(store) = broker.credentials.as_deref().filter(|_| session.is_sasl()) else {
-        resp.error_code = ILLEGAL_SASL_STATE;
+        resp.error_code = ResponseError::IllegalSaslState.code();
         resp.error_message = Some(StrBytes::from_static_str(
             "SaslAuthenticate on a listener without SASL",
         ));
@@ -208,7 +211,7 @@ async fn refused(
     attempt: &mut Attempt<'_>,
     f: &SaslFailure,
 ) -> Option<AuditEvent> {
-    if f.code == SASL_AUTHENTICATION_FAILED {
+    if f.code == ResponseError::SaslAuthenticationFailed.code() {
         let delay = attempt.failed(f.user.as_deref());
         if !delay.is_zero() {
             hold(broker, delay).await;

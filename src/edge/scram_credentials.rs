@@ -1,6 +1,9 @@
 //! DescribeUserScramCredentials and AlterUserScramCredentials (KIP-554),
 //! writing through to the same credential store file the CLI edits.
 
+use crate::audit::outcome::worst;
+use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::ResponseError;
 use std::collections::HashMap;
 
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -16,14 +19,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::acl::Operation;
 use crate::security::credentials::CredentialError;
 use crate::security::scram::ScramCredential;
-use crate::security::session::UNSUPPORTED_SASL_MECHANISM;
 
 use super::RequestContext;
-
-const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
-const RESOURCE_NOT_FOUND: i16 = 91;
-const DUPLICATE_RESOURCE: i16 = 92;
-const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 /// Kafka's ScramMechanism byte for SCRAM-SHA-512.
 const SCRAM_SHA_512: i8 = 2;
 
@@ -54,13 +51,13 @@ pub fn describe(
                     .map(|u| {
                         DescribeUserScramCredentialsResult::default()
                             .with_user(u.name)
-                            .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
+                            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
                             .with_error_message(s(msg))
                     })
                     .collect();
             }
             None => {
-                resp.error_code = CLUSTER_AUTHORIZATION_FAILED;
+                resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
                 resp.error_message = s(msg);
             }
         }
@@ -96,13 +93,13 @@ pub fn describe(
                     let r = DescribeUserScramCredentialsResult::default().with_user(u.name.clone());
                     if counts[&name] > 1 {
                         return r
-                            .with_error_code(DUPLICATE_RESOURCE)
+                            .with_error_code(ResponseError::DuplicateResource.code())
                             .with_error_message(s(format!("Cannot describe SCRAM credentials for the same user twice in a single request: {name}")));
                     }
                     match users.iter().find(|(n, _, _)| *n == name) {
                         Some((_, _, it)) => r.with_credential_infos(info(*it)),
                         None => r
-                            .with_error_code(RESOURCE_NOT_FOUND)
+                            .with_error_code(ResponseError::ResourceNotFound.code())
                             .with_error_message(s(format!("Attempt to describe a user credential that does not exist: {name}"))),
                     }
                 })
@@ -139,19 +136,19 @@ pub fn alter(
     let precheck = |name: &StrBytes, mechanism: i8| -> Result<(), (i16, String)> {
         if !authorized {
             return Err((
-                CLUSTER_AUTHORIZATION_FAILED,
+                ResponseError::ClusterAuthorizationFailed.code(),
                 "Cluster authorization failed.".into(),
             ));
         }
         if store.is_none() {
             return Err((
-                UNACCEPTABLE_CREDENTIAL,
+                ResponseError::UnacceptableCredential.code(),
                 "no SASL listener, so no credential store".into(),
             ));
         }
         if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
             return Err((
-                DUPLICATE_RESOURCE,
+                ResponseError::DuplicateResource.code(),
                 format!(
                     "A user credential cannot be altered twice in the same request: {}",
                     name.as_str()
@@ -160,7 +157,7 @@ pub fn alter(
         }
         if mechanism != SCRAM_SHA_512 {
             return Err((
-                UNSUPPORTED_SASL_MECHANISM,
+                ResponseError::UnsupportedSaslMechanism.code(),
                 "Only SCRAM-SHA-512 is supported".into(),
             ));
         }
@@ -168,16 +165,19 @@ pub fn alter(
     };
     let map_err = |e: CredentialError| match e {
         CredentialError::NoSuchUser(u) => (
-            RESOURCE_NOT_FOUND,
+            ResponseError::ResourceNotFound.code(),
             format!("Attempt to delete a user credential that does not exist: {u}"),
         ),
-        other => (UNACCEPTABLE_CREDENTIAL, other.to_string()),
+        other => (
+            ResponseError::UnacceptableCredential.code(),
+            other.to_string(),
+        ),
     };
     for d in &req.deletions {
         let outcome = precheck(&d.name, d.mechanism).and_then(|_| {
             let store = store
                 .as_ref()
-                .ok_or((UNACCEPTABLE_CREDENTIAL, String::new()))?;
+                .ok_or((ResponseError::UnacceptableCredential.code(), String::new()))?;
             store.modify(|f| f.remove_user(&d.name)).map_err(map_err)
         });
         if outcome.is_ok() {
@@ -190,10 +190,10 @@ pub fn alter(
         let outcome = precheck(&u.name, u.mechanism).and_then(|_| {
             let store = store
                 .as_ref()
-                .ok_or((UNACCEPTABLE_CREDENTIAL, String::new()))?;
+                .ok_or((ResponseError::UnacceptableCredential.code(), String::new()))?;
             if u.salt.is_empty() || u.salted_password.is_empty() {
                 return Err((
-                    UNACCEPTABLE_CREDENTIAL,
+                    ResponseError::UnacceptableCredential.code(),
                     "salt and salted password must not be empty".into(),
                 ));
             }
@@ -202,7 +202,7 @@ pub fn alter(
                 &u.salt,
                 u.iterations.max(0) as u32,
             )
-            .map_err(|e| (UNACCEPTABLE_CREDENTIAL, e.to_string()))?;
+            .map_err(|e| (ResponseError::UnacceptableCredential.code(), e.to_string()))?;
             store
                 .modify(|f| f.upsert_credential(&u.name, cred))
                 .map_err(map_err)
@@ -214,4 +214,16 @@ pub fn alter(
         push(&u.name, outcome);
     }
     AlterUserScramCredentialsResponse::default().with_results(results)
+}
+
+/// The single code of a SCRAM credentials answer, for its cluster-level
+/// decision.
+pub fn top_code(resp: &ResponseKind) -> Option<i16> {
+    match resp {
+        ResponseKind::DescribeUserScramCredentials(r) => Some(r.error_code),
+        ResponseKind::AlterUserScramCredentials(r) => {
+            Some(worst(r.results.iter().map(|x| x.error_code)))
+        }
+        _ => None,
+    }
 }

@@ -11,11 +11,12 @@ use kafka_protocol::messages::{
     ListTransactionsRequest, ProducerId, RequestKind, ResponseKind, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
+use kafka_protocol::ResponseError;
 
 use super::plan::{merge_into, refuse_or_forward, split, Fix, Fixup, Plan};
 use super::refusals;
 use crate::acl::{Operation, ResourceType};
-use crate::edge::{errors, RequestContext};
+use crate::edge::RequestContext;
 
 /// AddPartitionsToTxn's per-partition answer, one code per topic.
 pub fn add_partitions_result(
@@ -54,7 +55,7 @@ fn add_partitions_refusal(
     let topics = &req.v3_and_below_topics;
     if !txn_ok(ctx, Operation::Write, &req.v3_and_below_transactional_id) {
         return Some(add_partitions_result(topics, &|_| {
-            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            ResponseError::TransactionalIdAuthorizationFailed.code()
         }));
     }
     let denied: Vec<String> = topics
@@ -67,9 +68,9 @@ fn add_partitions_refusal(
     }
     Some(add_partitions_result(topics, &|t| {
         if denied.iter().any(|d| d == t) {
-            errors::TOPIC_AUTHORIZATION_FAILED
+            ResponseError::TopicAuthorizationFailed.code()
         } else {
-            errors::OPERATION_NOT_ATTEMPTED
+            ResponseError::OperationNotAttempted.code()
         }
     }))
 }
@@ -89,12 +90,12 @@ pub fn init_producer_id(ctx: &RequestContext<'_>, r: InitProducerIdRequest) -> P
     };
     if let Some(tid) = &r.transactional_id {
         if !txn_ok(ctx, Operation::Write, tid) {
-            return fail(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+            return fail(ResponseError::TransactionalIdAuthorizationFailed.code());
         }
         return Plan::unchanged(RequestKind::InitProducerId(r));
     }
     if !ctx.may_write_idempotently() {
-        return fail(errors::CLUSTER_AUTHORIZATION_FAILED);
+        return fail(ResponseError::ClusterAuthorizationFailed.code());
     }
     Plan::unchanged(RequestKind::InitProducerId(r))
 }
@@ -109,9 +110,9 @@ pub fn add_partitions(ctx: &RequestContext<'_>, r: AddPartitionsToTxnRequest) ->
 
 pub fn add_offsets(ctx: &RequestContext<'_>, r: AddOffsetsToTxnRequest) -> Plan {
     let code = if !txn_ok(ctx, Operation::Write, &r.transactional_id) {
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        ResponseError::TransactionalIdAuthorizationFailed.code()
     } else if !ctx.authorize(Operation::Read, ResourceType::Group, &r.group_id) {
-        errors::GROUP_AUTHORIZATION_FAILED
+        ResponseError::GroupAuthorizationFailed.code()
     } else {
         return Plan::unchanged(RequestKind::AddOffsetsToTxn(r));
     };
@@ -122,16 +123,16 @@ pub fn add_offsets(ctx: &RequestContext<'_>, r: AddOffsetsToTxnRequest) -> Plan 
 
 pub fn txn_offset_commit(ctx: &RequestContext<'_>, mut r: TxnOffsetCommitRequest) -> Plan {
     let base = if !txn_ok(ctx, Operation::Write, &r.transactional_id) {
-        Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if !ctx.authorize(Operation::Read, ResourceType::Group, &r.group_id) {
-        Some(errors::GROUP_AUTHORIZATION_FAILED)
+        Some(ResponseError::GroupAuthorizationFailed.code())
     } else {
         None
     };
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         base.is_none() && ctx.authorize_topic(Operation::Read, &t.name)
     });
-    let code = base.unwrap_or(errors::TOPIC_AUTHORIZATION_FAILED);
+    let code = base.unwrap_or(ResponseError::TopicAuthorizationFailed.code());
     let refused = refusals::txn_offset_commit(&denied, code);
     if allowed.is_empty() && (base.is_some() || !refused.is_empty()) {
         return Plan::local(ResponseKind::TxnOffsetCommit(
@@ -150,7 +151,7 @@ pub fn end(ctx: &RequestContext<'_>, r: EndTxnRequest) -> Plan {
     if !txn_ok(ctx, Operation::Write, &r.transactional_id) {
         return Plan::local(ResponseKind::EndTxn(
             EndTxnResponse::default()
-                .with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
         ));
     }
     Plan::unchanged(RequestKind::EndTxn(r))
@@ -165,7 +166,7 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeTransactionsRequest) ->
         .map(|t| {
             TransactionState::default()
                 .with_transactional_id(t.clone())
-                .with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
         })
         .collect();
     let nothing_left = allowed.is_empty();

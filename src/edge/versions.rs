@@ -2,69 +2,119 @@
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
 
 use super::backend::Backend;
 use super::errors;
 use super::RequestContext;
 
-/// (api, min, max). Produce and Fetch stop at 12: v13 addresses topics by id
-/// only, which we do not serve yet. Every entry is checked against the
-/// kafka-protocol crate's own ranges in the tests below.
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 10),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 2),
-    (ApiKey::SaslHandshake, 0, 1),
-    (ApiKey::SaslAuthenticate, 0, 2),
-    (ApiKey::DescribeUserScramCredentials, 0, 0),
-    (ApiKey::AlterUserScramCredentials, 0, 0),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::AddPartitionsToTxn, 0, 3),
-    (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::TxnOffsetCommit, 0, 3),
-    (ApiKey::EndTxn, 0, 3),
-    (ApiKey::DescribeTransactions, 0, 0),
-    (ApiKey::ListTransactions, 0, 1),
-    (ApiKey::CreateAcls, 1, 3),
-    (ApiKey::DescribeAcls, 1, 3),
-    (ApiKey::DeleteAcls, 1, 3),
+/// Who answers an API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Served {
+    /// The edge itself, in both modes (ApiVersions, SASL, ACLs, SCRAM
+    /// credentials): these never reach a back end.
+    Edge,
+    /// The back end, with what the edge allowed.
+    Backend,
+}
+
+/// One row of the API table: the versions we serve, who answers, and
+/// whether an allowed decision counts as an admin operation for the
+/// `admin` audit level.
+#[derive(Clone, Copy, Debug)]
+pub struct Api {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+    pub served: Served,
+    pub admin: bool,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16, served: Served, admin: bool) -> Api {
+    Api {
+        key,
+        min,
+        max,
+        served,
+        admin,
+    }
+}
+
+/// Every API this broker answers. Produce and Fetch stop at 12: v13
+/// addresses topics by id only, which we do not serve yet. Every range is
+/// checked against the kafka-protocol crate's own in the tests below.
+pub const SUPPORTED: &[Api] = &[
+    api(ApiKey::Produce, 3, 12, Served::Backend, false),
+    api(ApiKey::Fetch, 4, 12, Served::Backend, false),
+    api(ApiKey::ListOffsets, 1, 10, Served::Backend, false),
+    api(ApiKey::Metadata, 0, 12, Served::Backend, false),
+    api(ApiKey::ApiVersions, 0, 4, Served::Edge, false),
+    api(ApiKey::CreateTopics, 2, 7, Served::Backend, true),
+    api(ApiKey::DeleteTopics, 1, 6, Served::Backend, true),
+    api(ApiKey::DeleteRecords, 0, 2, Served::Backend, true),
+    api(ApiKey::DescribeConfigs, 1, 4, Served::Backend, false),
+    api(ApiKey::CreatePartitions, 0, 3, Served::Backend, true),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1, Served::Backend, true),
+    api(ApiKey::DescribeCluster, 0, 2, Served::Backend, false),
+    api(ApiKey::SaslHandshake, 0, 1, Served::Edge, false),
+    api(ApiKey::SaslAuthenticate, 0, 2, Served::Edge, false),
+    api(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        0,
+        Served::Edge,
+        true,
+    ),
+    api(ApiKey::AlterUserScramCredentials, 0, 0, Served::Edge, true),
+    api(ApiKey::FindCoordinator, 0, 4, Served::Backend, false),
+    api(ApiKey::JoinGroup, 0, 9, Served::Backend, false),
+    api(ApiKey::SyncGroup, 0, 5, Served::Backend, false),
+    api(ApiKey::Heartbeat, 0, 4, Served::Backend, false),
+    api(ApiKey::LeaveGroup, 0, 5, Served::Backend, false),
+    api(ApiKey::OffsetCommit, 2, 9, Served::Backend, false),
+    api(ApiKey::OffsetFetch, 1, 9, Served::Backend, false),
+    api(ApiKey::ListGroups, 0, 5, Served::Backend, false),
+    api(ApiKey::DescribeGroups, 0, 5, Served::Backend, false),
+    api(ApiKey::DeleteGroups, 0, 2, Served::Backend, true),
+    api(ApiKey::OffsetDelete, 0, 0, Served::Backend, true),
+    api(ApiKey::InitProducerId, 0, 5, Served::Backend, false),
+    api(ApiKey::AddPartitionsToTxn, 0, 3, Served::Backend, false),
+    api(ApiKey::AddOffsetsToTxn, 0, 3, Served::Backend, false),
+    api(ApiKey::TxnOffsetCommit, 0, 3, Served::Backend, false),
+    api(ApiKey::EndTxn, 0, 3, Served::Backend, false),
+    api(ApiKey::DescribeTransactions, 0, 0, Served::Backend, false),
+    api(ApiKey::ListTransactions, 0, 1, Served::Backend, false),
+    api(ApiKey::CreateAcls, 1, 3, Served::Edge, true),
+    api(ApiKey::DescribeAcls, 1, 3, Served::Edge, true),
+    api(ApiKey::DeleteAcls, 1, 3, Served::Edge, true),
 ];
 
+fn row(api: ApiKey) -> Option<&'static Api> {
+    SUPPORTED.iter().find(|a| a.key == api)
+}
+
+/// Whether the back end executes this API (the gateway forwards it).
+pub fn forwards(api: ApiKey) -> bool {
+    row(api).is_some_and(|a| a.served == Served::Backend)
+}
+
+/// Whether an allowed decision on this API is an admin operation.
+pub fn is_admin(api: ApiKey) -> bool {
+    row(api).is_some_and(|a| a.admin)
+}
+
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED
-        .iter()
-        .find(|(k, _, _)| *k == api)
-        .map(|(_, lo, hi)| (*lo, *hi))
+    row(api).map(|a| (a.min, a.max))
 }
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|(k, lo, hi)| {
+        .map(|a| {
             ApiVersion::default()
-                .with_api_key(*k as i16)
-                .with_min_version(*lo)
-                .with_max_version(*hi)
+                .with_api_key(a.key as i16)
+                .with_min_version(a.min)
+                .with_max_version(a.max)
         })
         .collect()
 }
@@ -81,7 +131,8 @@ pub fn handle(
         && !(valid_software_token(&req.client_software_name)
             && valid_software_token(&req.client_software_version))
     {
-        return ApiVersionsResponse::default().with_error_code(errors::INVALID_REQUEST);
+        return ApiVersionsResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code());
     }
     let list = backend.narrow_versions(api_list());
     ApiVersionsResponse::default()
@@ -109,7 +160,7 @@ pub fn valid_software_token(s: &str) -> bool {
 /// KIP-511: a v0 response carrying UNSUPPORTED_VERSION and our list.
 pub fn unsupported_version_response() -> ApiVersionsResponse {
     ApiVersionsResponse::default()
-        .with_error_code(errors::UNSUPPORTED_VERSION)
+        .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_list())
 }
 
@@ -185,9 +236,15 @@ mod tests {
 
     #[test]
     fn advertised_versions_are_within_the_codec() {
-        for (api, lo, hi) in SUPPORTED {
-            let (cmin, cmax) = crate_range(*api);
-            assert!(*lo >= cmin && *hi <= cmax && lo <= hi, "{api:?}");
+        for &Api {
+            key: api,
+            min: lo,
+            max: hi,
+            ..
+        } in SUPPORTED
+        {
+            let (cmin, cmax) = crate_range(api);
+            assert!(lo >= cmin && hi <= cmax && lo <= hi, "{api:?}");
         }
     }
 }

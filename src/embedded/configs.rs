@@ -1,6 +1,7 @@
 //! DescribeConfigs and IncrementalAlterConfigs for topic configs; broker
 //! configs are described read-only (they come from portcullis.yaml).
 
+use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::describe_configs_response::{
@@ -16,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::log::{topic_config, LogError};
 
 use crate::edge::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use crate::edge::errors::{self, code_for};
+use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -122,7 +123,7 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
             let entries: Result<Vec<Entry>, (i16, String)> = match res.resource_type {
                 RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
                     None => Err((
-                        errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        ResponseError::UnknownTopicOrPartition.code(),
                         format!("topic `{}` does not exist", res.resource_name.as_str()),
                     )),
                     Some(t) => {
@@ -151,13 +152,13 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                         Ok(broker_entries(ctx))
                     } else {
                         Err((
-                            errors::INVALID_REQUEST,
+                            ResponseError::InvalidRequest.code(),
                             format!("unknown broker `{}`", res.resource_name.as_str()),
                         ))
                     }
                 }
                 other => Err((
-                    errors::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("unsupported resource type {other}"),
                 )),
             };
@@ -246,7 +247,7 @@ pub fn incremental_alter(
             let outcome: Result<(), (i16, String)> = match res.resource_type {
                 RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
                     None => Err((
-                        errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        ResponseError::UnknownTopicOrPartition.code(),
                         format!("topic `{}` does not exist", res.resource_name.as_str()),
                     )),
                     Some(t) => apply_ops(t.overrides(), &res.configs)
@@ -263,11 +264,11 @@ pub fn incremental_alter(
                         .map_err(|e| (code_for(&e), e.to_string())),
                 },
                 RESOURCE_BROKER => Err((
-                    errors::INVALID_CONFIG,
+                    ResponseError::InvalidConfig.code(),
                     "broker configs are static: edit portcullis.yaml".to_string(),
                 )),
                 other => Err((
-                    errors::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("unsupported resource type {other}"),
                 )),
             };

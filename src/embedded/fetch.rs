@@ -2,13 +2,14 @@
 //! an error occurred, otherwise wait for appends until `max_wait_ms`.
 //! Stored batch bytes are returned as they are on disk.
 
+use kafka_protocol::ResponseError;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use crate::edge::errors::{self, code_for};
+use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 /// Upper bound on a long poll, whatever the client asks.
@@ -59,7 +60,7 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
                 .with_last_stable_offset(-1)
                 .with_aborted_transactions(Some(Vec::new()));
             let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
                 had_error = true;
                 parts.push(pd);
                 continue;

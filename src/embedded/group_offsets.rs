@@ -12,15 +12,13 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::group::offsets::{Committed, Key};
 use crate::group::GroupState;
 
 use crate::edge::errors;
 use crate::edge::RequestContext;
-
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const MAX_METADATA: usize = 4096;
 
 pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -53,13 +51,13 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
                     .and_then(|x| x.partition(p.partition_index))
                     .is_none()
                 {
-                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                    ResponseError::UnknownTopicOrPartition.code()
                 } else if p
                     .committed_metadata
                     .as_ref()
                     .is_some_and(|m| m.len() > MAX_METADATA)
                 {
-                    OFFSET_METADATA_TOO_LARGE
+                    ResponseError::OffsetMetadataTooLarge.code()
                 } else {
                     entries.push((
                         Key {
@@ -93,7 +91,7 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
         for t in &mut topics {
             for p in &mut t.partitions {
                 if p.error_code == errors::NONE {
-                    p.error_code = errors::KAFKA_STORAGE_ERROR;
+                    p.error_code = ResponseError::KafkaStorageError.code();
                 }
             }
         }
@@ -123,7 +121,7 @@ fn fetch_group(
                 -1,
                 -1,
                 Some(String::new()),
-                errors::UNSTABLE_OFFSET_COMMIT,
+                ResponseError::UnstableOffsetCommit.code(),
             )
         } else {
             row
@@ -274,7 +272,7 @@ pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> Offse
                     let code = if active {
                         // We do not parse subscriptions: while the group has
                         // members, every topic counts as subscribed.
-                        GROUP_SUBSCRIBED_TO_TOPIC
+                        ResponseError::GroupSubscribedToTopic.code()
                     } else {
                         entries.push((
                             Key {
@@ -298,7 +296,8 @@ pub async fn delete(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> Offse
         .collect();
     if let Err(e) = ctx.broker.offsets.commit(entries).await {
         tracing::error!(group = %group, "offset delete failed: {e}");
-        return OffsetDeleteResponse::default().with_error_code(errors::KAFKA_STORAGE_ERROR);
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::KafkaStorageError.code());
     }
     OffsetDeleteResponse::default().with_topics(topics)
 }

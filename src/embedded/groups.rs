@@ -10,16 +10,13 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult};
 use crate::group::GroupState;
 
 use crate::edge::errors;
 use crate::edge::RequestContext;
-
-const NON_EMPTY_GROUP: i16 = 68;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const INVALID_GROUP_ID: i16 = 24;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -41,7 +38,7 @@ pub fn find_coordinator(
         match req.key_type {
             // The edge let through only keys the client may describe.
             0 | 1 => errors::NONE,
-            _ => errors::INVALID_REQUEST,
+            _ => ResponseError::InvalidRequest.code(),
         }
     };
     if ctx.version >= 4 {
@@ -115,7 +112,7 @@ pub async fn join(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGroupR
             .with_member_id(req.member_id.clone())
     };
     if req.group_id.is_empty() {
-        return fail(INVALID_GROUP_ID);
+        return fail(ResponseError::InvalidGroupId.code());
     }
     let jr = JoinRequest {
         group: req.group_id.to_string(),
@@ -147,7 +144,7 @@ pub async fn join(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGroupR
         JoinOutcome::Wait(rx, max) => match tokio::time::timeout(max, rx).await {
             Ok(Ok(r)) => r,
             _ => JoinResult {
-                error: errors::REBALANCE_IN_PROGRESS,
+                error: ResponseError::RebalanceInProgress.code(),
                 generation: -1,
                 member_id: req.member_id.to_string(),
                 ..Default::default()
@@ -173,7 +170,7 @@ pub async fn sync(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGroupR
         Err(rx) => match tokio::time::timeout(std::time::Duration::from_secs(300), rx).await {
             Ok(Ok(r)) => r,
             _ => crate::group::coordinator::SyncResult {
-                error: errors::REBALANCE_IN_PROGRESS,
+                error: ResponseError::RebalanceInProgress.code(),
                 ..Default::default()
             },
         },
@@ -330,17 +327,17 @@ pub async fn delete(ctx: &RequestContext<'_>, req: DeleteGroupsRequest) -> Delet
     let mut results = Vec::with_capacity(req.groups_names.len());
     for gid in &req.groups_names {
         let code = if state_of(ctx, gid).is_none() {
-            GROUP_ID_NOT_FOUND
+            ResponseError::GroupIdNotFound.code()
         } else {
             match ctx.broker.groups.delete_if_empty(gid) {
-                Err(_) => NON_EMPTY_GROUP,
+                Err(_) => ResponseError::NonEmptyGroup.code(),
                 Ok(()) => {
                     let tombstones = ctx.broker.offsets.deletions(gid, None);
                     match ctx.broker.offsets.commit(tombstones).await {
                         Ok(()) => errors::NONE,
                         Err(e) => {
                             tracing::error!(group = %gid.as_str(), "cannot delete offsets: {e}");
-                            errors::KAFKA_STORAGE_ERROR
+                            ResponseError::KafkaStorageError.code()
                         }
                     }
                 }

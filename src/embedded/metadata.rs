@@ -10,10 +10,10 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::log::Topic;
 
-use crate::edge::errors;
 use crate::edge::RequestContext;
 
 fn node(ctx: &RequestContext<'_>) -> BrokerId {
@@ -78,16 +78,16 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
                 match found {
                     Some(t) => topic_entry(ctx, &t),
                     None if wanted.name.is_none() => {
-                        let mut e = unknown_topic(None, errors::UNKNOWN_TOPIC_ID);
+                        let mut e = unknown_topic(None, ResponseError::UnknownTopicId.code());
                         e.topic_id = wanted.topic_id;
                         e
                     }
                     None => {
                         let code = match &wanted.name {
                             Some(n) if crate::log::manager::validate_topic_name(n).is_err() => {
-                                errors::INVALID_TOPIC_EXCEPTION
+                                ResponseError::InvalidTopicException.code()
                             }
-                            _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            _ => ResponseError::UnknownTopicOrPartition.code(),
                         };
                         unknown_topic(wanted.name, code)
                     }

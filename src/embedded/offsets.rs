@@ -10,10 +10,11 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use kafka_protocol::ResponseError;
 
 use crate::log::{LogError, Partition};
 
-use crate::edge::errors::{self, code_for};
+use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 pub const LATEST: i64 = -1;
@@ -50,7 +51,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                     let mut r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(lp.partition_index);
                     match topic.as_ref().and_then(|t| t.partition(lp.partition_index)) {
-                        None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                         Some(p) => match lookup(&p, lp.timestamp, req.isolation_level == 1) {
                             Ok((offset, ts)) => {
                                 r.offset = offset;
@@ -60,7 +61,7 @@ pub fn list_offsets(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                                 }
                             }
                             Err(LogError::InvalidRecord(_)) => {
-                                r.error_code = errors::INVALID_REQUEST
+                                r.error_code = ResponseError::InvalidRequest.code()
                             }
                             Err(e) => r.error_code = code_for(&e),
                         },
@@ -94,7 +95,7 @@ pub fn delete_records(
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
                     match topic.as_ref().and_then(|t| t.partition(dp.partition_index)) {
-                        None => r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                         Some(p) => match p.delete_records_before(dp.offset) {
                             Ok(low) => r.low_watermark = low,
                             Err(e) => r.error_code = code_for(&e),

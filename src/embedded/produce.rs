@@ -1,6 +1,7 @@
 //! Produce: validate each partition's record batches, append them, and for
 //! acks=all wait until the data is fsynced (group commit) before answering.
 
+use kafka_protocol::ResponseError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::log::{batch, LogError, Partition};
 
-use crate::edge::errors::{self, code_for};
+use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 struct Pending {
@@ -47,16 +48,16 @@ pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
             let mut r = PartitionProduceResponse::default().with_index(pd.index);
             let result = if !valid_acks {
-                Err((errors::INVALID_REQUIRED_ACKS, None))
+                Err((ResponseError::InvalidRequiredAcks.code(), None))
             } else if is_internal_topic(&td.name) {
                 // The coordinators own these logs; no client writes them.
-                Err((errors::INVALID_TOPIC_EXCEPTION, None))
+                Err((ResponseError::InvalidTopicException.code(), None))
             } else {
                 match topic
                     .as_ref()
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
-                    None => Err((errors::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
                     Some((t, p)) => {
                         let cfg = t.config();
                         let records = pd.records.as_deref().unwrap_or(&[]);
@@ -142,7 +143,7 @@ pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
             let code = match outcome {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => code_for(&e),
-                Err(_) => errors::REQUEST_TIMED_OUT,
+                Err(_) => ResponseError::RequestTimedOut.code(),
             };
             let r = &mut topics[p.topic_idx].partition_responses[p.part_idx];
             r.error_code = code;

@@ -2,8 +2,8 @@
 //! and transactional ones (handed to the transaction coordinator).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
 
-use crate::edge::errors;
 use crate::edge::RequestContext;
 
 pub async fn init_producer_id(
@@ -47,7 +47,7 @@ pub async fn init_producer_id(
             .with_producer_epoch(0),
         Err(e) => {
             tracing::error!("cannot allocate a producer id: {e}");
-            fail(errors::KAFKA_STORAGE_ERROR)
+            fail(ResponseError::KafkaStorageError.code())
         }
     }
 }

@@ -1,5 +1,6 @@
 //! CreateTopics, DeleteTopics, CreatePartitions.
 
+use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -15,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::log::{topic_config, LogError};
 
-use crate::edge::errors::{self, code_for};
+use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {
@@ -43,7 +44,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
         if seen.get(&name).copied().unwrap_or(0) > 1 {
             results.push(fail(
                 r,
-                errors::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 format!("topic `{name}` appears more than once in the request"),
             ));
             continue;
@@ -51,7 +52,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
         if t.replication_factor > 1 {
             results.push(fail(
                 r,
-                errors::INVALID_REPLICATION_FACTOR,
+                ResponseError::InvalidReplicationFactor.code(),
                 format!(
                     "Replication factor: {} larger than available brokers: 1.",
                     t.replication_factor
@@ -62,7 +63,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
         if t.replication_factor == 0 || t.replication_factor < -1 {
             results.push(fail(
                 r,
-                errors::INVALID_REPLICATION_FACTOR,
+                ResponseError::InvalidReplicationFactor.code(),
                 "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
             continue;
@@ -71,7 +72,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
             if t.num_partitions != -1 || t.replication_factor != -1 {
                 results.push(fail(
                     r,
-                    errors::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     "both assignments and partitions/replication factor given".into(),
                 ));
                 continue;
@@ -82,7 +83,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
             if bad {
                 results.push(fail(
                     r,
-                    errors::INVALID_REPLICA_ASSIGNMENT,
+                    ResponseError::InvalidReplicaAssignment.code(),
                     format!("this cluster has one broker, id {node}"),
                 ));
                 continue;
@@ -184,7 +185,7 @@ pub fn delete(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopic
             };
             if let Err(e) = result {
                 r.error_code = if name.is_none() && matches!(e, LogError::UnknownTopic(_)) {
-                    errors::UNKNOWN_TOPIC_ID
+                    ResponseError::UnknownTopicId.code()
                 } else {
                     code_for(&e)
                 };
@@ -211,7 +212,7 @@ pub fn create_partitions(
             let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome = match logs.topic(&t.name) {
                 None => Err((
-                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    ResponseError::UnknownTopicOrPartition.code(),
                     format!("topic `{}` does not exist", &*t.name),
                 )),
                 Some(topic) => {
@@ -222,7 +223,7 @@ pub fn create_partitions(
                     });
                     if bad_assignment {
                         Err((
-                            errors::INVALID_REPLICA_ASSIGNMENT,
+                            ResponseError::InvalidReplicaAssignment.code(),
                             format!("this cluster has one broker, id {node}"),
                         ))
                     } else {

@@ -8,6 +8,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::group::offsets::{Committed, Key};
 
@@ -87,7 +88,7 @@ pub async fn txn_offset_commit(
                         .partition(&t.name, p.partition_index)
                         .is_none()
                     {
-                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                        ResponseError::UnknownTopicOrPartition.code()
                     } else {
                         staged.push((
                             Key {
@@ -166,7 +167,7 @@ pub fn describe(
         .map(|id| {
             let mut s = TransactionState::default().with_transactional_id(id.clone());
             match ctx.broker.txns.describe(id) {
-                None => s.with_error_code(105), // TRANSACTIONAL_ID_NOT_FOUND
+                None => s.with_error_code(ResponseError::TransactionalIdNotFound.code()),
                 Some(m) => {
                     let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> =
                         Default::default();

@@ -3,27 +3,28 @@
 //! Kafka broker that lost leadership or a coordinator that moved.
 
 use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
 
-use crate::edge::errors::COORDINATOR_NOT_AVAILABLE;
 use crate::edge::refusals;
-
-/// NOT_LEADER_OR_FOLLOWER: the client refreshes metadata and retries.
-const NOT_LEADER: i16 = 6;
 
 /// `None`: no per-request error fits; the connection is closed instead.
 pub fn unavailable(body: &RequestKind) -> Option<ResponseKind> {
-    let c = COORDINATOR_NOT_AVAILABLE;
+    let c = ResponseError::CoordinatorNotAvailable.code();
     Some(match body {
-        RequestKind::Produce(r) => ResponseKind::Produce(
-            ProduceResponse::default().with_responses(refusals::produce(&r.topic_data, NOT_LEADER)),
-        ),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(
-            FetchResponse::default().with_responses(refusals::fetch(&r.topics, NOT_LEADER)),
-        ),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
-            ListOffsetsResponse::default()
-                .with_topics(refusals::list_offsets(&r.topics, NOT_LEADER)),
-        ),
+        RequestKind::Produce(r) => {
+            ResponseKind::Produce(ProduceResponse::default().with_responses(refusals::produce(
+                &r.topic_data,
+                ResponseError::NotLeaderOrFollower.code(),
+            )))
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(FetchResponse::default().with_responses(
+            refusals::fetch(&r.topics, ResponseError::NotLeaderOrFollower.code()),
+        )),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(
+                refusals::list_offsets(&r.topics, ResponseError::NotLeaderOrFollower.code()),
+            ))
+        }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
             FindCoordinatorResponse::default()
                 .with_error_code(c)

@@ -8,6 +8,7 @@
 //! completing the rebalance fires. A ticker expires sessions and completes
 //! rebalances whose timeout ran out.
 
+use kafka_protocol::ResponseError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,14 +18,6 @@ use indexmap::IndexMap;
 use tokio::sync::oneshot;
 
 pub const NONE: i16 = 0;
-pub const ILLEGAL_GENERATION: i16 = 22;
-pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
-pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-pub const REBALANCE_IN_PROGRESS: i16 = 27;
-pub const MEMBER_ID_REQUIRED: i16 = 79;
-pub const FENCED_INSTANCE_ID: i16 = 82;
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -222,7 +215,7 @@ impl Group {
             for m in self.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
                     let _ = w.send(SyncResult {
-                        error: REBALANCE_IN_PROGRESS,
+                        error: ResponseError::RebalanceInProgress.code(),
                         ..Default::default()
                     });
                 }
@@ -435,15 +428,21 @@ impl Coordinator {
         if req.session_timeout_ms < s.min_session_timeout_ms
             || req.session_timeout_ms > s.max_session_timeout_ms
         {
-            return err(INVALID_SESSION_TIMEOUT, req.member_id);
+            return err(ResponseError::InvalidSessionTimeout.code(), req.member_id);
         }
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
-            return err(INCONSISTENT_GROUP_PROTOCOL, req.member_id);
+            return err(
+                ResponseError::InconsistentGroupProtocol.code(),
+                req.member_id,
+            );
         }
         let g = self.get_or_create(&req.group);
         let mut g = lock(&g);
         if !g.supports(&req.protocol_type, &req.protocols) {
-            return err(INCONSISTENT_GROUP_PROTOCOL, req.member_id);
+            return err(
+                ResponseError::InconsistentGroupProtocol.code(),
+                req.member_id,
+            );
         }
         let now = Instant::now();
         let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
@@ -473,7 +472,7 @@ impl Coordinator {
                         m.last_seen = now;
                         if let Some(w) = m.join_waiter.take() {
                             let _ = w.send(JoinResult {
-                                error: FENCED_INSTANCE_ID,
+                                error: ResponseError::FencedInstanceId.code(),
                                 generation: -1,
                                 ..Default::default()
                             });
@@ -515,11 +514,11 @@ impl Coordinator {
                 member_id = new_member_id(&req.client_id, None);
                 if req.require_known_member_id {
                     g.pending.insert(member_id.clone(), now);
-                    return err(MEMBER_ID_REQUIRED, member_id);
+                    return err(ResponseError::MemberIdRequired.code(), member_id);
                 }
             }
         } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
-            return err(UNKNOWN_MEMBER_ID, member_id);
+            return err(ResponseError::UnknownMemberId.code(), member_id);
         }
 
         if let Some(m) = g.members.get_mut(&member_id) {
@@ -570,7 +569,7 @@ impl Coordinator {
         if let Some(m) = g.members.get_mut(member_id) {
             if let Some(old) = m.join_waiter.replace(tx) {
                 let _ = old.send(JoinResult {
-                    error: REBALANCE_IN_PROGRESS,
+                    error: ResponseError::RebalanceInProgress.code(),
                     generation: -1,
                     ..Default::default()
                 });
@@ -604,14 +603,14 @@ impl Coordinator {
             })
         };
         let Some(g) = self.get(group) else {
-            return fail(UNKNOWN_MEMBER_ID);
+            return fail(ResponseError::UnknownMemberId.code());
         };
         let mut g = lock(&g);
         if !g.members.contains_key(member_id) {
-            return fail(UNKNOWN_MEMBER_ID);
+            return fail(ResponseError::UnknownMemberId.code());
         }
         if generation != g.generation {
-            return fail(ILLEGAL_GENERATION);
+            return fail(ResponseError::IllegalGeneration.code());
         }
         let ok = |g: &Group, assignment: Bytes| SyncResult {
             error: NONE,
@@ -620,8 +619,8 @@ impl Coordinator {
             assignment,
         };
         match g.state {
-            GroupState::Empty => fail(UNKNOWN_MEMBER_ID),
-            GroupState::PreparingRebalance => fail(REBALANCE_IN_PROGRESS),
+            GroupState::Empty => fail(ResponseError::UnknownMemberId.code()),
+            GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress.code()),
             GroupState::Stable => {
                 let a = g
                     .members
@@ -669,19 +668,19 @@ impl Coordinator {
 
     pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
         let Some(g) = self.get(group) else {
-            return UNKNOWN_MEMBER_ID;
+            return ResponseError::UnknownMemberId.code();
         };
         let mut g = lock(&g);
         let state = g.state;
         let current = g.generation;
         let Some(m) = g.members.get_mut(member_id) else {
-            return UNKNOWN_MEMBER_ID;
+            return ResponseError::UnknownMemberId.code();
         };
         m.last_seen = Instant::now();
         match state {
-            GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
-            _ if generation != current => ILLEGAL_GENERATION,
-            GroupState::Empty => UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
+            _ if generation != current => ResponseError::IllegalGeneration.code(),
+            GroupState::Empty => ResponseError::UnknownMemberId.code(),
             _ => NONE,
         }
     }
@@ -689,7 +688,10 @@ impl Coordinator {
     /// Removes members by id, or by instance id for static members.
     pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
         let Some(g) = self.get(group) else {
-            return members.iter().map(|_| UNKNOWN_MEMBER_ID).collect();
+            return members
+                .iter()
+                .map(|_| ResponseError::UnknownMemberId.code())
+                .collect();
         };
         let mut g = lock(&g);
         let mut codes = Vec::with_capacity(members.len());
@@ -699,7 +701,7 @@ impl Coordinator {
                 Some(i) => match g.statics.get(i).cloned() {
                     Some(cur) if id.is_empty() || *id == cur => Some(cur),
                     Some(_) => {
-                        codes.push(FENCED_INSTANCE_ID);
+                        codes.push(ResponseError::FencedInstanceId.code());
                         continue;
                     }
                     None => None,
@@ -710,7 +712,7 @@ impl Coordinator {
                 Some(mut m) => {
                     if let Some(w) = m.join_waiter.take() {
                         let _ = w.send(JoinResult {
-                            error: UNKNOWN_MEMBER_ID,
+                            error: ResponseError::UnknownMemberId.code(),
                             generation: -1,
                             ..Default::default()
                         });
@@ -718,7 +720,7 @@ impl Coordinator {
                     any = true;
                     codes.push(NONE);
                 }
-                None => codes.push(UNKNOWN_MEMBER_ID),
+                None => codes.push(ResponseError::UnknownMemberId.code()),
             }
         }
         if any {
@@ -808,7 +810,7 @@ impl Coordinator {
             return if generation < 0 {
                 Ok(())
             } else {
-                Err(ILLEGAL_GENERATION)
+                Err(ResponseError::IllegalGeneration.code())
             };
         };
         let g = lock(&g);
@@ -817,20 +819,20 @@ impl Coordinator {
             return if g.state == GroupState::Empty {
                 Ok(())
             } else {
-                Err(UNKNOWN_MEMBER_ID)
+                Err(ResponseError::UnknownMemberId.code())
             };
         }
         if g.describe_member(member_id).is_none() {
-            return Err(UNKNOWN_MEMBER_ID);
+            return Err(ResponseError::UnknownMemberId.code());
         }
         if generation != g.generation {
-            return Err(ILLEGAL_GENERATION);
+            return Err(ResponseError::IllegalGeneration.code());
         }
         if matches!(
             g.state,
             GroupState::PreparingRebalance | GroupState::CompletingRebalance
         ) {
-            return Err(REBALANCE_IN_PROGRESS);
+            return Err(ResponseError::RebalanceInProgress.code());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! again and must end with the same principal; once the session lifetime
 //! has passed without it, only re-authentication is served.
 
+use kafka_protocol::ResponseError;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
@@ -14,11 +15,6 @@ use super::credentials::CredentialStore;
 use super::scram::{ScramError, ScramServer, ScramStep, MECHANISM};
 
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
-
-/// Kafka error codes this state machine produces.
-pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-pub const ILLEGAL_SASL_STATE: i16 = 34;
-pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
 enum Phase {
     /// Not a SASL listener: the principal was fixed when the connection
@@ -72,7 +68,7 @@ pub struct SaslFailure {
 impl SaslFailure {
     fn illegal(what: &str) -> Self {
         SaslFailure {
-            code: ILLEGAL_SASL_STATE,
+            code: ResponseError::IllegalSaslState.code(),
             client_message: format!("Unexpected {what} in the current SASL state"),
             reason: format!("{what} in the wrong state"),
             kind: "illegal_state",
@@ -166,7 +162,7 @@ impl Session {
             )),
             _ if sasl_api => Gate::Allow,
             _ => Gate::Close(format!(
-                "ILLEGAL_SASL_STATE: {api:?} before SASL authentication completed"
+                "ResponseError::IllegalSaslState.code(): {api:?} before SASL authentication completed"
             )),
         }
     }
@@ -186,7 +182,7 @@ impl Session {
         };
         if mechanism != MECHANISM || !enabled.iter().any(|m| m == mechanism) {
             return Err(SaslFailure {
-                code: UNSUPPORTED_SASL_MECHANISM,
+                code: ResponseError::UnsupportedSaslMechanism.code(),
                 client_message: format!(
                     "Unsupported SASL mechanism {mechanism}; enabled: {}",
                     enabled.join(",")
@@ -260,7 +256,7 @@ impl Session {
     ) -> Result<AuthStep, SaslFailure> {
         let fail = |kind: &'static str, reason: String| {
             SaslFailure {
-            code: SASL_AUTHENTICATION_FAILED,
+            code: ResponseError::SaslAuthenticationFailed.code(),
             client_message: "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512".into(),
             reason,
             kind,
@@ -332,7 +328,7 @@ impl Session {
 
 fn scram_failure(e: ScramError, user: Option<&str>) -> SaslFailure {
     SaslFailure {
-        code: SASL_AUTHENTICATION_FAILED,
+        code: ResponseError::SaslAuthenticationFailed.code(),
         client_message: e.client_message(),
         reason: format!("{} ({e})", e.reason()),
         kind: e.reason(),

@@ -7,6 +7,7 @@
 //! (and finishes) whatever was in flight. Abandoned transactions are aborted
 //! when their timeout passes, with an epoch bump that fences the zombie.
 
+use kafka_protocol::ResponseError;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -23,15 +24,6 @@ use super::producer_ids::ProducerIds;
 use crate::log::txn_index::Marker;
 
 pub const TXN_TOPIC: &str = "__transaction_state";
-
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-pub const INVALID_TXN_STATE: i16 = 48;
-pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
-pub const CONCURRENT_TRANSACTIONS: i16 = 51;
-pub const PRODUCER_FENCED: i16 = 90;
-pub const KAFKA_STORAGE_ERROR: i16 = 56;
-pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 const MAX_TIMEOUT_MS: i32 = 900_000;
 
@@ -146,7 +138,7 @@ impl TxnCoordinator {
                 transactional_id = id,
                 "cannot persist transaction state: {e}"
             );
-            KAFKA_STORAGE_ERROR
+            ResponseError::KafkaStorageError.code()
         })
     }
 
@@ -161,7 +153,7 @@ impl TxnCoordinator {
         ids: &ProducerIds,
     ) -> Res<(i64, i16)> {
         if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
-            return Err(INVALID_TRANSACTION_TIMEOUT);
+            return Err(ResponseError::InvalidTransactionTimeout.code());
         }
         let _g = self.state_lock.lock().await;
         let existing = self.lock().get(id).cloned();
@@ -169,7 +161,7 @@ impl TxnCoordinator {
         // own current epoch; an older instance is fenced, not re-armed.
         if let (Some((pid, epoch)), Some(m)) = (expected, existing.as_ref()) {
             if pid != m.producer_id || epoch != m.epoch {
-                return Err(PRODUCER_FENCED);
+                return Err(ResponseError::ProducerFenced.code());
             }
         }
         let now = now_ms();
@@ -182,7 +174,9 @@ impl TxnCoordinator {
                     self.finish_commit(&m).await?;
                 }
                 if m.epoch >= i16::MAX - 1 {
-                    m.producer_id = ids.next().map_err(|_| KAFKA_STORAGE_ERROR)?;
+                    m.producer_id = ids
+                        .next()
+                        .map_err(|_| ResponseError::KafkaStorageError.code())?;
                     m.epoch = 0;
                 } else {
                     m.epoch += 1;
@@ -196,7 +190,9 @@ impl TxnCoordinator {
                 m
             }
             None => TxnMeta {
-                producer_id: ids.next().map_err(|_| KAFKA_STORAGE_ERROR)?,
+                producer_id: ids
+                    .next()
+                    .map_err(|_| ResponseError::KafkaStorageError.code())?,
                 epoch: 0,
                 timeout_ms,
                 state: TxnState::Empty,
@@ -217,18 +213,18 @@ impl TxnCoordinator {
             .lock()
             .get(id)
             .cloned()
-            .ok_or(INVALID_PRODUCER_ID_MAPPING)?;
+            .ok_or(ResponseError::InvalidProducerIdMapping.code())?;
         if m.producer_id != pid {
-            return Err(INVALID_PRODUCER_ID_MAPPING);
+            return Err(ResponseError::InvalidProducerIdMapping.code());
         }
         if epoch < m.epoch {
-            return Err(PRODUCER_FENCED);
+            return Err(ResponseError::ProducerFenced.code());
         }
         if epoch > m.epoch {
-            return Err(INVALID_PRODUCER_EPOCH);
+            return Err(ResponseError::InvalidProducerEpoch.code());
         }
         if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
-            return Err(CONCURRENT_TRANSACTIONS);
+            return Err(ResponseError::ConcurrentTransactions.code());
         }
         Ok(m)
     }
@@ -255,7 +251,7 @@ impl TxnCoordinator {
         let mut m = self.check(id, pid, epoch)?;
         for (t, p) in parts {
             if self.logs.partition(t, *p).is_none() {
-                return Err(UNKNOWN_TOPIC_OR_PARTITION);
+                return Err(ResponseError::UnknownTopicOrPartition.code());
             }
         }
         Self::begin(&mut m);
@@ -297,7 +293,7 @@ impl TxnCoordinator {
         let _g = self.state_lock.lock().await;
         let mut m = self.check(id, pid, epoch)?;
         if m.state != TxnState::Ongoing || !m.groups.contains(group) {
-            return Err(INVALID_TXN_STATE);
+            return Err(ResponseError::InvalidTxnState.code());
         }
         m.pending_offsets
             .retain(|(k, _)| !offsets.iter().any(|(n, _)| n == k));
@@ -312,10 +308,10 @@ impl TxnCoordinator {
             };
             let end = part
                 .append_marker(m.producer_id, epoch, marker, &topic.config())
-                .map_err(|_| KAFKA_STORAGE_ERROR)?;
+                .map_err(|_| ResponseError::KafkaStorageError.code())?;
             part.wait_durable(end)
                 .await
-                .map_err(|_| KAFKA_STORAGE_ERROR)?;
+                .map_err(|_| ResponseError::KafkaStorageError.code())?;
         }
         self.logs.notify_appended();
         Ok(())
@@ -331,7 +327,7 @@ impl TxnCoordinator {
                     .collect(),
             )
             .await
-            .map_err(|_| KAFKA_STORAGE_ERROR)
+            .map_err(|_| ResponseError::KafkaStorageError.code())
     }
 
     /// EndTxn: commit or abort the current transaction.
@@ -348,7 +344,7 @@ impl TxnCoordinator {
             }
             (TxnState::Empty, false) => return Ok((m.producer_id, m.epoch)),
             (TxnState::Ongoing, _) => {}
-            _ => return Err(INVALID_TXN_STATE),
+            _ => return Err(ResponseError::InvalidTxnState.code()),
         }
         m.state = if commit {
             TxnState::PrepareCommit
