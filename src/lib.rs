@@ -1,8 +1,10 @@
 //! Portcullis: a Kafka-compatible broker whose network edge is a security gateway.
 //!
-//! The request path follows `DESIGN.md`: `server` (listeners, framing, the
-//! connection loop) hands decoded requests to `api` (one module per Kafka API
-//! family), which talks to the `log` engine.
+//! `ARCHITECTURE.md` is the map: `server` (listeners, framing, the connection
+//! loop) hands each request to the `edge` (one home per Kafka API family:
+//! authorization, refusals, audit), which passes what it allowed to a back
+//! end, `embedded` (the `log` engine and coordinators) or `gateway` (an
+//! upstream cluster). `start` wires them together.
 
 pub mod acl;
 pub mod alloc_guard;

@@ -172,9 +172,11 @@ pub async fn handle_frame(
     };
     // Served by the edge itself, whatever the back end.
     let local = match body {
-        RequestKind::ApiVersions(r) => {
-            ResponseKind::ApiVersions(versions::handle(&ctx, &*edge.backend, r))
-        }
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(
+            &ctx,
+            |ours| edge.backend.narrow_versions(ours),
+            r,
+        )),
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(&ctx, r)),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(&ctx, r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(&ctx, r)),

@@ -4,7 +4,6 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use super::backend::Backend;
 use super::errors;
 use super::RequestContext;
 
@@ -119,9 +118,10 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// `narrow` keeps what the back end also speaks (the gateway's upstream).
 pub fn handle(
     ctx: &RequestContext<'_>,
-    backend: &dyn Backend,
+    narrow: impl FnOnce(Vec<ApiVersion>) -> Vec<ApiVersion>,
     req: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
     // KIP-511: v3+ names the client software; Kafka refuses names that are
@@ -134,7 +134,7 @@ pub fn handle(
         return ApiVersionsResponse::default()
             .with_error_code(ResponseError::InvalidRequest.code());
     }
-    let list = backend.narrow_versions(api_list());
+    let list = narrow(api_list());
     ApiVersionsResponse::default()
         .with_error_code(errors::NONE)
         .with_api_keys(list)
