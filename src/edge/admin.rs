@@ -234,26 +234,42 @@ fn config_denial(
     }
 }
 
-pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest) -> Plan {
+/// Splits config resources into the allowed ones and the refusals
+/// (`refuse` builds the answer entry for a refused resource).
+fn split_configs<R, A>(
+    ctx: &RequestContext<'_>,
+    op: Operation,
+    resources: Vec<R>,
+    kind: impl Fn(&R) -> (i8, &str),
+    refuse: impl Fn(R, i16, &'static str) -> A,
+) -> (Vec<R>, Vec<A>) {
+    let mut allowed = Vec::with_capacity(resources.len());
     let mut refused = Vec::new();
-    let resources = std::mem::take(&mut r.resources);
     for res in resources {
-        match config_denial(
-            ctx,
-            Operation::DescribeConfigs,
-            res.resource_type,
-            &res.resource_name,
-        ) {
-            Some((code, message)) => refused.push(
-                DescribeConfigsResult::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(StrBytes::from_static_str(message)))
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name),
-            ),
-            None => r.resources.push(res),
+        let (rtype, name) = kind(&res);
+        match config_denial(ctx, op, rtype, name) {
+            Some((code, message)) => refused.push(refuse(res, code, message)),
+            None => allowed.push(res),
         }
     }
+    (allowed, refused)
+}
+
+pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest) -> Plan {
+    let refused;
+    (r.resources, refused) = split_configs(
+        ctx,
+        Operation::DescribeConfigs,
+        std::mem::take(&mut r.resources),
+        |res| (res.resource_type, &res.resource_name),
+        |res, code, message| {
+            DescribeConfigsResult::default()
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+        },
+    );
     refuse_or_forward!(
         DescribeConfigs,
         DescribeConfigsResponse,
@@ -265,25 +281,20 @@ pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest)
 }
 
 pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsRequest) -> Plan {
-    let mut refused = Vec::new();
-    let resources = std::mem::take(&mut r.resources);
-    for res in resources {
-        match config_denial(
-            ctx,
-            Operation::AlterConfigs,
-            res.resource_type,
-            &res.resource_name,
-        ) {
-            Some((code, message)) => refused.push(
-                AlterConfigsResourceResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(StrBytes::from_static_str(message)))
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name),
-            ),
-            None => r.resources.push(res),
-        }
-    }
+    let refused;
+    (r.resources, refused) = split_configs(
+        ctx,
+        Operation::AlterConfigs,
+        std::mem::take(&mut r.resources),
+        |res| (res.resource_type, &res.resource_name),
+        |res, code, message| {
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+        },
+    );
     let validate_only = r.validate_only;
     let asked: Vec<(String, Vec<String>)> = r
         .resources
