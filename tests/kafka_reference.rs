@@ -4,7 +4,8 @@
 //! against Portcullis, embedded and as a gateway in front of the cluster.
 //!
 //! - `three_node_sasl_ssl_cluster_round_trip`: the harness itself (3 KRaft
-//!   nodes, SASL_SSL + SCRAM-SHA-512 and mTLS listeners, RF 3).
+//!   nodes, SASL_SSL + SCRAM-SHA-512 and mTLS listeners, Kafka's
+//!   authorizer, RF 3), with Kafka's own tools only.
 //! - `kafka_data_tools_against_portcullis` and
 //!   `kafka_admin_tools_against_portcullis`: 30 invocations of Kafka's tools
 //!   against embedded Portcullis over SASL_SSL; each prints a table. What
@@ -31,6 +32,7 @@ use common::kafka::{
 use common::Broker;
 
 const ALICE: (&str, &str) = ("alice", "alice-Kafka-Secret-1");
+const BOB: (&str, &str) = ("bob", "bob-Kafka-Secret-2");
 
 /// `k<i>:v<i>` lines, the console producer's input with `parse.key`.
 fn records(prefix: &str, n: usize) -> Vec<String> {
@@ -138,11 +140,14 @@ fn assert_in_sync(described: &str, replicas: usize) -> usize {
 }
 
 /// A 3-node KRaft cluster with a SASL_SSL (SCRAM-SHA-512) and an mTLS
-/// client listener: a replication-factor-3 topic made by `kafka-topics`,
-/// records written by `kafka-console-producer` as one SCRAM user (created
-/// at format time) and read back by `kafka-console-consumer` in a group as
-/// another (created after start with `kafka-configs`), and again over mTLS
-/// with a client certificate; a wrong password is refused.
+/// client listener and Kafka's StandardAuthorizer: a replication-factor-3
+/// topic made by `kafka-topics`; a user created at format time (alice) and
+/// one created after start with `kafka-configs` (bob) given producer and
+/// consumer ACLs with `kafka-acls`; records written by
+/// `kafka-console-producer` as alice and read back by
+/// `kafka-console-consumer` in a group as bob, and again over mTLS with
+/// the `admin` client certificate (CN=admin is the super user
+/// `User:admin`); alice may not read, and a wrong password is refused.
 #[test]
 fn three_node_sasl_ssl_cluster_round_trip() {
     let kafka = KafkaCluster::start(
@@ -151,6 +156,7 @@ fn three_node_sasl_ssl_cluster_round_trip() {
             nodes: 3,
             listeners: &[Listener::SaslSsl, Listener::Mtls],
             users: &[ALICE],
+            authorizer: true,
             ..Default::default()
         },
     );
@@ -158,111 +164,170 @@ fn three_node_sasl_ssl_cluster_round_trip() {
     let admin = kafka.admin_properties(Listener::SaslSsl);
     let admin = admin.to_str().unwrap();
     let alice = kafka.client_properties(Listener::SaslSsl, ALICE.0, ALICE.1);
-    kafka.add_scram_user("bob", "bob-Kafka-Secret-2");
-    let bob = kafka.client_properties(Listener::SaslSsl, "bob", "bob-Kafka-Secret-2");
+    let alice = alice.to_str().unwrap();
+    let bob = kafka.client_properties(Listener::SaslSsl, BOB.0, BOB.1);
+    let bob = bob.to_str().unwrap();
+    let with = |extra: &[&str]| -> Vec<String> {
+        ["--bootstrap-server", &bootstrap, "--command-config", admin]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let check = |outcomes: Vec<Outcome>, planned: usize| -> Vec<Outcome> {
+        for o in &outcomes {
+            eprintln!(
+                "  {:<48} {:>5.1}s  {:?}",
+                o.name,
+                o.run.elapsed.as_secs_f64(),
+                o.verdict
+            );
+            if o.gap.is_none() {
+                if let Err(e) = &o.verdict {
+                    panic!("{}: {e}\n{}\n{}", o.name, o.run, kafka.logs_tail(30));
+                }
+            }
+        }
+        assert_eq!(outcomes.len(), planned, "a chain stopped early");
+        outcomes
+    };
 
-    kafka.tool_ok(
-        tools::TOPICS,
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--command-config",
-            admin,
-            "--create",
-            "--topic",
-            "reference",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "3",
-        ],
-        "",
+    let bob_scram = format!("SCRAM-SHA-512=[password={}]", BOB.1);
+    check(
+        run_chains(vec![
+            vec![step(
+                "kafka-topics --create (RF 3)",
+                tools::TOPICS,
+                &with(&[
+                    "--create",
+                    "--topic",
+                    "reference",
+                    "--partitions",
+                    "3",
+                    "--replication-factor",
+                    "3",
+                ]),
+            )
+            .shows(&["Created topic reference."])],
+            vec![
+                step(
+                    "kafka-configs --alter users (SCRAM)",
+                    tools::CONFIGS,
+                    &with(&[
+                        "--alter",
+                        "--entity-type",
+                        "users",
+                        "--entity-name",
+                        BOB.0,
+                        "--add-config",
+                        &bob_scram,
+                    ]),
+                )
+                .shows(&["Completed updating config for user bob."]),
+                step(
+                    "kafka-acls --add --consumer",
+                    tools::ACLS,
+                    &with(&[
+                        "--add",
+                        "--allow-principal",
+                        "User:bob",
+                        "--consumer",
+                        "--topic",
+                        "reference",
+                        "--group",
+                        "reference-readers",
+                    ]),
+                ),
+            ],
+            vec![step(
+                "kafka-acls --add --producer",
+                tools::ACLS,
+                &with(&[
+                    "--add",
+                    "--allow-principal",
+                    "User:alice",
+                    "--producer",
+                    "--topic",
+                    "reference",
+                ]),
+            )],
+        ]),
+        4,
     );
+
     let sent = records("", 200);
-    let produce = produce_args(&bootstrap, alice.to_str().unwrap(), "reference");
+    let produce = produce_args(&bootstrap, alice, "reference");
     let produce: Vec<&str> = produce.iter().map(String::as_str).collect();
     kafka.tool_ok(tools::CONSOLE_PRODUCER, &produce, &(sent.join("\n") + "\n"));
 
     // In parallel: describe, read back over SASL_SSL in a group, read back
-    // over mTLS, and a wrong password.
+    // over mTLS, and two refusals.
     let mtls = kafka.client_properties(Listener::Mtls, ADMIN, "");
     let wrong = kafka.client_properties(Listener::SaslSsl, ADMIN, "not-the-password");
-    let outcomes = run_chains(vec![
-        vec![step(
-            "kafka-console-consumer --group (SASL_SSL)",
-            tools::CONSOLE_CONSUMER,
-            &consume_args(
-                &bootstrap,
-                bob.to_str().unwrap(),
-                "reference",
-                Some("reference-readers"),
-                200,
-            ),
-        )
-        .check(read_back(&sent))],
-        vec![step(
-            "kafka-topics --describe",
-            tools::TOPICS,
-            &[
-                "--bootstrap-server",
-                &bootstrap,
-                "--command-config",
-                admin,
-                "--describe",
-                "--topic",
-                "reference",
-            ],
-        )
-        .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
-        vec![step(
-            "kafka-console-consumer (mTLS)",
-            tools::CONSOLE_CONSUMER,
-            &consume_args(
-                &kafka.bootstrap(Listener::Mtls),
-                mtls.to_str().unwrap(),
-                "reference",
-                None,
-                200,
-            ),
-        )
-        .check(read_back(&sent))],
-        vec![step(
-            "kafka-topics --list (wrong password)",
-            tools::TOPICS,
-            &[
-                "--bootstrap-server",
-                &bootstrap,
-                "--command-config",
-                wrong.to_str().unwrap(),
-                "--list",
-            ],
-        )],
-    ]);
+    let outcomes = check(
+        run_chains(vec![
+            vec![step(
+                "kafka-console-consumer --group (SASL_SSL, bob)",
+                tools::CONSOLE_CONSUMER,
+                &consume_args(&bootstrap, bob, "reference", Some("reference-readers"), 200),
+            )
+            .check(read_back(&sent))],
+            vec![step(
+                "kafka-topics --describe",
+                tools::TOPICS,
+                &with(&["--describe", "--topic", "reference"]),
+            )
+            .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
+            vec![step(
+                "kafka-console-consumer (mTLS, CN=admin)",
+                tools::CONSOLE_CONSUMER,
+                &consume_args(
+                    &kafka.bootstrap(Listener::Mtls),
+                    mtls.to_str().unwrap(),
+                    "reference",
+                    None,
+                    200,
+                ),
+            )
+            .check(read_back(&sent))],
+            vec![step(
+                "kafka-console-consumer (alice: no Read ACL)",
+                tools::CONSOLE_CONSUMER,
+                &consume_args(&bootstrap, alice, "reference", Some("alice-g"), 1),
+            )
+            .gap("refused, checked below")],
+            vec![step(
+                "kafka-topics --list (wrong password)",
+                tools::TOPICS,
+                &[
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "--command-config",
+                    wrong.to_str().unwrap(),
+                    "--list",
+                ],
+            )
+            .gap("refused, checked below")],
+        ]),
+        5,
+    );
     for o in &outcomes {
-        eprintln!(
-            "  {:<44} {:>5.1}s  {:?}",
-            o.name,
-            o.run.elapsed.as_secs_f64(),
-            o.verdict
-        );
-        if o.name.contains("wrong password") {
-            // SCRAM is really checked.
-            assert!(!o.run.ok(), "a wrong password was accepted: {}", o.run);
+        let all = format!("{}{}", o.run.stdout, o.run.stderr);
+        if o.name.contains("no Read ACL") {
+            // The console consumer reports the refusal and exits 0.
             assert!(
-                format!("{}{}", o.run.stdout, o.run.stderr).contains("Authentication failed"),
-                "{}",
+                all.contains("GroupAuthorizationException")
+                    && all.contains("Processed a total of 0 messages"),
+                "alice read without an ACL: {}",
                 o.run
             );
-        } else {
-            if let Err(e) = &o.verdict {
-                panic!("{}: {e}\n{}\n{}", o.name, o.run, kafka.logs_tail(30));
-            }
-            if o.name == "kafka-topics --describe" {
-                assert_eq!(assert_in_sync(&o.run.stdout, 3), 3, "{}", o.run.stdout);
-            }
+        } else if o.name.contains("wrong password") {
+            assert!(!o.run.ok(), "a wrong password was accepted: {}", o.run);
+            assert!(all.contains("Authentication failed"), "{}", o.run);
+        } else if o.name == "kafka-topics --describe" {
+            assert_eq!(assert_in_sync(&o.run.stdout, 3), 3, "{}", o.run.stdout);
         }
     }
-    assert_eq!(outcomes.len(), 4);
 }
 
 // ---------------------------------------------------------------------------
