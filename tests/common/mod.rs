@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod audit_files;
+pub mod kafka;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
