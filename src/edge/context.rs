@@ -112,6 +112,42 @@ impl RequestContext<'_> {
         self.decide(op, rt, name)
     }
 
+    /// Kafka's authorized-operations bit field (`1 << code` per operation)
+    /// for one resource: the operations Kafka lists for its type that this
+    /// client may perform, decided quietly (Kafka logs none of them). The
+    /// edge computes it for both back ends: an upstream's answer would
+    /// describe the gateway's service principal.
+    pub fn authorized_operations(&self, rt: ResourceType, name: &str) -> i32 {
+        use Operation::*;
+        // Kafka's AclEntry.supportedOperations (4.x: groups have configs).
+        let ops: &[Operation] = match rt {
+            ResourceType::Topic => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            ResourceType::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+            ResourceType::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            ResourceType::TransactionalId => &[Describe, Write],
+        };
+        ops.iter()
+            .filter(|op| self.decide(**op, rt, name))
+            .fold(0, |bits, op| bits | 1 << op.code())
+    }
+
     /// An idempotent producer's InitProducerId: Kafka allows it with
     /// IDEMPOTENT_WRITE on the cluster or WRITE on any topic. A refusal is
     /// recorded like any other.

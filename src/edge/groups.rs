@@ -166,11 +166,17 @@ pub fn describe(ctx: &RequestContext<'_>, mut r: DescribeGroupsRequest) -> Plan 
         ));
     }
     r.groups = allowed;
-    // The upstream's authorized operations describe the service principal.
-    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, _: &RequestContext<'_>| {
+    // Computed here for the client when asked (v3+): the upstream's
+    // authorized operations describe the service principal.
+    let include = r.include_authorized_operations;
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
         if let ResponseKind::DescribeGroups(d) = resp {
             for g in &mut d.groups {
-                g.authorized_operations = i32::MIN;
+                g.authorized_operations = if include && g.error_code == errors::NONE {
+                    ctx.authorized_operations(ResourceType::Group, &g.group_id)
+                } else {
+                    i32::MIN
+                };
             }
             d.groups.extend(refused);
         }

@@ -15,9 +15,21 @@ use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::RequestContext;
 
-/// Kafka's "authorized operations not computed" value: the upstream's
-/// answer describes the service principal, not the client.
+/// Kafka's "authorized operations not asked for" value. When they are
+/// asked for, the edge computes them for the client
+/// ([`RequestContext::authorized_operations`]): the upstream's answer would
+/// describe the service principal.
 const OPERATIONS_UNKNOWN: i32 = i32::MIN;
+
+/// The cluster's authorized operations as Kafka answers them when asked:
+/// none without DESCRIBE on the cluster.
+fn cluster_operations(ctx: &RequestContext<'_>) -> i32 {
+    if ctx.authorize_quiet(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+    } else {
+        0
+    }
+}
 
 /// Kafka answers (and authorizes) each named topic once, however often the
 /// request names it. Marks the first entry of each name, and every entry by
@@ -43,7 +55,15 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
     // from the answer.
     let mut by_id = Vec::new();
     let all = r.topics.is_none();
-    if let Some(list) = r.topics.take() {
+    if let Some(mut list) = r.topics.take() {
+        // The Java client asks by id with the name left at its default, ""
+        // (not null); Kafka goes by the id whenever there is one.
+        for t in list.iter_mut() {
+            if !t.topic_id.is_nil() && t.name.as_ref().is_some_and(|n| n.is_empty()) {
+                t.name = None;
+                changed = true;
+            }
+        }
         let first = first_occurrences(&list);
         changed |= first.iter().any(|f| !f);
         let mut keep = Vec::with_capacity(list.len());
@@ -91,11 +111,18 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
     // v0 reads an empty list as "all topics": when nothing named is left,
     // whatever comes back was not asked for.
     let none_asked = r.topics.as_ref().is_some_and(|t| t.is_empty());
+    // Metadata v8+ (the cluster's only up to v10).
+    let topic_ops = r.include_topic_authorized_operations;
+    let cluster_ops = r.include_cluster_authorized_operations;
     let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
         let ResponseKind::Metadata(m) = resp else {
             return;
         };
-        m.cluster_authorized_operations = OPERATIONS_UNKNOWN;
+        m.cluster_authorized_operations = if cluster_ops {
+            cluster_operations(ctx)
+        } else {
+            OPERATIONS_UNKNOWN
+        };
         if none_asked {
             m.topics.clear();
         }
@@ -104,14 +131,23 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
             let Some(name) = t.name.as_deref().map(|n| n.as_str()) else {
                 return true;
             };
-            if all {
+            let allowed = if all {
                 // Listing all topics: undescribable ones are left out
                 // quietly; hiding them is filtering, not a refusal.
-                return ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, name);
-            }
-            if !by_id.contains(&t.topic_id) || ctx.authorize_topic(Operation::Describe, name) {
+                ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, name)
+            } else {
                 // Asked by name: authorized above.
+                !by_id.contains(&t.topic_id) || ctx.authorize_topic(Operation::Describe, name)
+            };
+            if allowed {
+                if topic_ops {
+                    t.topic_authorized_operations =
+                        ctx.authorized_operations(ResourceType::Topic, name);
+                }
                 return true;
+            }
+            if all {
+                return false;
             }
             t.name = None;
             t.error_code = ResponseError::TopicAuthorizationFailed.code();
@@ -139,9 +175,14 @@ pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> 
                 .with_cluster_authorized_operations(OPERATIONS_UNKNOWN),
         ));
     }
-    let fix: Fixup = Box::new(|resp: &mut ResponseKind, _: &RequestContext<'_>| {
+    let include = r.include_cluster_authorized_operations;
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
         if let ResponseKind::DescribeCluster(d) = resp {
-            d.cluster_authorized_operations = OPERATIONS_UNKNOWN;
+            d.cluster_authorized_operations = if include {
+                cluster_operations(ctx)
+            } else {
+                OPERATIONS_UNKNOWN
+            };
         }
     });
     Plan::Forward {

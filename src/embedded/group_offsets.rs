@@ -26,6 +26,7 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
     let group_code = match ctx.broker.groups.check_member(
         &group,
         &req.member_id,
+        req.group_instance_id.as_deref(),
         req.generation_id_or_member_epoch,
     ) {
         Ok(()) => errors::NONE,

@@ -164,6 +164,7 @@ pub async fn sync(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGroupR
         &req.group_id,
         req.generation_id,
         &req.member_id,
+        req.group_instance_id.as_deref(),
         assignments,
     ) {
         Ok(r) => r,
@@ -186,10 +187,12 @@ pub async fn sync(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGroupR
 }
 
 pub fn heartbeat(ctx: &RequestContext<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
-    let code = ctx
-        .broker
-        .groups
-        .heartbeat(&req.group_id, req.generation_id, &req.member_id);
+    let code = ctx.broker.groups.heartbeat(
+        &req.group_id,
+        req.generation_id,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+    );
     HeartbeatResponse::default().with_error_code(code)
 }
 

@@ -517,6 +517,8 @@ impl Coordinator {
                     return err(ResponseError::MemberIdRequired.code(), member_id);
                 }
             }
+        } else if g.static_fenced(&member_id, req.instance_id.as_deref()) {
+            return err(FENCED_INSTANCE_ID, member_id);
         } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
             return err(ResponseError::UnknownMemberId.code(), member_id);
         }
@@ -594,6 +596,7 @@ impl Coordinator {
         group: &str,
         generation: i32,
         member_id: &str,
+        instance: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncResult, oneshot::Receiver<SyncResult>> {
         let fail = |error: i16| {
@@ -606,6 +609,9 @@ impl Coordinator {
             return fail(ResponseError::UnknownMemberId.code());
         };
         let mut g = lock(&g);
+        if g.static_fenced(member_id, instance) {
+            return fail(FENCED_INSTANCE_ID);
+        }
         if !g.members.contains_key(member_id) {
             return fail(ResponseError::UnknownMemberId.code());
         }
@@ -666,11 +672,20 @@ impl Coordinator {
         }
     }
 
-    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> i16 {
         let Some(g) = self.get(group) else {
             return ResponseError::UnknownMemberId.code();
         };
         let mut g = lock(&g);
+        if g.static_fenced(member_id, instance) {
+            return FENCED_INSTANCE_ID;
+        }
         let state = g.state;
         let current = g.generation;
         let Some(m) = g.members.get_mut(member_id) else {
@@ -804,8 +819,15 @@ impl Coordinator {
         })
     }
 
-    /// Is `member_id` in `group` at `generation` (OffsetCommit's check)?
-    pub fn check_member(&self, group: &str, member_id: &str, generation: i32) -> Result<(), i16> {
+    /// Is `member_id` (of static instance `instance`, if any) in `group` at
+    /// `generation` (OffsetCommit's check)?
+    pub fn check_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), i16> {
         let Some(g) = self.get(group) else {
             return if generation < 0 {
                 Ok(())
@@ -821,6 +843,9 @@ impl Coordinator {
             } else {
                 Err(ResponseError::UnknownMemberId.code())
             };
+        }
+        if g.static_fenced(member_id, instance) {
+            return Err(FENCED_INSTANCE_ID);
         }
         if g.describe_member(member_id).is_none() {
             return Err(ResponseError::UnknownMemberId.code());
@@ -839,6 +864,15 @@ impl Coordinator {
 }
 
 impl Group {
+    /// KIP-345: a request from a static member whose instance now maps to
+    /// another member id (a newer client of the same `group.instance.id`
+    /// took its place) is fenced as Kafka fences it, with
+    /// FENCED_INSTANCE_ID, fatal for the old client: two processes with one
+    /// instance id never take turns owning its partitions.
+    fn static_fenced(&self, member_id: &str, instance: Option<&str>) -> bool {
+        instance.is_some_and(|i| self.statics.get(i).is_some_and(|cur| cur != member_id))
+    }
+
     /// Removes a member but keeps its static-instance mapping (it is about
     /// to be re-inserted under a new id).
     fn remove_member_keep_static(&mut self, id: &str) -> Option<Member> {

@@ -217,10 +217,11 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
 }
 
 /// The first record of an uncompressed batch whose timestamp is at least
-/// `ts`: (offset, timestamp). Records are walked, never copied; `None` for
-/// compressed batches (the caller answers at batch granularity) or when no
-/// record qualifies.
-pub fn first_record_at_or_after(batch: &[u8], ts: i64) -> Option<(i64, i64)> {
+/// `ts` and whose offset is at least `min_offset` (the log start offset:
+/// records deleted by DeleteRecords do not answer): (offset, timestamp).
+/// Records are walked, never copied; `None` for compressed batches (the
+/// caller answers at batch granularity) or when no record qualifies.
+pub fn first_record_at_or_after(batch: &[u8], ts: i64, min_offset: i64) -> Option<(i64, i64)> {
     let h = BatchHeader::parse(batch)?;
     if h.compression() != 0 {
         return None;
@@ -235,8 +236,9 @@ pub fn first_record_at_or_after(batch: &[u8], ts: i64) -> Option<(i64, i64)> {
         let off_delta = varint(&mut pos)?;
         // Client-chosen fields: no arithmetic on them may overflow.
         let rts = h.base_timestamp.saturating_add(ts_delta);
-        if rts >= ts {
-            return Some((h.base_offset.saturating_add(off_delta), rts));
+        let offset = h.base_offset.saturating_add(off_delta);
+        if rts >= ts && offset >= min_offset {
+            return Some((offset, rts));
         }
         pos = start.checked_add(usize::try_from(len).ok()?)?;
     }
@@ -322,6 +324,42 @@ pub mod tests {
         let crc = compute_crc(&b);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         b
+    }
+
+    #[test]
+    fn timestamp_lookup_skips_records_below_min_offset() {
+        // Offsets 10, 11, 12 at base + 0, 1000, 2000 ms.
+        let base = 1_700_000_000_000i64;
+        let mut b = vec![0u8; HEADER_LEN];
+        for i in 0..3i64 {
+            let mut body = vec![0u8];
+            put_varint(&mut body, i * 1000);
+            put_varint(&mut body, i);
+            put_varint(&mut body, -1);
+            put_varint(&mut body, 1);
+            body.push(b'x');
+            put_varint(&mut body, 0);
+            put_varint(&mut b, body.len() as i64);
+            b.extend_from_slice(&body);
+        }
+        b[0..8].copy_from_slice(&10i64.to_be_bytes());
+        b[MAGIC_OFFSET] = 2;
+        b[23..27].copy_from_slice(&2i32.to_be_bytes());
+        b[27..35].copy_from_slice(&base.to_be_bytes());
+        b[35..43].copy_from_slice(&(base + 2000).to_be_bytes());
+        b[57..61].copy_from_slice(&3i32.to_be_bytes());
+        assert_eq!(first_record_at_or_after(&b, base, 0), Some((10, base)));
+        assert_eq!(
+            first_record_at_or_after(&b, base + 500, 0),
+            Some((11, base + 1000))
+        );
+        // DeleteRecords moved the log start to 11: record 10 does not answer.
+        assert_eq!(
+            first_record_at_or_after(&b, base, 11),
+            Some((11, base + 1000))
+        );
+        assert_eq!(first_record_at_or_after(&b, base, 13), None);
+        assert_eq!(first_record_at_or_after(&b, base + 2001, 0), None);
     }
 
     #[test]

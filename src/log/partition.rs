@@ -444,8 +444,9 @@ impl Partition {
         Ok(self.append(&bytes, &spans, cfg)?.end_offset)
     }
 
-    /// Kafka's ListOffsets by timestamp: the first batch whose max timestamp
-    /// is at least `ts`. Returns (offset, timestamp).
+    /// Kafka's ListOffsets by timestamp: the first record from the log
+    /// start on whose timestamp is at least `ts` (see
+    /// [`Segment::offset_for_time`]). Returns (offset, timestamp).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let segments = self.lock().segments.clone();
         let start = self.log_start_offset();
@@ -453,8 +454,8 @@ impl Partition {
             if seg.max_timestamp().is_none_or(|m| m < ts) {
                 continue;
             }
-            if let Some((off, t)) = seg.offset_for_time(ts)? {
-                return Ok(Some((off.max(start), t)));
+            if let Some(found) = seg.offset_for_time(ts, start)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
@@ -468,7 +469,7 @@ impl Partition {
             .filter_map(|s| s.max_timestamp().map(|t| (t, s)))
             .max_by_key(|(t, _)| *t);
         match best {
-            Some((t, seg)) => Ok(seg.offset_for_time(t)?.map(|(o, _)| (o, t))),
+            Some((t, seg)) => Ok(seg.offset_for_time(t, 0)?.map(|(o, _)| (o, t))),
             None => Ok(None),
         }
     }

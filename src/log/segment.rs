@@ -391,9 +391,14 @@ impl Segment {
         Ok(if buf.is_empty() { None } else { Some(buf) })
     }
 
-    /// First offset whose batch has a max timestamp >= `ts` (batch
-    /// granularity), with that batch's max timestamp.
-    pub fn offset_for_time(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// The first record at or after `min_offset` with a timestamp >= `ts`
+    /// (offset, timestamp): record-precise in uncompressed batches, else
+    /// the batch's first offset (at least `min_offset`) and max timestamp.
+    pub fn offset_for_time(
+        &self,
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         self.ensure_index();
         let start_rel = self
             .index
@@ -410,16 +415,22 @@ impl Segment {
         };
         while pos + (HEADER_LEN as u64) <= limit {
             let h = self.read_header(&fd, pos)?;
-            if h.max_timestamp >= ts {
+            if h.max_timestamp >= ts && h.last_offset() >= min_offset {
                 // Record precision where the batch is uncompressed (Kafka's
                 // answer); the batch start otherwise.
-                let mut buf = vec![0u8; h.total_size()];
-                if fd.read_exact_at(&mut buf, pos).is_ok() {
-                    if let Some(found) = batch::first_record_at_or_after(&buf, ts) {
-                        return Ok(Some(found));
+                if h.compression() == 0 {
+                    let mut buf = vec![0u8; h.total_size()];
+                    if fd.read_exact_at(&mut buf, pos).is_ok() {
+                        if let Some(found) = batch::first_record_at_or_after(&buf, ts, min_offset) {
+                            return Ok(Some(found));
+                        }
+                        // The records late enough lie below `min_offset`:
+                        // the answer is in a later batch.
+                        pos += h.total_size() as u64;
+                        continue;
                     }
                 }
-                return Ok(Some((h.base_offset, h.max_timestamp)));
+                return Ok(Some((h.base_offset.max(min_offset), h.max_timestamp)));
             }
             pos += h.total_size() as u64;
         }
