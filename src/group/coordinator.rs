@@ -518,7 +518,7 @@ impl Coordinator {
                 }
             }
         } else if g.static_fenced(&member_id, req.instance_id.as_deref()) {
-            return err(FENCED_INSTANCE_ID, member_id);
+            return err(ResponseError::FencedInstanceId.code(), member_id);
         } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
             return err(ResponseError::UnknownMemberId.code(), member_id);
         }
@@ -610,7 +610,7 @@ impl Coordinator {
         };
         let mut g = lock(&g);
         if g.static_fenced(member_id, instance) {
-            return fail(FENCED_INSTANCE_ID);
+            return fail(ResponseError::FencedInstanceId.code());
         }
         if !g.members.contains_key(member_id) {
             return fail(ResponseError::UnknownMemberId.code());
@@ -684,7 +684,7 @@ impl Coordinator {
         };
         let mut g = lock(&g);
         if g.static_fenced(member_id, instance) {
-            return FENCED_INSTANCE_ID;
+            return ResponseError::FencedInstanceId.code();
         }
         let state = g.state;
         let current = g.generation;
@@ -845,7 +845,7 @@ impl Coordinator {
             };
         }
         if g.static_fenced(member_id, instance) {
-            return Err(FENCED_INSTANCE_ID);
+            return Err(ResponseError::FencedInstanceId.code());
         }
         if g.describe_member(member_id).is_none() {
             return Err(ResponseError::UnknownMemberId.code());
