@@ -14,9 +14,10 @@
 //! One cluster and one gateway serve every test of this file; the tests
 //! take turns (a mutex: two cores do not run two Kafka workloads any faster)
 //! and each leaves the cluster whole. They are dropped when the test binary
-//! exits, or kept for inspection after a failure. Each test prints its own
-//! run time (`gateway_kafka::<test>: passed in ...`); the first one also
-//! pays for the cluster (~20 s).
+//! exits, or kept for inspection after a failure (or with
+//! `GATEWAY_KAFKA_KEEP` set). Each test prints its own run time
+//! (`gateway_kafka::<test>: passed in ...`), the first one's without the
+//! cluster's start (printed apart, ~10-20 s).
 //!
 //! `PORTCULLIS_BIN` picks the gateway binary (see `gk::bin`).
 
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -52,21 +53,24 @@ const SERVICE_PRINCIPAL: &str = "User:gateway-svc";
 /// A client of the gateway (the gateway's own credential store).
 const ALICE: (&str, &str) = ("alice", "alice-Gw-Secret-42");
 
-/// The gateway's ACLs: alice may do anything to `gk-*` and `gw-*` topics,
-/// groups and transactional ids (`gw-*`: the shared Python scripts), and
-/// nothing else.
+/// The gateway's ACLs: alice may do anything to `gk-*` topics, groups and
+/// transactional ids and to `gw-*` topics and groups (those of the shared
+/// script tests/python/gateway_addresses.py), and nothing else.
 const GW_ACLS: &str = "allow_everyone_if_no_acl_found: false\nrules:\n  - {allow: \"User:alice\", operations: [all], topic_prefix: gk-}\n  - {allow: \"User:alice\", operations: [all], group_prefix: gk-}\n  - {allow: \"User:alice\", operations: [all], transactional_id_prefix: gk-}\n  - {allow: \"User:alice\", operations: [all], topic_prefix: gw-}\n  - {allow: \"User:alice\", operations: [all], group_prefix: gw-}\n";
 
 /// Kafka settings of the cluster: a killed broker is fenced (and its
 /// leaderships move) after 6 s instead of 9; followers that stop fetching
 /// leave the ISR after 10 s instead of 30. Topics the gateway's clients
 /// never created explicitly are created on first use (the ACL test's
-/// control: a request that reaches Kafka creates the topic it names).
+/// control: a request that reaches Kafka creates the topic it names). No
+/// preferred-leader rebalancing behind the tests' backs.
 const KAFKA_PROPS: &[(&str, &str)] = &[
     ("broker.session.timeout.ms", "6000"),
     ("broker.heartbeat.interval.ms", "1000"),
     ("replica.lag.time.max.ms", "10000"),
     ("auto.create.topics.enable", "true"),
+    // Leaders move only when a test moves them.
+    ("auto.leader.rebalance.enable", "false"),
 ];
 
 const REQUEST_LOGGER: &str = "kafka.request.logger";
@@ -490,6 +494,23 @@ fn create_topic(f: &Fixture, topic: &str, partitions: i32) {
         parts.values().all(|(_, r, _)| r.len() == 3),
         "{topic} is not replicated three times in Kafka: {parts:?}"
     );
+    let direct: AdminClient<DefaultClientContext> = f.direct().create().unwrap();
+    let configs = rt
+        .block_on(direct.describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap_or_else(|e| panic!("Kafka's configs of {topic}: {e}"));
+    let min_isr = configs[0]
+        .as_ref()
+        .ok()
+        .and_then(|c| c.get("min.insync.replicas"))
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        min_isr.as_deref(),
+        Some("2"),
+        "{topic}'s min.insync.replicas in Kafka"
+    );
 }
 
 /// Delivery reports of a producer: (partition, offset, value) or the error.
@@ -643,10 +664,13 @@ fn read_back(
     out
 }
 
-/// Rebalance callbacks a consumer got: ('+', partitions) for an
-/// assignment, ('-', partitions) for a revocation.
+/// One rebalance callback: ('+', partitions) for an assignment, ('-',
+/// partitions) for a revocation.
+type RebalanceEvent = (char, Vec<i32>);
+
+/// The rebalance callbacks a consumer got.
 #[derive(Clone, Default)]
-struct Rebalances(Arc<Mutex<Vec<(char, Vec<i32>)>>>);
+struct Rebalances(Arc<Mutex<Vec<RebalanceEvent>>>);
 
 impl ClientContext for Rebalances {}
 
