@@ -144,7 +144,21 @@ impl Gateway {
             .upstream_node
             .map(Target::Node)
             .unwrap_or(Target::Any);
-        let answer = match self.pool.forward(target, request, !acks0).await {
+        let timeout = upstream_timeout(&body, self.pool.link().request_timeout());
+        let mut sent = self.pool.forward(target, request, !acks0, timeout).await;
+        if let (Target::Node(node), Err(e)) = (target, &sent) {
+            if e.before_sending() && any_broker_answers(&body) {
+                // The client's broker is down, but any broker answers this
+                // (a Kafka client would have asked another one: the dead
+                // broker's port refuses it, the gateway's port does not).
+                tracing::info!(api = ?ctx.api, node, "upstream node unreachable ({e}); asking any broker");
+                sent = self
+                    .pool
+                    .forward(Target::Any, request, !acks0, timeout)
+                    .await;
+            }
+        }
+        let answer = match sent {
             Ok(Some(a)) => a,
             Ok(None) => return Executed::Silent,
             Err(e) => {
@@ -322,6 +336,52 @@ impl Gateway {
     }
 }
 
+/// Beyond the wait a request asks the broker for, the answer still has to
+/// come back.
+const ANSWER_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the upstream may take to answer `body`: `request_timeout`, or
+/// longer when the request itself asks the broker to wait longer. A
+/// JoinGroup is held until every member rejoined, up to the group's
+/// rebalance timeout (clients default to five minutes and wait that long
+/// plus a little); a Produce waits for its replicas up to its `timeout_ms`;
+/// a Fetch up to its `max_wait_ms`.
+fn upstream_timeout(
+    body: &RequestKind,
+    request_timeout: std::time::Duration,
+) -> std::time::Duration {
+    let asked_ms = match body {
+        RequestKind::JoinGroup(r) => r.rebalance_timeout_ms.max(r.session_timeout_ms),
+        RequestKind::Produce(r) => r.timeout_ms,
+        RequestKind::Fetch(r) => r.max_wait_ms,
+        _ => 0,
+    };
+    match u64::try_from(asked_ms) {
+        Ok(ms) if ms > 0 => {
+            request_timeout.max(std::time::Duration::from_millis(ms) + ANSWER_SLACK)
+        }
+        _ => request_timeout,
+    }
+}
+
+/// Requests whose answer does not depend on the broker asked: the cluster
+/// view (Metadata, DescribeCluster), where a coordinator is
+/// (FindCoordinator), what every broker forwards to the controller (topic
+/// creation, deletion, new partitions), and a producer id for an
+/// idempotent producer without a transactional id.
+fn any_broker_answers(body: &RequestKind) -> bool {
+    match body {
+        RequestKind::Metadata(_)
+        | RequestKind::DescribeCluster(_)
+        | RequestKind::FindCoordinator(_)
+        | RequestKind::CreateTopics(_)
+        | RequestKind::DeleteTopics(_)
+        | RequestKind::CreatePartitions(_) => true,
+        RequestKind::InitProducerId(r) => r.transactional_id.is_none(),
+        _ => false,
+    }
+}
+
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
@@ -354,5 +414,80 @@ impl Backend for Gateway {
 
     fn narrow_versions(&self, ours: Vec<ApiVersion>) -> Vec<ApiVersion> {
         Gateway::narrow_versions(self, ours)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{
+        FetchRequest, JoinGroupRequest, MetadataRequest, ProduceRequest,
+    };
+    use std::time::Duration;
+
+    #[test]
+    fn requests_that_ask_the_broker_to_wait_get_that_long_upstream() {
+        let base = Duration::from_secs(60);
+        let join = |rebalance, session| {
+            RequestKind::JoinGroup(
+                JoinGroupRequest::default()
+                    .with_rebalance_timeout_ms(rebalance)
+                    .with_session_timeout_ms(session),
+            )
+        };
+        // librdkafka's and the Java client's default: max.poll.interval.ms.
+        assert_eq!(
+            upstream_timeout(&join(300_000, 45_000), base),
+            Duration::from_secs(305)
+        );
+        // v0 has no rebalance timeout: the session timeout bounds the wait.
+        assert_eq!(
+            upstream_timeout(&join(-1, 90_000), base),
+            Duration::from_secs(95)
+        );
+        assert_eq!(upstream_timeout(&join(10_000, 10_000), base), base);
+        assert_eq!(
+            upstream_timeout(
+                &RequestKind::Produce(ProduceRequest::default().with_timeout_ms(120_000)),
+                base
+            ),
+            Duration::from_secs(125)
+        );
+        assert_eq!(
+            upstream_timeout(
+                &RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(500)),
+                base
+            ),
+            base
+        );
+        assert_eq!(
+            upstream_timeout(&RequestKind::Metadata(MetadataRequest::default()), base),
+            base
+        );
+    }
+
+    #[test]
+    fn only_requests_any_broker_answers_go_to_another_broker() {
+        use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+        assert!(any_broker_answers(&RequestKind::Metadata(
+            MetadataRequest::default()
+        )));
+        // An idempotent producer's: no transactional id.
+        assert!(any_broker_answers(&RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transactional_id(None)
+        )));
+        assert!(!any_broker_answers(&RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("t"))))
+        )));
+        assert!(!any_broker_answers(&RequestKind::Produce(
+            ProduceRequest::default()
+        )));
+        assert!(!any_broker_answers(&RequestKind::Fetch(
+            FetchRequest::default()
+        )));
+        assert!(!any_broker_answers(&RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+        )));
     }
 }

@@ -219,16 +219,17 @@ impl Pool {
         Err(last)
     }
 
-    /// Forwards one request frame to `target`. A pooled connection that
-    /// turns out dead before the request could be written (the upstream
-    /// restarted meanwhile) is replaced once by a fresh one.
+    /// Forwards one request frame to `target`, waiting up to `timeout` for
+    /// the answer. A pooled connection that turns out dead before the
+    /// request could be written (the upstream restarted meanwhile) is
+    /// replaced once by a fresh one.
     pub async fn forward(
         &self,
         target: Target,
         frame: &[u8],
         expect_response: bool,
+        timeout: std::time::Duration,
     ) -> Result<Option<BytesMut>, UpstreamError> {
-        let timeout = self.link.request_timeout();
         let mut lease = self.lease(target).await?;
         let first = tokio::time::timeout(timeout, lease.forward(frame, expect_response)).await;
         match first {

@@ -49,6 +49,24 @@ pub enum UpstreamError {
     BackingOff(String),
 }
 
+impl UpstreamError {
+    /// The request never left the gateway: no connection to the broker
+    /// could be had (refused, unreachable, TLS or login failed, or new
+    /// connections are held back after such a failure). Sending it to
+    /// another broker cannot make the first one act on it twice.
+    pub fn before_sending(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Login { .. }
+                | UpstreamError::Scram(_)
+                | UpstreamError::NoBroker
+                | UpstreamError::BackingOff(_)
+        )
+    }
+}
+
 /// How every upstream connection is made.
 pub struct Link {
     settings: GatewaySettings,
