@@ -1,9 +1,9 @@
 //! The Java client (Apache Kafka's `kafka-clients`, the release pinned in
-//! tests/kafka/pom.xml) against embedded Portcullis over SASL_SSL with
-//! SCRAM-SHA-512, issue #14 item 3: idempotent and transactional producers,
-//! consumers in groups (static membership, read_committed) and `Admin`
-//! (topics, configs, ACLs, SCRAM credentials, consumer group offsets,
-//! DescribeCluster, authorized operations, DeleteRecords, ListOffsets).
+//! tests/kafka/pom.xml) over SASL_SSL with SCRAM-SHA-512, issue #14 items 3
+//! and 4: idempotent and transactional producers, consumers in groups
+//! (static membership, read_committed) and `Admin` (topics, configs, ACLs,
+//! SCRAM credentials, consumer group offsets, DescribeCluster, authorized
+//! operations, DeleteRecords, ListOffsets), on each back end.
 //!
 //! The checks are one Java program, `tests/java/ClientChecks.java`, run as a
 //! single-file source program in one small JVM that runs them all in a row
@@ -14,20 +14,27 @@
 //! command for the PKCS12 alternative.
 //!
 //! - `java_clients_against_portcullis`: every check against embedded
-//!   Portcullis; all must pass, except the `probe_*` checks where Portcullis
-//!   deliberately differs from Kafka: those must fail with the exception
-//!   listed in [`PORTCULLIS_DIFFERS`] (Kafka's error class for the refusal),
-//!   and start failing the test the day they pass.
-//! - `java_clients_against_kafka`: the same checks against a real 1-node
-//!   Apache Kafka (SASL_SSL, StandardAuthorizer, `User:admin` super user,
-//!   the user granted what Portcullis's test ACL file grants): every check,
+//!   Portcullis;
+//! - `java_clients_through_gateway`: every check against Portcullis in
+//!   gateway mode in front of a real 1-node Apache Kafka;
+//! - `java_clients_against_kafka`: the same checks against Apache Kafka
+//!   itself (SASL_SSL, StandardAuthorizer, `User:admin` super user, the
+//!   user granted what Portcullis's test ACL file grants): every check,
 //!   probes included, passes there. This is what proves the checks test
 //!   Kafka's behaviour and not a guess of it.
 //!
-//! Each test prints a table of its checks, with the failures (check, step,
-//! exception, message) before it asserts.
+//! On Portcullis every check must pass, except the `probe_*` checks a back
+//! end deliberately answers differently: those must fail with the
+//! exception listed in [`DIFFERS`] (Kafka's error class for the refusal),
+//! and start failing the test the day they pass. Each test prints a table
+//! of its checks and records them in the README's compatibility table
+//! (tests/common/compat.rs).
 
+#[path = "common/backends.rs"]
+mod backends;
 mod common;
+#[path = "common/compat.rs"]
+mod compat;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -36,8 +43,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use backends::Backend;
 use common::kafka::{cds_flags, jars, KafkaCluster, KafkaOpts, Listener, ADMIN, ADMIN_PASSWORD};
-use common::{log_tail, scratch, Broker};
+use common::scratch;
+use compat::{Cell, Column};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -66,32 +75,39 @@ const CHECKS: &[&str] = &[
     "probe_describe_topics_as_user",
 ];
 
-/// Where Portcullis deliberately answers differently from Apache Kafka:
-/// (probe, the exception Kafka's Java client raises for Portcullis's
-/// answer, why). Everything else must pass as it does against Kafka.
-const PORTCULLIS_DIFFERS: &[(&str, &str, &str)] = &[
+/// Where a back end deliberately answers differently from Apache Kafka:
+/// (probe, the back ends that refuse, the exception Kafka's Java client
+/// raises for the refusal, why). Everything else must pass as it does
+/// against Kafka.
+const DIFFERS: &[(&str, &[Column], &str, &str)] = &[
     (
         "probe_compact_topic",
+        // A gateway's Kafka compacts.
+        &[Column::Embedded],
         "org.apache.kafka.common.errors.InvalidConfigurationException",
-        "log compaction is not implemented: cleanup.policy=compact is refused (INVALID_CONFIG)",
+        "the embedded log does not compact: cleanup.policy=compact is refused (INVALID_CONFIG)",
     ),
     (
         "probe_scram_sha256",
+        // Credentials live at the edge on both back ends.
+        &[Column::Embedded, Column::Gateway],
         "org.apache.kafka.common.errors.UnsupportedSaslMechanismException",
         "only SCRAM-SHA-512 credentials exist (UNSUPPORTED_SASL_MECHANISM)",
     ),
-    (
-        "probe_describe_cluster_as_user",
-        "org.apache.kafka.common.errors.ClusterAuthorizationException",
-        "DescribeCluster needs DESCRIBE on the cluster (Kafka checks no ACL for it)",
-    ),
-    (
-        "probe_describe_topics_as_user",
-        "org.apache.kafka.common.errors.ClusterAuthorizationException",
-        "Admin.describeTopics (Java 3.7+) sends DescribeCluster first, which needs DESCRIBE \
-         on the cluster here",
-    ),
 ];
+
+/// The deliberate refusal of `check` on `column`, if any: (exception, why).
+fn differs(check: &str, column: Column) -> Option<(&'static str, &'static str)> {
+    DIFFERS
+        .iter()
+        .find(|(c, cols, _, _)| *c == check && cols.contains(&column))
+        .map(|(_, _, e, why)| (*e, *why))
+}
+
+/// The client's name in the README's compatibility table.
+fn client_name() -> String {
+    format!("Java client {}", common::kafka::version())
+}
 
 /// The whole JVM run (compilation of the checks included).
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -356,82 +372,105 @@ fn java() -> PathBuf {
     }
 }
 
-/// Prints the outcomes as a table; a failure listed in `differs` (check,
-/// exception) with that exception is marked as the expected refusal.
-fn print_table(title: &str, outcomes: &[Outcome], elapsed: Duration, differs: &[(&str, &str)]) {
+/// Prints the outcomes as a table (a deliberate refusal on `column` with
+/// its exception is marked as such).
+fn print_table(title: &str, outcomes: &[Outcome], elapsed: Duration, column: Column) {
     eprintln!("\n{title} ({elapsed:.1?} for the JVM):");
     for o in outcomes {
-        let status = if o.ok {
-            "OK"
-        } else if differs.contains(&(o.check.as_str(), o.exception.as_str())) {
-            "REFUSED"
-        } else {
-            "FAIL"
+        let status = match (o.ok, differs(&o.check, column)) {
+            (true, _) => "OK",
+            (false, Some((e, _))) if e == o.exception => "REFUSED",
+            _ => "FAIL",
         };
         eprintln!("  {status:<7} {:<36} {:>6} ms  {}", o.check, o.ms, o.detail);
     }
 }
 
-#[test]
-fn java_clients_against_portcullis() {
+/// Runs the checks on a Portcullis back end (`alice` added); asserts each
+/// works or is its deliberate refusal, and records the run in the README.
+fn check_portcullis(title: &str, backend: &Backend, scratch: tempfile::TempDir) {
     let started = Instant::now();
-    let dir = scratch("java-clients");
-    let broker = Broker::start_secure(
-        dir.path(),
-        // A group's first member is not kept waiting for others (Kafka's
-        // group.initial.rebalance.delay.ms, 0 in the Kafka harness too).
-        "groups:\n  initial_rebalance_delay_ms: 0\n",
-    );
-    broker.add_user(ALICE.0, ALICE.1);
-    let admin_password = broker.admin_password.clone().expect("admin password");
-    let ca = broker.ca_file();
-    let bootstrap = broker.addr("SASL_SSL").to_string();
+    let dir = &scratch.path().join("java");
+    std::fs::create_dir_all(dir).unwrap();
+    backend.add_user(ALICE.0, ALICE.1, 2);
+    let admin_password = backend
+        .broker
+        .admin_password
+        .clone()
+        .expect("admin password");
+    let ca = backend.broker.ca_file();
     let target = Target {
-        bootstrap: &bootstrap,
+        bootstrap: backend.broker.addr("SASL_SSL"),
         ca: &ca,
         admin_password: &admin_password,
-        dir: dir.path(),
+        dir,
     };
-    let (outcomes, elapsed) = run_checks(&target, &selected());
-    let differs: Vec<(&str, &str)> = PORTCULLIS_DIFFERS
-        .iter()
-        .map(|(c, e, _)| (*c, *e))
-        .collect();
-    print_table(
-        "Java client against embedded Portcullis",
-        &outcomes,
-        elapsed,
-        &differs,
-    );
+    let checks = selected();
+    let (outcomes, elapsed) = run_checks(&target, &checks);
+    print_table(title, &outcomes, elapsed, backend.column);
 
     let mut wrong = Vec::new();
+    let mut cells = Vec::new();
     for o in &outcomes {
-        match PORTCULLIS_DIFFERS.iter().find(|(c, _, _)| *c == o.check) {
-            None if !o.ok => wrong.push(format!("{}: {}", o.check, o.detail)),
-            Some((_, class, why)) if o.ok => wrong.push(format!(
+        match differs(&o.check, backend.column) {
+            None if o.ok => cells.push((o.check.clone(), Cell::Works)),
+            None => wrong.push(format!("{}: {}", o.check, o.detail)),
+            Some((class, why)) if o.ok => wrong.push(format!(
                 "{}: passes now, but is listed as a deliberate difference ({class}: {why}); \
-                 remove it from PORTCULLIS_DIFFERS and the README",
+                 remove it from DIFFERS and the README",
                 o.check
             )),
-            Some((_, class, why)) if o.exception != *class => wrong.push(format!(
+            Some((class, why)) if o.exception != class => wrong.push(format!(
                 "{}: want the deliberate refusal {class} ({why}), got {}",
                 o.check, o.detail
             )),
-            _ => {}
+            Some((class, _)) => cells.push((
+                o.check.clone(),
+                Cell::Refused(format!("`{}`", class.rsplit('.').next().unwrap_or(class))),
+            )),
         }
     }
     if !wrong.is_empty() {
-        eprintln!("{}", log_tail(&broker, 40));
-        eprintln!("keeping {} for inspection", dir.keep().display());
+        eprintln!("{}", backend.logs_tail(40));
+        eprintln!("keeping {} for inspection", scratch.keep().display());
     }
     assert!(
         wrong.is_empty(),
-        "{} of {} Java client checks against Portcullis went wrong:\n  {}",
+        "{} of {} Java client checks went wrong ({title}):\n  {}",
         wrong.len(),
         outcomes.len(),
         wrong.join("\n  ")
     );
-    eprintln!("java_clients_against_portcullis: {:.1?}", started.elapsed());
+    compat::record(
+        &client_name(),
+        backend.column,
+        &cells,
+        checks.len() == CHECKS.len(),
+    );
+    eprintln!("{title}: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn java_clients_against_portcullis() {
+    let dir = scratch("java-clients");
+    // A group's first member is not kept waiting for others (Kafka's
+    // group.initial.rebalance.delay.ms, 0 in the Kafka harness too).
+    let backend = Backend::embedded(
+        &dir.path().join("broker"),
+        "groups:\n  initial_rebalance_delay_ms: 0\n",
+    );
+    check_portcullis("Java client against embedded Portcullis", &backend, dir);
+}
+
+#[test]
+fn java_clients_through_gateway() {
+    let dir = scratch("java-clients-gateway");
+    let backend = Backend::gateway("java-gw", &dir.path().join("gateway"));
+    check_portcullis(
+        "Java client through the gateway in front of Apache Kafka",
+        &backend,
+        dir,
+    );
 }
 
 #[test]
@@ -458,7 +497,8 @@ fn java_clients_against_kafka() {
     };
     // What Portcullis's test ACL file gives every user, as Kafka ACLs.
     let mut checks = vec!["grant_user_all"];
-    checks.extend(selected());
+    let selected = selected();
+    checks.extend(&selected);
     let (outcomes, elapsed) = run_checks(&target, &checks);
     print_table(
         &format!(
@@ -467,7 +507,7 @@ fn java_clients_against_kafka() {
         ),
         &outcomes,
         elapsed,
-        &[],
+        Column::Kafka,
     );
     let wrong: Vec<String> = outcomes
         .iter()
@@ -482,6 +522,17 @@ fn java_clients_against_kafka() {
         "{} Java client checks failed against Apache Kafka (the reference: the check is wrong):\n  {}",
         wrong.len(),
         wrong.join("\n  ")
+    );
+    let cells: Vec<(String, Cell)> = outcomes
+        .iter()
+        .filter(|o| o.check != "grant_user_all")
+        .map(|o| (o.check.clone(), Cell::Works))
+        .collect();
+    compat::record(
+        &client_name(),
+        Column::Kafka,
+        &cells,
+        selected.len() == CHECKS.len(),
     );
     eprintln!("java_clients_against_kafka: {:.1?}", started.elapsed());
 }

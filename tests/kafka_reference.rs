@@ -6,12 +6,13 @@
 //! - `three_node_sasl_ssl_cluster_round_trip`: the harness itself (3 KRaft
 //!   nodes, SASL_SSL + SCRAM-SHA-512 and mTLS listeners, Kafka's
 //!   authorizer, RF 3), with Kafka's own tools only.
-//! - `kafka_data_tools_against_portcullis` and
-//!   `kafka_admin_tools_against_portcullis`: 30 invocations of Kafka's tools
-//!   against embedded Portcullis over SASL_SSL; each prints a table. What
-//!   works is asserted; the known gaps (APIs Portcullis does not implement:
-//!   DescribeClientQuotas, DescribeQuorum, DescribeLogDirs) are run and
-//!   reported, and the table says when one starts working.
+//! - `kafka_{data,admin}_tools_{against_portcullis,through_gateway}`: 30
+//!   invocations of Kafka's tools over SASL_SSL against embedded Portcullis
+//!   and against Portcullis as a gateway in front of a 1-node Kafka (the
+//!   matrix of issue #14 item 4); each prints a table and records it in the
+//!   README's compatibility table (tests/common/compat.rs). Every step
+//!   works or meets its deliberate refusal (what the tool prints for it is
+//!   asserted, and a refusal that starts working fails the test).
 //! - `gateway_in_front_of_three_node_cluster`: Portcullis in gateway mode
 //!   in front of the 3-node cluster over SASL_SSL with a service user;
 //!   Kafka's tools through the gateway, Kafka's side checked directly.
@@ -19,17 +20,23 @@
 //! Tools run as separate JVMs (~1.5-3 s each); independent ones run two at
 //! a time ([`run_chains`]).
 
+#[path = "common/backends.rs"]
+mod backends;
 mod common;
+#[path = "common/compat.rs"]
+mod compat;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use backends::Backend;
 use common::kafka::{
     run_tool, run_tool_timeout, tools, write_client_properties, ClientAuth, KafkaCluster,
     KafkaOpts, Listener, ToolRun, ADMIN,
 };
 use common::Broker;
+use compat::{Cell, Column};
 
 const ALICE: (&str, &str) = ("alice", "alice-Kafka-Secret-1");
 const BOB: (&str, &str) = ("bob", "bob-Kafka-Secret-2");
@@ -182,10 +189,8 @@ fn three_node_sasl_ssl_cluster_round_trip() {
                 o.run.elapsed.as_secs_f64(),
                 o.verdict
             );
-            if o.gap.is_none() {
-                if let Err(e) = &o.verdict {
-                    panic!("{}: {e}\n{}\n{}", o.name, o.run, kafka.logs_tail(30));
-                }
+            if let Err(e) = &o.verdict {
+                panic!("{}: {e}\n{}\n{}", o.name, o.run, kafka.logs_tail(30));
             }
         }
         assert_eq!(outcomes.len(), planned, "a chain stopped early");
@@ -194,64 +199,67 @@ fn three_node_sasl_ssl_cluster_round_trip() {
 
     let bob_scram = format!("SCRAM-SHA-512=[password={}]", BOB.1);
     check(
-        run_chains(vec![
-            vec![step(
-                "kafka-topics --create (RF 3)",
-                tools::TOPICS,
-                &with(&[
-                    "--create",
-                    "--topic",
-                    "reference",
-                    "--partitions",
-                    "3",
-                    "--replication-factor",
-                    "3",
-                ]),
-            )
-            .shows(&["Created topic reference."])],
+        run_chains(
             vec![
-                step(
-                    "kafka-configs --alter users (SCRAM)",
-                    tools::CONFIGS,
+                vec![step(
+                    "kafka-topics --create (RF 3)",
+                    tools::TOPICS,
                     &with(&[
-                        "--alter",
-                        "--entity-type",
-                        "users",
-                        "--entity-name",
-                        BOB.0,
-                        "--add-config",
-                        &bob_scram,
+                        "--create",
+                        "--topic",
+                        "reference",
+                        "--partitions",
+                        "3",
+                        "--replication-factor",
+                        "3",
                     ]),
                 )
-                .shows(&["Completed updating config for user bob."]),
-                step(
-                    "kafka-acls --add --consumer",
+                .shows(&["Created topic reference."])],
+                vec![
+                    step(
+                        "kafka-configs --alter users (SCRAM)",
+                        tools::CONFIGS,
+                        &with(&[
+                            "--alter",
+                            "--entity-type",
+                            "users",
+                            "--entity-name",
+                            BOB.0,
+                            "--add-config",
+                            &bob_scram,
+                        ]),
+                    )
+                    .shows(&["Completed updating config for user bob."]),
+                    step(
+                        "kafka-acls --add --consumer",
+                        tools::ACLS,
+                        &with(&[
+                            "--add",
+                            "--allow-principal",
+                            "User:bob",
+                            "--consumer",
+                            "--topic",
+                            "reference",
+                            "--group",
+                            "reference-readers",
+                        ]),
+                    ),
+                ],
+                vec![step(
+                    "kafka-acls --add --producer",
                     tools::ACLS,
                     &with(&[
                         "--add",
                         "--allow-principal",
-                        "User:bob",
-                        "--consumer",
+                        "User:alice",
+                        "--producer",
                         "--topic",
                         "reference",
-                        "--group",
-                        "reference-readers",
                     ]),
-                ),
+                )],
             ],
-            vec![step(
-                "kafka-acls --add --producer",
-                tools::ACLS,
-                &with(&[
-                    "--add",
-                    "--allow-principal",
-                    "User:alice",
-                    "--producer",
-                    "--topic",
-                    "reference",
-                ]),
-            )],
-        ]),
+            Some(Column::Kafka),
+        ),
         4,
     );
 
@@ -265,50 +273,66 @@ fn three_node_sasl_ssl_cluster_round_trip() {
     let mtls = kafka.client_properties(Listener::Mtls, ADMIN, "");
     let wrong = kafka.client_properties(Listener::SaslSsl, ADMIN, "not-the-password");
     let outcomes = check(
-        run_chains(vec![
-            vec![step(
-                "kafka-console-consumer --group (SASL_SSL, bob)",
-                tools::CONSOLE_CONSUMER,
-                &consume_args(&bootstrap, bob, "reference", Some("reference-readers"), 200),
-            )
-            .check(read_back(&sent))],
-            vec![step(
-                "kafka-topics --describe",
-                tools::TOPICS,
-                &with(&["--describe", "--topic", "reference"]),
-            )
-            .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
-            vec![step(
-                "kafka-console-consumer (mTLS, CN=admin)",
-                tools::CONSOLE_CONSUMER,
-                &consume_args(
-                    &kafka.bootstrap(Listener::Mtls),
-                    mtls.to_str().unwrap(),
-                    "reference",
-                    None,
-                    200,
-                ),
-            )
-            .check(read_back(&sent))],
-            vec![step(
-                "kafka-console-consumer (alice: no Read ACL)",
-                tools::CONSOLE_CONSUMER,
-                &consume_args(&bootstrap, alice, "reference", Some("alice-g"), 1),
-            )
-            .gap("refused, checked below")],
-            vec![step(
-                "kafka-topics --list (wrong password)",
-                tools::TOPICS,
-                &[
-                    "--bootstrap-server",
-                    &bootstrap,
-                    "--command-config",
-                    wrong.to_str().unwrap(),
-                    "--list",
-                ],
-            )
-            .gap("refused, checked below")],
-        ]),
+        run_chains(
+            vec![
+                vec![step(
+                    "kafka-console-consumer --group (SASL_SSL, bob)",
+                    tools::CONSOLE_CONSUMER,
+                    &consume_args(&bootstrap, bob, "reference", Some("reference-readers"), 200),
+                )
+                .check(read_back(&sent))],
+                vec![step(
+                    "kafka-topics --describe",
+                    tools::TOPICS,
+                    &with(&["--describe", "--topic", "reference"]),
+                )
+                .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
+                vec![step(
+                    "kafka-console-consumer (mTLS, CN=admin)",
+                    tools::CONSOLE_CONSUMER,
+                    &consume_args(
+                        &kafka.bootstrap(Listener::Mtls),
+                        mtls.to_str().unwrap(),
+                        "reference",
+                        None,
+                        200,
+                    ),
+                )
+                .check(read_back(&sent))],
+                vec![step(
+                    "kafka-console-consumer (alice: no Read ACL)",
+                    tools::CONSOLE_CONSUMER,
+                    &consume_args(&bootstrap, alice, "reference", Some("alice-g"), 1),
+                )
+                // The console consumer reports the refusal and exits 0.
+                .check(|out| match out.trim() {
+                    "" => Err("nothing read".into()),
+                    _ => Ok(()),
+                })
+                .refused_on(
+                    &[Column::Kafka],
+                    "GroupAuthorizationException",
+                    "no Read ACL on the group",
+                )],
+                vec![step(
+                    "kafka-topics --list (wrong password)",
+                    tools::TOPICS,
+                    &[
+                        "--bootstrap-server",
+                        &bootstrap,
+                        "--command-config",
+                        wrong.to_str().unwrap(),
+                        "--list",
+                    ],
+                )
+                .refused_on(
+                    &[Column::Kafka],
+                    "Authentication failed",
+                    "a wrong password",
+                )],
+            ],
+            Some(Column::Kafka),
+        ),
         5,
     );
     for o in &outcomes {
@@ -345,9 +369,18 @@ struct Step {
     stdin: String,
     /// What stdout must show for the step to count as working.
     check: Check,
-    /// Why the step is expected to fail against Portcullis today (a gap
-    /// that is reported, not asserted), or `None`: it must work.
-    gap: Option<&'static str>,
+    /// A deliberate refusal: the back ends that refuse, what the tool
+    /// prints for it (asserted) and why (the README's table), or `None`:
+    /// the step must work.
+    refused: Option<Refusal>,
+}
+
+#[derive(Clone, Copy)]
+struct Refusal {
+    on: &'static [Column],
+    /// What the tool's output (stdout or stderr) shows for the refusal.
+    shows: &'static str,
+    why: &'static str,
 }
 
 fn step<S: AsRef<str>>(name: &'static str, main: &'static str, args: &[S]) -> Step {
@@ -357,7 +390,7 @@ fn step<S: AsRef<str>>(name: &'static str, main: &'static str, args: &[S]) -> St
         args: args.iter().map(|s| s.as_ref().to_string()).collect(),
         stdin: String::new(),
         check: Box::new(|_| Ok(())),
-        gap: None,
+        refused: None,
     }
 }
 
@@ -384,8 +417,10 @@ impl Step {
         self
     }
 
-    fn gap(mut self, why: &'static str) -> Step {
-        self.gap = Some(why);
+    /// Deliberately refused on the back ends `on`, the tool printing
+    /// `shows`; it must work everywhere else.
+    fn refused_on(mut self, on: &'static [Column], shows: &'static str, why: &'static str) -> Step {
+        self.refused = Some(Refusal { on, shows, why });
         self
     }
 }
@@ -393,7 +428,8 @@ impl Step {
 /// What one step did: the run and the verdict of its check.
 struct Outcome {
     name: &'static str,
-    gap: Option<&'static str>,
+    /// The refusal the step was expected to meet on this back end.
+    refused: Option<Refusal>,
     run: ToolRun,
     verdict: Result<(), String>,
 }
@@ -402,7 +438,7 @@ struct Outcome {
 /// two workers (a tool's JVM start is CPU-bound, the machine has 2 cores
 /// and cargo runs two tests at a time); a chain stops at its first failing
 /// step unless that step is a known gap.
-fn run_chains(chains: Vec<Vec<Step>>) -> Vec<Outcome> {
+fn run_chains(chains: Vec<Vec<Step>>, column: Option<Column>) -> Vec<Outcome> {
     let queue = Mutex::new(VecDeque::from(chains));
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -414,15 +450,34 @@ fn run_chains(chains: Vec<Vec<Step>>) -> Vec<Outcome> {
                 for s in chain {
                     let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
                     let run = run_tool_timeout(s.main, &args, &s.stdin, STEP_TIMEOUT);
-                    let verdict = if run.ok() {
+                    let worked = if run.ok() {
                         (s.check)(&run.stdout)
                     } else {
                         Err(run.error_line())
                     };
-                    let stop = verdict.is_err() && s.gap.is_none();
+                    let refused = s
+                        .refused
+                        .filter(|r| column.is_some_and(|c| r.on.contains(&c)));
+                    let verdict = match refused {
+                        None => worked,
+                        Some(r) if worked.is_ok() => Err(format!(
+                            "works now, but is listed as a deliberate refusal ({}): \
+                             remove it and the README's line",
+                            r.why
+                        )),
+                        Some(r) if format!("{}{}", run.stdout, run.stderr).contains(r.shows) => {
+                            Ok(())
+                        }
+                        Some(r) => Err(format!(
+                            "want the refusal {:?}, got: {}",
+                            r.shows,
+                            run.error_line()
+                        )),
+                    };
+                    let stop = verdict.is_err();
                     outcomes.lock().unwrap().push(Outcome {
                         name: s.name,
-                        gap: s.gap,
+                        refused,
                         run,
                         verdict,
                     });
@@ -436,13 +491,16 @@ fn run_chains(chains: Vec<Vec<Step>>) -> Vec<Outcome> {
     outcomes.into_inner().unwrap()
 }
 
+const BOTH: &[Column] = &[Column::Embedded, Column::Gateway];
+
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Embedded Portcullis (SASL_SSL with SCRAM-SHA-512) and what Kafka's
-/// tools need to reach it as the bootstrap super user `admin`: a client
-/// properties file with a PEM truststore made of `certs/ca.crt`.
+/// A Portcullis back end (SASL_SSL with SCRAM-SHA-512: embedded, or a
+/// gateway in front of a 1-node Kafka) and what Kafka's tools need to reach
+/// it as the bootstrap super user `admin`: a client properties file with a
+/// PEM truststore made of its `certs/ca.crt`.
 struct Target {
-    broker: Broker,
+    backend: Backend,
     bootstrap: String,
     /// The admin's client properties file.
     admin: String,
@@ -450,13 +508,24 @@ struct Target {
 }
 
 impl Target {
-    fn start(name: &str) -> Target {
+    fn start(name: &str, column: Column) -> Target {
         let dir = common::scratch(name);
-        // No initial rebalance delay, as in the Kafka clusters here: a
-        // console consumer's group forms at once.
-        let broker = Broker::start_secure(dir.path(), "groups:\n  initial_rebalance_delay_ms: 0\n");
-        let pw = broker.admin_password.clone().expect("admin password");
-        let ca = broker.ca_file();
+        let at = dir.path().join("broker");
+        let backend = match column {
+            // No initial rebalance delay, as in the Kafka clusters here: a
+            // console consumer's group forms at once.
+            Column::Embedded => {
+                Backend::embedded(&at, "groups:\n  initial_rebalance_delay_ms: 0\n")
+            }
+            Column::Gateway => Backend::gateway(name, &at),
+            Column::Kafka => unreachable!("Kafka's tools against Kafka: the cluster tests above"),
+        };
+        let pw = backend
+            .broker
+            .admin_password
+            .clone()
+            .expect("admin password");
+        let ca = backend.broker.ca_file();
         let admin = dir.path().join("admin.properties");
         let auth = ClientAuth::Scram {
             user: ADMIN,
@@ -468,9 +537,9 @@ impl Target {
         // tools' time.
         common::kafka::cds_flags();
         Target {
-            bootstrap: broker.addr("SASL_SSL").to_string(),
+            bootstrap: backend.broker.addr("SASL_SSL").to_string(),
             admin: admin.to_str().unwrap().to_string(),
-            broker,
+            backend,
             dir,
         }
     }
@@ -507,27 +576,27 @@ impl Target {
     }
 
     /// Runs `phases` one after the other (the chains of each in parallel),
-    /// prints the table of what ran and asserts that everything but the
-    /// known gaps worked.
+    /// prints the table of what ran, asserts that every step worked or met
+    /// its deliberate refusal, and records the run in the README's table.
     fn run(&self, title: &str, phases: Vec<Vec<Vec<Step>>>) {
         let started = Instant::now();
+        let column = self.backend.column;
         let planned: usize = phases.iter().flatten().map(Vec::len).sum();
         let mut outcomes = Vec::new();
         for chains in phases {
-            outcomes.extend(run_chains(chains));
+            outcomes.extend(run_chains(chains, Some(column)));
         }
         let mut table = format!(
-            "Kafka {} {title} against Portcullis (SASL_SSL, SCRAM-SHA-512), {} runs in {:.1?}:\n",
+            "Kafka {} {title} against Portcullis ({column:?}; SASL_SSL, SCRAM-SHA-512), {} runs in {:.1?}:\n",
             common::kafka::version(),
             outcomes.len(),
             started.elapsed()
         );
         for o in &outcomes {
-            let status = match (&o.verdict, o.gap) {
+            let status = match (&o.verdict, o.refused) {
                 (Ok(()), None) => "ok".to_string(),
-                (Ok(()), Some(_)) => "ok (a known gap works now: assert it)".to_string(),
-                (Err(e), Some(why)) => format!("GAP: {why}\n{:>58}{e}", ""),
-                (Err(e), None) => format!("FAILED: {e}"),
+                (Ok(()), Some(r)) => format!("refused as intended: {}", r.shows),
+                (Err(e), _) => format!("FAILED: {e}"),
             };
             table.push_str(&format!(
                 "  {:<48} {:>5.1}s  {status}\n",
@@ -536,31 +605,51 @@ impl Target {
             ));
         }
         eprintln!("{table}");
-        let failed: Vec<&Outcome> = outcomes
-            .iter()
-            .filter(|o| o.gap.is_none() && o.verdict.is_err())
-            .collect();
+        let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.verdict.is_err()).collect();
         if !failed.is_empty() {
             for o in &failed {
                 eprintln!("{}", o.run);
             }
-            eprintln!("{}", common::log_tail(&self.broker, 40));
+            eprintln!("{}", self.backend.logs_tail(40));
             panic!(
-                "Kafka tools failed against Portcullis: {:?}",
+                "Kafka tools failed against Portcullis ({column:?}): {:?}",
                 failed.iter().map(|o| o.name).collect::<Vec<_>>()
             );
         }
         assert_eq!(outcomes.len(), planned, "a chain stopped early");
+        let cells: Vec<(String, Cell)> = outcomes
+            .iter()
+            .map(|o| {
+                let cell = match o.refused {
+                    None => Cell::Works,
+                    Some(r) => Cell::Refused(format!("`{}`", r.shows)),
+                };
+                (format!("`{}`", o.name), cell)
+            })
+            .collect();
+        compat::record(
+            &format!("Kafka tools {} ({title})", common::kafka::version()),
+            column,
+            &cells,
+            true,
+        );
     }
 }
 
-/// Kafka's data-path tools against embedded Portcullis: topics, the
-/// console producer and a consumer group, the group and offset tools, the
-/// perf tests, partitions added, the topic deleted. All asserted, output
-/// included.
 #[test]
 fn kafka_data_tools_against_portcullis() {
-    let t = Target::start("kafka-data-tools");
+    data_tools(&Target::start("kafka-data-tools", Column::Embedded));
+}
+
+#[test]
+fn kafka_data_tools_through_gateway() {
+    data_tools(&Target::start("kafka-data-tools-gw", Column::Gateway));
+}
+
+/// Kafka's data-path tools: topics, the console producer and a consumer
+/// group, the group and offset tools, the perf tests, partitions added,
+/// the topic deleted. All asserted, output included.
+fn data_tools(t: &Target) {
     let sent = records("", 100);
     let offsets = t.dir.path().join("delete-records.json");
     std::fs::write(
@@ -719,15 +808,22 @@ fn kafka_data_tools_against_portcullis() {
     );
 }
 
-/// Kafka's admin tools against embedded Portcullis: configs (topics,
-/// brokers, SCRAM users), ACLs, transactions, cluster id, API versions.
-/// What works is asserted; the known gaps (APIs Portcullis does not
-/// implement) run too and are reported in the table this test prints.
 #[test]
 fn kafka_admin_tools_against_portcullis() {
-    let t = Target::start("kafka-admin-tools");
+    admin_tools(&Target::start("kafka-admin-tools", Column::Embedded));
+}
+
+#[test]
+fn kafka_admin_tools_through_gateway() {
+    admin_tools(&Target::start("kafka-admin-tools-gw", Column::Gateway));
+}
+
+/// Kafka's admin tools: configs (topics, brokers, SCRAM users), ACLs,
+/// transactions, cluster id, API versions, quotas, log dirs, the quorum.
+/// Each works or meets its deliberate refusal.
+fn admin_tools(t: &Target) {
     let carol = t.dir.path().join("carol.properties");
-    let ca = t.broker.ca_file();
+    let ca = t.backend.broker.ca_file();
     let carol_auth = ClientAuth::Scram {
         user: "carol",
         password: "carol-Kafka-Secret-3",
@@ -841,29 +937,33 @@ fn kafka_admin_tools_against_portcullis() {
         )
         .shows(&["Produce(0)", "Fetch(1)", "SaslAuthenticate(36)"]),
     ];
-    let gaps = vec![
+    let refusals = vec![
         step(
             "kafka-configs --describe users",
             tools::CONFIGS,
             &t.with(&["--describe", "--entity-type", "users"]),
         )
-        .gap("DescribeClientQuotas (API 48) is not implemented; kafka-configs asks for quotas and SCRAM credentials together"),
+        .refused_on(BOTH, "UnsupportedVersionException", "DescribeClientQuotas"),
         step(
             "kafka-metadata-quorum describe --status",
             tools::METADATA_QUORUM,
             &t.with(&["describe", "--status"]),
         )
-        .gap("DescribeQuorum (API 55): Portcullis has no KRaft quorum"),
+        .refused_on(
+            BOTH,
+            "UnsupportedVersionException",
+            "DescribeQuorum (API 55): Portcullis has no KRaft quorum",
+        ),
         step(
             "kafka-log-dirs --describe",
             tools::LOG_DIRS,
             &t.with(&["--describe"]),
         )
-        .gap("DescribeLogDirs (API 35) is not implemented"),
+        .refused_on(BOTH, "UnsupportedVersionException", "DescribeLogDirs"),
     ];
     t.run(
         "admin tools",
-        vec![vec![topic_configs, scram, acls, cluster, gaps]],
+        vec![vec![topic_configs, scram, acls, cluster, refusals]],
     );
 }
 
@@ -989,48 +1089,51 @@ fn gateway_in_front_of_three_node_cluster() {
         .map(|s| s.to_string())
         .collect()
     };
-    let outcomes = run_chains(vec![
-        vec![step(
-            "kafka-topics --describe (Kafka)",
-            tools::TOPICS,
-            &with(&["--describe", "--topic", "through-gateway"]),
-        )
-        .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
-        vec![step(
-            "kafka-get-offsets (Kafka)",
-            tools::GET_OFFSETS,
-            &with(&["--topic", "through-gateway"]),
-        )
-        .check(|out| {
-            let total: i64 = out
-                .lines()
-                .filter_map(|l| l.rsplit(':').next()?.parse::<i64>().ok())
-                .sum();
-            if total == 300 {
-                Ok(())
-            } else {
-                Err(format!("end offsets add up to {total}, not 300"))
-            }
-        })],
-        vec![step(
-            "kafka-consumer-groups --describe (Kafka)",
-            tools::CONSUMER_GROUPS,
-            &with(&["--describe", "--group", "gw-readers"]),
-        )
-        .check(|out| {
-            let committed: i64 = out
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .filter(|f| f.first() == Some(&"gw-readers"))
-                .filter_map(|f| f.get(3)?.parse::<i64>().ok())
-                .sum();
-            if committed == 300 {
-                Ok(())
-            } else {
-                Err(format!("committed offsets add up to {committed}, not 300"))
-            }
-        })],
-    ]);
+    let outcomes = run_chains(
+        vec![
+            vec![step(
+                "kafka-topics --describe (Kafka)",
+                tools::TOPICS,
+                &with(&["--describe", "--topic", "through-gateway"]),
+            )
+            .shows(&["PartitionCount: 3", "ReplicationFactor: 3"])],
+            vec![step(
+                "kafka-get-offsets (Kafka)",
+                tools::GET_OFFSETS,
+                &with(&["--topic", "through-gateway"]),
+            )
+            .check(|out| {
+                let total: i64 = out
+                    .lines()
+                    .filter_map(|l| l.rsplit(':').next()?.parse::<i64>().ok())
+                    .sum();
+                if total == 300 {
+                    Ok(())
+                } else {
+                    Err(format!("end offsets add up to {total}, not 300"))
+                }
+            })],
+            vec![step(
+                "kafka-consumer-groups --describe (Kafka)",
+                tools::CONSUMER_GROUPS,
+                &with(&["--describe", "--group", "gw-readers"]),
+            )
+            .check(|out| {
+                let committed: i64 = out
+                    .lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                    .filter(|f| f.first() == Some(&"gw-readers"))
+                    .filter_map(|f| f.get(3)?.parse::<i64>().ok())
+                    .sum();
+                if committed == 300 {
+                    Ok(())
+                } else {
+                    Err(format!("committed offsets add up to {committed}, not 300"))
+                }
+            })],
+        ],
+        None,
+    );
     for o in &outcomes {
         eprintln!(
             "  {:<44} {:>5.1}s  {:?}",

@@ -5,9 +5,8 @@ use crate::audit::coalesce::CodeSink;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, RequestKind, ResponseKind,
+    DescribeClusterRequest, MetadataRequest, RequestKind, ResponseKind,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::plan::{Fix, Fixup, Plan};
@@ -167,18 +166,12 @@ pub fn metadata(ctx: &RequestContext<'_>, mut r: MetadataRequest) -> Plan {
     }
 }
 
-pub fn describe_cluster(ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> Plan {
-    if !ctx.authorize_cluster(Operation::Describe) {
-        return Plan::local(ResponseKind::DescribeCluster(
-            DescribeClusterResponse::default()
-                .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "Cluster authorization failed.",
-                )))
-                .with_controller_id((-1).into())
-                .with_cluster_authorized_operations(OPERATIONS_UNKNOWN),
-        ));
-    }
+/// DescribeCluster is answered for every logged-in client, as Kafka does
+/// (it reveals what Metadata already does: brokers and the cluster id).
+/// Kafka's Java `Admin` (3.7+) sends it before `describeTopics`, so a
+/// refusal here would break `kafka-topics --describe` for ordinary users.
+/// Only the cluster's authorized operations depend on the caller's rights.
+pub fn describe_cluster(_ctx: &RequestContext<'_>, r: DescribeClusterRequest) -> Plan {
     let include = r.include_cluster_authorized_operations;
     let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
         if let ResponseKind::DescribeCluster(d) = resp {

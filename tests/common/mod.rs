@@ -127,15 +127,18 @@ impl Broker {
     /// credential store at `dir/credentials.yaml`.
     pub fn start_listeners(dir: &Path, protocols: &[&str], extra_yaml: &str) -> Broker {
         let secure = protocols.iter().any(|p| *p != "PLAINTEXT");
+        // A top-level key of `extra_yaml` (a gateway's `gateway.sasl` or
+        // `gateway.tls` is not the broker's own).
+        let has = |key: &str| extra_yaml.lines().any(|l| l.strip_prefix(key) == Some(":"));
         let mut yaml = String::new();
-        if secure && !extra_yaml.contains("\ntls:") && !extra_yaml.starts_with("tls:") {
+        if secure && !has("tls") {
             let certs = dir.join("certs");
             yaml.push_str(&format!(
                 "tls:\n  cert: {c}/server.crt\n  key: {c}/server.key\ncerts:\n  dir: {c}\n  auto_generate: true\n",
                 c = certs.display()
             ));
         }
-        if !extra_yaml.contains("acl:") {
+        if !has("acl") {
             // Tests that are not about ACLs get a permissive rule set: any
             // principal may do anything to topics, groups and transactional
             // ids; cluster operations still need a super user or a rule.
@@ -148,13 +151,13 @@ impl Broker {
             .unwrap();
             yaml.push_str(&format!("acl:\n  file: {}\n", acl.display()));
         }
-        if !extra_yaml.contains("audit:") {
+        if !has("audit") {
             yaml.push_str(&format!(
                 "audit:\n  file: {}\n",
                 dir.join("audit/audit.log").display()
             ));
         }
-        if !extra_yaml.contains("sasl:") {
+        if !has("sasl") {
             yaml.push_str(&format!(
                 "sasl:\n  credentials: {}\n",
                 dir.join("credentials.yaml").display()

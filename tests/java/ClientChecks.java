@@ -1138,8 +1138,19 @@ public class ClientChecks {
             need(id != null && !id.isEmpty(), "cluster id " + id);
             need(!nodes.isEmpty(), "no nodes");
             Set<String> addrs = nodes.stream().map(n -> n.host() + ":" + n.port()).collect(Collectors.toSet());
-            need(List.of(bootstrap.split(",")).stream().anyMatch(addrs::contains),
-                    "nodes " + addrs + " do not include the bootstrap address " + bootstrap);
+            // The bootstrap address need not be a node (a gateway's is not:
+            // each upstream broker has its own port), but every node
+            // address must be one a client can use: each, as the only
+            // bootstrap address, reaches the same cluster.
+            for (String addr : addrs) {
+                step("describeCluster with bootstrap.servers=" + addr);
+                Properties p = adminProps();
+                p.put("bootstrap.servers", addr);
+                try (Admin n = admin(p)) {
+                    String other = get(n.describeCluster().clusterId());
+                    need(id.equals(other), "node " + addr + " answers cluster id " + other + ", not " + id);
+                }
+            }
             need(controller != null && !controller.isEmpty(), "controller " + controller);
             return "cluster " + id + ", nodes " + addrs + ", controller " + controller.id();
         }
@@ -1147,9 +1158,8 @@ public class ClientChecks {
 
     /**
      * includeAuthorizedOperations: what the caller may do to the cluster, a
-     * topic, a group. The user gets DESCRIBE on the cluster for the check
-     * (Admin.describeTopics calls DescribeCluster first; see
-     * probe_describe_topics_as_user), removed at the end.
+     * topic, a group. The user gets DESCRIBE on the cluster for the check,
+     * removed at the end.
      */
     static String adminAuthorizedOperations() throws Exception {
         String topic = "java-authz-ops";
