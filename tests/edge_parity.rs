@@ -538,6 +538,40 @@ fn send_everything(p: &mut Parity<'_>) {
         0,
         DescribeUserScramCredentialsRequest::default().with_users(None),
     );
+
+    // --- Describing the cluster: DescribeCluster is answered for any
+    // logged-in client (as Kafka does); log dirs and client quotas need
+    // DESCRIBE / DESCRIBE_CONFIGS on the cluster, which alice lacks.
+    let cluster = p.same(
+        "DescribeCluster (non-super)",
+        1,
+        DescribeClusterRequest::default(),
+    );
+    assert_eq!(
+        cluster.map(|r| r.error_code),
+        Some(0),
+        "DescribeCluster as alice"
+    );
+    let dirs = p.same(
+        "DescribeLogDirs all (non-super)",
+        4,
+        DescribeLogDirsRequest::default().with_topics(None),
+    );
+    assert_eq!(
+        dirs.map(|r| (r.error_code, r.results.len())),
+        Some((31, 0)),
+        "DescribeLogDirs as alice: CLUSTER_AUTHORIZATION_FAILED, no log dir"
+    );
+    let quotas = p.same(
+        "DescribeClientQuotas (non-super)",
+        1,
+        DescribeClientQuotasRequest::default(),
+    );
+    assert_eq!(
+        quotas.map(|r| (r.error_code, r.entries.is_none())),
+        Some((31, true)),
+        "DescribeClientQuotas as alice: CLUSTER_AUTHORIZATION_FAILED"
+    );
 }
 
 #[test]

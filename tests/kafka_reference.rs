@@ -858,6 +858,16 @@ fn admin_tools(t: &Target) {
             ]),
         )
         .shows(&["retention.ms=3600000"]),
+        step(
+            "kafka-log-dirs --describe",
+            tools::LOG_DIRS,
+            &t.with(&["--describe", "--topic-list", "configs"]),
+        )
+        .shows(&[
+            "\"logDir\":",
+            "\"partition\":\"configs-0\"",
+            "\"error\":null",
+        ]),
     ];
     let scram = vec![
         step(
@@ -886,6 +896,12 @@ fn admin_tools(t: &Target) {
                 "--list",
             ],
         ),
+        step(
+            "kafka-configs --describe users",
+            tools::CONFIGS,
+            &t.with(&["--describe", "--entity-type", "users"]),
+        )
+        .shows(&["SCRAM credential configs for user-principal 'carol' are SCRAM-SHA-512"]),
     ];
     let acls = vec![
         step(
@@ -937,30 +953,17 @@ fn admin_tools(t: &Target) {
         )
         .shows(&["Produce(0)", "Fetch(1)", "SaslAuthenticate(36)"]),
     ];
-    let refusals = vec![
-        step(
-            "kafka-configs --describe users",
-            tools::CONFIGS,
-            &t.with(&["--describe", "--entity-type", "users"]),
-        )
-        .refused_on(BOTH, "UnsupportedVersionException", "DescribeClientQuotas"),
-        step(
-            "kafka-metadata-quorum describe --status",
-            tools::METADATA_QUORUM,
-            &t.with(&["describe", "--status"]),
-        )
-        .refused_on(
-            BOTH,
-            "UnsupportedVersionException",
-            "DescribeQuorum (API 55): Portcullis has no KRaft quorum",
-        ),
-        step(
-            "kafka-log-dirs --describe",
-            tools::LOG_DIRS,
-            &t.with(&["--describe"]),
-        )
-        .refused_on(BOTH, "UnsupportedVersionException", "DescribeLogDirs"),
-    ];
+    let refusals = vec![step(
+        "kafka-metadata-quorum describe --status",
+        tools::METADATA_QUORUM,
+        &t.with(&["describe", "--status"]),
+    )
+    .refused_on(
+        BOTH,
+        "UnsupportedVersionException",
+        "DescribeQuorum (API 55): Portcullis is not a KRaft voter; a gateway's upstream \
+         quorum is described at the upstream",
+    )];
     t.run(
         "admin tools",
         vec![vec![topic_configs, scram, acls, cluster, refusals]],

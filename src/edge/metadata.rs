@@ -1,11 +1,13 @@
-//! Metadata and DescribeCluster. Broker addresses are rewritten elsewhere
-//! (`gateway::rewrite`); here: which topics the client may see.
+//! Metadata, DescribeCluster and DescribeLogDirs: describing the cluster.
+//! Broker addresses are rewritten elsewhere (`gateway::rewrite`); here:
+//! which topics the client may see.
 
 use crate::audit::coalesce::CodeSink;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, MetadataRequest, RequestKind, ResponseKind,
+    DescribeClusterRequest, DescribeLogDirsRequest, DescribeLogDirsResponse, MetadataRequest,
+    RequestKind, ResponseKind,
 };
 use kafka_protocol::ResponseError;
 
@@ -189,6 +191,23 @@ pub fn describe_cluster(_ctx: &RequestContext<'_>, r: DescribeClusterRequest) ->
     }
 }
 
+/// DescribeLogDirs needs DESCRIBE on the cluster, as in Kafka, which then
+/// answers for every partition asked (no per-topic check). Refused: no log
+/// dirs and, from v3, the top-level CLUSTER_AUTHORIZATION_FAILED.
+pub fn describe_log_dirs(ctx: &RequestContext<'_>, r: DescribeLogDirsRequest) -> Plan {
+    if !ctx.authorize_cluster(Operation::Describe) {
+        return Plan::local(ResponseKind::DescribeLogDirs(
+            DescribeLogDirsResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
+        ));
+    }
+    Plan::Forward {
+        body: RequestKind::DescribeLogDirs(r),
+        changed: false,
+        fix: None,
+    }
+}
+
 /// The code the client got for each topic it named.
 pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
     if let ResponseKind::Metadata(r) = resp {
@@ -200,10 +219,11 @@ pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
     }
 }
 
-/// DescribeCluster's single code.
+/// DescribeCluster's and DescribeLogDirs' single code.
 pub(super) fn top_code(resp: &ResponseKind) -> Option<i16> {
     match resp {
         ResponseKind::DescribeCluster(r) => Some(r.error_code),
+        ResponseKind::DescribeLogDirs(r) => Some(r.error_code),
         _ => None,
     }
 }

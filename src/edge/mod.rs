@@ -18,6 +18,7 @@ pub mod errors;
 mod groups;
 mod metadata;
 pub mod plan;
+mod quotas;
 pub mod refusals;
 mod response;
 pub mod sasl;
@@ -186,6 +187,9 @@ pub async fn handle_frame(
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(scram_credentials::alter(&ctx, r))
         }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(quotas::describe(&ctx, r))
+        }
         body => return through_backend(&ctx, &*edge.backend, frame, body).await,
     };
     flush_audit(broker, &ctx, Some(&local)).await;
@@ -307,6 +311,7 @@ fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> P
         R::DeleteRecords(r) => data::delete_records(ctx, r),
         R::Metadata(r) => metadata::metadata(ctx, r),
         R::DescribeCluster(r) => metadata::describe_cluster(ctx, r),
+        R::DescribeLogDirs(r) => metadata::describe_log_dirs(ctx, r),
         R::CreateTopics(r) => admin::create_topics(ctx, r),
         R::DeleteTopics(r) => admin::delete_topics(ctx, backend, r),
         R::CreatePartitions(r) => admin::create_partitions(ctx, r),
@@ -351,4 +356,5 @@ fn top_code(resp: &ResponseKind) -> Option<i16> {
         .or_else(|| metadata::top_code(resp))
         .or_else(|| acls::top_code(resp))
         .or_else(|| scram_credentials::top_code(resp))
+        .or_else(|| quotas::top_code(resp))
 }

@@ -55,6 +55,8 @@ pub const SUPPORTED: &[Api] = &[
     api(ApiKey::CreatePartitions, 0, 3, Served::Backend, true),
     api(ApiKey::IncrementalAlterConfigs, 0, 1, Served::Backend, true),
     api(ApiKey::DescribeCluster, 0, 2, Served::Backend, false),
+    api(ApiKey::DescribeLogDirs, 1, 4, Served::Backend, false),
+    api(ApiKey::DescribeClientQuotas, 0, 1, Served::Edge, false),
     api(ApiKey::SaslHandshake, 0, 1, Served::Edge, false),
     api(ApiKey::SaslAuthenticate, 0, 2, Served::Edge, false),
     api(
@@ -204,6 +206,8 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
+            ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::VERSIONS,
             ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
             ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
             ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,

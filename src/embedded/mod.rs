@@ -6,6 +6,7 @@ pub mod configs;
 pub mod fetch;
 pub mod group_offsets;
 pub mod groups;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -55,6 +56,9 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle_metadata(ctx, r)),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::handle_describe_cluster(ctx, r))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(log_dirs::describe(ctx, r))
         }
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(ctx, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(ctx, r)),

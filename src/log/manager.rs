@@ -103,6 +103,12 @@ impl LogManager {
     }
 
     /// The shared cache of open segment files.
+    /// The directory holding every partition's directory: the one log dir
+    /// DescribeLogDirs reports.
+    pub fn topics_dir(&self) -> &Path {
+        &self.topics_dir
+    }
+
     pub fn files(&self) -> &Arc<FileCache> {
         &self.files
     }
