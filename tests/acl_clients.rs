@@ -289,6 +289,23 @@ fn acl_apis_round_trip_through_the_file() {
     );
 }
 
+/// KIP-430 authorized operations through librdkafka's admin API, computed
+/// from the ACLs in force for each caller (issue #15 item 2); bob, with no
+/// rule, gets the refusal codes.
+#[test]
+fn authorized_operations_follow_the_callers_acls() {
+    let b = AclBroker::start(
+        "acl-authz-ops",
+        Some(&rules_file(&[
+            r#"{allow: "User:alice", operations: [read, write], topic: "*"}"#,
+            r#"{allow: "User:alice", operations: [read], group: "ops-g"}"#,
+        ])),
+        &["alice", "bob"],
+        false,
+    );
+    b.run("acl_authorized_ops.py");
+}
+
 // ---------------------------------------------------------------------------
 // 9: cluster-level operations
 // ---------------------------------------------------------------------------

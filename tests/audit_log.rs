@@ -12,8 +12,8 @@
 //! - the audit topic: readable by super users only.
 //!
 //! Each test has its own scratch directory and broker. The Python side
-//! lives in `tests/python/audit_*.py`. At the end, `known_bug_*` tests
-//! (ignored) reproduce broker bugs found on the way; they pass once fixed.
+//! lives in `tests/python/audit_*.py`. At the end, regression tests for
+//! broker bugs found on the way (each fails if its bug comes back).
 
 mod common;
 
@@ -1191,8 +1191,8 @@ fn rotation_under_load_keeps_every_record() {
     let load_secs = load_started.elapsed().as_secs_f64();
     drop(p);
     // Both connections are closed; stop only once the broker has recorded
-    // that, so no connection_closed races the shutdown (see the ignored
-    // test `known_bug_records_after_broker_stop`).
+    // that, so no connection_closed races the shutdown (see
+    // `requests_served_during_shutdown_are_recorded`).
     wait_record(&t.log, "both connection_closed records", |recs| {
         let closed = |port: i64| {
             recs.iter()
@@ -1716,10 +1716,11 @@ fn authorization_records_of(recs: &[Value], port: i64, corr: i64) -> Vec<&Value>
         .collect()
 }
 
-/// One Fetch request, one record: a long-polling Fetch is re-authorized
-/// (and re-recorded) every time an append anywhere on the broker wakes it.
+/// One Fetch request, one record: a long-polling Fetch must not be
+/// re-authorized (and re-recorded) every time an append anywhere on the
+/// broker wakes it.
 #[test]
-fn known_bug_long_poll_fetch_records_one_decision_per_wakeup() {
+fn long_poll_fetch_records_one_decision_not_one_per_wakeup() {
     let t = plaintext_setup(
         "audit-bug-fetch",
         "rules:\n  - {allow: \"User:ANONYMOUS\", operations: [all], topic: \"*\"}\n",
@@ -1769,7 +1770,7 @@ fn known_bug_long_poll_fetch_records_one_decision_per_wakeup() {
 /// A CreateTopics that the topic-level rule allows must not leave a
 /// refusal in the log: the client got 0, not CLUSTER_AUTHORIZATION_FAILED.
 #[test]
-fn known_bug_create_topics_records_a_refusal_that_did_not_happen() {
+fn allowed_create_topics_records_no_refusal() {
     let t = plaintext_setup(
         "audit-bug-create",
         "rules:\n  - {allow: \"User:ANONYMOUS\", operations: [all], topic: made}\n",
@@ -1791,10 +1792,11 @@ fn known_bug_create_topics_records_a_refusal_that_did_not_happen() {
 }
 
 /// A super user tailing the audit topic on an otherwise idle broker with
-/// `allow_level: all`: each Fetch's own allow record is appended to the
-/// topic, which answers the next Fetch at once, which makes another record.
+/// `allow_level: all` must not make a loop where each Fetch's own allow
+/// record, appended to the topic, answers the next Fetch at once, which
+/// makes another record.
 #[test]
-fn known_bug_tailing_the_audit_topic_feeds_itself() {
+fn tailing_the_audit_topic_does_not_feed_itself() {
     let t = plaintext_setup(
         "audit-bug-loop",
         "rules: []\n",
@@ -1855,7 +1857,7 @@ fn known_bug_tailing_the_audit_topic_feeds_itself() {
 /// (`when_full: block`: "no record is ever lost"), and nothing may follow
 /// `broker_stop`.
 #[test]
-fn known_bug_requests_served_during_shutdown_are_not_recorded() {
+fn requests_served_during_shutdown_are_recorded() {
     let mut t = plaintext_setup("audit-bug-shutdown", "rules: []\n", "", "");
     let addr = t.broker.bootstrap.clone();
     let hammers: Vec<_> = (0..4)
@@ -1913,7 +1915,7 @@ fn known_bug_requests_served_during_shutdown_are_not_recorded() {
 /// `broker_start` names the listeners; with port 0 in the config it
 /// should name the port actually bound.
 #[test]
-fn known_bug_broker_start_names_port_zero() {
+fn broker_start_names_the_bound_port() {
     let t = plaintext_setup("audit-bug-start", "rules: []\n", "", "");
     let r = wait_record(&t.log, "broker_start", |recs| {
         recs.iter()
@@ -1926,7 +1928,7 @@ fn known_bug_broker_start_names_port_zero() {
 
 /// `audit tail --since` must reject what it cannot parse, not panic.
 #[test]
-fn known_bug_audit_tail_since_panics() {
+fn audit_tail_since_rejects_what_it_cannot_parse() {
     let dir = scratch("audit-bug-since");
     let log = dir.path().join("audit.log");
     std::fs::write(

@@ -365,3 +365,244 @@ fn retention_deletes_old_segments() {
     let recs = consume_all(&broker.bootstrap, "big", 1, (300 - low) as usize);
     assert_eq!(recs[0].1, low);
 }
+
+/// The codec of every batch stored for `topic` (its partition directories'
+/// segment files, read from disk).
+fn stored_codecs(data: &std::path::Path, topic: &str) -> Vec<i16> {
+    let mut codecs = Vec::new();
+    // topics/<topic>/<partition>/<base offset>.log
+    for d in std::fs::read_dir(data.join("topics").join(topic))
+        .unwrap()
+        .flatten()
+    {
+        if !d.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                let b = std::fs::read(f.path()).unwrap();
+                let mut at = 0;
+                while at + 61 <= b.len() {
+                    let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+                    codecs.push(i16::from_be_bytes([b[at + 21], b[at + 22]]) & 0x07);
+                    at += 12 + len;
+                }
+            }
+        }
+    }
+    codecs
+}
+
+/// A topic's `compression.type` (Kafka's semantics): batches the producers
+/// sent with every codec are stored in the topic's codec, and read back
+/// identical (keys, values, headers, offsets) by librdkafka; `producer`
+/// keeps each batch as sent.
+#[test]
+fn topic_compression_type_recompresses_every_codec() {
+    let dir = scratch("compression-type");
+    let broker = Broker::start(dir.path(), "");
+    let b = &broker.bootstrap;
+    let producer_codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let targets = [
+        ("uncompressed", 0),
+        ("gzip", 1),
+        ("snappy", 2),
+        ("lz4", 3),
+        ("zstd", 4),
+        ("producer", -1),
+    ];
+    let per_codec = 40;
+    for (target, want) in targets {
+        let topic = format!("codec-{target}");
+        create_topic(b, &topic, 1, &[("compression.type", target)]);
+        for (ci, codec) in producer_codecs.iter().enumerate() {
+            let p = producer(b, "all", &[("compression.codec", codec)]);
+            for i in 0..per_codec {
+                let n = ci * per_codec + i;
+                let key = format!("k{n}");
+                let value = value_for(n);
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "codec",
+                    value: Some(codec.as_bytes()),
+                });
+                p.send(
+                    BaseRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value)
+                        .headers(headers),
+                )
+                .unwrap();
+            }
+            p.flush(Duration::from_secs(60)).unwrap();
+            assert_eq!(
+                p.context().1.lock().map(|e| *e).unwrap(),
+                0,
+                "{topic}: deliveries failed for producer codec {codec}"
+            );
+        }
+        let total = producer_codecs.len() * per_codec;
+        let got = consume_all(b, &topic, 1, total);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.1, i as i64, "{topic}: offsets in order");
+            assert_eq!(r.2, format!("k{i}").into_bytes(), "{topic}: key at {i}");
+            assert_eq!(r.3, value_for(i), "{topic}: value at {i}");
+            let codec = producer_codecs[i / per_codec];
+            assert_eq!(
+                r.4,
+                vec![("codec".to_string(), codec.as_bytes().to_vec())],
+                "{topic}: headers at {i}"
+            );
+        }
+        let stored = stored_codecs(&dir.path().join("data"), &topic);
+        assert!(!stored.is_empty(), "{topic}: no stored batch found");
+        if want >= 0 {
+            assert!(
+                stored.iter().all(|c| *c == want),
+                "{topic}: stored codecs {stored:?}, want all {want}"
+            );
+        } else {
+            let kinds: std::collections::BTreeSet<i16> = stored.iter().copied().collect();
+            assert_eq!(
+                kinds,
+                (0..5).collect(),
+                "{topic}: `producer` keeps each batch's own codec"
+            );
+        }
+        eprintln!("{topic}: {total} records from 5 producer codecs, stored {stored:?}");
+    }
+    // An unknown value is refused by name.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let res = rt
+        .block_on(
+            admin(b).create_topics(
+                &[NewTopic::new("codec-bad", 1, TopicReplication::Fixed(1))
+                    .set("compression.type", "brotli")],
+                &AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    match &res[0] {
+        Err((_, code)) => assert_eq!(
+            *code,
+            rdkafka::types::RDKafkaErrorCode::InvalidConfig,
+            "compression.type=brotli"
+        ),
+        Ok(t) => panic!("compression.type=brotli created {t}"),
+    }
+}
+
+/// The legacy AlterConfigs (API 33) through librdkafka's `alter_configs`:
+/// the topic's configs become exactly those sent (the others return to
+/// their defaults), a bad value changes nothing.
+#[test]
+fn legacy_alter_configs_replaces_a_topics_configs() {
+    use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
+    let dir = scratch("legacy-alter-configs");
+    let broker = Broker::start(dir.path(), "");
+    let b = &broker.bootstrap;
+    create_topic(
+        b,
+        "legacy",
+        1,
+        &[("retention.ms", "5000"), ("segment.bytes", "65536")],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = admin(b);
+    let describe = || -> HashMap<String, (Option<String>, ConfigSource)> {
+        let res = rt
+            .block_on(
+                a.describe_configs(&[ResourceSpecifier::Topic("legacy")], &AdminOptions::new()),
+            )
+            .unwrap();
+        let r = res.into_iter().next().unwrap().expect("describe_configs");
+        r.entries
+            .into_iter()
+            .map(|e| (e.name, (e.value, e.source)))
+            .collect()
+    };
+    let before = describe();
+    assert_eq!(before["retention.ms"].0.as_deref(), Some("5000"));
+
+    let alter = |k: &str, v: &str| {
+        rt.block_on(a.alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic("legacy")).set(k, v)],
+            &AdminOptions::new(),
+        ))
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
+    };
+    alter("retention.bytes", "123456").expect("legacy alter_configs");
+    let after = describe();
+    assert_eq!(after["retention.bytes"].0.as_deref(), Some("123456"));
+    assert_eq!(after["retention.bytes"].1, ConfigSource::DynamicTopic);
+    // Left out of the request: back to the defaults.
+    assert_eq!(
+        after["retention.ms"].1,
+        ConfigSource::Default,
+        "{:?}",
+        after["retention.ms"]
+    );
+    assert_eq!(
+        after["segment.bytes"].1,
+        ConfigSource::Default,
+        "{:?}",
+        after["segment.bytes"]
+    );
+
+    // librdkafka reports the refusal, but the rdkafka crate drops
+    // per-resource errors of AlterConfigs: the code is read from the raw
+    // answer.
+    let code = legacy_alter_raw(&broker, "legacy", "retention.bytes", "not-a-number");
+    assert_eq!(code, 40, "INVALID_CONFIG for a bad value");
+    assert_eq!(
+        describe()["retention.bytes"].0.as_deref(),
+        Some("123456"),
+        "a refused request changes nothing"
+    );
+    assert_eq!(
+        legacy_alter_raw(&broker, "no-such-topic", "retention.ms", "1"),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+}
+
+/// One legacy AlterConfigs (v1) of one topic config on a new connection;
+/// the resource's error code.
+fn legacy_alter_raw(broker: &Broker, topic: &str, key: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::{
+        AlterConfigsRequest, AlterConfigsResponse, ApiKey, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let req = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(s(topic))
+        .with_configs(vec![AlterableConfig::default()
+            .with_name(s(key))
+            .with_value(Some(s(value)))])]);
+    let version = 1;
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::AlterConfigs as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .encode(
+            &mut buf,
+            ApiKey::AlterConfigs.request_header_version(version),
+        )
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    let mut conn = broker.connect();
+    let body = common::raw_request(&mut conn, &buf).expect("an answer");
+    let mut body = bytes::Bytes::from(body);
+    ResponseHeader::decode(
+        &mut body,
+        ApiKey::AlterConfigs.response_header_version(version),
+    )
+    .unwrap();
+    let resp = AlterConfigsResponse::decode(&mut body, version).unwrap();
+    resp.responses[0].error_code
+}

@@ -251,6 +251,16 @@ fn expired_empty_group_is_forgotten() {
     run_script(&broker, "group_retention.py", &[&broker.bootstrap, "group"]);
 }
 
+/// Static membership fencing: a second librdkafka consumer with the same
+/// group.instance.id takes the first one's place; the first gets the fatal
+/// FENCED_INSTANCE_ID within one session timeout and never gets anything
+/// back, the coordinator never lists two members (issue #15 item 1).
+#[test]
+fn duplicate_static_member_is_fenced_fatally() {
+    let (_dir, broker) = start("cg-static-fence");
+    run_script(&broker, "group_static_fencing.py", &[&broker.bootstrap]);
+}
+
 // ---------------------------------------------------------------------- 8
 
 fn encode_request<Q: Encodable>(api: ApiKey, version: i16, corr: i32, req: &Q) -> Vec<u8> {

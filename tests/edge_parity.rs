@@ -384,6 +384,29 @@ fn send_everything(p: &mut Parity<'_>) {
                     .with_value(Some(s("1000")))]),
         ]),
     );
+    let legacy = p.same(
+        "AlterConfigs (legacy) allowed-t + denied-t",
+        2,
+        AlterConfigsRequest::default().with_resources(
+            both_topics()
+                .iter()
+                .map(|n| {
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s(n))
+                        .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("1000")))])
+                })
+                .collect(),
+        ),
+    );
+    // alice has no ALTER_CONFIGS on either topic.
+    assert_eq!(
+        legacy.map(|r| r.responses.iter().map(|t| t.error_code).collect::<Vec<_>>()),
+        Some(vec![29, 29]),
+        "legacy AlterConfigs as alice"
+    );
 
     // --- Groups
     p.same(

@@ -1,7 +1,8 @@
 //! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-//! IncrementalAlterConfigs.
+//! IncrementalAlterConfigs and the legacy AlterConfigs.
 
 use crate::audit::coalesce::CodeSink;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as LegacyAlterResult;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -9,9 +10,10 @@ use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -295,12 +297,9 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
                 .with_resource_name(res.resource_name)
         },
     );
-    let validate_only = r.validate_only;
-    let asked: Vec<(String, Vec<String>)> = r
-        .resources
-        .iter()
-        .filter(|res| res.resource_type == RESOURCE_TOPIC)
-        .map(|res| {
+    let asked = topic_changes(
+        r.validate_only,
+        r.resources.iter().map(|res| {
             let changes = res
                 .configs
                 .iter()
@@ -312,9 +311,9 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
                     )
                 })
                 .collect();
-            (res.resource_name.to_string(), changes)
-        })
-        .collect();
+            (res.resource_type, res.resource_name.to_string(), changes)
+        }),
+    );
     refuse_or_forward!(
         IncrementalAlterConfigs,
         IncrementalAlterConfigsResponse,
@@ -324,25 +323,101 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
         r
     )
     .recording(move |resp, ctx| {
-        let ResponseKind::IncrementalAlterConfigs(resp) = resp else {
-            return;
-        };
-        for (name, changes) in asked.into_iter().filter(|_| !validate_only) {
-            let done = resp.responses.iter().any(|t| {
-                t.resource_type == RESOURCE_TOPIC
-                    && t.resource_name.as_str() == name
-                    && t.error_code == errors::NONE
-            });
-            if done {
-                ctx.admin_action(
-                    "alter_topic_config",
-                    "topic",
-                    &name,
-                    Some(serde_json::json!({ "changes": changes })),
-                );
-            }
+        if let ResponseKind::IncrementalAlterConfigs(resp) = resp {
+            record_topic_changes(
+                ctx,
+                asked,
+                resp.responses
+                    .iter()
+                    .map(|t| (t.resource_type, t.resource_name.as_str(), t.error_code)),
+            );
         }
     })
+}
+
+/// The legacy AlterConfigs (API 33): like IncrementalAlterConfigs, but a
+/// resource's configs become exactly the ones sent (those left out return
+/// to their defaults). librdkafka's `AlterConfigs` and older tools use it.
+pub fn alter_configs_legacy(ctx: &RequestContext<'_>, mut r: AlterConfigsRequest) -> Plan {
+    let refused;
+    (r.resources, refused) = split_configs(
+        ctx,
+        Operation::AlterConfigs,
+        std::mem::take(&mut r.resources),
+        |res| (res.resource_type, &res.resource_name),
+        |res, code, message| {
+            LegacyAlterResult::default()
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+        },
+    );
+    let asked = topic_changes(
+        r.validate_only,
+        r.resources.iter().map(|res| {
+            let mut changes: Vec<String> = vec!["<replaced>".into()];
+            changes.extend(
+                res.configs
+                    .iter()
+                    .map(|c| format!("{}={}", c.name.as_str(), c.value.as_deref().unwrap_or(""))),
+            );
+            (res.resource_type, res.resource_name.to_string(), changes)
+        }),
+    );
+    refuse_or_forward!(
+        AlterConfigs,
+        AlterConfigsResponse,
+        responses,
+        refused,
+        r.resources.is_empty(),
+        r
+    )
+    .recording(move |resp, ctx| {
+        if let ResponseKind::AlterConfigs(resp) = resp {
+            record_topic_changes(
+                ctx,
+                asked,
+                resp.responses
+                    .iter()
+                    .map(|t| (t.resource_type, t.resource_name.as_str(), t.error_code)),
+            );
+        }
+    })
+}
+
+/// The topic config changes a request asks for, (topic, `key=value`s), to
+/// record once the back end says which it applied; none for validate-only.
+fn topic_changes(
+    validate_only: bool,
+    resources: impl Iterator<Item = (i8, String, Vec<String>)>,
+) -> Vec<(String, Vec<String>)> {
+    resources
+        .filter(|(rtype, _, _)| !validate_only && *rtype == RESOURCE_TOPIC)
+        .map(|(_, name, changes)| (name, changes))
+        .collect()
+}
+
+/// One `alter_topic_config` admin action per asked topic the answer
+/// (`(resource type, name, code)` per resource) reports done.
+fn record_topic_changes<'a>(
+    ctx: &RequestContext<'_>,
+    asked: Vec<(String, Vec<String>)>,
+    answered: impl Iterator<Item = (i8, &'a str, i16)> + Clone,
+) {
+    for (name, changes) in asked {
+        let done = answered
+            .clone()
+            .any(|(rtype, n, code)| rtype == RESOURCE_TOPIC && n == name && code == errors::NONE);
+        if done {
+            ctx.admin_action(
+                "alter_topic_config",
+                "topic",
+                &name,
+                Some(serde_json::json!({ "changes": changes })),
+            );
+        }
+    }
 }
 
 /// The resource kind of a config resource: broker configs are authorized
@@ -381,6 +456,11 @@ pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
             }
         }
         ResponseKind::IncrementalAlterConfigs(r) => {
+            for t in &r.responses {
+                f(config_kind(t.resource_type), &t.resource_name, t.error_code);
+            }
+        }
+        ResponseKind::AlterConfigs(r) => {
             for t in &r.responses {
                 f(config_kind(t.resource_type), &t.resource_name, t.error_code);
             }

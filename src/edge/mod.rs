@@ -317,6 +317,7 @@ fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> P
         R::CreatePartitions(r) => admin::create_partitions(ctx, r),
         R::DescribeConfigs(r) => admin::describe_configs(ctx, r),
         R::IncrementalAlterConfigs(r) => admin::alter_configs(ctx, r),
+        R::AlterConfigs(r) => admin::alter_configs_legacy(ctx, r),
         R::FindCoordinator(r) => groups::find_coordinator(ctx, r),
         R::JoinGroup(r) => groups::join(ctx, r),
         R::SyncGroup(r) => groups::sync(ctx, r),

@@ -1,16 +1,18 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topic configs; broker
-//! configs are described read-only (they come from portcullis.yaml).
+//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs for
+//! topic configs; broker configs are described read-only (they come from
+//! portcullis.yaml).
 
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as LegacyAlterResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -280,4 +282,64 @@ pub fn incremental_alter(
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The legacy AlterConfigs: a topic's overrides become exactly the configs
+/// sent (validated together first, so a bad one changes nothing).
+pub fn alter_legacy(ctx: &RequestContext<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let logs = &ctx.broker.logs;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let mut out = LegacyAlterResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let outcome: Result<(), (i16, String)> = match res.resource_type {
+                RESOURCE_TOPIC => match logs.topic(&res.resource_name) {
+                    None => Err((
+                        ResponseError::UnknownTopicOrPartition.code(),
+                        format!("topic `{}` does not exist", res.resource_name.as_str()),
+                    )),
+                    Some(t) => {
+                        let new: BTreeMap<String, String> = res
+                            .configs
+                            .iter()
+                            .filter_map(|c| {
+                                Some((c.name.to_string(), c.value.as_ref()?.to_string()))
+                            })
+                            .collect();
+                        topic_config::validate_all(&new)
+                            .and_then(|()| {
+                                if req.validate_only {
+                                    Ok(())
+                                } else {
+                                    t.set_overrides(new, &logs.defaults)
+                                }
+                            })
+                            .map(|_| {
+                                if !req.validate_only {
+                                    tracing::info!(topic = %t.name, "topic config replaced");
+                                }
+                            })
+                            .map_err(|e| (code_for(&e), e.to_string()))
+                    }
+                },
+                RESOURCE_BROKER => Err((
+                    ResponseError::InvalidConfig.code(),
+                    "broker configs are static: edit portcullis.yaml".to_string(),
+                )),
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            if let Err((code, m)) = outcome {
+                out.error_code = code;
+                out.error_message = Some(s(m));
+            }
+            out
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
 }

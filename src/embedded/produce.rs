@@ -9,7 +9,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::log::{batch, LogError, Partition};
+use crate::log::{batch, recompress, LogError, Partition};
 
 use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
@@ -78,7 +78,15 @@ pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
                                 {
                                     return Err(LogError::TransactionalWithoutId);
                                 }
-                                p.append(records, &spans, &cfg)
+                                match cfg.compression.filter(|&c| recompress::needed(&spans, c)) {
+                                    // The common path: stored as sent, no copy.
+                                    None => p.append(records, &spans, &cfg),
+                                    Some(codec) => {
+                                        let (bytes, spans) =
+                                            recompress::to_codec(records, &spans, codec)?;
+                                        p.append(&bytes, &spans, &cfg)
+                                    }
+                                }
                             })
                             .map(|res| (res, p))
                             .map_err(|e| (code_for(&e), Some(e)))

@@ -115,6 +115,23 @@ impl BatchSpan {
     }
 }
 
+/// Appends to `out` a batch with the fields of `header` (the first
+/// [`HEADER_LEN`] bytes of a valid batch), its codec set to `codec` and
+/// `body` as its records; the length and the CRC are computed anew.
+pub fn rebuild_into(out: &mut Vec<u8>, header: &[u8], codec: i16, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&header[..HEADER_LEN]);
+    out.extend_from_slice(body);
+    let b = &mut out[start..];
+    // Bodies are bounded by the decompression bound, far below 2 GiB.
+    let len = i32::try_from(b.len() - LOG_OVERHEAD).unwrap_or(i32::MAX);
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let attrs = (be_i16(b, ATTRIBUTES_OFFSET) & !ATTR_COMPRESSION_MASK) | codec;
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
+    let crc = compute_crc(b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// CRC-32C over everything from `attributes` to the end of the batch.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])

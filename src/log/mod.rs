@@ -12,6 +12,7 @@ pub mod manager;
 pub mod partition;
 pub mod permissions;
 pub mod producer_state;
+pub mod recompress;
 pub mod records;
 pub mod retention;
 pub mod segment;

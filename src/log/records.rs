@@ -95,6 +95,42 @@ pub fn validate(batch: &[u8], h: &BatchHeader) -> Result<(), LogError> {
     }
 }
 
+/// The record bytes of a validated batch, decompressed, for recompression
+/// (which needs them whole), bounded by [`MAX_DECOMPRESSED_BYTES`].
+pub fn decompressed(batch: &[u8], h: &BatchHeader) -> Result<Vec<u8>, LogError> {
+    fn read_all(codec: &'static str, r: impl Read) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        r.take(MAX_DECOMPRESSED_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(codec, &e))?;
+        if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err(too_large());
+        }
+        Ok(out)
+    }
+    let body = batch.get(HEADER_LEN..).unwrap_or(&[]);
+    match h.compression() {
+        CODEC_NONE => Ok(body.to_vec()),
+        CODEC_GZIP => read_all("gzip", flate2::read::MultiGzDecoder::new(body)),
+        CODEC_SNAPPY => read_all(
+            "snappy",
+            SnappyReader::new(body).map_err(|e| corrupt("snappy", &e))?,
+        ),
+        CODEC_LZ4 => {
+            check_lz4_frame(body)?;
+            read_all("lz4", Lz4Reader::new(body))
+        }
+        CODEC_ZSTD => {
+            let mut dec =
+                zstd::stream::read::Decoder::with_buffer(body).map_err(|e| corrupt("zstd", &e))?;
+            dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| corrupt("zstd", &e))?;
+            read_all("zstd", dec)
+        }
+        c => Err(invalid(format!("unknown compression codec {c}"))),
+    }
+}
+
 /// Where record bytes come from: the batch itself or a decompressor.
 trait Source {
     /// The next byte, `None` at the end of the records.

@@ -36,6 +36,9 @@ pub struct EffectiveConfig {
     pub segment_ms: i64,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// The codec batches are stored in (`compression.type`); `None`:
+    /// as the producer sent them.
+    pub compression: Option<i16>,
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> LogError {
@@ -67,13 +70,14 @@ pub fn validate(key: &str, value: &str) -> Result<(), LogError> {
             )),
             _ => Err(bad(key, format!("`{value}` is not delete"))),
         },
-        "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err(bad(
-                key,
-                "only `producer` is supported (batches are stored as the producer compressed them)",
-            )),
-        },
+        "compression.type" => super::recompress::target_codec(value)
+            .map(|_| ())
+            .ok_or_else(|| {
+                bad(
+                    key,
+                    "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
+                )
+            }),
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(bad(key, "must be CreateTime or LogAppendTime")),
@@ -127,6 +131,10 @@ pub fn effective(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> 
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         },
+        compression: overrides
+            .get("compression.type")
+            .and_then(|v| super::recompress::target_codec(v))
+            .flatten(),
     }
 }
 
