@@ -71,8 +71,11 @@ struct Target<'a> {
     admin_password: &'a str,
     /// Scratch directory: properties files, state dir, JVM stderr files.
     dir: &'a Path,
-    /// Whether the user also gets DESCRIBE on the cluster (Portcullis's
-    /// edge requires it for DescribeCluster; see the README).
+    /// Whether the user also needs DESCRIBE on the cluster: Portcullis's
+    /// edge requires it for DescribeCluster, which Streams sends (its
+    /// internal topic manager's `describeTopics`); Kafka checks no ACL
+    /// there. When set, the application is first run without it and must
+    /// stop with Kafka's CLUSTER_AUTHORIZATION_FAILED (see the README).
     cluster_describe: bool,
 }
 
@@ -431,15 +434,18 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     let state = t.dir.join("state");
     let state = state.display().to_string();
 
-    let mut setup = args(&[
-        "setup", "--config", &admin, "--user", USER.0, "--app", APP, "--input", INPUT, "--output",
-        OUTPUT,
-    ]);
-    if t.cluster_describe {
-        setup.push("--grant-cluster-describe".into());
-    }
-    let out = run_java(t.dir, "setup", &setup, context);
-    assert!(out.iter().any(|l| l == "SETUP\tok"), "setup: {out:?}");
+    let setup = |name: &str, cluster_describe: bool| {
+        let mut setup = args(&[
+            "setup", "--config", &admin, "--user", USER.0, "--app", APP, "--input", INPUT,
+            "--output", OUTPUT,
+        ]);
+        if cluster_describe {
+            setup.push("--grant-cluster-describe".into());
+        }
+        let out = run_java(t.dir, name, &setup, context);
+        assert!(out.iter().any(|l| l == "SETUP\tok"), "{name}: {out:?}");
+    };
+    setup("setup", false);
 
     let produce = |from: u32, to: u32, name: &str| {
         let out = run_java(
@@ -495,6 +501,31 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     let fail_with = |p: &JavaProc, what: String| -> ! {
         panic!("{what}\n{}\n{}", p.stderr_tail(80), context());
     };
+
+    if t.cluster_describe {
+        // The deliberate refusal: with Kafka's documented Streams ACLs
+        // alone, the application stops, told CLUSTER_AUTHORIZATION_FAILED
+        // (31) when it describes its internal topics.
+        let mut app = run("app-refused", 0);
+        let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
+            if l == "STATE\tRUNNING" {
+                panic!(
+                    "the application runs without DESCRIBE on the cluster\n{}",
+                    context()
+                );
+            }
+            l.starts_with("ERROR\t").then(|| l.to_string())
+        });
+        app.wait_exit(Duration::from_secs(60));
+        let stderr = std::fs::read_to_string(&app.stderr).unwrap_or_default();
+        assert!(
+            stderr.contains("org.apache.kafka.common.errors.ClusterAuthorizationException"),
+            "want ClusterAuthorizationException, got {error}\n{}",
+            app.stderr_tail(40)
+        );
+        eprintln!("app-refused: {error} (ClusterAuthorizationException)");
+        setup("setup-cluster-describe", true);
+    }
 
     // First run: killed mid-stream, after a few committed transactions.
     let t0 = Instant::now();
@@ -592,11 +623,32 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     if !topics.contains(repartition.as_str()) {
         wrong.push(format!("no topic {repartition} on the broker: {topics:?}"));
     }
+    // (start, end) offsets per topic, summed over its partitions.
+    let mut offsets: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for l in &last {
+        if let ["OFFSETS", topic, _, start, end] = l.split('\t').collect::<Vec<_>>().as_slice() {
+            let e = offsets.entry(topic).or_default();
+            e.0 += start.parse::<i64>().unwrap_or(0);
+            e.1 += end.parse::<i64>().unwrap_or(0);
+        }
+    }
+    let uncommitted: i64 = last
+        .iter()
+        .find_map(|l| l.strip_prefix("UNCOMMITTED\t")?.parse().ok())
+        .unwrap_or(-1);
+    let (_, out_end) = offsets.get(OUTPUT).copied().unwrap_or_default();
+    let (purged, rep_end) = offsets
+        .get(repartition.as_str())
+        .copied()
+        .unwrap_or_default();
     eprintln!(
         "streams: app-2 RUNNING after {running_again:.1?}, output complete after {complete_in:.1?}; \
-         {} output records read_committed for {total} inputs ({want_all} expected); topics {topics:?}; \
-         whole test {:.1?}",
+         {} output records read_committed for {total} inputs ({want_all} expected); output offsets \
+         {out_end}: {} records of aborted transactions, {} transaction markers; repartition topic: \
+         {rep_end} offsets, the first {purged} purged by Streams; whole test {:.1?}",
         records.len(),
+        uncommitted - records.len() as i64,
+        out_end - uncommitted,
         started.elapsed()
     );
     if !wrong.is_empty() {

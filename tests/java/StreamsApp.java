@@ -34,7 +34,10 @@
  *           has reached the end of every partition (the last stable offset),
  *           or until MS pass; prints `REC <partition> <offset> <key>
  *           <value>` per record, `TOPIC <name>` per topic on the broker,
- *           then `CONSUMED <count>`.
+ *           `OFFSETS <topic> <partition> <start> <end>` for each partition
+ *           of the output and repartition topics, `UNCOMMITTED <count>`
+ *           (the output's records read with read_uncommitted), then
+ *           `CONSUMED <count>`.
  *
  * Fields are tab-separated. Client logging goes to stderr.
  */
@@ -262,6 +265,11 @@ public class StreamsApp {
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), "10000");
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");
 
+        // Each output record leaves at once (Streams lingers 100 ms): a
+        // kill -9 mid-transaction then leaves records of the open
+        // transaction on the broker, which read_committed must never show.
+        p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), "0");
+
         AtomicLong mapped = new AtomicLong();
         StreamsBuilder builder = new StreamsBuilder();
         builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()))
@@ -371,11 +379,58 @@ public class StreamsApp {
         for (ConsumerRecord<String, String> r : got) {
             say("REC", Integer.toString(r.partition()), Long.toString(r.offset()), r.key(), r.value());
         }
+        List<String> repartition = new ArrayList<>();
         try (Admin admin = Admin.create(base)) {
             for (String t : admin.listTopics(new ListTopicsOptions().listInternal(true)).names().get(60,
                     TimeUnit.SECONDS)) {
                 say("TOPIC", t);
+                if (t.endsWith("-repartition")) {
+                    repartition.add(t);
+                }
             }
+        }
+        // What a committed read does not show: records of aborted
+        // transactions and the transaction markers, in the offsets of the
+        // output topic; and how far Streams purged its repartition topic
+        // (DeleteRecords), per partition: `OFFSETS <topic> <partition>
+        // <start> <end>`.
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_uncommitted");
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(p)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (String t : repartition) {
+                for (PartitionInfo pi : consumer.partitionsFor(t, Duration.ofSeconds(60))) {
+                    tps.add(new TopicPartition(t, pi.partition()));
+                }
+            }
+            for (PartitionInfo pi : consumer.partitionsFor(topic, Duration.ofSeconds(60))) {
+                tps.add(new TopicPartition(topic, pi.partition()));
+            }
+            Map<TopicPartition, Long> start = consumer.beginningOffsets(tps, Duration.ofSeconds(30));
+            Map<TopicPartition, Long> end = consumer.endOffsets(tps, Duration.ofSeconds(30));
+            for (TopicPartition tp : tps) {
+                say("OFFSETS", tp.topic(), Integer.toString(tp.partition()), Long.toString(start.get(tp)),
+                        Long.toString(end.get(tp)));
+            }
+            // Records (not markers) the committed read skipped: those of
+            // aborted transactions.
+            List<TopicPartition> out = tps.stream().filter(tp -> tp.topic().equals(topic)).toList();
+            consumer.assign(out);
+            consumer.seekToBeginning(out);
+            long all = 0;
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (System.nanoTime() < deadline) {
+                all += consumer.poll(Duration.ofMillis(200)).count();
+                boolean atEnd = true;
+                for (TopicPartition tp : out) {
+                    if (consumer.position(tp, Duration.ofSeconds(30)) < end.get(tp)) {
+                        atEnd = false;
+                    }
+                }
+                if (atEnd) {
+                    break;
+                }
+            }
+            say("UNCOMMITTED", Long.toString(all));
         }
         say("CONSUMED", Integer.toString(got.size()));
     }
