@@ -423,28 +423,58 @@ fn exactly_once_violations(records: &[Rec], total: u32) -> Vec<String> {
     wrong
 }
 
+/// The admin creates the topics and grants the user the Streams ACLs (and
+/// DESCRIBE on the cluster when `cluster_describe`).
+fn setup(t: &Target<'_>, name: &str, cluster_describe: bool, context: &dyn Fn() -> String) {
+    let admin = t.properties(ADMIN, t.admin_password);
+    let admin = admin.display().to_string();
+    let mut setup = args(&[
+        "setup", "--config", &admin, "--user", USER.0, "--app", APP, "--input", INPUT, "--output",
+        OUTPUT,
+    ]);
+    if cluster_describe {
+        setup.push("--grant-cluster-describe".into());
+    }
+    let out = run_java(t.dir, name, &setup, context);
+    assert!(out.iter().any(|l| l == "SETUP\tok"), "{name}: {out:?}");
+}
+
+/// Starts the application as the user, sleeping `delay` ms per record,
+/// with consumer group protocol `protocol` (`classic` or `streams`).
+fn start_app(t: &Target<'_>, name: &str, delay: u32, protocol: &str) -> JavaProc {
+    let user = t.properties(USER.0, USER.1);
+    let state = t.dir.join("state");
+    JavaProc::spawn(
+        t.dir,
+        name,
+        &[
+            "run".to_string(),
+            "--config".into(),
+            user.display().to_string(),
+            "--app".into(),
+            APP.into(),
+            "--input".into(),
+            INPUT.into(),
+            "--output".into(),
+            OUTPUT.into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--delay-ms".into(),
+            delay.to_string(),
+            "--group-protocol".into(),
+            protocol.into(),
+        ],
+    )
+}
+
 /// The test proper, against any target; `context` prints the broker's side
 /// when something fails.
 fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     let started = Instant::now();
     let admin = t.properties(ADMIN, t.admin_password);
-    let user = t.properties(USER.0, USER.1);
     let admin = admin.display().to_string();
-    let user = user.display().to_string();
-    let state = t.dir.join("state");
-    let state = state.display().to_string();
 
-    let setup = |name: &str, cluster_describe: bool| {
-        let mut setup = args(&[
-            "setup", "--config", &admin, "--user", USER.0, "--app", APP, "--input", INPUT,
-            "--output", OUTPUT,
-        ]);
-        if cluster_describe {
-            setup.push("--grant-cluster-describe".into());
-        }
-        let out = run_java(t.dir, name, &setup, context);
-        assert!(out.iter().any(|l| l == "SETUP\tok"), "{name}: {out:?}");
-    };
+    let setup = |name: &str, cluster_describe: bool| setup(t, name, cluster_describe, context);
     setup("setup", false);
 
     let produce = |from: u32, to: u32, name: &str| {
@@ -469,27 +499,7 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     };
     produce(0, FIRST, "produce-1");
 
-    let run = |name: &str, delay: u32| {
-        JavaProc::spawn(
-            t.dir,
-            name,
-            &args(&[
-                "run",
-                "--config",
-                &user,
-                "--app",
-                APP,
-                "--input",
-                INPUT,
-                "--output",
-                OUTPUT,
-                "--state-dir",
-                &state,
-                "--delay-ms",
-                &delay.to_string(),
-            ]),
-        )
-    };
+    let run = |name: &str, delay: u32| start_app(t, name, delay, "classic");
     let want_first = expected(FIRST).len() as u64;
     let progress = |l: &str| -> Option<(u64, u64)> {
         let f: Vec<&str> = l.split('\t').collect();
@@ -786,4 +796,78 @@ fn streams_exactly_once_through_gateway() {
     if std::env::var_os("PORTCULLIS_KEEP").is_some() {
         eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
     }
+}
+
+/// KIP-1071's streams rebalance protocol (`group.protocol=streams`, opt-in
+/// in Kafka 4.4) is not implemented: Portcullis does not list
+/// StreamsGroupHeartbeat in ApiVersions (edge and gateway alike), so the
+/// application stops with Kafka's own UnsupportedVersionException at its
+/// first heartbeat. Apache Kafka runs the same application (the
+/// reference). This starts failing the day Portcullis serves the protocol:
+/// then test it like the classic one, and update the README.
+#[test]
+fn streams_group_protocol_refused() {
+    let started = Instant::now();
+    let kafka = KafkaCluster::start(
+        "streams-kip1071",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[USER],
+            authorizer: true,
+            ..Default::default()
+        },
+    );
+    let kdir = scratch("streams-kip1071-kafka");
+    let (kca, kbootstrap) = (kafka.ca_file(), kafka.bootstrap(Listener::SaslSsl));
+    let on_kafka = Target {
+        bootstrap: &kbootstrap,
+        ca: &kca,
+        admin_password: ADMIN_PASSWORD,
+        dir: kdir.path(),
+        cluster_describe: false,
+    };
+    let kcontext = || kafka.logs_tail(40);
+    setup(&on_kafka, "setup-kafka", false, &kcontext);
+    let mut app = start_app(&on_kafka, "app-kafka", 0, "streams");
+    app.wait_for("STATE RUNNING on Kafka", RUNNING_DEADLINE, |l| {
+        (l == "STATE\tRUNNING").then_some(())
+    });
+    app.kill9();
+    drop(kafka);
+
+    let dir = scratch("streams-kip1071");
+    let broker = Broker::start_secure(dir.path(), "");
+    broker.add_user(USER.0, USER.1);
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let (ca, bootstrap) = (broker.ca_file(), broker.addr("SASL_SSL").to_string());
+    let on_portcullis = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+        cluster_describe: true,
+    };
+    let context = || common::log_tail(&broker, 40);
+    setup(&on_portcullis, "setup", true, &context);
+    let mut app = start_app(&on_portcullis, "app", 0, "streams");
+    let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
+        if l == "STATE\tRUNNING" {
+            panic!(
+                "the streams group protocol works on Portcullis now: test it like the classic \
+                 one and update the README"
+            );
+        }
+        l.starts_with("ERROR\t").then(|| l.to_string())
+    });
+    app.wait_exit(Duration::from_secs(60));
+    assert!(
+        error.contains("org.apache.kafka.common.errors.UnsupportedVersionException"),
+        "want UnsupportedVersionException, got {error}\n{}",
+        app.stderr_tail(40)
+    );
+    eprintln!(
+        "streams_group_protocol_refused: Kafka runs it, Portcullis: {error}; {:.1?}",
+        started.elapsed()
+    );
 }

@@ -21,6 +21,7 @@
  *           an idempotent producer (acks=all) sends records N..M-1:
  *           key `u<i % 20>`, value `<i>`. Prints `PRODUCED <count>`.
  *   run     --app A --input I --output O --state-dir D [--delay-ms MS]
+ *           [--group-protocol classic|streams]
  *           the application: I -> filter (drop i % 5 == 0) -> selectKey
  *           (`g<i % 7>`) -> repartition("rekeyed") -> mapValues
  *           (`out-<i>`, sleeping MS per record, so a test can kill it
@@ -123,7 +124,8 @@ public class StreamsApp {
             case "produce" -> produce(base, need(opt, "--topic"), Integer.parseInt(need(opt, "--from")),
                     Integer.parseInt(need(opt, "--to")));
             case "run" -> run(base, need(opt, "--app"), need(opt, "--input"), need(opt, "--output"),
-                    need(opt, "--state-dir"), Long.parseLong(opt.getOrDefault("--delay-ms", "0")));
+                    need(opt, "--state-dir"), Long.parseLong(opt.getOrDefault("--delay-ms", "0")),
+                    opt.getOrDefault("--group-protocol", "classic"));
             case "consume" -> consume(base, need(opt, "--topic"), Integer.parseInt(need(opt, "--expect")),
                     Long.parseLong(opt.getOrDefault("--wait-ms", "60000")));
             default -> usage();
@@ -244,8 +246,8 @@ public class StreamsApp {
     // run: the Streams application
     // ------------------------------------------------------------------
 
-    static void run(Properties base, String app, String input, String output, String stateDir, long delayMs)
-            throws Exception {
+    static void run(Properties base, String app, String input, String output, String stateDir, long delayMs,
+            String groupProtocol) throws Exception {
         Properties p = new Properties();
         p.putAll(base);
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
@@ -253,6 +255,7 @@ public class StreamsApp {
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "100");
         p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
+        p.put(StreamsConfig.GROUP_PROTOCOL_CONFIG, groupProtocol);
         // Records of the repartition topic that every task has committed
         // are deleted (DeleteRecords) at the first commit after this
         // interval: every half second rather than Kafka's 30 s, so that a
