@@ -440,31 +440,38 @@ fn setup(t: &Target<'_>, name: &str, cluster_describe: bool, context: &dyn Fn() 
 }
 
 /// Starts the application as the user, sleeping `delay` ms per record,
-/// with consumer group protocol `protocol` (`classic` or `streams`).
-fn start_app(t: &Target<'_>, name: &str, delay: u32, protocol: &str) -> JavaProc {
+/// with consumer group protocol `protocol` (`classic` or `streams`), and
+/// with a state store (a compacted changelog topic) when `count_store`.
+fn start_app(
+    t: &Target<'_>,
+    name: &str,
+    delay: u32,
+    protocol: &str,
+    count_store: bool,
+) -> JavaProc {
     let user = t.properties(USER.0, USER.1);
     let state = t.dir.join("state");
-    JavaProc::spawn(
-        t.dir,
-        name,
-        &[
-            "run".to_string(),
-            "--config".into(),
-            user.display().to_string(),
-            "--app".into(),
-            APP.into(),
-            "--input".into(),
-            INPUT.into(),
-            "--output".into(),
-            OUTPUT.into(),
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--delay-ms".into(),
-            delay.to_string(),
-            "--group-protocol".into(),
-            protocol.into(),
-        ],
-    )
+    let mut args = vec![
+        "run".to_string(),
+        "--config".into(),
+        user.display().to_string(),
+        "--app".into(),
+        APP.into(),
+        "--input".into(),
+        INPUT.into(),
+        "--output".into(),
+        OUTPUT.into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--delay-ms".into(),
+        delay.to_string(),
+        "--group-protocol".into(),
+        protocol.into(),
+    ];
+    if count_store {
+        args.push("--count-store".into());
+    }
+    JavaProc::spawn(t.dir, name, &args)
 }
 
 /// The test proper, against any target; `context` prints the broker's side
@@ -499,7 +506,7 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     };
     produce(0, FIRST, "produce-1");
 
-    let run = |name: &str, delay: u32| start_app(t, name, delay, "classic");
+    let run = |name: &str, delay: u32| start_app(t, name, delay, "classic", false);
     let want_first = expected(FIRST).len() as u64;
     let progress = |l: &str| -> Option<(u64, u64)> {
         let f: Vec<&str> = l.split('\t').collect();
@@ -829,7 +836,7 @@ fn streams_group_protocol_refused() {
     };
     let kcontext = || kafka.logs_tail(40);
     setup(&on_kafka, "setup-kafka", false, &kcontext);
-    let mut app = start_app(&on_kafka, "app-kafka", 0, "streams");
+    let mut app = start_app(&on_kafka, "app-kafka", 0, "streams", false);
     app.wait_for("STATE RUNNING on Kafka", RUNNING_DEADLINE, |l| {
         (l == "STATE\tRUNNING").then_some(())
     });
@@ -850,7 +857,7 @@ fn streams_group_protocol_refused() {
     };
     let context = || common::log_tail(&broker, 40);
     setup(&on_portcullis, "setup", true, &context);
-    let mut app = start_app(&on_portcullis, "app", 0, "streams");
+    let mut app = start_app(&on_portcullis, "app", 0, "streams", false);
     let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
         if l == "STATE\tRUNNING" {
             panic!(
@@ -868,6 +875,49 @@ fn streams_group_protocol_refused() {
     );
     eprintln!(
         "streams_group_protocol_refused: Kafka runs it, Portcullis: {error}; {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// A state store's changelog topic is compacted, and Portcullis refuses
+/// `cleanup.policy=compact` (INVALID_CONFIG: log compaction is not
+/// implemented; see the README): a stateful application stops at its first
+/// rebalance, told InvalidConfigurationException when Streams creates the
+/// changelog. This starts failing the day compaction is served.
+#[test]
+fn streams_state_store_changelog_refused() {
+    let started = Instant::now();
+    let dir = scratch("streams-stateful");
+    let broker = Broker::start_secure(dir.path(), "");
+    broker.add_user(USER.0, USER.1);
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let (ca, bootstrap) = (broker.ca_file(), broker.addr("SASL_SSL").to_string());
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+        cluster_describe: true,
+    };
+    let context = || common::log_tail(&broker, 40);
+    setup(&target, "setup", true, &context);
+    let mut app = start_app(&target, "app", 0, "classic", true);
+    let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
+        if l == "STATE\tRUNNING" {
+            panic!("a compacted changelog works on Portcullis now: update the README");
+        }
+        l.starts_with("ERROR\t").then(|| l.to_string())
+    });
+    app.wait_exit(Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&app.stderr).unwrap_or_default();
+    assert!(
+        error.contains("-changelog")
+            && stderr.contains("org.apache.kafka.common.errors.InvalidConfigurationException"),
+        "want InvalidConfigurationException creating the changelog, got {error}\n{}",
+        app.stderr_tail(40)
+    );
+    eprintln!(
+        "streams_state_store_changelog_refused: {error}; {:.1?}",
         started.elapsed()
     );
 }

@@ -21,7 +21,7 @@
  *           an idempotent producer (acks=all) sends records N..M-1:
  *           key `u<i % 20>`, value `<i>`. Prints `PRODUCED <count>`.
  *   run     --app A --input I --output O --state-dir D [--delay-ms MS]
- *           [--group-protocol classic|streams]
+ *           [--group-protocol classic|streams] [--count-store]
  *           the application: I -> filter (drop i % 5 == 0) -> selectKey
  *           (`g<i % 7>`) -> repartition("rekeyed") -> mapValues
  *           (`out-<i>`, sleeping MS per record, so a test can kill it
@@ -29,6 +29,8 @@
  *           (`STATE RUNNING` when it runs) and, every 100 ms,
  *           `PROGRESS <records mapped> <commits>` (the stream thread's
  *           commit-total). SIGTERM closes it cleanly (`CLOSED`).
+ *           --count-store adds a state store (a count per input key, its
+ *           changelog a compacted topic) beside the stateless pipeline.
  *   consume --topic O --expect N [--wait-ms MS]
  *           a read_committed consumer (no group: every partition assigned,
  *           from the beginning) reads until it has N distinct records and
@@ -90,6 +92,8 @@ import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Repartitioned;
 
@@ -109,7 +113,7 @@ public class StreamsApp {
             if (!a.startsWith("--")) {
                 usage();
             }
-            if (a.equals("--grant-cluster-describe")) {
+            if (a.equals("--grant-cluster-describe") || a.equals("--count-store")) {
                 flags.add(a);
             } else if (i + 1 < args.length) {
                 opt.put(a, args[++i]);
@@ -125,7 +129,7 @@ public class StreamsApp {
                     Integer.parseInt(need(opt, "--to")));
             case "run" -> run(base, need(opt, "--app"), need(opt, "--input"), need(opt, "--output"),
                     need(opt, "--state-dir"), Long.parseLong(opt.getOrDefault("--delay-ms", "0")),
-                    opt.getOrDefault("--group-protocol", "classic"));
+                    opt.getOrDefault("--group-protocol", "classic"), flags.contains("--count-store"));
             case "consume" -> consume(base, need(opt, "--topic"), Integer.parseInt(need(opt, "--expect")),
                     Long.parseLong(opt.getOrDefault("--wait-ms", "60000")));
             default -> usage();
@@ -247,7 +251,7 @@ public class StreamsApp {
     // ------------------------------------------------------------------
 
     static void run(Properties base, String app, String input, String output, String stateDir, long delayMs,
-            String groupProtocol) throws Exception {
+            String groupProtocol, boolean countStore) throws Exception {
         Properties p = new Properties();
         p.putAll(base);
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
@@ -275,8 +279,12 @@ public class StreamsApp {
 
         AtomicLong mapped = new AtomicLong();
         StreamsBuilder builder = new StreamsBuilder();
-        builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()))
-                .filter((k, v) -> Integer.parseInt(v) % 5 != 0)
+        KStream<String, String> in = builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()));
+        if (countStore) {
+            // A state store: its changelog topic is compacted.
+            in.groupByKey().count(Materialized.as("counts"));
+        }
+        in.filter((k, v) -> Integer.parseInt(v) % 5 != 0)
                 .selectKey((k, v) -> "g" + (Integer.parseInt(v) % 7))
                 .repartition(Repartitioned.<String, String>as("rekeyed").withNumberOfPartitions(PARTITIONS))
                 .mapValues(v -> {
