@@ -27,6 +27,23 @@
 //!   Kafka's behaviour.
 //! - `streams_exactly_once_through_gateway`: Portcullis in gateway mode in
 //!   front of the 1-node Kafka, the ACLs enforced by the gateway's edge.
+//!
+//! On Portcullis (both modes) the user also needs DESCRIBE on the cluster
+//! (Portcullis authorizes DescribeCluster, Kafka does not; the README says
+//! why): those tests first run the application without it and assert the
+//! refusal, Kafka's ClusterAuthorizationException. Two more refusals are
+//! asserted, each failing the day Portcullis serves the feature:
+//!
+//! - `streams_group_protocol_refused`: KIP-1071's streams rebalance
+//!   protocol (`group.protocol=streams`) runs on Kafka; Portcullis does not
+//!   list StreamsGroupHeartbeat (UnsupportedVersionException).
+//! - `streams_state_store_changelog_refused`: a state store's changelog is
+//!   a compacted topic, which Portcullis refuses (INVALID_CONFIG).
+//!
+//! Each test prints its figures: when the application ran, how far the
+//! first run got before the kill, how many records of aborted transactions
+//! and markers the output topic holds, how much of the repartition topic
+//! Streams purged (DeleteRecords).
 
 mod common;
 
