@@ -756,11 +756,19 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// A random KRaft cluster id: 16 bytes, base64url without padding.
+/// A random KRaft cluster id: 16 bytes, base64url without padding, never
+/// starting with `-` (as Kafka's `Uuid.randomUuid`): `kafka-storage format
+/// --cluster-id -x...` takes such an id for an option and fails, one
+/// cluster in 64.
 fn new_cluster_id() -> String {
     use base64::Engine;
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    loop {
+        let bytes: [u8; 16] = rand::random();
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 fn check_secret(s: &str) {

@@ -1,0 +1,897 @@
+//! Kafka Streams (issue #14, item 3): a stateless application with
+//! `processing.guarantee=exactly_once_v2` and a repartition topic gives the
+//! right output across a `kill -9` and a restart.
+//!
+//! The application is `tests/java/StreamsApp.java` (a single-file Java
+//! program on the jars of tests/kafka/pom.xml): input -> filter (drop
+//! `i % 5 == 0`) -> selectKey (`g<i % 7>`) -> `repartition("rekeyed")`
+//! (Streams' `<app>-rekeyed-repartition` topic) -> mapValues (`out-<i>`)
+//! -> output, no state store. It runs as a user that has only the ACLs
+//! Kafka's documentation lists for a Streams application (see the
+//! program's `setup`), granted by the admin through the Admin API.
+//!
+//! Each test: the admin creates the topics and grants the ACLs, 2000 keyed
+//! records are produced (idempotent producer), the application starts and
+//! is killed with SIGKILL once it has committed some transactions and is
+//! still mid-stream (it sleeps a little per record), 1000 more records are
+//! produced, the application starts again and runs until a read_committed
+//! consumer sees all the output, then stops cleanly. A last read_committed
+//! read of the whole output topic must hold every expected record exactly
+//! once (none missing, none duplicated, none unexpected), each source key's
+//! records in order within their output key, and the repartition topic
+//! must exist.
+//!
+//! - `streams_exactly_once_against_portcullis`: embedded Portcullis.
+//! - `streams_exactly_once_against_kafka`: a real 1-node Apache Kafka
+//!   (SASL_SSL, StandardAuthorizer): the reference, proving the test checks
+//!   Kafka's behaviour.
+//! - `streams_exactly_once_through_gateway`: Portcullis in gateway mode in
+//!   front of the 1-node Kafka, the ACLs enforced by the gateway's edge.
+//!
+//! The user has only Kafka's documented Streams ACLs on every back end
+//! (DescribeCluster, which Streams sends before `describeTopics`, is
+//! answered for any logged-in client, as Kafka does). Two refusals are
+//! asserted, each failing the day Portcullis serves the feature:
+//!
+//! - `streams_group_protocol_refused`: KIP-1071's streams rebalance
+//!   protocol (`group.protocol=streams`) runs on Kafka; Portcullis does not
+//!   list StreamsGroupHeartbeat (UnsupportedVersionException).
+//! - `streams_state_store_changelog_refused`: a state store's changelog is
+//!   a compacted topic, which Portcullis refuses (INVALID_CONFIG).
+//!
+//! Each test prints its figures: when the application ran, how far the
+//! first run got before the kill, how many records of aborted transactions
+//! and markers the output topic holds, how much of the repartition topic
+//! Streams purged (DeleteRecords).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::kafka::{
+    cds_flags, jars, write_client_properties, ClientAuth, KafkaCluster, KafkaOpts, Listener, ADMIN,
+    ADMIN_PASSWORD,
+};
+use common::{scratch, Broker};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The application's user: no super user, only the Streams ACLs.
+const USER: (&str, &str) = ("streamer", "streamer-Secret-1");
+/// The upstream service user of the gateway test.
+const SERVICE: (&str, &str) = ("gateway-svc", "gateway-Svc-Secret-1");
+const APP: &str = "orders-eos";
+const INPUT: &str = "orders-in";
+const OUTPUT: &str = "orders-out";
+/// Records produced before the first run, and after the kill.
+const FIRST: u32 = 2000;
+const SECOND: u32 = 1000;
+/// Per-record sleep of the first run: slow enough to be killed mid-stream.
+const FIRST_RUN_DELAY_MS: u32 = 3;
+
+/// Deadlines: generous, the machine may be small and busy.
+const JVM_DEADLINE: Duration = Duration::from_secs(120);
+const RUNNING_DEADLINE: Duration = Duration::from_secs(90);
+const COMPLETE_DEADLINE: Duration = Duration::from_secs(100);
+
+/// How the clients reach the broker under test.
+struct Target<'a> {
+    bootstrap: &'a str,
+    ca: &'a Path,
+    admin_password: &'a str,
+    /// Scratch directory: properties files, state dir, JVM stderr files.
+    dir: &'a Path,
+}
+
+impl Target<'_> {
+    fn properties(&self, user: &str, password: &str) -> PathBuf {
+        let path = self.dir.join(format!("{user}.properties"));
+        write_client_properties(
+            &path,
+            &ClientAuth::Scram {
+                user,
+                password,
+                ca: self.ca,
+            },
+            &[("bootstrap.servers", self.bootstrap)],
+        );
+        path
+    }
+}
+
+fn java() -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if Path::new(&home).join("bin/java").exists() => {
+            Path::new(&home).join("bin/java")
+        }
+        _ => PathBuf::from("java"),
+    }
+}
+
+/// One JVM running `StreamsApp.java <args>`: its stdout lines are collected
+/// (and echoed), its stderr goes to `<dir>/<name>.stderr`. The JVM is in a
+/// process group of its own, dies with the test binary (parent-death
+/// signal) and is killed on drop.
+struct JavaProc {
+    name: String,
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: PathBuf,
+}
+
+impl JavaProc {
+    fn spawn(dir: &Path, name: &str, args: &[String]) -> JavaProc {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let mut cmd = Command::new(java());
+        cmd.args([
+            "-Xms32m",
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:-UsePerfData",
+            "-Xlog:disable",
+            "-Xlog:all=warning:stderr",
+            "-Djava.awt.headless=true",
+        ])
+        .arg(format!(
+            "-Dlog4j2.configurationFile={MANIFEST_DIR}/tests/kafka/log4j2-tools.properties"
+        ))
+        .args(cds_flags())
+        .arg("-cp")
+        .arg(format!("{}/*", jars().display()))
+        .arg(Path::new(MANIFEST_DIR).join("tests/java/StreamsApp.java"))
+        .args(args)
+        .env_remove("JAVA_TOOL_OPTIONS")
+        .env_remove("KAFKA_OPTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .process_group(0);
+        // SAFETY: prctl is async-signal-safe. The test thread that forks
+        // the JVM outlives it (a parent-death signal follows the thread).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start java");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let (l, n) = (lines.clone(), name.to_string());
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // PROGRESS every 100 ms and one REC per record would drown
+                // the test's output.
+                if !line.starts_with("PROGRESS") && !line.starts_with("REC\t") {
+                    eprintln!("{n}: {line}");
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        JavaProc {
+            name: name.to_string(),
+            child: Some(child),
+            lines,
+            reader: Some(reader),
+            stderr,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a stdout line `f` accepts; panics (with the JVM's stderr
+    /// tail) at the deadline or when the JVM exits first.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let lines = self.lines();
+            for l in &lines[seen..] {
+                if let Some(v) = f(l) {
+                    return v;
+                }
+            }
+            seen = lines.len();
+            let exited = match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                None => Some("killed".into()),
+                _ => None,
+            };
+            if let Some(status) = exited {
+                // Lines written just before the exit.
+                std::thread::sleep(Duration::from_millis(200));
+                if self.lines().len() == seen {
+                    panic!(
+                        "{}: exited ({status}) before {what}\n{}",
+                        self.name,
+                        self.stderr_tail(60)
+                    );
+                }
+                continue;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: timed out after {timeout:?} waiting for {what}\n{}",
+                    self.name,
+                    self.stderr_tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the JVM to exit; kills it at the deadline. Returns whether
+    /// it exited 0 in time.
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        let ok = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() > deadline => break false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => break false,
+            }
+        };
+        self.kill9();
+        ok
+    }
+
+    /// SIGTERM: the application closes cleanly (its shutdown hook).
+    fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// SIGKILL to the JVM's process group: no shutdown hook, no flush.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain syscall; the group id is the child's pid.
+            unsafe {
+                libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    fn stderr_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!(
+            "--- {} stderr ({}):\n{}",
+            self.name,
+            self.stderr.display(),
+            common::tail(&text, n)
+        )
+    }
+}
+
+impl Drop for JavaProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs one short `StreamsApp.java` mode to its end and returns its stdout
+/// lines; panics with its stderr unless it exits 0 within the deadline.
+fn run_java(dir: &Path, name: &str, args: &[String], context: &dyn Fn() -> String) -> Vec<String> {
+    let started = Instant::now();
+    let mut p = JavaProc::spawn(dir, name, args);
+    if !p.wait_exit(JVM_DEADLINE) {
+        panic!(
+            "{name} failed (or passed {JVM_DEADLINE:?})\n{}\n{}",
+            p.stderr_tail(60),
+            context()
+        );
+    }
+    eprintln!("{name}: {:.1?}", started.elapsed());
+    p.lines()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The output the application must produce for inputs `0..total`:
+/// `out-<i>` keyed `g<i % 7>`, for every `i` not divisible by 5.
+fn expected(total: u32) -> BTreeMap<u32, String> {
+    (0..total)
+        .filter(|i| i % 5 != 0)
+        .map(|i| (i, format!("g{}", i % 7)))
+        .collect()
+}
+
+/// One output record as the consumer printed it.
+#[derive(Debug, Clone)]
+struct Rec {
+    partition: i32,
+    offset: i64,
+    key: String,
+    value: String,
+}
+
+fn parse_records(lines: &[String]) -> Vec<Rec> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f.as_slice() {
+                ["REC", p, o, k, v] => Some(Rec {
+                    partition: p.parse().ok()?,
+                    offset: o.parse().ok()?,
+                    key: k.to_string(),
+                    value: v.to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Everything wrong with `records` as the output of inputs `0..total`:
+/// missing, duplicated, unexpected or wrongly keyed records, and a source
+/// key whose records are out of order within their output key.
+fn exactly_once_violations(records: &[Rec], total: u32) -> Vec<String> {
+    let want = expected(total);
+    let mut wrong = Vec::new();
+    let mut seen: BTreeMap<u32, Vec<&Rec>> = BTreeMap::new();
+    for r in records {
+        let i = r
+            .value
+            .strip_prefix("out-")
+            .and_then(|n| n.parse::<u32>().ok());
+        match i.and_then(|i| want.get(&i).map(|k| (i, k))) {
+            Some((i, key)) if *key == r.key => seen.entry(i).or_default().push(r),
+            _ => wrong.push(format!("unexpected record {r:?}")),
+        }
+    }
+    let missing: Vec<u32> = want
+        .keys()
+        .filter(|i| !seen.contains_key(i))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        wrong.push(format!(
+            "{} records missing, e.g. inputs {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        ));
+    }
+    let dups: Vec<(u32, Vec<(i32, i64)>)> = seen
+        .iter()
+        .filter(|(_, rs)| rs.len() > 1)
+        .map(|(i, rs)| (*i, rs.iter().map(|r| (r.partition, r.offset)).collect()))
+        .collect();
+    if !dups.is_empty() {
+        wrong.push(format!(
+            "{} records more than once, e.g. (input, [(partition, offset)]) {:?}",
+            dups.len(),
+            &dups[..dups.len().min(5)]
+        ));
+    }
+    // Records of one source key (u<i % 20>, one input partition) reach one
+    // output key through one repartition partition in input order: within
+    // the output partition their inputs must increase.
+    let mut sorted: Vec<&Rec> = records.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut last: BTreeMap<(String, u32), (u32, i64)> = BTreeMap::new();
+    let mut disorder = Vec::new();
+    for r in sorted {
+        let Some(i) = r
+            .value
+            .strip_prefix("out-")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let k = (r.key.clone(), i % 20);
+        if let Some((prev, prev_off)) = last.get(&k) {
+            if *prev >= i {
+                disorder.push(format!(
+                    "{} (source u{}): input {i} at offset {} after input {prev} at offset {prev_off}",
+                    r.key,
+                    i % 20,
+                    r.offset
+                ));
+            }
+        }
+        last.insert(k, (i, r.offset));
+    }
+    if !disorder.is_empty() {
+        wrong.push(format!(
+            "{} records out of order per key, e.g. {:?}",
+            disorder.len(),
+            &disorder[..disorder.len().min(5)]
+        ));
+    }
+    wrong
+}
+
+/// The admin creates the topics and grants the user the Streams ACLs.
+fn setup(t: &Target<'_>, name: &str, context: &dyn Fn() -> String) {
+    let admin = t.properties(ADMIN, t.admin_password);
+    let admin = admin.display().to_string();
+    let setup = args(&[
+        "setup", "--config", &admin, "--user", USER.0, "--app", APP, "--input", INPUT, "--output",
+        OUTPUT,
+    ]);
+    let out = run_java(t.dir, name, &setup, context);
+    assert!(out.iter().any(|l| l == "SETUP\tok"), "{name}: {out:?}");
+}
+
+/// Starts the application as the user, sleeping `delay` ms per record,
+/// with consumer group protocol `protocol` (`classic` or `streams`), and
+/// with a state store (a compacted changelog topic) when `count_store`.
+fn start_app(
+    t: &Target<'_>,
+    name: &str,
+    delay: u32,
+    protocol: &str,
+    count_store: bool,
+) -> JavaProc {
+    let user = t.properties(USER.0, USER.1);
+    let state = t.dir.join("state");
+    let mut args = vec![
+        "run".to_string(),
+        "--config".into(),
+        user.display().to_string(),
+        "--app".into(),
+        APP.into(),
+        "--input".into(),
+        INPUT.into(),
+        "--output".into(),
+        OUTPUT.into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--delay-ms".into(),
+        delay.to_string(),
+        "--group-protocol".into(),
+        protocol.into(),
+    ];
+    if count_store {
+        args.push("--count-store".into());
+    }
+    JavaProc::spawn(t.dir, name, &args)
+}
+
+/// The test proper, against any target; `context` prints the broker's side
+/// when something fails.
+fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
+    let started = Instant::now();
+    let admin = t.properties(ADMIN, t.admin_password);
+    let admin = admin.display().to_string();
+
+    setup(t, "setup", context);
+
+    let produce = |from: u32, to: u32, name: &str| {
+        let out = run_java(
+            t.dir,
+            name,
+            &args(&[
+                "produce",
+                "--config",
+                &admin,
+                "--topic",
+                INPUT,
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+            ]),
+            context,
+        );
+        let want = format!("PRODUCED\t{}", to - from);
+        assert!(out.contains(&want), "{name}: {out:?}");
+    };
+    produce(0, FIRST, "produce-1");
+
+    let run = |name: &str, delay: u32| start_app(t, name, delay, "classic", false);
+    let want_first = expected(FIRST).len() as u64;
+    let progress = |l: &str| -> Option<(u64, u64)> {
+        let f: Vec<&str> = l.split('\t').collect();
+        match f.as_slice() {
+            ["PROGRESS", mapped, commits] => Some((mapped.parse().ok()?, commits.parse().ok()?)),
+            _ => None,
+        }
+    };
+    let fail_with = |p: &JavaProc, what: String| -> ! {
+        panic!("{what}\n{}\n{}", p.stderr_tail(80), context());
+    };
+
+    // First run: killed mid-stream, after a few committed transactions.
+    let t0 = Instant::now();
+    let mut app = run("app-1", FIRST_RUN_DELAY_MS);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        app.wait_for("STATE RUNNING", RUNNING_DEADLINE, |l| {
+            (l == "STATE\tRUNNING").then_some(())
+        });
+        let running_in = t0.elapsed();
+        let at_kill = app.wait_for("some committed output", RUNNING_DEADLINE, |l| {
+            progress(l).filter(|(mapped, commits)| *mapped >= want_first / 4 && *commits >= 3)
+        });
+        (running_in, at_kill)
+    }));
+    let (running_in, (mapped, commits)) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{}", context());
+            std::panic::resume_unwind(e)
+        }
+    };
+    app.kill9();
+    eprintln!(
+        "app-1: RUNNING after {running_in:.1?}; killed with -9 after {:.1?}, {mapped} of {want_first} records mapped, {commits} transactions committed",
+        t0.elapsed()
+    );
+    assert!(
+        mapped < want_first,
+        "the first run was not killed mid-stream ({mapped} of {want_first} mapped): slow it down"
+    );
+
+    produce(FIRST, FIRST + SECOND, "produce-2");
+
+    // Second run: to the end, then a clean close.
+    let total = FIRST + SECOND;
+    let want_all = expected(total).len();
+    let t1 = Instant::now();
+    let mut app = run("app-2", 0);
+    let restart = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        app.wait_for("STATE RUNNING after the restart", RUNNING_DEADLINE, |l| {
+            (l == "STATE\tRUNNING").then_some(())
+        })
+    }));
+    if restart.is_err() {
+        fail_with(&app, "app-2 did not reach RUNNING".into());
+    }
+    let running_again = t1.elapsed();
+    let consume = |name: &str, wait: Duration| -> Vec<String> {
+        run_java(
+            t.dir,
+            name,
+            &args(&[
+                "consume",
+                "--config",
+                &admin,
+                "--topic",
+                OUTPUT,
+                "--expect",
+                &want_all.to_string(),
+                "--wait-ms",
+                &wait.as_millis().to_string(),
+            ]),
+            context,
+        )
+    };
+    let complete = consume("consume-wait", COMPLETE_DEADLINE);
+    let complete_in = t1.elapsed();
+    let seen = parse_records(&complete).len();
+    if seen < want_all {
+        let errors: Vec<String> = app
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("ERROR") || l.starts_with("STATE"))
+            .collect();
+        fail_with(
+            &app,
+            format!("the output did not complete: {seen} of {want_all} records; app-2: {errors:?}"),
+        );
+    }
+    app.sigterm();
+    app.wait_for("CLOSED", Duration::from_secs(60), |l| {
+        (l == "CLOSED").then_some(())
+    });
+    app.wait_exit(Duration::from_secs(30));
+
+    // The verdict: the whole output, read_committed, after the clean close.
+    let last = consume("consume-final", Duration::from_secs(30));
+    let records = parse_records(&last);
+    let topics: BTreeSet<&str> = last
+        .iter()
+        .filter_map(|l| l.strip_prefix("TOPIC\t"))
+        .collect();
+    let repartition = format!("{APP}-rekeyed-repartition");
+    let mut wrong = exactly_once_violations(&records, total);
+    if !topics.contains(repartition.as_str()) {
+        wrong.push(format!("no topic {repartition} on the broker: {topics:?}"));
+    }
+    // (start, end) offsets per topic, summed over its partitions.
+    let mut offsets: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for l in &last {
+        if let ["OFFSETS", topic, _, start, end] = l.split('\t').collect::<Vec<_>>().as_slice() {
+            let e = offsets.entry(topic).or_default();
+            e.0 += start.parse::<i64>().unwrap_or(0);
+            e.1 += end.parse::<i64>().unwrap_or(0);
+        }
+    }
+    let uncommitted: i64 = last
+        .iter()
+        .find_map(|l| l.strip_prefix("UNCOMMITTED\t")?.parse().ok())
+        .unwrap_or(-1);
+    let (_, out_end) = offsets.get(OUTPUT).copied().unwrap_or_default();
+    let (purged, rep_end) = offsets
+        .get(repartition.as_str())
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "streams: app-2 RUNNING after {running_again:.1?}, output complete after {complete_in:.1?}; \
+         {} output records read_committed for {total} inputs ({want_all} expected); output offsets \
+         {out_end}: {} records of aborted transactions, {} transaction markers; repartition topic: \
+         {rep_end} offsets, the first {purged} purged by Streams; whole test {:.1?}",
+        records.len(),
+        uncommitted - records.len() as i64,
+        out_end - uncommitted,
+        started.elapsed()
+    );
+    if !wrong.is_empty() {
+        eprintln!("{}", context());
+    }
+    assert!(
+        wrong.is_empty(),
+        "the Streams output is not exactly once:\n  {}",
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn streams_exactly_once_against_portcullis() {
+    let dir = scratch("streams");
+    // No rule but the admin's (a super user): the application gets only
+    // what `setup` grants through the Admin API.
+    let acl = dir.path().join("acls.yaml");
+    std::fs::write(&acl, "rules: []\n").unwrap();
+    let broker = Broker::start_secure(
+        dir.path(),
+        &format!(
+            "acl:\n  file: {}\ngroups:\n  initial_rebalance_delay_ms: 0\n",
+            acl.display()
+        ),
+    );
+    broker.add_user(USER.0, USER.1);
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let ca = broker.ca_file();
+    let bootstrap = broker.addr("SASL_SSL").to_string();
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || common::log_tail(&broker, 60);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exactly_once_across_restart(&target, &context)
+    }));
+    if let Err(e) = result {
+        eprintln!("keeping {} for inspection", dir.keep().display());
+        std::panic::resume_unwind(e);
+    }
+    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
+        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
+    }
+}
+
+#[test]
+fn streams_exactly_once_against_kafka() {
+    let kafka = KafkaCluster::start(
+        "streams",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[USER],
+            authorizer: true,
+            ..Default::default()
+        },
+    );
+    let dir = scratch("streams-kafka");
+    let ca = kafka.ca_file();
+    let bootstrap = kafka.bootstrap(Listener::SaslSsl);
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: ADMIN_PASSWORD,
+        dir: dir.path(),
+    };
+    let context = || kafka.logs_tail(40);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exactly_once_across_restart(&target, &context)
+    }));
+    if let Err(e) = result {
+        eprintln!("keeping {} for inspection", dir.keep().display());
+        std::panic::resume_unwind(e);
+    }
+    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
+        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
+    }
+}
+
+#[test]
+fn streams_exactly_once_through_gateway() {
+    let kafka = KafkaCluster::start(
+        "streams-gw",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[SERVICE],
+            ..Default::default()
+        },
+    );
+    let dir = scratch("streams-gateway");
+    // The gateway's own ACL file holds no rule: the application gets only
+    // what `setup` grants through the gateway's Admin API (answered by the
+    // edge). Kafka behind it has no authorizer; the service user does what
+    // the edge allowed. `sasl:` (the gateway's own credential store) is
+    // spelled out: the harness adds its own only when the text has no
+    // `sasl:` at all, and the upstream section has one.
+    let acl = dir.path().join("acls.yaml");
+    std::fs::write(&acl, "rules: []\n").unwrap();
+    let yaml = format!(
+        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{}\"]\n  security_protocol: SASL_SSL\n  tls:\n    ca_file: {}\n  sasl:\n    username: {}\n    password: {}\nsasl:\n  credentials: {}\nacl:\n  file: {}\n",
+        kafka.addr(0, Listener::SaslSsl),
+        kafka.ca_file().display(),
+        SERVICE.0,
+        SERVICE.1,
+        dir.path().join("credentials.yaml").display(),
+        acl.display(),
+    );
+    let gw = Broker::start_secure(dir.path(), &yaml);
+    gw.add_user(USER.0, USER.1);
+    let admin_password = gw.admin_password.clone().expect("admin password");
+    let ca = gw.ca_file();
+    let bootstrap = gw.addr("SASL_SSL").to_string();
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || format!("{}\n{}", common::log_tail(&gw, 60), kafka.logs_tail(30));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exactly_once_across_restart(&target, &context)
+    }));
+    if let Err(e) = result {
+        eprintln!("keeping {} for inspection", dir.keep().display());
+        std::panic::resume_unwind(e);
+    }
+    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
+        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
+    }
+}
+
+/// KIP-1071's streams rebalance protocol (`group.protocol=streams`, opt-in
+/// in Kafka 4.4) is not implemented: Portcullis does not list
+/// StreamsGroupHeartbeat in ApiVersions (edge and gateway alike), so the
+/// application stops with Kafka's own UnsupportedVersionException at its
+/// first heartbeat. Apache Kafka runs the same application (the
+/// reference). This starts failing the day Portcullis serves the protocol:
+/// then test it like the classic one, and update the README.
+#[test]
+fn streams_group_protocol_refused() {
+    let started = Instant::now();
+    let kafka = KafkaCluster::start(
+        "streams-kip1071",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[USER],
+            authorizer: true,
+            ..Default::default()
+        },
+    );
+    let kdir = scratch("streams-kip1071-kafka");
+    let (kca, kbootstrap) = (kafka.ca_file(), kafka.bootstrap(Listener::SaslSsl));
+    let on_kafka = Target {
+        bootstrap: &kbootstrap,
+        ca: &kca,
+        admin_password: ADMIN_PASSWORD,
+        dir: kdir.path(),
+    };
+    let kcontext = || kafka.logs_tail(40);
+    setup(&on_kafka, "setup-kafka", &kcontext);
+    let mut app = start_app(&on_kafka, "app-kafka", 0, "streams", false);
+    app.wait_for("STATE RUNNING on Kafka", RUNNING_DEADLINE, |l| {
+        (l == "STATE\tRUNNING").then_some(())
+    });
+    app.kill9();
+    drop(kafka);
+
+    let dir = scratch("streams-kip1071");
+    let broker = Broker::start_secure(dir.path(), "");
+    broker.add_user(USER.0, USER.1);
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let (ca, bootstrap) = (broker.ca_file(), broker.addr("SASL_SSL").to_string());
+    let on_portcullis = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || common::log_tail(&broker, 40);
+    setup(&on_portcullis, "setup", &context);
+    let mut app = start_app(&on_portcullis, "app", 0, "streams", false);
+    let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
+        if l == "STATE\tRUNNING" {
+            panic!(
+                "the streams group protocol works on Portcullis now: test it like the classic \
+                 one and update the README"
+            );
+        }
+        l.starts_with("ERROR\t").then(|| l.to_string())
+    });
+    app.wait_exit(Duration::from_secs(60));
+    assert!(
+        error.contains("org.apache.kafka.common.errors.UnsupportedVersionException"),
+        "want UnsupportedVersionException, got {error}\n{}",
+        app.stderr_tail(40)
+    );
+    eprintln!(
+        "streams_group_protocol_refused: Kafka runs it, Portcullis: {error}; {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// A state store's changelog topic is compacted, and Portcullis refuses
+/// `cleanup.policy=compact` (INVALID_CONFIG: log compaction is not
+/// implemented; see the README): a stateful application stops at its first
+/// rebalance, told InvalidConfigurationException when Streams creates the
+/// changelog. This starts failing the day compaction is served.
+#[test]
+fn streams_state_store_changelog_refused() {
+    let started = Instant::now();
+    let dir = scratch("streams-stateful");
+    let broker = Broker::start_secure(dir.path(), "");
+    broker.add_user(USER.0, USER.1);
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let (ca, bootstrap) = (broker.ca_file(), broker.addr("SASL_SSL").to_string());
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || common::log_tail(&broker, 40);
+    setup(&target, "setup", &context);
+    let mut app = start_app(&target, "app", 0, "classic", true);
+    let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
+        if l == "STATE\tRUNNING" {
+            panic!("a compacted changelog works on Portcullis now: update the README");
+        }
+        l.starts_with("ERROR\t").then(|| l.to_string())
+    });
+    app.wait_exit(Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&app.stderr).unwrap_or_default();
+    assert!(
+        error.contains("-changelog")
+            && stderr.contains("org.apache.kafka.common.errors.InvalidConfigurationException"),
+        "want InvalidConfigurationException creating the changelog, got {error}\n{}",
+        app.stderr_tail(40)
+    );
+    eprintln!(
+        "streams_state_store_changelog_refused: {error}; {:.1?}",
+        started.elapsed()
+    );
+}
