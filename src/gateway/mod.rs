@@ -167,7 +167,7 @@ impl Gateway {
                 // lost leadership or a coordinator that went away; where
                 // there is none, a closed connection (clients reconnect and
                 // refresh metadata).
-                return match unavailable::unavailable(&body) {
+                return match unavailable::unavailable(&body, ctx.version) {
                     Some(resp) => Executed::Answer(resp),
                     None => Executed::Close(format!("upstream unavailable: {e}")),
                 };
