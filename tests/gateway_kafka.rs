@@ -1797,3 +1797,312 @@ fn rolling_restart_of_all_brokers_loses_and_duplicates_nothing() {
         });
     });
 }
+
+// ===========================================================================
+// 5. A group's coordinator down
+// ===========================================================================
+
+/// COORDINATOR_NOT_AVAILABLE.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// What one group request answered.
+#[derive(Debug)]
+struct GroupAnswer {
+    /// `OffsetFetch v1`, ...
+    what: String,
+    /// Every error code of the answer, wherever the version puts it (top
+    /// level, per group, per partition).
+    codes: Vec<i16>,
+    /// OffsetFetch: partition -> committed offset.
+    offsets: BTreeMap<i32, i64>,
+    /// DescribeGroups: the group's state; ListGroups: whether it lists the
+    /// group.
+    state: String,
+}
+
+/// OffsetFetch, DescribeGroups and ListGroups for `group` on `conn`, at
+/// every version of a few the gateway offers (OffsetFetch carries its
+/// error per partition before v2, top level up to v7, per group from v8).
+/// `Err` when the connection failed.
+fn group_requests(
+    conn: &mut gk::GwConn,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<GroupAnswer>, String> {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest,
+        ListGroupsResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let parts: Vec<i32> = (0..partitions).collect();
+    let mut out = Vec::new();
+    for v in conn.versions(ApiKey::OffsetFetch, &[1, 5, 7, 8, 9]) {
+        let req = if v < 8 {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(parts.clone())]))
+        } else {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(parts.clone())]))])
+        };
+        let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, v, &req)?;
+        let mut a = GroupAnswer {
+            what: format!("OffsetFetch v{v}"),
+            codes: Vec::new(),
+            offsets: BTreeMap::new(),
+            state: String::new(),
+        };
+        if v >= 2 && v < 8 {
+            a.codes.push(r.error_code);
+        }
+        for t in &r.topics {
+            for p in &t.partitions {
+                a.codes.push(p.error_code);
+                a.offsets.insert(p.partition_index, p.committed_offset);
+            }
+        }
+        for g in &r.groups {
+            a.codes.push(g.error_code);
+            for t in &g.topics {
+                for p in &t.partitions {
+                    a.codes.push(p.error_code);
+                    a.offsets.insert(p.partition_index, p.committed_offset);
+                }
+            }
+        }
+        out.push(a);
+    }
+    for v in conn.versions(ApiKey::DescribeGroups, &[0, 3, 5]) {
+        let r: DescribeGroupsResponse = conn.call(
+            ApiKey::DescribeGroups,
+            v,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+        )?;
+        out.push(GroupAnswer {
+            what: format!("DescribeGroups v{v}"),
+            codes: r.groups.iter().map(|g| g.error_code).collect(),
+            offsets: BTreeMap::new(),
+            state: r.groups.iter().map(|g| g.group_state.to_string()).collect(),
+        });
+    }
+    for v in conn.versions(ApiKey::ListGroups, &[0, 3, 5]) {
+        let r: ListGroupsResponse =
+            conn.call(ApiKey::ListGroups, v, &ListGroupsRequest::default())?;
+        let listed = r.groups.iter().any(|g| g.group_id.as_str() == group);
+        out.push(GroupAnswer {
+            what: format!("ListGroups v{v}"),
+            codes: vec![r.error_code],
+            offsets: BTreeMap::new(),
+            state: if listed { "listed" } else { "not listed" }.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// FindCoordinator (groups, v4) through the gateway on `conn`: Kafka's
+/// node id and the address the gateway gave for it, or the error code.
+fn find_coordinator(conn: &mut gk::GwConn, group: &str) -> Result<(i32, String), String> {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let r: FindCoordinatorResponse = conn.call(
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]),
+    )?;
+    let c = r
+        .coordinators
+        .first()
+        .ok_or("no coordinator in the answer")?;
+    match c.error_code {
+        0 => Ok((c.node_id.0, format!("{}:{}", c.host, c.port))),
+        e => Err(format!("FindCoordinator error {e}")),
+    }
+}
+
+/// The coordinator of a group that committed offsets is killed (-9). On
+/// one client connection to the gateway's listener for that node,
+/// OffsetFetch (each version's error placement), DescribeGroups and
+/// ListGroups are each answered with COORDINATOR_NOT_AVAILABLE, and the
+/// connection stays open: FindCoordinator on it later finds the new
+/// coordinator once Kafka moved it (a new leader for the group's
+/// `__consumer_offsets` partition). There the same requests succeed with
+/// the committed offsets, and a librdkafka consumer of the group resumes
+/// from them, while the old coordinator is still down.
+#[test]
+fn a_dead_group_coordinator_is_answered_with_retriable_errors_not_a_closed_connection() {
+    with_fixture("coordinator_down", |f| {
+        let (topic, group) = ("gk-coord", "gk-coord-group");
+        const PARTITIONS: i32 = 3;
+        create_topic(f, topic, PARTITIONS);
+        produce_per_partition(&f.alice(), topic, PARTITIONS, 30, "before");
+        let mut cfg = f.alice();
+        cfg.set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "500");
+        // A member reads everything there is, commits and leaves.
+        let consume = |n: usize, what: &str| -> Polled {
+            let c: BaseConsumer = cfg.create().unwrap();
+            c.subscribe(&[topic]).unwrap();
+            let mut polled = Polled::default();
+            let deadline = Instant::now() + DEADLINE;
+            while polled.records.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: consumed {} of {n}; errors {:?}",
+                    polled.records.len(),
+                    polled.errors
+                );
+                poll_into(&c, &mut polled, Duration::from_millis(100));
+            }
+            // Nothing beyond `n` arrives.
+            let extra = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < extra {
+                poll_into(&c, &mut polled, Duration::from_millis(100));
+            }
+            c.commit_consumer_state(CommitMode::Sync)
+                .unwrap_or_else(|e| panic!("{what}: commit: {e}"));
+            polled
+        };
+        let first = consume(90, "before the kill");
+        assert_eq!(first.records.len(), 90, "{:?}", first.errors);
+        let committed: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 30)).collect();
+
+        let coordinator = gk::kafka_group_coordinator(&f.live_internal_addr(), group);
+        let at = f.gw_nodes[&coordinator].clone();
+        let mut conn = gk::GwConn::connect(&at, &f.gw.ca_file(), ALICE.0, ALICE.1).unwrap();
+        let before = group_requests(&mut conn, group, topic, PARTITIONS).unwrap();
+        for a in &before {
+            assert!(a.codes.iter().all(|c| *c == 0), "before the kill: {a:?}");
+            if a.what.starts_with("OffsetFetch") {
+                assert_eq!(a.offsets, committed, "before the kill: {a:?}");
+            }
+        }
+        eprintln!(
+            "coordinator_down: {group}'s coordinator is node {coordinator} (gateway {at}); {} requests answered before the kill",
+            before.len()
+        );
+
+        let killed = Instant::now();
+        f.kafka.kill9(f.index_of(coordinator));
+        let dead = group_requests(&mut conn, group, topic, PARTITIONS)
+            .unwrap_or_else(|e| panic!("the gateway closed the connection: {e}"));
+        for a in &dead {
+            assert!(
+                !a.codes.is_empty() && a.codes.iter().all(|c| *c == COORDINATOR_NOT_AVAILABLE),
+                "with the coordinator down: {a:?}"
+            );
+        }
+        eprintln!(
+            "coordinator_down: node {coordinator} killed; on the same connection: {:?}",
+            dead.iter()
+                .map(|a| format!("{} {:?}", a.what, a.codes))
+                .collect::<Vec<_>>()
+        );
+
+        // The same connection finds the new coordinator once Kafka moved
+        // it (FindCoordinator is answered by any live broker).
+        let deadline = Instant::now() + DEADLINE;
+        let (new, new_at) = loop {
+            match find_coordinator(&mut conn, group) {
+                Ok((node, addr)) if node != coordinator => break (node, addr),
+                Err(e) if e.contains(" at ") => panic!("the connection failed: {e}"),
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator did not move: {other:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
+        };
+        let (host, port) = new_at.rsplit_once(':').unwrap();
+        f.assert_gateway_address("new coordinator", new, host, port.parse().unwrap());
+        assert_eq!(
+            gk::kafka_group_coordinator(&f.live_internal_addr(), group),
+            new,
+            "Kafka's coordinator"
+        );
+        eprintln!(
+            "coordinator_down: coordinator moved to node {new} ({new_at}) {:.1?} after the kill",
+            killed.elapsed()
+        );
+        // The dead node's listener still answers (per broker) with the
+        // error: the connection was never given up.
+        let still = group_requests(&mut conn, group, topic, PARTITIONS).unwrap();
+        assert!(still
+            .iter()
+            .all(|a| a.codes.iter().all(|c| *c == COORDINATOR_NOT_AVAILABLE)));
+
+        // At the new coordinator, the same requests succeed (after it has
+        // loaded the group: COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+        let mut moved = gk::GwConn::connect(&new_at, &f.gw.ca_file(), ALICE.0, ALICE.1).unwrap();
+        let answers = loop {
+            let answers = group_requests(&mut moved, group, topic, PARTITIONS).unwrap();
+            if answers.iter().all(|a| a.codes.iter().all(|c| *c == 0)) {
+                break answers;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "at the new coordinator: {answers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        for a in &answers {
+            match &a.what[..a.what.find(' ').unwrap()] {
+                "OffsetFetch" => assert_eq!(a.offsets, committed, "{a:?}"),
+                // Kafka's state of the group (Empty, or Stable while the
+                // member that left is not yet expired there): not the
+                // unknown state of an error answer.
+                "DescribeGroups" => assert!(!a.state.is_empty(), "{a:?}"),
+                _ => assert_eq!(a.state, "listed", "{a:?}"),
+            }
+        }
+
+        eprintln!(
+            "coordinator_down: at the new coordinator: {:?}",
+            answers
+                .iter()
+                .map(|a| format!("{} {:?} {}", a.what, a.offsets, a.state))
+                .collect::<Vec<_>>()
+        );
+        // A member of the group resumes from the commits, the old
+        // coordinator still down: exactly the records produced since.
+        produce_per_partition(&f.alice(), topic, PARTITIONS, 10, "after");
+        let second = consume(30, "after the move");
+        let mut got: Vec<(i32, i64)> = second.records.iter().map(|(p, o, _)| (*p, *o)).collect();
+        got.sort();
+        let want: Vec<(i32, i64)> = (0..PARTITIONS)
+            .flat_map(|p| (30..40).map(move |o| (p, o)))
+            .collect();
+        assert_eq!(got, want, "the resumed member's records");
+        assert!(
+            second
+                .records
+                .iter()
+                .all(|(_, _, v)| v.starts_with("after-")),
+            "records from before the commits came again"
+        );
+        eprintln!(
+            "coordinator_down: a new member resumed at offset 30 of each partition and read the {} new records, {:.1?} after the kill",
+            second.records.len(),
+            killed.elapsed()
+        );
+        f.kafka.restart(f.index_of(coordinator));
+        f.wait_leaders(topic, true);
+        f.wait_leaders("__consumer_offsets", true);
+    });
+}
