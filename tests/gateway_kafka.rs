@@ -144,6 +144,37 @@ fn with_fixture(name: &str, body: impl FnOnce(&mut Fixture)) {
     }
 }
 
+/// Runs `body` with a cluster and gateway of its own (a test that changes
+/// the cluster for good, adding a node), dropped at its end or kept for
+/// inspection after a failure. It takes its turn with the shared fixture's
+/// tests: two cores run one Kafka workload at a time.
+fn with_own_fixture(name: &str, body: impl FnOnce(&mut Fixture)) {
+    let _turn = FIXTURE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut f = Fixture::start_as(&format!("gwk-{name}"));
+    let started = Instant::now();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut f)));
+    match run {
+        Ok(()) => eprintln!("gateway_kafka::{name}: passed in {:.1?}", started.elapsed()),
+        Err(e) => {
+            eprintln!(
+                "gateway_kafka::{name}: FAILED after {:.1?}\n{}\n{}\nkafka dir {}, gateway dir {}",
+                started.elapsed(),
+                f.gw.log_tail(60),
+                f.kafka.logs_tail(25),
+                f.kafka.dir.display(),
+                f.gw.dir.display()
+            );
+            // The cluster keeps its directory when dropped while panicking;
+            // the gateway's is kept here.
+            if let Some(d) = f.dir.take() {
+                eprintln!("gateway_kafka::{name}: kept {}", d.keep().display());
+            }
+            // `f` is dropped while unwinding: the cluster keeps its own.
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
 /// At exit: stop the gateway and Kafka; after a failure (or with
 /// `GATEWAY_KAFKA_KEEP` set) their directories stay (Kafka's JVMs die with this process: parent-death signal).
 extern "C" fn drop_fixture() {
@@ -169,10 +200,16 @@ extern "C" fn drop_fixture() {
 }
 
 impl Fixture {
+    /// The shared cluster and gateway.
     fn start() -> Fixture {
+        Fixture::start_as("gwk")
+    }
+
+    /// A cluster and a gateway, in directories named after `name`.
+    fn start_as(name: &str) -> Fixture {
         let started = Instant::now();
         let kafka = KafkaCluster::start(
-            "gwk",
+            name,
             KafkaOpts {
                 nodes: 3,
                 listeners: &[Listener::SaslSsl],
@@ -207,7 +244,7 @@ impl Fixture {
             ],
             "",
         );
-        let dir = common::scratch("gateway-kafka");
+        let dir = common::scratch(&format!("gateway-kafka-{name}"));
         let upstream: Vec<String> = (0..kafka.nodes())
             .map(|i| kafka.addr(i, Listener::SaslSsl))
             .collect();
@@ -236,7 +273,7 @@ impl Fixture {
         }
         let gw_pid = gw.pid();
         eprintln!(
-            "gateway_kafka: cluster and gateway ready in {:.1?}; gateway {} (pid {gw_pid}), per-broker {gw_nodes:?}",
+            "gateway_kafka: {name}: cluster and gateway ready in {:.1?}; gateway {} (pid {gw_pid}), per-broker {gw_nodes:?}",
             started.elapsed(),
             gw.bootstrap
         );
@@ -1341,50 +1378,7 @@ fn a_moved_partition_leader_is_followed_without_restarting_the_gateway() {
         order.extend(replicas.iter().filter(|r| **r != new));
         eprintln!("{topic}[0]: leader {old}, replicas {replicas:?}; moving to {new} ({order:?})");
 
-        let internal = f.kafka.internal_bootstrap();
-        let plan = f.kafka.dir.join("gk-moving-reassign.json");
-        std::fs::write(
-            &plan,
-            serde_json::json!({"version": 1, "partitions": [
-                {"topic": topic, "partition": 0, "replicas": order}
-            ]})
-            .to_string(),
-        )
-        .unwrap();
-        let run = run_tool(
-            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-            &[
-                "--bootstrap-server",
-                &internal,
-                "--reassignment-json-file",
-                plan.to_str().unwrap(),
-                "--execute",
-            ],
-            "",
-        );
-        assert!(run.ok(), "{run}");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let run = run_tool(
-                "org.apache.kafka.tools.LeaderElectionCommand",
-                &[
-                    "--bootstrap-server",
-                    &internal,
-                    "--election-type",
-                    "PREFERRED",
-                    "--topic",
-                    topic,
-                    "--partition",
-                    "0",
-                ],
-                "",
-            );
-            if f.kafka_partitions(topic)[&0].0 == new {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the leader did not move: {run}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        move_partition(f, topic, 0, &order);
 
         let logs = f.logging(&[REQUEST_LOGGER], || {
             produce(200, 400);
@@ -1456,6 +1450,69 @@ fn a_moved_partition_leader_is_followed_without_restarting_the_gateway() {
         assert_eq!(acked, want, "acknowledged offsets");
         assert_eq!(f.gw.pid(), f.gw_pid, "the gateway was restarted");
     });
+}
+
+/// Reassigns `topic[partition]` to the replicas `order` (Kafka's
+/// kafka-reassign-partitions over the internal listener, copying the data
+/// to new replicas) and makes `order[0]` its leader (kafka-leader-election,
+/// preferred; leaders do not move by themselves here), waiting until Kafka
+/// says so.
+fn move_partition(f: &Fixture, topic: &str, partition: i32, order: &[i32]) {
+    let internal = f.kafka.internal_bootstrap();
+    let plan = f
+        .kafka
+        .dir
+        .join(format!("{topic}-{partition}-reassign.json"));
+    std::fs::write(
+        &plan,
+        serde_json::json!({"version": 1, "partitions": [
+            {"topic": topic, "partition": partition, "replicas": order}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let run = run_tool(
+        "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+        &[
+            "--bootstrap-server",
+            &internal,
+            "--reassignment-json-file",
+            plan.to_str().unwrap(),
+            "--execute",
+        ],
+        "",
+    );
+    assert!(run.ok(), "{run}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (leader, replicas, isr) = f.kafka_partitions(topic)[&partition].clone();
+        let mut in_sync = isr.clone();
+        in_sync.sort_unstable();
+        let mut want = order.to_vec();
+        want.sort_unstable();
+        if leader == order[0] && replicas == order && in_sync == want {
+            return;
+        }
+        let run = run_tool(
+            "org.apache.kafka.tools.LeaderElectionCommand",
+            &[
+                "--bootstrap-server",
+                &internal,
+                "--election-type",
+                "PREFERRED",
+                "--topic",
+                topic,
+                "--partition",
+                &partition.to_string(),
+            ],
+            "",
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{topic}[{partition}] did not move to {order:?}: leader {leader}, replicas {replicas:?}, in sync {isr:?}\n{run}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 // ===========================================================================
@@ -1862,7 +1919,7 @@ fn group_requests(
             offsets: BTreeMap::new(),
             state: String::new(),
         };
-        if v >= 2 && v < 8 {
+        if (2..8).contains(&v) {
             a.codes.push(r.error_code);
         }
         for t in &r.topics {
@@ -2104,5 +2161,240 @@ fn a_dead_group_coordinator_is_answered_with_retriable_errors_not_a_closed_conne
         f.kafka.restart(f.index_of(coordinator));
         f.wait_leaders(topic, true);
         f.wait_leaders("__consumer_offsets", true);
+    });
+}
+
+// ===========================================================================
+// 6. The upstream grows
+// ===========================================================================
+
+/// How many requests a node answered without error, and the codes of
+/// those it refused.
+type Answered = (usize, Vec<i64>);
+
+/// A broker joins the upstream cluster while the gateway runs (a cluster
+/// of this test's own: the node stays). A producer and a consumer that
+/// connected through the gateway before it existed go on: the gateway's
+/// metadata lists the new node at a per-broker gateway listener opened
+/// for it at runtime; a topic created with its replicas on the new node
+/// (Kafka's Admin API over the internal listener) and an existing
+/// partition moved there are written and read through the gateway, and
+/// Kafka's request log of the new node shows the Produce and Fetch
+/// requests arriving there, from the gateway's service principal.
+#[test]
+fn a_broker_added_upstream_is_picked_up_without_restarting_the_gateway() {
+    with_own_fixture("grow", |f| {
+        let (moved, created) = ("gk-grow-moved", "gk-grow-new");
+        create_topic(f, moved, 1);
+        let (p, d) = idempotent_producer(&f.alice(), DEADLINE);
+        let consumer: BaseConsumer = f
+            .alice()
+            .set("group.id", "gk-grow-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(moved, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let produce = |topic: &str, from: usize, to: usize| {
+            for i in from..to {
+                send(&p, topic, Some(0), "k", &format!("{topic}-{i:05}"));
+            }
+        };
+        let mut read = Polled::default();
+        let read_until = |read: &mut Polled, n: usize| {
+            let deadline = Instant::now() + DEADLINE;
+            while read.records.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "read {} of {n}; errors {:?}",
+                    read.records.len(),
+                    read.errors
+                );
+                poll_into(&consumer, read, Duration::from_millis(100));
+            }
+        };
+        produce(moved, 0, 100);
+        p.flush(DEADLINE).unwrap();
+        read_until(&mut read, 100);
+        let brokers = |what: &str| -> BTreeMap<i32, (String, u16)> {
+            let md = p
+                .client()
+                .fetch_metadata(None, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("{what}: metadata through the gateway: {e}"));
+            md.brokers()
+                .iter()
+                .map(|b| (b.id(), (b.host().to_string(), b.port() as u16)))
+                .collect()
+        };
+        let before = brokers("before");
+        assert_eq!(
+            before.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "{before:?}"
+        );
+
+        let index = f.kafka.add_broker();
+        let new = f.kafka.node_id(index);
+        let added = Instant::now();
+        f.kafka_ports
+            .insert(port_of(&f.kafka.addr(index, Listener::SaslSsl)));
+        f.kafka_ports.insert(port_of(&f.internal_addr(index)));
+
+        // The producer's own client, connected since before: the gateway's
+        // metadata names the new node, at a listener the gateway opened
+        // for it (announced on its stdout) and no Kafka port.
+        let deadline = Instant::now() + DEADLINE;
+        let after = loop {
+            let b = brokers("after");
+            if b.contains_key(&new) {
+                break b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway's metadata does not list node {new}: {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        f.gw_nodes = f.gw.wait_nodes(&[new]);
+        for (id, (host, port)) in &after {
+            f.assert_gateway_address("broker after the node joined", *id, host, *port);
+        }
+        eprintln!(
+            "grow: node {new} in the gateway's metadata {:.1?} after it joined: {after:?}",
+            added.elapsed()
+        );
+
+        // A topic created with its replicas on the new node, the new node
+        // first (its leader), with Kafka's Admin API on the internal
+        // listener.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin: AdminClient<DefaultClientContext> = f.direct().create().unwrap();
+        let assignment: &[&[i32]] = &[&[new, 1, 2]];
+        let res = rt
+            .block_on(
+                admin.create_topics(
+                    &[
+                        NewTopic::new(created, 1, TopicReplication::Variable(assignment))
+                            .set("min.insync.replicas", "2"),
+                    ],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+                ),
+            )
+            .expect("create_topics on Kafka");
+        assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+        let leaders = f.wait_leaders(created, true);
+        assert_eq!(leaders[&0], new, "{created}'s leader");
+        // And the existing partition moved to the new node, as its leader.
+        let (_, replicas, _) = f.kafka_partitions(moved)[&0].clone();
+        let mut order = vec![new];
+        order.extend(replicas.iter().take(2));
+        move_partition(f, moved, 0, &order);
+        eprintln!(
+            "grow: {created}[0] created on {:?}, {moved}[0] moved from {replicas:?} to {order:?}, {:.1?} after node {new} joined",
+            assignment[0],
+            added.elapsed()
+        );
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(moved, 0, Offset::Offset(100))
+            .unwrap();
+        tpl.add_partition_offset(created, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let logs = f.logging(&[REQUEST_LOGGER], || {
+            produce(moved, 100, 200);
+            produce(created, 0, 100);
+            p.flush(DEADLINE).unwrap();
+            read_until(&mut read, 300);
+        });
+        let failed = d.failed.lock().unwrap().clone();
+        assert!(failed.is_empty(), "delivery failures: {failed:?}");
+        assert_eq!(d.ok.lock().unwrap().len(), 300, "delivery reports");
+
+        // Each record once, in order, at its offset.
+        let mut got: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for (_, o, v) in &read.records {
+            let topic = v.rsplit_once('-').unwrap().0.to_string();
+            got.entry(topic).or_default().push((*o, v.clone()));
+        }
+        for (topic, n) in [(moved, 200), (created, 100)] {
+            let want: Vec<(i64, String)> = (0..n)
+                .map(|i| (i as i64, format!("{topic}-{i:05}")))
+                .collect();
+            assert_eq!(got.get(topic), Some(&want), "{topic} through the gateway");
+        }
+
+        // Kafka's request log: the new node took the client Produce and
+        // Fetch requests of both partitions (listener SASL, from the
+        // gateway's service principal); no other node accepted a Produce
+        // for them (the old leader refused the first ones with
+        // NOT_LEADER_OR_FOLLOWER, which sent the client to the new one).
+        // node -> (api, topic) -> (answered without error, refused with)
+        let mut per_node: BTreeMap<i32, BTreeMap<(String, &str), Answered>> = BTreeMap::new();
+        for (node, text) in &logs {
+            for l in gk::request_lines(text) {
+                if l.listener != "SASL" || !["PRODUCE", "FETCH"].contains(&l.api.as_str()) {
+                    continue;
+                }
+                assert_eq!(l.principal, SERVICE_PRINCIPAL, "{}", l.raw);
+                for topic in [moved, created] {
+                    if l.partitions.iter().any(|(t, _)| t == topic) {
+                        let e = per_node
+                            .entry(*node)
+                            .or_default()
+                            .entry((l.api.clone(), topic))
+                            .or_default();
+                        match l.errors.first() {
+                            None => e.0 += 1,
+                            Some(c) => e.1.push(*c),
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("grow: client requests per node, (api, topic) -> (answered, refused with): {per_node:?}");
+        let at_new = per_node.get(&new).cloned().unwrap_or_default();
+        for topic in [moved, created] {
+            for api in ["PRODUCE", "FETCH"] {
+                assert!(
+                    at_new
+                        .get(&(api.to_string(), topic))
+                        .is_some_and(|(ok, _)| *ok > 0),
+                    "no {api} for {topic} reached node {new}: {per_node:?}"
+                );
+            }
+        }
+        for (node, calls) in &per_node {
+            if *node == new {
+                continue;
+            }
+            for ((api, topic), (ok, refused)) in calls {
+                if api == "PRODUCE" {
+                    assert_eq!(
+                        *ok, 0,
+                        "node {node} accepted a Produce for {topic}: {per_node:?}"
+                    );
+                    assert!(refused.iter().all(|c| *c == 6), "{per_node:?}");
+                }
+            }
+        }
+        // The gateway's metadata: both partitions led by the new node.
+        let md = p
+            .client()
+            .fetch_metadata(None, Duration::from_secs(30))
+            .unwrap();
+        for t in md
+            .topics()
+            .iter()
+            .filter(|t| [moved, created].contains(&t.name()))
+        {
+            assert_eq!(t.partitions()[0].leader(), new, "{}", t.name());
+        }
+        assert_eq!(f.gw.pid(), f.gw_pid, "the gateway was restarted");
     });
 }
