@@ -148,9 +148,11 @@ fn with_fixture(name: &str, body: impl FnOnce(&mut Fixture)) {
 /// the cluster for good, adding a node), dropped at its end or kept for
 /// inspection after a failure. It takes its turn with the shared fixture's
 /// tests: two cores run one Kafka workload at a time.
-fn with_own_fixture(name: &str, body: impl FnOnce(&mut Fixture)) {
+/// `upstream_nodes`: how many of the nodes the gateway's
+/// `bootstrap_servers` name.
+fn with_own_fixture(name: &str, upstream_nodes: usize, body: impl FnOnce(&mut Fixture)) {
     let _turn = FIXTURE.lock().unwrap_or_else(|p| p.into_inner());
-    let mut f = Fixture::start_as(&format!("gwk-{name}"));
+    let mut f = Fixture::start_as(&format!("gwk-{name}"), upstream_nodes);
     let started = Instant::now();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut f)));
     match run {
@@ -202,11 +204,13 @@ extern "C" fn drop_fixture() {
 impl Fixture {
     /// The shared cluster and gateway.
     fn start() -> Fixture {
-        Fixture::start_as("gwk")
+        Fixture::start_as("gwk", 3)
     }
 
-    /// A cluster and a gateway, in directories named after `name`.
-    fn start_as(name: &str) -> Fixture {
+    /// A 3-node cluster and a gateway, in directories named after `name`;
+    /// the gateway's `bootstrap_servers` name the first `upstream_nodes`
+    /// nodes (it learns the others from the cluster).
+    fn start_as(name: &str, upstream_nodes: usize) -> Fixture {
         let started = Instant::now();
         let kafka = KafkaCluster::start(
             name,
@@ -245,14 +249,15 @@ impl Fixture {
             "",
         );
         let dir = common::scratch(&format!("gateway-kafka-{name}"));
-        let upstream: Vec<String> = (0..kafka.nodes())
+        let clients: Vec<String> = (0..kafka.nodes())
             .map(|i| kafka.addr(i, Listener::SaslSsl))
             .collect();
+        let upstream = &clients[..upstream_nodes];
         let ca = kafka.ca_file();
         let gw = GatewayProc::start(
             &dir.path().join("gw"),
             &GatewayOpts {
-                upstream: &upstream,
+                upstream,
                 upstream_ca: &ca,
                 service_user: SERVICE.0,
                 service_password: SERVICE.1,
@@ -264,7 +269,7 @@ impl Fixture {
         let gw_nodes = gw.wait_nodes(&ids);
         let mut kafka_ports = BTreeSet::new();
         let internal = kafka.internal_bootstrap();
-        for a in upstream
+        for a in clients
             .iter()
             .map(String::as_str)
             .chain(internal.split(','))
@@ -2180,10 +2185,12 @@ type Answered = (usize, Vec<i64>);
 /// (Kafka's Admin API over the internal listener) and an existing
 /// partition moved there are written and read through the gateway, and
 /// Kafka's request log of the new node shows the Produce and Fetch
-/// requests arriving there, from the gateway's service principal.
+/// requests arriving there, from the gateway's service principal. The
+/// gateway names node 1 alone as its upstream bootstrap server: with node
+/// 1 killed at the end, the brokers it learned answer for it.
 #[test]
 fn a_broker_added_upstream_is_picked_up_without_restarting_the_gateway() {
-    with_own_fixture("grow", |f| {
+    with_own_fixture("grow", 1, |f| {
         let (moved, created) = ("gk-grow-moved", "gk-grow-new");
         create_topic(f, moved, 1);
         let (p, d) = idempotent_producer(&f.alice(), DEADLINE);
@@ -2395,6 +2402,36 @@ fn a_broker_added_upstream_is_picked_up_without_restarting_the_gateway() {
         {
             assert_eq!(t.partitions()[0].leader(), new, "{}", t.name());
         }
+
+        // The gateway was configured with node 1 alone; with node 1 down,
+        // what any broker answers is answered by the brokers it learned,
+        // the new one among them: a new client bootstraps through the
+        // gateway and writes and reads the new node's partition.
+        drop(consumer);
+        drop(p);
+        f.kafka.kill9(f.index_of(1));
+        let killed = Instant::now();
+        let fresh: BaseConsumer = f.alice().create().unwrap();
+        let md = fresh
+            .fetch_metadata(None, Duration::from_secs(30))
+            .unwrap_or_else(|e| {
+                panic!("Metadata through the gateway with its only bootstrap server down: {e}")
+            });
+        assert!(
+            md.brokers().iter().any(|b| b.id() == new),
+            "node {new} is not in the gateway's metadata"
+        );
+        let acked = produce_per_partition(&f.alice(), created, 1, 50, "bootstrap-down");
+        assert!(
+            acked.iter().all(|(_, o, _)| (100..150).contains(o)),
+            "{acked:?}"
+        );
+        let back = read_back(&f.alice(), created, 1, "with node 1 down");
+        assert_eq!(back[&0].len(), 150, "{created} read back");
+        eprintln!(
+            "grow: node 1, the gateway's only bootstrap server, killed: a new client bootstrapped, wrote and read {created} in {:.1?}",
+            killed.elapsed()
+        );
         assert_eq!(f.gw.pid(), f.gw_pid, "the gateway was restarted");
     });
 }
