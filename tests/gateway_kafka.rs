@@ -144,6 +144,39 @@ fn with_fixture(name: &str, body: impl FnOnce(&mut Fixture)) {
     }
 }
 
+/// Runs `body` with a cluster and gateway of its own (a test that changes
+/// the cluster for good, adding a node), dropped at its end or kept for
+/// inspection after a failure. It takes its turn with the shared fixture's
+/// tests: two cores run one Kafka workload at a time.
+/// `upstream_nodes`: how many of the nodes the gateway's
+/// `bootstrap_servers` name.
+fn with_own_fixture(name: &str, upstream_nodes: usize, body: impl FnOnce(&mut Fixture)) {
+    let _turn = FIXTURE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut f = Fixture::start_as(&format!("gwk-{name}"), upstream_nodes);
+    let started = Instant::now();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut f)));
+    match run {
+        Ok(()) => eprintln!("gateway_kafka::{name}: passed in {:.1?}", started.elapsed()),
+        Err(e) => {
+            eprintln!(
+                "gateway_kafka::{name}: FAILED after {:.1?}\n{}\n{}\nkafka dir {}, gateway dir {}",
+                started.elapsed(),
+                f.gw.log_tail(60),
+                f.kafka.logs_tail(25),
+                f.kafka.dir.display(),
+                f.gw.dir.display()
+            );
+            // The cluster keeps its directory when dropped while panicking;
+            // the gateway's is kept here.
+            if let Some(d) = f.dir.take() {
+                eprintln!("gateway_kafka::{name}: kept {}", d.keep().display());
+            }
+            // `f` is dropped while unwinding: the cluster keeps its own.
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
 /// At exit: stop the gateway and Kafka; after a failure (or with
 /// `GATEWAY_KAFKA_KEEP` set) their directories stay (Kafka's JVMs die with this process: parent-death signal).
 extern "C" fn drop_fixture() {
@@ -169,10 +202,18 @@ extern "C" fn drop_fixture() {
 }
 
 impl Fixture {
+    /// The shared cluster and gateway.
     fn start() -> Fixture {
+        Fixture::start_as("gwk", 3)
+    }
+
+    /// A 3-node cluster and a gateway, in directories named after `name`;
+    /// the gateway's `bootstrap_servers` name the first `upstream_nodes`
+    /// nodes (it learns the others from the cluster).
+    fn start_as(name: &str, upstream_nodes: usize) -> Fixture {
         let started = Instant::now();
         let kafka = KafkaCluster::start(
-            "gwk",
+            name,
             KafkaOpts {
                 nodes: 3,
                 listeners: &[Listener::SaslSsl],
@@ -207,15 +248,16 @@ impl Fixture {
             ],
             "",
         );
-        let dir = common::scratch("gateway-kafka");
-        let upstream: Vec<String> = (0..kafka.nodes())
+        let dir = common::scratch(&format!("gateway-kafka-{name}"));
+        let clients: Vec<String> = (0..kafka.nodes())
             .map(|i| kafka.addr(i, Listener::SaslSsl))
             .collect();
+        let upstream = &clients[..upstream_nodes];
         let ca = kafka.ca_file();
         let gw = GatewayProc::start(
             &dir.path().join("gw"),
             &GatewayOpts {
-                upstream: &upstream,
+                upstream,
                 upstream_ca: &ca,
                 service_user: SERVICE.0,
                 service_password: SERVICE.1,
@@ -227,7 +269,7 @@ impl Fixture {
         let gw_nodes = gw.wait_nodes(&ids);
         let mut kafka_ports = BTreeSet::new();
         let internal = kafka.internal_bootstrap();
-        for a in upstream
+        for a in clients
             .iter()
             .map(String::as_str)
             .chain(internal.split(','))
@@ -236,7 +278,7 @@ impl Fixture {
         }
         let gw_pid = gw.pid();
         eprintln!(
-            "gateway_kafka: cluster and gateway ready in {:.1?}; gateway {} (pid {gw_pid}), per-broker {gw_nodes:?}",
+            "gateway_kafka: {name}: cluster and gateway ready in {:.1?}; gateway {} (pid {gw_pid}), per-broker {gw_nodes:?}",
             started.elapsed(),
             gw.bootstrap
         );
@@ -1341,50 +1383,7 @@ fn a_moved_partition_leader_is_followed_without_restarting_the_gateway() {
         order.extend(replicas.iter().filter(|r| **r != new));
         eprintln!("{topic}[0]: leader {old}, replicas {replicas:?}; moving to {new} ({order:?})");
 
-        let internal = f.kafka.internal_bootstrap();
-        let plan = f.kafka.dir.join("gk-moving-reassign.json");
-        std::fs::write(
-            &plan,
-            serde_json::json!({"version": 1, "partitions": [
-                {"topic": topic, "partition": 0, "replicas": order}
-            ]})
-            .to_string(),
-        )
-        .unwrap();
-        let run = run_tool(
-            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-            &[
-                "--bootstrap-server",
-                &internal,
-                "--reassignment-json-file",
-                plan.to_str().unwrap(),
-                "--execute",
-            ],
-            "",
-        );
-        assert!(run.ok(), "{run}");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let run = run_tool(
-                "org.apache.kafka.tools.LeaderElectionCommand",
-                &[
-                    "--bootstrap-server",
-                    &internal,
-                    "--election-type",
-                    "PREFERRED",
-                    "--topic",
-                    topic,
-                    "--partition",
-                    "0",
-                ],
-                "",
-            );
-            if f.kafka_partitions(topic)[&0].0 == new {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the leader did not move: {run}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        move_partition(f, topic, 0, &order);
 
         let logs = f.logging(&[REQUEST_LOGGER], || {
             produce(200, 400);
@@ -1456,6 +1455,69 @@ fn a_moved_partition_leader_is_followed_without_restarting_the_gateway() {
         assert_eq!(acked, want, "acknowledged offsets");
         assert_eq!(f.gw.pid(), f.gw_pid, "the gateway was restarted");
     });
+}
+
+/// Reassigns `topic[partition]` to the replicas `order` (Kafka's
+/// kafka-reassign-partitions over the internal listener, copying the data
+/// to new replicas) and makes `order[0]` its leader (kafka-leader-election,
+/// preferred; leaders do not move by themselves here), waiting until Kafka
+/// says so.
+fn move_partition(f: &Fixture, topic: &str, partition: i32, order: &[i32]) {
+    let internal = f.kafka.internal_bootstrap();
+    let plan = f
+        .kafka
+        .dir
+        .join(format!("{topic}-{partition}-reassign.json"));
+    std::fs::write(
+        &plan,
+        serde_json::json!({"version": 1, "partitions": [
+            {"topic": topic, "partition": partition, "replicas": order}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let run = run_tool(
+        "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+        &[
+            "--bootstrap-server",
+            &internal,
+            "--reassignment-json-file",
+            plan.to_str().unwrap(),
+            "--execute",
+        ],
+        "",
+    );
+    assert!(run.ok(), "{run}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (leader, replicas, isr) = f.kafka_partitions(topic)[&partition].clone();
+        let mut in_sync = isr.clone();
+        in_sync.sort_unstable();
+        let mut want = order.to_vec();
+        want.sort_unstable();
+        if leader == order[0] && replicas == order && in_sync == want {
+            return;
+        }
+        let run = run_tool(
+            "org.apache.kafka.tools.LeaderElectionCommand",
+            &[
+                "--bootstrap-server",
+                &internal,
+                "--election-type",
+                "PREFERRED",
+                "--topic",
+                topic,
+                "--partition",
+                &partition.to_string(),
+            ],
+            "",
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{topic}[{partition}] did not move to {order:?}: leader {leader}, replicas {replicas:?}, in sync {isr:?}\n{run}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 // ===========================================================================
@@ -1795,5 +1857,581 @@ fn rolling_restart_of_all_brokers_loses_and_duplicates_nothing() {
                 );
             }
         });
+    });
+}
+
+// ===========================================================================
+// 5. A group's coordinator down
+// ===========================================================================
+
+/// COORDINATOR_NOT_AVAILABLE.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// What one group request answered.
+#[derive(Debug)]
+struct GroupAnswer {
+    /// `OffsetFetch v1`, ...
+    what: String,
+    /// Every error code of the answer, wherever the version puts it (top
+    /// level, per group, per partition).
+    codes: Vec<i16>,
+    /// OffsetFetch: partition -> committed offset.
+    offsets: BTreeMap<i32, i64>,
+    /// DescribeGroups: the group's state; ListGroups: whether it lists the
+    /// group.
+    state: String,
+}
+
+/// OffsetFetch, DescribeGroups and ListGroups for `group` on `conn`, at
+/// every version of a few the gateway offers (OffsetFetch carries its
+/// error per partition before v2, top level up to v7, per group from v8).
+/// `Err` when the connection failed.
+fn group_requests(
+    conn: &mut gk::GwConn,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<GroupAnswer>, String> {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest,
+        ListGroupsResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let parts: Vec<i32> = (0..partitions).collect();
+    let mut out = Vec::new();
+    for v in conn.versions(ApiKey::OffsetFetch, &[1, 5, 7, 8, 9]) {
+        let req = if v < 8 {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(parts.clone())]))
+        } else {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(parts.clone())]))])
+        };
+        let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, v, &req)?;
+        let mut a = GroupAnswer {
+            what: format!("OffsetFetch v{v}"),
+            codes: Vec::new(),
+            offsets: BTreeMap::new(),
+            state: String::new(),
+        };
+        if (2..8).contains(&v) {
+            a.codes.push(r.error_code);
+        }
+        for t in &r.topics {
+            for p in &t.partitions {
+                a.codes.push(p.error_code);
+                a.offsets.insert(p.partition_index, p.committed_offset);
+            }
+        }
+        for g in &r.groups {
+            a.codes.push(g.error_code);
+            for t in &g.topics {
+                for p in &t.partitions {
+                    a.codes.push(p.error_code);
+                    a.offsets.insert(p.partition_index, p.committed_offset);
+                }
+            }
+        }
+        out.push(a);
+    }
+    for v in conn.versions(ApiKey::DescribeGroups, &[0, 3, 5]) {
+        let r: DescribeGroupsResponse = conn.call(
+            ApiKey::DescribeGroups,
+            v,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+        )?;
+        out.push(GroupAnswer {
+            what: format!("DescribeGroups v{v}"),
+            codes: r.groups.iter().map(|g| g.error_code).collect(),
+            offsets: BTreeMap::new(),
+            state: r.groups.iter().map(|g| g.group_state.to_string()).collect(),
+        });
+    }
+    for v in conn.versions(ApiKey::ListGroups, &[0, 3, 5]) {
+        let r: ListGroupsResponse =
+            conn.call(ApiKey::ListGroups, v, &ListGroupsRequest::default())?;
+        let listed = r.groups.iter().any(|g| g.group_id.as_str() == group);
+        out.push(GroupAnswer {
+            what: format!("ListGroups v{v}"),
+            codes: vec![r.error_code],
+            offsets: BTreeMap::new(),
+            state: if listed { "listed" } else { "not listed" }.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// FindCoordinator (groups, v4) through the gateway on `conn`: Kafka's
+/// node id and the address the gateway gave for it, or the error code.
+fn find_coordinator(conn: &mut gk::GwConn, group: &str) -> Result<(i32, String), String> {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let r: FindCoordinatorResponse = conn.call(
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]),
+    )?;
+    let c = r
+        .coordinators
+        .first()
+        .ok_or("no coordinator in the answer")?;
+    match c.error_code {
+        0 => Ok((c.node_id.0, format!("{}:{}", c.host, c.port))),
+        e => Err(format!("FindCoordinator error {e}")),
+    }
+}
+
+/// The coordinator of a group that committed offsets is killed (-9). On
+/// one client connection to the gateway's listener for that node,
+/// OffsetFetch (each version's error placement), DescribeGroups and
+/// ListGroups are each answered with COORDINATOR_NOT_AVAILABLE, and the
+/// connection stays open: FindCoordinator on it later finds the new
+/// coordinator once Kafka moved it (a new leader for the group's
+/// `__consumer_offsets` partition). There the same requests succeed with
+/// the committed offsets, and a librdkafka consumer of the group resumes
+/// from them, while the old coordinator is still down.
+#[test]
+fn a_dead_group_coordinator_is_answered_with_retriable_errors_not_a_closed_connection() {
+    with_fixture("coordinator_down", |f| {
+        let (topic, group) = ("gk-coord", "gk-coord-group");
+        const PARTITIONS: i32 = 3;
+        create_topic(f, topic, PARTITIONS);
+        produce_per_partition(&f.alice(), topic, PARTITIONS, 30, "before");
+        let mut cfg = f.alice();
+        cfg.set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "500");
+        // A member reads everything there is, commits and leaves.
+        let consume = |n: usize, what: &str| -> Polled {
+            let c: BaseConsumer = cfg.create().unwrap();
+            c.subscribe(&[topic]).unwrap();
+            let mut polled = Polled::default();
+            let deadline = Instant::now() + DEADLINE;
+            while polled.records.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: consumed {} of {n}; errors {:?}",
+                    polled.records.len(),
+                    polled.errors
+                );
+                poll_into(&c, &mut polled, Duration::from_millis(100));
+            }
+            // Nothing beyond `n` arrives.
+            let extra = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < extra {
+                poll_into(&c, &mut polled, Duration::from_millis(100));
+            }
+            c.commit_consumer_state(CommitMode::Sync)
+                .unwrap_or_else(|e| panic!("{what}: commit: {e}"));
+            polled
+        };
+        let first = consume(90, "before the kill");
+        assert_eq!(first.records.len(), 90, "{:?}", first.errors);
+        let committed: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 30)).collect();
+
+        let coordinator = gk::kafka_group_coordinator(&f.live_internal_addr(), group);
+        let at = f.gw_nodes[&coordinator].clone();
+        let mut conn = gk::GwConn::connect(&at, &f.gw.ca_file(), ALICE.0, ALICE.1).unwrap();
+        let before = group_requests(&mut conn, group, topic, PARTITIONS).unwrap();
+        for a in &before {
+            assert!(a.codes.iter().all(|c| *c == 0), "before the kill: {a:?}");
+            if a.what.starts_with("OffsetFetch") {
+                assert_eq!(a.offsets, committed, "before the kill: {a:?}");
+            }
+        }
+        eprintln!(
+            "coordinator_down: {group}'s coordinator is node {coordinator} (gateway {at}); {} requests answered before the kill",
+            before.len()
+        );
+
+        let killed = Instant::now();
+        f.kafka.kill9(f.index_of(coordinator));
+        let dead = group_requests(&mut conn, group, topic, PARTITIONS)
+            .unwrap_or_else(|e| panic!("the gateway closed the connection: {e}"));
+        for a in &dead {
+            assert!(
+                !a.codes.is_empty() && a.codes.iter().all(|c| *c == COORDINATOR_NOT_AVAILABLE),
+                "with the coordinator down: {a:?}"
+            );
+        }
+        eprintln!(
+            "coordinator_down: node {coordinator} killed; on the same connection: {:?}",
+            dead.iter()
+                .map(|a| format!("{} {:?}", a.what, a.codes))
+                .collect::<Vec<_>>()
+        );
+
+        // The same connection finds the new coordinator once Kafka moved
+        // it (FindCoordinator is answered by any live broker).
+        let deadline = Instant::now() + DEADLINE;
+        let (new, new_at) = loop {
+            match find_coordinator(&mut conn, group) {
+                Ok((node, addr)) if node != coordinator => break (node, addr),
+                Err(e) if e.contains(" at ") => panic!("the connection failed: {e}"),
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator did not move: {other:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
+        };
+        let (host, port) = new_at.rsplit_once(':').unwrap();
+        f.assert_gateway_address("new coordinator", new, host, port.parse().unwrap());
+        assert_eq!(
+            gk::kafka_group_coordinator(&f.live_internal_addr(), group),
+            new,
+            "Kafka's coordinator"
+        );
+        eprintln!(
+            "coordinator_down: coordinator moved to node {new} ({new_at}) {:.1?} after the kill",
+            killed.elapsed()
+        );
+        // The dead node's listener still answers (per broker) with the
+        // error: the connection was never given up.
+        let still = group_requests(&mut conn, group, topic, PARTITIONS).unwrap();
+        assert!(still
+            .iter()
+            .all(|a| a.codes.iter().all(|c| *c == COORDINATOR_NOT_AVAILABLE)));
+
+        // At the new coordinator, the same requests succeed (after it has
+        // loaded the group: COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+        let mut moved = gk::GwConn::connect(&new_at, &f.gw.ca_file(), ALICE.0, ALICE.1).unwrap();
+        let answers = loop {
+            let answers = group_requests(&mut moved, group, topic, PARTITIONS).unwrap();
+            if answers.iter().all(|a| a.codes.iter().all(|c| *c == 0)) {
+                break answers;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "at the new coordinator: {answers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        for a in &answers {
+            match &a.what[..a.what.find(' ').unwrap()] {
+                "OffsetFetch" => assert_eq!(a.offsets, committed, "{a:?}"),
+                // Kafka's state of the group (Empty, or Stable while the
+                // member that left is not yet expired there): not the
+                // unknown state of an error answer.
+                "DescribeGroups" => assert!(!a.state.is_empty(), "{a:?}"),
+                _ => assert_eq!(a.state, "listed", "{a:?}"),
+            }
+        }
+
+        eprintln!(
+            "coordinator_down: at the new coordinator: {:?}",
+            answers
+                .iter()
+                .map(|a| format!("{} {:?} {}", a.what, a.offsets, a.state))
+                .collect::<Vec<_>>()
+        );
+        // A member of the group resumes from the commits, the old
+        // coordinator still down: exactly the records produced since.
+        produce_per_partition(&f.alice(), topic, PARTITIONS, 10, "after");
+        let second = consume(30, "after the move");
+        let mut got: Vec<(i32, i64)> = second.records.iter().map(|(p, o, _)| (*p, *o)).collect();
+        got.sort();
+        let want: Vec<(i32, i64)> = (0..PARTITIONS)
+            .flat_map(|p| (30..40).map(move |o| (p, o)))
+            .collect();
+        assert_eq!(got, want, "the resumed member's records");
+        assert!(
+            second
+                .records
+                .iter()
+                .all(|(_, _, v)| v.starts_with("after-")),
+            "records from before the commits came again"
+        );
+        eprintln!(
+            "coordinator_down: a new member resumed at offset 30 of each partition and read the {} new records, {:.1?} after the kill",
+            second.records.len(),
+            killed.elapsed()
+        );
+        f.kafka.restart(f.index_of(coordinator));
+        f.wait_leaders(topic, true);
+        f.wait_leaders("__consumer_offsets", true);
+    });
+}
+
+// ===========================================================================
+// 6. The upstream grows
+// ===========================================================================
+
+/// How many requests a node answered without error, and the codes of
+/// those it refused.
+type Answered = (usize, Vec<i64>);
+
+/// A broker joins the upstream cluster while the gateway runs (a cluster
+/// of this test's own: the node stays). A producer and a consumer that
+/// connected through the gateway before it existed go on: the gateway's
+/// metadata lists the new node at a per-broker gateway listener opened
+/// for it at runtime; a topic created with its replicas on the new node
+/// (Kafka's Admin API over the internal listener) and an existing
+/// partition moved there are written and read through the gateway, and
+/// Kafka's request log of the new node shows the Produce and Fetch
+/// requests arriving there, from the gateway's service principal. The
+/// gateway names node 1 alone as its upstream bootstrap server: with node
+/// 1 killed at the end, the brokers it learned answer for it.
+#[test]
+fn a_broker_added_upstream_is_picked_up_without_restarting_the_gateway() {
+    with_own_fixture("grow", 1, |f| {
+        let (moved, created) = ("gk-grow-moved", "gk-grow-new");
+        create_topic(f, moved, 1);
+        let (p, d) = idempotent_producer(&f.alice(), DEADLINE);
+        let consumer: BaseConsumer = f
+            .alice()
+            .set("group.id", "gk-grow-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(moved, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let produce = |topic: &str, from: usize, to: usize| {
+            for i in from..to {
+                send(&p, topic, Some(0), "k", &format!("{topic}-{i:05}"));
+            }
+        };
+        let mut read = Polled::default();
+        let read_until = |read: &mut Polled, n: usize| {
+            let deadline = Instant::now() + DEADLINE;
+            while read.records.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "read {} of {n}; errors {:?}",
+                    read.records.len(),
+                    read.errors
+                );
+                poll_into(&consumer, read, Duration::from_millis(100));
+            }
+        };
+        produce(moved, 0, 100);
+        p.flush(DEADLINE).unwrap();
+        read_until(&mut read, 100);
+        let brokers = |what: &str| -> BTreeMap<i32, (String, u16)> {
+            let md = p
+                .client()
+                .fetch_metadata(None, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("{what}: metadata through the gateway: {e}"));
+            md.brokers()
+                .iter()
+                .map(|b| (b.id(), (b.host().to_string(), b.port() as u16)))
+                .collect()
+        };
+        let before = brokers("before");
+        assert_eq!(
+            before.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "{before:?}"
+        );
+
+        let index = f.kafka.add_broker();
+        let new = f.kafka.node_id(index);
+        let added = Instant::now();
+        f.kafka_ports
+            .insert(port_of(&f.kafka.addr(index, Listener::SaslSsl)));
+        f.kafka_ports.insert(port_of(&f.internal_addr(index)));
+
+        // The producer's own client, connected since before: the gateway's
+        // metadata names the new node, at a listener the gateway opened
+        // for it (announced on its stdout) and no Kafka port.
+        let deadline = Instant::now() + DEADLINE;
+        let after = loop {
+            let b = brokers("after");
+            if b.contains_key(&new) {
+                break b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway's metadata does not list node {new}: {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        f.gw_nodes = f.gw.wait_nodes(&[new]);
+        for (id, (host, port)) in &after {
+            f.assert_gateway_address("broker after the node joined", *id, host, *port);
+        }
+        eprintln!(
+            "grow: node {new} in the gateway's metadata {:.1?} after it joined: {after:?}",
+            added.elapsed()
+        );
+
+        // A topic created with its replicas on the new node, the new node
+        // first (its leader), with Kafka's Admin API on the internal
+        // listener.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin: AdminClient<DefaultClientContext> = f.direct().create().unwrap();
+        let assignment: &[&[i32]] = &[&[new, 1, 2]];
+        let res = rt
+            .block_on(
+                admin.create_topics(
+                    &[
+                        NewTopic::new(created, 1, TopicReplication::Variable(assignment))
+                            .set("min.insync.replicas", "2"),
+                    ],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+                ),
+            )
+            .expect("create_topics on Kafka");
+        assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+        let leaders = f.wait_leaders(created, true);
+        assert_eq!(leaders[&0], new, "{created}'s leader");
+        // And the existing partition moved to the new node, as its leader.
+        let (_, replicas, _) = f.kafka_partitions(moved)[&0].clone();
+        let mut order = vec![new];
+        order.extend(replicas.iter().take(2));
+        move_partition(f, moved, 0, &order);
+        eprintln!(
+            "grow: {created}[0] created on {:?}, {moved}[0] moved from {replicas:?} to {order:?}, {:.1?} after node {new} joined",
+            assignment[0],
+            added.elapsed()
+        );
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(moved, 0, Offset::Offset(100))
+            .unwrap();
+        tpl.add_partition_offset(created, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let logs = f.logging(&[REQUEST_LOGGER], || {
+            produce(moved, 100, 200);
+            produce(created, 0, 100);
+            p.flush(DEADLINE).unwrap();
+            read_until(&mut read, 300);
+        });
+        let failed = d.failed.lock().unwrap().clone();
+        assert!(failed.is_empty(), "delivery failures: {failed:?}");
+        assert_eq!(d.ok.lock().unwrap().len(), 300, "delivery reports");
+
+        // Each record once, in order, at its offset.
+        let mut got: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for (_, o, v) in &read.records {
+            let topic = v.rsplit_once('-').unwrap().0.to_string();
+            got.entry(topic).or_default().push((*o, v.clone()));
+        }
+        for (topic, n) in [(moved, 200), (created, 100)] {
+            let want: Vec<(i64, String)> = (0..n)
+                .map(|i| (i as i64, format!("{topic}-{i:05}")))
+                .collect();
+            assert_eq!(got.get(topic), Some(&want), "{topic} through the gateway");
+        }
+
+        // Kafka's request log: the new node took the client Produce and
+        // Fetch requests of both partitions (listener SASL, from the
+        // gateway's service principal); no other node accepted a Produce
+        // for them (the old leader refused the first ones with
+        // NOT_LEADER_OR_FOLLOWER, which sent the client to the new one).
+        // node -> (api, topic) -> (answered without error, refused with)
+        let mut per_node: BTreeMap<i32, BTreeMap<(String, &str), Answered>> = BTreeMap::new();
+        for (node, text) in &logs {
+            for l in gk::request_lines(text) {
+                if l.listener != "SASL" || !["PRODUCE", "FETCH"].contains(&l.api.as_str()) {
+                    continue;
+                }
+                assert_eq!(l.principal, SERVICE_PRINCIPAL, "{}", l.raw);
+                for topic in [moved, created] {
+                    if l.partitions.iter().any(|(t, _)| t == topic) {
+                        let e = per_node
+                            .entry(*node)
+                            .or_default()
+                            .entry((l.api.clone(), topic))
+                            .or_default();
+                        match l.errors.first() {
+                            None => e.0 += 1,
+                            Some(c) => e.1.push(*c),
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("grow: client requests per node, (api, topic) -> (answered, refused with): {per_node:?}");
+        let at_new = per_node.get(&new).cloned().unwrap_or_default();
+        for topic in [moved, created] {
+            for api in ["PRODUCE", "FETCH"] {
+                assert!(
+                    at_new
+                        .get(&(api.to_string(), topic))
+                        .is_some_and(|(ok, _)| *ok > 0),
+                    "no {api} for {topic} reached node {new}: {per_node:?}"
+                );
+            }
+        }
+        for (node, calls) in &per_node {
+            if *node == new {
+                continue;
+            }
+            for ((api, topic), (ok, refused)) in calls {
+                if api == "PRODUCE" {
+                    assert_eq!(
+                        *ok, 0,
+                        "node {node} accepted a Produce for {topic}: {per_node:?}"
+                    );
+                    assert!(refused.iter().all(|c| *c == 6), "{per_node:?}");
+                }
+            }
+        }
+        // The gateway's metadata: both partitions led by the new node.
+        let md = p
+            .client()
+            .fetch_metadata(None, Duration::from_secs(30))
+            .unwrap();
+        for t in md
+            .topics()
+            .iter()
+            .filter(|t| [moved, created].contains(&t.name()))
+        {
+            assert_eq!(t.partitions()[0].leader(), new, "{}", t.name());
+        }
+
+        // The gateway was configured with node 1 alone; with node 1 down,
+        // what any broker answers is answered by the brokers it learned,
+        // the new one among them: a new client bootstraps through the
+        // gateway and writes and reads the new node's partition.
+        drop(consumer);
+        drop(p);
+        f.kafka.kill9(f.index_of(1));
+        let killed = Instant::now();
+        let fresh: BaseConsumer = f.alice().create().unwrap();
+        let md = fresh
+            .fetch_metadata(None, Duration::from_secs(30))
+            .unwrap_or_else(|e| {
+                panic!("Metadata through the gateway with its only bootstrap server down: {e}")
+            });
+        assert!(
+            md.brokers().iter().any(|b| b.id() == new),
+            "node {new} is not in the gateway's metadata"
+        );
+        let acked = produce_per_partition(&f.alice(), created, 1, 50, "bootstrap-down");
+        assert!(
+            acked.iter().all(|(_, o, _)| (100..150).contains(o)),
+            "{acked:?}"
+        );
+        let back = read_back(&f.alice(), created, 1, "with node 1 down");
+        assert_eq!(back[&0].len(), 150, "{created} read back");
+        eprintln!(
+            "grow: node 1, the gateway's only bootstrap server, killed: a new client bootstrapped, wrote and read {created} in {:.1?}",
+            killed.elapsed()
+        );
+        assert_eq!(f.gw.pid(), f.gw_pid, "the gateway was restarted");
     });
 }

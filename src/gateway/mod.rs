@@ -10,6 +10,12 @@
 //! bootstrap addresses that forward to any upstream broker. Kafka clients
 //! need no SNI or other cooperation for this, and leadership changes and
 //! upstream failures reach them as the usual retriable errors.
+//!
+//! The upstream's membership is read from its own answers: a broker that
+//! joins the cluster gets its gateway listeners the first time a Metadata,
+//! FindCoordinator or DescribeCluster answer names it, and from then on is
+//! also one of the brokers "any broker" requests may go to, so neither a
+//! grown cluster nor a gone bootstrap server needs a gateway restart.
 
 pub mod pool;
 pub mod settings;
@@ -167,7 +173,7 @@ impl Gateway {
                 // lost leadership or a coordinator that went away; where
                 // there is none, a closed connection (clients reconnect and
                 // refresh metadata).
-                return match unavailable::unavailable(&body) {
+                return match unavailable::unavailable(&body, ctx.version) {
                     Some(resp) => Executed::Answer(resp),
                     None => Executed::Close(format!("upstream unavailable: {e}")),
                 };

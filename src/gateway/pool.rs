@@ -17,7 +17,9 @@ use super::upstream::{Link, UpstreamConn, UpstreamError};
 pub enum Target {
     /// A specific upstream broker (the client talked to its gateway port).
     Node(i32),
-    /// Any upstream broker (the client talked to the bootstrap listener).
+    /// Any upstream broker (the client talked to the bootstrap listener):
+    /// the configured bootstrap servers first, then every broker learned
+    /// since.
     Any,
 }
 
@@ -181,7 +183,7 @@ impl Pool {
             return Err(UpstreamError::BackingOff(reason));
         }
         let candidates: Vec<String> = if target == Target::Any {
-            self.bootstrap.clone()
+            self.any_candidates()
         } else {
             vec![addr.clone()]
         };
@@ -217,6 +219,36 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .failed(&last);
         Err(last)
+    }
+
+    /// Where a connection to any broker may go: the configured bootstrap
+    /// servers, then the brokers learned from the cluster's own answers
+    /// (by node id). Like a Kafka client, which bootstraps once and then
+    /// asks the brokers it knows: the cluster may have grown, and the
+    /// configured servers may all be down or gone for good while the
+    /// cluster runs on.
+    fn any_candidates(&self) -> Vec<String> {
+        let mut learned: Vec<(i32, String)> = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(t, p)| match t {
+                Target::Node(id) => Some((
+                    *id,
+                    p.addr.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                )),
+                Target::Any => None,
+            })
+            .collect();
+        learned.sort();
+        let mut out = self.bootstrap.clone();
+        for (_, addr) in learned {
+            if !addr.is_empty() && !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
     }
 
     /// Forwards one request frame to `target`, waiting up to `timeout` for
@@ -343,6 +375,26 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_broker_is_a_bootstrap_server_or_a_learned_one() {
+        let settings: crate::gateway::GatewaySettings =
+            serde_yaml_ng::from_str("bootstrap_servers: [\"10.0.0.1:9092\", \"10.0.0.2:9092\"]")
+                .unwrap();
+        let pool = Pool::new(Link::new(&settings).unwrap());
+        pool.set_node_address(7, "10.0.0.7:9092".into());
+        pool.set_node_address(2, "10.0.0.2:9092".into());
+        pool.set_node_address(4, "10.0.0.4:9092".into());
+        assert_eq!(
+            pool.any_candidates(),
+            [
+                "10.0.0.1:9092",
+                "10.0.0.2:9092",
+                "10.0.0.4:9092",
+                "10.0.0.7:9092"
+            ]
+        );
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

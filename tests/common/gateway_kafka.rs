@@ -484,3 +484,75 @@ pub fn authorizer_principals(log: &str) -> BTreeMap<String, usize> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Raw requests through the gateway
+// ---------------------------------------------------------------------------
+
+/// One client connection to a gateway listener (SASL_SSL, SCRAM-SHA-512),
+/// for raw requests at chosen versions: what a Kafka client sends, without
+/// a client library's retries hiding the answers. Blocking; it runs its own
+/// runtime.
+pub struct GwConn {
+    rt: tokio::runtime::Runtime,
+    conn: portcullis::client::Connection,
+    pub addr: String,
+}
+
+impl GwConn {
+    /// Connects, asks ApiVersions and logs in.
+    pub fn connect(addr: &str, ca: &Path, user: &str, password: &str) -> Result<GwConn, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conn = rt.block_on(async {
+            let tls = portcullis::client::tls_connector(ca, None).map_err(|e| e.to_string())?;
+            let mut conn = portcullis::client::Connector::tls(tls)
+                .with_client_id("gk-raw")
+                // Longer than the gateway's own upstream deadlines would
+                // take to answer for a dead broker: no answer in this
+                // time is a failure of the test, not a slow answer.
+                .with_request_timeout(Some(Duration::from_secs(60)))
+                .connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            conn.api_versions()
+                .await
+                .map_err(|e| format!("ApiVersions at {addr}: {e}"))?;
+            conn.login_scram(user, password, None)
+                .await
+                .map_err(|e| format!("login at {addr}: {e}"))?;
+            Ok::<_, String>(conn)
+        })?;
+        Ok(GwConn {
+            rt,
+            conn,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// One request and its answer; `Err` when the connection failed (the
+    /// gateway closed it, say).
+    pub fn call<Q: Encodable, R: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> Result<R, String> {
+        let addr = &self.addr;
+        self.rt
+            .block_on(self.conn.call(api, version, req))
+            .map_err(|e| format!("{api:?} v{version} at {addr}: {e}"))
+    }
+
+    /// The versions of `api` the gateway offers on this connection, among
+    /// `wanted`.
+    pub fn versions(&self, api: ApiKey, wanted: &[i16]) -> Vec<i16> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|v| self.conn.version(api, *v..=*v).is_ok())
+            .collect()
+    }
+}

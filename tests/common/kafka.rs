@@ -3,7 +3,8 @@
 //! into `target/kafka-jars/<version>`, and started as a KRaft cluster of
 //! one or more nodes, each both broker and controller, on free loopback
 //! ports, each in its own scratch directory (`node-<id>/` with its
-//! `server.properties`, `data/` and `server.log`).
+//! `server.properties`, `data/` and `server.log`). Broker-only nodes can
+//! join later ([`KafkaCluster::add_broker`]).
 //!
 //! Every node has two PLAINTEXT listeners of its own, `CONTROLLER` (the
 //! quorum) and `INTERNAL` (replication, and the harness's readiness probe),
@@ -713,7 +714,8 @@ impl Default for KafkaOpts<'_> {
 struct Node {
     id: i32,
     dir: PathBuf,
-    controller_port: u16,
+    /// `None`: a broker-only node ([`KafkaCluster::add_broker`]).
+    controller_port: Option<u16>,
     internal_port: u16,
     client_ports: BTreeMap<Listener, u16>,
     child: Option<Child>,
@@ -729,6 +731,116 @@ impl Node {
     }
 }
 
+/// What every node's `server.properties` shares, kept for nodes added
+/// later ([`KafkaCluster::add_broker`]).
+#[derive(Debug, Clone)]
+struct NodeSettings {
+    /// `controller.quorum.voters`: the combined nodes of the first start.
+    voters: String,
+    /// Replication factor of the internal topics (the first start's node
+    /// count; min.insync.replicas is at most 2).
+    replication: usize,
+    listeners: Vec<Listener>,
+    certs: PathBuf,
+    authorizer: bool,
+    props: Vec<(String, String)>,
+}
+
+impl NodeSettings {
+    /// Writes `node`'s directory and `server.properties`.
+    fn write(&self, node: &Node) {
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let mut l = Vec::new();
+        // A broker-only node has no CONTROLLER listener of its own, but
+        // still needs the name's protocol to reach the quorum.
+        let roles = match node.controller_port {
+            Some(port) => {
+                l.push(format!("CONTROLLER://127.0.0.1:{port}"));
+                "broker,controller"
+            }
+            None => "broker",
+        };
+        l.push(format!("INTERNAL://127.0.0.1:{}", node.internal_port));
+        let mut adv = vec![format!("INTERNAL://127.0.0.1:{}", node.internal_port)];
+        let mut map = vec![
+            "CONTROLLER:PLAINTEXT".to_string(),
+            "INTERNAL:PLAINTEXT".to_string(),
+        ];
+        for (lis, port) in &node.client_ports {
+            l.push(format!("{}://127.0.0.1:{port}", lis.name()));
+            adv.push(format!("{}://127.0.0.1:{port}", lis.name()));
+            map.push(format!("{}:{}", lis.name(), lis.protocol()));
+        }
+        let mut p = format!(
+            "process.roles={roles}\n\
+             node.id={id}\n\
+             controller.quorum.voters={voters}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=INTERNAL\n\
+             listeners={l}\n\
+             advertised.listeners={adv}\n\
+             listener.security.protocol.map={map}\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             offsets.topic.replication.factor={n}\n\
+             offsets.topic.num.partitions=5\n\
+             transaction.state.log.replication.factor={n}\n\
+             transaction.state.log.min.isr={min_isr}\n\
+             transaction.state.log.num.partitions=5\n\
+             share.coordinator.state.topic.replication.factor={n}\n\
+             share.coordinator.state.topic.min.isr={min_isr}\n\
+             share.coordinator.state.topic.num.partitions=3\n\
+             group.initial.rebalance.delay.ms=0\n\
+             num.network.threads=2\n\
+             num.io.threads=2\n\
+             background.threads=2\n\
+             num.recovery.threads.per.data.dir=1\n\
+             num.replica.fetchers=1\n\
+             log.cleaner.threads=1\n\
+             log.cleaner.dedupe.buffer.size=8388608\n",
+            id = node.id,
+            voters = self.voters,
+            n = self.replication,
+            min_isr = self.replication.min(2),
+            l = l.join(","),
+            adv = adv.join(","),
+            map = map.join(","),
+            data = node.dir.join("data").display(),
+        );
+        if self.listeners.contains(&Listener::SaslSsl) {
+            p.push_str(
+                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+            );
+        }
+        if self.listeners.iter().any(|l| *l != Listener::Plaintext) {
+            p.push_str(&format!(
+                "ssl.keystore.type=PEM\nssl.keystore.location={}\n\
+                 ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+                self.certs.join("server-keystore.pem").display(),
+                self.certs.join("ca.crt").display()
+            ));
+        }
+        if self.listeners.contains(&Listener::Mtls) {
+            // `CN=alice` is `User:alice`.
+            p.push_str(
+                "listener.name.mtls.ssl.client.auth=required\n\
+                 ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT\n",
+            );
+        }
+        if self.authorizer {
+            p.push_str(&format!(
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                 super.users=User:{ADMIN};User:ANONYMOUS\n"
+            ));
+        }
+        for (k, v) in &self.props {
+            p.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(node.dir.join("server.properties"), p).unwrap();
+    }
+}
+
 /// A running KRaft cluster; every node is killed on drop.
 pub struct KafkaCluster {
     pub dir: PathBuf,
@@ -741,6 +853,7 @@ pub struct KafkaCluster {
     pub started_in: Duration,
     listeners: Vec<Listener>,
     nodes: Vec<Node>,
+    settings: NodeSettings,
     jvm: Jvm,
     tmp: Option<tempfile::TempDir>,
 }
@@ -846,7 +959,7 @@ impl KafkaCluster {
                 Node {
                     id: i as i32 + 1,
                     dir: dir.join(format!("node-{}", i + 1)),
-                    controller_port: p[0],
+                    controller_port: Some(p[0]),
                     internal_port: p[1],
                     client_ports: listeners
                         .iter()
@@ -859,91 +972,23 @@ impl KafkaCluster {
             .collect();
         let voters = nodes
             .iter()
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .filter_map(|n| Some(format!("{}@127.0.0.1:{}", n.id, n.controller_port?)))
             .collect::<Vec<_>>()
             .join(",");
-        let n = opts.nodes;
-        let min_isr = n.min(2);
+        let settings = NodeSettings {
+            voters,
+            replication: opts.nodes,
+            listeners: listeners.clone(),
+            certs: certs.clone(),
+            authorizer: opts.authorizer,
+            props: opts
+                .props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         for node in &nodes {
-            std::fs::create_dir_all(&node.dir).unwrap();
-            let mut l = vec![
-                format!("CONTROLLER://127.0.0.1:{}", node.controller_port),
-                format!("INTERNAL://127.0.0.1:{}", node.internal_port),
-            ];
-            let mut adv = vec![format!("INTERNAL://127.0.0.1:{}", node.internal_port)];
-            let mut map = vec![
-                "CONTROLLER:PLAINTEXT".to_string(),
-                "INTERNAL:PLAINTEXT".to_string(),
-            ];
-            for (lis, port) in &node.client_ports {
-                l.push(format!("{}://127.0.0.1:{port}", lis.name()));
-                adv.push(format!("{}://127.0.0.1:{port}", lis.name()));
-                map.push(format!("{}:{}", lis.name(), lis.protocol()));
-            }
-            let mut p = format!(
-                "process.roles=broker,controller\n\
-                 node.id={id}\n\
-                 controller.quorum.voters={voters}\n\
-                 controller.listener.names=CONTROLLER\n\
-                 inter.broker.listener.name=INTERNAL\n\
-                 listeners={l}\n\
-                 advertised.listeners={adv}\n\
-                 listener.security.protocol.map={map}\n\
-                 log.dirs={data}\n\
-                 num.partitions=1\n\
-                 offsets.topic.replication.factor={n}\n\
-                 offsets.topic.num.partitions=5\n\
-                 transaction.state.log.replication.factor={n}\n\
-                 transaction.state.log.min.isr={min_isr}\n\
-                 transaction.state.log.num.partitions=5\n\
-                 share.coordinator.state.topic.replication.factor={n}\n\
-                 share.coordinator.state.topic.min.isr={min_isr}\n\
-                 share.coordinator.state.topic.num.partitions=3\n\
-                 group.initial.rebalance.delay.ms=0\n\
-                 num.network.threads=2\n\
-                 num.io.threads=2\n\
-                 background.threads=2\n\
-                 num.recovery.threads.per.data.dir=1\n\
-                 num.replica.fetchers=1\n\
-                 log.cleaner.threads=1\n\
-                 log.cleaner.dedupe.buffer.size=8388608\n",
-                id = node.id,
-                l = l.join(","),
-                adv = adv.join(","),
-                map = map.join(","),
-                data = node.dir.join("data").display(),
-            );
-            if listeners.contains(&Listener::SaslSsl) {
-                p.push_str(
-                    "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
-                     listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
-                );
-            }
-            if listeners.iter().any(|l| *l != Listener::Plaintext) {
-                p.push_str(&format!(
-                    "ssl.keystore.type=PEM\nssl.keystore.location={}\n\
-                     ssl.truststore.type=PEM\nssl.truststore.location={}\n",
-                    certs.join("server-keystore.pem").display(),
-                    certs.join("ca.crt").display()
-                ));
-            }
-            if listeners.contains(&Listener::Mtls) {
-                // `CN=alice` is `User:alice`.
-                p.push_str(
-                    "listener.name.mtls.ssl.client.auth=required\n\
-                     ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT\n",
-                );
-            }
-            if opts.authorizer {
-                p.push_str(&format!(
-                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
-                     super.users=User:{ADMIN};User:ANONYMOUS\n"
-                ));
-            }
-            for (k, v) in opts.props {
-                p.push_str(&format!("{k}={v}\n"));
-            }
-            std::fs::write(node.dir.join("server.properties"), p).unwrap();
+            settings.write(node);
         }
 
         let cluster_id = new_cluster_id();
@@ -991,6 +1036,7 @@ impl KafkaCluster {
             started_in: Duration::ZERO,
             listeners,
             nodes: Vec::new(),
+            settings,
             jvm,
             tmp: Some(tmp),
         };
@@ -1204,6 +1250,60 @@ impl KafkaCluster {
         assert!(self.nodes[node].child.is_none(), "stop or kill it first");
         launch(&mut self.nodes[node], &self.jvm);
         self.wait_ready(START_DEADLINE);
+    }
+
+    /// Adds a broker-only node (`process.roles=broker`, the next node id)
+    /// to the running cluster: the same listeners, users, certificates,
+    /// authorizer and settings as the others, its own ports and scratch
+    /// directory (`node-<id>/`), formatted with the cluster's id. It joins
+    /// through the controllers of `controller.quorum.voters` (the quorum
+    /// stays the first nodes) and gets the users and ACLs from the metadata
+    /// log. Waits until every running node lists it; returns its index.
+    pub fn add_broker(&mut self) -> usize {
+        let started = Instant::now();
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let ports = free_ports(1 + self.listeners.len());
+        let node = Node {
+            id,
+            dir: self.dir.join(format!("node-{id}")),
+            controller_port: None,
+            internal_port: ports[0],
+            client_ports: self
+                .listeners
+                .iter()
+                .copied()
+                .zip(ports[1..].iter().copied())
+                .collect(),
+            child: None,
+        };
+        self.settings.write(&node);
+        // No `--add-scram`: the users are records of the metadata log the
+        // broker replays from the controllers, not of its own bootstrap.
+        let config = node.dir.join("server.properties");
+        let run = run_tool_jvm(
+            tools::STORAGE,
+            &[
+                "format",
+                "--cluster-id",
+                &self.cluster_id,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            "",
+            TOOL_TIMEOUT,
+            &self.jvm,
+        );
+        assert!(run.ok(), "formatting broker {id} failed: {run}");
+        let mut node = node;
+        launch(&mut node, &self.jvm);
+        self.nodes.push(node);
+        self.wait_ready(START_DEADLINE);
+        eprintln!(
+            "kafka: broker {id} joined in {:.1?} ({})",
+            started.elapsed(),
+            self.nodes.last().unwrap().dir.display()
+        );
+        self.nodes.len() - 1
     }
 
     pub fn log(&self, node: usize) -> String {
