@@ -87,13 +87,6 @@ const DIFFERS: &[(&str, &[Column], &str, &str)] = &[
         "org.apache.kafka.common.errors.InvalidConfigurationException",
         "the embedded log does not compact: cleanup.policy=compact is refused (INVALID_CONFIG)",
     ),
-    (
-        "probe_scram_sha256",
-        // Credentials live at the edge on both back ends.
-        &[Column::Embedded, Column::Gateway],
-        "org.apache.kafka.common.errors.UnsupportedSaslMechanismException",
-        "only SCRAM-SHA-512 credentials exist (UNSUPPORTED_SASL_MECHANISM)",
-    ),
 ];
 
 /// The deliberate refusal of `check` on `column`, if any: (exception, why).
