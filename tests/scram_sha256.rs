@@ -211,10 +211,7 @@ fn sha256_and_sha512_logins_and_credentials_embedded() {
 #[test]
 fn sha256_refused_when_not_enabled() {
     let dir = scratch("sha256-disabled");
-    let broker = Broker::start_secure(
-        dir.path(),
-        &sasl_yaml(dir.path(), Some("[SCRAM-SHA-512]")),
-    );
+    let broker = Broker::start_secure(dir.path(), &sasl_yaml(dir.path(), Some("[SCRAM-SHA-512]")));
     // No --mechanism: the config's one.
     add_user(&broker, "both", &[]);
     let users = user_list(&broker);
@@ -281,7 +278,9 @@ fn sha256_through_the_gateway() {
     // service user logged in, with SCRAM-SHA-256.
     let up_users = user_list(&up);
     assert!(
-        up_users.iter().all(|(n, _, _)| n == "gw-svc" || n == "admin"),
+        up_users
+            .iter()
+            .all(|(n, _, _)| n == "gw-svc" || n == "admin"),
         "the upstream's store got client users: {up_users:?}"
     );
     let up_auth: Vec<Value> = audit(&up_dir)
@@ -296,4 +295,75 @@ fn sha256_through_the_gateway() {
         "upstream logins:\n{}",
         show(&up_auth.iter().collect::<Vec<_>>())
     );
+}
+
+/// Sessions hold to their mechanism, over the wire with our own client
+/// (`portcullis::client`): KIP-368 re-authentication with the session's
+/// mechanism works, with the other one it is refused with
+/// UNSUPPORTED_SASL_MECHANISM as Kafka does; a new password for one
+/// mechanism ends the sessions that logged in with it and no others.
+#[test]
+fn sessions_keep_their_mechanism() {
+    use portcullis::client::{Connection, Connector};
+    use portcullis::security::scram::Mechanism::{ScramSha256, ScramSha512};
+
+    let dir = scratch("sha256-sessions");
+    let broker = Broker::start_listeners(dir.path(), &["SASL_PLAINTEXT"], "");
+    add_user(&broker, "both", &[]);
+    let addr = broker.addr("SASL_PLAINTEXT").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let login = |m| {
+            let addr = addr.clone();
+            async move {
+                let mut c: Connection = Connector::plaintext().connect(&addr).await.unwrap();
+                c.api_versions().await.unwrap();
+                c.login_scram_with(m, "both", &pw("both"), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{m} login: {e}"));
+                c
+            }
+        };
+        for (m, other) in [(ScramSha256, ScramSha512), (ScramSha512, ScramSha256)] {
+            let mut c = login(m).await;
+            c.login_scram_with(m, "both", &pw("both"), None)
+                .await
+                .unwrap_or_else(|e| panic!("{m} re-authentication: {e}"));
+            let err = c
+                .login_scram_with(other, "both", &pw("both"), None)
+                .await
+                .expect_err("re-authentication with the other mechanism");
+            assert!(
+                err.to_string().contains("handshake error 33"),
+                "{m} then {other}: {err}"
+            );
+        }
+
+        let mut on512 = login(ScramSha512).await;
+        let mut on256 = login(ScramSha256).await;
+        let out = broker.cli(
+            &[
+                "user",
+                "passwd",
+                "both",
+                "--password-stdin",
+                "--mechanism",
+                "SCRAM-SHA-256",
+            ],
+            "another-Sha-Secret-2\n",
+        );
+        assert!(
+            out.status.success(),
+            "passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            on256.api_versions().await.is_err(),
+            "the SCRAM-SHA-256 session outlived its credential"
+        );
+        on512
+            .api_versions()
+            .await
+            .expect("the SCRAM-SHA-512 session is untouched");
+    });
 }

@@ -628,7 +628,14 @@ fn unsupported_mechanisms_are_refused_with_the_enabled_list() {
     let broker = sasl_broker(dir.path(), "");
     let addr = broker.addr("SASL_PLAINTEXT").to_string();
     for version in [1i16, 0] {
-        for mech in ["PLAIN", "SCRAM-SHA-1", "GSSAPI", "scram-sha-512", "scram-sha-256", ""] {
+        for mech in [
+            "PLAIN",
+            "SCRAM-SHA-1",
+            "GSSAPI",
+            "scram-sha-512",
+            "scram-sha-256",
+            "",
+        ] {
             let mut c = Conn::open(&addr);
             let r = c.handshake(version, mech).expect("SaslHandshake answered");
             assert_eq!(
