@@ -484,6 +484,11 @@ impl CredentialFile {
             .unwrap_or_default()
     }
 
+    /// Whether `name` has any credential.
+    pub fn contains(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
     pub fn get(&self, name: &str, mechanism: Mechanism) -> Option<ScramCredential> {
         self.users.get(name)?.get(&mechanism).cloned()
     }
