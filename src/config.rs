@@ -672,6 +672,28 @@ mod tests {
     #[test]
     fn committed_default_config_is_valid() {
         let text = include_str!("../config/portcullis.yaml");
-        Config::parse(text).unwrap();
+        let cfg = Config::parse(text).unwrap();
+        // The documented sasl.mechanisms are the defaults.
+        assert_eq!(cfg.sasl.mechanisms, SaslConfig::default().mechanisms);
+    }
+
+    #[test]
+    fn sasl_mechanisms_are_checked() {
+        use crate::security::scram::Mechanism;
+        let base = "listeners:\n  - security_protocol: SASL_PLAINTEXT\n    address: 127.0.0.1:0\n";
+        let parse = |m: &str| Config::parse(&format!("{base}sasl:\n  mechanisms: {m}\n"));
+        let err = |m: &str| parse(m).err().map(|e| e.to_string()).unwrap_or_default();
+        let cfg = Config::parse(base).unwrap();
+        assert_eq!(
+            cfg.sasl.enabled(),
+            [Mechanism::ScramSha512, Mechanism::ScramSha256],
+            "both by default, SCRAM-SHA-512 first"
+        );
+        let cfg = parse("[SCRAM-SHA-256]").unwrap();
+        assert_eq!(cfg.sasl.enabled(), [Mechanism::ScramSha256]);
+        assert!(err("[SCRAM-SHA-1]").contains("sasl.mechanisms"));
+        assert!(err("[scram-sha-256]").contains("not supported"));
+        assert!(err("[SCRAM-SHA-512, SCRAM-SHA-512]").contains("twice"));
+        assert!(err("[]").contains("need a mechanism"));
     }
 }
