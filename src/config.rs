@@ -236,7 +236,8 @@ impl Default for CertsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaslConfig {
-    /// Enabled mechanisms; Portcullis implements SCRAM-SHA-512.
+    /// Enabled mechanisms, in the order SaslHandshake offers them:
+    /// SCRAM-SHA-512 and/or SCRAM-SHA-256 (both by default).
     pub mechanisms: Vec<String>,
     /// The credential store (SCRAM keys only, never passwords).
     pub credentials: PathBuf,
@@ -252,10 +253,23 @@ pub struct SaslConfig {
     pub login_throttle: crate::security::throttle::LoginThrottleConfig,
 }
 
+impl SaslConfig {
+    /// The enabled mechanisms (validated names), in the configured order.
+    pub fn enabled(&self) -> Vec<crate::security::scram::Mechanism> {
+        self.mechanisms
+            .iter()
+            .filter_map(|m| crate::security::scram::Mechanism::from_name(m))
+            .collect()
+    }
+}
+
 impl Default for SaslConfig {
     fn default() -> Self {
         SaslConfig {
-            mechanisms: vec![crate::security::scram::MECHANISM.to_string()],
+            mechanisms: crate::security::scram::DEFAULT_ENABLED
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
             credentials: PathBuf::from("config/credentials.yaml"),
             connections_max_reauth_ms: 0,
             bootstrap_admin: true,
@@ -424,12 +438,18 @@ impl Config {
                 "must be between 1024 and max_request_size",
             ));
         }
-        for m in &self.sasl.mechanisms {
-            if m != crate::security::scram::MECHANISM {
+        for (i, m) in self.sasl.mechanisms.iter().enumerate() {
+            if crate::security::scram::Mechanism::from_name(m).is_none() {
                 return Err(invalid(
                     "sasl.mechanisms",
-                    format!("`{m}` is not supported (Portcullis implements SCRAM-SHA-512)"),
+                    format!(
+                        "`{m}` is not supported (Portcullis implements SCRAM-SHA-512 and \
+                         SCRAM-SHA-256)"
+                    ),
                 ));
+            }
+            if self.sasl.mechanisms[..i].contains(m) {
+                return Err(invalid("sasl.mechanisms", format!("`{m}` is listed twice")));
             }
         }
         let sasl_used = self
@@ -652,6 +672,28 @@ mod tests {
     #[test]
     fn committed_default_config_is_valid() {
         let text = include_str!("../config/portcullis.yaml");
-        Config::parse(text).unwrap();
+        let cfg = Config::parse(text).unwrap();
+        // The documented sasl.mechanisms are the defaults.
+        assert_eq!(cfg.sasl.mechanisms, SaslConfig::default().mechanisms);
+    }
+
+    #[test]
+    fn sasl_mechanisms_are_checked() {
+        use crate::security::scram::Mechanism;
+        let base = "listeners:\n  - security_protocol: SASL_PLAINTEXT\n    address: 127.0.0.1:0\n";
+        let parse = |m: &str| Config::parse(&format!("{base}sasl:\n  mechanisms: {m}\n"));
+        let err = |m: &str| parse(m).err().map(|e| e.to_string()).unwrap_or_default();
+        let cfg = Config::parse(base).unwrap();
+        assert_eq!(
+            cfg.sasl.enabled(),
+            [Mechanism::ScramSha512, Mechanism::ScramSha256],
+            "both by default, SCRAM-SHA-512 first"
+        );
+        let cfg = parse("[SCRAM-SHA-256]").unwrap();
+        assert_eq!(cfg.sasl.enabled(), [Mechanism::ScramSha256]);
+        assert!(err("[SCRAM-SHA-1]").contains("sasl.mechanisms"));
+        assert!(err("[scram-sha-256]").contains("not supported"));
+        assert!(err("[SCRAM-SHA-512, SCRAM-SHA-512]").contains("twice"));
+        assert!(err("[]").contains("need a mechanism"));
     }
 }

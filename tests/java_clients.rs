@@ -79,22 +79,13 @@ const CHECKS: &[&str] = &[
 /// (probe, the back ends that refuse, the exception Kafka's Java client
 /// raises for the refusal, why). Everything else must pass as it does
 /// against Kafka.
-const DIFFERS: &[(&str, &[Column], &str, &str)] = &[
-    (
-        "probe_compact_topic",
-        // A gateway's Kafka compacts.
-        &[Column::Embedded],
-        "org.apache.kafka.common.errors.InvalidConfigurationException",
-        "the embedded log does not compact: cleanup.policy=compact is refused (INVALID_CONFIG)",
-    ),
-    (
-        "probe_scram_sha256",
-        // Credentials live at the edge on both back ends.
-        &[Column::Embedded, Column::Gateway],
-        "org.apache.kafka.common.errors.UnsupportedSaslMechanismException",
-        "only SCRAM-SHA-512 credentials exist (UNSUPPORTED_SASL_MECHANISM)",
-    ),
-];
+const DIFFERS: &[(&str, &[Column], &str, &str)] = &[(
+    "probe_compact_topic",
+    // A gateway's Kafka compacts.
+    &[Column::Embedded],
+    "org.apache.kafka.common.errors.InvalidConfigurationException",
+    "the embedded log does not compact: cleanup.policy=compact is refused (INVALID_CONFIG)",
+)];
 
 /// The deliberate refusal of `check` on `column`, if any: (exception, why).
 fn differs(check: &str, column: Column) -> Option<(&'static str, &'static str)> {

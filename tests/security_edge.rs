@@ -628,7 +628,14 @@ fn unsupported_mechanisms_are_refused_with_the_enabled_list() {
     let broker = sasl_broker(dir.path(), "");
     let addr = broker.addr("SASL_PLAINTEXT").to_string();
     for version in [1i16, 0] {
-        for mech in ["PLAIN", "SCRAM-SHA-256", "GSSAPI", "scram-sha-512", ""] {
+        for mech in [
+            "PLAIN",
+            "SCRAM-SHA-1",
+            "GSSAPI",
+            "scram-sha-512",
+            "scram-sha-256",
+            "",
+        ] {
             let mut c = Conn::open(&addr);
             let r = c.handshake(version, mech).expect("SaslHandshake answered");
             assert_eq!(
@@ -636,21 +643,22 @@ fn unsupported_mechanisms_are_refused_with_the_enabled_list() {
                 "SaslHandshake v{version} {mech:?}"
             );
             let list: Vec<String> = r.mechanisms.iter().map(|m| m.to_string()).collect();
-            assert_eq!(
-                list,
-                vec!["SCRAM-SHA-512".to_string()],
-                "enabled mechanisms"
-            );
+            assert_eq!(list, ENABLED_BY_DEFAULT, "enabled mechanisms");
             c.assert_closed(&format!("after refusing {mech:?}"));
         }
     }
-    // The accepted handshake advertises the same list.
-    let mut c = Conn::open(&addr);
-    let r = c.handshake(1, "SCRAM-SHA-512").unwrap();
-    assert_eq!(r.error_code, 0);
-    let list: Vec<String> = r.mechanisms.iter().map(|m| m.to_string()).collect();
-    assert_eq!(list, vec!["SCRAM-SHA-512".to_string()]);
+    // The accepted handshakes advertise the same list.
+    for mech in ENABLED_BY_DEFAULT {
+        let mut c = Conn::open(&addr);
+        let r = c.handshake(1, mech).unwrap();
+        assert_eq!(r.error_code, 0, "{mech}");
+        let list: Vec<String> = r.mechanisms.iter().map(|m| m.to_string()).collect();
+        assert_eq!(list, ENABLED_BY_DEFAULT);
+    }
 }
+
+/// `sasl.mechanisms` by default, in the order SaslHandshake offers them.
+const ENABLED_BY_DEFAULT: [&str; 2] = ["SCRAM-SHA-512", "SCRAM-SHA-256"];
 
 // ---------------------------------------------------------------------------
 // 3. Full exchange, v1 handshake, session lifetime

@@ -496,7 +496,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             dir.join("credentials.yaml"),
         )?;
         store.modify(|f| {
-            if f.get(BENCH_USER).is_none() {
+            if !f.contains(BENCH_USER) {
                 f.add_user(
                     BENCH_USER,
                     &password,

@@ -1,5 +1,7 @@
 //! `portcullis user add|passwd|remove|list`: edits the credential store
-//! file atomically; a running broker picks the change up by itself.
+//! file atomically; a running broker picks the change up by itself. A user
+//! has one credential per SCRAM mechanism: `add` makes one for each
+//! mechanism the config enables (both by default), `--mechanism` picks.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use portcullis::config::{Config, Overrides};
 use portcullis::security::credentials::CredentialStore;
-use portcullis::security::scram::{DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS};
+use portcullis::security::scram::{Mechanism, DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS};
 
 #[derive(Args)]
 pub struct UserArgs {
@@ -33,6 +35,22 @@ struct PasswordArgs {
     /// PBKDF2 iterations (4096..=16384).
     #[arg(long, default_value_t = DEFAULT_ITERATIONS, value_parser = clap::value_parser!(u32).range(MIN_ITERATIONS as i64..=MAX_ITERATIONS as i64))]
     iterations: u32,
+    #[command(flatten)]
+    mechanisms: MechanismArgs,
+}
+
+#[derive(Args)]
+struct MechanismArgs {
+    /// SCRAM-SHA-256 or SCRAM-SHA-512; repeatable. `add`: default, the
+    /// mechanisms `sasl.mechanisms` enables (both unless configured
+    /// otherwise); `passwd`: default, each one the user has; `remove`:
+    /// default, the whole user.
+    #[arg(long = "mechanism", value_parser = parse_mechanism)]
+    list: Vec<Mechanism>,
+}
+
+fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    Mechanism::from_name(s).ok_or_else(|| format!("`{s}` is not SCRAM-SHA-256 or SCRAM-SHA-512"))
 }
 
 #[derive(Subcommand)]
@@ -49,18 +67,30 @@ enum UserCommand {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    /// Delete a user; their open sessions end.
-    Remove { name: String },
-    /// List users (names, mechanism, iterations; never keys).
+    /// Delete a user (or one mechanism's credential); their open sessions
+    /// (of that mechanism) end.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        mechanisms: MechanismArgs,
+    },
+    /// List users: one line per (name, mechanism), with iterations; never keys.
     List,
 }
 
-fn store_path(args: &UserArgs) -> anyhow::Result<PathBuf> {
+/// The store's path, and the mechanisms the config enables (both when the
+/// store is named with `--credentials`, and the config is not read).
+fn store_path(args: &UserArgs) -> anyhow::Result<(PathBuf, Vec<Mechanism>)> {
     if let Some(p) = &args.credentials {
-        return Ok(p.clone());
+        return Ok((p.clone(), Mechanism::ALL.to_vec()));
     }
     let cfg = Config::load(&args.config, &Overrides::default())?;
-    Ok(cfg.sasl.credentials)
+    let enabled = cfg.sasl.enabled();
+    Ok((cfg.sasl.credentials, enabled))
+}
+
+fn names(ms: &[Mechanism]) -> String {
+    ms.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
 }
 
 fn read_password(p: &PasswordArgs, name: &str) -> anyhow::Result<String> {
@@ -87,23 +117,58 @@ fn read_password(p: &PasswordArgs, name: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
-    let path = store_path(&args)?;
+    let (path, enabled) = store_path(&args)?;
     let store = CredentialStore::open_or_init(&path)
         .with_context(|| format!("credential store {}", path.display()))?;
     match &args.command {
         UserCommand::Add { name, password } => {
+            let mechanisms = match &password.mechanisms.list {
+                l if l.is_empty() => enabled.clone(),
+                l => l.clone(),
+            };
+            if mechanisms.is_empty() {
+                bail!("no SCRAM mechanism is enabled (sasl.mechanisms); pick one with --mechanism");
+            }
             let pw = read_password(password, name)?;
-            store.modify(|f| f.add_user(name, &pw, password.iterations))?;
-            println!("user `{name}` added to {}", path.display());
+            store.modify(|f| f.add_user_for(name, &pw, password.iterations, &mechanisms))?;
+            println!(
+                "user `{name}` added to {} ({})",
+                path.display(),
+                names(&mechanisms)
+            );
+            let disabled: Vec<Mechanism> = mechanisms
+                .iter()
+                .copied()
+                .filter(|m| !enabled.contains(m))
+                .collect();
+            if !disabled.is_empty() {
+                eprintln!(
+                    "note: {} not enabled in sasl.mechanisms: no login with it until it is",
+                    names(&disabled)
+                );
+            }
         }
         UserCommand::Passwd { name, password } => {
             let pw = read_password(password, name)?;
-            store.modify(|f| f.set_password(name, &pw, password.iterations))?;
+            let mechanisms = &password.mechanisms.list;
+            store.modify(|f| f.set_password_for(name, &pw, password.iterations, mechanisms))?;
             println!("password of `{name}` changed; its open sessions end");
         }
-        UserCommand::Remove { name } => {
+        UserCommand::Remove { name, mechanisms } if mechanisms.list.is_empty() => {
             store.modify(|f| f.remove_user(name))?;
             println!("user `{name}` removed; its open sessions end");
+        }
+        UserCommand::Remove { name, mechanisms } => {
+            store.modify(|f| {
+                mechanisms
+                    .list
+                    .iter()
+                    .try_for_each(|m| f.remove_credential(name, *m))
+            })?;
+            println!(
+                "{} credential(s) of `{name}` removed; its open sessions with them end",
+                names(&mechanisms.list)
+            );
         }
         UserCommand::List => {
             list(&store, &path);

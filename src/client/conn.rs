@@ -1,5 +1,5 @@
 //! One client connection: TCP or TLS, framing, correlation ids, the
-//! ApiVersions exchange and the SCRAM-SHA-512 login.
+//! ApiVersions exchange and the SCRAM login (SHA-512 unless told otherwise).
 
 use std::ops::RangeInclusive;
 use std::pin::Pin;
@@ -17,14 +17,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::scram::{SaltedPasswordCache, ScramClient};
+use super::scram::{Mechanism, SaltedPasswordCache, ScramClient};
 use super::ClientError;
 
 /// Upper bound on one response (a Fetch can carry many MiB).
 pub const MAX_RESPONSE: usize = 512 * 1024 * 1024;
-
-/// The SASL mechanism this client speaks.
-const MECHANISM: &str = "SCRAM-SHA-512";
 
 /// One request as sent on the wire: size, header, body.
 pub fn encode_request(
@@ -338,6 +335,18 @@ impl Connection {
         password: &str,
         cache: Option<&SaltedPasswordCache>,
     ) -> Result<(), ClientError> {
+        self.login_scram_with(Mechanism::ScramSha512, user, password, cache)
+            .await
+    }
+
+    /// [`Self::login_scram`] with the mechanism of choice.
+    pub async fn login_scram_with(
+        &mut self,
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+        cache: Option<&SaltedPasswordCache>,
+    ) -> Result<(), ClientError> {
         let fail = |reason: String| ClientError::Login {
             user: user.to_string(),
             reason,
@@ -347,7 +356,7 @@ impl Connection {
                 ApiKey::SaslHandshake,
                 1,
                 &SaslHandshakeRequest::default()
-                    .with_mechanism(StrBytes::from_static_str(MECHANISM)),
+                    .with_mechanism(StrBytes::from_static_str(mechanism.name())),
             )
             .await?;
         if hs.error_code != 0 {
@@ -360,7 +369,7 @@ impl Connection {
                     .collect::<Vec<_>>()
             )));
         }
-        let client = ScramClient::new(user, password);
+        let client = ScramClient::with_mechanism(mechanism, user, password);
         let first: SaslAuthenticateResponse = self
             .call(
                 ApiKey::SaslAuthenticate,

@@ -1,17 +1,19 @@
-//! The client side of SCRAM-SHA-512 (RFC 5802): the gateway's upstream
-//! login, `portcullis group`, the bench and the tests all log in with it.
+//! The client side of SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC
+//! 7677): the gateway's upstream login, `portcullis group`, the bench and
+//! the tests all log in with it. SCRAM-SHA-512 unless told otherwise.
 //! An explicit two-step state machine without I/O, so blocking and async
 //! callers share it: `first` -> `respond(server-first)` ->
 //! `verify(server-final)`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-type HmacSha512 = Hmac<Sha512>;
+pub use crate::security::scram::Mechanism;
 
 /// Iteration counts a server may ask for; beyond this a hostile upstream
 /// could make every login burn seconds of CPU.
@@ -31,12 +33,28 @@ pub enum ScramClientError {
     BadServerSignature,
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 64] {
-    let mut m = <HmacSha512 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+/// The client computes its side on its own (not with the server's
+/// helpers), generic over the MAC, so that a bug in one cannot hide in both.
+fn hmac_with<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for p in parts {
         m.update(p);
     }
-    m.finalize().into_bytes().into()
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hmac(mechanism: Mechanism, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    match mechanism {
+        Mechanism::ScramSha256 => hmac_with::<Hmac<Sha256>>(key, parts),
+        Mechanism::ScramSha512 => hmac_with::<Hmac<Sha512>>(key, parts),
+    }
+}
+
+fn hash(mechanism: Mechanism, data: &[u8]) -> Vec<u8> {
+    match mechanism {
+        Mechanism::ScramSha256 => Sha256::digest(data).to_vec(),
+        Mechanism::ScramSha512 => Sha512::digest(data).to_vec(),
+    }
 }
 
 /// RFC 5802 saslname: `=` and `,` are escaped.
@@ -52,26 +70,39 @@ fn saslname(user: &str) -> String {
 #[derive(Default)]
 pub struct SaltedPasswordCache(std::sync::Mutex<Option<Salted>>);
 
-/// (salt, iterations, SaltedPassword).
-type Salted = (Vec<u8>, u32, [u8; 64]);
+/// (mechanism, salt, iterations, SaltedPassword).
+type Salted = (Mechanism, Vec<u8>, u32, Vec<u8>);
 
 impl SaltedPasswordCache {
-    fn salted(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 64] {
+    fn salted(
+        &self,
+        mechanism: Mechanism,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Vec<u8> {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, i, salted)) = slot.as_ref() {
-            if s == salt && *i == iterations {
-                return *salted;
+        if let Some((m, s, i, salted)) = slot.as_ref() {
+            if *m == mechanism && s == salt && *i == iterations {
+                return salted.clone();
             }
         }
-        let salted = salt_password(password, salt, iterations);
-        *slot = Some((salt.to_vec(), iterations, salted));
+        let salted = salt_password(mechanism, password, salt, iterations);
+        *slot = Some((mechanism, salt.to_vec(), iterations, salted.clone()));
         salted
     }
 }
 
-fn salt_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 64] {
-    let mut salted = [0u8; 64];
-    pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, iterations, &mut salted);
+fn salt_password(mechanism: Mechanism, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+    let mut salted = vec![0u8; mechanism.key_len()];
+    match mechanism {
+        Mechanism::ScramSha256 => {
+            pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut salted)
+        }
+        Mechanism::ScramSha512 => {
+            pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, iterations, &mut salted)
+        }
+    }
     salted
 }
 
@@ -119,6 +150,7 @@ impl ServerFirst {
 }
 
 pub struct ScramClient {
+    mechanism: Mechanism,
     first_bare: String,
     nonce: String,
     password: String,
@@ -126,11 +158,16 @@ pub struct ScramClient {
 
 /// After `respond`: what the server's final message must prove.
 pub struct AwaitingFinal {
-    server_signature: [u8; 64],
+    server_signature: Vec<u8>,
 }
 
 impl ScramClient {
+    /// A SCRAM-SHA-512 login.
     pub fn new(user: &str, password: &str) -> ScramClient {
+        Self::with_mechanism(Mechanism::ScramSha512, user, password)
+    }
+
+    pub fn with_mechanism(mechanism: Mechanism, user: &str, password: &str) -> ScramClient {
         let nonce: String = {
             let mut rng = rand::thread_rng();
             (0..32)
@@ -138,6 +175,7 @@ impl ScramClient {
                 .collect()
         };
         ScramClient {
+            mechanism,
             first_bare: format!("n={},r={nonce}", saslname(user)),
             nonce,
             password: password.to_string(),
@@ -171,24 +209,25 @@ impl ScramClient {
         if !(1..=MAX_ITERATIONS).contains(&sf.iterations) {
             return Err(ScramClientError::BadIterations(sf.iterations));
         }
+        let m = self.mechanism;
         let salted = match cache {
-            Some(c) => c.salted(&self.password, &sf.salt, sf.iterations),
-            None => salt_password(&self.password, &sf.salt, sf.iterations),
+            Some(c) => c.salted(m, &self.password, &sf.salt, sf.iterations),
+            None => salt_password(m, &self.password, &sf.salt, sf.iterations),
         };
         // `parse` proved the message is UTF-8.
         let text = String::from_utf8_lossy(server_first);
-        let client_key = hmac(&salted, &[b"Client Key"]);
-        let stored_key: [u8; 64] = Sha512::digest(client_key).into();
+        let client_key = hmac(m, &salted, &[b"Client Key"]);
+        let stored_key = hash(m, &client_key);
         let without_proof = format!("c=biws,r={}", sf.nonce);
         let auth_message = format!("{},{text},{without_proof}", self.first_bare);
-        let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
+        let signature = hmac(m, &stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = client_key
             .iter()
             .zip(signature.iter())
             .map(|(a, b)| a ^ b)
             .collect();
-        let server_key = hmac(&salted, &[b"Server Key"]);
-        let server_signature = hmac(&server_key, &[auth_message.as_bytes()]);
+        let server_key = hmac(m, &salted, &[b"Server Key"]);
+        let server_signature = hmac(m, &server_key, &[auth_message.as_bytes()]);
         let msg = format!("{without_proof},p={}", STANDARD.encode(proof));
         Ok((msg.into_bytes(), AwaitingFinal { server_signature }))
     }
@@ -209,7 +248,7 @@ impl AwaitingFinal {
         let v = STANDARD
             .decode(v)
             .map_err(|_| ScramClientError::Malformed("server signature is not base64"))?;
-        if v.len() == 64 && bool::from(v.ct_eq(&self.server_signature)) {
+        if v.len() == self.server_signature.len() && bool::from(v.ct_eq(&self.server_signature)) {
             Ok(())
         } else {
             Err(ScramClientError::BadServerSignature)
@@ -223,10 +262,14 @@ mod tests {
     use crate::security::scram::{ScramCredential, ScramServer, ScramStep};
 
     fn run(client_pw: &str, server_pw: &str) -> Result<(), String> {
-        let cred = ScramCredential::from_password(server_pw, 4096).unwrap();
+        run_with(Mechanism::ScramSha512, client_pw, server_pw)
+    }
+
+    fn run_with(m: Mechanism, client_pw: &str, server_pw: &str) -> Result<(), String> {
+        let cred = ScramCredential::from_password(m, server_pw, 4096).unwrap();
         let lookup = move |_: &str| Some(cred.clone());
-        let mut server = ScramServer::new([7u8; 32]);
-        let client = ScramClient::new("svc", client_pw);
+        let mut server = ScramServer::new(m, [7u8; 32]);
+        let client = ScramClient::with_mechanism(m, "svc", client_pw);
         let Ok(ScramStep::Challenge(server_first)) = server.step(&client.first(), &lookup) else {
             return Err("no server-first".into());
         };
@@ -244,15 +287,30 @@ mod tests {
     fn logs_in_against_our_server_and_verifies_it() {
         assert_eq!(run("pw", "pw"), Ok(()));
         assert!(run("wrong", "pw").is_err());
+        assert_eq!(run_with(Mechanism::ScramSha256, "pw", "pw"), Ok(()));
+        assert!(run_with(Mechanism::ScramSha256, "wrong", "pw").is_err());
+    }
+
+    #[test]
+    fn a_client_of_one_mechanism_fails_against_the_other() {
+        let cred = ScramCredential::from_password(Mechanism::ScramSha512, "pw", 4096).unwrap();
+        let lookup = move |_: &str| Some(cred.clone());
+        let mut server = ScramServer::new(Mechanism::ScramSha256, [7u8; 32]);
+        let client = ScramClient::with_mechanism(Mechanism::ScramSha256, "svc", "pw");
+        let Ok(ScramStep::Challenge(sf)) = server.step(&client.first(), &lookup) else {
+            panic!("no server-first");
+        };
+        let (fin, _) = client.respond(&sf).unwrap();
+        assert!(server.step(&fin, &lookup).is_err());
     }
 
     #[test]
     fn the_cache_serves_the_same_salt_and_is_replaced_by_a_new_one() {
-        let cred = ScramCredential::from_password("pw", 4096).unwrap();
+        let cred = ScramCredential::from_password(Mechanism::ScramSha512, "pw", 4096).unwrap();
         let lookup = move |_: &str| Some(cred.clone());
         let cache = SaltedPasswordCache::default();
         for _ in 0..2 {
-            let mut server = ScramServer::new([7u8; 32]);
+            let mut server = ScramServer::new(Mechanism::ScramSha512, [7u8; 32]);
             let client = ScramClient::new("svc", "pw");
             let Ok(ScramStep::Challenge(sf)) = server.step(&client.first(), &lookup) else {
                 panic!("no server-first");
@@ -265,9 +323,13 @@ mod tests {
         }
         let first = cache.0.lock().unwrap().clone().unwrap();
         // Another salt: derived afresh, not the stale entry.
-        let salted = cache.salted("pw", b"other salt", 4096);
-        assert_eq!(salted, salt_password("pw", b"other salt", 4096));
-        assert_ne!(cache.0.lock().unwrap().as_ref().unwrap().0, first.0);
+        let m = Mechanism::ScramSha512;
+        let salted = cache.salted(m, "pw", b"other salt", 4096);
+        assert_eq!(salted, salt_password(m, "pw", b"other salt", 4096));
+        assert_ne!(cache.0.lock().unwrap().as_ref().unwrap().1, first.1);
+        // Same salt, other mechanism: not the SHA-512 entry either.
+        let sha256 = cache.salted(Mechanism::ScramSha256, "pw", b"other salt", 4096);
+        assert_eq!(sha256.len(), 32);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! SaslHandshake and SaslAuthenticate: the SCRAM-SHA-512 login, in both the
-//! v0 form (raw tokens after the handshake) and the v1 form (tokens inside
-//! SaslAuthenticate requests, with KIP-368 session lifetimes).
+//! SaslHandshake and SaslAuthenticate: the SCRAM login (SCRAM-SHA-256 or
+//! SCRAM-SHA-512, those `sasl.mechanisms` enables, offered in its order),
+//! in both the v0 form (raw tokens after the handshake) and the v1 form
+//! (tokens inside SaslAuthenticate requests, with KIP-368 session
+//! lifetimes).
 
 use kafka_protocol::ResponseError;
 use std::net::SocketAddr;
@@ -81,7 +83,7 @@ pub fn auth_event(
     failure: Option<&SaslFailure>,
 ) -> AuditEvent {
     let mut ev = AuditEvent::new(EventKind::Authentication).peer(peer, &listener.name);
-    ev.mechanism = Some(crate::security::scram::MECHANISM.to_string());
+    ev.mechanism = Some(mechanism_name(session).to_string());
     match failure {
         None => {
             ev.principal = Some(session.principal().to_string());
@@ -113,8 +115,18 @@ fn log_failure(listener: &BoundListener, peer: SocketAddr, f: &SaslFailure) {
     );
 }
 
+/// The mechanism the session's handshake picked (a SaslAuthenticate only
+/// gets this far after one).
+fn mechanism_name(session: &Session) -> &'static str {
+    session
+        .mechanism()
+        .unwrap_or(crate::security::scram::DEFAULT_MECHANISM)
+        .name()
+}
+
 fn log_success(listener: &BoundListener, peer: SocketAddr, session: &Session) {
-    tracing::info!(%peer, listener = %listener.name, principal = session.principal(), "SASL/SCRAM-SHA-512 authenticated");
+    tracing::info!(%peer, listener = %listener.name, principal = session.principal(),
+        "SASL/{} authenticated", mechanism_name(session));
 }
 
 /// What a refused SaslAuthenticate turns into: the response and an audit
@@ -220,7 +232,7 @@ async fn refused(
     let first = broker.login_failures.note(failure_key(
         Some(store),
         peer,
-        LoginFailureKey::mechanism_label(crate::security::scram::MECHANISM),
+        std::borrow::Cow::Borrowed(mechanism_name(session)),
         f,
     ));
     first.then(|| {

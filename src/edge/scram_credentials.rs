@@ -1,5 +1,7 @@
 //! DescribeUserScramCredentials and AlterUserScramCredentials (KIP-554),
-//! writing through to the same credential store file the CLI edits.
+//! writing through to the same credential store file the CLI edits. One
+//! credential per (user, mechanism): SCRAM-SHA-256 (Kafka's mechanism type
+//! 1) and SCRAM-SHA-512 (2).
 
 use crate::audit::outcome::worst;
 use kafka_protocol::messages::ResponseKind;
@@ -18,11 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::acl::Operation;
 use crate::security::credentials::CredentialError;
-use crate::security::scram::ScramCredential;
+use crate::security::scram::{Mechanism, ScramCredential};
 
 use super::RequestContext;
-/// Kafka's ScramMechanism byte for SCRAM-SHA-512.
-const SCRAM_SHA_512: i8 = 2;
 
 fn s(v: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(v.into()))
@@ -64,21 +64,28 @@ pub fn describe(
         return resp;
     }
     let snapshot = store.snapshot();
-    let users: Vec<(String, &'static str, u32)> = snapshot.users();
-    let info = |iterations: u32| {
-        vec![CredentialInfo::default()
-            .with_mechanism(SCRAM_SHA_512)
-            .with_iterations(iterations as i32)]
+    // Every mechanism the user has a credential for, enabled or not: what
+    // is stored is what an operator must be able to see (and delete).
+    let info = |name: &str| -> Vec<CredentialInfo> {
+        snapshot
+            .credentials_of(name)
+            .iter()
+            .map(|c| {
+                CredentialInfo::default()
+                    .with_mechanism(c.mechanism.kafka_type())
+                    .with_iterations(c.iterations as i32)
+            })
+            .collect()
     };
     // Kafka treats an empty list like a null one: describe everybody.
     let wanted = req.users.filter(|u| !u.is_empty());
     resp.results = match wanted {
-        None => users
-            .iter()
-            .map(|(name, _, it)| {
+        None => snapshot
+            .names()
+            .map(|name| {
                 DescribeUserScramCredentialsResult::default()
-                    .with_user(StrBytes::from_string(name.clone()))
-                    .with_credential_infos(info(*it))
+                    .with_user(StrBytes::from_string(name.to_string()))
+                    .with_credential_infos(info(name))
             })
             .collect(),
         Some(wanted) => {
@@ -96,9 +103,9 @@ pub fn describe(
                             .with_error_code(ResponseError::DuplicateResource.code())
                             .with_error_message(s(format!("Cannot describe SCRAM credentials for the same user twice in a single request: {name}")));
                     }
-                    match users.iter().find(|(n, _, _)| *n == name) {
-                        Some((_, _, it)) => r.with_credential_infos(info(*it)),
-                        None => r
+                    match info(&name) {
+                        infos if !infos.is_empty() => r.with_credential_infos(infos),
+                        _ => r
                             .with_error_code(ResponseError::ResourceNotFound.code())
                             .with_error_message(s(format!("Attempt to describe a user credential that does not exist: {name}"))),
                     }
@@ -109,31 +116,40 @@ pub fn describe(
     resp
 }
 
+/// One entry of an AlterUserScramCredentials request, once checked.
+enum Change {
+    Delete(Mechanism),
+    Upsert(ScramCredential),
+}
+
+type Refusal = (i16, String);
+
+/// Answers one result per user, as Kafka does: a user's deletions and
+/// upsertions are checked first and then applied together in one write of
+/// the store, or, if any of them is refused, none is and the user's result
+/// carries the first refusal.
 pub fn alter(
     ctx: &RequestContext<'_>,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for n in req
+    // Kafka refuses a (user, mechanism) pair named twice in one request.
+    let mut pairs: HashMap<(String, i8), usize> = HashMap::new();
+    for key in req
         .deletions
         .iter()
-        .map(|d| &d.name)
-        .chain(req.upsertions.iter().map(|u| &u.name))
+        .map(|d| (d.name.to_string(), d.mechanism))
+        .chain(
+            req.upsertions
+                .iter()
+                .map(|u| (u.name.to_string(), u.mechanism)),
+        )
     {
-        *counts.entry(n.to_string()).or_default() += 1;
+        *pairs.entry(key).or_default() += 1;
     }
     let store = ctx.broker.credentials.clone();
+    let enabled = &ctx.broker.config.sasl.mechanisms;
     let authorized = ctx.authorize_cluster(Operation::Alter);
-    let mut results = Vec::new();
-    let mut push = |name: &StrBytes, outcome: Result<(), (i16, String)>| {
-        let mut r = AlterUserScramCredentialsResult::default().with_user(name.clone());
-        if let Err((code, m)) = outcome {
-            r.error_code = code;
-            r.error_message = s(m);
-        }
-        results.push(r);
-    };
-    let precheck = |name: &StrBytes, mechanism: i8| -> Result<(), (i16, String)> {
+    let precheck = |name: &StrBytes, mechanism: i8| -> Result<Mechanism, Refusal> {
         if !authorized {
             return Err((
                 ResponseError::ClusterAuthorizationFailed.code(),
@@ -146,7 +162,24 @@ pub fn alter(
                 "no SASL listener, so no credential store".into(),
             ));
         }
-        if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
+        if name.is_empty() {
+            return Err((
+                ResponseError::UnacceptableCredential.code(),
+                "Username must not be empty".into(),
+            ));
+        }
+        let Some(m) = Mechanism::from_kafka_type(mechanism) else {
+            return Err((
+                ResponseError::UnsupportedSaslMechanism.code(),
+                "Unknown SCRAM mechanism".into(),
+            ));
+        };
+        if pairs
+            .get(&(name.to_string(), mechanism))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
             return Err((
                 ResponseError::DuplicateResource.code(),
                 format!(
@@ -155,16 +188,51 @@ pub fn alter(
                 ),
             ));
         }
-        if mechanism != SCRAM_SHA_512 {
-            return Err((
-                ResponseError::UnsupportedSaslMechanism.code(),
-                "Only SCRAM-SHA-512 is supported".into(),
-            ));
-        }
-        Ok(())
+        Ok(m)
     };
+    let mut users: Vec<(StrBytes, Vec<Result<Change, Refusal>>)> = Vec::new();
+    let mut entry = |name: &StrBytes, change: Result<Change, Refusal>| match users
+        .iter_mut()
+        .find(|(n, _)| n == name)
+    {
+        Some((_, changes)) => changes.push(change),
+        None => users.push((name.clone(), vec![change])),
+    };
+    for d in &req.deletions {
+        // Deleting a credential of a mechanism that is not enabled is
+        // allowed: it cannot log in now, but would again once re-enabled.
+        entry(&d.name, precheck(&d.name, d.mechanism).map(Change::Delete));
+    }
+    for u in &req.upsertions {
+        let change = precheck(&u.name, u.mechanism).and_then(|m| {
+            if !enabled.iter().any(|e| e == m.name()) {
+                return Err((
+                    ResponseError::UnsupportedSaslMechanism.code(),
+                    format!(
+                        "{m} is not enabled on this broker (sasl.mechanisms: {})",
+                        enabled.join(",")
+                    ),
+                ));
+            }
+            if u.salt.is_empty() || u.salted_password.is_empty() {
+                return Err((
+                    ResponseError::UnacceptableCredential.code(),
+                    "salt and salted password must not be empty".into(),
+                ));
+            }
+            ScramCredential::from_salted_password(
+                m,
+                &u.salted_password,
+                &u.salt,
+                u.iterations.max(0) as u32,
+            )
+            .map(Change::Upsert)
+            .map_err(|e| (ResponseError::UnacceptableCredential.code(), e.to_string()))
+        });
+        entry(&u.name, change);
+    }
     let map_err = |e: CredentialError| match e {
-        CredentialError::NoSuchUser(u) => (
+        CredentialError::NoSuchUser(u) | CredentialError::NoSuchCredential(u, _) => (
             ResponseError::ResourceNotFound.code(),
             format!("Attempt to delete a user credential that does not exist: {u}"),
         ),
@@ -173,45 +241,59 @@ pub fn alter(
             other.to_string(),
         ),
     };
-    for d in &req.deletions {
-        let outcome = precheck(&d.name, d.mechanism).and_then(|_| {
-            let store = store
-                .as_ref()
-                .ok_or((ResponseError::UnacceptableCredential.code(), String::new()))?;
-            store.modify(|f| f.remove_user(&d.name)).map_err(map_err)
-        });
-        if outcome.is_ok() {
-            tracing::info!(principal = ctx.principal, user = %d.name.as_str(), "SCRAM credential deleted");
-            ctx.admin_action("delete_scram_credential", "user", d.name.as_str(), None);
-        }
-        push(&d.name, outcome);
-    }
-    for u in &req.upsertions {
-        let outcome = precheck(&u.name, u.mechanism).and_then(|_| {
-            let store = store
-                .as_ref()
-                .ok_or((ResponseError::UnacceptableCredential.code(), String::new()))?;
-            if u.salt.is_empty() || u.salted_password.is_empty() {
-                return Err((
-                    ResponseError::UnacceptableCredential.code(),
-                    "salt and salted password must not be empty".into(),
-                ));
+    let mut results = Vec::new();
+    for (name, changes) in users {
+        let outcome = changes
+            .into_iter()
+            .collect::<Result<Vec<Change>, Refusal>>()
+            .and_then(|changes| {
+                let store = store
+                    .as_ref()
+                    .ok_or((ResponseError::UnacceptableCredential.code(), String::new()))?;
+                store
+                    .modify(|f| {
+                        for c in &changes {
+                            match c {
+                                Change::Delete(m) => f.remove_credential(&name, *m)?,
+                                Change::Upsert(cred) => f.upsert_credential(&name, cred.clone())?,
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(map_err)?;
+                Ok(changes)
+            });
+        let mut r = AlterUserScramCredentialsResult::default().with_user(name.clone());
+        match outcome {
+            Ok(changes) => {
+                for c in changes {
+                    let (action, mechanism, iterations) = match &c {
+                        Change::Delete(m) => ("delete_scram_credential", *m, None),
+                        Change::Upsert(cred) => (
+                            "upsert_scram_credential",
+                            cred.mechanism,
+                            Some(cred.iterations),
+                        ),
+                    };
+                    let what = match c {
+                        Change::Delete(_) => "SCRAM credential deleted",
+                        Change::Upsert(_) => "SCRAM credential set",
+                    };
+                    tracing::info!(principal = ctx.principal, user = %name.as_str(),
+                        mechanism = mechanism.name(), "{what}");
+                    let mut details = serde_json::json!({ "mechanism": mechanism.name() });
+                    if let Some(it) = iterations {
+                        details["iterations"] = it.into();
+                    }
+                    ctx.admin_action(action, "user", name.as_str(), Some(details));
+                }
             }
-            let cred = ScramCredential::from_salted_password(
-                &u.salted_password,
-                &u.salt,
-                u.iterations.max(0) as u32,
-            )
-            .map_err(|e| (ResponseError::UnacceptableCredential.code(), e.to_string()))?;
-            store
-                .modify(|f| f.upsert_credential(&u.name, cred))
-                .map_err(map_err)
-        });
-        if outcome.is_ok() {
-            tracing::info!(principal = ctx.principal, user = %u.name.as_str(), "SCRAM credential set");
-            ctx.admin_action("upsert_scram_credential", "user", u.name.as_str(), None);
+            Err((code, m)) => {
+                r.error_code = code;
+                r.error_message = s(m);
+            }
         }
-        push(&u.name, outcome);
+        results.push(r);
     }
     AlterUserScramCredentialsResponse::default().with_results(results)
 }

@@ -116,10 +116,13 @@ impl GatewaySettings {
                 ))
             }
             (Some(s), true) => {
-                if s.mechanism != crate::security::scram::MECHANISM {
+                if crate::security::scram::Mechanism::from_name(&s.mechanism).is_none() {
                     return Some((
                         "gateway.sasl.mechanism".into(),
-                        format!("`{}` is not supported (SCRAM-SHA-512 is)", s.mechanism),
+                        format!(
+                            "`{}` is not supported (SCRAM-SHA-512 or SCRAM-SHA-256)",
+                            s.mechanism
+                        ),
                     ));
                 }
                 if s.username.is_empty() {

@@ -140,7 +140,11 @@ impl Link {
         let mut conn = self.connector.connect(addr).await?;
         let versions = conn.api_versions().await?;
         if let (Some(sasl), Some(password)) = (&self.settings.sasl, &self.password) {
-            conn.login_scram(&sasl.username, password, None).await?;
+            // Validated with the config; SCRAM-SHA-512 is the default.
+            let mechanism = crate::security::scram::Mechanism::from_name(&sasl.mechanism)
+                .unwrap_or(crate::security::scram::DEFAULT_MECHANISM);
+            conn.login_scram_with(mechanism, &sasl.username, password, None)
+                .await?;
         }
         Ok((UpstreamConn { conn }, versions))
     }

@@ -1,6 +1,11 @@
-//! SCRAM-SHA-512 credential store: a human-readable YAML file holding only
-//! salts and derived keys (never passwords), plus the live, hot-reloaded
-//! view the broker authenticates against.
+//! SCRAM credential store: a human-readable YAML file holding only salts
+//! and derived keys (never passwords), one credential per (user, mechanism)
+//! (SCRAM-SHA-256, SCRAM-SHA-512), plus the live, hot-reloaded view the
+//! broker authenticates against.
+//!
+//! Format version 2 keys each user's credentials by mechanism. Version 1,
+//! written by earlier Portcullis versions (one SCRAM-SHA-512 credential per
+//! user), still loads; the next write turns it into version 2.
 //!
 //! Writes are atomic (temp file + fsync + rename + directory fsync) so a
 //! reader — this process's watcher or another broker — sees either the old
@@ -23,15 +28,17 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::security::scram::{
-    ScramCredential, ScramError, MAX_ITERATIONS, MECHANISM, MIN_ITERATIONS,
+    Mechanism, ScramCredential, ScramError, MAX_ITERATIONS, MIN_ITERATIONS,
 };
 use crate::util::atomic_file::write_atomic;
 use crate::util::file_lock::FileLock;
 use crate::util::hot_reload;
 
-/// Only format version understood.
-pub const FILE_VERSION: u32 = 1;
-const HEADER: &str = "# Portcullis credential store: SCRAM-SHA-512 keys only, never passwords.\n\
+/// Format version written.
+pub const FILE_VERSION: u32 = 2;
+/// The single-mechanism layout of earlier versions, still read.
+const FILE_VERSION_1: u32 = 1;
+const HEADER: &str = "# Portcullis credential store: SCRAM keys only, never passwords.\n\
                       # Manage with the admin tooling; the broker reloads this file on change.\n";
 const MAX_SALT_LEN: usize = 1024;
 const MAX_USER_LEN: usize = 1024;
@@ -68,6 +75,8 @@ pub enum CredentialError {
     UserExists(String),
     #[error("user {0:?} does not exist")]
     NoSuchUser(String),
+    #[error("user {0:?} has no {1} credential")]
+    NoSuchCredential(String, Mechanism),
     #[error(transparent)]
     Scram(#[from] ScramError),
 }
@@ -87,18 +96,45 @@ pub type Result<T, E = CredentialError> = std::result::Result<T, E>;
 
 // ---- on-disk representation -------------------------------------------------
 
+/// Read first, on its own, to pick the layout to parse the file with.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// Version 2: `users: {NAME: {SCRAM-SHA-256: {...}, SCRAM-SHA-512: {...}}}`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRepr {
     version: u32,
     server_secret: String,
     #[serde(default)]
-    users: BTreeMap<String, UserRepr>,
+    users: BTreeMap<String, BTreeMap<String, CredRepr>>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserRepr {
+struct CredRepr {
+    iterations: u32,
+    salt: String,
+    stored_key: String,
+    server_key: String,
+}
+
+/// Version 1: `users: {NAME: {mechanism: SCRAM-SHA-512, iterations, ...}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReprV1 {
+    #[allow(dead_code)]
+    version: u32,
+    server_secret: String,
+    #[serde(default)]
+    users: BTreeMap<String, UserReprV1>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserReprV1 {
     mechanism: String,
     iterations: u32,
     salt: String,
@@ -108,11 +144,15 @@ struct UserRepr {
 
 // ---- in-memory file ---------------------------------------------------------
 
+/// One user's credentials, at most one per mechanism, never empty in a
+/// [`CredentialFile`] (a user whose last credential goes is removed).
+pub type UserCredentials = BTreeMap<Mechanism, ScramCredential>;
+
 /// Parsed, validated contents of a credential file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CredentialFile {
     server_secret: [u8; 32],
-    users: BTreeMap<String, ScramCredential>,
+    users: BTreeMap<String, UserCredentials>,
 }
 
 // The server secret and keys are sensitive: show only names.
@@ -188,57 +228,108 @@ impl CredentialFile {
 
     /// Parse and validate YAML text. `source_name` only labels errors.
     pub fn from_yaml_str(text: &str, source_name: &str) -> Result<Self> {
-        let repr: FileRepr = serde_yaml_ng::from_str(text).map_err(|e| CredentialError::Yaml {
+        let yaml_error = |e: serde_yaml_ng::Error| CredentialError::Yaml {
             source_name: source_name.to_string(),
             error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
-        })?;
-        if repr.version != FILE_VERSION {
-            return Err(CredentialError::InvalidField {
-                field: "version",
-                problem: format!(
-                    "unsupported version {} (expected {FILE_VERSION})",
-                    repr.version
-                ),
-            });
-        }
-        let server_secret = decode_fixed::<32>(&repr.server_secret).map_err(|problem| {
-            CredentialError::InvalidField {
+        };
+        // The version picks the layout; a file without one (or not a map)
+        // is reported by the full parse below, with its line.
+        let version = serde_yaml_ng::from_str::<VersionOnly>(text)
+            .map(|v| v.version)
+            .unwrap_or(FILE_VERSION);
+        let (secret, users) = match version {
+            FILE_VERSION => {
+                let repr: FileRepr = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+                let mut users = Vec::new();
+                for (name, creds) in repr.users {
+                    if creds.is_empty() {
+                        return Err(CredentialError::InvalidUser {
+                            user: name,
+                            field: "mechanism",
+                            problem: "no credential (SCRAM-SHA-256 or SCRAM-SHA-512)".into(),
+                        });
+                    }
+                    for (mechanism, c) in creds {
+                        users.push((name.clone(), mechanism, c));
+                    }
+                }
+                (repr.server_secret, users)
+            }
+            FILE_VERSION_1 => {
+                let repr: FileReprV1 = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+                let users = repr
+                    .users
+                    .into_iter()
+                    .map(|(name, u)| {
+                        let c = CredRepr {
+                            iterations: u.iterations,
+                            salt: u.salt,
+                            stored_key: u.stored_key,
+                            server_key: u.server_key,
+                        };
+                        (name, u.mechanism, c)
+                    })
+                    .collect();
+                (repr.server_secret, users)
+            }
+            other => {
+                return Err(CredentialError::InvalidField {
+                    field: "version",
+                    problem: format!(
+                        "unsupported version {other} (expected {FILE_VERSION} or \
+                         {FILE_VERSION_1})"
+                    ),
+                })
+            }
+        };
+        let server_secret =
+            decode_fixed(&secret, 32).map_err(|problem| CredentialError::InvalidField {
                 field: "server_secret",
                 problem,
-            }
-        })?;
-        let mut users = BTreeMap::new();
-        for (name, u) in repr.users {
+            })?;
+        let server_secret: [u8; 32] = server_secret.try_into().unwrap_or([0u8; 32]);
+        let mut file = CredentialFile {
+            server_secret,
+            users: BTreeMap::new(),
+        };
+        for (name, mechanism, u) in users {
             validate_user_name(&name)?;
             let bad = |field, problem: String| CredentialError::InvalidUser {
                 user: name.clone(),
                 field,
                 problem,
             };
-            if u.mechanism != MECHANISM {
-                return Err(bad("mechanism", format!("only {MECHANISM} is supported")));
-            }
+            // Version 1 files could only hold SCRAM-SHA-512; a SHA-256 entry
+            // there was never written by Portcullis, so it is refused too.
+            let mechanism = Mechanism::from_name(&mechanism)
+                .filter(|m| version == FILE_VERSION || *m == Mechanism::ScramSha512)
+                .ok_or_else(|| {
+                    bad(
+                        "mechanism",
+                        format!("`{mechanism}` is not SCRAM-SHA-256 or SCRAM-SHA-512"),
+                    )
+                })?;
             let salt = STANDARD
                 .decode(&u.salt)
                 .map_err(|_| bad("salt", "not valid base64".into()))?;
-            let stored_key = decode_fixed::<64>(&u.stored_key).map_err(|p| bad("stored_key", p))?;
-            let server_key = decode_fixed::<64>(&u.server_key).map_err(|p| bad("server_key", p))?;
+            let len = mechanism.key_len();
+            let stored_key = decode_fixed(&u.stored_key, len).map_err(|p| bad("stored_key", p))?;
+            let server_key = decode_fixed(&u.server_key, len).map_err(|p| bad("server_key", p))?;
             let cred = ScramCredential {
+                mechanism,
                 salt,
                 stored_key,
                 server_key,
                 iterations: u.iterations,
             };
             validate_credential(&name, &cred)?;
-            users.insert(name, cred);
+            file.users.entry(name).or_default().insert(mechanism, cred);
         }
-        Ok(CredentialFile {
-            server_secret,
-            users,
-        })
+        Ok(file)
     }
 
-    /// Serialize to the documented YAML layout, with a header comment.
+    /// Serialize to the documented YAML layout (version 2), with a header
+    /// comment.
     pub fn to_yaml_string(&self) -> String {
         let repr = FileRepr {
             version: FILE_VERSION,
@@ -246,15 +337,20 @@ impl CredentialFile {
             users: self
                 .users
                 .iter()
-                .map(|(name, c)| {
-                    let u = UserRepr {
-                        mechanism: MECHANISM.to_string(),
-                        iterations: c.iterations,
-                        salt: STANDARD.encode(&c.salt),
-                        stored_key: STANDARD.encode(c.stored_key),
-                        server_key: STANDARD.encode(c.server_key),
-                    };
-                    (name.clone(), u)
+                .map(|(name, creds)| {
+                    let creds = creds
+                        .iter()
+                        .map(|(m, c)| {
+                            let u = CredRepr {
+                                iterations: c.iterations,
+                                salt: STANDARD.encode(&c.salt),
+                                stored_key: STANDARD.encode(&c.stored_key),
+                                server_key: STANDARD.encode(&c.server_key),
+                            };
+                            (m.name().to_string(), u)
+                        })
+                        .collect();
+                    (name.clone(), creds)
                 })
                 .collect(),
         };
@@ -277,35 +373,73 @@ impl CredentialFile {
         })
     }
 
-    /// Add a new user (runs PBKDF2). Fails if the user exists.
+    /// Add a new user with a credential for both mechanisms (runs PBKDF2
+    /// twice). Fails if the user exists.
     pub fn add_user(&mut self, name: &str, password: &str, iterations: u32) -> Result<()> {
+        self.add_user_for(name, password, iterations, &Mechanism::ALL)
+    }
+
+    /// Add a new user with a credential for each mechanism in `mechanisms`
+    /// (runs PBKDF2 once per mechanism, each with its own salt). Fails if
+    /// the user exists.
+    pub fn add_user_for(
+        &mut self,
+        name: &str,
+        password: &str,
+        iterations: u32,
+        mechanisms: &[Mechanism],
+    ) -> Result<()> {
         validate_user_name(name)?;
         if self.users.contains_key(name) {
             return Err(CredentialError::UserExists(name.to_string()));
         }
-        let cred = ScramCredential::from_password(password, iterations)?;
-        self.users.insert(name.to_string(), cred);
+        let creds = derive(password, iterations, mechanisms)?;
+        self.users.insert(name.to_string(), creds);
         Ok(())
     }
 
-    /// Replace an existing user's password (new salt). Fails if missing.
+    /// New password (new salts) for each mechanism an existing user has.
+    /// Fails if the user is missing.
     pub fn set_password(&mut self, name: &str, password: &str, iterations: u32) -> Result<()> {
-        if !self.users.contains_key(name) {
+        self.set_password_for(name, password, iterations, &[])
+    }
+
+    /// New password (new salts) for an existing user: for `mechanisms`
+    /// (adding those it lacks), or, when empty, for each mechanism the user
+    /// has. Fails if the user is missing.
+    pub fn set_password_for(
+        &mut self,
+        name: &str,
+        password: &str,
+        iterations: u32,
+        mechanisms: &[Mechanism],
+    ) -> Result<()> {
+        let Some(current) = self.users.get_mut(name) else {
             return Err(CredentialError::NoSuchUser(name.to_string()));
-        }
-        let cred = ScramCredential::from_password(password, iterations)?;
-        self.users.insert(name.to_string(), cred);
+        };
+        let which: Vec<Mechanism> = if mechanisms.is_empty() {
+            current.keys().copied().collect()
+        } else {
+            mechanisms.to_vec()
+        };
+        let creds = derive(password, iterations, &which)?;
+        current.extend(creds);
         Ok(())
     }
 
-    /// Insert or replace a precomputed credential (e.g. imported from Kafka).
+    /// Insert or replace a precomputed credential (e.g. imported from Kafka)
+    /// for `name` and the credential's mechanism.
     pub fn upsert_credential(&mut self, name: &str, cred: ScramCredential) -> Result<()> {
         validate_user_name(name)?;
         validate_credential(name, &cred)?;
-        self.users.insert(name.to_string(), cred);
+        self.users
+            .entry(name.to_string())
+            .or_default()
+            .insert(cred.mechanism, cred);
         Ok(())
     }
 
+    /// Removes a user with all of their credentials.
     pub fn remove_user(&mut self, name: &str) -> Result<()> {
         self.users
             .remove(name)
@@ -313,16 +447,50 @@ impl CredentialFile {
             .ok_or_else(|| CredentialError::NoSuchUser(name.to_string()))
     }
 
-    /// (name, mechanism, iterations), sorted by name.
+    /// Removes one mechanism's credential; the user goes with their last one.
+    pub fn remove_credential(&mut self, name: &str, mechanism: Mechanism) -> Result<()> {
+        let missing = || CredentialError::NoSuchCredential(name.to_string(), mechanism);
+        let creds = self.users.get_mut(name).ok_or_else(missing)?;
+        creds.remove(&mechanism).ok_or_else(missing)?;
+        if creds.is_empty() {
+            self.users.remove(name);
+        }
+        Ok(())
+    }
+
+    /// (name, mechanism, iterations), one row per credential, sorted by name
+    /// then mechanism.
     pub fn users(&self) -> Vec<(String, &'static str, u32)> {
         self.users
             .iter()
-            .map(|(n, c)| (n.clone(), MECHANISM, c.iterations))
+            .flat_map(|(n, creds)| {
+                creds
+                    .iter()
+                    .map(move |(m, c)| (n.clone(), m.name(), c.iterations))
+            })
             .collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<ScramCredential> {
-        self.users.get(name).cloned()
+    /// User names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// All credentials of `name` (empty if unknown).
+    pub fn credentials_of(&self, name: &str) -> Vec<ScramCredential> {
+        self.users
+            .get(name)
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` has any credential.
+    pub fn contains(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    pub fn get(&self, name: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+        self.users.get(name)?.get(&mechanism).cloned()
     }
 
     /// Secret for deriving unknown users' fake salts (`ScramServer::new`).
@@ -334,19 +502,36 @@ impl CredentialFile {
         self.users.is_empty()
     }
 
+    /// Number of users (not credentials).
     pub fn len(&self) -> usize {
         self.users.len()
     }
 }
 
-fn decode_fixed<const N: usize>(b64: &str) -> std::result::Result<[u8; N], String> {
+/// One credential per mechanism, each with its own random salt (a salt
+/// shared by both would tie the two keys to each other for nothing).
+fn derive(password: &str, iterations: u32, mechanisms: &[Mechanism]) -> Result<UserCredentials> {
+    if mechanisms.is_empty() {
+        return Err(CredentialError::InvalidField {
+            field: "mechanism",
+            problem: "at least one mechanism is needed".into(),
+        });
+    }
+    let mut creds = UserCredentials::new();
+    for &m in mechanisms {
+        creds.insert(m, ScramCredential::from_password(m, password, iterations)?);
+    }
+    Ok(creds)
+}
+
+fn decode_fixed(b64: &str, n: usize) -> std::result::Result<Vec<u8>, String> {
     let bytes = STANDARD
         .decode(b64)
         .map_err(|_| "not valid base64".to_string())?;
-    let len = bytes.len();
-    bytes
-        .try_into()
-        .map_err(|_| format!("must decode to {N} bytes, got {len}"))
+    if bytes.len() != n {
+        return Err(format!("must decode to {n} bytes, got {}", bytes.len()));
+    }
+    Ok(bytes)
 }
 
 fn validate_user_name(name: &str) -> Result<()> {
@@ -465,9 +650,10 @@ impl CredentialStore {
         &self.path
     }
 
-    /// Credential for `user` from the current snapshot (lock-free).
-    pub fn lookup(&self, user: &str) -> Option<ScramCredential> {
-        self.current.load().get(user)
+    /// `user`'s credential for `mechanism` from the current snapshot
+    /// (lock-free).
+    pub fn lookup(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+        self.current.load().get(user, mechanism)
     }
 
     /// Server secret of the current snapshot, for `ScramServer::new`.
@@ -475,12 +661,31 @@ impl CredentialStore {
         self.current.load().server_secret()
     }
 
-    /// Fingerprint of `user`'s current key (see
-    /// [`ScramCredential::fingerprint`]). A session records it at login;
-    /// `None` later means the user was removed, a different value means the
-    /// password changed.
+    /// Fingerprint of all of `user`'s current keys together (see
+    /// [`ScramCredential::fingerprint`]): `None` means no such user, a
+    /// different value that a credential was added, changed or removed.
     pub fn fingerprint_of(&self, user: &str) -> Option<u64> {
-        self.current.load().users.get(user).map(|c| c.fingerprint())
+        let snapshot = self.current.load();
+        let creds = snapshot.users.get(user)?;
+        // Each fingerprint rotated by its mechanism's position, so that
+        // keys swapped between mechanisms still change the whole.
+        Some(creds.values().fold(0u64, |acc, c| {
+            acc ^ c
+                .fingerprint()
+                .rotate_left(u32::from(c.mechanism.kafka_type().unsigned_abs()))
+        }))
+    }
+
+    /// Fingerprint of `user`'s key for `mechanism`. A session records the
+    /// one it logged in with; `None` later means the credential was
+    /// removed, a different value means the password changed.
+    pub fn fingerprint_for(&self, user: &str, mechanism: Mechanism) -> Option<u64> {
+        self.current
+            .load()
+            .users
+            .get(user)?
+            .get(&mechanism)
+            .map(ScramCredential::fingerprint)
     }
 
     /// Whole current snapshot (cheap `Arc` clone).
@@ -604,6 +809,9 @@ impl hot_reload::Reloadable for CredentialStore {
 mod tests {
     use super::*;
     use crate::security::scram::DEFAULT_ITERATIONS;
+
+    const SHA256: Mechanism = Mechanism::ScramSha256;
+    const SHA512: Mechanism = Mechanism::ScramSha512;
     use std::time::{Duration, Instant};
 
     const IT: u32 = MIN_ITERATIONS; // keep PBKDF2 cheap in tests
@@ -639,14 +847,24 @@ mod tests {
         assert_eq!(
             g.users(),
             vec![
-                ("alice".to_string(), MECHANISM, IT),
-                ("bob,=x".to_string(), MECHANISM, DEFAULT_ITERATIONS)
+                ("alice".to_string(), "SCRAM-SHA-256", IT),
+                ("alice".to_string(), "SCRAM-SHA-512", IT),
+                ("bob,=x".to_string(), "SCRAM-SHA-256", DEFAULT_ITERATIONS),
+                ("bob,=x".to_string(), "SCRAM-SHA-512", DEFAULT_ITERATIONS),
             ]
         );
         let text = fs::read_to_string(&path).expect("read");
         assert!(text.starts_with("# Portcullis credential store"));
-        assert!(text.contains("mechanism: SCRAM-SHA-512"));
+        assert!(text.contains("version: 2"), "{text}");
+        assert!(text.contains("SCRAM-SHA-512:") && text.contains("SCRAM-SHA-256:"));
         assert!(!text.contains("pw-a"));
+        // Each mechanism has its own salt.
+        let (a256, a512) = (
+            g.get("alice", SHA256).expect("256"),
+            g.get("alice", SHA512).expect("512"),
+        );
+        assert_ne!(a256.salt, a512.salt);
+        assert_eq!((a256.stored_key.len(), a512.stored_key.len()), (32, 64));
     }
 
     #[test]
@@ -690,14 +908,20 @@ mod tests {
     #[test]
     fn unknown_field_rejected_with_line() {
         let mut text = sample().to_yaml_string();
-        text = text.replacen("    mechanism:", "    colour: blue\n    mechanism:", 1);
+        text = text.replacen(
+            "      iterations:",
+            "      colour: blue\n      iterations:",
+            1,
+        );
         let err = CredentialFile::from_yaml_str(&text, "t").expect_err("unknown field");
         let msg = err.to_string();
         assert!(
-            msg.contains("unknown key") && msg.contains("`users.alice.colour`"),
+            // The mechanism key is no lowercase key path, so the path is
+            // left out (yaml_error repeats only names shaped like ours).
+            msg.contains("unknown key `colour`"),
             "{msg}"
         );
-        assert!(msg.contains("`mechanism`"), "{msg}");
+        assert!(msg.contains("`iterations`"), "{msg}");
         let expected_line = text
             .lines()
             .position(|l| l.contains("colour"))
@@ -713,15 +937,18 @@ mod tests {
     fn validation_names_user_and_field() {
         let s = sample();
         let good = s.to_yaml_string();
-        let key = STANDARD.encode(s.get("alice").expect("a").stored_key);
+        let key = STANDARD.encode(s.get("alice", SHA512).expect("a").stored_key);
+        let key256 = STANDARD.encode(s.get("alice", SHA256).expect("a").stored_key);
         let cases = [
             (
                 good.replacen("iterations: 4096", "iterations: 100", 1),
                 "iterations",
             ),
             (good.replacen(&key, "AAAA", 1), "stored_key"),
+            // A SHA-512-sized key under SCRAM-SHA-256.
+            (good.replacen(&key256, &key, 1), "stored_key"),
             (
-                good.replacen("mechanism: SCRAM-SHA-512", "mechanism: PLAIN", 1),
+                good.replacen("    SCRAM-SHA-512:", "    PLAIN:", 1),
                 "mechanism",
             ),
         ];
@@ -737,6 +964,21 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+        let no_credential = "version: 2\nserver_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nusers:\n  alice: {}\n";
+        assert!(matches!(
+            CredentialFile::from_yaml_str(no_credential, "t"),
+            Err(CredentialError::InvalidUser {
+                field: "mechanism",
+                ..
+            })
+        ));
+        assert!(matches!(
+            CredentialFile::from_yaml_str(&good.replacen("version: 2", "version: 3", 1), "t"),
+            Err(CredentialError::InvalidField {
+                field: "version",
+                ..
+            })
+        ));
         let empty_name = "version: 1\nserver_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nusers:\n  \"\":\n    mechanism: SCRAM-SHA-512\n    iterations: 4096\n    salt: AA==\n    stored_key: AA==\n    server_key: AA==\n";
         assert!(matches!(
             CredentialFile::from_yaml_str(empty_name, "t"),
@@ -764,9 +1006,17 @@ mod tests {
             f.set_password("nobody", "p", IT),
             Err(CredentialError::NoSuchUser(_))
         ));
-        let before = f.get("u").expect("u");
+        let before = f.get("u", SHA512).expect("u");
+        let before256 = f.get("u", SHA256).expect("u");
         f.set_password("u", "q", IT).expect("set");
-        assert_ne!(before.fingerprint(), f.get("u").expect("u").fingerprint());
+        assert_ne!(
+            before.fingerprint(),
+            f.get("u", SHA512).expect("u").fingerprint()
+        );
+        assert_ne!(
+            before256.fingerprint(),
+            f.get("u", SHA256).expect("u").fingerprint()
+        );
         assert!(matches!(
             f.add_user("x\ny", "p", IT),
             Err(CredentialError::InvalidUserName(..))
@@ -798,14 +1048,16 @@ mod tests {
         let path = dir.path().join("c.yaml");
         let store = CredentialStore::open_or_init(&path).expect("init");
         assert!(path.exists());
-        assert_eq!(store.lookup("alice"), None);
+        assert_eq!(store.lookup("alice", SHA512), None);
         store
             .modify(|f| f.add_user("alice", "pw", IT))
             .expect("modify");
         let fp = store.fingerprint_of("alice").expect("present");
         assert_eq!(
-            CredentialFile::load(&path).expect("load").get("alice"),
-            store.lookup("alice")
+            CredentialFile::load(&path)
+                .expect("load")
+                .get("alice", SHA512),
+            store.lookup("alice", SHA512)
         );
         // A failing closure changes nothing.
         let gen = store.generation();
@@ -841,7 +1093,9 @@ mod tests {
         other.add_user("bob", "pw", IT).expect("add");
         other.save(&path).expect("save");
         assert!(
-            wait_for(Duration::from_secs(5), || store.lookup("bob").is_some()),
+            wait_for(Duration::from_secs(5), || store
+                .lookup("bob", SHA512)
+                .is_some()),
             "reload not observed"
         );
 
@@ -857,7 +1111,7 @@ mod tests {
             gen,
             "invalid file must not be swapped in"
         );
-        assert!(store.lookup("alice").is_some() && store.lookup("bob").is_some());
+        assert!(store.lookup("alice", SHA512).is_some() && store.lookup("bob", SHA512).is_some());
         assert!(store.reload().is_err());
 
         // Fixing the file is picked up again.
@@ -865,10 +1119,12 @@ mod tests {
         fixed.remove_user("alice").expect("rm");
         fixed.save(&path).expect("save");
         assert!(
-            wait_for(Duration::from_secs(5), || store.lookup("alice").is_none()),
+            wait_for(Duration::from_secs(5), || store
+                .fingerprint_of("alice")
+                .is_none()),
             "fixed file not reloaded"
         );
-        assert!(store.lookup("bob").is_some());
+        assert!(store.lookup("bob", SHA256).is_some());
     }
 
     #[test]
@@ -882,8 +1138,98 @@ mod tests {
         let mut f = CredentialFile::load(&path).expect("load");
         f.add_user("carol", "pw", IT).expect("add");
         f.save(&path).expect("save");
-        let seen = wait_for(Duration::from_secs(5), || store.lookup("carol").is_some());
+        let seen = wait_for(Duration::from_secs(5), || {
+            store.lookup("carol", SHA256).is_some()
+        });
         drop(handle);
         assert!(seen, "poll did not pick up the change");
+    }
+
+    /// A store written by the previous version (format 1, one SCRAM-SHA-512
+    /// credential per user) loads as it is, its keys still log in, and the
+    /// next write keeps them under version 2.
+    #[test]
+    fn version_1_file_still_loads() {
+        let salt = b"fixed-salt-for-v1-compat-test-00";
+        let c = ScramCredential::from_password_with_salt(SHA512, "pw", salt, IT).expect("cred");
+        let v1 = format!(
+            "# Portcullis credential store: SCRAM-SHA-512 keys only, never passwords.\n\
+             version: 1\nserver_secret: {secret}\nusers:\n  alice:\n    mechanism: SCRAM-SHA-512\n    \
+             iterations: {IT}\n    salt: {salt}\n    stored_key: {stored}\n    server_key: {server}\n",
+            secret = STANDARD.encode([5u8; 32]),
+            salt = STANDARD.encode(salt),
+            stored = STANDARD.encode(&c.stored_key),
+            server = STANDARD.encode(&c.server_key),
+        );
+        let f = CredentialFile::from_yaml_str(&v1, "v1").expect("v1 loads");
+        assert_eq!(f.server_secret(), [5u8; 32]);
+        assert_eq!(f.get("alice", SHA512), Some(c.clone()));
+        assert_eq!(f.get("alice", SHA256), None);
+        assert_eq!(f.users(), vec![("alice".to_string(), "SCRAM-SHA-512", IT)]);
+        let again = CredentialFile::from_yaml_str(&f.to_yaml_string(), "v2").expect("v2");
+        assert_eq!(again, f);
+        // Version 1 never held SCRAM-SHA-256; such an entry is not ours.
+        let odd = v1.replace("mechanism: SCRAM-SHA-512", "mechanism: SCRAM-SHA-256");
+        assert!(matches!(
+            CredentialFile::from_yaml_str(&odd, "t"),
+            Err(CredentialError::InvalidUser {
+                field: "mechanism",
+                ..
+            })
+        ));
+        // Version 1's unknown keys are still reported with their path.
+        let err = CredentialFile::from_yaml_str(
+            &v1.replace("    salt:", "    colour: x\n    salt:"),
+            "t",
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("`users.alice.colour`"), "{err}");
+    }
+
+    #[test]
+    fn credentials_per_mechanism() {
+        let mut f = CredentialFile::new();
+        f.add_user_for("only512", "pw", IT, &[SHA512]).expect("add");
+        assert!(f.get("only512", SHA256).is_none());
+        assert!(f.add_user_for("none", "pw", IT, &[]).is_err());
+        // passwd without a mechanism re-keys what the user has, no more.
+        f.set_password("only512", "pw2", IT).expect("passwd");
+        assert!(f.get("only512", SHA256).is_none());
+        // With one, it adds it.
+        f.set_password_for("only512", "pw2", IT, &[SHA256])
+            .expect("passwd 256");
+        assert!(f.get("only512", SHA256).is_some());
+        // A 256 upsert for a new user creates the user with that one only.
+        let c = ScramCredential::from_password(SHA256, "x", IT).expect("c");
+        f.upsert_credential("new", c.clone()).expect("upsert");
+        assert_eq!(f.credentials_of("new"), vec![c]);
+        // Removing the last credential removes the user.
+        assert!(matches!(
+            f.remove_credential("new", SHA512),
+            Err(CredentialError::NoSuchCredential(_, SHA512))
+        ));
+        f.remove_credential("new", SHA256).expect("rm");
+        assert!(f.credentials_of("new").is_empty());
+        assert_eq!(f.names().collect::<Vec<_>>(), vec!["only512"]);
+        f.remove_credential("only512", SHA256).expect("rm");
+        assert_eq!(f.len(), 1);
+
+        // Store fingerprints: per mechanism for sessions, of all for audit.
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = CredentialStore::open_or_init(dir.path().join("c.yaml")).expect("init");
+        store.modify(|g| g.add_user("a", "pw", IT)).expect("add");
+        let (all, fp512) = (
+            store.fingerprint_of("a"),
+            store.fingerprint_for("a", SHA512),
+        );
+        store
+            .modify(|g| g.set_password_for("a", "new", IT, &[SHA256]))
+            .expect("passwd");
+        assert_eq!(
+            store.fingerprint_for("a", SHA512),
+            fp512,
+            "SHA-512 key untouched"
+        );
+        assert_ne!(store.fingerprint_of("a"), all, "the user's keys changed");
     }
 }

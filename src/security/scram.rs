@@ -1,11 +1,17 @@
-//! SCRAM-SHA-512 server side (RFC 5802, RFC 7677) with Apache Kafka's
-//! conventions: no channel binding, `tokenauth`-style extensions in the
-//! client-first message, and iteration counts bounded to 4096..=16384.
+//! SCRAM-SHA-256 and SCRAM-SHA-512 server side (RFC 5802, RFC 7677) with
+//! Apache Kafka's conventions: no channel binding, `tokenauth`-style
+//! extensions in the client-first message, and iteration counts bounded to
+//! 4096..=16384 (Kafka's bounds, the same for both hashes).
+//!
+//! The two mechanisms differ only in the hash: [`Mechanism`] picks it and
+//! every computation below is one generic function instantiated with
+//! `sha2::Sha256` or `sha2::Sha512`.
 //!
 //! Only HMACs and one hash run at login; PBKDF2 runs only when a password is
 //! set ([`ScramCredential::from_password`]). Unknown users get a
 //! deterministic fake salt and fake keys so the exchange looks (and costs)
-//! the same as a wrong password.
+//! the same as a wrong password; per mechanism, so a user holding only a
+//! SCRAM-SHA-512 credential is, to a SCRAM-SHA-256 client, an unknown user.
 //!
 //! Nothing here indexes or unwraps untrusted data: every parse path returns
 //! `ScramError` instead of panicking.
@@ -14,19 +20,105 @@ use std::fmt;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
-type HmacSha512 = Hmac<Sha512>;
+/// A SCRAM mechanism: which hash the exchange and the stored keys use.
+/// Ordered as Kafka numbers them (`ScramMechanism` 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    ScramSha256,
+    ScramSha512,
+}
 
-/// SASL mechanism name as Kafka advertises it.
+impl Mechanism {
+    pub const ALL: [Mechanism; 2] = [Mechanism::ScramSha256, Mechanism::ScramSha512];
+
+    /// SASL mechanism name as Kafka advertises it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The mechanism of a SASL name. Exact match, as Kafka's broker does
+    /// (`scram-sha-512` is not SCRAM-SHA-512).
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Kafka's `ScramMechanism` type byte (DescribeUserScramCredentials,
+    /// AlterUserScramCredentials): 1 = SHA-256, 2 = SHA-512.
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            Mechanism::ScramSha256 => 1,
+            Mechanism::ScramSha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_type(t: i8) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.kafka_type() == t)
+    }
+
+    /// Output length of the hash: the length of StoredKey, ServerKey,
+    /// SaltedPassword and of the client's proof.
+    pub fn key_len(self) -> usize {
+        match self {
+            Mechanism::ScramSha256 => 32,
+            Mechanism::ScramSha512 => 64,
+        }
+    }
+
+    fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        match self {
+            Mechanism::ScramSha256 => hmac_with::<Hmac<Sha256>>(key, parts),
+            Mechanism::ScramSha512 => hmac_with::<Hmac<Sha512>>(key, parts),
+        }
+    }
+
+    fn hash(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Mechanism::ScramSha256 => Sha256::digest(data).to_vec(),
+            Mechanism::ScramSha512 => Sha512::digest(data).to_vec(),
+        }
+    }
+
+    /// SaltedPassword := Hi(password, salt, i), i.e. PBKDF2 with this hash.
+    pub fn salt_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        let mut out = vec![0u8; self.key_len()];
+        match self {
+            Mechanism::ScramSha256 => {
+                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out)
+            }
+            Mechanism::ScramSha512 => {
+                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out)
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The default mechanism (the one the gateway logs in upstream with unless
+/// told otherwise, and the first one SaslHandshake offers).
+pub const DEFAULT_MECHANISM: Mechanism = Mechanism::ScramSha512;
+/// Name of [`DEFAULT_MECHANISM`].
 pub const MECHANISM: &str = "SCRAM-SHA-512";
-/// Kafka's lower bound for SCRAM-SHA-512 iterations.
+/// `sasl.mechanisms` by default: both, SCRAM-SHA-512 offered first.
+pub const DEFAULT_ENABLED: [Mechanism; 2] = [Mechanism::ScramSha512, Mechanism::ScramSha256];
+/// Kafka's lower bound for SCRAM iterations (both mechanisms).
 pub const MIN_ITERATIONS: u32 = 4096;
-/// Kafka's upper bound for SCRAM-SHA-512 iterations.
+/// Kafka's upper bound for SCRAM iterations (both mechanisms).
 pub const MAX_ITERATIONS: u32 = 16384;
 /// Iterations used for new credentials by default, and always for the fake
 /// credential of an unknown user.
@@ -38,9 +130,14 @@ pub const SALT_LEN: usize = 32;
 /// this stops a client from making us HMAC megabytes per attempt.
 const MAX_MESSAGE_LEN: usize = 4096;
 
-/// Text Kafka sends for every SCRAM failure except an authzid mismatch.
-const KAFKA_INVALID_CREDENTIALS: &str = "Authentication failed during authentication due to \
-     invalid credentials with SASL mechanism SCRAM-SHA-512";
+/// Text Kafka sends for every SCRAM failure except an authzid mismatch
+/// (Kafka's SaslServerAuthenticator names the mechanism in it).
+pub fn invalid_credentials_message(mechanism: Mechanism) -> String {
+    format!(
+        "Authentication failed during authentication due to invalid credentials with SASL \
+         mechanism {mechanism}"
+    )
+}
 /// Text Kafka sends when the authzid differs from the username.
 const KAFKA_AUTHZID_MISMATCH: &str =
     "Authentication failed: Client requested an authorization id that is different from username";
@@ -91,10 +188,10 @@ impl ScramError {
     /// The error text for the Kafka client (SaslAuthenticate error_message).
     /// Mirrors Kafka: only an authzid mismatch gets its own text; everything
     /// else, in particular unknown user vs. wrong password, is identical.
-    pub fn client_message(&self) -> String {
+    pub fn client_message(&self, mechanism: Mechanism) -> String {
         match self {
             ScramError::AuthzidMismatch => KAFKA_AUTHZID_MISMATCH.to_string(),
-            _ => KAFKA_INVALID_CREDENTIALS.to_string(),
+            _ => invalid_credentials_message(mechanism),
         }
     }
 
@@ -115,50 +212,58 @@ impl ScramError {
     }
 }
 
-/// What the server keeps per user: salt, iteration count, StoredKey and
-/// ServerKey. Never the password or the SaltedPassword.
+/// What the server keeps per (user, mechanism): salt, iteration count,
+/// StoredKey and ServerKey (each `mechanism.key_len()` bytes). Never the
+/// password or the SaltedPassword.
 #[derive(Clone)]
 pub struct ScramCredential {
+    pub mechanism: Mechanism,
     pub salt: Vec<u8>,
-    pub stored_key: [u8; 64],
-    pub server_key: [u8; 64],
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
     pub iterations: u32,
 }
 
 impl ScramCredential {
     /// Derive a credential with a fresh random 32-byte salt (runs PBKDF2).
-    pub fn from_password(password: &str, iterations: u32) -> Result<Self, ScramError> {
+    pub fn from_password(
+        mechanism: Mechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
         let mut salt = vec![0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
-        Self::from_password_with_salt(password, &salt, iterations)
+        Self::from_password_with_salt(mechanism, password, &salt, iterations)
     }
 
     /// Derive a credential with a caller-chosen salt. Useful for importing
     /// and for tests; production code should use [`Self::from_password`].
     pub fn from_password_with_salt(
+        mechanism: Mechanism,
         password: &str,
         salt: &[u8],
         iterations: u32,
     ) -> Result<Self, ScramError> {
         check_iterations(iterations)?;
-        let mut salted = [0u8; 64];
-        pbkdf2::pbkdf2_hmac::<Sha512>(password.as_bytes(), salt, iterations, &mut salted);
-        Self::from_salted_password(&salted, salt, iterations)
+        let salted = mechanism.salt_password(password.as_bytes(), salt, iterations);
+        Self::from_salted_password(mechanism, &salted, salt, iterations)
     }
 
     /// Builds the stored keys from a SaltedPassword computed elsewhere, as
     /// Kafka's AlterUserScramCredentials sends it (the client runs PBKDF2).
     pub fn from_salted_password(
+        mechanism: Mechanism,
         salted: &[u8],
         salt: &[u8],
         iterations: u32,
     ) -> Result<Self, ScramError> {
         check_iterations(iterations)?;
-        let client_key = hmac512(salted, &[b"Client Key"]);
-        let server_key = hmac512(salted, &[b"Server Key"]);
+        let client_key = mechanism.hmac(salted, &[b"Client Key"]);
+        let server_key = mechanism.hmac(salted, &[b"Server Key"]);
         Ok(ScramCredential {
+            mechanism,
             salt: salt.to_vec(),
-            stored_key: sha512(&client_key),
+            stored_key: mechanism.hash(&client_key),
             server_key,
             iterations,
         })
@@ -168,7 +273,7 @@ impl ScramCredential {
     /// the password or salt changes; safe to log or compare, reveals nothing
     /// useful about the key.
     pub fn fingerprint(&self) -> u64 {
-        let h = sha512(&self.stored_key);
+        let h = Sha512::digest(&self.stored_key);
         let mut b = [0u8; 8];
         b.copy_from_slice(&h[..8]);
         u64::from_be_bytes(b)
@@ -179,6 +284,7 @@ impl ScramCredential {
 impl fmt::Debug for ScramCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramCredential")
+            .field("mechanism", &self.mechanism)
             .field("salt_len", &self.salt.len())
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
@@ -190,7 +296,10 @@ impl PartialEq for ScramCredential {
     fn eq(&self, other: &Self) -> bool {
         let keys =
             self.stored_key.ct_eq(&other.stored_key) & self.server_key.ct_eq(&other.server_key);
-        bool::from(keys) && self.salt == other.salt && self.iterations == other.iterations
+        bool::from(keys)
+            && self.mechanism == other.mechanism
+            && self.salt == other.salt
+            && self.iterations == other.iterations
     }
 }
 impl Eq for ScramCredential {}
@@ -203,34 +312,38 @@ fn check_iterations(iterations: u32) -> Result<(), ScramError> {
     }
 }
 
-fn hmac512(key: &[u8], parts: &[&[u8]]) -> [u8; 64] {
+/// One HMAC over `parts`, generic over the MAC (HMAC-SHA-256 or -512).
+fn hmac_with<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha512 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for p in parts {
         mac.update(p);
     }
-    mac.finalize().into_bytes().into()
+    mac.finalize().into_bytes().to_vec()
 }
 
-fn sha512(data: &[u8]) -> [u8; 64] {
-    Sha512::digest(data).into()
-}
-
-/// Deterministic stand-in for an unknown user: stable per (secret, name), so
-/// repeated probes see the same salt, just like for a real user. NUL
+/// Deterministic stand-in for an unknown user: stable per (secret, name,
+/// mechanism), so repeated probes see the same salt, just like for a real
+/// user. The SCRAM-SHA-512 derivation is the one earlier versions used
+/// (an upgrade must not change unknown users' salts: a change seen across
+/// it would single them out); SCRAM-SHA-256 adds its name, so one name's
+/// fake salts differ between the mechanisms as a real user's do. NUL
 /// separates name and label; names never contain control characters.
-fn fake_credential(secret: &[u8; 32], username: &str) -> ScramCredential {
-    let salt_full = hmac512(secret, &[username.as_bytes()]);
-    let stored_key = hmac512(
-        secret,
-        &[username.as_bytes(), b"\0portcullis-fake-stored-key"],
-    );
-    let server_key = hmac512(
-        secret,
-        &[username.as_bytes(), b"\0portcullis-fake-server-key"],
-    );
+fn fake_credential(secret: &[u8; 32], username: &str, mechanism: Mechanism) -> ScramCredential {
+    let label: &[u8] = match mechanism {
+        Mechanism::ScramSha512 => b"",
+        Mechanism::ScramSha256 => b"\0SCRAM-SHA-256",
+    };
+    let prf = |parts: &[&[u8]]| hmac_with::<Hmac<Sha512>>(secret, parts);
+    let n = username.as_bytes();
+    let salt = prf(&[n, label]);
+    let mut stored_key = prf(&[n, b"\0portcullis-fake-stored-key", label]);
+    let mut server_key = prf(&[n, b"\0portcullis-fake-server-key", label]);
+    stored_key.truncate(mechanism.key_len());
+    server_key.truncate(mechanism.key_len());
     ScramCredential {
-        salt: salt_full[..SALT_LEN].to_vec(),
+        mechanism,
+        salt: salt[..SALT_LEN].to_vec(),
         stored_key,
         server_key,
         iterations: DEFAULT_ITERATIONS,
@@ -273,10 +386,11 @@ enum State {
     Failed,
 }
 
-/// One SCRAM-SHA-512 server exchange. Feed each client message to
+/// One SCRAM server exchange for one mechanism. Feed each client message to
 /// [`ScramServer::step`]; any error moves the exchange to a terminal failed
 /// state.
 pub struct ScramServer {
+    mechanism: Mechanism,
     fake_secret: [u8; 32],
     state: State,
     username: Option<String>,
@@ -287,6 +401,7 @@ pub struct ScramServer {
 impl fmt::Debug for ScramServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramServer")
+            .field("mechanism", &self.mechanism)
             .field("state", &self.state_name())
             .field("username", &self.username)
             .finish_non_exhaustive()
@@ -296,8 +411,9 @@ impl fmt::Debug for ScramServer {
 impl ScramServer {
     /// `fake_secret` is the store's server secret, used to derive fake salts
     /// for unknown users.
-    pub fn new(fake_secret: [u8; 32]) -> Self {
+    pub fn new(mechanism: Mechanism, fake_secret: [u8; 32]) -> Self {
         ScramServer {
+            mechanism,
             fake_secret,
             state: State::AwaitingClientFirst,
             username: None,
@@ -318,6 +434,10 @@ impl ScramServer {
         self.username.as_deref()
     }
 
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// True once the exchange succeeded.
     pub fn is_complete(&self) -> bool {
         matches!(self.state, State::Done)
@@ -333,7 +453,9 @@ impl ScramServer {
     }
 
     /// Process one client message. `lookup` is called once, with the
-    /// decoded username, during client-first.
+    /// decoded username, during client-first; it must return the user's
+    /// credential for this exchange's mechanism (one of another mechanism
+    /// is treated as absent).
     pub fn step(
         &mut self,
         input: &[u8],
@@ -386,10 +508,10 @@ impl ScramServer {
 
         // Always derive the fake credential, then pick: known and unknown
         // users cost the same three HMACs here.
-        let fake = fake_credential(&self.fake_secret, &msg.username);
+        let fake = fake_credential(&self.fake_secret, &msg.username, self.mechanism);
         let (credential, known_user) = match lookup(&msg.username) {
-            Some(real) => (real, true),
-            None => (fake, false),
+            Some(real) if real.mechanism == self.mechanism => (real, true),
+            _ => (fake, false),
         };
 
         let server_nonce = match fixed_server_nonce {
@@ -479,26 +601,25 @@ fn client_final(input: &[u8], p: &Pending) -> Result<ScramStep, ScramError> {
     let proof = STANDARD
         .decode(proof_b64)
         .map_err(|_| malformed("proof is not base64"))?;
-    let proof: [u8; 64] = proof
-        .try_into()
-        .map_err(|_| malformed("proof is not 64 bytes"))?;
+    let cred = &p.credential;
+    let mechanism = cred.mechanism;
+    if proof.len() != mechanism.key_len() {
+        return Err(malformed("proof length is not the hash length"));
+    }
 
     let auth_message = format!(
         "{},{},{}",
         p.client_first_bare, p.server_first, without_proof
     );
-    let cred = &p.credential;
-    let client_signature = hmac512(&cred.stored_key, &[auth_message.as_bytes()]);
-    let mut client_key = [0u8; 64];
-    for (k, (a, b)) in client_key
-        .iter_mut()
-        .zip(proof.iter().zip(client_signature.iter()))
-    {
-        *k = a ^ b;
-    }
+    let client_signature = mechanism.hmac(&cred.stored_key, &[auth_message.as_bytes()]);
+    let client_key: Vec<u8> = proof
+        .iter()
+        .zip(client_signature.iter())
+        .map(|(a, b)| a ^ b)
+        .collect();
     // Computed before the decision so success and failure cost the same.
-    let server_signature = hmac512(&cred.server_key, &[auth_message.as_bytes()]);
-    let key_ok = sha512(&client_key).ct_eq(&cred.stored_key);
+    let server_signature = mechanism.hmac(&cred.server_key, &[auth_message.as_bytes()]);
+    let key_ok = mechanism.hash(&client_key).ct_eq(&cred.stored_key);
     let ok = key_ok & Choice::from(u8::from(p.known_user));
 
     if bool::from(ok) {
@@ -677,18 +798,27 @@ mod tests {
 
     const SECRET: [u8; 32] = [7u8; 32];
 
+    const SHA256: Mechanism = Mechanism::ScramSha256;
+    const SHA512: Mechanism = Mechanism::ScramSha512;
+
+    fn cred(password: &str) -> ScramCredential {
+        cred_for(SHA512, password)
+    }
+
     /// Memoized: PBKDF2 dominates test time otherwise (the proptests run
     /// hundreds of exchanges).
-    fn cred(password: &str) -> ScramCredential {
+    fn cred_for(mechanism: Mechanism, password: &str) -> ScramCredential {
+        type Key = (Mechanism, String);
         thread_local! {
-            static CACHE: std::cell::RefCell<std::collections::HashMap<String, ScramCredential>> =
+            static CACHE: std::cell::RefCell<std::collections::HashMap<Key, ScramCredential>> =
                 Default::default();
         }
         CACHE.with(|c| {
             c.borrow_mut()
-                .entry(password.to_string())
+                .entry((mechanism, password.to_string()))
                 .or_insert_with(|| {
                     ScramCredential::from_password_with_salt(
+                        mechanism,
                         password,
                         b"fixed-test-salt-0123456789abcdef",
                         4096,
@@ -699,43 +829,67 @@ mod tests {
         })
     }
 
-    /// Minimal SCRAM-SHA-512 client, written against the RFC rather than
-    /// reusing server helpers (PBKDF2 done by hand with one HMAC block).
+    /// Minimal SCRAM client for either hash, written against the RFC rather
+    /// than reusing server helpers (PBKDF2 done by hand with one HMAC block).
     struct TestClient {
+        mechanism: Mechanism,
         gs2: String,
         bare: String,
         nonce: String,
     }
 
-    fn hmac_t(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <HmacSha512 as Mac>::new_from_slice(key).expect("any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
+    fn hmac_t(mechanism: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+        fn one<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut m = <M as KeyInit>::new_from_slice(key).expect("any key length");
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        match mechanism {
+            SHA256 => one::<Hmac<Sha256>>(key, data),
+            SHA512 => one::<Hmac<Sha512>>(key, data),
+        }
     }
 
-    /// PBKDF2-HMAC-SHA512 with dkLen = hLen (single block), per RFC 8018.
-    fn pbkdf2_by_hand(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        type Key = (Vec<u8>, Vec<u8>, u32);
+    fn hash_t(mechanism: Mechanism, data: &[u8]) -> Vec<u8> {
+        match mechanism {
+            SHA256 => Sha256::digest(data).to_vec(),
+            SHA512 => Sha512::digest(data).to_vec(),
+        }
+    }
+
+    /// PBKDF2-HMAC-SHA(256|512) with dkLen = hLen (single block), per RFC 8018.
+    fn pbkdf2_by_hand(
+        mechanism: Mechanism,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Vec<u8> {
+        type Key = (Mechanism, Vec<u8>, Vec<u8>, u32);
         thread_local! {
             static CACHE: std::cell::RefCell<std::collections::HashMap<Key, Vec<u8>>> =
                 Default::default();
         }
-        let key = (password.to_vec(), salt.to_vec(), iterations);
+        let key = (mechanism, password.to_vec(), salt.to_vec(), iterations);
         if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
             return hit;
         }
-        let out = pbkdf2_uncached(password, salt, iterations);
+        let out = pbkdf2_uncached(mechanism, password, salt, iterations);
         CACHE.with(|c| c.borrow_mut().insert(key, out.clone()));
         out
     }
 
-    fn pbkdf2_uncached(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    fn pbkdf2_uncached(
+        mechanism: Mechanism,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Vec<u8> {
         let mut s = salt.to_vec();
         s.extend_from_slice(&1u32.to_be_bytes());
-        let mut u = hmac_t(password, &s);
+        let mut u = hmac_t(mechanism, password, &s);
         let mut acc = u.clone();
         for _ in 1..iterations {
-            u = hmac_t(password, &u);
+            u = hmac_t(mechanism, password, &u);
             acc.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
         }
         acc
@@ -743,7 +897,11 @@ mod tests {
 
     impl TestClient {
         fn new(gs2: &str, user: &str, nonce: &str, exts: &str) -> Self {
+            Self::with(SHA512, gs2, user, nonce, exts)
+        }
+        fn with(mechanism: Mechanism, gs2: &str, user: &str, nonce: &str, exts: &str) -> Self {
             TestClient {
+                mechanism,
                 gs2: gs2.to_string(),
                 bare: format!("n={},r={}{}", encode_saslname(user), nonce, exts),
                 nonce: nonce.to_string(),
@@ -769,15 +927,16 @@ mod tests {
             }
             assert!(r.starts_with(&self.nonce));
             let salt = STANDARD.decode(s).expect("salt b64");
-            let salted = pbkdf2_by_hand(password.as_bytes(), &salt, i);
-            let client_key = hmac_t(&salted, b"Client Key");
-            let stored_key = Sha512::digest(&client_key).to_vec();
+            let m = self.mechanism;
+            let salted = pbkdf2_by_hand(m, password.as_bytes(), &salt, i);
+            let client_key = hmac_t(m, &salted, b"Client Key");
+            let stored_key = hash_t(m, &client_key);
             let without_proof = format!("c={},r={}", STANDARD.encode(&self.gs2), r);
             let auth = format!("{},{},{}", self.bare, sf, without_proof);
-            let sig = hmac_t(&stored_key, auth.as_bytes());
+            let sig = hmac_t(m, &stored_key, auth.as_bytes());
             let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
-            let server_key = hmac_t(&salted, b"Server Key");
-            let v = hmac_t(&server_key, auth.as_bytes());
+            let server_key = hmac_t(m, &salted, b"Server Key");
+            let v = hmac_t(m, &server_key, auth.as_bytes());
             (
                 format!("{},p={}", without_proof, STANDARD.encode(proof)).into_bytes(),
                 format!("v={}", STANDARD.encode(v)).into_bytes(),
@@ -803,7 +962,7 @@ mod tests {
         password: &str,
         lookup: &dyn Fn(&str) -> Option<ScramCredential>,
     ) -> (Vec<u8>, Result<ScramStep, ScramError>, Vec<u8>) {
-        let mut server = ScramServer::new(SECRET);
+        let mut server = ScramServer::new(client.mechanism, SECRET);
         let sf = challenge(
             server
                 .step(&client.first(), lookup)
@@ -821,11 +980,14 @@ mod tests {
         let c4096 = "d197b1b33db0143e018b12f3d1d1479e6cdebdcc97c5c0f87f6902e072f457b5\
                      143f30602641b3d55cd335988cb36b84376060ecd532e039b742a239434af2d5";
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(hex(&pbkdf2_by_hand(b"password", b"salt", 1)), c1);
+        assert_eq!(hex(&pbkdf2_by_hand(SHA512, b"password", b"salt", 1)), c1);
         let mut out = [0u8; 64];
         pbkdf2::pbkdf2_hmac::<Sha512>(b"password", b"salt", 4096, &mut out);
         assert_eq!(hex(&out), c4096);
-        assert_eq!(hex(&pbkdf2_by_hand(b"password", b"salt", 4096)), c4096);
+        assert_eq!(
+            hex(&pbkdf2_by_hand(SHA512, b"password", b"salt", 4096)),
+            c4096
+        );
     }
 
     #[test]
@@ -835,9 +997,10 @@ mod tests {
         // 4096 iterations, client nonce "rOprNGfwEbeRWgbNEkqO", server
         // nonce "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0" (RFC 7677's inputs).
         let salt = STANDARD.decode("QSXCR+Q6sek8bf92").expect("b64");
-        let c = ScramCredential::from_password_with_salt("pencil", &salt, 4096).expect("ok");
+        let c =
+            ScramCredential::from_password_with_salt(SHA512, "pencil", &salt, 4096).expect("ok");
         let lookup = move |u: &str| (u == "user").then(|| c.clone());
-        let mut server = ScramServer::new(SECRET);
+        let mut server = ScramServer::new(SHA512, SECRET);
         let sf = challenge(
             server
                 .step_with_nonce(
@@ -868,6 +1031,143 @@ mod tests {
         }
     }
 
+    /// RFC 7677 section 3's SCRAM-SHA-256 exchange, byte for byte (user
+    /// "user", password "pencil").
+    #[test]
+    fn rfc7677_sha256_vector() {
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").expect("b64");
+        let c =
+            ScramCredential::from_password_with_salt(SHA256, "pencil", &salt, 4096).expect("ok");
+        let lookup = move |u: &str| (u == "user").then(|| c.clone());
+        let mut server = ScramServer::new(SHA256, SECRET);
+        let sf = challenge(
+            server
+                .step_with_nonce(
+                    b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                    &lookup,
+                    "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+                )
+                .expect("first"),
+        );
+        assert_eq!(
+            sf,
+            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        let cf = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                   p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        match server.step(cf, &lookup).expect("final") {
+            ScramStep::Success {
+                server_final,
+                username,
+                ..
+            } => {
+                assert_eq!(username, "user");
+                assert_eq!(
+                    server_final,
+                    b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Our own test client agrees with the RFC too.
+        let client = TestClient::with(SHA256, "n,,", "user", "rOprNGfwEbeRWgbNEkqO", "");
+        let (cf2, v) = client.finish(&sf, "pencil");
+        assert_eq!(cf2, cf.to_vec());
+        assert_eq!(
+            v,
+            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
+        );
+    }
+
+    #[test]
+    fn sha256_exchange_and_wrong_password() {
+        let c = cred_for(SHA256, "pw");
+        let lookup = move |u: &str| (u == "alice").then(|| c.clone());
+        let client = TestClient::with(SHA256, "n,,", "alice", "abcdef", "");
+        let (_, res, v) = run(&client, "pw", &lookup);
+        assert!(
+            matches!(res, Ok(ScramStep::Success { ref server_final, .. }) if *server_final == v)
+        );
+        let (_, res, _) = run(&client, "nope", &lookup);
+        let err = res.expect_err("wrong password");
+        assert_eq!(err.reason(), "wrong_password");
+        assert!(err
+            .client_message(SHA256)
+            .ends_with("SASL mechanism SCRAM-SHA-256"));
+    }
+
+    /// A user holding only a SCRAM-SHA-512 credential is, to a SCRAM-SHA-256
+    /// exchange, an unknown user: same answer shape, same failure; and one
+    /// name's fake salts differ between the mechanisms, as a real user's do.
+    #[test]
+    fn other_mechanisms_credential_is_an_unknown_user() {
+        // The store returns a SHA-512 credential whatever is asked: the
+        // server must not use it for SHA-256.
+        let only512 = ScramCredential::from_password(SHA512, "pw", DEFAULT_ITERATIONS).expect("c");
+        let real256 = ScramCredential::from_password(SHA256, "pw", DEFAULT_ITERATIONS).expect("c");
+        let lookup = move |u: &str| match u {
+            "alice" => Some(only512.clone()),
+            "bob" => Some(real256.clone()),
+            _ => None,
+        };
+        let shape = |sf: &[u8]| {
+            let s = std::str::from_utf8(sf).expect("utf8").to_string();
+            let parts: Vec<String> = s.split(',').map(str::to_string).collect();
+            let salt = STANDARD.decode(&parts[1][2..]).expect("b64");
+            (parts[0].len(), salt.len(), parts[2].clone())
+        };
+        let mut outcomes = Vec::new();
+        for user in ["alice", "bob", "mallory"] {
+            let client = TestClient::with(SHA256, "n,,", user, "abcdef", "");
+            let (sf, res, _) = run(&client, "wrong", &lookup);
+            let err = res.expect_err("refused");
+            outcomes.push((shape(&sf), err.client_message(SHA256)));
+            let expected = if user == "bob" {
+                "wrong_password"
+            } else {
+                "unknown_user"
+            };
+            assert_eq!(err.reason(), expected, "{user}");
+        }
+        assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "{outcomes:?}");
+        // alice's right password does not open SHA-256 either.
+        let client = TestClient::with(SHA256, "n,,", "alice", "abcdef", "");
+        let (_, res, _) = run(&client, "pw", &lookup);
+        assert_eq!(res.expect_err("refused").reason(), "unknown_user");
+
+        let none = |_: &str| None;
+        let salt = |m: Mechanism| {
+            let mut s = ScramServer::new(m, SECRET);
+            let sf = challenge(s.step(b"n,,n=ghost,r=xyz", &none).expect("ok"));
+            String::from_utf8(sf)
+                .expect("utf8")
+                .split(',')
+                .nth(1)
+                .map(str::to_string)
+        };
+        assert_ne!(salt(SHA256), salt(SHA512));
+        assert_eq!(salt(SHA256), salt(SHA256));
+        // SHA-512's fake salt is the one earlier versions derived.
+        let old = hmac_t(SHA512, &SECRET, b"ghost");
+        assert_eq!(
+            salt(SHA512),
+            Some(format!("s={}", STANDARD.encode(&old[..SALT_LEN])))
+        );
+    }
+
+    #[test]
+    fn mechanism_names_and_types() {
+        for m in Mechanism::ALL {
+            assert_eq!(Mechanism::from_name(m.name()), Some(m));
+            assert_eq!(Mechanism::from_kafka_type(m.kafka_type()), Some(m));
+        }
+        assert_eq!(Mechanism::from_kafka_type(1), Some(SHA256));
+        assert_eq!(Mechanism::from_kafka_type(2), Some(SHA512));
+        assert_eq!(Mechanism::from_kafka_type(0), None);
+        assert_eq!(Mechanism::from_name("scram-sha-256"), None);
+        assert_eq!(Mechanism::from_name("PLAIN"), None);
+    }
+
     // Filled from an independent Python computation; see fixed_vector_exchange.
     const PY_PROOF: &str =
         "EAykbhDbSIdK2NH1gxa6hYeuy//F2vYHhDoID4icsfM4En7tcnA3Z8d4tGEJYtryn0rPgJfK/+/jQRZPhFOnvg==";
@@ -895,25 +1195,30 @@ mod tests {
 
     #[test]
     fn from_password_matches_independent_derivation() {
-        let c = ScramCredential::from_password("pw", DEFAULT_ITERATIONS).expect("ok");
-        assert_eq!(c.salt.len(), SALT_LEN);
-        let salted = pbkdf2_by_hand(b"pw", &c.salt, DEFAULT_ITERATIONS);
-        let ck = hmac_t(&salted, b"Client Key");
-        assert_eq!(c.stored_key.to_vec(), Sha512::digest(&ck).to_vec());
-        assert_eq!(c.server_key.to_vec(), hmac_t(&salted, b"Server Key"));
-        let other = ScramCredential::from_password("pw", DEFAULT_ITERATIONS).expect("ok");
-        assert_ne!(c.salt, other.salt, "salt must be random");
+        for m in Mechanism::ALL {
+            let c = ScramCredential::from_password(m, "pw", DEFAULT_ITERATIONS).expect("ok");
+            assert_eq!(c.salt.len(), SALT_LEN);
+            let salted = pbkdf2_by_hand(m, b"pw", &c.salt, DEFAULT_ITERATIONS);
+            let ck = hmac_t(m, &salted, b"Client Key");
+            assert_eq!(c.stored_key, hash_t(m, &ck));
+            assert_eq!(c.server_key, hmac_t(m, &salted, b"Server Key"));
+            assert_eq!(c.stored_key.len(), m.key_len());
+            let other = ScramCredential::from_password(m, "pw", DEFAULT_ITERATIONS).expect("ok");
+            assert_ne!(c.salt, other.salt, "salt must be random");
+        }
     }
 
     #[test]
     fn iterations_bounds() {
-        for bad in [0, 1, MIN_ITERATIONS - 1, MAX_ITERATIONS + 1, u32::MAX] {
-            assert_eq!(
-                ScramCredential::from_password("x", bad).err(),
-                Some(ScramError::BadIterations(bad))
-            );
+        for m in Mechanism::ALL {
+            for bad in [0, 1, MIN_ITERATIONS - 1, MAX_ITERATIONS + 1, u32::MAX] {
+                assert_eq!(
+                    ScramCredential::from_password(m, "x", bad).err(),
+                    Some(ScramError::BadIterations(bad))
+                );
+            }
+            assert!(ScramCredential::from_password(m, "x", MIN_ITERATIONS).is_ok());
         }
-        assert!(ScramCredential::from_password("x", MIN_ITERATIONS).is_ok());
     }
 
     #[test]
@@ -921,7 +1226,7 @@ mod tests {
         let c = cred("pw");
         let d = format!("{c:?}");
         assert!(!d.contains("stored_key") && !d.contains("server_key"));
-        let s = format!("{:?}", ScramServer::new(SECRET));
+        let s = format!("{:?}", ScramServer::new(SHA512, SECRET));
         assert!(!s.contains('7'), "secret bytes leaked: {s}");
     }
 
@@ -941,15 +1246,22 @@ mod tests {
     #[test]
     fn unknown_user_looks_like_wrong_password() {
         // A real user with the default parameters, so the shapes must match.
-        let real = ScramCredential::from_password("right", DEFAULT_ITERATIONS).expect("ok");
+        let real = ScramCredential::from_password(SHA512, "right", DEFAULT_ITERATIONS).expect("ok");
         let lookup = move |u: &str| (u == "alice").then(|| real.clone());
         let known = TestClient::new("n,,", "alice", "abcdef", "");
         let unknown = TestClient::new("n,,", "mallory", "abcdef", "");
         let (sf_known, err_known, _) = run(&known, "wrong", &lookup);
         let (sf_unknown, err_unknown, _) = run(&unknown, "whatever", &lookup);
         let (err_known, err_unknown) = (err_known.expect_err("k"), err_unknown.expect_err("u"));
-        assert_eq!(err_known.client_message(), err_unknown.client_message());
-        assert_eq!(err_known.client_message(), KAFKA_INVALID_CREDENTIALS);
+        assert_eq!(
+            err_known.client_message(SHA512),
+            err_unknown.client_message(SHA512)
+        );
+        assert_eq!(
+            err_known.client_message(SHA512),
+            "Authentication failed during authentication due to invalid credentials with SASL \
+             mechanism SCRAM-SHA-512"
+        );
         assert_eq!(err_unknown.reason(), "unknown_user");
 
         // Same shape: nonce length, salt length, iteration count.
@@ -969,7 +1281,7 @@ mod tests {
     fn unknown_user_salt_is_stable() {
         let none = |_: &str| None;
         let salt_of = |secret: [u8; 32]| {
-            let mut s = ScramServer::new(secret);
+            let mut s = ScramServer::new(SHA512, secret);
             let sf = challenge(s.step(b"n,,n=ghost,r=xyz", &none).expect("ok"));
             String::from_utf8(sf)
                 .expect("utf8")
@@ -985,7 +1297,7 @@ mod tests {
     fn nonce_tampering_fails() {
         let lookup = lookup_alice("pw");
         let client = TestClient::new("n,,", "alice", "abcdef", "");
-        let mut server = ScramServer::new(SECRET);
+        let mut server = ScramServer::new(SHA512, SECRET);
         let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
         let (cf, _) = client.finish(&sf, "pw");
         let tampered = String::from_utf8(cf)
@@ -1006,7 +1318,7 @@ mod tests {
     fn channel_binding_must_match_gs2_header() {
         let lookup = lookup_alice("pw");
         let client = TestClient::new("n,,", "alice", "abcdef", "");
-        let mut server = ScramServer::new(SECRET);
+        let mut server = ScramServer::new(SHA512, SECRET);
         let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
         let (cf, _) = client.finish(&sf, "pw");
         let bad = String::from_utf8(cf)
@@ -1066,7 +1378,7 @@ mod tests {
             (b"", "malformed_message"),
         ];
         for (input, reason) in cases {
-            let mut s = ScramServer::new(SECRET);
+            let mut s = ScramServer::new(SHA512, SECRET);
             let err = s.step(input, &lookup).expect_err("must reject");
             assert_eq!(
                 err.reason(),
@@ -1075,9 +1387,9 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-        let mut s = ScramServer::new(SECRET);
+        let mut s = ScramServer::new(SHA512, SECRET);
         let err = s.step(b"n,a=bob,n=alice,r=abc", &lookup).expect_err("x");
-        assert_eq!(err.client_message(), KAFKA_AUTHZID_MISMATCH);
+        assert_eq!(err.client_message(SHA512), KAFKA_AUTHZID_MISMATCH);
     }
 
     #[test]
@@ -1108,7 +1420,7 @@ mod tests {
     fn step_after_success_is_invalid() {
         let lookup = lookup_alice("pw");
         let client = TestClient::new("n,,", "alice", "abcdef", "");
-        let mut server = ScramServer::new(SECRET);
+        let mut server = ScramServer::new(SHA512, SECRET);
         let sf = challenge(server.step(&client.first(), &lookup).expect("first"));
         let (cf, _) = client.finish(&sf, "pw");
         assert!(server.step(&cf, &lookup).is_ok());
@@ -1124,7 +1436,7 @@ mod tests {
     fn bad_proof_encodings() {
         let lookup = lookup_alice("pw");
         for proof in ["", "!!!", "AAAA", "biws,p=AAAA"] {
-            let mut server = ScramServer::new(SECRET);
+            let mut server = ScramServer::new(SHA512, SECRET);
             let sf = challenge(server.step(b"n,,n=alice,r=abc", &lookup).expect("first"));
             let r = std::str::from_utf8(&sf)
                 .expect("u")
@@ -1180,7 +1492,7 @@ mod tests {
             b in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let lookup = |_: &str| Some(cred("pw"));
-            let mut s = ScramServer::new(SECRET);
+            let mut s = ScramServer::new(SHA512, SECRET);
             let _ = s.step(&a, &lookup);
             let _ = s.step(&b, &lookup);
             let _ = s.step(&b, &lookup);
@@ -1196,7 +1508,7 @@ mod tests {
             let c = cred("pw");
             let lookup = move |u: &str| (u == "alice").then(|| c.clone());
             let client = TestClient::new("n,,", "alice", "abcdef", &exts);
-            let mut s = ScramServer::new(SECRET);
+            let mut s = ScramServer::new(SHA512, SECRET);
             let first = mutate(client.first(), &ops1);
             if let Ok(ScramStep::Challenge(sf)) = s.step(&first, &lookup) {
                 // Only a syntactically valid server-first can drive the client.

@@ -1,10 +1,11 @@
 //! A connection's authentication state machine.
 //!
 //! On a SASL listener a connection starts unauthenticated and may only send
-//! ApiVersions, SaslHandshake and SaslAuthenticate until SCRAM-SHA-512
-//! succeeds. After that, KIP-368 re-authentication runs the same exchange
-//! again and must end with the same principal; once the session lifetime
-//! has passed without it, only re-authentication is served.
+//! ApiVersions, SaslHandshake and SaslAuthenticate until a SCRAM exchange
+//! (SCRAM-SHA-256 or SCRAM-SHA-512, as enabled) succeeds. After that,
+//! KIP-368 re-authentication runs the same exchange again, with the same
+//! mechanism, and must end with the same principal; once the session
+//! lifetime has passed without it, only re-authentication is served.
 
 use kafka_protocol::ResponseError;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::ApiKey;
 
 use super::credentials::CredentialStore;
-use super::scram::{ScramError, ScramServer, ScramStep, MECHANISM};
+use super::scram::{Mechanism, ScramError, ScramServer, ScramStep};
 
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
@@ -38,6 +39,9 @@ pub struct Session {
     principal: String,
     user: Option<String>,
     reauthenticating: bool,
+    /// The mechanism of the last accepted SaslHandshake: the one being
+    /// exchanged, and after success the one the session logged in with.
+    mechanism: Option<Mechanism>,
     expires_at: Option<Instant>,
     fingerprint: Option<u64>,
     store_generation: u64,
@@ -102,6 +106,7 @@ impl Session {
             principal,
             user: None,
             reauthenticating: false,
+            mechanism: None,
             expires_at: None,
             fingerprint: None,
             store_generation: 0,
@@ -112,6 +117,11 @@ impl Session {
 
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// The SCRAM mechanism picked by the handshake (under way or logged in).
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.mechanism
     }
 
     pub fn is_sasl(&self) -> bool {
@@ -180,22 +190,31 @@ impl Session {
             Phase::Authenticated => true,
             _ => return Err(SaslFailure::illegal("SaslHandshake")),
         };
-        if mechanism != MECHANISM || !enabled.iter().any(|m| m == mechanism) {
-            return Err(SaslFailure {
-                code: ResponseError::UnsupportedSaslMechanism.code(),
-                client_message: format!(
-                    "Unsupported SASL mechanism {mechanism}; enabled: {}",
-                    enabled.join(",")
-                ),
-                reason: format!("client asked for mechanism `{mechanism}`"),
-                kind: "unsupported_mechanism",
-                user: None,
-            });
+        let unsupported = |reason: String| SaslFailure {
+            code: ResponseError::UnsupportedSaslMechanism.code(),
+            client_message: format!(
+                "Unsupported SASL mechanism {mechanism}; enabled: {}",
+                enabled.join(",")
+            ),
+            reason,
+            kind: "unsupported_mechanism",
+            user: None,
+        };
+        let picked = Mechanism::from_name(mechanism)
+            .filter(|m| enabled.iter().any(|e| e == m.name()))
+            .ok_or_else(|| unsupported(format!("client asked for mechanism `{mechanism}`")))?;
+        // As Kafka: re-authentication keeps the mechanism of the login.
+        if reauth && self.mechanism != Some(picked) {
+            return Err(unsupported(format!(
+                "re-authentication asked for mechanism `{mechanism}`, the session logged in \
+                 with another"
+            )));
         }
         // KIP-368 re-authentication only exists with SaslAuthenticate (v1).
         if reauth && version == 0 {
             return Err(SaslFailure::illegal("SaslHandshake v0 re-authentication"));
         }
+        self.mechanism = Some(picked);
         self.reauthenticating = reauth;
         self.phase = Phase::AwaitingAuthenticate { raw: version == 0 };
         Ok(())
@@ -209,10 +228,12 @@ impl Session {
         now: Instant,
     ) -> Result<AuthStep, SaslFailure> {
         let phase = std::mem::replace(&mut self.phase, Phase::Failed);
-        let lookup = |u: &str| store.lookup(u);
+        // Set with the phase by `handshake`; the default is never used.
+        let mechanism = self.mechanism.unwrap_or(super::scram::DEFAULT_MECHANISM);
+        let lookup = |u: &str| store.lookup(u, mechanism);
         match phase {
             Phase::AwaitingAuthenticate { raw } => {
-                let mut scram = Box::new(ScramServer::new(store.fake_secret()));
+                let mut scram = Box::new(ScramServer::new(mechanism, store.fake_secret()));
                 match scram.step(token, &lookup) {
                     Ok(ScramStep::Challenge(bytes)) => {
                         self.phase = Phase::Exchanging { scram, raw };
@@ -221,7 +242,7 @@ impl Session {
                     Ok(ScramStep::Success { .. }) => {
                         Err(SaslFailure::illegal("SCRAM final message"))
                     }
-                    Err(e) => Err(scram_failure(e, scram.username())),
+                    Err(e) => Err(scram_failure(e, &scram)),
                 }
             }
             Phase::Exchanging { mut scram, .. } => match scram.step(token, &lookup) {
@@ -231,10 +252,16 @@ impl Session {
                     extensions,
                 }) => {
                     let verified = scram.verified_fingerprint();
-                    self.complete(server_final, username, &extensions, verified, store, now)
+                    let done = Verified {
+                        mechanism: scram.mechanism(),
+                        username,
+                        extensions,
+                        fingerprint: verified,
+                    };
+                    self.complete(server_final, done, store, now)
                 }
                 Ok(ScramStep::Challenge(_)) => Err(SaslFailure::illegal("SCRAM message")),
-                Err(e) => Err(scram_failure(e, scram.username())),
+                Err(e) => Err(scram_failure(e, &scram)),
             },
             other => {
                 self.phase = other;
@@ -248,20 +275,22 @@ impl Session {
     fn complete(
         &mut self,
         server_final: Vec<u8>,
-        username: String,
-        extensions: &[(String, String)],
-        verified: Option<u64>,
+        done: Verified,
         store: &CredentialStore,
         now: Instant,
     ) -> Result<AuthStep, SaslFailure> {
-        let fail = |kind: &'static str, reason: String| {
-            SaslFailure {
+        let Verified {
+            mechanism,
+            username,
+            extensions,
+            fingerprint: verified,
+        } = done;
+        let fail = |kind: &'static str, reason: String| SaslFailure {
             code: ResponseError::SaslAuthenticationFailed.code(),
-            client_message: "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512".into(),
+            client_message: super::scram::invalid_credentials_message(mechanism),
             reason,
             kind,
             user: Some(username.clone()),
-        }
         };
         // Delegation tokens are not supported: a token login must not pass
         // as a password login of the same name.
@@ -276,7 +305,7 @@ impl Session {
         }
         // The proof was checked against the credential read at client-first;
         // if the user was removed or re-keyed since, the login must not stand.
-        let current = store.fingerprint_of(&username);
+        let current = store.fingerprint_for(&username, mechanism);
         if current.is_none() || current != verified {
             return Err(fail(
                 "credentials_changed",
@@ -322,16 +351,29 @@ impl Session {
             return true;
         }
         self.store_generation = generation;
-        store.fingerprint_of(user) == self.fingerprint
+        // Only the credential the session logged in with counts: another
+        // mechanism's credential of the same user is another key.
+        match self.mechanism {
+            Some(m) => store.fingerprint_for(user, m) == self.fingerprint,
+            None => false,
+        }
     }
 }
 
-fn scram_failure(e: ScramError, user: Option<&str>) -> SaslFailure {
+/// What a successful proof established, for `Session::complete`.
+struct Verified {
+    mechanism: Mechanism,
+    username: String,
+    extensions: Vec<(String, String)>,
+    fingerprint: Option<u64>,
+}
+
+fn scram_failure(e: ScramError, scram: &ScramServer) -> SaslFailure {
     SaslFailure {
         code: ResponseError::SaslAuthenticationFailed.code(),
-        client_message: e.client_message(),
+        client_message: e.client_message(scram.mechanism()),
         reason: format!("{} ({e})", e.reason()),
         kind: e.reason(),
-        user: user.map(str::to_string),
+        user: scram.username().map(str::to_string),
     }
 }

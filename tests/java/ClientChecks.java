@@ -1026,8 +1026,11 @@ public class ClientChecks {
             step("describeUserScramCredentials (all)");
             Map<String, UserScramCredentialsDescription> all = get(a.describeUserScramCredentials().all());
             need(all.containsKey(adminUser) && all.containsKey(user), "users " + all.keySet());
-            ScramCredentialInfo info = all.get(user).credentialInfos().get(0);
-            need(info.mechanism() == ScramMechanism.SCRAM_SHA_512 && info.iterations() >= 4096, "user's credential " + info);
+            // Portcullis' `user add` makes a SCRAM-SHA-256 credential too: the
+            // user's SCRAM-SHA-512 one is what the checks log in with.
+            List<ScramCredentialInfo> infos = all.get(user).credentialInfos();
+            need(infos.stream().anyMatch(i -> i.mechanism() == ScramMechanism.SCRAM_SHA_512 && i.iterations() >= 4096),
+                    "user's credentials " + infos);
             step("describe a missing user: ResourceNotFoundException");
             // users() leaves a missing user out; description() fails.
             List<String> described = get(a.describeUserScramCredentials(List.of("java-nobody", user)).users());
