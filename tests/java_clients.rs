@@ -16,7 +16,8 @@
 //! - `java_clients_against_portcullis`: every check against embedded
 //!   Portcullis;
 //! - `java_clients_through_gateway`: every check against Portcullis in
-//!   gateway mode in front of a real 1-node Apache Kafka;
+//!   gateway mode in front of a real 3-broker Apache Kafka (replication
+//!   factor 3 by default, `min.insync.replicas` 2);
 //! - `java_clients_against_kafka`: the same checks against Apache Kafka
 //!   itself (SASL_SSL, StandardAuthorizer, `User:admin` super user, the
 //!   user granted what Portcullis's test ACL file grants): every check,
@@ -456,7 +457,9 @@ fn java_clients_against_portcullis() {
 #[test]
 fn java_clients_through_gateway() {
     let dir = scratch("java-clients-gateway");
-    let backend = Backend::gateway("java-gw", &dir.path().join("gateway"));
+    // In front of 3 brokers: leaders, coordinators and replicas spread
+    // over them, reached through the gateway's per-broker ports.
+    let backend = Backend::gateway("java-gw", &dir.path().join("gateway"), 3);
     check_portcullis(
         "Java client through the gateway in front of Apache Kafka",
         &backend,

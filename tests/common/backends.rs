@@ -34,25 +34,36 @@ impl Backend {
         }
     }
 
-    /// Portcullis in gateway mode (config in `dir`) in front of a 1-node
-    /// Apache Kafka (SASL_SSL, its own CA and SCRAM users, no authorizer:
-    /// the gateway's edge is what authorizes the clients, and Kafka sees
-    /// only the service user). One node keeps the matrix cheap; the
-    /// 3-broker cluster, failover and routing are tests/gateway_kafka.rs.
-    pub fn gateway(name: &str, dir: &Path) -> Backend {
+    /// Portcullis in gateway mode (config in `dir`) in front of an Apache
+    /// Kafka cluster of `nodes` brokers (SASL_SSL, its own CA and SCRAM
+    /// users, no authorizer: the gateway's edge is what authorizes the
+    /// clients, and Kafka sees only the service user). With 3 nodes, topics
+    /// created without a replication factor get 3 replicas
+    /// (`min.insync.replicas` 2), so acks=all means what it means in
+    /// production. Failover and rolling restarts are tests/gateway_kafka.rs.
+    pub fn gateway(name: &str, dir: &Path, nodes: usize) -> Backend {
+        let rf = nodes.min(3).to_string();
+        let min_isr = if nodes >= 3 { "2" } else { "1" };
         let kafka = KafkaCluster::start(
             name,
             KafkaOpts {
-                nodes: 1,
+                nodes,
                 listeners: &[Listener::SaslSsl],
                 users: &[SERVICE],
+                props: &[
+                    ("default.replication.factor", rf.as_str()),
+                    ("min.insync.replicas", min_isr),
+                ],
                 ..Default::default()
             },
         );
+        let upstream: Vec<String> = (0..kafka.nodes())
+            .map(|i| format!("\"{}\"", kafka.addr(i, Listener::SaslSsl)))
+            .collect();
         let yaml = format!(
-            "backend: gateway\ngateway:\n  bootstrap_servers: [\"{}\"]\n  security_protocol: SASL_SSL\n  \
+            "backend: gateway\ngateway:\n  bootstrap_servers: [{}]\n  security_protocol: SASL_SSL\n  \
              tls:\n    ca_file: {}\n  sasl:\n    username: {}\n    password: {}\n",
-            kafka.addr(0, Listener::SaslSsl),
+            upstream.join(", "),
             kafka.ca_file().display(),
             SERVICE.0,
             SERVICE.1,

@@ -440,7 +440,9 @@ public class ClientChecks {
 
     static void createTopic(Admin a, String name, int partitions, Map<String, String> configs) throws Exception {
         step("create topic " + name);
-        NewTopic t = new NewTopic(name, partitions, (short) 1).configs(configs);
+        // The broker's default replication factor: 1 on a single node, 3
+        // behind a gateway in front of a 3-broker cluster.
+        NewTopic t = new NewTopic(name, Optional.of(partitions), Optional.empty()).configs(configs);
         get(a.createTopics(List.of(t)).all());
         // Leaders known to this client before anyone produces.
         eventually("metadata of " + name, () -> unchecked(() -> {

@@ -14,6 +14,8 @@ Apache Kafka cluster (tests/gateway_kafka.rs); the environment also names
   Rust side against the gateway's per-broker listeners.
 """
 
+import logging
+import os
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -22,6 +24,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from gateway_common import DEADLINE, OP_TIMEOUT, check, kp_conf, load_env, log, result
 
 env = load_env()
+if os.environ.get("PORTCULLIS_KP_DEBUG_LOG"):
+    # kafka-python's own account of its connections, for a failing run.
+    logging.basicConfig(filename=os.environ["PORTCULLIS_KP_DEBUG_LOG"], level=logging.DEBUG,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
 TOPIC, GROUP, PARTITIONS, N = env["topic"], env["group"], 3, 300
 conf = kp_conf(env, "alice")
 
