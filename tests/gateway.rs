@@ -2246,3 +2246,39 @@ fn group_consumer_continues_across_an_upstream_restart() {
     let before = seen.iter().filter(|v| v.starts_with("before")).count();
     assert_eq!(before, 200, "committed records consumed again");
 }
+
+/// KIP-430 authorized operations through the gateway: computed by the edge
+/// from the gateway's ACLs for each caller (never the upstream's view of
+/// the service principal), the same librdkafka checks as embedded
+/// (tests/python/acl_authorized_ops.py; issue #15 item 2).
+#[test]
+fn authorized_operations_are_the_callers_at_the_gateway() {
+    let acl = "rules:\n  - {allow: \"User:alice\", operations: [read, write], topic: \"*\"}\n  - {allow: \"User:alice\", operations: [read], group: ops-g}\n";
+    let t = Gw::start(
+        "gw-authz-ops",
+        Opts {
+            acl: Some(acl),
+            users: &["alice", "bob"],
+            ..Default::default()
+        },
+    );
+    t.run("acl_authorized_ops.py");
+}
+
+/// Static membership fencing through the gateway: two librdkafka consumers
+/// with the same group.instance.id; the replaced one is fenced fatally
+/// (FENCED_INSTANCE_ID, answered by the upstream's coordinator and passed
+/// through), the survivor keeps every partition (issue #15 item 1).
+#[test]
+fn duplicate_static_member_is_fenced_through_the_gateway() {
+    let t = Gw::start(
+        "gw-static-fence",
+        Opts {
+            listeners: &["SASL_SSL", "PLAINTEXT"],
+            ..Default::default()
+        },
+    );
+    run_script_ok("group_static_fencing.py", &[t.gw.addr("PLAINTEXT")], || {
+        t.logs()
+    });
+}
