@@ -39,13 +39,12 @@ mod compat;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backends::Backend;
-use common::kafka::{cds_flags, jars, KafkaCluster, KafkaOpts, Listener, ADMIN, ADMIN_PASSWORD};
+use common::kafka::{java_program, KafkaCluster, KafkaOpts, Listener, ADMIN, ADMIN_PASSWORD};
 use common::scratch;
 use compat::{Cell, Column};
 
@@ -228,50 +227,16 @@ fn run_checks(t: &Target<'_>, checks: &[&str]) -> (Vec<Outcome>, Duration) {
     std::fs::write(&config, readme_properties(t)).unwrap();
     let pkcs12 = readme_pkcs12(t);
     let stderr_path = t.dir.join("java-checks.stderr");
-    let mut cmd = Command::new(java());
-    cmd.args([
-        "-Xms32m",
-        "-Xmx256m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
-        "-XX:-UsePerfData",
-        "-Xlog:disable",
-        "-Xlog:all=warning:stderr",
-        "-Djava.awt.headless=true",
-    ])
-    .arg(format!(
-        "-Dlog4j2.configurationFile={MANIFEST_DIR}/tests/kafka/log4j2-tools.properties"
-    ))
-    .args(cds_flags())
-    .arg("-cp")
-    .arg(format!("{}/*", jars().display()))
-    .arg(Path::new(MANIFEST_DIR).join("tests/java/ClientChecks.java"))
-    .args(["--bootstrap", t.bootstrap])
-    .arg("--ca")
-    .arg(t.ca)
-    .args(["--user", ALICE.0, "--password", ALICE.1])
-    .args(["--admin-user", ADMIN, "--admin-password", t.admin_password])
-    .arg("--config")
-    .arg(&config)
-    .args(["--pkcs12", &pkcs12])
-    .args(checks)
-    .env_remove("JAVA_TOOL_OPTIONS")
-    .env_remove("KAFKA_OPTS")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(std::fs::File::create(&stderr_path).unwrap())
-    .process_group(0);
-    // SAFETY: prctl is async-signal-safe. This thread waits for the JVM,
-    // so the JVM dies with the test (a parent-death signal follows the
-    // thread that forked).
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = java_program("ClientChecks.java", &stderr_path);
+    cmd.args(["--bootstrap", t.bootstrap])
+        .arg("--ca")
+        .arg(t.ca)
+        .args(["--user", ALICE.0, "--password", ALICE.1])
+        .args(["--admin-user", ADMIN, "--admin-password", t.admin_password])
+        .arg("--config")
+        .arg(&config)
+        .args(["--pkcs12", &pkcs12])
+        .args(checks);
     let started = Instant::now();
     let mut child = cmd.spawn().expect("start java");
     let pid = child.id() as libc::pid_t;
@@ -353,15 +318,6 @@ fn run_checks(t: &Target<'_>, checks: &[&str]) -> (Vec<Outcome>, Duration) {
         })
         .collect();
     (out, elapsed)
-}
-
-fn java() -> PathBuf {
-    match std::env::var_os("JAVA_HOME") {
-        Some(home) if Path::new(&home).join("bin/java").exists() => {
-            Path::new(&home).join("bin/java")
-        }
-        _ => PathBuf::from("java"),
-    }
 }
 
 /// Prints the outcomes as a table (a deliberate refusal on `column` with

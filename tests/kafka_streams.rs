@@ -48,19 +48,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kafka::{
-    cds_flags, jars, write_client_properties, ClientAuth, KafkaCluster, KafkaOpts, Listener, ADMIN,
+    java_program, write_client_properties, ClientAuth, KafkaCluster, KafkaOpts, Listener, ADMIN,
     ADMIN_PASSWORD,
 };
 use common::{scratch, Broker};
-
-const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The application's user: no super user, only the Streams ACLs.
 const USER: (&str, &str) = ("streamer", "streamer-Secret-1");
@@ -105,15 +102,6 @@ impl Target<'_> {
     }
 }
 
-fn java() -> PathBuf {
-    match std::env::var_os("JAVA_HOME") {
-        Some(home) if Path::new(&home).join("bin/java").exists() => {
-            Path::new(&home).join("bin/java")
-        }
-        _ => PathBuf::from("java"),
-    }
-}
-
 /// One JVM running `StreamsApp.java <args>`: its stdout lines are collected
 /// (and echoed), its stderr goes to `<dir>/<name>.stderr`. The JVM is in a
 /// process group of its own, dies with the test binary (parent-death
@@ -129,41 +117,8 @@ struct JavaProc {
 impl JavaProc {
     fn spawn(dir: &Path, name: &str, args: &[String]) -> JavaProc {
         let stderr = dir.join(format!("{name}.stderr"));
-        let mut cmd = Command::new(java());
-        cmd.args([
-            "-Xms32m",
-            "-Xmx256m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:-UsePerfData",
-            "-Xlog:disable",
-            "-Xlog:all=warning:stderr",
-            "-Djava.awt.headless=true",
-        ])
-        .arg(format!(
-            "-Dlog4j2.configurationFile={MANIFEST_DIR}/tests/kafka/log4j2-tools.properties"
-        ))
-        .args(cds_flags())
-        .arg("-cp")
-        .arg(format!("{}/*", jars().display()))
-        .arg(Path::new(MANIFEST_DIR).join("tests/java/StreamsApp.java"))
-        .args(args)
-        .env_remove("JAVA_TOOL_OPTIONS")
-        .env_remove("KAFKA_OPTS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .process_group(0);
-        // SAFETY: prctl is async-signal-safe. The test thread that forks
-        // the JVM outlives it (a parent-death signal follows the thread).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = java_program("StreamsApp.java", &stderr);
+        cmd.args(args);
         let mut child = cmd.spawn().expect("start java");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
@@ -660,7 +615,7 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
 
 #[test]
 fn streams_exactly_once_against_portcullis() {
-    let dir = scratch("streams");
+    let dir = Kept::new("streams");
     // No rule but the admin's (a super user): the application gets only
     // what `setup` grants through the Admin API.
     let acl = dir.path().join("acls.yaml");
@@ -683,15 +638,29 @@ fn streams_exactly_once_against_portcullis() {
         dir: dir.path(),
     };
     let context = || common::log_tail(&broker, 60);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exactly_once_across_restart(&target, &context)
-    }));
-    if let Err(e) = result {
-        eprintln!("keeping {} for inspection", dir.keep().display());
-        std::panic::resume_unwind(e);
+    exactly_once_across_restart(&target, &context);
+}
+
+/// A test's scratch directory: deleted at the end, kept for inspection
+/// when the test panics (or always with `PORTCULLIS_KEEP`).
+struct Kept(Option<tempfile::TempDir>);
+
+impl Kept {
+    fn new(name: &str) -> Kept {
+        Kept(Some(scratch(name)))
     }
-    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
-        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let keep = std::env::var_os("PORTCULLIS_KEEP").is_some();
+        if let Some(dir) = self.0.take().filter(|_| keep || std::thread::panicking()) {
+            eprintln!("keeping {} for inspection", dir.keep().display());
+        }
     }
 }
 
@@ -707,7 +676,7 @@ fn streams_exactly_once_against_kafka() {
             ..Default::default()
         },
     );
-    let dir = scratch("streams-kafka");
+    let dir = Kept::new("streams-kafka");
     let ca = kafka.ca_file();
     let bootstrap = kafka.bootstrap(Listener::SaslSsl);
     let target = Target {
@@ -717,16 +686,7 @@ fn streams_exactly_once_against_kafka() {
         dir: dir.path(),
     };
     let context = || kafka.logs_tail(40);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exactly_once_across_restart(&target, &context)
-    }));
-    if let Err(e) = result {
-        eprintln!("keeping {} for inspection", dir.keep().display());
-        std::panic::resume_unwind(e);
-    }
-    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
-        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
-    }
+    exactly_once_across_restart(&target, &context);
 }
 
 #[test]
@@ -740,7 +700,7 @@ fn streams_exactly_once_through_gateway() {
             ..Default::default()
         },
     );
-    let dir = scratch("streams-gateway");
+    let dir = Kept::new("streams-gateway");
     // The gateway's own ACL file holds no rule: the application gets only
     // what `setup` grants through the gateway's Admin API (answered by the
     // edge). Kafka behind it has no authorizer; the service user does what
@@ -770,16 +730,7 @@ fn streams_exactly_once_through_gateway() {
         dir: dir.path(),
     };
     let context = || format!("{}\n{}", common::log_tail(&gw, 60), kafka.logs_tail(30));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exactly_once_across_restart(&target, &context)
-    }));
-    if let Err(e) = result {
-        eprintln!("keeping {} for inspection", dir.keep().display());
-        std::panic::resume_unwind(e);
-    }
-    if std::env::var_os("PORTCULLIS_KEEP").is_some() {
-        eprintln!("keeping {} (PORTCULLIS_KEEP)", dir.keep().display());
-    }
+    exactly_once_across_restart(&target, &context);
 }
 
 /// KIP-1071's streams rebalance protocol (`group.protocol=streams`, opt-in

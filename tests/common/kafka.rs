@@ -147,7 +147,7 @@ pub fn version() -> String {
     jars().file_name().unwrap().to_string_lossy().into_owned()
 }
 
-fn java() -> PathBuf {
+pub fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
         Some(home) if Path::new(&home).join("bin/java").exists() => {
             Path::new(&home).join("bin/java")
@@ -204,6 +204,55 @@ fn java_command(flags: &[&str], log4j: &str, main: &str, jvm: &Jvm) -> Command {
 // ---------------------------------------------------------------------------
 // Class-data sharing: a JVM starts in about half the time
 // ---------------------------------------------------------------------------
+
+/// A JVM running the single-file Java program `tests/java/<source>` on
+/// the Kafka jars: a small heap, the CDS archive, Kafka's quiet log4j
+/// settings, stdout piped, stderr to `stderr`. The JVM gets its own process
+/// group (a watchdog can kill it whole) and dies with the thread that
+/// forks it (PR_SET_PDEATHSIG), so no test leaves a JVM behind. The
+/// caller adds the program's arguments.
+pub fn java_program(source: &str, stderr: &Path) -> Command {
+    let mut cmd = Command::new(java());
+    cmd.args([
+        "-Xms32m",
+        "-Xmx256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:-UsePerfData",
+        "-Xlog:disable",
+        "-Xlog:all=warning:stderr",
+        "-Djava.awt.headless=true",
+    ])
+    .arg(format!(
+        "-Dlog4j2.configurationFile={}/tests/kafka/log4j2-tools.properties",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .args(cds_flags())
+    .arg("-cp")
+    .arg(format!("{}/*", jars().display()))
+    .arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/java")
+            .join(source),
+    )
+    .env_remove("JAVA_TOOL_OPTIONS")
+    .env_remove("KAFKA_OPTS")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(std::fs::File::create(stderr).unwrap())
+    .process_group(0);
+    // SAFETY: prctl is async-signal-safe. The parent-death signal follows
+    // the thread that forked, which waits for (or kills) the JVM.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
 
 /// The JVM flags that map the class-data-sharing archive of the Kafka
 /// classpath (`target/kafka-jars/<version>.jsa`): the JDK's and Kafka's

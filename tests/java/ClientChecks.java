@@ -925,15 +925,22 @@ public class ClientChecks {
                     new AlterConfigOp(new ConfigEntry("retention.ms", "7200000"), AlterConfigOp.OpType.SET),
                     new AlterConfigOp(new ConfigEntry("max.message.bytes", "2000000"), AlterConfigOp.OpType.SET))))
                     .all());
-            Config c2 = get(a.describeConfigs(List.of(res)).all()).get(res);
-            need(c2.get("retention.ms").value().equals("7200000") && c2.get("max.message.bytes").value().equals("2000000"),
-                    "after SET: " + c2.get("retention.ms") + " " + c2.get("max.message.bytes"));
+            // In a KRaft cluster a change is committed to the metadata log
+            // and reaches each broker a moment later; describeConfigs may
+            // ask one that has not applied it yet (Kafka behind a gateway).
+            eventually("retention.ms and max.message.bytes set", () -> unchecked(() -> {
+                Config c2 = get(a.describeConfigs(List.of(res)).all()).get(res);
+                return c2.get("retention.ms").value().equals("7200000")
+                        && c2.get("max.message.bytes").value().equals("2000000") ? c2 : null;
+            }));
             step("incrementalAlterConfigs DELETE retention.ms: back to the default");
             get(a.incrementalAlterConfigs(Map.of(res, List.of(
                     new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE)))).all());
-            ConfigEntry back = configEntry(a, res, "retention.ms");
-            need(back.value().equals("604800000") && back.source() != ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
-                    "after DELETE: " + back);
+            eventually("retention.ms back to the default", () -> unchecked(() -> {
+                ConfigEntry back = configEntry(a, res, "retention.ms");
+                return back.value().equals("604800000")
+                        && back.source() != ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG ? back : null;
+            }));
             step("validateOnly changes nothing");
             get(a.incrementalAlterConfigs(Map.of(res, List.of(
                     new AlterConfigOp(new ConfigEntry("retention.ms", "1000"), AlterConfigOp.OpType.SET))),
