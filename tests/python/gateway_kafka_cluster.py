@@ -54,6 +54,17 @@ log(f"kafka-python produced {N} records (idempotent, acks=all) through the gatew
 c = KafkaConsumer(**conf, group_id=GROUP, client_id="gw-kafka-kp", enable_auto_commit=False,
                   auto_offset_reset="earliest", heartbeat_interval_ms=500,
                   session_timeout_ms=10000, request_timeout_ms=int(OP_TIMEOUT * 1000) + 5000)
+# The consumer learns the topic's partitions before it joins. Otherwise,
+# when its first JoinGroup beats its first metadata answer, it assigns
+# itself nothing, rejoins at once, receives the real assignment in the
+# second SyncGroup and (kafka-python 2.x) never applies it: the debug log
+# (PORTCULLIS_KP_DEBUG_LOG) shows every answer correct, no "Updated
+# partition assignment" after the second SyncGroup, and the poll loop
+# spinning on need_rejoin=False without a single OffsetFetch or Fetch.
+deadline = time.monotonic() + DEADLINE
+while c.partitions_for_topic(TOPIC) != set(range(PARTITIONS)):
+    check(time.monotonic() < deadline, f"kafka-python never saw {TOPIC}'s partitions")
+    time.sleep(0.1)
 c.subscribe([TOPIC])
 got = []
 deadline = time.monotonic() + DEADLINE
