@@ -135,7 +135,7 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                             .map(|k| Entry {
                                 name: k.to_string(),
                                 value: o.get(*k).cloned().unwrap_or_else(|| {
-                                    topic_config::default_value(&logs.defaults, k)
+                                    topic_config::default_value(&logs.defaults(), k)
                                 }),
                                 source: if o.contains_key(*k) {
                                     SOURCE_DYNAMIC_TOPIC
@@ -257,7 +257,7 @@ pub fn incremental_alter(
                             if req.validate_only {
                                 Ok(())
                             } else {
-                                t.set_overrides(new, &logs.defaults)
+                                t.set_overrides(new, &logs.defaults())
                             }
                         })
                         .map(|_| {
@@ -314,7 +314,7 @@ pub fn alter_legacy(ctx: &RequestContext<'_>, req: AlterConfigsRequest) -> Alter
                                 if req.validate_only {
                                     Ok(())
                                 } else {
-                                    t.set_overrides(new, &logs.defaults)
+                                    t.set_overrides(new, &logs.defaults())
                                 }
                             })
                             .map(|_| {
