@@ -250,19 +250,21 @@ impl ConnectionTracker {
         self.limits.load_full()
     }
 
+    /// The limits `cfg` would give, with the descriptor budget of start
+    /// (a tracker built without one keeps its current total as budget).
+    pub fn derive_for(&self, cfg: &ConnectionsConfig) -> Limits {
+        let (fd_limit, reserved) = self.derived_from;
+        if fd_limit == 0 {
+            return Limits::derive(cfg, self.limits.load().max_connections as u64, 0);
+        }
+        Limits::derive(cfg, fd_limit, reserved)
+    }
+
     /// Applies changed `max.connections*` settings (a dynamic broker config)
     /// to new connections from now on. Connections already open stay, as
     /// in Kafka: a lowered limit only refuses newcomers.
     pub fn reconfigure(&self, cfg: &ConnectionsConfig) -> Arc<Limits> {
-        let (fd_limit, reserved) = self.derived_from;
-        let fd_limit = if fd_limit == 0 {
-            // Built without a base (tests): keep the current totals as the
-            // budget.
-            self.limits.load().max_connections as u64 + reserved
-        } else {
-            fd_limit
-        };
-        let limits = Arc::new(Limits::derive(cfg, fd_limit, reserved));
+        let limits = Arc::new(self.derive_for(cfg));
         self.limits.store(limits.clone());
         limits
     }
