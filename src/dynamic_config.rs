@@ -46,9 +46,9 @@ pub fn is_dynamic(name: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DynamicConfigError {
-    /// Kafka's message (DynamicBrokerConfig.validateConfigs), answered
+    /// Kafka 4.4's message (DynamicBrokerConfig.validateConfigs), answered
     /// with INVALID_REQUEST like Kafka's broker does.
-    #[error("Cannot update these configs dynamically: Set({0})")]
+    #[error("Cannot update these configs dynamically: [{0}]")]
     NotDynamic(String),
     /// A bad value; Kafka answers INVALID_REQUEST for these too (KAFKA-13609).
     #[error("Invalid value {value} for configuration {key}: {reason}")]
@@ -348,7 +348,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "Cannot update these configs dynamically: Set(num.partitions, listeners)"
+            "Cannot update these configs dynamically: [num.partitions, listeners]"
         );
         for (k, v) in [
             ("log.retention.ms", "0"),

@@ -46,7 +46,7 @@ struct Key {
 
 const UNBOUNDED: i64 = i32::MAX as i64;
 
-/// Kafka 4.4's non-internal group configs, in its order. The consumer
+/// Kafka 4.4's non-internal group configs (the 21 its DescribeConfigs lists). The consumer
 /// session and heartbeat bounds come from the broker's settings
 /// (`bounds`); the others are Kafka's default bounds.
 const KEYS: &[Key] = &[
@@ -159,6 +159,12 @@ const KEYS: &[Key] = &[
         doc: "The client tags used for rack-aware standby task assignment.",
     },
     Key {
+        name: "streams.assignor.name",
+        broker: Some("group.streams.assignors"),
+        kind: Kind::Text,
+        doc: "The task assignor of this streams group, by short name.",
+    },
+    Key {
         name: "errors.deadletterqueue.topic.name",
         broker: None,
         kind: Kind::Text,
@@ -223,6 +229,7 @@ pub fn default_value(name: &str, g: &GroupsConfig) -> String {
         "share.renew.acknowledge.enable" => "true".into(),
         "streams.num.standby.replicas" => "0".into(),
         "streams.initial.rebalance.delay.ms" => "3000".into(),
+        "streams.assignor.name" => "sticky".into(),
         "errors.deadletterqueue.copy.record.enable" => "false".into(),
         _ => String::new(),
     }

@@ -28,6 +28,7 @@ use crate::edge::RequestContext;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
+const TYPE_UNKNOWN: i8 = 0;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
@@ -130,21 +131,31 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                         let o = t.overrides();
                         Ok(topic_config::KNOWN_KEYS
                             .iter()
-                            .map(|k| Entry {
-                                name: k.to_string(),
-                                value: Some(o.get(*k).cloned().unwrap_or_else(|| {
-                                    topic_config::default_value(&logs.defaults(), k)
-                                })),
-                                source: if o.contains_key(*k) {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                },
-                                config_type: topic_key_type(k),
-                                read_only: false,
-                                sensitive: false,
-                                synonyms: None,
-                                doc: None,
+                            .map(|k| {
+                                // Kafka's chain: the topic's override, then the
+                                // broker settings it falls back to (dynamic,
+                                // static, default); the first is the source.
+                                let mut chain = Vec::new();
+                                if let Some(v) = o.get(*k) {
+                                    chain.push(Synonym {
+                                        name: k.to_string(),
+                                        value: Some(v.clone()),
+                                        source: SOURCE_DYNAMIC_TOPIC,
+                                    });
+                                }
+                                chain.extend(broker::topic_default_chain(ctx, k));
+                                Entry {
+                                    name: k.to_string(),
+                                    value: Some(o.get(*k).cloned().unwrap_or_else(|| {
+                                        topic_config::default_value(&logs.defaults(), k)
+                                    })),
+                                    source: chain.first().map_or(SOURCE_DEFAULT, |c| c.source),
+                                    config_type: topic_key_type(k),
+                                    read_only: false,
+                                    sensitive: false,
+                                    synonyms: Some(chain),
+                                    doc: None,
+                                }
                             })
                             .collect())
                     }

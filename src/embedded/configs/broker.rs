@@ -16,15 +16,19 @@ use std::collections::BTreeMap;
 use kafka_protocol::ResponseError;
 
 use super::{Entry, Synonym};
-use super::{TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_PASSWORD, TYPE_SHORT, TYPE_STRING};
+use super::{
+    TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_PASSWORD, TYPE_SHORT, TYPE_STRING,
+    TYPE_UNKNOWN,
+};
 use crate::config::{Config, LogConfig};
 use crate::dynamic_config::{is_dynamic, DynamicConfigError, Layers, Op};
 use crate::edge::RequestContext;
 use crate::server::limits::ConnectionTracker;
 use crate::tls::ClientAuth;
 
-pub const SOURCE_DYNAMIC_BROKER: i8 = 1;
-pub const SOURCE_DYNAMIC_DEFAULT: i8 = 2;
+/// Kafka's ConfigSource ids (DescribeConfigsResponse): 1 is TOPIC_CONFIG.
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
@@ -68,7 +72,7 @@ macro_rules! key {
 }
 
 const KEYS: &[Key] = &[
-    key!("advertised.listeners", Some("listeners"), TYPE_STRING,
+    key!("advertised.listeners", Some("listeners"), TYPE_LIST,
         "Listeners published to clients (Metadata, FindCoordinator).",
         |c, _| {
             Some(join(
@@ -139,7 +143,7 @@ const KEYS: &[Key] = &[
                 ",",
             ))
         }),
-    key!("listeners", Some("listeners"), TYPE_STRING, "The addresses the broker listens on.",
+    key!("listeners", Some("listeners"), TYPE_LIST, "The addresses the broker listens on.",
         |c, _| {
             Some(join(
                 c.listeners
@@ -152,7 +156,7 @@ const KEYS: &[Key] = &[
     key!("log.cleanup.policy", None, TYPE_LIST,
         "Default cleanup policy (Portcullis deletes; it does not compact).",
         |_, _| Some("delete".into())),
-    key!("log.dirs", Some("data_dir"), TYPE_STRING, "The data directory.",
+    key!("log.dirs", Some("data_dir"), TYPE_LIST, "The data directory.",
         |c, _| Some(c.data_dir.display().to_string())),
     key!("log.index.interval.bytes", Some("log.index_interval_bytes"), TYPE_INT,
         "Bytes of log between two offset index entries.",
@@ -270,9 +274,16 @@ const KEYS: &[Key] = &[
                 .and_then(|t| t.client_ca.as_ref())
                 .map(|_| "PEM".to_string())
         }),
-    key!("super.users", Some("super_users"), TYPE_STRING,
-        "Principals that bypass authorization, ;-separated.",
-        |c, _| Some(c.super_users.join(";"))),
+    // Kafka 4.4 reports super.users as sensitive (an authorizer setting
+    // outside KafkaConfig: type UNKNOWN, value redacted); so do we.
+    Key {
+        name: "super.users",
+        yaml: Some("super_users"),
+        config_type: TYPE_UNKNOWN,
+        value: |c, _| Some(c.super_users.join(";")),
+        sensitive: true,
+        doc: "Principals that bypass authorization, ;-separated; never shown.",
+    },
     key!("transaction.max.timeout.ms", None, TYPE_INT,
         "Largest transaction timeout a producer may ask for.",
         |_, _| Some(crate::txn::coordinator::MAX_TIMEOUT_MS.to_string())),
@@ -344,7 +355,9 @@ fn synonyms(ctx: &RequestContext<'_>, layers: &Layers, k: &Key) -> Vec<Synonym> 
             source: SOURCE_STATIC_BROKER,
         });
     }
-    if let Some(v) = (k.value)(&defaults_of(stat), t) {
+    // Listeners are required: there is no built-in default to show.
+    let has_default = k.yaml != Some("listeners");
+    if let Some(v) = (k.value)(&defaults_of(stat), t).filter(|_| has_default) {
         out.push(Synonym {
             name: k.name.to_string(),
             value: Some(v),
@@ -560,4 +573,31 @@ pub(super) fn alter_legacy(
         .collect();
     ops.extend(sent.iter().map(|(k, v)| Op::Set(k, v)));
     change(ctx, name, &ops, validate_only)
+}
+
+/// The broker setting a topic config falls back to (Kafka's
+/// `ServerTopicConfigSynonyms`), where Portcullis has one.
+fn topic_synonym(topic_key: &str) -> Option<&'static str> {
+    Some(match topic_key {
+        "retention.ms" => "log.retention.ms",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "segment.ms" => "log.roll.ms",
+        "max.message.bytes" => "message.max.bytes",
+        "compression.type" => "compression.type",
+        "min.insync.replicas" => "min.insync.replicas",
+        "message.timestamp.type" => "log.message.timestamp.type",
+        "cleanup.policy" => "log.cleanup.policy",
+        _ => return None,
+    })
+}
+
+/// A topic config's broker synonyms, strongest first (what Kafka lists
+/// after the topic's own override; the first gives the source of a topic
+/// config without override).
+pub(super) fn topic_default_chain(ctx: &RequestContext<'_>, topic_key: &str) -> Vec<Synonym> {
+    let Some(k) = topic_synonym(topic_key).and_then(|n| KEYS.iter().find(|k| k.name == n)) else {
+        return Vec::new();
+    };
+    synonyms(ctx, &ctx.broker.dynamic.layers(), k)
 }
