@@ -980,7 +980,7 @@ fn admin_tools(t: &Target) {
             "connections.max.reauth.ms=",
             "sasl.enabled.mechanisms=",
             "max.connections.per.ip=",
-            "super.users=null sensitive=true",
+            "ssl.keystore.key=null sensitive=true",
         ]),
         step(
             "kafka-configs --alter brokers --entity-default",
@@ -998,12 +998,7 @@ fn admin_tools(t: &Target) {
         step(
             "kafka-configs --describe brokers --entity-default",
             tools::CONFIGS,
-            &t.with(&[
-                "--describe",
-                "--entity-type",
-                "brokers",
-                "--entity-default",
-            ]),
+            &t.with(&["--describe", "--entity-type", "brokers", "--entity-default"]),
         )
         .shows(&[
             "Default configs for brokers in the cluster are:",
