@@ -333,6 +333,43 @@ mod tests {
         assert_eq!(d.layers().cluster.len(), 1);
     }
 
+    // A runtime: partitions spawn their flusher.
+    #[tokio::test]
+    async fn topics_without_an_override_follow_changed_log_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = crate::log::LogManager::open(dir.path(), base().log).unwrap();
+        let follow = logs
+            .create_topic("follow", 1, Default::default(), false)
+            .unwrap()
+            .unwrap();
+        let own = logs
+            .create_topic(
+                "own",
+                1,
+                [("retention.ms".to_string(), "5000".to_string())].into(),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+        let d = DynamicConfigs::load(dir.path()).unwrap();
+        d.change(
+            &base(),
+            false,
+            &[
+                Op::Set("log.retention.ms", "1234"),
+                Op::Set("message.max.bytes", "2048"),
+            ],
+            false,
+            |c| logs.set_defaults(c.log.clone()),
+        )
+        .unwrap();
+        assert_eq!(follow.config().retention_ms, 1234);
+        assert_eq!(follow.config().max_message_bytes, 2048);
+        assert_eq!(own.config().retention_ms, 5000, "an override stays");
+        assert_eq!(own.config().max_message_bytes, 2048);
+        assert_eq!(logs.defaults().retention_ms, 1234);
+    }
+
     #[test]
     fn static_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
