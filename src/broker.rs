@@ -13,7 +13,16 @@ use crate::tls::TlsAcceptorHandle;
 
 /// Shared state every connection sees.
 pub struct Broker {
+    /// The static config (portcullis.yaml and the command line); dynamic
+    /// broker configs are in `dynamic`, already applied to `logs` and
+    /// `connections`.
     pub config: Config,
+    /// Dynamic broker configs (IncrementalAlterConfigs on BROKER).
+    pub dynamic: crate::dynamic_config::DynamicConfigs,
+    /// Per-group configs (IncrementalAlterConfigs on GROUP); the group
+    /// coordinator reads a group's session timeout and heartbeat interval
+    /// here.
+    pub group_configs: crate::group_config::GroupConfigs,
     pub logs: Arc<LogManager>,
     /// SCRAM credentials; present whenever a SASL listener is configured.
     pub credentials: Option<Arc<CredentialStore>>,
@@ -42,7 +51,7 @@ impl Broker {
     /// Creates `name` with the default partition count (auto-creation).
     /// Returns the topic if it exists afterwards.
     pub fn auto_create(&self, name: &str) -> Option<Arc<Topic>> {
-        let parts = self.logs.defaults.default_partitions;
+        let parts = self.logs.defaults().default_partitions;
         match self
             .logs
             .create_topic(name, parts, Default::default(), false)

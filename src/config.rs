@@ -141,6 +141,16 @@ pub struct GroupsConfig {
     pub initial_rebalance_delay_ms: u64,
     /// Committed offsets of a group that has been empty this long expire.
     pub offsets_retention_ms: i64,
+    /// KIP-848 consumer groups (Kafka's `group.consumer.*`): the session
+    /// timeout and heartbeat interval a group gets unless its own group
+    /// config (`consumer.session.timeout.ms`, ...) overrides them, and the
+    /// bounds such an override must respect.
+    pub consumer_session_timeout_ms: i32,
+    pub consumer_min_session_timeout_ms: i32,
+    pub consumer_max_session_timeout_ms: i32,
+    pub consumer_heartbeat_interval_ms: i32,
+    pub consumer_min_heartbeat_interval_ms: i32,
+    pub consumer_max_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupsConfig {
@@ -150,6 +160,13 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            // Kafka 4.x's defaults.
+            consumer_session_timeout_ms: 45_000,
+            consumer_min_session_timeout_ms: 45_000,
+            consumer_max_session_timeout_ms: 60_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_min_heartbeat_interval_ms: 5_000,
+            consumer_max_heartbeat_interval_ms: 15_000,
         }
     }
 }
@@ -315,6 +332,11 @@ pub struct Config {
     /// The upstream cluster, for `backend: gateway`.
     #[serde(default)]
     pub gateway: Option<crate::gateway::GatewaySettings>,
+    /// The keys the file (or the command line) set, dotted
+    /// (`log.retention_ms`): DescribeConfigs reports those as
+    /// STATIC_BROKER_CONFIG and the rest as Kafka's DEFAULT_CONFIG.
+    #[serde(skip)]
+    pub explicit: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -368,16 +390,27 @@ impl Config {
             path: PathBuf::new(),
             error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
         })?;
+        let mut cfg = cfg;
+        if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+            collect_keys(&value, "", &mut cfg.explicit);
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Whether the file or command line set `key` (dotted, as in YAML).
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
     }
 
     pub fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
         if let Some(d) = &o.data_dir {
             self.data_dir = d.clone();
+            self.explicit.insert("data_dir".into());
         }
         if let Some(l) = &o.listeners {
             self.listeners = ListenerConfig::parse_list(l)?;
+            self.explicit.insert("listeners".into());
         }
         self.validate()
     }
@@ -518,6 +551,35 @@ impl Config {
                 "must be above 0 (1 or more turns the alarm off)",
             ));
         }
+        let g = &self.groups;
+        let bounded = |key: &str, v: i32, min: i32, max: i32| {
+            if v < 1 || v < min || v > max {
+                Err(invalid(
+                    key,
+                    format!("{v} is outside its bounds {min}..={max} (and must be positive)"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        bounded(
+            "groups.consumer_session_timeout_ms",
+            g.consumer_session_timeout_ms,
+            g.consumer_min_session_timeout_ms,
+            g.consumer_max_session_timeout_ms,
+        )?;
+        bounded(
+            "groups.consumer_heartbeat_interval_ms",
+            g.consumer_heartbeat_interval_ms,
+            g.consumer_min_heartbeat_interval_ms,
+            g.consumer_max_heartbeat_interval_ms,
+        )?;
+        if g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+            return Err(invalid(
+                "groups.consumer_heartbeat_interval_ms",
+                "must be below groups.consumer_session_timeout_ms",
+            ));
+        }
         let l = &self.log;
         if l.segment_bytes < 1024 {
             return Err(invalid("log.segment_bytes", "must be at least 1024"));
@@ -562,6 +624,27 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Records every mapping key path under `prefix` (sections and leaves:
+/// `log`, `log.retention_ms`); lists are leaves.
+fn collect_keys(
+    v: &serde_yaml_ng::Value,
+    prefix: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    if let serde_yaml_ng::Value::Mapping(m) = v {
+        for (k, child) in m {
+            let Some(k) = k.as_str() else { continue };
+            let path = if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            collect_keys(child, &path, out);
+            out.insert(path);
+        }
     }
 }
 

@@ -44,6 +44,10 @@ pub enum BrokerError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("dynamic broker configs: {0}")]
+    DynamicConfig(#[from] crate::dynamic_config::DynamicConfigError),
+    #[error("group configs: {0}")]
+    GroupConfig(#[from] crate::group_config::GroupConfigError),
     #[error("gateway")]
     Gateway(#[from] crate::gateway::UpstreamError),
     #[error("cannot bind listener {name} on {address}: {source}")]
@@ -115,9 +119,15 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             "vm.overcommit_memory=2: hostile array counts in requests can exhaust address-space accounting"
         );
     }
-    let connections = connection_limits(&config);
+    // Dynamic broker configs persisted by an earlier run override the file,
+    // as in Kafka.
+    let dynamic = crate::dynamic_config::DynamicConfigs::load(&config.data_dir)?;
+    let effective = dynamic.layers().apply(&config)?;
+    let group_configs =
+        crate::group_config::GroupConfigs::load(&config.data_dir, config.groups.clone())?;
+    let connections = connection_limits(&effective);
     let dir = config.data_dir.clone();
-    let log_cfg = config.log.clone();
+    let log_cfg = effective.log.clone();
     let logs = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || LogManager::open(&dir, log_cfg)
@@ -257,6 +267,8 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     };
     let broker = Arc::new(Broker {
         config: config.clone(),
+        dynamic,
+        group_configs,
         logs: logs.clone(),
         credentials,
         tls,
@@ -365,7 +377,7 @@ fn connection_limits(config: &Config) -> Arc<crate::server::limits::ConnectionTr
         max_connections_per_ip = limits.max_connections_per_ip,
         "connection limits"
     );
-    ConnectionTracker::new(limits)
+    ConnectionTracker::with_base(limits, (fd_limit, RESERVED_FDS + log_files as u64))
 }
 
 /// First start with the default ACL path (a fresh clone run from another

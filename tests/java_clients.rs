@@ -63,6 +63,7 @@ const CHECKS: &[&str] = &[
     "static_membership",
     "admin_topics",
     "admin_configs",
+    "admin_broker_and_group_configs",
     "admin_acls",
     "admin_scram_credentials",
     "admin_consumer_groups",

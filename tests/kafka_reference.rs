@@ -955,6 +955,95 @@ fn admin_tools(t: &Target) {
         )
         .shows(&["Produce(0)", "Fetch(1)", "SaslAuthenticate(36)"]),
     ];
+    // Broker configs under Kafka's names, a dynamic cluster-wide default
+    // set, shown and removed, a KIP-848 group config (issue #15 item 3).
+    let node = if t.backend.column == Column::Embedded {
+        "0"
+    } else {
+        "1"
+    };
+    let broker_configs = vec![
+        step(
+            "kafka-configs --describe brokers --all",
+            tools::CONFIGS,
+            &t.with(&[
+                "--describe",
+                "--entity-type",
+                "brokers",
+                "--entity-name",
+                node,
+                "--all",
+            ]),
+        )
+        .shows(&[
+            "All configs for broker",
+            "connections.max.reauth.ms=",
+            "sasl.enabled.mechanisms=",
+            "max.connections.per.ip=",
+            "ssl.keystore.key=null sensitive=true",
+        ]),
+        step(
+            "kafka-configs --alter brokers --entity-default",
+            tools::CONFIGS,
+            &t.with(&[
+                "--alter",
+                "--entity-type",
+                "brokers",
+                "--entity-default",
+                "--add-config",
+                "log.retention.ms=5400000",
+            ]),
+        )
+        .shows(&["Completed updating default config for brokers in the cluster."]),
+        step(
+            "kafka-configs --describe brokers --entity-default",
+            tools::CONFIGS,
+            &t.with(&["--describe", "--entity-type", "brokers", "--entity-default"]),
+        )
+        .shows(&[
+            "Default configs for brokers in the cluster are:",
+            "log.retention.ms=5400000",
+        ]),
+        step(
+            "kafka-configs --alter brokers --entity-default --delete-config",
+            tools::CONFIGS,
+            &t.with(&[
+                "--alter",
+                "--entity-type",
+                "brokers",
+                "--entity-default",
+                "--delete-config",
+                "log.retention.ms",
+            ]),
+        )
+        .shows(&["Completed updating default config for brokers in the cluster."]),
+        step(
+            "kafka-configs --alter groups",
+            tools::CONFIGS,
+            &t.with(&[
+                "--alter",
+                "--entity-type",
+                "groups",
+                "--entity-name",
+                "tools-cfg",
+                "--add-config",
+                "consumer.session.timeout.ms=50000",
+            ]),
+        )
+        .shows(&["Completed updating config for group tools-cfg."]),
+        step(
+            "kafka-configs --describe groups",
+            tools::CONFIGS,
+            &t.with(&[
+                "--describe",
+                "--entity-type",
+                "groups",
+                "--entity-name",
+                "tools-cfg",
+            ]),
+        )
+        .shows(&["consumer.session.timeout.ms=50000"]),
+    ];
     let refusals = vec![step(
         "kafka-metadata-quorum describe --status",
         tools::METADATA_QUORUM,
@@ -968,7 +1057,14 @@ fn admin_tools(t: &Target) {
     )];
     t.run(
         "admin tools",
-        vec![vec![topic_configs, scram, acls, cluster, refusals]],
+        vec![vec![
+            topic_configs,
+            scram,
+            acls,
+            cluster,
+            broker_configs,
+            refusals,
+        ]],
     );
 }
 

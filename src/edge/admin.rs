@@ -28,6 +28,8 @@ use crate::edge::{errors, RequestContext};
 /// Config resource types (DescribeConfigs, IncrementalAlterConfigs).
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+/// KIP-848 group configs (Kafka 4.x).
+pub const RESOURCE_GROUP: i8 = 32;
 
 fn denied_message() -> Option<StrBytes> {
     Some(StrBytes::from_static_str("Authorization failed."))
@@ -211,7 +213,8 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
     })
 }
 
-/// Topic configs need `op` on the topic, broker configs on the cluster.
+/// Topic configs need `op` on the topic, group configs on the group (as in
+/// Kafka 4.x), broker configs on the cluster.
 fn config_denial(
     ctx: &RequestContext<'_>,
     op: Operation,
@@ -228,6 +231,11 @@ fn config_denial(
             "Authorization failed.",
         )),
         RESOURCE_TOPIC => None,
+        RESOURCE_GROUP if !ctx.authorize(op, ResourceType::Group, name) => Some((
+            ResponseError::GroupAuthorizationFailed.code(),
+            "Group authorization failed.",
+        )),
+        RESOURCE_GROUP => None,
         RESOURCE_BROKER if !ctx.authorize_cluster(op) => Some(CLUSTER),
         RESOURCE_BROKER => None,
         // Broker loggers and the rest: cluster-level.
@@ -386,33 +394,42 @@ pub fn alter_configs_legacy(ctx: &RequestContext<'_>, mut r: AlterConfigsRequest
     })
 }
 
-/// The topic config changes a request asks for, (topic, `key=value`s), to
-/// record once the back end says which it applied; none for validate-only.
+/// The config changes a request asks for, (resource type, name,
+/// `key=value`s), to record once the back end says which it applied; none
+/// for validate-only.
 fn topic_changes(
     validate_only: bool,
     resources: impl Iterator<Item = (i8, String, Vec<String>)>,
-) -> Vec<(String, Vec<String>)> {
+) -> Vec<(i8, String, Vec<String>)> {
     resources
-        .filter(|(rtype, _, _)| !validate_only && *rtype == RESOURCE_TOPIC)
-        .map(|(_, name, changes)| (name, changes))
+        .filter(|(rtype, _, _)| {
+            !validate_only && matches!(*rtype, RESOURCE_TOPIC | RESOURCE_BROKER | RESOURCE_GROUP)
+        })
         .collect()
 }
 
-/// One `alter_topic_config` admin action per asked topic the answer
-/// (`(resource type, name, code)` per resource) reports done.
+/// One admin action per asked resource the answer (`(resource type, name,
+/// code)` per resource) reports done: `alter_topic_config`,
+/// `alter_broker_config` (name "" is the cluster-wide default) or
+/// `alter_group_config`.
 fn record_topic_changes<'a>(
     ctx: &RequestContext<'_>,
-    asked: Vec<(String, Vec<String>)>,
+    asked: Vec<(i8, String, Vec<String>)>,
     answered: impl Iterator<Item = (i8, &'a str, i16)> + Clone,
 ) {
-    for (name, changes) in asked {
+    for (rtype, name, changes) in asked {
         let done = answered
             .clone()
-            .any(|(rtype, n, code)| rtype == RESOURCE_TOPIC && n == name && code == errors::NONE);
+            .any(|(t, n, code)| t == rtype && n == name && code == errors::NONE);
+        let (action, kind) = match rtype {
+            RESOURCE_TOPIC => ("alter_topic_config", "topic"),
+            RESOURCE_GROUP => ("alter_group_config", "group"),
+            _ => ("alter_broker_config", "broker"),
+        };
         if done {
             ctx.admin_action(
-                "alter_topic_config",
-                "topic",
+                action,
+                kind,
                 &name,
                 Some(serde_json::json!({ "changes": changes })),
             );
@@ -425,6 +442,7 @@ fn record_topic_changes<'a>(
 fn config_kind(resource_type: i8) -> &'static str {
     match resource_type {
         RESOURCE_TOPIC => "topic",
+        RESOURCE_GROUP => "group",
         RESOURCE_BROKER => "cluster",
         _ => "",
     }

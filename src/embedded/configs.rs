@@ -1,6 +1,9 @@
-//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs for
-//! topic configs; broker configs are described read-only (they come from
-//! portcullis.yaml).
+//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs:
+//! topic configs here, broker configs (static and dynamic) in
+//! `configs/broker.rs`, group configs (KIP-848) in `configs/group.rs`.
+
+mod broker;
+mod group;
 
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
@@ -18,19 +21,21 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::log::{topic_config, LogError};
 
-use crate::edge::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::edge::admin::{RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+const TYPE_UNKNOWN: i8 = 0;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
+const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
+const TYPE_PASSWORD: i8 = 9;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -45,67 +50,61 @@ fn topic_key_type(key: &str) -> i8 {
     }
 }
 
+struct Synonym {
+    name: String,
+    value: Option<String>,
+    source: i8,
+}
+
 struct Entry {
     name: String,
-    value: String,
+    /// `None` for a sensitive value (never sent, as in Kafka).
+    value: Option<String>,
     source: i8,
     config_type: i8,
     read_only: bool,
+    sensitive: bool,
+    /// Kafka's synonym chain, strongest first; `None`: the entry itself.
+    synonyms: Option<Vec<Synonym>>,
+    doc: Option<&'static str>,
 }
 
-fn to_result(ctx: &RequestContext<'_>, e: Entry, synonyms: bool) -> DescribeConfigsResourceResult {
+fn to_result(
+    ctx: &RequestContext<'_>,
+    e: Entry,
+    synonyms: bool,
+    documentation: bool,
+) -> DescribeConfigsResourceResult {
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(s(e.name.clone()))
-        .with_value(Some(s(e.value.clone())))
+        .with_value(e.value.clone().map(s))
         .with_read_only(e.read_only)
+        .with_is_sensitive(e.sensitive)
         .with_config_source(e.source);
     if synonyms {
-        r.synonyms = vec![DescribeConfigsSynonym::default()
-            .with_name(s(e.name))
-            .with_value(Some(s(e.value)))
-            .with_source(e.source)];
+        r.synonyms = match e.synonyms {
+            Some(chain) => chain
+                .into_iter()
+                .map(|c| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(s(c.name))
+                        .with_value(c.value.map(s))
+                        .with_source(c.source)
+                })
+                .collect(),
+            None => vec![DescribeConfigsSynonym::default()
+                .with_name(s(e.name))
+                .with_value(e.value.map(s))
+                .with_source(e.source)],
+        };
     }
     if ctx.version >= 3 {
         r.config_type = e.config_type;
+        if documentation {
+            r.documentation = e.doc.map(s);
+        }
     }
     r
-}
-
-fn broker_entries(ctx: &RequestContext<'_>) -> Vec<Entry> {
-    let l = &ctx.broker.config.log;
-    let e = |name: &str, value: String, config_type: i8| Entry {
-        name: name.into(),
-        value,
-        source: SOURCE_STATIC_BROKER,
-        config_type,
-        read_only: true,
-    };
-    vec![
-        e(
-            "auto.create.topics.enable",
-            l.auto_create_topics.to_string(),
-            TYPE_BOOLEAN,
-        ),
-        e("log.retention.ms", l.retention_ms.to_string(), TYPE_LONG),
-        e(
-            "log.retention.bytes",
-            l.retention_bytes.to_string(),
-            TYPE_LONG,
-        ),
-        e("log.segment.bytes", l.segment_bytes.to_string(), TYPE_INT),
-        e("log.roll.ms", l.segment_ms.to_string(), TYPE_LONG),
-        e(
-            "message.max.bytes",
-            l.max_message_bytes.to_string(),
-            TYPE_INT,
-        ),
-        e("num.partitions", l.default_partitions.to_string(), TYPE_INT),
-        e(
-            "socket.request.max.bytes",
-            ctx.broker.config.max_request_size.to_string(),
-            TYPE_INT,
-        ),
-    ]
 }
 
 pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -132,33 +131,37 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                         let o = t.overrides();
                         Ok(topic_config::KNOWN_KEYS
                             .iter()
-                            .map(|k| Entry {
-                                name: k.to_string(),
-                                value: o.get(*k).cloned().unwrap_or_else(|| {
-                                    topic_config::default_value(&logs.defaults, k)
-                                }),
-                                source: if o.contains_key(*k) {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                },
-                                config_type: topic_key_type(k),
-                                read_only: false,
+                            .map(|k| {
+                                // Kafka's chain: the topic's override, then the
+                                // broker settings it falls back to (dynamic,
+                                // static, default); the first is the source.
+                                let mut chain = Vec::new();
+                                if let Some(v) = o.get(*k) {
+                                    chain.push(Synonym {
+                                        name: k.to_string(),
+                                        value: Some(v.clone()),
+                                        source: SOURCE_DYNAMIC_TOPIC,
+                                    });
+                                }
+                                chain.extend(broker::topic_default_chain(ctx, k));
+                                Entry {
+                                    name: k.to_string(),
+                                    value: Some(o.get(*k).cloned().unwrap_or_else(|| {
+                                        topic_config::default_value(&logs.defaults(), k)
+                                    })),
+                                    source: chain.first().map_or(SOURCE_DEFAULT, |c| c.source),
+                                    config_type: topic_key_type(k),
+                                    read_only: false,
+                                    sensitive: false,
+                                    synonyms: Some(chain),
+                                    doc: None,
+                                }
                             })
                             .collect())
                     }
                 },
-                RESOURCE_BROKER => {
-                    let me = ctx.broker.config.node_id.to_string();
-                    if res.resource_name.is_empty() || res.resource_name.as_str() == me {
-                        Ok(broker_entries(ctx))
-                    } else {
-                        Err((
-                            ResponseError::InvalidRequest.code(),
-                            format!("unknown broker `{}`", res.resource_name.as_str()),
-                        ))
-                    }
-                }
+                RESOURCE_BROKER => broker::describe(ctx, &res.resource_name),
+                RESOURCE_GROUP => group::describe(ctx, &res.resource_name),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
                     format!("unsupported resource type {other}"),
@@ -169,7 +172,7 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeConfigsRequest) -> Descri
                     out.configs = list
                         .into_iter()
                         .filter(|e| wanted(&e.name))
-                        .map(|e| to_result(ctx, e, req.include_synonyms))
+                        .map(|e| to_result(ctx, e, req.include_synonyms, req.include_documentation))
                         .collect();
                 }
                 Err((code, m)) => {
@@ -257,7 +260,7 @@ pub fn incremental_alter(
                             if req.validate_only {
                                 Ok(())
                             } else {
-                                t.set_overrides(new, &logs.defaults)
+                                t.set_overrides(new, &logs.defaults())
                             }
                         })
                         .map(|_| {
@@ -265,13 +268,21 @@ pub fn incremental_alter(
                         })
                         .map_err(|e| (code_for(&e), e.to_string())),
                 },
-                RESOURCE_BROKER => Err((
-                    ResponseError::InvalidConfig.code(),
-                    "broker configs are static: edit portcullis.yaml".to_string(),
-                )),
+                RESOURCE_BROKER => broker::incremental_alter(
+                    ctx,
+                    &res.resource_name,
+                    &res.configs,
+                    req.validate_only,
+                ),
+                RESOURCE_GROUP => group::incremental_alter(
+                    ctx,
+                    &res.resource_name,
+                    &res.configs,
+                    req.validate_only,
+                ),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
-                    format!("unsupported resource type {other}"),
+                    format!("Unknown resource type {other}"),
                 )),
             };
             if let Err((code, m)) = outcome {
@@ -314,7 +325,7 @@ pub fn alter_legacy(ctx: &RequestContext<'_>, req: AlterConfigsRequest) -> Alter
                                 if req.validate_only {
                                     Ok(())
                                 } else {
-                                    t.set_overrides(new, &logs.defaults)
+                                    t.set_overrides(new, &logs.defaults())
                                 }
                             })
                             .map(|_| {
@@ -325,13 +336,15 @@ pub fn alter_legacy(ctx: &RequestContext<'_>, req: AlterConfigsRequest) -> Alter
                             .map_err(|e| (code_for(&e), e.to_string()))
                     }
                 },
-                RESOURCE_BROKER => Err((
-                    ResponseError::InvalidConfig.code(),
-                    "broker configs are static: edit portcullis.yaml".to_string(),
-                )),
+                RESOURCE_BROKER => {
+                    broker::alter_legacy(ctx, &res.resource_name, &res.configs, req.validate_only)
+                }
+                RESOURCE_GROUP => {
+                    group::alter_legacy(ctx, &res.resource_name, &res.configs, req.validate_only)
+                }
                 other => Err((
                     ResponseError::InvalidRequest.code(),
-                    format!("unsupported resource type {other}"),
+                    format!("Unknown resource type {other}"),
                 )),
             };
             if let Err((code, m)) = outcome {

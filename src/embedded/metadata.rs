@@ -69,7 +69,7 @@ pub fn handle_metadata(ctx: &RequestContext<'_>, req: MetadataRequest) -> Metada
                     // The edge cleared the flag unless the client may
                     // create every topic it names.
                     (None, Some(n))
-                        if req.allow_auto_topic_creation && logs.defaults.auto_create_topics =>
+                        if req.allow_auto_topic_creation && logs.defaults().auto_create_topics =>
                     {
                         ctx.broker.auto_create(n)
                     }

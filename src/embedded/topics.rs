@@ -90,7 +90,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
             }
             t.assignments.len() as i32
         } else if t.num_partitions == -1 {
-            logs.defaults.default_partitions
+            logs.defaults().default_partitions
         } else {
             t.num_partitions
         };
@@ -114,7 +114,7 @@ pub fn create(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopic
                             .iter()
                             .map(|k| {
                                 let v = overrides.get(*k).cloned().unwrap_or_else(|| {
-                                    topic_config::default_value(&logs.defaults, k)
+                                    topic_config::default_value(&logs.defaults(), k)
                                 });
                                 CreatableTopicConfigs::default()
                                     .with_name(StrBytes::from_static_str(k))
@@ -230,7 +230,7 @@ pub fn create_partitions(
                         topic
                             .add_partitions(
                                 t.count,
-                                logs.defaults.max_partitions_per_topic,
+                                logs.defaults().max_partitions_per_topic,
                                 req.validate_only,
                             )
                             .map_err(|e| (code_for(&e), e.to_string()))

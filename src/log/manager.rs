@@ -17,7 +17,9 @@ use crate::util::atomic_file::{sync_dir, write_atomic};
 
 pub struct LogManager {
     topics_dir: PathBuf,
-    pub defaults: LogConfig,
+    /// Swapped whole when a dynamic broker config changes (`set_defaults`);
+    /// readers take a snapshot, so none holds a lock.
+    defaults: arc_swap::ArcSwap<LogConfig>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     appended: Notify,
     pub cluster_id: String,
@@ -94,12 +96,28 @@ impl LogManager {
         }
         Ok(Arc::new(LogManager {
             topics_dir,
-            defaults,
+            defaults: arc_swap::ArcSwap::from_pointee(defaults),
             topics: RwLock::new(topics),
             appended: Notify::new(),
             cluster_id,
             files,
         }))
+    }
+
+    /// The broker-wide log defaults in force (the `log:` section, with any
+    /// dynamic broker configs applied).
+    pub fn defaults(&self) -> Arc<LogConfig> {
+        self.defaults.load_full()
+    }
+
+    /// Replaces the defaults (a dynamic broker config change): every topic
+    /// without its own override follows at once, as in Kafka.
+    pub fn set_defaults(&self, defaults: LogConfig) {
+        let defaults = Arc::new(defaults);
+        self.defaults.store(defaults.clone());
+        for t in self.topics() {
+            t.follow_defaults(&defaults);
+        }
     }
 
     /// The shared cache of open segment files.
@@ -154,7 +172,7 @@ impl LogManager {
         validate_only: bool,
     ) -> Result<Option<Arc<Topic>>, LogError> {
         validate_topic_name(name)?;
-        let max = self.defaults.max_partitions_per_topic;
+        let max = self.defaults().max_partitions_per_topic;
         if !(1..=max).contains(&partitions) {
             return Err(LogError::InvalidPartitions(format!(
                 "{partitions} partitions requested for topic `{name}`; 1..={max} allowed per topic (log.max_partitions_per_topic)"
@@ -183,7 +201,7 @@ impl LogManager {
             name,
             partitions,
             overrides,
-            &self.defaults,
+            &self.defaults(),
             &self.files,
         )?;
         sync_dir(&self.topics_dir).map_err(|e| LogError::io(&self.topics_dir, e))?;

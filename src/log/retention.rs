@@ -37,7 +37,7 @@ pub fn enforce(logs: &LogManager) -> usize {
 }
 
 pub fn spawn(logs: Arc<LogManager>) -> tokio::task::JoinHandle<()> {
-    let every = Duration::from_millis(logs.defaults.retention_check_interval_ms);
+    let every = Duration::from_millis(logs.defaults().retention_check_interval_ms);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -209,6 +209,15 @@ impl Topic {
         Ok(())
     }
 
+    /// Recomputes the effective config after the broker defaults changed
+    /// (under the overrides lock, so a concurrent override change is not
+    /// lost).
+    pub fn follow_defaults(&self, defaults: &LogConfig) {
+        let cur = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+        self.effective
+            .store(Arc::new(topic_config::effective(defaults, &cur)));
+    }
+
     pub fn mark_deleted(&self) {
         for p in self.partitions() {
             p.mark_deleted();

@@ -168,7 +168,11 @@ pub struct RefusalCounts {
 }
 
 pub struct ConnectionTracker {
-    limits: Limits,
+    /// Swapped whole by a dynamic `max.connections*` change; `admit` reads
+    /// one snapshot per connection, so no lock is shared with readers.
+    limits: arc_swap::ArcSwap<Limits>,
+    /// What unset limits are derived from: (open-file limit, reserved).
+    derived_from: (u64, u64),
     state: Mutex<State>,
     pub refused: RefusalCounts,
     summary: Mutex<SummaryClock>,
@@ -220,8 +224,15 @@ impl Drop for Admission {
 
 impl ConnectionTracker {
     pub fn new(limits: Limits) -> Arc<ConnectionTracker> {
+        Self::with_base(limits, (0, 0))
+    }
+
+    /// A tracker that can re-derive its limits from a changed config
+    /// (`reconfigure`) with the same descriptor budget as at start.
+    pub fn with_base(limits: Limits, derived_from: (u64, u64)) -> Arc<ConnectionTracker> {
         Arc::new(ConnectionTracker {
-            limits,
+            limits: arc_swap::ArcSwap::from_pointee(limits),
+            derived_from,
             state: Mutex::new(State::default()),
             refused: RefusalCounts::default(),
             summary: Mutex::new(SummaryClock {
@@ -234,8 +245,28 @@ impl ConnectionTracker {
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    /// The limits `cfg` would give, with the descriptor budget of start
+    /// (a tracker built without one keeps its current total as budget).
+    pub fn derive_for(&self, cfg: &ConnectionsConfig) -> Limits {
+        let (fd_limit, reserved) = self.derived_from;
+        if fd_limit == 0 {
+            return Limits::derive(cfg, self.limits.load().max_connections as u64, 0);
+        }
+        Limits::derive(cfg, fd_limit, reserved)
+    }
+
+    /// Applies changed `max.connections*` settings (a dynamic broker config)
+    /// to new connections from now on. Connections already open stay, as
+    /// in Kafka: a lowered limit only refuses newcomers.
+    pub fn reconfigure(&self, cfg: &ConnectionsConfig) -> Arc<Limits> {
+        let limits = Arc::new(self.derive_for(cfg));
+        self.limits.store(limits.clone());
+        limits
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -249,7 +280,8 @@ impl ConnectionTracker {
     /// Admits a new connection from `ip`, displacing the oldest connection
     /// that has not logged in where a limit is reached, or refuses it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
-        let per_ip_max = self.limits.per_ip(ip);
+        let limits = self.limits.load_full();
+        let per_ip_max = limits.per_ip(ip);
         let mut st = self.lock();
         let mut displaced = 0;
         let at_ip = st.per_ip.get(&ip).map_or(0, |p| p.open);
@@ -267,7 +299,7 @@ impl ConnectionTracker {
                 }
             }
         }
-        if st.entries.len() >= self.limits.max_connections {
+        if st.entries.len() >= limits.max_connections {
             match st.pending.first().copied() {
                 Some(id) => {
                     st.evict(id, Refusal::Total);
@@ -396,6 +428,28 @@ mod tests {
         let _z = t.admit("10.0.2.4".parse().unwrap()).unwrap();
         assert_eq!(pending.evicted.try_recv().unwrap(), Refusal::Total);
         assert_eq!(t.open_connections(), 3);
+    }
+
+    #[test]
+    fn reconfigure_applies_to_newcomers() {
+        let t = ConnectionTracker::with_base(
+            Limits::derive(&ConnectionsConfig::default(), 1024, RESERVED_FDS),
+            (1024, RESERVED_FDS),
+        );
+        let ip: IpAddr = "10.0.3.1".parse().unwrap();
+        let a = t.admit(ip).unwrap();
+        a.logged_in();
+        let cfg = ConnectionsConfig {
+            max_connections_per_ip: Some(1),
+            ..Default::default()
+        };
+        let l = t.reconfigure(&cfg);
+        assert_eq!(l.max_connections_per_ip, 1);
+        assert_eq!(l.max_connections, 1024 - RESERVED_FDS as usize);
+        assert_eq!(t.admit(ip).err(), Some(Refusal::PerIp));
+        // Back to the derived default: room again.
+        t.reconfigure(&ConnectionsConfig::default());
+        assert!(t.admit(ip).is_ok());
     }
 
     #[test]

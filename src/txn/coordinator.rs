@@ -25,7 +25,7 @@ use crate::log::txn_index::Marker;
 
 pub const TXN_TOPIC: &str = "__transaction_state";
 
-const MAX_TIMEOUT_MS: i32 = 900_000;
+pub const MAX_TIMEOUT_MS: i32 = 900_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {

@@ -102,6 +102,8 @@ import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.ClusterAuthorizationException;
 import org.apache.kafka.common.errors.FencedInstanceIdException;
+import org.apache.kafka.common.errors.GroupAuthorizationException;
+import org.apache.kafka.common.errors.InvalidRequestException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidProducerEpochException;
 import org.apache.kafka.common.errors.OffsetOutOfRangeException;
@@ -197,6 +199,7 @@ public class ClientChecks {
         all.put("static_membership", ClientChecks::staticMembership);
         all.put("admin_topics", ClientChecks::adminTopics);
         all.put("admin_configs", ClientChecks::adminConfigs);
+        all.put("admin_broker_and_group_configs", ClientChecks::adminBrokerAndGroupConfigs);
         all.put("admin_acls", ClientChecks::adminAcls);
         all.put("admin_scram_credentials", ClientChecks::adminScramCredentials);
         all.put("admin_consumer_groups", ClientChecks::adminConsumerGroups);
@@ -959,6 +962,165 @@ public class ClientChecks {
             need(!bc.entries().isEmpty(), "broker " + node.idString() + " has no configs");
             return "topic override/default sources, SET, DELETE, validateOnly, unknown name and bad value refused; broker "
                     + node.idString() + ": " + bc.entries().size() + " entries";
+        }
+    }
+
+    /**
+     * Broker configs (every setting under Kafka's name, read-only and
+     * sensitive flags, a dynamic cluster-wide default that an existing topic
+     * follows, a per-broker value, a static one refused) and KIP-848 group
+     * configs (defaults, an override, Kafka's bounds), and who may do it.
+     */
+    static String adminBrokerAndGroupConfigs() throws Exception {
+        String topic = "java-bcfg-follow";
+        String group = "java-cfg-group";
+        String denied = "java-cfg-denied";
+        ConfigResource cluster = new ConfigResource(ConfigResource.Type.BROKER, "");
+        ConfigResource topicRes = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        ConfigResource groupRes = new ConfigResource(ConfigResource.Type.GROUP, group);
+        ConfigResource deniedRes = new ConfigResource(ConfigResource.Type.GROUP, denied);
+        try (Admin a = superAdmin(); Admin u = userAdmin()) {
+            Node node = get(a.describeCluster().nodes()).iterator().next();
+            ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, node.idString());
+            createTopic(a, topic, 1, Map.of());
+            step("describeConfigs of broker " + node.idString() + " with synonyms and documentation");
+            Config bc = get(a.describeConfigs(List.of(broker),
+                    new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true)).all()).get(broker);
+            for (String k : List.of("connections.max.reauth.ms", "sasl.enabled.mechanisms", "listeners",
+                    "advertised.listeners", "max.connections", "max.connections.per.ip", "default.replication.factor",
+                    "min.insync.replicas", "offsets.retention.minutes", "transaction.max.timeout.ms",
+                    "group.min.session.timeout.ms", "group.max.session.timeout.ms", "group.consumer.session.timeout.ms",
+                    "log.retention.ms", "log.segment.bytes", "message.max.bytes", "num.partitions",
+                    "auto.create.topics.enable", "socket.request.max.bytes")) {
+                need(bc.get(k) != null, "broker config " + k + " missing among " + bc.entries().size());
+            }
+            need(bc.get("connections.max.reauth.ms").isReadOnly(), "connections.max.reauth.ms " + bc.get("connections.max.reauth.ms"));
+            need(bc.get("num.partitions").isReadOnly(), "num.partitions " + bc.get("num.partitions"));
+            for (String k : List.of("log.retention.ms", "message.max.bytes", "max.connections", "max.connections.per.ip")) {
+                need(!bc.get(k).isReadOnly(), k + " is dynamic in Kafka: " + bc.get(k));
+            }
+            ConfigEntry ret = bc.get("log.retention.ms");
+            need(ret.source() == ConfigEntry.ConfigSource.STATIC_BROKER_CONFIG
+                    || ret.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG, "log.retention.ms before: " + ret);
+            System.err.println("  log.retention.ms: " + ret + " doc=" + ret.documentation());
+            List<ConfigEntry> sensitive = bc.entries().stream().filter(ConfigEntry::isSensitive).toList();
+            need(!sensitive.isEmpty(), "no sensitive broker config");
+            for (ConfigEntry e : sensitive) {
+                need(e.value() == null, "sensitive " + e.name() + " has a value");
+            }
+            // Kafka's log.retention.ms has no default value (log.retention.hours has).
+            String before = ret.value();
+            String retention = "5400000";
+            try {
+                step("incrementalAlterConfigs on the cluster-wide default: log.retention.ms=" + retention);
+                get(a.incrementalAlterConfigs(Map.of(cluster, List.of(new AlterConfigOp(
+                        new ConfigEntry("log.retention.ms", retention), AlterConfigOp.OpType.SET)))).all());
+                step("the cluster-wide default lists it as DYNAMIC_DEFAULT_BROKER_CONFIG");
+                eventually("the dynamic default described", () -> unchecked(() -> {
+                    ConfigEntry e = get(a.describeConfigs(List.of(cluster)).all()).get(cluster).get("log.retention.ms");
+                    return e != null && retention.equals(e.value())
+                            && e.source() == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG ? e : null;
+                }));
+                eventually("the broker's value", () -> unchecked(() -> {
+                    ConfigEntry e = configEntry(a, broker, "log.retention.ms");
+                    return retention.equals(e.value())
+                            && e.source() == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG ? e : null;
+                }));
+                step("the existing topic without an override follows");
+                eventually("the topic's retention.ms", () -> unchecked(() -> {
+                    ConfigEntry e = configEntry(a, topicRes, "retention.ms");
+                    return retention.equals(e.value())
+                            && e.source() == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG ? e : null;
+                }));
+                step("a per-broker value: message.max.bytes on broker " + node.idString());
+                get(a.incrementalAlterConfigs(Map.of(broker, List.of(new AlterConfigOp(
+                        new ConfigEntry("message.max.bytes", "1048600"), AlterConfigOp.OpType.SET)))).all());
+                eventually("the per-broker value", () -> unchecked(() -> {
+                    ConfigEntry e = configEntry(a, broker, "message.max.bytes");
+                    return "1048600".equals(e.value())
+                            && e.source() == ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG ? e : null;
+                }));
+                step("a static config (num.partitions) is refused: InvalidRequestException");
+                Throwable t = expectThrows(InvalidRequestException.class, () -> get(a.incrementalAlterConfigs(Map.of(cluster,
+                        List.of(new AlterConfigOp(new ConfigEntry("num.partitions", "3"), AlterConfigOp.OpType.SET)))).all()));
+                need(String.valueOf(t.getMessage()).contains("Cannot update these configs dynamically"), "message: " + t.getMessage());
+            } finally {
+                step("back to the static values");
+                get(a.incrementalAlterConfigs(Map.of(
+                        cluster, List.of(new AlterConfigOp(new ConfigEntry("log.retention.ms", ""), AlterConfigOp.OpType.DELETE)),
+                        broker, List.of(new AlterConfigOp(new ConfigEntry("message.max.bytes", ""), AlterConfigOp.OpType.DELETE))))
+                        .all());
+            }
+            eventually("log.retention.ms restored", () -> unchecked(() ->
+                    java.util.Objects.equals(before, configEntry(a, broker, "log.retention.ms").value()) ? true : null));
+
+            step("describeConfigs of group " + group + ": KIP-848 defaults");
+            Config gc = get(a.describeConfigs(List.of(groupRes)).all()).get(groupRes);
+            ConfigEntry session = gc.get("consumer.session.timeout.ms");
+            need(session != null && gc.get("consumer.heartbeat.interval.ms") != null,
+                    "group configs: " + gc.entries().stream().map(ConfigEntry::name).toList());
+            need(session.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG
+                    || session.source() == ConfigEntry.ConfigSource.STATIC_BROKER_CONFIG, "session before: " + session);
+            String sessionDefault = session.value();
+            step("incrementalAlterConfigs on the group: consumer.session.timeout.ms=50000");
+            get(a.incrementalAlterConfigs(Map.of(groupRes, List.of(new AlterConfigOp(
+                    new ConfigEntry("consumer.session.timeout.ms", "50000"), AlterConfigOp.OpType.SET)))).all());
+            eventually("the group override", () -> unchecked(() -> {
+                ConfigEntry e = configEntry(a, groupRes, "consumer.session.timeout.ms");
+                return "50000".equals(e.value()) && e.source() == ConfigEntry.ConfigSource.DYNAMIC_GROUP_CONFIG ? e : null;
+            }));
+            step("below group.consumer.min.session.timeout.ms: InvalidConfigurationException");
+            expectThrows(InvalidConfigurationException.class, () -> get(a.incrementalAlterConfigs(Map.of(groupRes, List.of(
+                    new AlterConfigOp(new ConfigEntry("consumer.session.timeout.ms", "1000"), AlterConfigOp.OpType.SET)))).all()));
+            step("an unknown group config: InvalidConfigurationException");
+            expectThrows(InvalidConfigurationException.class, () -> get(a.incrementalAlterConfigs(Map.of(groupRes, List.of(
+                    new AlterConfigOp(new ConfigEntry("no.such.group.config", "1"), AlterConfigOp.OpType.SET)))).all()));
+            step("DELETE: back to the default");
+            get(a.incrementalAlterConfigs(Map.of(groupRes, List.of(new AlterConfigOp(
+                    new ConfigEntry("consumer.session.timeout.ms", ""), AlterConfigOp.OpType.DELETE)))).all());
+            eventually("the group default again", () -> unchecked(() -> {
+                ConfigEntry e = configEntry(a, groupRes, "consumer.session.timeout.ms");
+                return sessionDefault.equals(e.value()) && e.source() != ConfigEntry.ConfigSource.DYNAMIC_GROUP_CONFIG ? e : null;
+            }));
+
+            step("the user (no cluster rights) describes the broker: ClusterAuthorizationException");
+            expectThrows(ClusterAuthorizationException.class, () -> get(u.describeConfigs(List.of(broker)).all()));
+            step("the user alters the cluster-wide default: ClusterAuthorizationException");
+            expectThrows(ClusterAuthorizationException.class, () -> get(u.incrementalAlterConfigs(Map.of(cluster, List.of(
+                    new AlterConfigOp(new ConfigEntry("log.retention.ms", "1000"), AlterConfigOp.OpType.SET)))).all()));
+            AclBinding deny = new AclBinding(new ResourcePattern(ResourceType.GROUP, denied, PatternType.LITERAL),
+                    new AccessControlEntry("User:" + user, "*", AclOperation.ALTER_CONFIGS, AclPermissionType.DENY));
+            AclBinding denyDescribe = new AclBinding(new ResourcePattern(ResourceType.GROUP, denied, PatternType.LITERAL),
+                    new AccessControlEntry("User:" + user, "*", AclOperation.DESCRIBE_CONFIGS, AclPermissionType.DENY));
+            step("DENY alter/describe configs on group " + denied + " for the user");
+            get(a.createAcls(List.of(deny, denyDescribe)).all());
+            try {
+                eventually("the deny in force", () -> {
+                    try {
+                        get(u.incrementalAlterConfigs(Map.of(deniedRes, List.of(new AlterConfigOp(
+                                new ConfigEntry("consumer.session.timeout.ms", "50000"), AlterConfigOp.OpType.SET)))).all());
+                        return null;
+                    } catch (Exception e) {
+                        return unwrap(e) instanceof GroupAuthorizationException ? true : null;
+                    }
+                });
+                expectThrows(GroupAuthorizationException.class, () -> get(u.describeConfigs(List.of(deniedRes)).all()));
+                step("the user may still configure other groups (ALL on groups)");
+                need(get(u.describeConfigs(List.of(groupRes)).all()).get(groupRes).get("consumer.session.timeout.ms") != null,
+                        "user describe of " + group);
+            } finally {
+                get(a.deleteAcls(List.of(deny.toFilter(), denyDescribe.toFilter())).all());
+            }
+            if (System.getenv("BCFG_DEBUG") != null) {
+                Config gcs = get(a.describeConfigs(List.of(groupRes), new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true)).all()).get(groupRes);
+                Config tcs = get(a.describeConfigs(List.of(topicRes), new DescribeConfigsOptions().includeSynonyms(true)).all()).get(topicRes);
+                java.nio.file.Files.writeString(java.nio.file.Path.of(System.getenv("BCFG_DEBUG")),
+                        "group: " + gcs.entries() + "\n\ntopic: " + tcs.entries() + "\n\nbroker: " + bc.entries() + "\n");
+            }
+            return "broker " + node.idString() + ": " + bc.entries().size() + " entries (" + sensitive.size()
+                    + " sensitive, null), log.retention.ms dynamic default followed by a topic, per-broker message.max.bytes,"
+                    + " num.partitions refused; group " + group + ": " + gc.entries().size() + " configs, session "
+                    + sessionDefault + " -> 50000 (GROUP_CONFIG), bounds; CLUSTER/GROUP_AUTHORIZATION_FAILED";
         }
     }
 

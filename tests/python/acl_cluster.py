@@ -11,9 +11,9 @@ Then, one `acl add` at a time (each polled until in force):
   - create on the cluster: she creates topics;
   - describe and describe_configs on the cluster: the broker's configs
     work;
-  - alter_configs on the cluster: the broker's answer becomes
-    INVALID_CONFIG (40, broker configs are static), i.e. authorization
-    passed;
+  - alter_configs on the cluster: altering a static broker config
+    (num.partitions) is answered INVALID_REQUEST (42, Kafka's "Cannot
+    update these configs dynamically"), i.e. authorization passed;
   - alter_configs on topic cfg: alters it and, implied, describes it;
   - delete on topic cfg: deletes its records, then the topic (creating
     partitions, which needs ALTER, stays refused).
@@ -28,7 +28,7 @@ from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResourc
 import kafka.errors as Errors
 from kafka.admin import KafkaAdminClient
 
-from acl_common import (CLUSTER_AUTHORIZATION_FAILED, INVALID_CONFIG, OP_TIMEOUT,
+from acl_common import (CLUSTER_AUTHORIZATION_FAILED, INVALID_REQUEST, OP_TIMEOUT,
                         RELOAD_DEADLINE, TOPIC_AUTHORIZATION_FAILED, admin_client, check,
                         cli_ok, create_topics, expect_code, kafka_error, kp_conf,
                         load_env, log)
@@ -187,9 +187,9 @@ def main():
 
     cli_ok(env, ["acl", "add", "--allow", "--principal", "User:alice", "--operation",
                  "alter_configs", "--cluster"])
-    until_allowed(alter(ResourceType.BROKER, "0", "log.retention.ms", "1000"),
+    until_allowed(alter(ResourceType.BROKER, "0", "num.partitions", "3"),
                   CLUSTER_AUTHORIZATION_FAILED, "alice's incremental_alter_configs of broker 0",
-                  want=INVALID_CONFIG)
+                  want=INVALID_REQUEST)
 
     cli_ok(env, ["acl", "add", "--allow", "--principal", "User:alice", "--operation",
                  "alter_configs", "--topic", "cfg"])
