@@ -141,6 +141,10 @@ pub struct GroupsConfig {
     pub initial_rebalance_delay_ms: u64,
     /// Committed offsets of a group that has been empty this long expire.
     pub offsets_retention_ms: i64,
+    /// KIP-848 groups: Kafka's group.consumer.heartbeat.interval.ms.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// KIP-848 groups: Kafka's group.consumer.session.timeout.ms.
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupsConfig {
@@ -150,6 +154,8 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45000,
         }
     }
 }
