@@ -43,11 +43,19 @@ pub fn assign(
 
 /// Kafka's RangeAssignor: per topic, its subscribers in member-id order get
 /// contiguous ranges; the first `partitions % subscribers` get one more.
-fn range(members: &[Subscriber<'_>], metadata: &BTreeMap<String, i32>) -> HashMap<String, Assignment> {
-    let mut out: HashMap<String, Assignment> =
-        members.iter().map(|m| (m.id.to_string(), Assignment::new())).collect();
+fn range(
+    members: &[Subscriber<'_>],
+    metadata: &BTreeMap<String, i32>,
+) -> HashMap<String, Assignment> {
+    let mut out: HashMap<String, Assignment> = members
+        .iter()
+        .map(|m| (m.id.to_string(), Assignment::new()))
+        .collect();
     for (topic, &count) in metadata {
-        let subs: Vec<&Subscriber<'_>> = members.iter().filter(|m| m.topics.contains(topic)).collect();
+        let subs: Vec<&Subscriber<'_>> = members
+            .iter()
+            .filter(|m| m.topics.contains(topic))
+            .collect();
         if subs.is_empty() || count <= 0 {
             continue;
         }
@@ -61,7 +69,9 @@ fn range(members: &[Subscriber<'_>], metadata: &BTreeMap<String, i32>) -> HashMa
                 continue;
             }
             if let Some(a) = out.get_mut(m.id) {
-                a.entry(topic.clone()).or_default().extend(start..start + len);
+                a.entry(topic.clone())
+                    .or_default()
+                    .extend(start..start + len);
             }
         }
     }
@@ -167,16 +177,36 @@ mod tests {
         let t = topics(&["a"]);
         let meta: BTreeMap<String, i32> = [("a".to_string(), 6)].into();
         let two = [
-            Subscriber { id: "m1", topics: &t, previous: None },
-            Subscriber { id: "m2", topics: &t, previous: None },
+            Subscriber {
+                id: "m1",
+                topics: &t,
+                previous: None,
+            },
+            Subscriber {
+                id: "m2",
+                topics: &t,
+                previous: None,
+            },
         ];
         let first = assign(UNIFORM, &two, &meta);
         assert_eq!(count(&first["m1"]), 3);
         assert_eq!(count(&first["m2"]), 3);
         let three = [
-            Subscriber { id: "m1", topics: &t, previous: Some(&first["m1"]) },
-            Subscriber { id: "m2", topics: &t, previous: Some(&first["m2"]) },
-            Subscriber { id: "m3", topics: &t, previous: None },
+            Subscriber {
+                id: "m1",
+                topics: &t,
+                previous: Some(&first["m1"]),
+            },
+            Subscriber {
+                id: "m2",
+                topics: &t,
+                previous: Some(&first["m2"]),
+            },
+            Subscriber {
+                id: "m3",
+                topics: &t,
+                previous: None,
+            },
         ];
         let second = assign(UNIFORM, &three, &meta);
         for m in ["m1", "m2", "m3"] {
@@ -195,8 +225,16 @@ mod tests {
         let a = topics(&["a"]);
         let meta: BTreeMap<String, i32> = [("a".to_string(), 2), ("b".to_string(), 4)].into();
         let ms = [
-            Subscriber { id: "m1", topics: &ab, previous: None },
-            Subscriber { id: "m2", topics: &a, previous: None },
+            Subscriber {
+                id: "m1",
+                topics: &ab,
+                previous: None,
+            },
+            Subscriber {
+                id: "m2",
+                topics: &a,
+                previous: None,
+            },
         ];
         let r = assign(UNIFORM, &ms, &meta);
         assert!(!r["m2"].contains_key("b"));
@@ -208,8 +246,16 @@ mod tests {
         let t = topics(&["a", "b"]);
         let meta: BTreeMap<String, i32> = [("a".to_string(), 5), ("b".to_string(), 5)].into();
         let ms = [
-            Subscriber { id: "m1", topics: &t, previous: None },
-            Subscriber { id: "m2", topics: &t, previous: None },
+            Subscriber {
+                id: "m1",
+                topics: &t,
+                previous: None,
+            },
+            Subscriber {
+                id: "m2",
+                topics: &t,
+                previous: None,
+            },
         ];
         let r = assign(RANGE, &ms, &meta);
         assert_eq!(r["m1"]["a"], [0, 1, 2].into());

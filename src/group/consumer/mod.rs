@@ -273,8 +273,11 @@ impl ConsumerGroup {
 
     /// Whether the subscribed topics' partition counts changed.
     fn refresh_metadata(&mut self, topics: &dyn Fn(&str) -> Option<i32>) -> bool {
-        let subscribed: BTreeSet<&String> =
-            self.members.values().flat_map(|m| m.subscribed.iter()).collect();
+        let subscribed: BTreeSet<&String> = self
+            .members
+            .values()
+            .flat_map(|m| m.subscribed.iter())
+            .collect();
         let fresh: BTreeMap<String, i32> = subscribed
             .into_iter()
             .filter_map(|t| topics(t).map(|c| (t.clone(), c)))
@@ -336,7 +339,11 @@ impl ConsumerGroup {
     /// throwIfConsumerGroupMemberEpochIsInvalid): an older epoch is fine
     /// only if it is the previous one and the member owns no more than
     /// its current partitions (the answer with the new epoch was lost).
-    fn check_epoch(m: &Member, received: i32, owned: Option<&Assignment>) -> Result<(), HeartbeatError> {
+    fn check_epoch(
+        m: &Member,
+        received: i32,
+        owned: Option<&Assignment>,
+    ) -> Result<(), HeartbeatError> {
         let fenced = HeartbeatError::FencedEpoch {
             received,
             known: m.pos.epoch,
@@ -387,7 +394,11 @@ pub fn validate(hb: &Heartbeat) -> Result<(), HeartbeatError> {
             if hb.rebalance_timeout_ms == -1 {
                 return Err(Bad("RebalanceTimeoutMs must be provided in first request."));
             }
-            if hb.owned.as_ref().is_none_or(|o| o.values().any(|p| !p.is_empty())) {
+            if hb
+                .owned
+                .as_ref()
+                .is_none_or(|o| o.values().any(|p| !p.is_empty()))
+            {
                 return Err(Bad("TopicPartitions must be empty when (re-)joining."));
             }
             if hb.subscribed_topics.as_ref().is_none_or(|t| t.is_empty()) {
@@ -459,7 +470,11 @@ impl ConsumerGroups {
     /// Creates the group if absent. `classic_empty`: the caller found a
     /// classic group of that id, `Some(true)` if it is empty (and has
     /// removed it), `Some(false)` if it has members.
-    pub fn get_or_create(&self, id: &str, classic: Option<bool>) -> Result<Arc<Mutex<ConsumerGroup>>, HeartbeatError> {
+    pub fn get_or_create(
+        &self,
+        id: &str,
+        classic: Option<bool>,
+    ) -> Result<Arc<Mutex<ConsumerGroup>>, HeartbeatError> {
         let mut map = self.map();
         if let Some(g) = map.get(id) {
             return Ok(g.clone());
@@ -636,11 +651,7 @@ impl ConsumerGroups {
         }
     }
 
-    fn leave(
-        &self,
-        g: &mut ConsumerGroup,
-        hb: &Heartbeat,
-    ) -> Result<HeartbeatOk, HeartbeatError> {
+    fn leave(&self, g: &mut ConsumerGroup, hb: &Heartbeat) -> Result<HeartbeatOk, HeartbeatError> {
         let member_id = match &hb.instance_id {
             None => {
                 if !g.members.contains_key(&hb.member_id) {
@@ -713,7 +724,12 @@ impl ConsumerGroups {
     /// Is this commit (or fetch) from a member of `group` at its current
     /// epoch? `None`: not a consumer group (the classic rules apply).
     /// Kafka's ConsumerGroup.validateOffsetCommit / validateOffsetFetch.
-    pub fn check_offsets_member(&self, group: &str, member_id: &str, epoch: i32) -> Option<Result<(), i16>> {
+    pub fn check_offsets_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        epoch: i32,
+    ) -> Option<Result<(), i16>> {
         let g = self.get(group)?;
         let g = lock(&g);
         // Outside the group protocol (admin tools): only while empty.
@@ -736,7 +752,9 @@ impl ConsumerGroups {
     /// Removes an empty group (DeleteGroups); `Err` if it has members.
     pub fn delete_if_empty(&self, id: &str) -> Result<bool, ConsumerGroupState> {
         let mut map = self.map();
-        let Some(g) = map.get(id) else { return Ok(false) };
+        let Some(g) = map.get(id) else {
+            return Ok(false);
+        };
         let state = lock(g).state();
         if state != ConsumerGroupState::Empty {
             return Err(state);

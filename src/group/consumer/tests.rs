@@ -30,7 +30,12 @@ fn join(c: &ConsumerGroups, id: &str, inst: Option<&str>) -> HeartbeatOk {
     .unwrap()
 }
 
-fn beat(c: &ConsumerGroups, id: &str, epoch: i32, owned: &Assignment) -> Result<HeartbeatOk, HeartbeatError> {
+fn beat(
+    c: &ConsumerGroups,
+    id: &str,
+    epoch: i32,
+    owned: &Assignment,
+) -> Result<HeartbeatOk, HeartbeatError> {
     let g = c.get("g").unwrap();
     c.heartbeat(
         &g,
@@ -59,7 +64,10 @@ fn a_new_member_gets_partitions_only_after_their_owner_revoked_them() {
     let b = join(&c, "b", None);
     // b's target is three partitions, all still held by a: none yet.
     assert!(parts(b.assignment.as_ref().unwrap()).is_empty());
-    assert_eq!(c.snapshot("g").unwrap().state, ConsumerGroupState::Reconciling);
+    assert_eq!(
+        c.snapshot("g").unwrap().state,
+        ConsumerGroupState::Reconciling
+    );
     // a is asked to give three up and keeps its epoch meanwhile.
     let a2 = beat(&c, "a", a.member_epoch, &a_owned).unwrap();
     assert_eq!(a2.member_epoch, a.member_epoch);
@@ -122,7 +130,10 @@ fn epochs_are_checked_like_kafka() {
         c.check_offsets_member("g", "a", a.member_epoch - 1),
         Some(Err(ResponseError::StaleMemberEpoch.code()))
     );
-    assert_eq!(c.check_offsets_member("g", "a", a.member_epoch), Some(Ok(())));
+    assert_eq!(
+        c.check_offsets_member("g", "a", a.member_epoch),
+        Some(Ok(()))
+    );
     assert_eq!(c.check_offsets_member("other", "a", 1), None);
 }
 
@@ -153,7 +164,10 @@ fn a_static_member_comes_back_to_its_partitions() {
         },
         &topics,
     );
-    assert_eq!(dup.unwrap_err().code(), ResponseError::UnreleasedInstanceId.code());
+    assert_eq!(
+        dup.unwrap_err().code(),
+        ResponseError::UnreleasedInstanceId.code()
+    );
     // a1 leaves for a restart (-2), then comes back as a2.
     let epoch_before = c.snapshot("g").unwrap().group_epoch;
     c.heartbeat(
@@ -183,13 +197,19 @@ fn requests_are_validated_like_kafka() {
         subscribed_topics: Some(vec![]),
         ..Default::default()
     };
-    assert!(matches!(validate(&bad), Err(HeartbeatError::InvalidRequest(_))));
+    assert!(matches!(
+        validate(&bad),
+        Err(HeartbeatError::InvalidRequest(_))
+    ));
     let regex = Heartbeat {
         subscribed_topics: Some(vec!["t".into()]),
         subscribed_regex: Some("t.*".into()),
         ..bad.clone()
     };
-    assert!(matches!(validate(&regex), Err(HeartbeatError::InvalidRequest(_))));
+    assert!(matches!(
+        validate(&regex),
+        Err(HeartbeatError::InvalidRequest(_))
+    ));
     let assignor = Heartbeat {
         subscribed_topics: Some(vec!["t".into()]),
         assignor: Some("sticky".into()),
