@@ -408,7 +408,12 @@ pub fn consumer_heartbeat(
             .subscribed_topic_names
             .as_ref()
             .map(|ts| ts.iter().map(|t| t.to_string()).collect()),
-        subscribed_regex: req.subscribed_topic_regex.as_ref().map(|s| s.to_string()),
+        // librdkafka sends "" for "no regex", which Kafka accepts as such.
+        subscribed_regex: req
+            .subscribed_topic_regex
+            .as_ref()
+            .filter(|r| !r.is_empty())
+            .map(|s| s.to_string()),
         assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
         owned: req
             .topic_partitions
@@ -446,10 +451,14 @@ pub fn consumer_heartbeat(
                 .with_heartbeat_interval_ms(ok.heartbeat_interval_ms)
                 .with_assignment(assignment)
         }
-        Err(e) => ConsumerGroupHeartbeatResponse::default()
-            .with_error_code(e.code())
-            .with_error_message(Some(s(e.to_string())))
-            .with_member_epoch(-1),
+        Err(e) => {
+            tracing::debug!(group = %req.group_id.as_str(), member = %req.member_id.as_str(),
+                epoch = req.member_epoch, "consumer group heartbeat refused: {e}");
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e.code())
+                .with_error_message(Some(s(e.to_string())))
+                .with_member_epoch(-1)
+        }
     }
 }
 
