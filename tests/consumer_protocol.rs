@@ -266,3 +266,15 @@ fn raw_heartbeats_and_describe() {
 }
 
 const LEAVE: i32 = -1;
+
+// ---------------------------------------------------------------------- 4
+
+/// Static membership (group.instance.id) with librdkafka: a static member
+/// that closes and comes back within its session gets its partitions back
+/// while the other member sees nothing happen; a second process with an
+/// active member's instance id gets UNRELEASED_INSTANCE_ID.
+#[test]
+fn static_members_come_back_to_their_partitions() {
+    let (_dir, broker) = start("k848-static");
+    run_script(&broker, "kip848_static.py", &[&broker.bootstrap]);
+}
