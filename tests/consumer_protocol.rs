@@ -278,3 +278,160 @@ fn static_members_come_back_to_their_partitions() {
     let (_dir, broker) = start("k848-static");
     run_script(&broker, "kip848_static.py", &[&broker.bootstrap]);
 }
+
+// ---------------------------------------------------------------------- 5
+
+/// `portcullis group list` shows a consumer-protocol group with its type,
+/// state and members; `describe` shows its assignor, epochs, members with
+/// their partitions, and the committed offsets with their owners;
+/// `reset-offsets` refuses while it has members.
+#[test]
+fn cli_lists_and_describes_consumer_groups() {
+    let (_dir, broker) = start("k848-cli");
+    let mut hold = Hold::start(&broker, "cli848-group", "cli848-topic");
+    let ready = hold.wait_line("READY", &broker);
+    eprintln!("{ready}");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", &broker.bootstrap]);
+        broker.cli(&all, "")
+    };
+    let out = cli(&["group", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{list}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("cli848-group"))
+        .unwrap_or_else(|| panic!("no row:\n{list}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["cli848-group", "Stable", "consumer", "consumer", "2"],
+        "{list}"
+    );
+    let out = cli(&["group", "describe", "cli848-group"]);
+    let describe = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{describe}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        describe.starts_with("group cli848-group: state Stable, type consumer, assignor uniform"),
+        "{describe}"
+    );
+    let members: Vec<&str> = describe
+        .lines()
+        .filter(|l| l.starts_with("member "))
+        .collect();
+    assert_eq!(members.len(), 2, "{describe}");
+    assert!(
+        members.iter().all(|m| m.contains(" client hold-")),
+        "{describe}"
+    );
+    let owners: Vec<(String, String)> = describe
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 6 && f[0] == "cli848-topic").then(|| (f[2].to_string(), f[5].to_string()))
+        })
+        .collect();
+    assert_eq!(owners.len(), 4, "{describe}");
+    assert!(
+        owners
+            .iter()
+            .all(|(committed, owner)| committed == "25" && owner.starts_with("hold-")),
+        "{describe}"
+    );
+    let out = cli(&[
+        "group",
+        "reset-offsets",
+        "cli848-group",
+        "--topic",
+        "cli848-topic",
+        "--to-earliest",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is Stable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hold.stop(&broker);
+}
+
+/// The members of tests/python/kip848_hold.py, until stdin closes.
+struct Hold {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Hold {
+    fn start(broker: &Broker, group: &str, topic: &str) -> Hold {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kip848_hold.py");
+        let stderr = std::fs::File::create(broker.dir.join("hold.stderr")).unwrap();
+        let mut child = Command::new(common::python())
+            .arg(script)
+            .args([&broker.bootstrap, group, topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the members");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Hold {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    fn wait_line(&self, prefix: &str, broker: &Broker) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(l) if l.starts_with("FAIL") => panic!("members: {l}\n{}", log_tail(broker, 60)),
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "the members printed no {prefix}; stderr:\n{}\n{}",
+                    std::fs::read_to_string(broker.dir.join("hold.stderr")).unwrap_or_default(),
+                    log_tail(broker, 60)
+                ),
+            }
+        }
+    }
+
+    fn stop(&mut self, broker: &Broker) {
+        drop(self.stdin.take());
+        self.wait_line("ALL OK", broker);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "members exited with {status}");
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
