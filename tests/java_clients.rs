@@ -62,6 +62,7 @@ const CHECKS: &[&str] = &[
     "idempotent_producer_group_consumer",
     "transactions_read_committed",
     "static_membership",
+    "consumer_group_protocol",
     "admin_topics",
     "admin_configs",
     "admin_acls",
