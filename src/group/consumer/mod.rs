@@ -344,6 +344,12 @@ impl ConsumerGroup {
         received: i32,
         owned: Option<&Assignment>,
     ) -> Result<(), HeartbeatError> {
+        // A fenced client rejoins with epoch 0 under its own member id
+        // (KIP-1082 ids are the client's): Kafka accepts that (KAFKA-19233,
+        // 4.2) rather than fencing it again and again.
+        if received == JOIN_EPOCH {
+            return Ok(());
+        }
         let fenced = HeartbeatError::FencedEpoch {
             received,
             known: m.pos.epoch,

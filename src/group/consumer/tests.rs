@@ -124,6 +124,10 @@ fn epochs_are_checked_like_kafka() {
     let owned = a.assignment.clone().unwrap();
     let too_new = beat(&c, "a", a.member_epoch + 1, &owned).unwrap_err();
     assert_eq!(too_new.code(), ResponseError::FencedMemberEpoch.code());
+    // A fenced client rejoins under its own id with epoch 0 (KAFKA-19233).
+    let again = join(&c, "a", None);
+    assert_eq!(again.member_epoch, a.member_epoch);
+    assert_eq!(again.assignment, a.assignment);
     let unknown = beat(&c, "nobody", 1, &owned).unwrap_err();
     assert_eq!(unknown.code(), ResponseError::UnknownMemberId.code());
     assert_eq!(
