@@ -501,3 +501,126 @@ fn consumer_protocol_acls_and_audit() {
         "no audit record of bob describing admin-only"
     );
 }
+
+// ---------------------------------------------------------------------- 7
+
+/// Expiry, on raw requests with a 1.5 s session: a member that stops
+/// heartbeating is fenced and its partitions go to the other member; a
+/// member that does not revoke within its rebalance timeout is fenced too
+/// (its next heartbeat gets UNKNOWN_MEMBER_ID), so a stuck member cannot
+/// hold partitions another member is waiting for.
+#[test]
+fn silent_and_stuck_members_are_fenced() {
+    let dir = scratch("k848-expiry");
+    let broker = Broker::start(
+        dir.path(),
+        "groups:\n  consumer_heartbeat_interval_ms: 300\n  consumer_session_timeout_ms: 1500\n",
+    );
+    let b = &broker.bootstrap;
+    create_topic(b, "exp-t", 2);
+    let owned_of = |r: &ConsumerGroupHeartbeatResponse| {
+        r.assignment
+            .as_ref()
+            .map(|a| a.topic_partitions.clone())
+            .unwrap_or_default()
+    };
+    let beat = |member: &str,
+                epoch: i32,
+                owned: Vec<
+        kafka_protocol::messages::consumer_group_heartbeat_response::TopicPartitions,
+    >| {
+        heartbeat(
+            b,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("exp-g")))
+                .with_member_id(StrBytes::from_string(member.into()))
+                .with_member_epoch(epoch)
+                .with_rebalance_timeout_ms(-1)
+                .with_topic_partitions(Some(
+                    owned
+                        .into_iter()
+                        .map(|t| {
+                            kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions::default()
+                                .with_topic_id(t.topic_id)
+                                .with_partitions(t.partitions)
+                        })
+                        .collect(),
+                )),
+        )
+    };
+    // Silent: a joins, b joins, a hands over; then b goes quiet.
+    let a = heartbeat(b, &join_request("exp-g", "a", &["exp-t"]));
+    let a_owned = owned_of(&a);
+    let bj = heartbeat(b, &join_request("exp-g", "b", &["exp-t"]));
+    let a2 = beat("a", a.member_epoch, a_owned.clone());
+    let a3 = beat("a", a2.member_epoch, owned_of(&a2));
+    assert_eq!(a3.error_code, 0);
+    let b2 = beat("b", bj.member_epoch, vec![]);
+    assert_eq!(owned_of(&b2)[0].partitions.len(), 1);
+    let started = std::time::Instant::now();
+    let mut last = a3;
+    let mut a_parts = owned_of(&a2);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = beat("a", last.member_epoch, a_parts.clone());
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        if let Some(x) = r.assignment.as_ref() {
+            a_parts = x.topic_partitions.clone();
+        }
+        last = r;
+        if a_parts.first().is_some_and(|t| t.partitions.len() == 2) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "b was never fenced"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "fenced before its session ran out"
+    );
+    let gone = beat("b", b2.member_epoch, owned_of(&b2));
+    assert_eq!(gone.error_code, ResponseError::UnknownMemberId.code());
+
+    // Stuck: a's rebalance timeout becomes 1 s; c joins; a is asked to
+    // revoke and never does: it is fenced, and c gets both partitions.
+    let shorter = heartbeat(
+        b,
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("exp-g")))
+            .with_member_id(StrBytes::from_static_str("a"))
+            .with_member_epoch(last.member_epoch)
+            .with_rebalance_timeout_ms(1000),
+    );
+    assert_eq!(shorter.error_code, 0);
+    let cj = heartbeat(b, &join_request("exp-g", "c", &["exp-t"]));
+    assert_eq!(cj.error_code, 0);
+    let a_asked = beat("a", last.member_epoch, a_parts.clone());
+    assert_eq!(
+        owned_of(&a_asked)[0].partitions.len(),
+        1,
+        "a is asked to revoke one"
+    );
+    let started = std::time::Instant::now();
+    let mut c_epoch = cj.member_epoch;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        // a keeps heartbeating (its session is fine) but owns both still.
+        let _ = beat("a", last.member_epoch, a_parts.clone());
+        let c = beat("c", c_epoch, vec![]);
+        c_epoch = c.member_epoch;
+        if owned_of(&c)
+            .first()
+            .is_some_and(|t| t.partitions.len() == 2)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a was never fenced"
+        );
+    }
+    let after = beat("a", last.member_epoch, a_parts);
+    assert_eq!(after.error_code, ResponseError::UnknownMemberId.code());
+}
