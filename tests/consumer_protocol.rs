@@ -624,3 +624,89 @@ fn silent_and_stuck_members_are_fenced() {
     let after = beat("a", last.member_epoch, a_parts);
     assert_eq!(after.error_code, ResponseError::UnknownMemberId.code());
 }
+
+// ---------------------------------------------------------------------- 8
+
+/// One group id, one protocol, as Kafka rules: a classic JoinGroup for a
+/// consumer group with members is INCONSISTENT_GROUP_PROTOCOL; a consumer
+/// heartbeat joining a classic group with members is GROUP_ID_NOT_FOUND;
+/// an empty classic group is taken over by a consumer join (Kafka converts
+/// it), keeping its committed offsets; ListGroups v5 types each group.
+#[test]
+fn classic_and_consumer_groups_do_not_mix() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+        ListGroupsRequest, ListGroupsResponse,
+    };
+    let (_dir, broker) = start("k848-mix");
+    let b = &broker.bootstrap;
+    create_topic(b, "mix-t", 2);
+    let classic_join = |group: &'static str| -> JoinGroupResponse {
+        call(
+            b,
+            ApiKey::JoinGroup,
+            3,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(group)))
+                .with_session_timeout_ms(10000)
+                .with_rebalance_timeout_ms(10000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0]))]),
+        )
+    };
+    // A consumer group with a member refuses classic members.
+    let c = heartbeat(b, &join_request("mix-consumer", "m1", &["mix-t"]));
+    assert_eq!(c.error_code, 0);
+    let j = classic_join("mix-consumer");
+    assert_eq!(
+        j.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+    // A classic group with a member refuses consumer members.
+    let j = classic_join("mix-classic");
+    assert_eq!(j.error_code, 0);
+    let h = heartbeat(b, &join_request("mix-classic", "m2", &["mix-t"]));
+    assert_eq!(h.error_code, ResponseError::GroupIdNotFound.code());
+    // Once empty, the classic group is taken over.
+    let left: LeaveGroupResponse = call(
+        b,
+        ApiKey::LeaveGroup,
+        0,
+        &LeaveGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("mix-classic")))
+            .with_member_id(j.member_id.clone()),
+    );
+    assert_eq!(left.error_code, 0);
+    let h = heartbeat(b, &join_request("mix-classic", "m2", &["mix-t"]));
+    assert_eq!(h.error_code, 0, "{:?}", h.error_message);
+    let listed: ListGroupsResponse = call(b, ApiKey::ListGroups, 5, &ListGroupsRequest::default());
+    let mut types: Vec<(String, String, String)> = listed
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.to_string(),
+                g.group_type.to_string(),
+                g.group_state.to_string(),
+            )
+        })
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            ("mix-classic".into(), "consumer".into(), "Stable".into()),
+            ("mix-consumer".into(), "consumer".into(), "Stable".into()),
+        ]
+    );
+    let only_classic: ListGroupsResponse = call(
+        b,
+        ApiKey::ListGroups,
+        5,
+        &ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str("classic")]),
+    );
+    assert!(only_classic.groups.is_empty());
+}
