@@ -364,7 +364,7 @@ fn cli_lists_and_describes_consumer_groups() {
     hold.stop(&broker);
 }
 
-/// The members of tests/python/kip848_hold.py, until stdin closes.
+/// The members of a tests/python/kip848_*.py script that waits on stdin.
 struct Hold {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
@@ -373,14 +373,20 @@ struct Hold {
 
 impl Hold {
     fn start(broker: &Broker, group: &str, topic: &str) -> Hold {
+        Hold::script(broker, "kip848_hold.py", &[group, topic])
+    }
+
+    fn script(broker: &Broker, script: &str, args: &[&str]) -> Hold {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kip848_hold.py");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/python")
+            .join(script);
         let stderr = std::fs::File::create(broker.dir.join("hold.stderr")).unwrap();
         let mut child = Command::new(common::python())
             .arg(script)
-            .args([&broker.bootstrap, group, topic])
+            .arg(&broker.bootstrap)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -709,4 +715,28 @@ fn classic_and_consumer_groups_do_not_mix() {
         &ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str("classic")]),
     );
     assert!(only_classic.groups.is_empty());
+}
+
+// ---------------------------------------------------------------------- 9
+
+/// A live librdkafka member across a broker restart (the membership is in
+/// memory): it rejoins by itself and goes on from its commits, reading
+/// every record once.
+#[test]
+fn a_member_rejoins_after_a_broker_restart() {
+    let (_dir, mut broker) = start("k848-live");
+    let mut live = Hold::script(&broker, "kip848_live.py", &[]);
+    live.wait_line("READY", &broker);
+    broker.restart();
+    // The script still has the old address: the harness restarts on the
+    // same port.
+    use std::io::Write as _;
+    let mut stdin = live.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    stdin.flush().unwrap();
+    let done = live.wait_line("ALL OK", &broker);
+    eprintln!("{done}");
+    drop(stdin);
+    let status = live.child.wait().unwrap();
+    assert!(status.success(), "the member exited with {status}");
 }

@@ -428,7 +428,11 @@ impl Coordinator {
                     None if classic_empty.is_some() => {
                         return Err(HeartbeatError::NotConsumerGroup(hb.group.clone()))
                     }
-                    None => return Err(HeartbeatError::GroupNotFound(hb.group.clone())),
+                    // Kafka says GROUP_ID_NOT_FOUND here, but a Kafka
+                    // group outlives a coordinator restart and ours does
+                    // not: UNKNOWN_MEMBER_ID makes the member rejoin (with
+                    // epoch 0, which recreates the group), as it must.
+                    None => return Err(HeartbeatError::UnknownMember(hb.member_id.clone())),
                 }
             }
         };

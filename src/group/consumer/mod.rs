@@ -53,8 +53,6 @@ pub enum HeartbeatError {
     UnsupportedAssignor(String),
     #[error("Group {0} is not a consumer group.")]
     NotConsumerGroup(String),
-    #[error("Consumer group {0} not found.")]
-    GroupNotFound(String),
     #[error("Member {0} is not a member of the group.")]
     UnknownMember(String),
     #[error("The consumer group member has epoch {received} while the coordinator has {known}. The member must abandon all its partitions and rejoin.")]
@@ -70,9 +68,7 @@ impl HeartbeatError {
         match self {
             HeartbeatError::InvalidRequest(_) => ResponseError::InvalidRequest.code(),
             HeartbeatError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor.code(),
-            HeartbeatError::NotConsumerGroup(_) | HeartbeatError::GroupNotFound(_) => {
-                ResponseError::GroupIdNotFound.code()
-            }
+            HeartbeatError::NotConsumerGroup(_) => ResponseError::GroupIdNotFound.code(),
             HeartbeatError::UnknownMember(_) => ResponseError::UnknownMemberId.code(),
             HeartbeatError::FencedEpoch { .. } => ResponseError::FencedMemberEpoch.code(),
             HeartbeatError::UnreleasedInstance(_) => ResponseError::UnreleasedInstanceId.code(),
