@@ -740,3 +740,98 @@ fn a_member_rejoins_after_a_broker_restart() {
     let status = live.child.wait().unwrap();
     assert!(status.success(), "the member exited with {status}");
 }
+
+// --------------------------------------------------------------------- 10
+
+/// Offsets of a consumer-protocol member, on raw requests: OffsetCommit v9
+/// with the member's epoch lands; with another epoch it is
+/// STALE_MEMBER_EPOCH; v8 (a generation, which such a member has not got)
+/// is UNSUPPORTED_VERSION; an admin-style commit (no member, epoch -1)
+/// while the group has members is UNKNOWN_MEMBER_ID; OffsetFetch v9 checks
+/// the member id and epoch the same way and returns the commit. And
+/// DescribeGroups (v0-v5) answers Dead for a consumer group, as Kafka's do.
+#[test]
+fn offsets_of_consumer_members_check_the_member_epoch() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, DescribeGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+        OffsetFetchRequest, OffsetFetchResponse,
+    };
+    let (_dir, broker) = start("k848-offsets");
+    let b = &broker.bootstrap;
+    create_topic(b, "off-t", 1);
+    let j = heartbeat(b, &join_request("off-g", "m1", &["off-t"]));
+    assert_eq!(j.error_code, 0);
+    let commit = |version: i16, member: &'static str, epoch: i32, offset: i64| -> i16 {
+        let r: OffsetCommitResponse = call(
+            b,
+            ApiKey::OffsetCommit,
+            version,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("off-g")))
+                .with_member_id(StrBytes::from_static_str(member))
+                .with_generation_id_or_member_epoch(epoch)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("off-t")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)])]),
+        );
+        r.topics[0].partitions[0].error_code
+    };
+    assert_eq!(commit(9, "m1", j.member_epoch, 7), 0);
+    assert_eq!(
+        commit(9, "m1", j.member_epoch - 1, 8),
+        ResponseError::StaleMemberEpoch.code()
+    );
+    assert_eq!(
+        commit(8, "m1", j.member_epoch, 8),
+        ResponseError::UnsupportedVersion.code()
+    );
+    assert_eq!(commit(9, "", -1, 8), ResponseError::UnknownMemberId.code());
+    let fetch = |member: Option<&'static str>, epoch: i32| -> (i16, i64) {
+        let r: OffsetFetchResponse = call(
+            b,
+            ApiKey::OffsetFetch,
+            9,
+            &OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("off-g")))
+                .with_member_id(member.map(StrBytes::from_static_str))
+                .with_member_epoch(epoch)
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(StrBytes::from_static_str("off-t")))
+                    .with_partition_indexes(vec![0])]))]),
+        );
+        let g = &r.groups[0];
+        let offset = g
+            .topics
+            .first()
+            .map(|t| t.partitions[0].committed_offset)
+            .unwrap_or(-1);
+        (g.error_code, offset)
+    };
+    assert_eq!(fetch(Some("m1"), j.member_epoch), (0, 7));
+    assert_eq!(fetch(None, -1), (0, 7), "an admin's fetch");
+    assert_eq!(
+        fetch(Some("m1"), j.member_epoch + 3).0,
+        ResponseError::StaleMemberEpoch.code()
+    );
+    assert_eq!(
+        fetch(Some("nobody"), 1).0,
+        ResponseError::UnknownMemberId.code()
+    );
+    let d: DescribeGroupsResponse = call(
+        b,
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str("off-g"))]),
+    );
+    assert_eq!(d.groups[0].error_code, 0);
+    assert_eq!(d.groups[0].group_state.as_str(), "Dead");
+}

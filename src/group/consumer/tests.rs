@@ -224,3 +224,32 @@ fn requests_are_validated_like_kafka() {
         ResponseError::UnsupportedAssignor.code()
     );
 }
+
+#[test]
+fn the_range_assignor_on_request() {
+    let c = groups();
+    let g = c.get_or_create("g", None).unwrap();
+    let join_range = |id: &str| {
+        c.heartbeat(
+            &g,
+            Heartbeat {
+                group: "g".into(),
+                member_id: id.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30000,
+                subscribed_topics: Some(vec!["t".into()]),
+                assignor: Some(assignor::RANGE.into()),
+                owned: Some(Assignment::new()),
+                ..Default::default()
+            },
+            &topics,
+        )
+        .unwrap()
+    };
+    join_range("a");
+    join_range("b");
+    let v = c.snapshot("g").unwrap();
+    assert_eq!(v.assignor, "range");
+    let targets: Vec<BTreeSet<i32>> = v.members.iter().map(|m| parts(&m.target)).collect();
+    assert_eq!(targets, vec![[0, 1, 2].into(), [3, 4, 5].into()]);
+}
