@@ -503,8 +503,7 @@ pub fn consumer_group_heartbeat(
         Plan::local(ResponseKind::ConsumerGroupHeartbeat(
             ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(code)
-                .with_error_message(message.map(StrBytes::from_string))
-                .with_member_epoch(-1),
+                .with_error_message(message.map(StrBytes::from_string)),
         ))
     };
     if !group_ok(ctx, Operation::Read, &r.group_id) {

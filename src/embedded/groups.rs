@@ -454,10 +454,10 @@ pub fn consumer_heartbeat(
         Err(e) => {
             tracing::debug!(group = %req.group_id.as_str(), member = %req.member_id.as_str(),
                 epoch = req.member_epoch, "consumer group heartbeat refused: {e}");
+            // Kafka's error answer: the member epoch left at its default.
             ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(e.code())
                 .with_error_message(Some(s(e.to_string())))
-                .with_member_epoch(-1)
         }
     }
 }

@@ -263,3 +263,57 @@ mod tests {
         assert_eq!(r["m1"]["b"], [0, 1, 2].into());
     }
 }
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+
+    /// 100 members on 2,000 partitions of 4 topics, then a 101st: counts
+    /// within one of each other, and only the partitions the newcomer
+    /// needs move (the assignment runs under the group's lock, so it must
+    /// stay cheap: this takes milliseconds).
+    #[test]
+    fn a_large_group_rebalances_with_few_moves() {
+        let t: BTreeSet<String> = (0..4).map(|i| format!("t{i}")).collect();
+        let meta: BTreeMap<String, i32> = t.iter().map(|n| (n.clone(), 500)).collect();
+        let ids: Vec<String> = (0..101).map(|i| format!("m{i:03}")).collect();
+        let subs =
+            |n: usize, prev: Option<&HashMap<String, Assignment>>| -> HashMap<String, Assignment> {
+                let members: Vec<Subscriber<'_>> = ids[..n]
+                    .iter()
+                    .map(|id| Subscriber {
+                        id,
+                        topics: &t,
+                        previous: prev.and_then(|p| p.get(id)),
+                    })
+                    .collect();
+                assign(UNIFORM, &members, &meta)
+            };
+        let started = std::time::Instant::now();
+        let first = subs(100, None);
+        let second = subs(101, Some(&first));
+        let counts: Vec<usize> = second
+            .values()
+            .map(|a| a.values().map(|s| s.len()).sum())
+            .collect();
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1);
+        assert_eq!(counts.iter().sum::<usize>(), 2000);
+        let moved: usize = ids[..100]
+            .iter()
+            .map(|id| {
+                let before: usize = first[id].values().map(|s| s.len()).sum();
+                let kept: usize = first[id]
+                    .iter()
+                    .map(|(t, ps)| second[id].get(t).map_or(0, |q| ps.intersection(q).count()))
+                    .sum();
+                before - kept
+            })
+            .sum();
+        let newcomer: usize = second["m100"].values().map(|s| s.len()).sum();
+        assert_eq!(moved, newcomer, "only the newcomer's partitions moved");
+        eprintln!(
+            "two assignments of 2000 partitions: {:?}",
+            started.elapsed()
+        );
+    }
+}
