@@ -201,6 +201,10 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         min_session_timeout_ms: config.groups.min_session_timeout_ms,
         max_session_timeout_ms: config.groups.max_session_timeout_ms,
         initial_rebalance_delay_ms: config.groups.initial_rebalance_delay_ms,
+        consumer: crate::group::consumer::ConsumerSettings {
+            heartbeat_interval_ms: config.groups.consumer_heartbeat_interval_ms,
+            session_timeout_ms: config.groups.consumer_session_timeout_ms,
+        },
     });
     let mirror = match &config.audit.topic {
         Some(topic) if config.audit.enabled => {

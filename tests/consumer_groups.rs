@@ -561,7 +561,8 @@ fn cli_group_list_describe_and_reset_offsets() {
     let list = cli_ok(&broker, &["group", "list"]);
     let row = list.lines().find(|l| l.starts_with("cli-group")).unwrap();
     assert!(
-        row.split_whitespace().collect::<Vec<_>>() == ["cli-group", "Stable", "consumer", "1"],
+        row.split_whitespace().collect::<Vec<_>>()
+            == ["cli-group", "Stable", "classic", "consumer", "1"],
         "group list row: {row}"
     );
 

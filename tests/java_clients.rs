@@ -61,6 +61,7 @@ const CHECKS: &[&str] = &[
     "idempotent_producer_group_consumer",
     "transactions_read_committed",
     "static_membership",
+    "consumer_group_protocol",
     "admin_topics",
     "admin_configs",
     "admin_broker_and_group_configs",

@@ -18,10 +18,11 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    ApiKey, BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -34,7 +35,8 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 // is used. Capped below the versions that restructure a request (OffsetFetch
 // v8 batches groups, FindCoordinator v4 batches keys) or need topic ids.
 const METADATA: std::ops::RangeInclusive<i16> = 1..=9;
-const LIST_GROUPS: std::ops::RangeInclusive<i16> = 0..=4;
+const LIST_GROUPS: std::ops::RangeInclusive<i16> = 0..=5;
+const CONSUMER_GROUP_DESCRIBE: std::ops::RangeInclusive<i16> = 0..=1;
 const DESCRIBE_GROUPS: std::ops::RangeInclusive<i16> = 0..=5;
 const FIND_COORDINATOR: std::ops::RangeInclusive<i16> = 0..=3;
 const OFFSET_FETCH: std::ops::RangeInclusive<i16> = 1..=7;
@@ -250,6 +252,47 @@ impl Cluster {
         Ok(r.groups)
     }
 
+    /// ConsumerGroupDescribe (KIP-848) of `groups` at `addr`; `None` if
+    /// the broker does not speak it.
+    async fn describe_consumer_groups(
+        &mut self,
+        addr: &str,
+        groups: Vec<GroupId>,
+    ) -> anyhow::Result<Option<Vec<ConsumerDescribed>>> {
+        let c = self.at(addr).await?;
+        let Ok(v) = c.version(ApiKey::ConsumerGroupDescribe, CONSUMER_GROUP_DESCRIBE) else {
+            return Ok(None);
+        };
+        let r: ConsumerGroupDescribeResponse = c
+            .call(
+                ApiKey::ConsumerGroupDescribe,
+                v,
+                &ConsumerGroupDescribeRequest::default().with_group_ids(groups),
+            )
+            .await?;
+        Ok(Some(r.groups))
+    }
+
+    /// The group as its coordinator describes it: a consumer-protocol
+    /// group with ConsumerGroupDescribe, else (GROUP_ID_NOT_FOUND there, as
+    /// Kafka's admin client falls back) a classic one with DescribeGroups.
+    async fn describe_any(&mut self, name: &str) -> anyhow::Result<Described> {
+        let coordinator = self.coordinator(name).await?;
+        if let Some(gs) = self
+            .describe_consumer_groups(&coordinator, vec![group_id(name)])
+            .await?
+        {
+            if let Some(g) = gs.into_iter().find(|g| g.group_id.as_str() == name) {
+                match g.error_code {
+                    0 => return Ok(Described::Consumer(g)),
+                    c if c == ResponseError::GroupIdNotFound.code() => {}
+                    c => bail!("group `{name}`: {}", kafka_error(c)),
+                }
+            }
+        }
+        Ok(Described::Classic(self.describe_group(name).await?))
+    }
+
     /// The group as its coordinator describes it (an unknown group is
     /// described as Dead, as Kafka does).
     async fn describe_group(&mut self, name: &str) -> anyhow::Result<DescribedGroup> {
@@ -334,6 +377,40 @@ impl Cluster {
         }
         Ok(out)
     }
+}
+
+type ConsumerDescribed = kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
+
+/// A group of either protocol, as its coordinator describes it.
+enum Described {
+    Classic(DescribedGroup),
+    Consumer(ConsumerDescribed),
+}
+
+impl Described {
+    fn state(&self) -> &str {
+        match self {
+            Described::Classic(g) => g.group_state.as_str(),
+            Described::Consumer(g) => g.group_state.as_str(),
+        }
+    }
+}
+
+/// A KIP-848 assignment as (topic, partitions) rows.
+fn consumer_assignment(
+    a: &kafka_protocol::messages::consumer_group_describe_response::Assignment,
+) -> Vec<(String, Vec<i32>)> {
+    let mut rows: Vec<(String, Vec<i32>)> = a
+        .topic_partitions
+        .iter()
+        .map(|t| {
+            let mut ps = t.partitions.clone();
+            ps.sort();
+            (t.topic_name.to_string(), ps)
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// Decodes Kafka's ConsumerProtocolAssignment: version, [topic, [partition]].
@@ -425,27 +502,68 @@ async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
         if r.groups.is_empty() {
             continue;
         }
-        let ids = r.groups.iter().map(|g| g.group_id.clone()).collect();
+        // ListGroups v5 says which protocol each group speaks (older
+        // brokers know only the classic one).
+        let is_consumer = |g: &kafka_protocol::messages::list_groups_response::ListedGroup| {
+            g.group_type.as_str() == "consumer"
+        };
+        let ids = r
+            .groups
+            .iter()
+            .filter(|g| !is_consumer(g))
+            .map(|g| g.group_id.clone())
+            .collect();
         let described = cl.describe_groups(&addr, ids).await?;
+        let consumer_ids: Vec<GroupId> = r
+            .groups
+            .iter()
+            .filter(|g| is_consumer(g))
+            .map(|g| g.group_id.clone())
+            .collect();
+        let consumer = if consumer_ids.is_empty() {
+            Vec::new()
+        } else {
+            cl.describe_consumer_groups(&addr, consumer_ids)
+                .await?
+                .unwrap_or_default()
+        };
         for g in r.groups {
-            let row = match described
-                .iter()
-                .find(|d| d.group_id == g.group_id && d.error_code == 0)
-            {
-                Some(d) => (
+            let kind = if is_consumer(&g) {
+                "consumer"
+            } else {
+                "classic"
+            };
+            let row = match (
+                described
+                    .iter()
+                    .find(|d| d.group_id == g.group_id && d.error_code == 0),
+                consumer
+                    .iter()
+                    .find(|d| d.group_id == g.group_id && d.error_code == 0),
+            ) {
+                (_, Some(d)) => (
                     g.group_id.to_string(),
                     d.group_state.to_string(),
+                    kind,
+                    "consumer".to_string(),
+                    d.members.len(),
+                ),
+                (Some(d), None) => (
+                    g.group_id.to_string(),
+                    d.group_state.to_string(),
+                    kind,
                     d.protocol_type.to_string(),
                     d.members.len(),
                 ),
                 // Listed but not describable: what the listing said.
-                None => (
+                (None, None) => (
                     g.group_id.to_string(),
                     if g.group_state.is_empty() {
                         "-".to_string()
                     } else {
                         g.group_state.to_string()
                     },
+                    kind,
                     g.protocol_type.to_string(),
                     0,
                 ),
@@ -454,30 +572,67 @@ async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
         }
     }
     rows.sort();
-    println!("{:<32} {:<20} {:<10} MEMBERS", "GROUP", "STATE", "PROTOCOL");
-    for (name, state, protocol, members) in rows {
-        println!("{name:<32} {state:<20} {protocol:<10} {members}");
+    println!(
+        "{:<32} {:<20} {:<9} {:<10} MEMBERS",
+        "GROUP", "STATE", "TYPE", "PROTOCOL"
+    );
+    for (name, state, kind, protocol, members) in rows {
+        println!("{name:<32} {state:<20} {kind:<9} {protocol:<10} {members}");
     }
     Ok(())
 }
 
 async fn describe(cl: &mut Cluster, name: &str) -> anyhow::Result<()> {
-    let g = cl.describe_group(name).await?;
-    println!(
-        "group {name}: state {}, protocol {} {}",
-        g.group_state, g.protocol_type, g.protocol_data
-    );
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    for m in &g.members {
-        let assigned = parse_assignment(&m.member_assignment);
-        println!(
-            "member {} client {} host {}",
-            m.member_id, m.client_id, m.client_host
-        );
-        for (t, ps) in &assigned {
-            println!("    {t}: {ps:?}");
-            for p in ps {
-                owner.insert((t.clone(), *p), m.client_id.to_string());
+    match cl.describe_any(name).await? {
+        Described::Classic(g) => {
+            println!(
+                "group {name}: state {}, protocol {} {}",
+                g.group_state, g.protocol_type, g.protocol_data
+            );
+            for m in &g.members {
+                let assigned = parse_assignment(&m.member_assignment);
+                println!(
+                    "member {} client {} host {}",
+                    m.member_id, m.client_id, m.client_host
+                );
+                for (t, ps) in &assigned {
+                    println!("    {t}: {ps:?}");
+                    for p in ps {
+                        owner.insert((t.clone(), *p), m.client_id.to_string());
+                    }
+                }
+            }
+        }
+        Described::Consumer(g) => {
+            println!(
+                "group {name}: state {}, type consumer, assignor {}, epoch {} (assignment epoch {})",
+                g.group_state, g.assignor_name, g.group_epoch, g.assignment_epoch
+            );
+            for m in &g.members {
+                let instance = m
+                    .instance_id
+                    .as_ref()
+                    .map(|i| format!(" instance {i}"))
+                    .unwrap_or_default();
+                println!(
+                    "member {} client {} host {}{instance} epoch {}",
+                    m.member_id, m.client_id, m.client_host, m.member_epoch
+                );
+                let assigned = consumer_assignment(&m.assignment);
+                for (t, ps) in &assigned {
+                    println!("    {t}: {ps:?}");
+                    for p in ps {
+                        owner.insert((t.clone(), *p), m.client_id.to_string());
+                    }
+                }
+                let target = consumer_assignment(&m.target_assignment);
+                if target != assigned {
+                    // Still reconciling: where it is heading.
+                    for (t, ps) in &target {
+                        println!("    target {t}: {ps:?}");
+                    }
+                }
             }
         }
     }
@@ -578,8 +733,8 @@ enum To {
 }
 
 async fn reset_offsets(cl: &mut Cluster, name: &str, topic: &str, to: To) -> anyhow::Result<()> {
-    let g = cl.describe_group(name).await?;
-    let state = g.group_state.as_str();
+    let g = cl.describe_any(name).await?;
+    let state = g.state();
     if state != "Empty" && state != "Dead" {
         bail!("group `{name}` is {state}: stop its consumers first (only an empty group's offsets can be reset)");
     }

@@ -1,7 +1,9 @@
-//! FindCoordinator, the group membership APIs, group listing and
-//! description, and committed offsets.
+//! FindCoordinator, the group membership APIs (classic, and KIP-848's
+//! ConsumerGroupHeartbeat), group listing and description (with
+//! ConsumerGroupDescribe), and committed offsets.
 
 use crate::audit::coalesce::CodeSink;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerGroupDescribedGroup;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -13,12 +15,13 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupRequest,
-    SyncGroupResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse,
+    RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -479,6 +482,121 @@ pub(super) fn codes(resp: &ResponseKind, f: &mut CodeSink<'_>) {
                 f("group", &g.group_id, g.error_code);
             }
         }
+        ResponseKind::ConsumerGroupDescribe(r) => {
+            for g in &r.groups {
+                f("group", &g.group_id, g.error_code);
+            }
+        }
         _ => {}
+    }
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): Read on the group, as JoinGroup; and,
+/// as Kafka 4 checks it, Describe on every subscribed topic: a member may
+/// not subscribe (and so learn the partitions of) a topic it cannot
+/// describe, and the whole heartbeat fails with TOPIC_AUTHORIZATION_FAILED.
+pub fn consumer_group_heartbeat(
+    ctx: &RequestContext<'_>,
+    r: ConsumerGroupHeartbeatRequest,
+) -> Plan {
+    let refuse = |code: i16, message: Option<String>| {
+        Plan::local(ResponseKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_error_message(message.map(StrBytes::from_string)),
+        ))
+    };
+    if !group_ok(ctx, Operation::Read, &r.group_id) {
+        return refuse(ResponseError::GroupAuthorizationFailed.code(), None);
+    }
+    if let Some(topics) = &r.subscribed_topic_names {
+        // Every topic is decided (and audited), not just up to the first
+        // refusal: the audit shows all that were refused.
+        let denied: Vec<&str> = topics
+            .iter()
+            .filter(|t| !ctx.authorize_topic(Operation::Describe, t))
+            .map(|t| t.as_str())
+            .collect();
+        if !denied.is_empty() {
+            return refuse(
+                ResponseError::TopicAuthorizationFailed.code(),
+                Some(format!(
+                    "The group has subscribed to topics it may not describe: {}",
+                    denied.join(", ")
+                )),
+            );
+        }
+    }
+    Plan::unchanged(RequestKind::ConsumerGroupHeartbeat(r))
+}
+
+/// ConsumerGroupDescribe (KIP-848): Describe on each group
+/// (GROUP_AUTHORIZATION_FAILED per group otherwise); authorized operations
+/// computed here; and, as Kafka 4 does, a group whose members name a topic
+/// the client may not describe is answered TOPIC_AUTHORIZATION_FAILED
+/// without its members.
+pub fn consumer_group_describe(
+    ctx: &RequestContext<'_>,
+    mut r: ConsumerGroupDescribeRequest,
+) -> Plan {
+    let (allowed, denied) = split(std::mem::take(&mut r.group_ids), |g| {
+        group_ok(ctx, Operation::Describe, g)
+    });
+    let refused: Vec<ConsumerGroupDescribedGroup> = denied
+        .iter()
+        .map(|g| {
+            ConsumerGroupDescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                .with_authorized_operations(i32::MIN)
+        })
+        .collect();
+    if allowed.is_empty() && !refused.is_empty() {
+        return Plan::local(ResponseKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(refused),
+        ));
+    }
+    r.group_ids = allowed;
+    let include = r.include_authorized_operations;
+    let fix: Fixup = Box::new(move |resp: &mut ResponseKind, ctx: &RequestContext<'_>| {
+        let ResponseKind::ConsumerGroupDescribe(d) = resp else {
+            return;
+        };
+        for g in &mut d.groups {
+            if g.error_code != errors::NONE {
+                g.authorized_operations = i32::MIN;
+                continue;
+            }
+            let hidden = g.members.iter().any(|m| {
+                m.subscribed_topic_names
+                    .iter()
+                    .chain(m.assignment.topic_partitions.iter().map(|t| &t.topic_name))
+                    .chain(
+                        m.target_assignment
+                            .topic_partitions
+                            .iter()
+                            .map(|t| &t.topic_name),
+                    )
+                    .any(|t| !ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t))
+            });
+            if hidden {
+                g.members.clear();
+                g.error_code = ResponseError::TopicAuthorizationFailed.code();
+                g.error_message = Some(StrBytes::from_static_str(
+                    "The group has members with topics the client may not describe.",
+                ));
+            }
+            g.authorized_operations = if include && g.error_code == errors::NONE {
+                ctx.authorized_operations(ResourceType::Group, &g.group_id)
+            } else {
+                i32::MIN
+            };
+        }
+        d.groups.extend(refused);
+    });
+    Plan::Forward {
+        changed: !denied.is_empty(),
+        fix: Some(Fix::Filter(fix)),
+        body: RequestKind::ConsumerGroupDescribe(r),
     }
 }

@@ -329,6 +329,8 @@ fn plan(ctx: &RequestContext<'_>, backend: &dyn Backend, body: RequestKind) -> P
         R::OffsetCommit(r) => groups::offset_commit(ctx, r),
         R::OffsetFetch(r) => groups::offset_fetch(ctx, r),
         R::OffsetDelete(r) => groups::offset_delete(ctx, r),
+        R::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(ctx, r),
+        R::ConsumerGroupDescribe(r) => groups::consumer_group_describe(ctx, r),
         R::InitProducerId(r) => txn::init_producer_id(ctx, r),
         R::AddPartitionsToTxn(r) => txn::add_partitions(ctx, r),
         R::AddOffsetsToTxn(r) => txn::add_offsets(ctx, r),

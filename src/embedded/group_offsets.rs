@@ -29,6 +29,16 @@ pub async fn commit(ctx: &RequestContext<'_>, req: OffsetCommitRequest) -> Offse
         req.group_instance_id.as_deref(),
         req.generation_id_or_member_epoch,
     ) {
+        // KIP-848: a member of a consumer-protocol group commits with
+        // v9+, which carries its member epoch (older versions carry a
+        // generation, which it has not got).
+        Ok(())
+            if ctx.version < 9
+                && !req.member_id.is_empty()
+                && ctx.broker.groups.consumer.contains(&group) =>
+        {
+            ResponseError::UnsupportedVersion.code()
+        }
         Ok(()) => errors::NONE,
         Err(code) => code,
     };
@@ -191,6 +201,19 @@ pub fn fetch(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> OffsetFetchRe
                         .collect()
                 });
                 let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                // v9: a consumer-protocol member fetches at its current
+                // epoch (Kafka's validateOffsetFetch); tools send neither.
+                let member = g.member_id.as_deref().filter(|m| !m.is_empty());
+                if member.is_some() || g.member_epoch >= 0 {
+                    if let Some(Err(code)) = ctx.broker.groups.consumer.check_offsets_member(
+                        &g.group_id,
+                        member.unwrap_or_default(),
+                        g.member_epoch,
+                    ) {
+                        out.error_code = code;
+                        return out;
+                    }
+                }
                 match fetch_group(ctx, &g.group_id, wanted, req.require_stable) {
                     Err(code) => out.error_code = code,
                     Ok(rows) => {

@@ -1,5 +1,6 @@
 //! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups,
-//! DescribeGroups, DeleteGroups. This broker coordinates every group.
+//! DescribeGroups, DeleteGroups, and KIP-848's ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe. This broker coordinates every group.
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -12,6 +13,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::group::consumer::assignor::Assignment;
+use crate::group::consumer::Heartbeat;
 use crate::group::coordinator::{JoinOutcome, JoinRequest, JoinResult};
 use crate::group::GroupState;
 
@@ -232,6 +235,9 @@ pub fn leave(ctx: &RequestContext<'_>, req: LeaveGroupRequest) -> LeaveGroupResp
 /// A group's state as ListGroups/DescribeGroups report it: groups known
 /// only from committed offsets are Empty.
 fn state_of(ctx: &RequestContext<'_>, id: &str) -> Option<(String, String)> {
+    if let Some(v) = ctx.broker.groups.consumer.snapshot(id) {
+        return Some((v.state.as_str().to_string(), "consumer".into()));
+    }
     match ctx.broker.groups.snapshot(id) {
         Some(v) => Some((v.state.as_str().to_string(), v.protocol_type)),
         None if !ctx.broker.offsets.group(id).is_empty() => {
@@ -250,6 +256,13 @@ pub fn list(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGroupsRespo
         .into_iter()
         .filter_map(|g| {
             let (state, ptype) = state_of(ctx, &g)?;
+            // Groups known only from offsets count as classic, as Kafka
+            // lists them after their members are gone.
+            let kind = if ctx.broker.groups.consumer.contains(&g) {
+                "consumer"
+            } else {
+                "classic"
+            };
             if !req.states_filter.is_empty()
                 && !req
                     .states_filter
@@ -262,7 +275,7 @@ pub fn list(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGroupsRespo
                 && !req
                     .types_filter
                     .iter()
-                    .any(|f| f.eq_ignore_ascii_case("classic"))
+                    .any(|f| f.eq_ignore_ascii_case(kind))
             {
                 return None;
             }
@@ -273,7 +286,7 @@ pub fn list(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGroupsRespo
                 l.group_state = s(state);
             }
             if ctx.version >= 5 {
-                l.group_type = s("classic");
+                l.group_type = s(kind);
             }
             Some(l)
         })
@@ -287,6 +300,12 @@ pub fn describe(ctx: &RequestContext<'_>, req: DescribeGroupsRequest) -> Describ
         .iter()
         .map(|gid| {
             let mut d = DescribedGroup::default().with_group_id(gid.clone());
+            if ctx.broker.groups.consumer.contains(gid) {
+                // Kafka (DescribeGroups v0-v5) describes only classic
+                // groups: any other is Dead, without an error.
+                d.group_state = s("Dead");
+                return d;
+            }
             match ctx.broker.groups.snapshot(gid) {
                 None => {
                     let (state, ptype) =
@@ -353,4 +372,164 @@ pub async fn delete(ctx: &RequestContext<'_>, req: DeleteGroupsRequest) -> Delet
         );
     }
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// Topic ids in a heartbeat's owned partitions become names; an id no
+/// topic has becomes a name no topic can have, so it never matches.
+fn owned_by_name(
+    ctx: &RequestContext<'_>,
+    owned: &[consumer_group_heartbeat_request::TopicPartitions],
+) -> Assignment {
+    let mut out = Assignment::new();
+    for t in owned {
+        let name = match ctx.broker.logs.topic_by_id(t.topic_id) {
+            Some(topic) => topic.name.to_string(),
+            None => format!("\0{}", t.topic_id),
+        };
+        out.entry(name)
+            .or_default()
+            .extend(t.partitions.iter().copied());
+    }
+    out
+}
+
+pub fn consumer_heartbeat(
+    ctx: &RequestContext<'_>,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let hb = Heartbeat {
+        group: req.group_id.to_string(),
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
+        rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topics: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_string()).collect()),
+        // librdkafka sends "" for "no regex", which Kafka accepts as such.
+        subscribed_regex: req
+            .subscribed_topic_regex
+            .as_ref()
+            .filter(|r| !r.is_empty())
+            .map(|s| s.to_string()),
+        assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
+        owned: req
+            .topic_partitions
+            .as_ref()
+            .map(|tps| owned_by_name(ctx, tps)),
+        client_id: ctx
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", ctx.peer.ip()),
+    };
+    let logs = &ctx.broker.logs;
+    let topics = |name: &str| logs.topic(name).map(|t| t.partition_count());
+    match ctx.broker.groups.consumer_heartbeat(hb, &topics) {
+        Ok(ok) => {
+            let assignment = ok.assignment.map(|a| {
+                consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(
+                    a.into_iter()
+                        .filter_map(|(t, ps)| {
+                            let topic = logs.topic(&t)?;
+                            Some(
+                                consumer_group_heartbeat_response::TopicPartitions::default()
+                                    .with_topic_id(topic.id)
+                                    .with_partitions(ps.into_iter().collect()),
+                            )
+                        })
+                        .collect(),
+                )
+            });
+            ConsumerGroupHeartbeatResponse::default()
+                .with_member_id(Some(s(ok.member_id)))
+                .with_member_epoch(ok.member_epoch)
+                .with_heartbeat_interval_ms(ok.heartbeat_interval_ms)
+                .with_assignment(assignment)
+        }
+        Err(e) => {
+            tracing::debug!(group = %req.group_id.as_str(), member = %req.member_id.as_str(),
+                epoch = req.member_epoch, "consumer group heartbeat refused: {e}");
+            // Kafka's error answer: the member epoch left at its default.
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e.code())
+                .with_error_message(Some(s(e.to_string())))
+        }
+    }
+}
+
+fn describe_assignment(
+    ctx: &RequestContext<'_>,
+    a: &Assignment,
+) -> consumer_group_describe_response::Assignment {
+    consumer_group_describe_response::Assignment::default().with_topic_partitions(
+        a.iter()
+            .map(|(t, ps)| {
+                consumer_group_describe_response::TopicPartitions::default()
+                    .with_topic_id(ctx.broker.logs.topic(t).map(|x| x.id).unwrap_or_default())
+                    .with_topic_name(TopicName(s(t.clone())))
+                    .with_partitions(ps.iter().copied().collect())
+            })
+            .collect(),
+    )
+}
+
+/// ConsumerGroupDescribe: a classic group or an unknown id is
+/// GROUP_ID_NOT_FOUND, as in Kafka.
+pub fn consumer_describe(
+    ctx: &RequestContext<'_>,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let groups = req
+        .group_ids
+        .iter()
+        .map(|gid| {
+            let d = consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(gid.clone())
+                .with_authorized_operations(i32::MIN);
+            let Some(v) = ctx.broker.groups.consumer.snapshot(gid) else {
+                let msg = if ctx.broker.groups.get(gid).is_some() {
+                    format!("Group {} is not a consumer group.", gid.as_str())
+                } else {
+                    format!("Group {} not found.", gid.as_str())
+                };
+                return d
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(msg)));
+            };
+            d.with_group_state(s(v.state.as_str()))
+                .with_group_epoch(v.group_epoch)
+                .with_assignment_epoch(v.assignment_epoch)
+                .with_assignor_name(s(v.assignor))
+                .with_members(
+                    v.members
+                        .iter()
+                        .map(|m| {
+                            consumer_group_describe_response::Member::default()
+                                .with_member_id(s(m.id.clone()))
+                                .with_instance_id(m.instance_id.clone().map(s))
+                                .with_rack_id(m.rack_id.clone().map(s))
+                                .with_member_epoch(m.member_epoch)
+                                .with_client_id(s(m.client_id.clone()))
+                                .with_client_host(s(m.client_host.clone()))
+                                .with_subscribed_topic_names(
+                                    m.subscribed
+                                        .iter()
+                                        .map(|t| TopicName(s(t.clone())))
+                                        .collect(),
+                                )
+                                .with_assignment(describe_assignment(ctx, &m.assigned))
+                                .with_target_assignment(describe_assignment(ctx, &m.target))
+                                // v1: 1 is a member of the consumer protocol.
+                                .with_member_type(if ctx.version >= 1 { 1 } else { -1 })
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -85,6 +85,12 @@ async fn dispatch(ctx: &RequestContext<'_>, body: RequestKind) -> Option<Respons
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(ctx, r)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(ctx, r)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(ctx, r).await),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(ctx, r))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(ctx, r))
+        }
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(group_offsets::commit(ctx, r).await)
         }

@@ -17,6 +17,11 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::oneshot;
 
+use super::consumer::{
+    self, ConsumerGroupState, ConsumerGroups, ConsumerSettings, Heartbeat, HeartbeatError,
+    HeartbeatOk,
+};
+
 pub const NONE: i16 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +129,17 @@ pub struct GroupSettings {
     /// Kafka's group.initial.rebalance.delay.ms: wait for more members of a
     /// new group before the first rebalance completes.
     pub initial_rebalance_delay_ms: u64,
+    /// KIP-848's group.consumer.* settings.
+    pub consumer: ConsumerSettings,
 }
 
+/// Both protocols' groups. One group id is one kind at a time: the maps
+/// are always locked classic first, then consumer, never the other way.
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     pub settings: GroupSettings,
+    /// Groups of the consumer protocol (KIP-848).
+    pub consumer: ConsumerGroups,
 }
 
 fn lock(g: &Mutex<Group>) -> MutexGuard<'_, Group> {
@@ -372,17 +383,60 @@ impl Coordinator {
     pub fn new(settings: GroupSettings) -> Arc<Coordinator> {
         Arc::new(Coordinator {
             groups: Mutex::new(HashMap::new()),
+            consumer: ConsumerGroups::new(settings.consumer.clone()),
             settings,
         })
     }
 
-    fn get_or_create(&self, id: &str) -> Arc<Mutex<Group>> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// A classic group, created if absent: an empty consumer group of the
+    /// id gives way, one with members refuses (INCONSISTENT_GROUP_PROTOCOL).
+    fn get_or_create(&self, id: &str) -> Result<Arc<Mutex<Group>>, i16> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = groups.get(id) {
+            return Ok(g.clone());
+        }
+        self.consumer.yield_to_classic(id)?;
+        Ok(groups
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(Group::new(id))))
-            .clone()
+            .clone())
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). `topics(name)`: the partition
+    /// count of an existing topic. A join may take over the id of an empty
+    /// classic group (Kafka converts it); a classic group with members
+    /// answers GROUP_ID_NOT_FOUND, as Kafka's "not a consumer group".
+    pub fn consumer_heartbeat(
+        &self,
+        hb: Heartbeat,
+        topics: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<HeartbeatOk, HeartbeatError> {
+        consumer::validate(&hb)?;
+        let g = {
+            let mut classic = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let classic_empty = classic
+                .get(&hb.group)
+                .map(|g| lock(g).state == GroupState::Empty);
+            if hb.member_epoch == consumer::JOIN_EPOCH {
+                if classic_empty == Some(true) {
+                    classic.remove(&hb.group);
+                }
+                self.consumer.get_or_create(&hb.group, classic_empty)?
+            } else {
+                match self.consumer.get(&hb.group) {
+                    Some(g) => g,
+                    None if classic_empty.is_some() => {
+                        return Err(HeartbeatError::NotConsumerGroup(hb.group.clone()))
+                    }
+                    // Kafka says GROUP_ID_NOT_FOUND here, but a Kafka
+                    // group outlives a coordinator restart and ours does
+                    // not: UNKNOWN_MEMBER_ID makes the member rejoin (with
+                    // epoch 0, which recreates the group), as it must.
+                    None => return Err(HeartbeatError::UnknownMember(hb.member_id.clone())),
+                }
+            }
+        };
+        self.consumer.heartbeat(&g, hb, topics)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
@@ -393,17 +447,27 @@ impl Coordinator {
             .cloned()
     }
 
+    /// Every group of either protocol.
     pub fn group_ids(&self) -> Vec<String> {
-        self.groups
+        let mut ids: Vec<String> = self
+            .groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        ids.extend(self.consumer.group_ids());
+        ids
     }
 
-    /// Removes an empty group entirely (DeleteGroups).
+    /// Removes an empty group entirely (DeleteGroups), of either protocol.
     pub fn delete_if_empty(&self, id: &str) -> Result<(), GroupState> {
+        match self.consumer.delete_if_empty(id) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(ConsumerGroupState::Empty) => return Err(GroupState::Empty),
+            Err(_) => return Err(GroupState::Stable),
+        }
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = groups.get(id) {
             let state = lock(g).state;
@@ -436,7 +500,10 @@ impl Coordinator {
                 req.member_id,
             );
         }
-        let g = self.get_or_create(&req.group);
+        let g = match self.get_or_create(&req.group) {
+            Ok(g) => g,
+            Err(code) => return err(code, req.member_id),
+        };
         let mut g = lock(&g);
         if !g.supports(&req.protocol_type, &req.protocols) {
             return err(
@@ -746,6 +813,7 @@ impl Coordinator {
 
     /// Expires silent members and completes rebalances that timed out.
     pub fn tick(&self) {
+        self.consumer.tick();
         let now = Instant::now();
         let groups: Vec<Arc<Mutex<Group>>> = self
             .groups
@@ -794,7 +862,36 @@ impl Coordinator {
     }
 
     /// A read-only view for DescribeGroups / ListGroups / the CLI.
+    /// A consumer-protocol group shows as protocol type "consumer" with its
+    /// members (no metadata: that is the classic protocol's), Empty or
+    /// Stable, so that expiry and deletion treat both kinds alike.
     pub fn snapshot(&self, id: &str) -> Option<GroupView> {
+        if let Some(v) = self.consumer.snapshot(id) {
+            return Some(GroupView {
+                id: v.id,
+                state: if v.state == ConsumerGroupState::Empty {
+                    GroupState::Empty
+                } else {
+                    GroupState::Stable
+                },
+                generation: v.group_epoch,
+                protocol_type: "consumer".into(),
+                protocol: v.assignor,
+                members: v
+                    .members
+                    .into_iter()
+                    .map(|m| MemberView {
+                        id: m.id,
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        metadata: Bytes::new(),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+                empty_for: v.empty_for,
+            });
+        }
         let g = self.get(id)?;
         let g = lock(&g);
         Some(GroupView {
@@ -828,6 +925,12 @@ impl Coordinator {
         instance: Option<&str>,
         generation: i32,
     ) -> Result<(), i16> {
+        if let Some(r) = self
+            .consumer
+            .check_offsets_member(group, member_id, generation)
+        {
+            return r;
+        }
         let Some(g) = self.get(group) else {
             return if generation < 0 {
                 Ok(())

@@ -1,5 +1,7 @@
-//! Consumer groups: the classic rebalance protocol and committed offsets.
+//! Consumer groups: the classic rebalance protocol, the consumer protocol
+//! of KIP-848 (`consumer/`) and committed offsets shared by both.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod offsets;
 

@@ -81,6 +81,7 @@ import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.clients.admin.UserScramCredentialsDescription;
 import org.apache.kafka.clients.consumer.CommitFailedException;
 import org.apache.kafka.clients.consumer.ConsumerGroupMetadata;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -88,6 +89,7 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
@@ -197,6 +199,7 @@ public class ClientChecks {
         all.put("idempotent_producer_group_consumer", ClientChecks::idempotentProducerGroupConsumer);
         all.put("transactions_read_committed", ClientChecks::transactionsReadCommitted);
         all.put("static_membership", ClientChecks::staticMembership);
+        all.put("consumer_group_protocol", ClientChecks::consumerGroupProtocol);
         all.put("admin_topics", ClientChecks::adminTopics);
         all.put("admin_configs", ClientChecks::adminConfigs);
         all.put("admin_broker_and_group_configs", ClientChecks::adminBrokerAndGroupConfigs);
@@ -851,6 +854,137 @@ public class ClientChecks {
                 return "static member kept across close, resumed with a new member id, duplicate instance fenced ("
                         + fencedBy + "), removed by instance id";
             }
+        }
+    }
+
+    /**
+     * A consumer of KIP-848's protocol (group.protocol=consumer): the
+     * broker's heartbeat interval and session apply, and the client refuses
+     * session.timeout.ms and heartbeat.interval.ms, so they are left out.
+     */
+    static KafkaConsumer<String, String> consumer848(Properties base, String... kv) {
+        Properties p = new Properties();
+        p.putAll(base);
+        p.put("key.deserializer", StringDeserializer.class.getName());
+        p.put("value.deserializer", StringDeserializer.class.getName());
+        p.put("auto.offset.reset", "earliest");
+        p.put("enable.auto.commit", "false");
+        p.put("group.protocol", "consumer");
+        p.put("request.timeout.ms", "15000");
+        p.put("default.api.timeout.ms", "30000");
+        p.put("retry.backoff.ms", "100");
+        put(p, kv);
+        return new KafkaConsumer<>(p);
+    }
+
+    /** Records what a consumer is told to give up. */
+    static final class Revocations implements ConsumerRebalanceListener {
+        final List<TopicPartition> revoked = new ArrayList<>();
+
+        @Override
+        public void onPartitionsRevoked(Collection<TopicPartition> parts) {
+            revoked.addAll(parts);
+        }
+
+        @Override
+        public void onPartitionsAssigned(Collection<TopicPartition> parts) {
+        }
+
+        @Override
+        public void onPartitionsLost(Collection<TopicPartition> parts) {
+            revoked.addAll(parts);
+        }
+    }
+
+    /** Polls both consumers until `done` holds or WAIT passes. */
+    static void pollBoth(String what, KafkaConsumer<String, String> a, KafkaConsumer<String, String> b,
+            List<ConsumerRecord<String, String>> got, Supplier<Boolean> done) {
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (!done.get()) {
+            if (System.nanoTime() > deadline) {
+                throw new CheckFailed("timed out waiting for " + what + ": " + a.assignment() + " / "
+                        + (b == null ? "-" : b.assignment()));
+            }
+            for (ConsumerRecord<String, String> r : a.poll(Duration.ofMillis(100))) {
+                got.add(r);
+            }
+            if (b != null) {
+                for (ConsumerRecord<String, String> r : b.poll(Duration.ofMillis(100))) {
+                    got.add(r);
+                }
+            }
+        }
+    }
+
+    /**
+     * KIP-848 (group.protocol=consumer): the broker assigns. One member
+     * gets all four partitions; a second joins and each ends with two, the
+     * first giving up exactly the two that moved (incremental: the others
+     * stay assigned throughout); describeConsumerGroups says CONSUMER with
+     * both members and their partitions; the second leaves and the first
+     * gets them back without giving anything up; commits made by these
+     * members resume in a new member.
+     */
+    static String consumerGroupProtocol() throws Exception {
+        String topic = "java-cgp";
+        String group = "java-cgp-g";
+        try (Admin a = superAdmin();
+                KafkaProducer<String, String> p = producer(userProps())) {
+            createTopic(a, topic, 4, Map.of());
+            step("produce 40");
+            produce(p, topic, null, "", 0, 40);
+            List<ConsumerRecord<String, String>> got = new ArrayList<>();
+            Revocations firstRevoked = new Revocations();
+            String handOver;
+            try (KafkaConsumer<String, String> c1 = consumer848(userProps(), "group.id", group, "client.id", "java-cgp-1")) {
+                step("the first member gets all four partitions and 40 records");
+                c1.subscribe(List.of(topic), firstRevoked);
+                pollBoth("40 records", c1, null, got, () -> got.size() >= 40 && c1.assignment().size() == 4);
+                c1.commitSync();
+                Set<TopicPartition> before = new HashSet<>(c1.assignment());
+                try (KafkaConsumer<String, String> c2 = consumer848(userProps(), "group.id", group, "client.id", "java-cgp-2")) {
+                    step("a second member joins: 2 and 2, incrementally");
+                    c2.subscribe(List.of(topic));
+                    pollBoth("a 2/2 split", c1, c2, got,
+                            () -> c1.assignment().size() == 2 && c2.assignment().size() == 2);
+                    Set<TopicPartition> kept = new HashSet<>(c1.assignment());
+                    need(before.containsAll(kept), "c1 kept " + kept + " of " + before);
+                    need(firstRevoked.revoked.size() == 2 && kept.stream().noneMatch(firstRevoked.revoked::contains),
+                            "c1 revoked " + firstRevoked.revoked + " and kept " + kept);
+                    need(c2.assignment().stream().noneMatch(kept::contains), "c2 got " + c2.assignment());
+                    handOver = "revoked " + firstRevoked.revoked.size() + " of 4";
+                    step("describeConsumerGroups: a CONSUMER group with two members");
+                    ConsumerGroupDescription d = eventually("a stable 2-member description", () -> unchecked(() -> {
+                        ConsumerGroupDescription x = describeGroup(a, group);
+                        return x.members().size() == 2 && x.groupState() == GroupState.STABLE ? x : null;
+                    }));
+                    need(d.type() == GroupType.CONSUMER, "type " + d.type());
+                    for (MemberDescription m : d.members()) {
+                        need(m.assignment().topicPartitions().size() == 2, "member " + m);
+                    }
+                    step("produce 40 more: both consume their own partitions");
+                    produce(p, topic, null, "", 40, 80);
+                    pollBoth("80 records", c1, c2, got, () -> got.size() >= 80);
+                    c1.commitSync();
+                    c2.commitSync();
+                    firstRevoked.revoked.clear();
+                }
+                step("the second leaves: the first gets all four back, revoking nothing");
+                pollBoth("all four back", c1, null, got, () -> c1.assignment().size() == 4);
+                need(firstRevoked.revoked.isEmpty(), "c1 revoked " + firstRevoked.revoked);
+                c1.commitSync();
+            }
+            List<String> vs = values(got).stream().sorted().distinct().collect(Collectors.toList());
+            need(vs.size() == 80, "consumed " + vs.size() + " distinct of 80");
+            step("a new member resumes at the commits");
+            produce(p, topic, null, "", 80, 84);
+            try (KafkaConsumer<String, String> c3 = consumer848(userProps(), "group.id", group)) {
+                c3.subscribe(List.of(topic));
+                List<ConsumerRecord<String, String>> more = poll(c3, 4);
+                need(values(more).stream().sorted().collect(Collectors.toList()).equals(range("v", 80, 84)),
+                        "resumed with " + values(more));
+            }
+            return "members split 4 partitions 2/2 (" + handOver + "), described as CONSUMER, the leaver's partitions went back without revocation, commits resumed";
         }
     }
 
