@@ -101,10 +101,18 @@ impl Layers {
     }
 }
 
+/// A name or value as echoed to the client and the log: cut short.
+fn cut(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
+}
+
 fn bad(key: &str, value: &str, reason: &str) -> DynamicConfigError {
     DynamicConfigError::InvalidValue {
         key: key.to_string(),
-        value: value.to_string(),
+        value: cut(value),
         reason: reason.to_string(),
     }
 }
@@ -128,6 +136,10 @@ fn num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
 /// (Portcullis takes IP addresses only; IPv6 as `[::1]:5` or `::1:5`).
 pub fn parse_overrides(value: &str) -> Result<BTreeMap<IpAddr, usize>, DynamicConfigError> {
     let key = "max.connections.per.ip.overrides";
+    // Persisted and re-parsed on every change: bounded like any input.
+    if value.len() > 64 * 1024 {
+        return Err(bad(key, "(too long)", "longer than 65536 bytes"));
+    }
     let mut out = BTreeMap::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (ip, n) = item
@@ -245,7 +257,12 @@ impl DynamicConfigs {
             .filter(|k| !is_dynamic(k))
             .collect();
         if !statics.is_empty() {
-            return Err(DynamicConfigError::NotDynamic(statics.join(", ")));
+            // Names are echoed: each cut short, at most 20 of them.
+            let mut named: Vec<String> = statics.iter().take(20).map(|k| cut(k)).collect();
+            if statics.len() > 20 {
+                named.push("...".into());
+            }
+            return Err(DynamicConfigError::NotDynamic(named.join(", ")));
         }
         let mut layers = self.lock();
         let mut next = layers.clone();

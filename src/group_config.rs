@@ -20,6 +20,15 @@ use crate::util::atomic_file::write_atomic;
 
 pub const FILE_NAME: &str = "group-configs.json";
 
+/// Groups that may have overrides at once: every change rewrites the whole
+/// file, so a client with ALTER_CONFIGS on `*` must not grow it without
+/// bound (Kafka has no such cap; its metadata log bounds it instead).
+pub const MAX_GROUPS_WITH_CONFIGS: usize = 10_000;
+
+/// Longest value accepted (the free-text keys: topic and assignor names,
+/// tag lists).
+pub const MAX_VALUE_BYTES: usize = 1024;
+
 /// Kafka's DescribeConfigs config types.
 pub const TYPE_BOOLEAN: i8 = 1;
 pub const TYPE_STRING: i8 = 2;
@@ -270,6 +279,15 @@ pub enum GroupConfigError {
     },
 }
 
+/// A value as echoed in an error: cut short (values are at most
+/// `MAX_VALUE_BYTES`, but a message needs less).
+fn short(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &value[..i]),
+        None => value.to_string(),
+    }
+}
+
 fn invalid(m: impl Into<String>) -> GroupConfigError {
     GroupConfigError::Invalid(m.into())
 }
@@ -282,13 +300,20 @@ pub fn validate(
     g: &GroupsConfig,
 ) -> Result<(), GroupConfigError> {
     for (name, value) in overrides {
-        let k = key(name).ok_or_else(|| invalid(format!("Unknown group config name: {name}")))?;
+        let k = key(name)
+            .ok_or_else(|| invalid(format!("Unknown group config name: {}", short(name))))?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(invalid(format!(
+                "Invalid value for configuration {name}: longer than {MAX_VALUE_BYTES} bytes"
+            )));
+        }
         let v = value.trim();
         match bounds(k, g) {
             Kind::Int(min, max) => {
                 let n: i64 = v.parse().map_err(|_| {
                     invalid(format!(
-                        "Invalid value {value} for configuration {name}: Not a number of type INT"
+                        "Invalid value {} for configuration {name}: Not a number of type INT",
+                        short(value)
                     ))
                 })?;
                 if n < min {
@@ -305,14 +330,16 @@ pub fn validate(
             Kind::Bool => {
                 if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
                     return Err(invalid(format!(
-                        "Invalid value {value} for configuration {name}: Expected value to be either true or false"
+                        "Invalid value {} for configuration {name}: Expected value to be either true or false",
+                        short(value)
                     )));
                 }
             }
             Kind::OneOf(allowed) => {
                 if !allowed.contains(&v) {
                     return Err(invalid(format!(
-                        "Invalid value {value} for configuration {name}: must be one of {}",
+                        "Invalid value {} for configuration {name}: must be one of {}",
+                        short(value),
                         allowed.join(", ")
                     )));
                 }
@@ -320,7 +347,8 @@ pub fn validate(
             Kind::Text if name == "share.auto.offset.reset" => {
                 if !(v == "latest" || v == "earliest" || v.starts_with("by_duration:")) {
                     return Err(invalid(format!(
-                        "Invalid value {value} for configuration {name}: must be latest, earliest or by_duration:<ISO-8601 duration>"
+                        "Invalid value {} for configuration {name}: must be latest, earliest or by_duration:<ISO-8601 duration>",
+                        short(value)
                     )));
                 }
             }
@@ -482,6 +510,11 @@ impl GroupConfigs {
         if validate_only {
             return Ok(());
         }
+        if !next.is_empty() && !all.contains_key(group) && all.len() >= MAX_GROUPS_WITH_CONFIGS {
+            return Err(invalid(format!(
+                "at most {MAX_GROUPS_WITH_CONFIGS} groups may have group configs; delete some first"
+            )));
+        }
         let mut updated = all.clone();
         if next.is_empty() {
             updated.remove(group);
@@ -549,6 +582,14 @@ mod tests {
         )
         .unwrap();
         assert!(s.overrides("g1").len() == 1, "validate-only stores nothing");
+        let long = "x".repeat(MAX_VALUE_BYTES + 1);
+        assert!(s
+            .alter(
+                "g1",
+                &[Op::Set("errors.deadletterqueue.topic.name", &long)],
+                false
+            )
+            .is_err());
         let again = GroupConfigs::load(dir.path(), g).unwrap();
         assert_eq!(again.consumer_session_timeout_ms("g1"), 50_000);
         again

@@ -1136,7 +1136,6 @@ public class ClientChecks {
             ConfigEntry ret = bc.get("log.retention.ms");
             need(ret.source() == ConfigEntry.ConfigSource.STATIC_BROKER_CONFIG
                     || ret.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG, "log.retention.ms before: " + ret);
-            System.err.println("  log.retention.ms: " + ret + " doc=" + ret.documentation());
             List<ConfigEntry> sensitive = bc.entries().stream().filter(ConfigEntry::isSensitive).toList();
             need(!sensitive.isEmpty(), "no sensitive broker config");
             for (ConfigEntry e : sensitive) {
@@ -1244,12 +1243,6 @@ public class ClientChecks {
                         "user describe of " + group);
             } finally {
                 get(a.deleteAcls(List.of(deny.toFilter(), denyDescribe.toFilter())).all());
-            }
-            if (System.getenv("BCFG_DEBUG") != null) {
-                Config gcs = get(a.describeConfigs(List.of(groupRes), new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true)).all()).get(groupRes);
-                Config tcs = get(a.describeConfigs(List.of(topicRes), new DescribeConfigsOptions().includeSynonyms(true)).all()).get(topicRes);
-                java.nio.file.Files.writeString(java.nio.file.Path.of(System.getenv("BCFG_DEBUG")),
-                        "group: " + gcs.entries() + "\n\ntopic: " + tcs.entries() + "\n\nbroker: " + bc.entries() + "\n");
             }
             return "broker " + node.idString() + ": " + bc.entries().size() + " entries (" + sensitive.size()
                     + " sensitive, null), log.retention.ms dynamic default followed by a topic, per-broker message.max.bytes,"
