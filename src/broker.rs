@@ -22,7 +22,7 @@ pub struct Broker {
     /// Per-group configs (IncrementalAlterConfigs on GROUP); the group
     /// coordinator reads a group's session timeout and heartbeat interval
     /// here.
-    pub group_configs: crate::group_config::GroupConfigs,
+    pub group_configs: Arc<crate::group_config::GroupConfigs>,
     pub logs: Arc<LogManager>,
     /// SCRAM credentials; present whenever a SASL listener is configured.
     pub credentials: Option<Arc<CredentialStore>>,

@@ -123,8 +123,10 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     // as in Kafka.
     let dynamic = crate::dynamic_config::DynamicConfigs::load(&config.data_dir)?;
     let effective = dynamic.layers().apply(&config)?;
-    let group_configs =
-        crate::group_config::GroupConfigs::load(&config.data_dir, config.groups.clone())?;
+    let group_configs = Arc::new(crate::group_config::GroupConfigs::load(
+        &config.data_dir,
+        config.groups.clone(),
+    )?);
     let connections = connection_limits(&effective);
     let dir = config.data_dir.clone();
     let log_cfg = effective.log.clone();
@@ -206,6 +208,16 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             session_timeout_ms: config.groups.consumer_session_timeout_ms,
         },
     });
+    // KIP-848 groups run with their own group configs (Kafka's
+    // consumer.session.timeout.ms / consumer.heartbeat.interval.ms), read
+    // at each heartbeat and session check, so a change applies live.
+    groups.consumer.use_group_settings(Arc::new({
+        let configs = group_configs.clone();
+        move |group: &str| crate::group::consumer::ConsumerSettings {
+            heartbeat_interval_ms: configs.consumer_heartbeat_interval_ms(group),
+            session_timeout_ms: configs.consumer_session_timeout_ms(group),
+        }
+    }));
     let mirror = match &config.audit.topic {
         Some(topic) if config.audit.enabled => {
             if logs.topic(topic).is_none() {

@@ -837,3 +837,76 @@ fn offsets_of_consumer_members_check_the_member_epoch() {
     assert_eq!(d.groups[0].error_code, 0);
     assert_eq!(d.groups[0].group_state.as_str(), "Dead");
 }
+
+/// A group's own configs (KIP-848's `consumer.heartbeat.interval.ms` and
+/// `consumer.session.timeout.ms`, set with IncrementalAlterConfigs on the
+/// GROUP resource) apply to its members at once: the heartbeat interval
+/// its members are told, and the session after which a silent member is
+/// fenced; another group keeps the broker's settings.
+#[test]
+fn group_configs_set_a_groups_heartbeat_and_session() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let (_dir, broker) = start("cp-group-configs");
+    let b = &broker.bootstrap;
+    create_topic(b, "cfg-t", 2);
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let set = |key: &str, value: &str| {
+        let resp: IncrementalAlterConfigsResponse = call(
+            b,
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(32)
+                    .with_resource_name(s("cfg-g"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(s(key))
+                        .with_config_operation(0)
+                        .with_value(Some(s(value)))]),
+            ]),
+        );
+        assert_eq!(resp.responses[0].error_code, 0, "{key}={value}: {resp:?}");
+    };
+    // Within the bounds this test's broker allows (GROUPS_YAML).
+    set("consumer.heartbeat.interval.ms", "700");
+    set("consumer.session.timeout.ms", "1500");
+
+    let joined = heartbeat(b, &join_request("cfg-g", "m-cfg", &["cfg-t"]));
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    assert_eq!(
+        joined.heartbeat_interval_ms, 700,
+        "the group's own interval"
+    );
+    let other = heartbeat(b, &join_request("other-g", "m-other", &["cfg-t"]));
+    assert_eq!(
+        other.heartbeat_interval_ms, 500,
+        "the broker's interval (GROUPS_YAML)"
+    );
+
+    // Silent for 4 s: past its group's 1.5 s session, well inside the
+    // broker's 10 s one. Its next heartbeat finds it fenced; the other
+    // group's member, as silent, is still there.
+    std::thread::sleep(Duration::from_secs(4));
+    let member = joined.member_id.clone().unwrap();
+    let again = heartbeat(
+        b,
+        &join_request("cfg-g", member.as_str(), &["cfg-t"]).with_member_epoch(joined.member_epoch),
+    );
+    assert!(
+        again.error_code == ResponseError::UnknownMemberId.code()
+            || again.error_code == ResponseError::FencedMemberEpoch.code(),
+        "a member silent past its group's session was not fenced: {again:?}"
+    );
+    let other_member = other.member_id.clone().unwrap();
+    let still = heartbeat(
+        b,
+        &join_request("other-g", other_member.as_str(), &["cfg-t"])
+            .with_member_epoch(other.member_epoch),
+    );
+    assert_eq!(still.error_code, 0, "the broker's 10 s session: {still:?}");
+}

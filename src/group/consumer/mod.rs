@@ -425,10 +425,17 @@ pub fn validate(hb: &Heartbeat) -> Result<(), HeartbeatError> {
     Ok(())
 }
 
+/// A group's own settings: its group configs (`consumer.session.timeout.ms`,
+/// `consumer.heartbeat.interval.ms`) over the broker's.
+pub type SettingsOf = Arc<dyn Fn(&str) -> ConsumerSettings + Send + Sync>;
+
 /// Every consumer-protocol group of this broker.
 pub struct ConsumerGroups {
     groups: Mutex<HashMap<String, Arc<Mutex<ConsumerGroup>>>>,
+    /// The broker-wide settings (Kafka's `group.consumer.*`).
     pub settings: ConsumerSettings,
+    /// Per-group settings, once the broker wires its group configs in.
+    settings_of: std::sync::OnceLock<SettingsOf>,
 }
 
 impl ConsumerGroups {
@@ -436,6 +443,21 @@ impl ConsumerGroups {
         ConsumerGroups {
             groups: Mutex::new(HashMap::new()),
             settings,
+            settings_of: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Takes each group's settings from `f` from now on (set once, at start).
+    pub fn use_group_settings(&self, f: SettingsOf) {
+        let _ = self.settings_of.set(f);
+    }
+
+    /// The settings `group` runs with now: a changed group config applies
+    /// to its next heartbeat and the next session check.
+    fn settings_for(&self, group: &str) -> ConsumerSettings {
+        match self.settings_of.get() {
+            Some(f) => f(group),
+            None => self.settings.clone(),
         }
     }
 
@@ -499,7 +521,7 @@ impl ConsumerGroups {
     ) -> Result<HeartbeatOk, HeartbeatError> {
         let now = Instant::now();
         let mut g = lock(g);
-        let interval = self.settings.heartbeat_interval_ms;
+        let interval = self.settings_for(&g.id).heartbeat_interval_ms;
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(&mut g, &hb);
         }
@@ -699,10 +721,11 @@ impl ConsumerGroups {
     /// Fences members whose session or revocation time ran out.
     pub fn tick(&self) {
         let now = Instant::now();
-        let session = Duration::from_millis(self.settings.session_timeout_ms.max(0) as u64);
         let groups: Vec<Arc<Mutex<ConsumerGroup>>> = self.map().values().cloned().collect();
         for g in groups {
             let mut g = lock(&g);
+            let session =
+                Duration::from_millis(self.settings_for(&g.id).session_timeout_ms.max(0) as u64);
             let expired: Vec<(String, &'static str)> = g
                 .members
                 .values()
