@@ -89,6 +89,27 @@ pub fn unavailable(body: &RequestKind, version: i16) -> Option<ResponseKind> {
                 .with_topics(refusals::txn_offset_commit(&r.topics, c)),
         ),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(r, version, c)),
+        // KIP-848: the member looks the coordinator up again and keeps
+        // its epoch (Kafka's ConsumerGroupHeartbeat error answer).
+        RequestKind::ConsumerGroupHeartbeat(_) => ResponseKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(c)
+                .with_member_epoch(-1)
+                .with_heartbeat_interval_ms(0),
+        ),
+        RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(
+                r.group_ids
+                    .iter()
+                    .map(|g| {
+                        consumer_group_describe_response::DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(c)
+                            .with_authorized_operations(i32::MIN)
+                    })
+                    .collect(),
+            ),
+        ),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(
             DescribeGroupsResponse::default().with_groups(
                 r.groups
@@ -272,6 +293,18 @@ mod tests {
                 RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
             ),
             (
+                ApiKey::ConsumerGroupHeartbeat,
+                RequestKind::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(s("g"))),
+                ),
+            ),
+            (
+                ApiKey::ConsumerGroupDescribe,
+                RequestKind::ConsumerGroupDescribe(
+                    ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("g"))]),
+                ),
+            ),
+            (
                 ApiKey::AddPartitionsToTxn,
                 RequestKind::AddPartitionsToTxn(
                     AddPartitionsToTxnRequest::default().with_v3_and_below_topics(vec![
@@ -327,6 +360,10 @@ mod tests {
                         d.results.iter().map(|g| g.error_code).collect()
                     }
                     ResponseKind::OffsetDelete(o) => vec![o.error_code],
+                    ResponseKind::ConsumerGroupHeartbeat(h) => vec![h.error_code],
+                    ResponseKind::ConsumerGroupDescribe(d) => {
+                        d.groups.iter().map(|g| g.error_code).collect()
+                    }
                     ResponseKind::AddPartitionsToTxn(a) => a
                         .results_by_topic_v3_and_below
                         .iter()
