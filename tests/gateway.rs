@@ -2282,3 +2282,100 @@ fn duplicate_static_member_is_fenced_through_the_gateway() {
         t.logs()
     });
 }
+
+/// A topic's `compression.type` and the legacy AlterConfigs through the
+/// gateway (issue #15 item 3 in gateway mode): alice creates a zstd topic
+/// through the gateway, sends gzip batches, reads them back identical, and
+/// the upstream stored zstd; librdkafka's `alter_configs` (API 33) then
+/// replaces the topic's configs: retention.bytes set, compression.type back
+/// to its default.
+#[test]
+fn compression_type_and_legacy_alter_configs_through_the_gateway() {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let t = Gw::start("gw-codec", Opts::default());
+    let cfg = t.gw_config("alice");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin: AdminClient<DefaultClientContext> = cfg.create().unwrap();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(60)));
+    let created = rt
+        .block_on(
+            admin.create_topics(
+                &[NewTopic::new("gw-codec", 1, TopicReplication::Fixed(1))
+                    .set("compression.type", "zstd")],
+                &opts,
+            ),
+        )
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+
+    let p: ThreadedProducer<Deliveries> = {
+        let mut c = cfg.clone();
+        c.set("compression.codec", "gzip").set("linger.ms", "20");
+        c.create_with_context(Deliveries::default()).unwrap()
+    };
+    let values: Vec<String> = (0..50)
+        .map(|i| format!("codec-{i}-{}", "x".repeat(i * 7)))
+        .collect();
+    for v in &values {
+        p.send(BaseRecord::<(), _>::to("gw-codec").payload(v))
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+
+    let c: BaseConsumer = {
+        let mut c = cfg.clone();
+        c.set("group.id", "gw-codec-reader")
+            .set("enable.auto.commit", "false");
+        c.create().unwrap()
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("gw-codec", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    wait_for("the 50 records through the gateway", DEADLINE, || {
+        while let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+        (got.len() >= values.len()).then_some(())
+    });
+    assert_eq!(got, values, "read back through the gateway");
+
+    // The upstream stored the batches in the topic's codec.
+    let dir = t.up.dir.join("data/topics/gw-codec/0");
+    let mut codecs = Vec::new();
+    for f in std::fs::read_dir(&dir).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "log") {
+            let b = std::fs::read(f.path()).unwrap();
+            let mut at = 0;
+            while at + 61 <= b.len() {
+                let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+                codecs.push(i16::from_be_bytes([b[at + 21], b[at + 22]]) & 0x07);
+                at += 12 + len;
+            }
+        }
+    }
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|c| *c == 4),
+        "stored codecs {codecs:?}"
+    );
+
+    rt.block_on(admin.alter_configs(
+        &[AlterConfig::new(ResourceSpecifier::Topic("gw-codec")).set("retention.bytes", "12345")],
+        &opts,
+    ))
+    .unwrap();
+    let described = rt
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Topic("gw-codec")], &opts))
+        .unwrap()
+        .remove(0)
+        .expect("describe_configs");
+    let value = |k: &str| described.get(k).and_then(|e| e.value.clone());
+    assert_eq!(value("retention.bytes").as_deref(), Some("12345"));
+    assert_eq!(
+        value("compression.type").as_deref(),
+        Some("producer"),
+        "replaced, not merged"
+    );
+}
