@@ -366,33 +366,6 @@ fn retention_deletes_old_segments() {
     assert_eq!(recs[0].1, low);
 }
 
-/// The codec of every batch stored for `topic` (its partition directories'
-/// segment files, read from disk).
-fn stored_codecs(data: &std::path::Path, topic: &str) -> Vec<i16> {
-    let mut codecs = Vec::new();
-    // topics/<topic>/<partition>/<base offset>.log
-    for d in std::fs::read_dir(data.join("topics").join(topic))
-        .unwrap()
-        .flatten()
-    {
-        if !d.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
-            if f.path().extension().is_some_and(|e| e == "log") {
-                let b = std::fs::read(f.path()).unwrap();
-                let mut at = 0;
-                while at + 61 <= b.len() {
-                    let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-                    codecs.push(i16::from_be_bytes([b[at + 21], b[at + 22]]) & 0x07);
-                    at += 12 + len;
-                }
-            }
-        }
-    }
-    codecs
-}
-
 /// A topic's `compression.type` (Kafka's semantics): batches the producers
 /// sent with every codec are stored in the topic's codec, and read back
 /// identical (keys, values, headers, offsets) by librdkafka; `producer`
@@ -453,7 +426,7 @@ fn topic_compression_type_recompresses_every_codec() {
                 "{topic}: headers at {i}"
             );
         }
-        let stored = stored_codecs(&dir.path().join("data"), &topic);
+        let stored = common::stored_codecs(&dir.path().join("data"), &topic);
         assert!(!stored.is_empty(), "{topic}: no stored batch found");
         if want >= 0 {
             assert!(

@@ -739,16 +739,7 @@ fn group_acls_on_secure_broker() {
         .clone()
         .expect("the broker did not create the admin user");
     broker.add_user("bob", "bob-Secret-42");
-    wait_for(
-        "the broker to load bob's credentials",
-        Duration::from_secs(30),
-        || {
-            clean_log(&broker.log())
-                .lines()
-                .any(|l| l.contains("credential file reloaded") && l.ends_with("users=2"))
-                .then_some(())
-        },
-    );
+    broker.wait_users_loaded(2, Duration::from_secs(30));
     let env = serde_json::json!({
         "bootstrap": broker.addr("SASL_SSL"),
         "ca": broker.ca_file(),

@@ -467,12 +467,7 @@ fn consumer_protocol_acls_and_audit() {
     let broker = Broker::start_secure(dir.path(), &yaml);
     let admin_password = broker.admin_password.clone().expect("admin password");
     broker.add_user("bob", "bob-Secret-42");
-    common::wait_for("bob's credentials", Duration::from_secs(30), || {
-        common::clean_log(&broker.log())
-            .lines()
-            .any(|l| l.contains("credential file reloaded") && l.ends_with("users=2"))
-            .then_some(())
-    });
+    broker.wait_users_loaded(2, Duration::from_secs(30));
     let env = serde_json::json!({
         "bootstrap": broker.addr("SASL_SSL"),
         "ca": broker.ca_file(),

@@ -32,7 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use common::audit_files::{is, n, raw_lines, s, show};
-use common::{raw_request, run_script_ok, scratch, strip_ansi, tail, wait_for, Broker};
+use common::{raw_request, run_script_ok, scratch, tail, wait_for, Broker};
 
 /// Generous: the test machine may be small and busy.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -101,22 +101,6 @@ struct Gw {
     _dir: tempfile::TempDir,
 }
 
-/// Waits until `broker` has reloaded its credential store with `users`
-/// users (the CLI writes the file; the broker's watcher picks it up).
-fn wait_users_loaded(broker: &Broker, users: usize, what: &str) {
-    let want = format!("users={users}");
-    wait_for(
-        &format!("{what} to load its {users} users"),
-        DEADLINE,
-        || {
-            strip_ansi(&broker.log())
-                .lines()
-                .any(|l| l.contains("credential file reloaded") && l.ends_with(&want))
-                .then_some(())
-        },
-    );
-}
-
 impl Gw {
     fn start(name: &str, opts: Opts<'_>) -> Gw {
         let dir = scratch(name);
@@ -146,7 +130,7 @@ impl Gw {
         let up = if opts.upstream_sasl {
             let up = Broker::start_listeners(&up_dir, &["SASL_PLAINTEXT"], &up_yaml);
             up.add_user(SERVICE_USER, SERVICE_PASSWORD);
-            wait_users_loaded(&up, 2, "the upstream");
+            up.wait_users_loaded(2, DEADLINE);
             up
         } else {
             Broker::start(&up_dir, &up_yaml)
@@ -187,7 +171,7 @@ impl Gw {
             gw.add_user(u, &password_of(u));
         }
         if !opts.users.is_empty() {
-            wait_users_loaded(&gw, opts.users.len() + 1, "the gateway");
+            gw.wait_users_loaded(opts.users.len() + 1, DEADLINE);
         }
         Gw {
             gw,
@@ -2343,19 +2327,7 @@ fn compression_type_and_legacy_alter_configs_through_the_gateway() {
     assert_eq!(got, values, "read back through the gateway");
 
     // The upstream stored the batches in the topic's codec.
-    let dir = t.up.dir.join("data/topics/gw-codec/0");
-    let mut codecs = Vec::new();
-    for f in std::fs::read_dir(&dir).unwrap().flatten() {
-        if f.path().extension().is_some_and(|e| e == "log") {
-            let b = std::fs::read(f.path()).unwrap();
-            let mut at = 0;
-            while at + 61 <= b.len() {
-                let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-                codecs.push(i16::from_be_bytes([b[at + 21], b[at + 22]]) & 0x07);
-                at += 12 + len;
-            }
-        }
-    }
+    let codecs = common::stored_codecs(&t.up.dir.join("data"), "gw-codec");
     assert!(
         !codecs.is_empty() && codecs.iter().all(|c| *c == 4),
         "stored codecs {codecs:?}"

@@ -1110,12 +1110,7 @@ fn gateway_in_front_of_three_node_cluster() {
     );
     let gw = Broker::start_secure(dir.path(), &yaml);
     gw.add_user(ALICE.0, ALICE.1);
-    common::wait_for("the gateway to load alice", Duration::from_secs(60), || {
-        common::strip_ansi(&gw.log())
-            .lines()
-            .any(|l| l.contains("credential file reloaded") && l.ends_with("users=2"))
-            .then_some(())
-    });
+    gw.wait_users_loaded(2, Duration::from_secs(60));
     let gw_props = dir.path().join("alice.properties");
     let gw_ca = gw.ca_file();
     write_client_properties(

@@ -100,16 +100,7 @@ impl Backend {
     /// loaded it: `users` is how many the store then holds (with `admin`).
     pub fn add_user(&self, name: &str, password: &str, users: usize) {
         self.broker.add_user(name, password);
-        let want = format!("users={users}");
-        crate::common::wait_for(
-            &format!("the broker to load {users} users"),
-            std::time::Duration::from_secs(60),
-            || {
-                crate::common::strip_ansi(&self.broker.log())
-                    .lines()
-                    .any(|l| l.contains("credential file reloaded") && l.ends_with(&want))
-                    .then_some(())
-            },
-        );
+        self.broker
+            .wait_users_loaded(users, std::time::Duration::from_secs(60));
     }
 }

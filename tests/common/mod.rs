@@ -233,6 +233,23 @@ impl Broker {
         );
     }
 
+    /// Waits until the broker reloaded its credential store and holds
+    /// `users` users (`admin` included): the CLI writes the file, the
+    /// broker's watcher picks it up.
+    pub fn wait_users_loaded(&self, users: usize, timeout: Duration) {
+        let want = format!("users={users}");
+        wait_for(
+            &format!("the broker to load {users} users"),
+            timeout,
+            || {
+                strip_ansi(&self.log())
+                    .lines()
+                    .any(|l| l.contains("credential file reloaded") && l.ends_with(&want))
+                    .then_some(())
+            },
+        );
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("portcullis.yaml")
     }
@@ -370,6 +387,33 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The codec of every batch stored for `topic` (its partition directories'
+/// segment files under the broker's `data` dir, read from disk).
+pub fn stored_codecs(data: &Path, topic: &str) -> Vec<i16> {
+    let mut codecs = Vec::new();
+    // topics/<topic>/<partition>/<base offset>.log
+    for d in std::fs::read_dir(data.join("topics").join(topic))
+        .unwrap()
+        .flatten()
+    {
+        if !d.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                let b = std::fs::read(f.path()).unwrap();
+                let mut at = 0;
+                while at + 61 <= b.len() {
+                    let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+                    codecs.push(i16::from_be_bytes([b[at + 21], b[at + 22]]) & 0x07);
+                    at += 12 + len;
+                }
+            }
+        }
+    }
+    codecs
 }
 
 /// A scratch directory per test, kept on failure for inspection.
