@@ -733,6 +733,25 @@ fn streams_exactly_once_against_kafka() {
     exactly_once_across_restart(&target, &context);
 }
 
+/// A gateway in front of `kafka` as its service user. The gateway's own ACL
+/// file (`acl`) holds no rule: the application gets only what `setup`
+/// grants through the gateway's Admin API (answered by the edge). Kafka
+/// behind it has no authorizer; the service user does what the edge
+/// allowed. `sasl:` (the gateway's own credential store) is spelled out:
+/// the harness adds its own only when the text has no `sasl:` at all, and
+/// the upstream section has one.
+fn gateway_yaml(kafka: &KafkaCluster, dir: &Path, acl: &Path) -> String {
+    format!(
+        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{}\"]\n  security_protocol: SASL_SSL\n  tls:\n    ca_file: {}\n  sasl:\n    username: {}\n    password: {}\nsasl:\n  credentials: {}\nacl:\n  file: {}\n",
+        kafka.addr(0, Listener::SaslSsl),
+        kafka.ca_file().display(),
+        SERVICE.0,
+        SERVICE.1,
+        dir.join("credentials.yaml").display(),
+        acl.display(),
+    )
+}
+
 #[test]
 fn streams_exactly_once_through_gateway() {
     let kafka = KafkaCluster::start(
@@ -745,24 +764,9 @@ fn streams_exactly_once_through_gateway() {
         },
     );
     let dir = Kept::new("streams-gateway");
-    // The gateway's own ACL file holds no rule: the application gets only
-    // what `setup` grants through the gateway's Admin API (answered by the
-    // edge). Kafka behind it has no authorizer; the service user does what
-    // the edge allowed. `sasl:` (the gateway's own credential store) is
-    // spelled out: the harness adds its own only when the text has no
-    // `sasl:` at all, and the upstream section has one.
     let acl = dir.path().join("acls.yaml");
     std::fs::write(&acl, "rules: []\n").unwrap();
-    let yaml = format!(
-        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{}\"]\n  security_protocol: SASL_SSL\n  tls:\n    ca_file: {}\n  sasl:\n    username: {}\n    password: {}\nsasl:\n  credentials: {}\nacl:\n  file: {}\n",
-        kafka.addr(0, Listener::SaslSsl),
-        kafka.ca_file().display(),
-        SERVICE.0,
-        SERVICE.1,
-        dir.path().join("credentials.yaml").display(),
-        acl.display(),
-    );
-    let gw = Broker::start_secure(dir.path(), &yaml);
+    let gw = Broker::start_secure(dir.path(), &gateway_yaml(&kafka, dir.path(), &acl));
     gw.add_user(USER.0, USER.1);
     let admin_password = gw.admin_password.clone().expect("admin password");
     let ca = gw.ca_file();
@@ -1281,5 +1285,35 @@ fn streams_state_restored_against_portcullis() {
         dir: dir.path(),
     };
     let context = || common::log_tail(&broker, 60);
+    state_restored_from_changelog(&target, &context);
+}
+
+#[test]
+fn streams_state_restored_through_gateway() {
+    let kafka = KafkaCluster::start(
+        "streams-state-gw",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[SERVICE],
+            props: &[("log.cleaner.backoff.ms", "500")],
+            ..Default::default()
+        },
+    );
+    let dir = Kept::new("streams-state-gateway");
+    let acl = dir.path().join("acls.yaml");
+    std::fs::write(&acl, "rules: []\n").unwrap();
+    let gw = Broker::start_secure(dir.path(), &gateway_yaml(&kafka, dir.path(), &acl));
+    gw.add_user(USER.0, USER.1);
+    let admin_password = gw.admin_password.clone().expect("admin password");
+    let ca = gw.ca_file();
+    let bootstrap = gw.addr("SASL_SSL").to_string();
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || format!("{}\n{}", common::log_tail(&gw, 60), kafka.logs_tail(30));
     state_restored_from_changelog(&target, &context);
 }
