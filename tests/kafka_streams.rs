@@ -1,25 +1,27 @@
-//! Kafka Streams (issue #14, item 3): a stateless application with
-//! `processing.guarantee=exactly_once_v2` and a repartition topic gives the
-//! right output across a `kill -9` and a restart.
+//! Kafka Streams (issue #14, item 3; issue #16, item 4): a stateless
+//! application with `processing.guarantee=exactly_once_v2` and a
+//! repartition topic gives the right output across a `kill -9` and a
+//! restart; a stateful one restores its state store from its compacted
+//! changelog after its local state is deleted.
 //!
-//! The application is `tests/java/StreamsApp.java` (a single-file Java
-//! program on the jars of tests/kafka/pom.xml): input -> filter (drop
-//! `i % 5 == 0`) -> selectKey (`g<i % 7>`) -> `repartition("rekeyed")`
-//! (Streams' `<app>-rekeyed-repartition` topic) -> mapValues (`out-<i>`)
-//! -> output, no state store. It runs as a user that has only the ACLs
-//! Kafka's documentation lists for a Streams application (see the
-//! program's `setup`), granted by the admin through the Admin API.
+//! The applications are `tests/java/StreamsApp.java` (a single-file Java
+//! program on the jars of tests/kafka/pom.xml). They run as a user that has
+//! only the ACLs Kafka's documentation lists for a Streams application
+//! (see the program's `setup`), granted by the admin through the Admin API.
 //!
-//! Each test: the admin creates the topics and grants the ACLs, 2000 keyed
-//! records are produced (idempotent producer), the application starts and
-//! is killed with SIGKILL once it has committed some transactions and is
-//! still mid-stream (it sleeps a little per record), 1000 more records are
-//! produced, the application starts again and runs until a read_committed
-//! consumer sees all the output, then stops cleanly. A last read_committed
-//! read of the whole output topic must hold every expected record exactly
-//! once (none missing, none duplicated, none unexpected), each source key's
-//! records in order within their output key, and the repartition topic
-//! must exist.
+//! The stateless application: input -> filter (drop `i % 5 == 0`) ->
+//! selectKey (`g<i % 7>`) -> `repartition("rekeyed")` (Streams'
+//! `<app>-rekeyed-repartition` topic) -> mapValues (`out-<i>`) -> output,
+//! no state store. Each test: the admin creates the topics and grants the
+//! ACLs, 2000 keyed records are produced (idempotent producer), the
+//! application starts and is killed with SIGKILL once it has committed some
+//! transactions and is still mid-stream (it sleeps a little per record),
+//! 1000 more records are produced, the application starts again and runs
+//! until a read_committed consumer sees all the output, then stops cleanly.
+//! A last read_committed read of the whole output topic must hold every
+//! expected record exactly once (none missing, none duplicated, none
+//! unexpected), each source key's records in order within their output
+//! key, and the repartition topic must exist.
 //!
 //! - `streams_exactly_once_against_portcullis`: embedded Portcullis.
 //! - `streams_exactly_once_against_kafka`: a real 1-node Apache Kafka
@@ -28,21 +30,39 @@
 //! - `streams_exactly_once_through_gateway`: Portcullis in gateway mode in
 //!   front of the 1-node Kafka, the ACLs enforced by the gateway's edge.
 //!
+//! The stateful application counts records per input key (`count()` into
+//! the RocksDB store `counts`, caching off, so one changelog and one output
+//! record per input) and writes each new count to its output. Streams
+//! creates the changelog `<app>-counts-changelog` itself, compacted, with
+//! 100 ms segments and `min.cleanable.dirty.ratio=0.01` (`topic.` configs),
+//! so a cleaner pass can compact it during the test. Each test
+//! ([`state_restored_from_changelog`]): 2000 records are counted, the
+//! application stops cleanly, the admin checks the changelog (DescribeConfigs
+//! `cleanup.policy=compact`, each key's latest value is its count) and waits
+//! a while for a cleaner pass; the application's state directory is
+//! deleted; 1000 more records arrive; the restarted application must
+//! restore every changelog partition (its `StateRestoreListener` reports
+//! the records restored) and count on from there: each key's output, read
+//! read_committed, must be exactly the counts 1..=n over all 3000 inputs.
+//!
+//! - `streams_state_restored_against_portcullis`,
+//!   `streams_state_restored_against_kafka` (the reference),
+//!   `streams_state_restored_through_gateway`.
+//!
 //! The user has only Kafka's documented Streams ACLs on every back end
 //! (DescribeCluster, which Streams sends before `describeTopics`, is
-//! answered for any logged-in client, as Kafka does). Two refusals are
-//! asserted, each failing the day Portcullis serves the feature:
-//!
-//! - `streams_group_protocol_refused`: KIP-1071's streams rebalance
-//!   protocol (`group.protocol=streams`) runs on Kafka; Portcullis does not
-//!   list StreamsGroupHeartbeat (UnsupportedVersionException).
-//! - `streams_state_store_changelog_refused`: a state store's changelog is
-//!   a compacted topic, which Portcullis refuses (INVALID_CONFIG).
+//! answered for any logged-in client, as Kafka does). One refusal is
+//! asserted, failing the day Portcullis serves the feature:
+//! `streams_group_protocol_refused`: KIP-1071's streams rebalance protocol
+//! (`group.protocol=streams`) runs on Kafka; Portcullis does not list
+//! StreamsGroupHeartbeat (UnsupportedVersionException).
 //!
 //! Each test prints its figures: when the application ran, how far the
 //! first run got before the kill, how many records of aborted transactions
 //! and markers the output topic holds, how much of the repartition topic
-//! Streams purged (DeleteRecords).
+//! Streams purged (DeleteRecords); for the stateful one, the changelog's
+//! records and bytes before and after the cleaner wait, whether a cleaner
+//! pass was seen, and how many records the restore read.
 
 mod common;
 
