@@ -126,7 +126,7 @@ const CHANGELOG_CONFIGS: &str = "segment.ms=100,min.cleanable.dirty.ratio=0.01";
 /// How long the test waits for a cleaner pass over the changelog before it
 /// deletes the state and restarts the application anyway (whether the
 /// cleaner ran is reported, not asserted: tests/compaction.rs tests it).
-const CLEANER_WAIT: Duration = Duration::from_secs(30);
+const CLEANER_WAIT: Duration = Duration::from_secs(20);
 /// Records produced before the first run, and after the kill.
 const FIRST: u32 = 2000;
 const SECOND: u32 = 1000;
