@@ -117,8 +117,9 @@ const STORE: &str = "counts";
 /// Input keys (`u<i % 20>`), so the count of each after inputs `0..n`.
 const KEYS: u32 = 20;
 /// Per-record sleep of the stateful application's first run: its changelog
-/// grows over a few seconds, so that its 100 ms segments roll under load.
-const COUNTS_DELAY_MS: u32 = 2;
+/// grows over 2 s at least, so that its 100 ms segments roll many times
+/// however fast the machine.
+const COUNTS_DELAY_MS: u32 = 1;
 /// The internal topics' configs the stateful application asks Streams for:
 /// small segments and an eager cleaner, so that the changelog is cleaned
 /// before the restore reads it.
@@ -449,16 +450,43 @@ fn exactly_once_violations(records: &[Rec], total: u32) -> Vec<String> {
     wrong
 }
 
-/// The admin creates `app`'s topics and grants the user the Streams ACLs.
-fn setup(t: &Target<'_>, app: &App, name: &str, context: &dyn Fn() -> String) {
+/// The admin creates `app`'s topics and grants the user the Streams ACLs,
+/// then produces the inputs `then_produce` (`from..to`) when some.
+fn setup(
+    t: &Target<'_>,
+    app: &App,
+    name: &str,
+    then_produce: Option<(u32, u32)>,
+    context: &dyn Fn() -> String,
+) {
     let admin = t.properties(ADMIN, t.admin_password);
     let admin = admin.display().to_string();
-    let setup = args(&[
+    let mut setup = args(&[
         "setup", "--config", &admin, "--user", USER.0, "--app", app.id, "--input", app.input,
         "--output", app.output,
     ]);
+    setup.extend(produce_args(app, then_produce));
     let out = run_java(t.dir, name, &setup, context);
     assert!(out.iter().any(|l| l == "SETUP\tok"), "{name}: {out:?}");
+    if let Some((from, to)) = then_produce {
+        let want = format!("PRODUCED\t{}", to - from);
+        assert!(out.contains(&want), "{name}: {out:?}");
+    }
+}
+
+/// `--then-produce <app's input> --from <from> --to <to>`, or nothing.
+fn produce_args(app: &App, range: Option<(u32, u32)>) -> Vec<String> {
+    match range {
+        Some((from, to)) => args(&[
+            "--then-produce",
+            app.input,
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ]),
+        None => Vec::new(),
+    }
 }
 
 /// Starts `app` as the user, sleeping `delay` ms per record, with consumer
@@ -506,7 +534,7 @@ fn exactly_once_across_restart(t: &Target<'_>, context: &dyn Fn() -> String) {
     let admin = t.properties(ADMIN, t.admin_password);
     let admin = admin.display().to_string();
 
-    setup(t, &EOS, "setup", context);
+    setup(t, &EOS, "setup", None, context);
 
     let produce = |from: u32, to: u32, name: &str| {
         let out = run_java(
@@ -830,7 +858,7 @@ fn streams_group_protocol_refused() {
         dir: kdir.path(),
     };
     let kcontext = || kafka.logs_tail(40);
-    setup(&on_kafka, &EOS, "setup-kafka", &kcontext);
+    setup(&on_kafka, &EOS, "setup-kafka", None, &kcontext);
     let mut app = start_app(&on_kafka, &EOS, "app-kafka", 0, "streams", "");
     app.wait_for("STATE RUNNING on Kafka", RUNNING_DEADLINE, |l| {
         (l == "STATE\tRUNNING").then_some(())
@@ -850,7 +878,7 @@ fn streams_group_protocol_refused() {
         dir: dir.path(),
     };
     let context = || common::log_tail(&broker, 40);
-    setup(&on_portcullis, &EOS, "setup", &context);
+    setup(&on_portcullis, &EOS, "setup", None, &context);
     let mut app = start_app(&on_portcullis, &EOS, "app", 0, "streams", "");
     let error = app.wait_for("the application's error", RUNNING_DEADLINE, |l| {
         if l == "STATE\tRUNNING" {
@@ -871,36 +899,6 @@ fn streams_group_protocol_refused() {
         "streams_group_protocol_refused: Kafka runs it, Portcullis: {error}; {:.1?}",
         started.elapsed()
     );
-}
-
-/// The admin produces inputs `from..to` to `topic`.
-fn produce(
-    t: &Target<'_>,
-    topic: &str,
-    from: u32,
-    to: u32,
-    name: &str,
-    context: &dyn Fn() -> String,
-) {
-    let admin = t.properties(ADMIN, t.admin_password).display().to_string();
-    let out = run_java(
-        t.dir,
-        name,
-        &args(&[
-            "produce",
-            "--config",
-            &admin,
-            "--topic",
-            topic,
-            "--from",
-            &from.to_string(),
-            "--to",
-            &to.to_string(),
-        ]),
-        context,
-    );
-    let want = format!("PRODUCED\t{}", to - from);
-    assert!(out.contains(&want), "{name}: {out:?}");
 }
 
 /// How many of the inputs `0..n` have key `u<k>`.
@@ -1015,8 +1013,8 @@ fn restored(lines: &[String]) -> BTreeMap<i32, i64> {
 /// RocksDB store whose changelog Streams creates compacted) counts
 /// `FIRST` inputs and stops cleanly; the admin checks the changelog is
 /// compacted and holds each key's count, and waits a while for a cleaner
-/// pass over it; the application's whole local state directory is
-/// deleted; `SECOND` more inputs arrive; the restarted application must
+/// pass over it; `SECOND` more inputs arrive; the application's whole
+/// local state directory is deleted; the restarted application must
 /// restore its store from the changelog (its restore listener reports
 /// records restored) and go on counting from there: each key's output
 /// must be exactly the counts 1..=n over all the inputs.
@@ -1035,8 +1033,7 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
         }
     };
 
-    setup(t, &COUNTS, "setup", context);
-    produce(t, COUNTS.input, 0, FIRST, "produce-1", context);
+    setup(t, &COUNTS, "setup", Some((0, FIRST)), context);
 
     // First run: count the first inputs, then a clean close.
     let t0 = Instant::now();
@@ -1086,23 +1083,24 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
     // (or the wait): compacted, holding each key's count after FIRST
     // inputs (the cleaner must keep every key's latest value). Caching is
     // off, so the first run wrote one changelog record per input: fewer
-    // records than that means a cleaner pass removed old versions.
-    let out = run_java(
-        t.dir,
+    // records than that means a cleaner pass removed old versions. Then
+    // the same JVM produces the next inputs, while the application is
+    // down.
+    let mut inspect = args(&[
         "inspect",
-        &args(&[
-            "inspect",
-            "--config",
-            &admin,
-            "--topic",
-            &changelog,
-            "--written",
-            &FIRST.to_string(),
-            "--wait-ms",
-            &CLEANER_WAIT.as_millis().to_string(),
-        ]),
-        context,
-    );
+        "--config",
+        &admin,
+        "--topic",
+        &changelog,
+        "--written",
+        &FIRST.to_string(),
+        "--wait-ms",
+        &CLEANER_WAIT.as_millis().to_string(),
+    ]);
+    inspect.extend(produce_args(&COUNTS, Some((FIRST, FIRST + SECOND))));
+    let out = run_java(t.dir, "inspect", &inspect, context);
+    let want = format!("PRODUCED\t{SECOND}");
+    assert!(out.contains(&want), "inspect: {out:?}");
     let log = Changelog::parse(&out);
     let policy = log.configs.get("cleanup.policy").map(String::as_str);
     assert_eq!(
@@ -1132,8 +1130,6 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
     // The local state goes: the restart has nothing but the changelog.
     std::fs::remove_dir_all(&state).expect("delete the state directory");
     assert!(!state.exists());
-
-    produce(t, COUNTS.input, FIRST, FIRST + SECOND, "produce-2", context);
 
     // Second run: restores the store from the changelog, counts on.
     let total = FIRST + SECOND;
@@ -1166,15 +1162,17 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
             context,
         )
     };
-    let complete = consume("consume-wait", COMPLETE_DEADLINE);
-    let complete_in = t1.elapsed();
-    let seen = parse_records(&complete).len();
-    if seen < total as usize {
-        fail_with(
-            &app,
-            format!("the output did not complete: {seen} of {total} records"),
-        );
+    // Counted here means committed by the clean close below; the final read
+    // shows what was.
+    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        app.wait_for("every new input counted", COMPLETE_DEADLINE, |l| {
+            mapped(l).filter(|n| *n >= u64::from(SECOND))
+        })
+    }));
+    if counted.is_err() {
+        fail_with(&app, "app-2 did not count the new inputs".into());
     }
+    let complete_in = t1.elapsed();
     app.sigterm();
     app.wait_for("CLOSED", Duration::from_secs(60), |l| {
         (l == "CLOSED").then_some(())
@@ -1188,7 +1186,7 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
         .collect();
 
     // The verdict: the whole output, read_committed, after the clean close.
-    let last = consume("consume-final", Duration::from_secs(30));
+    let last = consume("consume", Duration::from_secs(30));
     let records = parse_records(&last);
     let mut wrong = count_violations(&records, total);
     let restored_total: i64 = restores.values().sum();
@@ -1208,8 +1206,8 @@ fn state_restored_from_changelog(t: &Target<'_>, context: &dyn Fn() -> String) {
         ));
     }
     eprintln!(
-        "streams state: app-2 RUNNING after {running_again:.1?} (restore included), output complete \
-         after {complete_in:.1?}; restored {restored_total} records (per partition {restores:?}) \
+        "streams state: app-2 RUNNING after {running_again:.1?} (restore included), new inputs \
+         counted after {complete_in:.1?}; restored {restored_total} records (per partition {restores:?}) \
          of {records_after} in the changelog, {FIRST} written ({}); restore ranges {:?}; {} output \
          records for {total} inputs; whole test {:.1?}",
         if cleaned {

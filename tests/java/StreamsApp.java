@@ -62,6 +62,9 @@
  *           (the output's records read with read_uncommitted), then
  *           `CONSUMED <count>`.
  *
+ * setup and inspect take `--then-produce I --from N --to M`: then they
+ * do what produce does, with the same login.
+ *
  * Fields are tab-separated. Client logging goes to stderr.
  */
 
@@ -165,6 +168,11 @@ public class StreamsApp {
             case "consume" -> consume(base, need(opt, "--topic"), Integer.parseInt(need(opt, "--expect")),
                     Long.parseLong(opt.getOrDefault("--wait-ms", "60000")));
             default -> usage();
+        }
+        // A produce after setup or inspect saves the test a JVM start.
+        if (opt.containsKey("--then-produce")) {
+            produce(base, opt.get("--then-produce"), Integer.parseInt(need(opt, "--from")),
+                    Integer.parseInt(need(opt, "--to")));
         }
         System.out.flush();
         // Client threads never keep the JVM alive past the report.
