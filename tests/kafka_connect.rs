@@ -1,0 +1,871 @@
+//! Kafka Connect (issue #16, item 4): Apache Kafka's own distributed worker
+//! (`connect-runtime`, `org.apache.kafka.connect.cli.ConnectDistributed`)
+//! runs against the broker over SASL_SSL with SCRAM-SHA-512, as a user that
+//! has only the ACLs a worker and its connectors need, creates its three
+//! compacted internal topics (configs, offsets, status), runs the
+//! FileStream source and sink connectors, and survives restarts: the source
+//! resumes from the offsets it committed to the compacted offsets topic.
+//!
+//! The worker is `tests/java/ConnectApp.java worker` (Connect's own main,
+//! logging at INFO to `<dir>/worker-<n>.log`); its properties are written
+//! by the test, its connectors configured through its REST API (a plain
+//! HTTP/1.0 client below, on a free loopback port). The admin creates the
+//! data topic and grants the ACLs through the Admin API
+//! (`ConnectApp.java setup`).
+//!
+//! Each run:
+//!
+//! 1. A user with a valid login but no ACL starts a worker: the broker
+//!    refuses it its internal topics (TOPIC_AUTHORIZATION_FAILED, Connect's
+//!    `TopicAuthorizationException`), and it never serves.
+//! 2. Worker 1 starts, creates its internal topics (DescribeConfigs as the
+//!    admin: `cleanup.policy=compact` on all three), runs a FileStream
+//!    source (input file -> topic `lines`) and sink (`lines` -> output
+//!    file); the output gets the first 500 lines. Stopped cleanly (SIGTERM).
+//! 3. 500 more lines are appended while no worker runs. Worker 2 starts,
+//!    finds both connectors in the config topic, and the output gets the
+//!    new lines; once the source's committed offset (REST `GET
+//!    /connectors/<name>/offsets`, read from the offsets topic) covers the
+//!    whole input, worker 2 is killed with SIGKILL.
+//! 4. 500 more lines; worker 3 starts and the output completes.
+//!
+//! The verdict reads topic `lines` as the admin: every one of the 1500
+//! input lines exactly once, in order. A source that did not resume from
+//! its committed offsets would have sent the first lines again. The sink is
+//! at-least-once (a SIGKILL may lose its last offset commit), so the output
+//! file must hold every line, and its duplicates are counted and printed.
+//!
+//! - `connect_distributed_against_portcullis`: embedded Portcullis.
+//! - `connect_distributed_against_kafka`: a real 1-node Apache Kafka
+//!   (SASL_SSL, StandardAuthorizer), the reference.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::{
+    java_program, write_client_properties, ClientAuth, KafkaCluster, KafkaOpts, Listener, ADMIN,
+    ADMIN_PASSWORD,
+};
+use common::{scratch, Broker};
+
+/// The worker's user: no super user, only the ACLs `setup` grants.
+const USER: (&str, &str) = ("connect", "connect-Secret-1");
+/// A valid login with no ACL at all.
+const INTRUDER: (&str, &str) = ("intruder", "intruder-Secret-1");
+/// The workers' group, and the sink connector's consumer group (Connect
+/// names it `connect-<connector>`).
+const GROUP: &str = "connect-portcullis";
+const SOURCE: &str = "file-source";
+const SINK: &str = "file-sink";
+const SINK_GROUP: &str = "connect-file-sink";
+const CONFIG_TOPIC: &str = "connect-configs";
+const OFFSET_TOPIC: &str = "connect-offsets";
+const STATUS_TOPIC: &str = "connect-status";
+const INTERNAL: [&str; 3] = [CONFIG_TOPIC, OFFSET_TOPIC, STATUS_TOPIC];
+const DATA_TOPIC: &str = "lines";
+/// Lines appended to the input before each worker's run.
+const BATCH: usize = 500;
+
+/// Deadlines: generous, the machine may be small and busy.
+const JVM_DEADLINE: Duration = Duration::from_secs(120);
+const READY_DEADLINE: Duration = Duration::from_secs(120);
+const OUTPUT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How the clients reach the broker under test.
+struct Target<'a> {
+    bootstrap: &'a str,
+    ca: &'a Path,
+    admin_password: &'a str,
+    /// Scratch directory: properties, input and output files, JVM logs.
+    dir: &'a Path,
+}
+
+impl Target<'_> {
+    fn properties(&self, user: &str, password: &str) -> PathBuf {
+        let path = self.dir.join(format!("{user}.properties"));
+        write_client_properties(
+            &path,
+            &ClientAuth::Scram {
+                user,
+                password,
+                ca: self.ca,
+            },
+            &[("bootstrap.servers", self.bootstrap)],
+        );
+        path
+    }
+
+    /// A distributed worker's properties, logged in as `user`: the worker's
+    /// own clients (group membership, internal topics) and its connectors'
+    /// producers, consumers and admin clients (`producer.`, `consumer.`,
+    /// `admin.`) all on SASL_SSL with SCRAM-SHA-512.
+    fn worker_properties(&self, name: &str, user: (&str, &str), rest_port: u16) -> PathBuf {
+        let (u, pw) = user;
+        let security = [
+            ("security.protocol", "SASL_SSL".to_string()),
+            ("sasl.mechanism", "SCRAM-SHA-512".to_string()),
+            (
+                "sasl.jaas.config",
+                format!(
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{u}\" password=\"{pw}\";"
+                ),
+            ),
+            ("ssl.truststore.type", "PEM".to_string()),
+            ("ssl.truststore.location", self.ca.display().to_string()),
+        ];
+        let mut p = String::new();
+        for prefix in ["", "producer.", "consumer.", "admin."] {
+            for (k, v) in &security {
+                p.push_str(&format!("{prefix}{k}={v}\n"));
+            }
+        }
+        let settings = [
+            ("bootstrap.servers", self.bootstrap.to_string()),
+            ("group.id", GROUP.into()),
+            (
+                "key.converter",
+                "org.apache.kafka.connect.storage.StringConverter".into(),
+            ),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.storage.StringConverter".into(),
+            ),
+            ("config.storage.topic", CONFIG_TOPIC.into()),
+            ("offset.storage.topic", OFFSET_TOPIC.into()),
+            ("status.storage.topic", STATUS_TOPIC.into()),
+            ("config.storage.replication.factor", "1".into()),
+            ("offset.storage.replication.factor", "1".into()),
+            ("status.storage.replication.factor", "1".into()),
+            // Fewer partitions than Connect's defaults (25 and 5): lean.
+            ("offset.storage.partitions", "5".into()),
+            ("status.storage.partitions", "1".into()),
+            // Source offsets committed twice a second, so a test waits little
+            // for the commit it checks before a SIGKILL.
+            ("offset.flush.interval.ms", "500".into()),
+            // A worker gone without leaving (SIGKILL) is noticed after 10 s,
+            // and its connectors and tasks are reassigned at once instead of
+            // after Connect's 5-minute grace for a worker coming back.
+            ("session.timeout.ms", "10000".into()),
+            ("heartbeat.interval.ms", "1000".into()),
+            ("scheduled.rebalance.max.delay.ms", "0".into()),
+            // The sink's consumer: its killed predecessor leaves the group
+            // after 10 s (the consumer's default is 45 s).
+            ("consumer.session.timeout.ms", "10000".into()),
+            ("consumer.heartbeat.interval.ms", "1000".into()),
+            ("listeners", format!("http://127.0.0.1:{rest_port}")),
+            ("rest.advertised.host.name", "127.0.0.1".into()),
+            ("rest.advertised.port", rest_port.to_string()),
+            // The FileStream connectors: their own plugin directory (see
+            // tests/kafka/connect/pom.xml), found through its service
+            // manifests, with no scan of every jar.
+            (
+                "plugin.path",
+                common::kafka::jars()
+                    .join("connect-plugins")
+                    .display()
+                    .to_string(),
+            ),
+            ("plugin.discovery", "service_load".into()),
+        ];
+        for (k, v) in settings {
+            p.push_str(&format!("{k}={v}\n"));
+        }
+        let path = self.dir.join(format!("{name}.properties"));
+        std::fs::write(&path, p).unwrap();
+        path
+    }
+}
+
+/// A free loopback port (bound, then released for the worker's REST server).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// The worker's REST API: HTTP/1.0, so the answer is never chunked
+// ---------------------------------------------------------------------------
+
+/// One request; the status code and body, or why there was none.
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let addr = format!("127.0.0.1:{port}");
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send {method} {path}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read answer to {method} {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: no HTTP answer: {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: bad status line: {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+// ---------------------------------------------------------------------------
+// JVMs
+// ---------------------------------------------------------------------------
+
+/// One Connect worker JVM (`ConnectApp.java worker`), its log at
+/// `<dir>/<name>.log`; in a process group of its own, dying with the test
+/// binary, killed on drop.
+struct Worker {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    port: u16,
+    started: Instant,
+}
+
+impl Worker {
+    fn start(t: &Target<'_>, name: &str, user: (&str, &str)) -> Worker {
+        let port = free_port();
+        let props = t.worker_properties(name, user, port);
+        let log = t.dir.join(format!("{name}.log"));
+        let log4j = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/kafka/connect/log4j2-worker.properties");
+        let mut cmd = java_program("ConnectApp.java", &log);
+        cmd.arg("worker")
+            .arg("--worker-config")
+            .arg(&props)
+            .arg("--log4j")
+            .arg(&log4j)
+            .stdout(Stdio::null());
+        let child = cmd.spawn().expect("start the Connect worker");
+        Worker {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+            port,
+            started: Instant::now(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        format!(
+            "--- {} log ({}):\n{}",
+            self.name,
+            self.log.display(),
+            common::tail(&self.log_text(), n)
+        )
+    }
+
+    /// `Some(status)` once the JVM has exited.
+    fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Ok(None)) => None,
+            _ => Some("gone".into()),
+        }
+    }
+
+    /// Polls `f` until it returns `Some`; panics with the worker's log tail
+    /// and `context` at the deadline or when the worker exits first.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        context: &dyn Fn() -> String,
+        mut f: impl FnMut(&Worker) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            if let Some(status) = self.exited() {
+                panic!(
+                    "{}: exited ({status}) before {what}\n{}\n{}",
+                    self.name,
+                    self.log_tail(60),
+                    context()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: timed out after {timeout:?} waiting for {what}\n{}\n{}",
+                    self.name,
+                    self.log_tail(60),
+                    context()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the REST API answers `GET /connectors` (the herder has
+    /// started: joined the group and read the config topic); returns the
+    /// connectors it lists.
+    fn wait_ready(&mut self, context: &dyn Fn() -> String) -> Vec<String> {
+        let port = self.port;
+        self.wait_for("its REST API", READY_DEADLINE, context, |_| {
+            match http(port, "GET", "/connectors", None) {
+                Ok((200, body)) => Some(
+                    json(&body)
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            }
+        })
+    }
+
+    /// Creates (or updates) connector `name` with `config`, retrying while
+    /// the worker answers that a rebalance is under way.
+    fn put_connector(
+        &mut self,
+        name: &str,
+        config: &serde_json::Value,
+        context: &dyn Fn() -> String,
+    ) {
+        let port = self.port;
+        let body = config.to_string();
+        let path = format!("/connectors/{name}/config");
+        let mut last = String::new();
+        self.wait_for(&format!("PUT {path}"), READY_DEADLINE, context, |_| {
+            match http(port, "PUT", &path, Some(&body)) {
+                Ok((200 | 201, _)) => Some(()),
+                Ok((code, body)) => {
+                    if last != body {
+                        eprintln!("PUT {path}: {code} {body}");
+                        last = body;
+                    }
+                    None
+                }
+                Err(_) => None,
+            }
+        });
+    }
+
+    /// Waits until connector `name` and its one task are RUNNING; panics
+    /// with the status (a failed task's trace) if one FAILED.
+    fn wait_running(&mut self, name: &str, context: &dyn Fn() -> String) {
+        let port = self.port;
+        let path = format!("/connectors/{name}/status");
+        self.wait_for(
+            &format!("{name} RUNNING"),
+            READY_DEADLINE,
+            context,
+            |_| match http(port, "GET", &path, None) {
+                Ok((200, body)) => {
+                    let v = json(&body);
+                    let connector = v["connector"]["state"].as_str().unwrap_or("");
+                    let tasks: Vec<&str> = v["tasks"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|t| t["state"].as_str()).collect())
+                        .unwrap_or_default();
+                    if connector == "FAILED" || tasks.contains(&"FAILED") {
+                        panic!("{name} failed: {body}\n{}", context());
+                    }
+                    (connector == "RUNNING" && tasks == ["RUNNING"]).then_some(())
+                }
+                _ => None,
+            },
+        );
+    }
+
+    /// The source connector's committed offset (`position`, the bytes of
+    /// the input it has sent), as the worker reads it back from the
+    /// offsets topic.
+    fn source_offset(&self) -> Option<u64> {
+        let (code, body) = http(
+            self.port,
+            "GET",
+            &format!("/connectors/{SOURCE}/offsets"),
+            None,
+        )
+        .ok()?;
+        if code != 200 {
+            return None;
+        }
+        json(&body)["offsets"]
+            .as_array()?
+            .iter()
+            .find_map(|o| o["offset"]["position"].as_u64())
+    }
+
+    /// SIGTERM: Connect's shutdown hook stops the connectors, commits their
+    /// offsets and leaves the group. Returns how long that took.
+    fn stop(&mut self, context: &dyn Fn() -> String) -> Duration {
+        let t0 = Instant::now();
+        if let Some(c) = &self.child {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        self.wait_for("a clean exit", JVM_DEADLINE, context, |w| {
+            let text = w.log_text();
+            text.contains("Kafka Connect stopped").then_some(())
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        t0.elapsed()
+    }
+
+    /// SIGKILL to the JVM's process group: no shutdown hook, no commit.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain syscall; the group id is the child's pid.
+            unsafe {
+                libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs one short `ConnectApp.java` mode to its end and returns its stdout
+/// lines; panics with its stderr unless it exits 0 within the deadline.
+fn run_java(dir: &Path, name: &str, args: &[&str], context: &dyn Fn() -> String) -> Vec<String> {
+    let started = Instant::now();
+    let stderr = dir.join(format!("{name}.stderr"));
+    let mut cmd = java_program("ConnectApp.java", &stderr);
+    cmd.args(args);
+    let mut child = cmd.spawn().expect("start java");
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let deadline = started + JVM_DEADLINE;
+    let ok = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.success(),
+            Ok(None) if Instant::now() > deadline => break false,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break false,
+        }
+    };
+    // SAFETY: plain syscall; the group id is the child's pid.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let stdout = reader.join().unwrap();
+    if !ok {
+        panic!(
+            "{name} failed (or passed {JVM_DEADLINE:?})\n--- stdout\n{}\n--- stderr ({}):\n{}\n{}",
+            common::tail(&stdout, 20),
+            stderr.display(),
+            common::tail(&std::fs::read_to_string(&stderr).unwrap_or_default(), 60),
+            context()
+        );
+    }
+    eprintln!("{name}: {:.1?}", started.elapsed());
+    stdout.lines().map(String::from).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The input and the output
+// ---------------------------------------------------------------------------
+
+fn line(i: usize) -> String {
+    format!("line-{i:05}")
+}
+
+/// Appends lines `from..to` to the input file; returns its length in bytes.
+fn append_input(path: &Path, from: usize, to: usize) -> u64 {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let text: String = (from..to).map(|i| format!("{}\n", line(i))).collect();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// How many times each line occurs in the output file (its complete lines).
+fn output_counts(path: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    for l in complete.lines() {
+        *counts.entry(l.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Whether the output holds every line `0..n`.
+fn output_has(path: &Path, n: usize) -> bool {
+    let counts = output_counts(path);
+    (0..n).all(|i| counts.contains_key(&line(i)))
+}
+
+// ---------------------------------------------------------------------------
+// The test proper
+// ---------------------------------------------------------------------------
+
+/// The whole run against any target; `context` prints the broker's side
+/// when something fails.
+fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
+    let started = Instant::now();
+    let admin = t.properties(ADMIN, t.admin_password);
+    let admin = admin.display().to_string();
+    let topics = INTERNAL.join(",");
+
+    let out = run_java(
+        t.dir,
+        "setup",
+        &[
+            "setup",
+            "--config",
+            &admin,
+            "--user",
+            USER.0,
+            "--group",
+            GROUP,
+            "--sink-group",
+            SINK_GROUP,
+            "--topics",
+            &topics,
+            "--data-topic",
+            DATA_TOPIC,
+        ],
+        context,
+    );
+    assert!(out.iter().any(|l| l == "SETUP\tok"), "setup: {out:?}");
+
+    // 1. A valid login without ACLs gets no internal topic.
+    let t0 = Instant::now();
+    let mut intruder = Worker::start(t, "worker-intruder", INTRUDER);
+    let refusal = intruder.wait_for(
+        "the broker's refusal",
+        READY_DEADLINE,
+        context,
+        |w| {
+            w.log_text()
+                .lines()
+                .find(|l| l.contains("TopicAuthorizationException"))
+                .map(String::from)
+        },
+    );
+    assert!(
+        http(intruder.port, "GET", "/connectors", None).map(|(c, _)| c) != Ok(200),
+        "the intruder's worker serves its REST API"
+    );
+    intruder.kill9();
+    eprintln!(
+        "intruder: refused after {:.1?}: {}",
+        t0.elapsed(),
+        refusal.chars().take(300).collect::<String>()
+    );
+
+    let input = t.dir.join("input.txt");
+    let output = t.dir.join("output.txt");
+    let source = serde_json::json!({
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
+        "tasks.max": "1",
+        "file": input.display().to_string(),
+        "topic": DATA_TOPIC,
+    });
+    let sink = serde_json::json!({
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "tasks.max": "1",
+        "file": output.display().to_string(),
+        "topics": DATA_TOPIC,
+    });
+    let describe = |name: &str| -> Vec<String> {
+        run_java(
+            t.dir,
+            name,
+            &["describe", "--config", &admin, "--topics", &topics],
+            context,
+        )
+    };
+
+    // 2. Worker 1: internal topics, connectors, the first batch.
+    append_input(&input, 0, BATCH);
+    let mut w = Worker::start(t, "worker-1", USER);
+    let listed = w.wait_ready(context);
+    let ready_1 = w.started.elapsed();
+    assert!(listed.is_empty(), "a new cluster lists {listed:?}");
+    w.put_connector(SOURCE, &source, context);
+    w.put_connector(SINK, &sink, context);
+    w.wait_running(SOURCE, context);
+    w.wait_running(SINK, context);
+    w.wait_for("the first batch in the output", OUTPUT_DEADLINE, context, |_| {
+        output_has(&output, BATCH).then_some(())
+    });
+    let done_1 = w.started.elapsed();
+    let described = describe("describe");
+    let mut internal = Vec::new();
+    for topic in INTERNAL {
+        let row = described
+            .iter()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 5 && f[0] == "TOPIC" && f[1] == topic).then(|| f[1..].join(" "))
+            })
+            .unwrap_or_else(|| panic!("{topic} not described: {described:?}"));
+        assert!(
+            row.split(' ').nth(2) == Some("compact"),
+            "{topic} is not compacted: {row}\n{}",
+            context()
+        );
+        internal.push(row);
+    }
+    eprintln!("internal topics (name partitions cleanup.policy source): {internal:?}");
+    let stop_1 = w.stop(context);
+    eprintln!(
+        "worker-1: REST ready after {ready_1:.1?}, {BATCH} lines through after {done_1:.1?}, \
+         clean stop in {stop_1:.1?}"
+    );
+
+    // 3. Worker 2: lines appended while no worker ran; then SIGKILL once
+    // the source's offset covering the whole input is committed.
+    let len = append_input(&input, BATCH, 2 * BATCH);
+    let mut w = Worker::start(t, "worker-2", USER);
+    let listed = w.wait_ready(context);
+    let ready_2 = w.started.elapsed();
+    let mut want = vec![SINK.to_string(), SOURCE.to_string()];
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "worker-2 did not read the connectors back from {CONFIG_TOPIC}"
+    );
+    w.wait_for("the second batch in the output", OUTPUT_DEADLINE, context, |_| {
+        output_has(&output, 2 * BATCH).then_some(())
+    });
+    let done_2 = w.started.elapsed();
+    let offset_2 = w.wait_for(
+        "the source's offset covering the input",
+        OUTPUT_DEADLINE,
+        context,
+        |w| w.source_offset().filter(|o| *o == len),
+    );
+    w.kill9();
+    eprintln!(
+        "worker-2: REST ready after {ready_2:.1?} listing {listed:?}, {} lines through after \
+         {done_2:.1?}, source offset {offset_2} of {len} bytes committed; killed with -9",
+        2 * BATCH
+    );
+
+    // 4. Worker 3, after the SIGKILL.
+    let len = append_input(&input, 2 * BATCH, 3 * BATCH);
+    let mut w = Worker::start(t, "worker-3", USER);
+    let listed = w.wait_ready(context);
+    let ready_3 = w.started.elapsed();
+    got = listed.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "worker-3 lists {listed:?}");
+    w.wait_for("the third batch in the output", OUTPUT_DEADLINE, context, |_| {
+        output_has(&output, 3 * BATCH).then_some(())
+    });
+    let done_3 = w.started.elapsed();
+    let offset_3 = w.wait_for(
+        "the source's offset covering the input",
+        OUTPUT_DEADLINE,
+        context,
+        |w| w.source_offset().filter(|o| *o == len),
+    );
+    let stop_3 = w.stop(context);
+    eprintln!(
+        "worker-3: REST ready after {ready_3:.1?}, {} lines through after {done_3:.1?}, source \
+         offset {offset_3} of {len} bytes, clean stop in {stop_3:.1?}",
+        3 * BATCH
+    );
+
+    // The verdict: the topic holds every line exactly once, in order.
+    let total = 3 * BATCH;
+    let consumed = run_java(
+        t.dir,
+        "consume-lines",
+        &["consume", "--config", &admin, "--topic", DATA_TOPIC],
+        context,
+    );
+    let values: Vec<&str> = consumed
+        .iter()
+        .filter_map(|l| match l.split('\t').collect::<Vec<_>>().as_slice() {
+            ["REC", _, _, _, v] => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..total).map(line).collect();
+    let mut topic_counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &values {
+        *topic_counts.entry(v).or_insert(0) += 1;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| !topic_counts.contains_key(l.as_str()))
+        .collect();
+    let twice: Vec<(&str, usize)> = topic_counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(l, n)| (*l, *n))
+        .collect();
+    let offsets = run_java(
+        t.dir,
+        "consume-offsets",
+        &["consume", "--config", &admin, "--topic", OFFSET_TOPIC],
+        context,
+    );
+    let offset_records: Vec<&String> = offsets.iter().filter(|l| l.starts_with("REC\t")).collect();
+    let out_counts = output_counts(&output);
+    let out_dups: usize = out_counts.values().map(|n| n - 1).sum();
+    let out_missing = expected
+        .iter()
+        .filter(|l| !out_counts.contains_key(l.as_str()))
+        .count();
+    eprintln!(
+        "connect: topic {DATA_TOPIC}: {} records for {total} lines ({} missing, {} more than \
+         once); {OFFSET_TOPIC}: {} records, the last {:?}; output file: {} distinct lines, {} \
+         missing, {out_dups} duplicates (the sink is at-least-once); whole test {:.1?}",
+        values.len(),
+        missing.len(),
+        twice.len(),
+        offset_records.len(),
+        offset_records.last(),
+        out_counts.len(),
+        out_missing,
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "topic {DATA_TOPIC} is not every line exactly once: missing {:?}, more than once {:?}",
+        &missing[..missing.len().min(10)],
+        &twice[..twice.len().min(10)]
+    );
+    assert_eq!(
+        values,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "topic {DATA_TOPIC} is out of order"
+    );
+    assert_eq!(out_missing, 0, "the output file misses lines");
+    assert!(
+        out_counts.keys().all(|l| topic_counts.contains_key(l.as_str())),
+        "the output file holds lines that were never input"
+    );
+}
+
+/// A test's scratch directory: deleted at the end, kept for inspection
+/// when the test panics (or always with `PORTCULLIS_KEEP`).
+struct Kept(Option<tempfile::TempDir>);
+
+impl Kept {
+    fn new(name: &str) -> Kept {
+        Kept(Some(scratch(name)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let keep = std::env::var_os("PORTCULLIS_KEEP").is_some();
+        if let Some(dir) = self.0.take().filter(|_| keep || std::thread::panicking()) {
+            eprintln!("keeping {} for inspection", dir.keep().display());
+        }
+    }
+}
+
+#[test]
+fn connect_distributed_against_portcullis() {
+    let dir = Kept::new("connect");
+    // No rule but the admin's (a super user): the worker's user gets only
+    // what `setup` grants through the Admin API.
+    let acl = dir.path().join("acls.yaml");
+    std::fs::write(&acl, "rules: []\n").unwrap();
+    let broker = Broker::start_secure(
+        dir.path(),
+        &format!(
+            "acl:\n  file: {}\ngroups:\n  initial_rebalance_delay_ms: 0\n",
+            acl.display()
+        ),
+    );
+    broker.add_user(USER.0, USER.1);
+    broker.add_user(INTRUDER.0, INTRUDER.1);
+    broker.wait_users_loaded(3, Duration::from_secs(30));
+    let admin_password = broker.admin_password.clone().expect("admin password");
+    let ca = broker.ca_file();
+    let bootstrap = broker.addr("SASL_SSL").to_string();
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: &admin_password,
+        dir: dir.path(),
+    };
+    let context = || common::log_tail(&broker, 60);
+    connect_across_restarts(&target, &context);
+}
+
+#[test]
+fn connect_distributed_against_kafka() {
+    let kafka = KafkaCluster::start(
+        "connect",
+        KafkaOpts {
+            nodes: 1,
+            listeners: &[Listener::SaslSsl],
+            users: &[USER, INTRUDER],
+            authorizer: true,
+            ..Default::default()
+        },
+    );
+    let dir = Kept::new("connect-kafka");
+    let ca = kafka.ca_file();
+    let bootstrap = kafka.bootstrap(Listener::SaslSsl);
+    let target = Target {
+        bootstrap: &bootstrap,
+        ca: &ca,
+        admin_password: ADMIN_PASSWORD,
+        dir: dir.path(),
+    };
+    let context = || kafka.logs_tail(40);
+    connect_across_restarts(&target, &context);
+}
