@@ -618,14 +618,6 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         "file": output.display().to_string(),
         "topics": DATA_TOPIC,
     });
-    let describe = |name: &str| -> Vec<String> {
-        run_java(
-            t.dir,
-            name,
-            &["describe", "--config", &admin, "--topics", &topics],
-            context,
-        )
-    };
 
     // 2. Worker 1: internal topics, connectors, the first batch.
     append_input(&input, 0, BATCH);
@@ -643,24 +635,6 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         |_| output_has(&output, BATCH).then_some(()),
     );
     let done_1 = w.started.elapsed();
-    let described = describe("describe");
-    let mut internal = Vec::new();
-    for topic in INTERNAL {
-        let row = described
-            .iter()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                (f.len() == 5 && f[0] == "TOPIC" && f[1] == topic).then(|| f[1..].join(" "))
-            })
-            .unwrap_or_else(|| panic!("{topic} not described: {described:?}"));
-        assert!(
-            row.split(' ').nth(2) == Some("compact"),
-            "{topic} is not compacted: {row}\n{}",
-            context()
-        );
-        internal.push(row);
-    }
-    eprintln!("internal topics (name partitions cleanup.policy source): {internal:?}");
     let stop_1 = w.stop(context);
     eprintln!(
         "worker-1: REST API up after {ready_1:.1?}, {BATCH} lines through after {done_1:.1?}, \
@@ -719,21 +693,53 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         3 * BATCH
     );
 
-    // The verdict: the topic holds every line exactly once, in order.
     let total = 3 * BATCH;
-    let consumed = run_java(
+    // The verdict, read as the admin: the internal topics' cleanup.policy,
+    // topic `lines` (every line exactly once, in order), and the source's
+    // offsets as the offsets topic holds them.
+    let verify = run_java(
         t.dir,
-        "consume-lines",
-        &["consume", "--config", &admin, "--topic", DATA_TOPIC],
+        "verify",
+        &[
+            "verify",
+            "--config",
+            &admin,
+            "--describe",
+            &topics,
+            "--consume",
+            &format!("{DATA_TOPIC},{OFFSET_TOPIC}"),
+        ],
         context,
     );
-    let values: Vec<&str> = consumed
-        .iter()
-        .filter_map(|l| match l.split('\t').collect::<Vec<_>>().as_slice() {
-            ["REC", _, _, _, v] => Some(*v),
-            _ => None,
-        })
-        .collect();
+    let mut internal = Vec::new();
+    for topic in INTERNAL {
+        let row = verify
+            .iter()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 5 && f[0] == "TOPIC" && f[1] == topic).then(|| f[1..].join(" "))
+            })
+            .unwrap_or_else(|| panic!("{topic} not described: {verify:?}"));
+        assert!(
+            row.split(' ').nth(2) == Some("compact"),
+            "{topic} is not compacted: {row}\n{}",
+            context()
+        );
+        internal.push(row);
+    }
+    eprintln!("internal topics (name partitions cleanup.policy source): {internal:?}");
+    let records = |topic: &str| -> Vec<Vec<String>> {
+        verify
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 6 && f[0] == "REC" && f[1] == topic)
+                    .then(|| f[2..].iter().map(|s| s.to_string()).collect())
+            })
+            .collect()
+    };
+    let lines = records(DATA_TOPIC);
+    let values: Vec<&str> = lines.iter().map(|r| r[3].as_str()).collect();
     let expected: Vec<String> = (0..total).map(line).collect();
     let mut topic_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &values {
@@ -748,13 +754,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         .filter(|(_, n)| **n > 1)
         .map(|(l, n)| (*l, *n))
         .collect();
-    let offsets = run_java(
-        t.dir,
-        "consume-offsets",
-        &["consume", "--config", &admin, "--topic", OFFSET_TOPIC],
-        context,
-    );
-    let offset_records: Vec<&String> = offsets.iter().filter(|l| l.starts_with("REC\t")).collect();
+    let offset_records = records(OFFSET_TOPIC);
     let out_counts = output_counts(&output);
     let out_dups: usize = out_counts.values().map(|n| n - 1).sum();
     let out_missing = expected
@@ -769,7 +769,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         missing.len(),
         twice.len(),
         offset_records.len(),
-        offset_records.last(),
+        offset_records.last().map(|r| r.join(" ")),
         out_counts.len(),
         out_missing,
         started.elapsed()

@@ -21,14 +21,14 @@
  *           WRITE, DESCRIBE, CREATE and DESCRIBE_CONFIGS on each topic of
  *           T (the worker's internal topics) and on D. Prints `SETUP ok`
  *           once the ACLs are listed.
- *   describe --config F --topics T1,T2,..
- *           prints `TOPIC <name> <partitions> <cleanup.policy>` per topic
- *           (DescribeTopics and DescribeConfigs).
- *   consume --config F --topic T
- *           a consumer with no group reads every partition of T from the
- *           beginning to the end offsets it saw at the start and prints
- *           `REC <partition> <offset> <key> <value>` per record, then
- *           `CONSUMED <count>`.
+ *   verify  --config F --describe T1,T2,.. --consume C1,C2,..
+ *           prints `TOPIC <name> <partitions> <cleanup.policy> <source>`
+ *           per topic of --describe (DescribeTopics and DescribeConfigs);
+ *           then, for each topic of --consume, a consumer with no group
+ *           reads every partition from the beginning to the end offsets it
+ *           saw at the start and prints `REC <topic> <partition> <offset>
+ *           <key> <value>` per record (`-` for a null key or value), then
+ *           `CONSUMED <topic> <count>`.
  *
  * --config is a Java client properties file (SASL_SSL, SCRAM-SHA-512, PEM
  * truststore); the login in it decides who acts. Fields are tab-separated.
@@ -96,8 +96,12 @@ public class ConnectApp {
         switch (mode) {
             case "setup" -> setup(base, need(opt, "--user"), need(opt, "--group"), need(opt, "--sink-group"),
                     list(need(opt, "--topics")), need(opt, "--data-topic"));
-            case "describe" -> describe(base, list(need(opt, "--topics")));
-            case "consume" -> consume(base, need(opt, "--topic"));
+            case "verify" -> {
+                describe(base, list(need(opt, "--describe")));
+                for (String topic : list(need(opt, "--consume"))) {
+                    consume(base, topic);
+                }
+            }
             default -> usage();
         }
         System.out.flush();
@@ -106,7 +110,7 @@ public class ConnectApp {
     }
 
     static void usage() {
-        System.err.println("usage: ConnectApp worker|setup|describe|consume [options] (see the header)");
+        System.err.println("usage: ConnectApp worker|setup|verify [options] (see the header)");
         System.exit(2);
     }
 
@@ -245,12 +249,12 @@ public class ConnectApp {
                     if (r.offset() >= end.get(new TopicPartition(r.topic(), r.partition()))) {
                         continue;
                     }
-                    say("REC", Integer.toString(r.partition()), Long.toString(r.offset()),
+                    say("REC", r.topic(), Integer.toString(r.partition()), Long.toString(r.offset()),
                             r.key() == null ? "-" : r.key(), r.value() == null ? "-" : r.value());
                     count++;
                 }
             }
         }
-        say("CONSUMED", Long.toString(count));
+        say("CONSUMED", topic, Long.toString(count));
     }
 }
