@@ -9,35 +9,45 @@
 //! The worker is `tests/java/ConnectApp.java worker` (Connect's own main,
 //! logging at INFO to `<dir>/worker-<n>.log`); its properties are written
 //! by the test, its connectors configured through its REST API (a plain
-//! HTTP/1.0 client below, on a free loopback port). The admin creates the
-//! data topic and grants the ACLs through the Admin API
-//! (`ConnectApp.java setup`).
+//! HTTP/1.0 client below, on a free loopback port). The FileStream
+//! connectors are `connect-file` 4.3.1 in a plugin directory of their own
+//! (`plugin.path`; why 4.3.1 and why a plugin directory: see
+//! `tests/kafka/connect/pom.xml`). The admin creates the data topic and
+//! grants the ACLs through the Admin API (`ConnectApp.java setup`): READ on
+//! the workers' group and on the sink's consumer group, READ, WRITE,
+//! DESCRIBE, CREATE and DESCRIBE_CONFIGS on each internal topic and on the
+//! data topic; nothing on the cluster.
 //!
 //! Each run:
 //!
 //! 1. A user with a valid login but no ACL starts a worker: the broker
-//!    refuses it its internal topics (TOPIC_AUTHORIZATION_FAILED, Connect's
-//!    `TopicAuthorizationException`), and it never serves.
-//! 2. Worker 1 starts, creates its internal topics (DescribeConfigs as the
-//!    admin: `cleanup.policy=compact` on all three), runs a FileStream
+//!    refuses it the offsets topic (TOPIC_AUTHORIZATION_FAILED) and the
+//!    herder stops (`TopicAuthorizationException`).
+//! 2. Worker 1 starts, creates its internal topics, runs a FileStream
 //!    source (input file -> topic `lines`) and sink (`lines` -> output
 //!    file); the output gets the first 500 lines. Stopped cleanly (SIGTERM).
 //! 3. 500 more lines are appended while no worker runs. Worker 2 starts,
-//!    finds both connectors in the config topic, and the output gets the
-//!    new lines; once the source's committed offset (REST `GET
-//!    /connectors/<name>/offsets`, read from the offsets topic) covers the
-//!    whole input, worker 2 is killed with SIGKILL.
+//!    lists both connectors (read back from the config topic), and the
+//!    output gets the new lines; once the source's committed offset (REST
+//!    `GET /connectors/<name>/offsets`, which reads the offsets topic to its
+//!    end) covers the whole input, worker 2 is killed with SIGKILL.
 //! 4. 500 more lines; worker 3 starts and the output completes.
 //!
-//! The verdict reads topic `lines` as the admin: every one of the 1500
-//! input lines exactly once, in order. A source that did not resume from
-//! its committed offsets would have sent the first lines again. The sink is
-//! at-least-once (a SIGKILL may lose its last offset commit), so the output
-//! file must hold every line, and its duplicates are counted and printed.
+//! The verdict (`ConnectApp.java verify`, as the admin): DescribeConfigs
+//! says `cleanup.policy=compact` for the three internal topics, and topic
+//! `lines` holds every one of the 1500 input lines exactly once, in order.
+//! A source that did not resume from its committed offsets would have sent
+//! lines again. The sink is at-least-once (a SIGKILL may lose its last
+//! offset commit), so the output file must hold every line, and its
+//! duplicates are counted and printed, not refused.
 //!
 //! - `connect_distributed_against_portcullis`: embedded Portcullis.
 //! - `connect_distributed_against_kafka`: a real 1-node Apache Kafka
 //!   (SASL_SSL, StandardAuthorizer), the reference.
+//!
+//! Each test prints its figures: how long each worker took to serve, to
+//! pass its lines through and to stop, the committed source offsets, the
+//! offsets topic's records, and the output's duplicates.
 
 mod common;
 
