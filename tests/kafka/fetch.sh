@@ -45,7 +45,7 @@ if ! complete; then
     echo "$want" >"$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
-    echo "fetched Apache Kafka $version ($(ls "$dir" | wc -l) jars) in $(( $(date +%s) - started ))s" >&2
+    echo "fetched Apache Kafka $version ($(ls "$dir"/*.jar | wc -l) jars) in $(( $(date +%s) - started ))s" >&2
   fi
 fi
 echo "$dir"
