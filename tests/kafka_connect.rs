@@ -20,9 +20,11 @@
 //!
 //! Each run:
 //!
-//! 1. A user with a valid login but no ACL starts a worker: the broker
-//!    refuses it the offsets topic (TOPIC_AUTHORIZATION_FAILED) and the
-//!    herder stops (`TopicAuthorizationException`).
+//! 1. A worker logging in with a wrong password stops at its first request
+//!    (`SaslAuthenticationException`). A user with a valid login but no ACL
+//!    starts a worker: the broker refuses it the offsets topic
+//!    (TOPIC_AUTHORIZATION_FAILED) and the herder stops
+//!    (`TopicAuthorizationException`).
 //! 2. Worker 1 starts, creates its internal topics, runs a FileStream
 //!    source (input file -> topic `lines`) and sink (`lines` -> output
 //!    file); the output gets the first 500 lines. Stopped cleanly (SIGTERM).
@@ -310,10 +312,13 @@ impl Worker {
     ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
+            // Checked before `f`, so that `f` sees all a JVM wrote before
+            // it exited.
+            let exited = self.exited();
             if let Some(v) = f(self) {
                 return v;
             }
-            if let Some(status) = self.exited() {
+            if let Some(status) = exited {
                 panic!(
                     "{}: exited ({status}) before {what}\n{}\n{}",
                     self.name,
@@ -453,6 +458,18 @@ impl Worker {
         t0.elapsed()
     }
 
+    /// Waits for the JVM to exit by itself; false at the deadline.
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.exited().is_none() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
     /// SIGKILL to the JVM's process group: no shutdown hook, no commit.
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -470,6 +487,27 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The root cause of the stack trace logged right after the log line
+/// holding `marker`: its last `Caused by:` line, else its first line. `None`
+/// until the trace is complete (the next log line follows it, or the log
+/// ends with the JVM), or when the
+/// marker is not logged. `exited`: the JVM is gone, its log complete.
+fn trace_cause(log: &str, marker: &str, exited: bool) -> Option<String> {
+    let (_, rest) = log.split_once(marker)?;
+    let mut lines = rest.lines().skip(1);
+    let first = lines.next()?.trim().to_string();
+    let mut cause = None;
+    for l in lines {
+        if l.starts_with('[') {
+            return Some(cause.unwrap_or(first));
+        }
+        if let Some(c) = l.trim().strip_prefix("Caused by: ") {
+            cause = Some(c.to_string());
+        }
+    }
+    exited.then(|| cause.unwrap_or(first))
 }
 
 /// Runs one short `ConnectApp.java` mode to its end and returns its stdout
@@ -589,30 +627,51 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
     );
     assert!(out.iter().any(|l| l == "SETUP\tok"), "setup: {out:?}");
 
-    // 1. A valid login without ACLs gets no internal topic: the herder
-    // stops at the first one it reads (the offsets topic).
+    // 1. Refusals, both workers at once. The worker's user with a wrong
+    // password is refused at login: the worker stops before it starts
+    // (its first request asks for the cluster id). A valid login without
+    // ACLs gets no internal topic: the herder stops at the first one it
+    // reads (the offsets topic).
     let t0 = Instant::now();
+    let mut impostor = Worker::start(t, "worker-wrong-password", (USER.0, "not-the-Secret-1"));
     let mut intruder = Worker::start(t, "worker-intruder", INTRUDER);
-    let refusal = intruder.wait_for(
+    let login = match impostor.wait_exit(READY_DEADLINE) {
+        true => trace_cause(&impostor.log_text(), "Stopping due to error", true),
+        false => None,
+    };
+    let login_in = t0.elapsed();
+    let login = login.unwrap_or_else(|| {
+        panic!(
+            "the worker with a wrong password did not stop on an error\n{}",
+            impostor.log_tail(40)
+        )
+    });
+    let acl = intruder.wait_for(
         "the herder to stop on the broker's refusal",
         READY_DEADLINE,
         context,
         |w| {
-            let log = w.log_text();
-            let (_, after) = log.split_once("Uncaught exception in herder work thread, exiting")?;
-            after
-                .lines()
-                .find(|l| l.contains("Exception"))
-                .map(|l| l.trim().to_string())
+            trace_cause(
+                &w.log_text(),
+                "Uncaught exception in herder work thread, exiting",
+                false,
+            )
         },
     );
+    let acl_in = t0.elapsed();
     intruder.kill9();
     assert!(
-        refusal.starts_with("org.apache.kafka.common.errors.TopicAuthorizationException")
-            && refusal.contains(OFFSET_TOPIC),
-        "want TopicAuthorizationException on {OFFSET_TOPIC}, got {refusal}"
+        login.contains("SaslAuthenticationException") && login.contains("SCRAM-SHA-512"),
+        "want SaslAuthenticationException for a wrong password, got {login}"
     );
-    eprintln!("intruder: refused after {:.1?}: {refusal}", t0.elapsed());
+    assert!(
+        acl.starts_with("org.apache.kafka.common.errors.TopicAuthorizationException")
+            && acl.contains(OFFSET_TOPIC),
+        "want TopicAuthorizationException on {OFFSET_TOPIC}, got {acl}"
+    );
+    eprintln!(
+        "wrong password: refused after {login_in:.1?}: {login}\nno ACL: refused after {acl_in:.1?}: {acl}"
+    );
 
     let input = t.dir.join("input.txt");
     let output = t.dir.join("output.txt");
