@@ -91,6 +91,8 @@ const OUTPUT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// How the clients reach the broker under test.
 struct Target<'a> {
+    /// Heads the test's figures (both tests print at once).
+    label: &'a str,
     bootstrap: &'a str,
     ca: &'a Path,
     admin_password: &'a str,
@@ -548,7 +550,7 @@ fn run_java(dir: &Path, name: &str, args: &[&str], context: &dyn Fn() -> String)
             context()
         );
     }
-    eprintln!("{name}: {:.1?}", started.elapsed());
+    eprintln!("{name}: {:.1?} ({})", started.elapsed(), dir.display());
     stdout.lines().map(String::from).collect()
 }
 
@@ -601,6 +603,7 @@ fn output_has(path: &Path, n: usize) -> bool {
 /// when something fails.
 fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
     let started = Instant::now();
+    let l = t.label;
     let admin = t.properties(ADMIN, t.admin_password);
     let admin = admin.display().to_string();
     let topics = INTERNAL.join(",");
@@ -670,7 +673,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         "want TopicAuthorizationException on {OFFSET_TOPIC}, got {acl}"
     );
     eprintln!(
-        "wrong password: refused after {login_in:.1?}: {login}\nno ACL: refused after {acl_in:.1?}: {acl}"
+        "[{l}] wrong password: refused after {login_in:.1?}: {login}\n[{l}] no ACL: refused after {acl_in:.1?}: {acl}"
     );
 
     let input = t.dir.join("input.txt");
@@ -706,7 +709,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
     let done_1 = w.started.elapsed();
     let stop_1 = w.stop(context);
     eprintln!(
-        "worker-1: REST API up after {ready_1:.1?}, {BATCH} lines through after {done_1:.1?}, \
+        "[{l}] worker-1: REST API up after {ready_1:.1?}, {BATCH} lines through after {done_1:.1?}, \
          clean stop in {stop_1:.1?}"
     );
 
@@ -732,7 +735,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
     );
     w.kill9();
     eprintln!(
-        "worker-2: both connectors listed after {ready_2:.1?}, {} lines through after \
+        "[{l}] worker-2: both connectors listed after {ready_2:.1?}, {} lines through after \
          {done_2:.1?}, source offset {offset_2} of {len} bytes committed; killed with -9",
         2 * BATCH
     );
@@ -757,7 +760,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
     );
     let stop_3 = w.stop(context);
     eprintln!(
-        "worker-3: both connectors listed after {ready_3:.1?}, {} lines through after {done_3:.1?}, source \
+        "[{l}] worker-3: both connectors listed after {ready_3:.1?}, {} lines through after {done_3:.1?}, source \
          offset {offset_3} of {len} bytes, clean stop in {stop_3:.1?}",
         3 * BATCH
     );
@@ -796,7 +799,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         );
         internal.push(row);
     }
-    eprintln!("internal topics (name partitions cleanup.policy source): {internal:?}");
+    eprintln!("[{l}] internal topics (name partitions cleanup.policy source): {internal:?}");
     let records = |topic: &str| -> Vec<Vec<String>> {
         verify
             .iter()
@@ -831,7 +834,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         .filter(|l| !out_counts.contains_key(l.as_str()))
         .count();
     eprintln!(
-        "connect: topic {DATA_TOPIC}: {} records for {total} lines ({} missing, {} more than \
+        "[{l}] connect: topic {DATA_TOPIC}: {} records for {total} lines ({} missing, {} more than \
          once); {OFFSET_TOPIC}: {} records, the last {:?}; output file: {} distinct lines, {} \
          missing, {out_dups} duplicates (the sink is at-least-once); whole test {:.1?}",
         values.len(),
@@ -907,6 +910,7 @@ fn connect_distributed_against_portcullis() {
     let ca = broker.ca_file();
     let bootstrap = broker.addr("SASL_SSL").to_string();
     let target = Target {
+        label: "portcullis",
         bootstrap: &bootstrap,
         ca: &ca,
         admin_password: &admin_password,
@@ -932,6 +936,7 @@ fn connect_distributed_against_kafka() {
     let ca = kafka.ca_file();
     let bootstrap = kafka.bootstrap(Listener::SaslSsl);
     let target = Target {
+        label: "kafka",
         bootstrap: &bootstrap,
         ca: &ca,
         admin_password: ADMIN_PASSWORD,
