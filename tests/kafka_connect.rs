@@ -27,21 +27,27 @@
 //!    (`TopicAuthorizationException`).
 //! 2. Worker 1 starts, creates its internal topics, runs a FileStream
 //!    source (input file -> topic `lines`) and sink (`lines` -> output
-//!    file); the output gets the first 500 lines. Stopped cleanly (SIGTERM).
+//!    file); the output gets the first 500 lines. Then three appends of 10
+//!    lines, each waited for until the source's committed offset (REST `GET
+//!    /connectors/<name>/offsets`, which reads the offsets topic to its end)
+//!    covers it: a record per commit under the source's one key in the
+//!    offsets topic, whose segments roll every second
+//!    (`offset.storage.segment.ms`), so a cleaner compacts them while the
+//!    test runs. Stopped cleanly (SIGTERM).
 //! 3. 500 more lines are appended while no worker runs. Worker 2 starts,
-//!    lists both connectors (read back from the config topic), and the
-//!    output gets the new lines; once the source's committed offset (REST
-//!    `GET /connectors/<name>/offsets`, which reads the offsets topic to its
-//!    end) covers the whole input, worker 2 is killed with SIGKILL.
-//! 4. 500 more lines; worker 3 starts and the output completes.
+//!    lists both connectors (read back from the config topic), the output
+//!    gets the new lines, three more committed appends; then SIGKILL.
+//! 4. The same for worker 3, after the SIGKILL; stopped cleanly.
 //!
 //! The verdict (`ConnectApp.java verify`, as the admin): DescribeConfigs
 //! says `cleanup.policy=compact` for the three internal topics, and topic
-//! `lines` holds every one of the 1500 input lines exactly once, in order.
+//! `lines` holds every one of the 1590 input lines exactly once, in order.
 //! A source that did not resume from its committed offsets would have sent
 //! lines again. The sink is at-least-once (a SIGKILL may lose its last
 //! offset commit), so the output file must hold every line, and its
-//! duplicates are counted and printed, not refused.
+//! duplicates are counted and printed, not refused. The records left in
+//! the offsets topic are printed beside the commits made: Kafka's cleaner
+//! leaves about one per key.
 //!
 //! - `connect_distributed_against_portcullis`: embedded Portcullis.
 //! - `connect_distributed_against_kafka`: a real 1-node Apache Kafka
@@ -83,6 +89,10 @@ const INTERNAL: [&str; 3] = [CONFIG_TOPIC, OFFSET_TOPIC, STATUS_TOPIC];
 const DATA_TOPIC: &str = "lines";
 /// Lines appended to the input before each worker's run.
 const BATCH: usize = 500;
+/// Then, while it runs, appends of TICK lines, each committed before the
+/// next.
+const TICKS: usize = 3;
+const TICK: usize = 10;
 
 /// Deadlines: generous, the machine may be small and busy.
 const JVM_DEADLINE: Duration = Duration::from_secs(120);
@@ -158,6 +168,12 @@ impl Target<'_> {
             ("status.storage.replication.factor", "1".into()),
             // Fewer partitions than Connect's defaults (25 and 5): lean.
             ("offset.storage.partitions", "5".into()),
+            // Topic configs of the offsets topic (Connect passes on
+            // `offset.storage.<topic config>`): segments rolled every
+            // second and cleaned at any dirty ratio, so a cleaner compacts
+            // it while the test runs.
+            ("offset.storage.segment.ms", "1000".into()),
+            ("offset.storage.min.cleanable.dirty.ratio", "0.01".into()),
             ("status.storage.partitions", "1".into()),
             // Source offsets committed twice a second, so a test waits little
             // for the commit it checks before a SIGKILL.
@@ -691,81 +707,70 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         "topics": DATA_TOPIC,
     });
 
-    // 2. Worker 1: internal topics, connectors, the first batch.
-    append_input(&input, 0, BATCH);
-    let mut w = Worker::start(t, "worker-1", USER);
-    w.wait_listing(&[], context);
-    let ready_1 = w.started.elapsed();
-    w.put_connector(SOURCE, &source, context);
-    w.put_connector(SINK, &sink, context);
-    w.wait_running(SOURCE, context);
-    w.wait_running(SINK, context);
-    w.wait_for(
-        "the first batch in the output",
-        OUTPUT_DEADLINE,
-        context,
-        |_| output_has(&output, BATCH).then_some(()),
-    );
-    let done_1 = w.started.elapsed();
-    let stop_1 = w.stop(context);
-    eprintln!(
-        "[{l}] worker-1: REST API up after {ready_1:.1?}, {BATCH} lines through after {done_1:.1?}, \
-         clean stop in {stop_1:.1?}"
-    );
+    // 2.-4. Three workers, one after the other. Before each starts, BATCH
+    // lines are appended (for workers 2 and 3: while no worker runs, so
+    // only the committed offsets tell where to resume). Once they are in
+    // the output, TICKS appends of TICK lines, each waited for until its
+    // offset is committed: a record per commit under the source's one key
+    // in the offsets topic, what compaction collapses. Worker 1 creates
+    // the connectors and stops cleanly (SIGTERM); worker 2 must list them
+    // (read back from the config topic) and is killed with SIGKILL once its
+    // last offset is committed; worker 3 lists them too and stops cleanly.
+    let mut lines = 0;
+    let mut commits = 0;
+    for n in 1..=3 {
+        let name = format!("worker-{n}");
+        append_input(&input, lines, lines + BATCH);
+        lines += BATCH;
+        let mut w = Worker::start(t, &name, USER);
+        if n == 1 {
+            w.wait_listing(&[], context);
+            w.put_connector(SOURCE, &source, context);
+            w.put_connector(SINK, &sink, context);
+            w.wait_running(SOURCE, context);
+            w.wait_running(SINK, context);
+        } else {
+            w.wait_listing(&[SOURCE, SINK], context);
+        }
+        let ready = w.started.elapsed();
+        w.wait_for("the batch in the output", OUTPUT_DEADLINE, context, |_| {
+            output_has(&output, lines).then_some(())
+        });
+        let through = w.started.elapsed();
+        let mut offset = 0;
+        for _ in 0..TICKS {
+            let len = append_input(&input, lines, lines + TICK);
+            lines += TICK;
+            offset = w.wait_for(
+                "the source's offset covering the input",
+                OUTPUT_DEADLINE,
+                context,
+                |w| w.source_offset().filter(|o| *o == len),
+            );
+            commits += 1;
+        }
+        w.wait_for("the ticks in the output", OUTPUT_DEADLINE, context, |_| {
+            output_has(&output, lines).then_some(())
+        });
+        let stop = if n == 2 {
+            w.kill9();
+            "killed with -9".to_string()
+        } else {
+            format!("clean stop in {:.1?}", w.stop(context))
+        };
+        eprintln!(
+            "[{l}] {name}: {} after {ready:.1?}, the batch through after {through:.1?}, \
+             {TICKS} offset commits to {offset} bytes ({lines} lines) by {:.1?}; {stop}",
+            if n == 1 {
+                "connectors created"
+            } else {
+                "both connectors listed"
+            },
+            w.started.elapsed()
+        );
+    }
 
-    // 3. Worker 2: lines appended while no worker ran; then SIGKILL once
-    // the source's offset covering the whole input is committed.
-    let len = append_input(&input, BATCH, 2 * BATCH);
-    // Both connectors, read back from the config topic.
-    let mut w = Worker::start(t, "worker-2", USER);
-    w.wait_listing(&[SOURCE, SINK], context);
-    let ready_2 = w.started.elapsed();
-    w.wait_for(
-        "the second batch in the output",
-        OUTPUT_DEADLINE,
-        context,
-        |_| output_has(&output, 2 * BATCH).then_some(()),
-    );
-    let done_2 = w.started.elapsed();
-    let offset_2 = w.wait_for(
-        "the source's offset covering the input",
-        OUTPUT_DEADLINE,
-        context,
-        |w| w.source_offset().filter(|o| *o == len),
-    );
-    w.kill9();
-    eprintln!(
-        "[{l}] worker-2: both connectors listed after {ready_2:.1?}, {} lines through after \
-         {done_2:.1?}, source offset {offset_2} of {len} bytes committed; killed with -9",
-        2 * BATCH
-    );
-
-    // 4. Worker 3, after the SIGKILL.
-    let len = append_input(&input, 2 * BATCH, 3 * BATCH);
-    let mut w = Worker::start(t, "worker-3", USER);
-    w.wait_listing(&[SOURCE, SINK], context);
-    let ready_3 = w.started.elapsed();
-    w.wait_for(
-        "the third batch in the output",
-        OUTPUT_DEADLINE,
-        context,
-        |_| output_has(&output, 3 * BATCH).then_some(()),
-    );
-    let done_3 = w.started.elapsed();
-    let offset_3 = w.wait_for(
-        "the source's offset covering the input",
-        OUTPUT_DEADLINE,
-        context,
-        |w| w.source_offset().filter(|o| *o == len),
-    );
-    let stop_3 = w.stop(context);
-    eprintln!(
-        "[{l}] worker-3: both connectors listed after {ready_3:.1?}, {} lines through after {done_3:.1?}, source \
-         offset {offset_3} of {len} bytes, clean stop in {stop_3:.1?}",
-        3 * BATCH
-    );
-
-    let total = 3 * BATCH;
+    let total = lines;
     // The verdict, read as the admin: the internal topics' cleanup.policy,
     // topic `lines` (every line exactly once, in order), and the source's
     // offsets as the offsets topic holds them.
@@ -827,6 +832,10 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         .map(|(l, n)| (*l, *n))
         .collect();
     let offset_records = records(OFFSET_TOPIC);
+    let source_key = offset_records
+        .iter()
+        .filter(|r| r[2].starts_with(&format!("[\"{SOURCE}\"")))
+        .count();
     let out_counts = output_counts(&output);
     let out_dups: usize = out_counts.values().map(|n| n - 1).sum();
     let out_missing = expected
@@ -835,7 +844,8 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         .count();
     eprintln!(
         "[{l}] connect: topic {DATA_TOPIC}: {} records for {total} lines ({} missing, {} more than \
-         once); {OFFSET_TOPIC}: {} records, the last {:?}; output file: {} distinct lines, {} \
+         once); {OFFSET_TOPIC}: {} records, {source_key} under the source's key for the {commits} \
+         commits the test waited for (fewer: compacted), the last {:?}; output file: {} distinct lines, {} \
          missing, {out_dups} duplicates (the sink is at-least-once); whole test {:.1?}",
         values.len(),
         missing.len(),
