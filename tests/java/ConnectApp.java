@@ -28,7 +28,11 @@
  *           reads every partition from the beginning to the end offsets it
  *           saw at the start and prints `REC <topic> <partition> <offset>
  *           <key> <value>` per record (`-` for a null key or value), then
- *           `CONSUMED <topic> <count>`.
+ *           `CONSUMED <topic> <count> <sum of end offsets>`.
+ *           [--settle T --at-most N --wait-ms MS] then reads topic T again,
+ *           once a second, until it holds at most N records (a cleaner has
+ *           compacted it) or MS pass; prints `SETTLED|UNSETTLED <topic>
+ *           <records> <sum of end offsets> <ms waited>`.
  *
  * --config is a Java client properties file (SASL_SSL, SCRAM-SHA-512, PEM
  * truststore); the login in it decides who acts. Fields are tab-separated.
@@ -99,7 +103,11 @@ public class ConnectApp {
             case "verify" -> {
                 describe(base, list(need(opt, "--describe")));
                 for (String topic : list(need(opt, "--consume"))) {
-                    consume(base, topic);
+                    consume(base, topic, true);
+                }
+                if (opt.containsKey("--settle")) {
+                    settle(base, opt.get("--settle"), Long.parseLong(need(opt, "--at-most")),
+                            Long.parseLong(need(opt, "--wait-ms")));
                 }
             }
             default -> usage();
@@ -216,7 +224,8 @@ public class ConnectApp {
     // consume: a whole topic, as it is now
     // ------------------------------------------------------------------
 
-    static void consume(Properties base, String topic) throws Exception {
+    /** Reads `topic` to its end offsets; returns {records read, sum of the end offsets}. */
+    static long[] consume(Properties base, String topic, boolean print) throws Exception {
         Properties p = new Properties();
         p.putAll(base);
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
@@ -249,12 +258,40 @@ public class ConnectApp {
                     if (r.offset() >= end.get(new TopicPartition(r.topic(), r.partition()))) {
                         continue;
                     }
-                    say("REC", r.topic(), Integer.toString(r.partition()), Long.toString(r.offset()),
-                            r.key() == null ? "-" : r.key(), r.value() == null ? "-" : r.value());
+                    if (print) {
+                        say("REC", r.topic(), Integer.toString(r.partition()), Long.toString(r.offset()),
+                                r.key() == null ? "-" : r.key(), r.value() == null ? "-" : r.value());
+                    }
                     count++;
                 }
             }
+            long written = 0;
+            for (long e : end.values()) {
+                written += e;
+            }
+            if (print) {
+                say("CONSUMED", topic, Long.toString(count), Long.toString(written));
+            }
+            return new long[] {count, written};
         }
-        say("CONSUMED", topic, Long.toString(count));
+    }
+
+    /**
+     * Reads `topic` again, once a second, until it holds at most `atMost`
+     * records (a cleaner compacted it) or `waitMs` pass.
+     */
+    static void settle(Properties base, String topic, long atMost, long waitMs) throws Exception {
+        long started = System.nanoTime();
+        long deadline = started + TimeUnit.MILLISECONDS.toNanos(waitMs);
+        while (true) {
+            long[] r = consume(base, topic, false);
+            long waited = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
+            if (r[0] <= atMost || System.nanoTime() > deadline) {
+                say(r[0] <= atMost ? "SETTLED" : "UNSETTLED", topic, Long.toString(r[0]), Long.toString(r[1]),
+                        Long.toString(waited));
+                return;
+            }
+            Thread.sleep(1000);
+        }
     }
 }
