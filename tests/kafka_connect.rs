@@ -651,7 +651,7 @@ fn connect_across_restarts(t: &Target<'_>, context: &dyn Fn() -> String) {
         ],
         context,
     );
-    assert!(out.iter().any(|l| l == "SETUP\tok"), "setup: {out:?}");
+    assert!(out.iter().any(|x| x == "SETUP\tok"), "setup: {out:?}");
 
     // 1. Refusals, both workers at once. The worker's user with a wrong
     // password is refused at login: the worker stops before it starts
