@@ -304,7 +304,13 @@ fn map_dirty(
             for r in filter::records(&body)? {
                 let offset = h.base_offset + r.offset_delta;
                 if let (Some(k), true) = (r.key, offset >= plan.first_dirty) {
-                    map.put(k, offset);
+                    // A batch with more new keys than the map holds: the
+                    // pass covers up to this record, the next one maps on
+                    // from here (inside the batch).
+                    if !map.put(k, offset) {
+                        full_at = Some(offset);
+                        return Ok(false);
+                    }
                 }
             }
             Ok(true)

@@ -347,3 +347,33 @@ async fn aborted_data_goes_producer_state_survives_a_rebuild_from_the_log() {
     let spans = batch::validate_produce_records(&next, usize::MAX).unwrap();
     assert!(!p.append(&next, &spans, &cfg).unwrap().duplicate);
 }
+
+#[tokio::test]
+async fn a_batch_with_more_keys_than_the_map_is_cleaned_over_several_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(&[("segment.bytes", "65536")]);
+    let p = open(dir.path());
+    let mut latest = HashMap::new();
+    // Three versions of 200 keys, each version one batch of 200 records.
+    for v in 0..3 {
+        let entries: Vec<(String, Option<String>)> = (0..200)
+            .map(|k| (format!("k{k}"), Some(format!("k{k}-v{v}"))))
+            .collect();
+        let base = put(&p, &cfg, &entries);
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            latest.insert(k, (base + i as i64, v));
+        }
+    }
+    latest.extend(fill(&p, &cfg, 0, 0, 0));
+    // Force the data into sealed segments.
+    p.roll_if_nonempty().unwrap();
+    let s = settings(1024);
+    let mut passes = 0;
+    while let Some(stats) = pass(&p, &cfg, &s).unwrap() {
+        assert!(stats.completed);
+        passes += 1;
+        assert!(passes < 200, "no progress");
+    }
+    assert!(passes > 3, "{passes} passes");
+    assert_latest(&read_all(&p), &latest, true);
+}
