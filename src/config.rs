@@ -617,6 +617,41 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        if l.cleaner_backoff_ms == 0 {
+            return Err(invalid("log.cleaner_backoff_ms", "must be positive"));
+        }
+        if l.cleaner_dedupe_buffer_bytes < 1024 {
+            return Err(invalid(
+                "log.cleaner_dedupe_buffer_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !(0.0..=1.0).contains(&l.cleaner_min_cleanable_ratio) {
+            return Err(invalid(
+                "log.cleaner_min_cleanable_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        for (key, v) in [
+            (
+                "log.cleaner_delete_retention_ms",
+                l.cleaner_delete_retention_ms,
+            ),
+            (
+                "log.cleaner_min_compaction_lag_ms",
+                l.cleaner_min_compaction_lag_ms,
+            ),
+        ] {
+            if v < 0 {
+                return Err(invalid(key, "must be >= 0"));
+            }
+        }
+        if l.cleaner_max_compaction_lag_ms < 1 {
+            return Err(invalid(
+                "log.cleaner_max_compaction_lag_ms",
+                "must be positive",
+            ));
+        }
         if l.default_partitions > l.max_partitions_per_topic {
             return Err(invalid(
                 "log.default_partitions",

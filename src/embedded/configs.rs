@@ -34,6 +34,7 @@ const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 const TYPE_PASSWORD: i8 = 9;
 
@@ -45,7 +46,13 @@ fn topic_key_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => TYPE_LIST,
         "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => TYPE_INT,
-        "retention.bytes" | "retention.ms" | "segment.ms" => TYPE_LONG,
+        "retention.bytes"
+        | "retention.ms"
+        | "segment.ms"
+        | "delete.retention.ms"
+        | "min.compaction.lag.ms"
+        | "max.compaction.lag.ms" => TYPE_LONG,
+        "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         _ => TYPE_STRING,
     }
 }

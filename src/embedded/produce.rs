@@ -61,35 +61,39 @@ pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
                     Some((t, p)) => {
                         let cfg = t.config();
                         let records = pd.records.as_deref().unwrap_or(&[]);
-                        batch::validate_produce_records(records, cfg.max_message_bytes)
-                            .and_then(|spans| {
-                                // Only the transaction coordinator writes markers.
-                                if spans.iter().any(|s| s.header.is_control()) {
-                                    return Err(LogError::InvalidRecord(
-                                        "clients may not write control batches".into(),
-                                    ));
+                        batch::validate_produce_records_keyed(
+                            records,
+                            cfg.max_message_bytes,
+                            cfg.cleanup.compact,
+                        )
+                        .and_then(|spans| {
+                            // Only the transaction coordinator writes markers.
+                            if spans.iter().any(|s| s.header.is_control()) {
+                                return Err(LogError::InvalidRecord(
+                                    "clients may not write control batches".into(),
+                                ));
+                            }
+                            // Transactional records need an authorized
+                            // transactional id (Kafka answers 53).
+                            if req_txn.is_none()
+                                && spans
+                                    .iter()
+                                    .any(|s| s.header.attributes & batch::ATTR_TRANSACTIONAL != 0)
+                            {
+                                return Err(LogError::TransactionalWithoutId);
+                            }
+                            match cfg.compression.filter(|&c| recompress::needed(&spans, c)) {
+                                // The common path: stored as sent, no copy.
+                                None => p.append(records, &spans, &cfg),
+                                Some(codec) => {
+                                    let (bytes, spans) =
+                                        recompress::to_codec(records, &spans, codec)?;
+                                    p.append(&bytes, &spans, &cfg)
                                 }
-                                // Transactional records need an authorized
-                                // transactional id (Kafka answers 53).
-                                if req_txn.is_none()
-                                    && spans.iter().any(|s| {
-                                        s.header.attributes & batch::ATTR_TRANSACTIONAL != 0
-                                    })
-                                {
-                                    return Err(LogError::TransactionalWithoutId);
-                                }
-                                match cfg.compression.filter(|&c| recompress::needed(&spans, c)) {
-                                    // The common path: stored as sent, no copy.
-                                    None => p.append(records, &spans, &cfg),
-                                    Some(codec) => {
-                                        let (bytes, spans) =
-                                            recompress::to_codec(records, &spans, codec)?;
-                                        p.append(&bytes, &spans, &cfg)
-                                    }
-                                }
-                            })
-                            .map(|res| (res, p))
-                            .map_err(|e| (code_for(&e), Some(e)))
+                            }
+                        })
+                        .map(|res| (res, p))
+                        .map_err(|e| (code_for(&e), Some(e)))
                     }
                 }
             };

@@ -170,6 +170,16 @@ pub fn validate_produce_records(
     records: &[u8],
     max_batch_bytes: usize,
 ) -> Result<Vec<BatchSpan>, LogError> {
+    validate_produce_records_keyed(records, max_batch_bytes, false)
+}
+
+/// [`validate_produce_records`] for a topic that may require every record
+/// to have a key (a compacted one).
+pub fn validate_produce_records_keyed(
+    records: &[u8],
+    max_batch_bytes: usize,
+    keys_required: bool,
+) -> Result<Vec<BatchSpan>, LogError> {
     let mut spans = Vec::with_capacity(1);
     let mut pos = 0;
     while pos < records.len() {
@@ -189,7 +199,7 @@ pub fn validate_produce_records(
             )));
         }
         let header = check_batch(&rest[..size])?;
-        super::records::validate(&rest[..size], &header)?;
+        super::records::validate_keyed(&rest[..size], &header, keys_required)?;
         spans.push(BatchSpan { start: pos, header });
         pos += size;
     }

@@ -20,16 +20,39 @@ pub struct InternalLog {
 }
 
 impl InternalLog {
-    /// Opens `topic`, creating it (one partition, never expiring) if needed.
+    /// Opens `topic`, creating it (one partition, compacted, never
+    /// expiring) if needed. A topic made by an older version, which did not
+    /// compact, is switched to compaction.
     pub fn open(logs: Arc<LogManager>, topic: &'static str) -> Result<InternalLog, LogError> {
-        if logs.topic(topic).is_none() {
-            let mut cfg = BTreeMap::new();
-            // The only copy of coordinator state: never expire it.
-            cfg.insert("retention.ms".to_string(), "-1".to_string());
-            cfg.insert("retention.bytes".to_string(), "-1".to_string());
-            match logs.create_topic(topic, 1, cfg, false) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e),
+        // The only copy of coordinator state: never expire it, and keep
+        // only the latest record per key (a group's offset for a partition,
+        // a transactional id's state), so the log's size and the replay at
+        // start follow the number of keys, not the history.
+        let wanted = [
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ];
+        match logs.topic(topic) {
+            None => {
+                let cfg: BTreeMap<String, String> = wanted
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                match logs.create_topic(topic, 1, cfg, false) {
+                    Ok(_) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(t) => {
+                let mut cfg = t.overrides();
+                let before = cfg.clone();
+                for (k, v) in wanted {
+                    cfg.insert(k.to_string(), v.to_string());
+                }
+                if cfg != before {
+                    t.set_overrides(cfg, &logs.defaults())?;
+                }
             }
         }
         let partition = logs
@@ -51,18 +74,22 @@ impl InternalLog {
         loop {
             let r = self.partition.read(offset, 1 << 20)?;
             let Some(data) = r.records else { break };
+            // Advance by batch headers, not records: a cleaned log has gaps
+            // and may hold batches the cleaner emptied.
+            let next = batch::whole_batches(&data)
+                .0
+                .last()
+                .map(|(_, h)| h.last_offset() + 1);
             let mut buf = Bytes::from(data);
             let sets = RecordBatchDecoder::decode_all(&mut buf)
                 .map_err(|e| LogError::CorruptBatch(format!("{}: {e}", self.topic)))?;
-            let mut last = offset;
             for rec in sets.into_iter().flat_map(|s| s.records) {
-                last = rec.offset;
                 f(rec.key.as_ref(), rec.value.as_ref());
             }
-            if last < offset {
-                break;
+            match next {
+                Some(n) if n > offset => offset = n,
+                _ => break,
             }
-            offset = last + 1;
         }
         Ok(())
     }

@@ -48,6 +48,13 @@ fn invalid(msg: impl Into<String>) -> LogError {
 
 /// Checks the records of one complete, CRC-checked batch against its header.
 pub fn validate(batch: &[u8], h: &BatchHeader) -> Result<(), LogError> {
+    validate_keyed(batch, h, false)
+}
+
+/// [`validate`], and with `keys_required` (a compacted topic) every record
+/// must have a key, as Kafka's `LogValidator` demands: the cleaner keeps
+/// the latest record per key, and a record without one has no latest.
+pub fn validate_keyed(batch: &[u8], h: &BatchHeader, keys_required: bool) -> Result<(), LogError> {
     if h.record_count <= 0 {
         return Err(invalid(format!(
             "invalid record count {} (must be positive)",
@@ -68,20 +75,33 @@ pub fn validate(batch: &[u8], h: &BatchHeader) -> Result<(), LogError> {
         ));
     }
     match h.compression() {
-        CODEC_NONE => walk(&mut SliceSource { buf: body, pos: 0 }, h.record_count),
+        CODEC_NONE => walk(
+            &mut SliceSource { buf: body, pos: 0 },
+            h.record_count,
+            keys_required,
+        ),
         CODEC_GZIP => {
             let dec = flate2::read::MultiGzDecoder::new(body);
-            walk(&mut Inflate::new("gzip", dec), h.record_count)
+            walk(
+                &mut Inflate::new("gzip", dec),
+                h.record_count,
+                keys_required,
+            )
         }
         CODEC_SNAPPY => {
             let dec = SnappyReader::new(body).map_err(|e| corrupt("snappy", &e))?;
-            walk(&mut Inflate::new("snappy", dec), h.record_count)
+            walk(
+                &mut Inflate::new("snappy", dec),
+                h.record_count,
+                keys_required,
+            )
         }
         CODEC_LZ4 => {
             check_lz4_frame(body)?;
             walk(
                 &mut Inflate::new("lz4", Lz4Reader::new(body)),
                 h.record_count,
+                keys_required,
             )
         }
         CODEC_ZSTD => {
@@ -89,7 +109,11 @@ pub fn validate(batch: &[u8], h: &BatchHeader) -> Result<(), LogError> {
                 zstd::stream::read::Decoder::with_buffer(body).map_err(|e| corrupt("zstd", &e))?;
             dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt("zstd", &e))?;
-            walk(&mut Inflate::new("zstd", dec), h.record_count)
+            walk(
+                &mut Inflate::new("zstd", dec),
+                h.record_count,
+                keys_required,
+            )
         }
         c => Err(invalid(format!("unknown compression codec {c}"))),
     }
@@ -508,26 +532,26 @@ fn varint(src: &mut impl Source, max_bytes: u32, what: &str) -> Result<i64, LogE
 }
 
 /// Skips a length-prefixed field (`-1` = null where `nullable`) that must
-/// fit in what is left of its record.
+/// fit in what is left of its record. Returns false for a null.
 fn field(
     src: &mut impl Source,
     nullable: bool,
     record_end: u64,
     what: &str,
-) -> Result<(), LogError> {
+) -> Result<bool, LogError> {
     let len = varint(src, 5, what)?;
     if len == -1 && nullable {
-        return Ok(());
+        return Ok(false);
     }
     let len = u64::try_from(len).map_err(|_| invalid(format!("invalid {what} length {len}")))?;
     if src.pos().saturating_add(len) > record_end || !src.skip(len)? {
         return Err(invalid(format!("{what} runs past its record")));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Walks exactly `count` records and requires nothing after them.
-fn walk(src: &mut impl Source, count: i32) -> Result<(), LogError> {
+fn walk(src: &mut impl Source, count: i32, keys_required: bool) -> Result<(), LogError> {
     for expected in 0..i64::from(count) {
         let len = varint(src, 5, "record length")?;
         let len = u64::try_from(len).map_err(|_| invalid(format!("record length {len}")))?;
@@ -542,7 +566,11 @@ fn walk(src: &mut impl Source, count: i32) -> Result<(), LogError> {
                 "record offset delta {delta} where {expected} was expected"
             )));
         }
-        field(src, true, end, "key")?;
+        if !field(src, true, end, "key")? && keys_required {
+            return Err(invalid(
+                "compacted topic cannot accept a record without a key",
+            ));
+        }
         field(src, true, end, "value")?;
         let headers = varint(src, 5, "header count")?;
         if headers < 0 {

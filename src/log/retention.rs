@@ -14,6 +14,10 @@ pub fn enforce(logs: &LogManager) -> usize {
     let mut deleted = 0;
     for topic in logs.topics() {
         let cfg = topic.config();
+        // A compact-only topic keeps its data until the cleaner replaces it.
+        if !cfg.cleanup.delete {
+            continue;
+        }
         for p in topic.partitions() {
             if cfg.retention_ms >= 0 {
                 let cutoff = now - cfg.retention_ms;

@@ -26,6 +26,21 @@ pub struct LogConfig {
     pub max_open_files: usize,
     /// Most partitions one topic may have (CreateTopics, CreatePartitions).
     pub max_partitions_per_topic: i32,
+    /// Runs the log cleaner (compaction of `cleanup.policy=compact` topics).
+    pub cleaner_enabled: bool,
+    /// How long the cleaner sleeps when no log needs cleaning.
+    pub cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's key -> offset map (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`); a log with more keys in its dirty
+    /// part than fit is cleaned in several passes.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// Bytes per second the cleaner may read plus write (0: unlimited).
+    pub cleaner_io_max_bytes_per_second: u64,
+    /// Broker defaults of the compaction topic configs.
+    pub cleaner_min_cleanable_ratio: f64,
+    pub cleaner_delete_retention_ms: i64,
+    pub cleaner_min_compaction_lag_ms: i64,
+    pub cleaner_max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -42,6 +57,14 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             max_open_files: 1024,
             max_partitions_per_topic: 1000,
+            cleaner_enabled: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_io_max_bytes_per_second: 0,
+            cleaner_min_cleanable_ratio: 0.5,
+            cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            cleaner_min_compaction_lag_ms: 0,
+            cleaner_max_compaction_lag_ms: i64::MAX,
         }
     }
 }

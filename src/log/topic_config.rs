@@ -12,8 +12,12 @@ use super::LogError;
 pub const KNOWN_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
@@ -39,6 +43,39 @@ pub struct EffectiveConfig {
     /// The codec batches are stored in (`compression.type`); `None`:
     /// as the producer sent them.
     pub compression: Option<i16>,
+    pub cleanup: CleanupPolicy,
+    pub delete_retention_ms: i64,
+    pub min_cleanable_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+}
+
+/// `cleanup.policy`: what happens to old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention by time and size deletes old segments.
+    pub delete: bool,
+    /// The cleaner keeps the latest record per key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's list syntax: `delete`, `compact`, `compact,delete` (any order,
+    /// spaces allowed); `None` for anything else.
+    pub fn parse(v: &str) -> Option<CleanupPolicy> {
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in v.split(',').map(str::trim) {
+            match part {
+                "delete" if !p.delete => p.delete = true,
+                "compact" if !p.compact => p.compact = true,
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> LogError {
@@ -62,13 +99,20 @@ fn int(key: &str, v: &str, min: i64) -> Result<i64, LogError> {
 /// Checks one key/value pair the way Kafka's `LogConfig` would.
 pub fn validate(key: &str, value: &str) -> Result<(), LogError> {
     match key {
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => Err(bad(
+        "cleanup.policy" => CleanupPolicy::parse(value).map(|_| ()).ok_or_else(|| {
+            bad(
                 key,
-                "log compaction is not supported by Portcullis; use `delete`",
+                format!("`{value}` is not delete, compact or compact,delete"),
+            )
+        }),
+        "delete.retention.ms" | "min.compaction.lag.ms" => int(key, value, 0).map(|_| ()),
+        "max.compaction.lag.ms" => int(key, value, 1).map(|_| ()),
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+            _ => Err(bad(
+                key,
+                format!("`{value}` is not a number between 0 and 1"),
             )),
-            _ => Err(bad(key, format!("`{value}` is not delete"))),
         },
         "compression.type" => super::recompress::target_codec(value)
             .map(|_| ())
@@ -103,6 +147,10 @@ pub fn default_value(defaults: &LogConfig, key: &str) -> String {
     match key {
         "cleanup.policy" => "delete".into(),
         "compression.type" => "producer".into(),
+        "delete.retention.ms" => defaults.cleaner_delete_retention_ms.to_string(),
+        "max.compaction.lag.ms" => defaults.cleaner_max_compaction_lag_ms.to_string(),
+        "min.cleanable.dirty.ratio" => defaults.cleaner_min_cleanable_ratio.to_string(),
+        "min.compaction.lag.ms" => defaults.cleaner_min_compaction_lag_ms.to_string(),
         "max.message.bytes" => defaults.max_message_bytes.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
         "min.insync.replicas" => "1".into(),
@@ -135,6 +183,20 @@ pub fn effective(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> 
             .get("compression.type")
             .and_then(|v| super::recompress::target_codec(v))
             .flatten(),
+        cleanup: overrides
+            .get("cleanup.policy")
+            .and_then(|v| CleanupPolicy::parse(v))
+            .unwrap_or(CleanupPolicy {
+                delete: true,
+                compact: false,
+            }),
+        delete_retention_ms: get("delete.retention.ms").max(0),
+        min_cleanable_ratio: overrides
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(defaults.cleaner_min_cleanable_ratio),
+        min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
+        max_compaction_lag_ms: get("max.compaction.lag.ms").max(1),
     }
 }
 
@@ -148,7 +210,12 @@ mod tests {
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "abc").is_err());
         assert!(validate("no.such.key", "1").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        assert!(validate("cleanup.policy", "compact").is_ok());
+        assert!(validate("cleanup.policy", "delete, compact").is_ok());
+        assert!(validate("cleanup.policy", "compact,compact").is_err());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "1000".to_string());
         o.insert(
@@ -159,5 +226,9 @@ mod tests {
         assert_eq!(e.retention_ms, 1000);
         assert_eq!(e.retention_bytes, -1);
         assert_eq!(e.timestamp_type, TimestampType::LogAppendTime);
+        assert!(e.cleanup.delete && !e.cleanup.compact);
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        let e = effective(&LogConfig::default(), &o);
+        assert!(!e.cleanup.delete && e.cleanup.compact);
     }
 }

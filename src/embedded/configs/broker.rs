@@ -17,8 +17,8 @@ use kafka_protocol::ResponseError;
 
 use super::{Entry, Synonym};
 use super::{
-    TYPE_BOOLEAN, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_PASSWORD, TYPE_SHORT, TYPE_STRING,
-    TYPE_UNKNOWN,
+    TYPE_BOOLEAN, TYPE_DOUBLE, TYPE_INT, TYPE_LIST, TYPE_LONG, TYPE_PASSWORD, TYPE_SHORT,
+    TYPE_STRING, TYPE_UNKNOWN,
 };
 use crate::config::{Config, LogConfig};
 use crate::dynamic_config::{is_dynamic, DynamicConfigError, Layers, Op};
@@ -153,8 +153,32 @@ const KEYS: &[Key] = &[
                 ",",
             ))
         }),
+    key!("log.cleaner.backoff.ms", Some("log.cleaner_backoff_ms"), TYPE_LONG,
+        "How long the cleaner sleeps when no log needs cleaning.",
+        |c, _| Some(c.log.cleaner_backoff_ms.to_string())),
+    key!("log.cleaner.dedupe.buffer.size", Some("log.cleaner_dedupe_buffer_bytes"), TYPE_LONG,
+        "Memory for the cleaner's key to offset map.",
+        |c, _| Some(c.log.cleaner_dedupe_buffer_bytes.to_string())),
+    key!("log.cleaner.delete.retention.ms", Some("log.cleaner_delete_retention_ms"), TYPE_LONG,
+        "Default delete.retention.ms of topics.",
+        |c, _| Some(c.log.cleaner_delete_retention_ms.to_string())),
+    key!("log.cleaner.enable", Some("log.cleaner_enabled"), TYPE_BOOLEAN,
+        "Whether the log cleaner runs.",
+        |c, _| Some(c.log.cleaner_enabled.to_string())),
+    key!("log.cleaner.io.max.bytes.per.second", Some("log.cleaner_io_max_bytes_per_second"),
+        TYPE_DOUBLE, "Bytes per second the cleaner may read plus write (0: unlimited).",
+        |c, _| Some(c.log.cleaner_io_max_bytes_per_second.to_string())),
+    key!("log.cleaner.max.compaction.lag.ms", Some("log.cleaner_max_compaction_lag_ms"),
+        TYPE_LONG, "Default max.compaction.lag.ms of topics.",
+        |c, _| Some(c.log.cleaner_max_compaction_lag_ms.to_string())),
+    key!("log.cleaner.min.cleanable.ratio", Some("log.cleaner_min_cleanable_ratio"), TYPE_DOUBLE,
+        "Default min.cleanable.dirty.ratio of topics.",
+        |c, _| Some(c.log.cleaner_min_cleanable_ratio.to_string())),
+    key!("log.cleaner.min.compaction.lag.ms", Some("log.cleaner_min_compaction_lag_ms"),
+        TYPE_LONG, "Default min.compaction.lag.ms of topics.",
+        |c, _| Some(c.log.cleaner_min_compaction_lag_ms.to_string())),
     key!("log.cleanup.policy", None, TYPE_LIST,
-        "Default cleanup policy (Portcullis deletes; it does not compact).",
+        "Default cleanup policy of topics.",
         |_, _| Some("delete".into())),
     key!("log.dirs", Some("data_dir"), TYPE_LIST, "The data directory.",
         |c, _| Some(c.data_dir.display().to_string())),
