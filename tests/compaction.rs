@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{scratch, wait_for, Broker};
+use common::{scratch, Broker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -1100,34 +1100,39 @@ fn consumer_offsets_stay_bounded() {
         let commits = (upto - done) * PARTITIONS as i64;
         done = upto;
         let (raw_bytes, raw_files) = dir_bytes(&offsets_dir);
+        eprintln!(
+            "__consumer_offsets: {commits} commits in {} ({:.0}/s), {} in all; \
+             {raw_bytes} bytes in {raw_files} files just after",
+            secs(commit_time),
+            commits as f64 / commit_time.as_secs_f64(),
+            done * PARTITIONS as i64,
+        );
         // Caught up: at most the active segment, a dirty one and the
         // cleaned rest (the latest offset of 500 partitions: a few KB).
         let t = Instant::now();
-        let (bytes, files) = wait_for(
-            &format!(
-                "__consumer_offsets under {} bytes after {} commits (now {:?})",
-                4 * SEGMENT,
+        let (bytes, files) = loop {
+            let (bytes, files) = dir_bytes(&offsets_dir);
+            if bytes <= 4 * SEGMENT {
+                break (bytes, files);
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "__consumer_offsets still {bytes} bytes in {files} files 90 s after \
+                 {} commits (want at most {}: is it compacted?)",
                 done * PARTITIONS as i64,
-                dir_bytes(&offsets_dir)
-            ),
-            Duration::from_secs(90),
-            || {
-                let (bytes, files) = dir_bytes(&offsets_dir);
-                (bytes <= 4 * SEGMENT).then_some((bytes, files))
-            },
-        );
+                4 * SEGMENT
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let settle = t.elapsed();
         broker.stop();
         let t = Instant::now();
         broker.restart();
         let restart = t.elapsed();
         eprintln!(
-            "__consumer_offsets after {} commits: {commits} committed in {} ({:.0}/s); \
-             {raw_bytes} bytes in {raw_files} files just after, {bytes} bytes in {files} \
-             files {} later; restart {}",
+            "__consumer_offsets after {} commits: {bytes} bytes in {files} files {} later; \
+             restart {}",
             done * PARTITIONS as i64,
-            secs(commit_time),
-            commits as f64 / commit_time.as_secs_f64(),
             secs(settle),
             secs(restart)
         );
