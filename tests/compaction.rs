@@ -177,23 +177,31 @@ fn flush_ok(p: &ThreadedProducer<Reports>) {
     );
 }
 
-/// Filler: `n` records of ~100 bytes under keys `<tag>-<i>`, so the data
-/// written before them leaves the active segment (which is never cleaned).
-fn filler(p: &ThreadedProducer<Reports>, topic: &str, tag: &str, n: usize) {
-    let value = vec![b'f'; 100];
-    for i in 0..n {
-        send(
-            p,
-            topic,
-            Some(format!("{tag}-{i}").as_bytes()),
-            Some(&value),
-        );
-    }
+/// Filler: [`FILLER`] records of ~100 bytes under keys `<tag>-<i>`, so
+/// the data written before them leaves the active segment (which is never
+/// cleaned). Segments roll between batches, so the data is flushed first
+/// and the filler goes in three flushed chunks of more than a segment each:
+/// the segment holding the data's last batch is full after the first or
+/// second chunk, and sealed by the next.
+fn filler(p: &ThreadedProducer<Reports>, topic: &str, tag: &str) {
     flush_ok(p);
+    let value = vec![b'f'; 100];
+    for chunk in 0..3 {
+        for i in chunk * FILLER_CHUNK..(chunk + 1) * FILLER_CHUNK {
+            send(
+                p,
+                topic,
+                Some(format!("{tag}-{i}").as_bytes()),
+                Some(&value),
+            );
+        }
+        flush_ok(p);
+    }
 }
 
-/// Enough filler to roll the active segment twice over.
-const FILLER: usize = 2 * SEGMENT_BYTES / 100 + 10;
+/// More than a segment of filler.
+const FILLER_CHUNK: usize = SEGMENT_BYTES / 100 + 10;
+const FILLER: usize = 3 * FILLER_CHUNK;
 
 /// Reads partition 0 of `topic` from the log start to the high watermark
 /// with librdkafka.
@@ -441,7 +449,7 @@ fn hundred_versions_of_a_thousand_keys_compact_to_the_latest() {
     for k in &tombstoned {
         send(&p, topic, Some(&ledger_key(*k)), None);
     }
-    filler(&p, topic, "filler", FILLER);
+    filler(&p, topic, "filler");
     let tombstones_written = Instant::now();
     let acked = p.context().acked.lock().unwrap().clone();
     let written = KEYS * VERSIONS + tombstoned.len() + FILLER;
@@ -512,7 +520,7 @@ fn hundred_versions_of_a_thousand_keys_compact_to_the_latest() {
     let waited = Instant::now();
     let mut round = 0;
     let seen = loop {
-        filler(&p, topic, &format!("later{round}"), FILLER);
+        filler(&p, topic, &format!("later{round}"));
         round += 1;
         let acked = p.context().acked.lock().unwrap().clone();
         let w = Written::new(&acked);
@@ -683,7 +691,7 @@ fn clients_read_the_latest_value_after_several_passes() {
                 }
             }
         }
-        filler(&p, topic, &format!("filler{round}"), FILLER);
+        filler(&p, topic, &format!("filler{round}"));
         let w = Written::new(&p.context().acked.lock().unwrap());
         wait_cleaned(b, topic, &w, Duration::from_secs(90));
     }
@@ -905,7 +913,7 @@ fn kill9_while_cleaning_loses_nothing() {
                 );
             }
         }
-        filler(&p, topic, "filler", FILLER);
+        filler(&p, topic, "filler");
         let acked = p.context().acked.lock().unwrap().clone();
         drop(p);
         broker.stop();
