@@ -288,8 +288,8 @@ struct Shape {
 /// What must hold of a compacted log at any time, cleaned or not: offsets
 /// strictly increasing; every record is the one acknowledged at its offset
 /// (compaction never renumbers nor invents); every key's latest live value
-/// is there (the cleaner never drops it); nothing follows a key's latest
-/// record. Tombstones may be there or not (`delete.retention.ms`).
+/// is there (the cleaner never drops it). A key's latest tombstone may be
+/// there or not (`delete.retention.ms`), but not an older value without it.
 fn check_log(what: &str, seen: &[Rec], w: &Written) -> Shape {
     let mut shape = Shape {
         records: seen.len(),
