@@ -11,6 +11,8 @@
 //!   after a topic is switched to `compact` by IncrementalAlterConfigs;
 //! - `kill9_while_cleaning_loses_nothing`: a throttled cleaner with a small
 //!   offset map (several passes) is killed at different points;
+//! - `crash_at_every_swap_step_loses_nothing`: the same with the crash
+//!   injected at each step of a segment swap (`PORTCULLIS_CLEANER_CRASH_AT`);
 //! - `consumer_offsets_stay_bounded`: `__consumer_offsets` is compacted, so
 //!   its size and the restart time stay flat while one group commits a
 //!   million offsets.
@@ -902,85 +904,172 @@ fn error_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// ~5 MB (2,000 keys × 12 versions of 200 bytes) written with the cleaner
-/// off; then a broker whose cleaner is throttled to 2 MB/s with a small
-/// offset map (several passes) is killed with SIGKILL three times, at
-/// different points of its cleaning. After the last start, cleaning
-/// completes: every key's latest value is there exactly once at its
-/// original offset, in offset order, nothing else; the log goes on at the
-/// next offset; the broker logged no error.
-#[test]
-fn kill9_while_cleaning_loses_nothing() {
-    const KEYS: usize = 2000;
-    const VERSIONS: usize = 12;
-    let dir = scratch("compact-kill9");
-    let topic = "state";
-    let acked = {
-        let mut broker = Broker::start(dir.path(), "log:\n  cleaner_enabled: false\n");
-        let b = &broker.bootstrap;
-        create_compacted(b, topic, &[]);
-        let p = producer(b);
-        for version in 0..VERSIONS {
-            for k in 0..KEYS {
-                send(
-                    &p,
-                    topic,
-                    Some(&state_key(k)),
-                    Some(&state_value(k, version)),
-                );
-            }
+const STATE_KEYS: usize = 2000;
+const STATE_VERSIONS: usize = 12;
+
+/// ~5 MB (2,000 keys × 12 versions of 200 bytes, then filler) written to
+/// the compacted topic `state` by a broker with its cleaner off, stopped
+/// after; what was acknowledged.
+fn write_state(dir: &Path) -> Vec<Rec> {
+    let mut broker = Broker::start(dir, "log:\n  cleaner_enabled: false\n");
+    let b = &broker.bootstrap;
+    create_compacted(b, "state", &[]);
+    let p = producer(b);
+    for version in 0..STATE_VERSIONS {
+        for k in 0..STATE_KEYS {
+            send(
+                &p,
+                "state",
+                Some(&state_key(k)),
+                Some(&state_value(k, version)),
+            );
         }
-        filler(&p, topic, "filler");
-        let acked = p.context().acked.lock().unwrap().clone();
-        drop(p);
-        broker.stop();
-        acked
-    };
-    let w = Written::new(&acked);
-    let (bytes_written, segments_written) = segment_bytes(dir.path(), topic);
+    }
+    filler(&p, "state", "filler");
+    let acked = p.context().acked.lock().unwrap().clone();
+    drop(p);
+    broker.stop();
+    let (bytes, segments) = segment_bytes(dir, "state");
     eprintln!(
-        "{topic}: {} records, {bytes_written} bytes in {segments_written} segments, cleaner off",
+        "state: {} records, {bytes} bytes in {segments} segments, cleaner off",
         acked.len()
     );
-    let yaml = "log:\n  cleaner_backoff_ms: 200\n  cleaner_io_max_bytes_per_second: 2000000\n  \
-                cleaner_dedupe_buffer_bytes: 32768\n";
-    let mut broker = Broker::start(dir.path(), yaml);
-    let started = Instant::now();
-    for delay in [700, 1800, 3000] {
-        std::thread::sleep(Duration::from_millis(delay));
-        broker.kill9();
-        let (bytes, segments) = segment_bytes(dir.path(), topic);
-        eprintln!("{topic}: SIGKILL {delay} ms after start: {bytes} bytes in {segments} segments");
-        broker.restart_after_kill9();
-    }
-    let b = broker.bootstrap.clone();
-    let seen = wait_cleaned(&b, topic, &w, Duration::from_secs(150));
-    let (bytes_clean, segments_clean) = segment_bytes(dir.path(), topic);
+    acked
+}
+
+/// The cleaner of this broker: throttled to 2 MB/s (read plus write), with
+/// an offset map of 32 KiB (fewer keys than the log has: several passes).
+const SLOW_CLEANER_YAML: &str = "log:\n  cleaner_backoff_ms: 200\n  \
+                                 cleaner_io_max_bytes_per_second: 2000000\n  \
+                                 cleaner_dedupe_buffer_bytes: 32768\n";
+
+/// Waits for `state` to be cleaned, then: every key's latest value there
+/// exactly once at its original offset, in offset order, nothing else;
+/// the log goes on at the next offset; no error in the broker's log but
+/// the injected crashes'.
+fn check_state_cleaned(broker: &Broker, acked: &[Rec], started: Instant) {
+    let topic = "state";
+    let w = Written::new(acked);
+    let b = &broker.bootstrap;
+    let seen = wait_cleaned(b, topic, &w, Duration::from_secs(150));
+    let (bytes_clean, segments_clean) = segment_bytes(&broker.dir, topic);
     eprintln!(
         "{topic}: cleaned {} after the first start with the cleaner: {} records, \
          {bytes_clean} bytes in {segments_clean} segments",
         secs(started.elapsed()),
         seen.len()
     );
-    assert_eq!(seen.len(), KEYS + FILLER, "each key once");
+    assert_eq!(seen.len(), STATE_KEYS + FILLER, "each key once");
     for r in &seen {
         assert_eq!(r, w.latest_of(&r.key), "the latest record of each key");
     }
-    for k in 0..KEYS {
+    for k in 0..STATE_KEYS {
         assert_eq!(
             w.latest_of(&state_key(k)).value.as_deref(),
-            Some(state_value(k, VERSIONS - 1).as_slice())
+            Some(state_value(k, STATE_VERSIONS - 1).as_slice())
         );
     }
     // The log goes on where it was: no offset reused, none skipped.
     let next = acked.iter().map(|r| r.offset).max().unwrap() + 1;
-    assert_eq!(produce_one(&b, topic, Some(b"after")), Ok(next));
-    let errors = error_lines(&broker.log());
+    assert_eq!(produce_one(b, topic, Some(b"after")), Ok(next));
+    let errors: Vec<String> = error_lines(&broker.log())
+        .into_iter()
+        .filter(|l| !l.contains("PORTCULLIS_CLEANER_CRASH_AT"))
+        .collect();
     assert!(
         errors.is_empty(),
         "the broker logged errors:\n{}",
         errors.join("\n")
     );
+}
+
+/// The slow cleaner of a broker holding ~5 MB of `state` is killed
+/// (SIGKILL) three times, at different points of its cleaning; after the
+/// last start cleaning completes and nothing was lost or duplicated
+/// ([`check_state_cleaned`]).
+#[test]
+fn kill9_while_cleaning_loses_nothing() {
+    let dir = scratch("compact-kill9");
+    let acked = write_state(dir.path());
+    let mut broker = Broker::start(dir.path(), SLOW_CLEANER_YAML);
+    let started = Instant::now();
+    for delay in [700, 1800, 3000] {
+        std::thread::sleep(Duration::from_millis(delay));
+        broker.kill9();
+        let (bytes, segments) = segment_bytes(dir.path(), "state");
+        eprintln!("state: SIGKILL {delay} ms after start: {bytes} bytes in {segments} segments");
+        broker.restart_after_kill9();
+    }
+    check_state_cleaned(&broker, &acked, started);
+}
+
+/// The same, with the crash injected at each step of a segment swap
+/// (`PORTCULLIS_CLEANER_CRASH_AT=<step>`: the broker aborts there, as kill
+/// -9 would stop it): one run of the broker per step, each started on the
+/// data the previous one left, must abort at its step; then a broker
+/// without the fault recovers and finishes cleaning, losing nothing.
+#[test]
+fn crash_at_every_swap_step_loses_nothing() {
+    const STEPS: &[&str] = &[
+        "cleaned-written",
+        "swap-committed",
+        "old-partly-deleted",
+        "old-deleted",
+        "swapped",
+    ];
+    let dir = scratch("compact-crash-steps");
+    let acked = write_state(dir.path());
+    // A broker started by the harness writes the config; it is stopped and
+    // the binary run on that config with the fault in its environment.
+    let mut broker = Broker::start(dir.path(), SLOW_CLEANER_YAML);
+    broker.stop();
+    let started = Instant::now();
+    for step in STEPS {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("broker.log"))
+            .unwrap();
+        let t = Instant::now();
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(broker.config_path())
+            .env("PORTCULLIS_LOG", "info")
+            .env("PORTCULLIS_CLEANER_CRASH_AT", step)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start portcullis");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > Duration::from_secs(90) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the broker did not reach the cleaner step {step} in 90 s\n{}",
+                    common::log_tail(&broker, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = common::clean_log(&broker.log());
+        assert!(
+            !status.success()
+                && log
+                    .lines()
+                    .any(|l| l.contains("PORTCULLIS_CLEANER_CRASH_AT") && l.contains(step)),
+            "the broker ended ({status}) without crashing at {step}\n{}",
+            common::log_tail(&broker, 30)
+        );
+        let (bytes, segments) = segment_bytes(dir.path(), "state");
+        eprintln!(
+            "state: crashed at {step} {} after start: {bytes} bytes in {segments} segments",
+            secs(t.elapsed())
+        );
+    }
+    broker.restart();
+    check_state_cleaned(&broker, &acked, started);
 }
 
 // ---------------------------------------------------------------------------
