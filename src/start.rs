@@ -316,6 +316,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     });
 
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
+    // Its own thread: a pass reads and writes whole segments, paced by
+    // log.cleaner_io_max_bytes_per_second, and must not hold a runtime worker.
+    crate::log::cleaner::spawn(&logs).map_err(|e| BrokerError::Log {
+        dir: config.data_dir.clone(),
+        source: LogError::io("log-cleaner thread", e),
+    })?;
     tasks.push(broker.login_failures.clone().spawn_flusher(auditor.clone()));
     tasks.push(spawn_offset_expiry(broker.clone()));
     tasks.push(txns.spawn_expiry());

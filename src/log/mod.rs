@@ -1,9 +1,10 @@
-//! The disk log engine: topics, partitions, segments, indexes, retention and
-//! crash recovery. Record batches are stored exactly as clients sent them
+//! The disk log engine: topics, partitions, segments, indexes, retention,
+//! compaction (`cleaner/`) and crash recovery. Record batches are stored exactly as clients sent them
 //! (magic v2) apart from the broker-assigned base offset, so Fetch serves the
 //! stored bytes without re-encoding.
 
 pub mod batch;
+pub mod cleaner;
 pub mod error;
 pub mod files;
 pub mod index;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchSpan};
+use super::cleaner::{checkpoint, swap};
 use super::files::FileCache;
 use super::permissions::{create_private_dir, FILE_MODE};
 use super::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
@@ -44,6 +45,19 @@ pub struct Partition {
     flush_wanted: Arc<Notify>,
     storage_failed: AtomicBool,
     deleted: AtomicBool,
+    /// The cleaner's bookkeeping (first dirty offset, last clean).
+    cleaner: Mutex<checkpoint::Checkpoint>,
+}
+
+/// What the cleaner needs to know of a partition, read under its lock.
+pub struct CleanView {
+    pub segments: Vec<Arc<Segment>>,
+    pub log_start: i64,
+    /// First offset of the oldest open transaction (or the end).
+    pub last_stable: i64,
+    pub aborted: Vec<AbortedTxn>,
+    /// Base offset of each idempotent producer's last data batch.
+    pub producer_last: std::collections::HashMap<i64, i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +93,11 @@ impl Partition {
         files: &Arc<FileCache>,
     ) -> Result<Arc<Partition>, LogError> {
         create_private_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let finished = swap::recover(&dir)?;
+        if finished > 0 {
+            tracing::warn!(topic = %topic, partition = index, swaps = finished,
+                "finished a log clean interrupted by a crash");
+        }
         let mut bases = list_segment_bases(&dir)?;
         bases.sort_unstable();
         let snapshot = state_snapshot::take_clean(&dir);
@@ -129,6 +148,7 @@ impl Partition {
             _ => recover_producers(&dir, &segments),
         };
         producers.expire(now_ms() - PRODUCER_EXPIRY_MS, |pid| txns.is_open(pid));
+        let cleaner = Mutex::new(checkpoint::load(&dir));
         let (durable, _) = watch::channel(end);
         let flush_wanted = Arc::new(Notify::new());
         let p = Arc::new(Partition {
@@ -148,6 +168,7 @@ impl Partition {
             flush_wanted: flush_wanted.clone(),
             storage_failed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            cleaner,
         });
         tokio::spawn(flusher(Arc::downgrade(&p), flush_wanted));
         Ok(p)
@@ -232,9 +253,16 @@ impl Partition {
         // duplicate writes nothing and must not roll the segment either.
         let needs_roll = {
             let active = st.segments.last().ok_or(LogError::Deleted)?;
+            // The active segment is never cleaned: on a compacted topic it
+            // rolls by max.compaction.lag.ms too, as in Kafka.
+            let roll_ms = if cfg.cleanup.compact {
+                cfg.segment_ms.min(cfg.max_compaction_lag_ms)
+            } else {
+                cfg.segment_ms
+            };
             active.size() > 0
                 && (active.size() + records.len() as u64 > cfg.segment_bytes
-                    || now - active.created_ms() >= cfg.segment_ms
+                    || now - active.created_ms() >= roll_ms
                     || active.size() + records.len() as u64 > u32::MAX as u64)
         };
         if needs_roll {
@@ -541,6 +569,104 @@ impl Partition {
 
     pub fn active_max_timestamp(&self) -> Option<i64> {
         self.lock().segments.last().and_then(|s| s.max_timestamp())
+    }
+
+    /// The segments and transaction state the cleaner plans a pass with.
+    pub fn clean_view(&self) -> CleanView {
+        let st = self.lock();
+        let end = self.end_offset();
+        CleanView {
+            segments: st.segments.clone(),
+            log_start: self.log_start_offset(),
+            last_stable: st.txns.last_stable_offset(end),
+            aborted: st.txns.aborted_between(i64::MIN, i64::MAX),
+            producer_last: st
+                .producers
+                .iter()
+                .filter_map(|(pid, e)| e.batches.back().map(|b| (*pid, b.base_offset)))
+                .collect(),
+        }
+    }
+
+    pub fn cleaner_checkpoint(&self) -> checkpoint::Checkpoint {
+        self.cleaner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the cleaner's progress, in memory and on disk.
+    pub fn set_cleaner_checkpoint(&self, c: checkpoint::Checkpoint) -> Result<(), LogError> {
+        let mut cur = self.cleaner.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoint::store(&self.dir, &c).map_err(|e| LogError::io(&self.dir, e))?;
+        *cur = c;
+        Ok(())
+    }
+
+    /// Puts the cleaned file `cleaned` (fsynced) in place of `old`, sealed
+    /// segments that follow each other and end where `end` begins (see
+    /// `cleaner::swap` for the steps and what a crash between them leaves).
+    /// Returns the new segment, or `None` when `old` is no longer what the
+    /// log holds there (retention or DeleteRecords removed some of it
+    /// meanwhile); `cleaned` is deleted then.
+    pub fn replace_segments(
+        &self,
+        old: &[Arc<Segment>],
+        cleaned: &Path,
+        end: i64,
+    ) -> Result<Option<Arc<Segment>>, LogError> {
+        let io = |e| LogError::io(&self.dir, e);
+        let first = old.first().ok_or(LogError::Deleted)?;
+        let base = first.base_offset;
+        swap::fault("cleaned-written")?;
+        let mut st = self.lock();
+        let at = st.segments.iter().position(|s| Arc::ptr_eq(s, first));
+        let still_there = !self.deleted.load(Ordering::Acquire)
+            && at.is_some_and(|i| {
+                // Never the active segment, and exactly the same run.
+                i + old.len() < st.segments.len()
+                    && st.segments[i..i + old.len()]
+                        .iter()
+                        .zip(old)
+                        .all(|(a, b)| Arc::ptr_eq(a, b))
+                    && st.segments[i + old.len()].base_offset == end
+            });
+        let Some(i) = at.filter(|_| still_there) else {
+            drop(st);
+            let _ = std::fs::remove_file(cleaned);
+            return Ok(None);
+        };
+        // Under the lock from here: retention and DeleteRecords must not
+        // remove a segment this swap is replacing, and a reader must never
+        // find the new name missing. Only renames, unlinks and one
+        // directory fsync happen while it is held.
+        let swap_file = swap::swap_path(&self.dir, base, end);
+        std::fs::rename(cleaned, &swap_file).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)?;
+        swap::fault("swap-committed")?;
+        for seg in old {
+            seg.pin()?;
+        }
+        for (n, seg) in old.iter().enumerate() {
+            swap::delete_segment_files(&self.dir, seg.base_offset).map_err(io)?;
+            if n == 0 {
+                swap::fault("old-partly-deleted")?;
+            }
+        }
+        swap::fault("old-deleted")?;
+        std::fs::rename(&swap_file, segment::log_path(&self.dir, base)).map_err(io)?;
+        let seg = Arc::new(Segment::open_sealed(
+            &self.dir,
+            base,
+            end,
+            self.index_interval,
+            &self.files,
+        )?);
+        st.segments.splice(i..i + old.len(), [seg.clone()]);
+        drop(st);
+        sync_dir(&self.dir).map_err(io)?;
+        swap::fault("swapped")?;
+        Ok(Some(seg))
     }
 
     /// Marks the partition gone: waiters are released, appends refused.

@@ -70,7 +70,7 @@ pub fn to_codec(
 }
 
 /// `raw` record bytes in `codec`, as Kafka's Java broker writes them.
-fn compress(codec: i16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(super) fn compress(codec: i16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
     match codec {
         CODEC_NONE => Ok(raw.to_vec()),
         CODEC_GZIP => {

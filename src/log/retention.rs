@@ -28,8 +28,11 @@ pub fn enforce(logs: &LogManager) -> usize {
                 }
                 // A segment without a timestamp is empty or has an index
                 // that could not be rebuilt; neither is expired data.
-                deleted +=
-                    p.remove_segments(|seg, _, _| seg.max_timestamp().is_some_and(|t| t < cutoff));
+                // An empty sealed segment (one the cleaner emptied) holds
+                // nothing to keep.
+                deleted += p.remove_segments(|seg, _, _| {
+                    seg.size() == 0 || seg.max_timestamp().is_some_and(|t| t < cutoff)
+                });
             }
             if cfg.retention_bytes >= 0 {
                 let limit = cfg.retention_bytes as u64;

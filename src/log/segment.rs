@@ -34,6 +34,10 @@ pub struct Segment {
     /// index file it does not need.
     index_ready: OnceLock<()>,
     index_interval: u32,
+    /// Set when the cleaner replaces this segment: a descriptor opened
+    /// before its file was deleted, so readers that still hold the segment
+    /// read the old data to the end (the new file may reuse the name).
+    pinned: OnceLock<Arc<File>>,
 }
 
 pub fn log_path(dir: &Path, base: i64) -> PathBuf {
@@ -87,6 +91,7 @@ impl Segment {
             index: RwLock::new(SegmentIndex::default()),
             index_ready: OnceLock::from(()),
             index_interval,
+            pinned: OnceLock::new(),
         })
     }
 
@@ -114,6 +119,7 @@ impl Segment {
             index: RwLock::new(SegmentIndex::default()),
             index_ready: OnceLock::new(),
             index_interval,
+            pinned: OnceLock::new(),
         })
     }
 
@@ -203,7 +209,31 @@ impl Segment {
 
     /// A descriptor for one operation, from the shared cache.
     fn fd(&self) -> Result<Arc<File>, LogError> {
+        if let Some(f) = self.pinned.get() {
+            return Ok(f.clone());
+        }
         self.file.get().map_err(|e| LogError::io(&self.path, e))
+    }
+
+    /// Keeps this segment readable after its files are deleted or its name
+    /// reused (see `pinned`). Its index is loaded first for the same reason.
+    pub fn pin(&self) -> Result<(), LogError> {
+        self.ensure_index();
+        let f = self.file.get().map_err(|e| LogError::io(&self.path, e))?;
+        let _ = self.pinned.set(f);
+        Ok(())
+    }
+
+    /// The smallest batch max-timestamp in the segment (its time index's
+    /// first entry): how old its oldest data is, for max.compaction.lag.ms.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        self.ensure_index();
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .times
+            .first()
+            .map(|t| t.timestamp)
     }
 
     /// `fd` comes from one `fd()` per operation: a walk over many headers

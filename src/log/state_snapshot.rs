@@ -119,6 +119,17 @@ fn roll_bases(dir: &Path) -> Vec<i64> {
         .collect()
 }
 
+/// Deletes the roll snapshots taken below `offset`: the cleaner rewrote the
+/// segments after them, so replaying those segments from such a snapshot
+/// would miss batches it removed (a transaction's data, say, whose marker
+/// it then removed too). Recovery then starts from a later snapshot or
+/// replays the cleaned log from its start, which is consistent.
+pub fn forget_rolls_below(dir: &Path, offset: i64) {
+    for b in roll_bases(dir).into_iter().filter(|b| *b < offset) {
+        let _ = std::fs::remove_file(roll_path(dir, b));
+    }
+}
+
 /// The newest intact roll snapshot taken at one of `segment_bases`.
 pub fn latest_at_segment(dir: &Path, segment_bases: &[i64]) -> Option<Snapshot> {
     let mut bases = roll_bases(dir);

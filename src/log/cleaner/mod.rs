@@ -1,0 +1,523 @@
+//! The log cleaner: compaction of `cleanup.policy=compact` topics, with
+//! Kafka's semantics (see DESIGN.md and Kafka's `LogCleaner`).
+//!
+//! One thread, off the request path, picks the partition that most needs
+//! cleaning and runs one pass over it:
+//!
+//! 1. **Plan** ([`plan`]): the cleanable part of the log is every sealed
+//!    segment below the first uncleanable offset: the active segment's
+//!    base, the last stable offset (an open transaction is never cleaned)
+//!    and the first segment younger than `min.compaction.lag.ms`. Of it,
+//!    the part from the checkpoint's first dirty offset on is dirty. A pass
+//!    is due when dirty / (clean + dirty) exceeds `min.cleanable.dirty.ratio`,
+//!    when the oldest dirty data is older than `max.compaction.lag.ms`, or
+//!    when a tombstone's or marker's delete horizon has passed.
+//! 2. **Map**: the dirty part is read once into an [`OffsetMap`] (key hash
+//!    -> latest offset) of bounded size; when it fills, the pass stops there
+//!    and the rest waits for the next pass.
+//! 3. **Clean**: every cleanable segment below the map's end, from the log
+//!    start, is rewritten in groups no larger than `segment.bytes`
+//!    ([`filter`] decides per batch), and each group replaces its segments
+//!    through [`swap`], crash-safely.
+//! 4. **Checkpoint**: the first dirty offset moves to the map's end.
+//!
+//! Memory is the offset map plus one read chunk and one group's output
+//! buffer; reads and writes are paced by `log.cleaner_io_max_bytes_per_second`.
+
+pub mod checkpoint;
+pub mod filter;
+pub mod offset_map;
+pub mod swap;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::batch::{self, BatchHeader};
+use super::partition::CleanView;
+use super::permissions::FILE_MODE;
+use super::segment::{now_ms, Segment};
+use super::topic_config::EffectiveConfig;
+use super::{state_snapshot, LogConfig, LogError, LogManager, Partition};
+use checkpoint::Checkpoint;
+use filter::{Outcome, Rules};
+use offset_map::OffsetMap;
+
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 1 << 20;
+/// Output buffered before it is written to the cleaned file.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// How much of a partition needs cleaning, from segment sizes and the
+/// checkpoint (no data is read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The first `cleanable` segments may be cleaned.
+    pub cleanable: usize,
+    /// The offset after them.
+    pub cleanable_end: i64,
+    pub first_dirty: i64,
+    pub clean_bytes: u64,
+    pub dirty_bytes: u64,
+    /// dirty / (clean + dirty); 0 when nothing is cleanable.
+    pub dirty_ratio: f64,
+    /// Dirty data older than `max.compaction.lag.ms`.
+    pub overdue: bool,
+    /// A kept tombstone's or marker's delete horizon has passed.
+    pub horizon_due: bool,
+}
+
+impl Plan {
+    pub fn due(&self, cfg: &EffectiveConfig) -> bool {
+        (self.dirty_bytes > 0 && (self.dirty_ratio > cfg.min_cleanable_ratio || self.overdue))
+            || (self.horizon_due && self.cleanable > 0)
+    }
+}
+
+pub fn plan(view: &CleanView, cp: &Checkpoint, cfg: &EffectiveConfig, now: i64) -> Plan {
+    let segs = &view.segments;
+    let sealed = segs.len().saturating_sub(1);
+    let next_base = |i: usize| segs[i + 1].base_offset;
+    let first_dirty = cp.first_dirty_offset.max(view.log_start);
+    let mut limit = segs
+        .last()
+        .map(|s| s.base_offset)
+        .unwrap_or(0)
+        .min(view.last_stable);
+    if cfg.min_compaction_lag_ms > 0 {
+        let young = now.saturating_sub(cfg.min_compaction_lag_ms);
+        if let Some(i) = (0..sealed).find(|&i| {
+            next_base(i) > first_dirty && segs[i].max_timestamp().is_some_and(|t| t > young)
+        }) {
+            limit = limit.min(segs[i].base_offset);
+        }
+    }
+    let cleanable = (0..sealed).take_while(|&i| next_base(i) <= limit).count();
+    let (mut clean_bytes, mut dirty_bytes) = (0, 0);
+    let mut first_dirty_seg = None;
+    for (i, seg) in segs[..cleanable].iter().enumerate() {
+        if next_base(i) > first_dirty {
+            dirty_bytes += seg.size();
+            first_dirty_seg.get_or_insert(i);
+        } else {
+            clean_bytes += seg.size();
+        }
+    }
+    let total = clean_bytes + dirty_bytes;
+    let overdue = first_dirty_seg.is_some_and(|i| {
+        segs[i]
+            .first_timestamp()
+            .is_some_and(|t| t < now.saturating_sub(cfg.max_compaction_lag_ms))
+    });
+    Plan {
+        cleanable,
+        cleanable_end: if cleanable > 0 {
+            next_base(cleanable - 1)
+        } else {
+            first_dirty
+        },
+        first_dirty,
+        clean_bytes,
+        dirty_bytes,
+        dirty_ratio: if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        },
+        overdue,
+        horizon_due: cp.next_horizon_ms.is_some_and(|h| h <= now),
+    }
+}
+
+/// Paces the cleaner's reads and writes to a byte rate.
+pub struct Throttle {
+    rate: u64,
+    start: Instant,
+    spent: std::cell::Cell<u64>,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_second: u64) -> Throttle {
+        Throttle {
+            rate: bytes_per_second,
+            start: Instant::now(),
+            spent: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Accounts for `n` bytes, sleeping as long as the rate requires.
+    pub fn spend(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        self.spent.set(self.spent.get() + n as u64);
+        let due = Duration::from_secs_f64(self.spent.get() as f64 / self.rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone)]
+pub struct PassStats {
+    pub segments_before: usize,
+    pub segments_after: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_kept: u64,
+    pub batches_dropped: u64,
+    pub map_keys: usize,
+    /// False when the partition changed under the pass (a segment removed
+    /// by retention): nothing is checkpointed and the next pass retries.
+    pub completed: bool,
+}
+
+/// The batches of `seg` from `from` on, chunk by chunk.
+fn for_each_batch(
+    seg: &Segment,
+    from: i64,
+    throttle: &Throttle,
+    mut f: impl FnMut(&[u8], &BatchHeader) -> Result<bool, LogError>,
+) -> Result<(), LogError> {
+    let mut offset = from.max(seg.base_offset);
+    while let Some(buf) = seg.read(offset, READ_CHUNK)? {
+        throttle.spend(buf.len());
+        let (batches, _) = batch::whole_batches(&buf);
+        let Some(last) = batches.last() else { break };
+        let next = last.1.last_offset() + 1;
+        for (i, (pos, h)) in batches.iter().enumerate() {
+            let end = batches.get(i + 1).map(|b| b.0).unwrap_or(buf.len());
+            if !f(&buf[*pos..end], h)? {
+                return Ok(());
+            }
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    Ok(())
+}
+
+/// Aborted transactions by producer: (first offset, marker offset).
+type Aborted = HashMap<i64, Vec<(i64, i64)>>;
+
+fn is_aborted(aborted: &Aborted, h: &BatchHeader) -> bool {
+    h.attributes & batch::ATTR_TRANSACTIONAL != 0
+        && aborted.get(&h.producer_id).is_some_and(|v| {
+            v.iter()
+                .any(|(first, last)| (*first..=*last).contains(&h.base_offset))
+        })
+}
+
+/// One pass over `p`, planned as `plan` says (it must be due).
+pub fn clean(
+    p: &Partition,
+    cfg: &EffectiveConfig,
+    view: &CleanView,
+    plan: &Plan,
+    settings: &LogConfig,
+    throttle: &Throttle,
+) -> Result<PassStats, LogError> {
+    let started = Instant::now();
+    let now = now_ms();
+    let segs = &view.segments[..plan.cleanable];
+    let mut aborted: Aborted = HashMap::new();
+    for a in &view.aborted {
+        aborted
+            .entry(a.producer_id)
+            .or_default()
+            .push((a.first_offset, a.last_offset));
+    }
+
+    // Map the dirty part: the latest offset of each key.
+    let mut map = OffsetMap::new(settings.cleaner_dedupe_buffer_bytes);
+    let mut map_end = plan.cleanable_end;
+    'map: for seg in segs
+        .iter()
+        .filter(|s| s.next_offset() > plan.first_dirty || s.base_offset >= plan.first_dirty)
+    {
+        let mut full_at = None;
+        for_each_batch(seg, plan.first_dirty, throttle, |bytes, h| {
+            if h.last_offset() < plan.first_dirty || h.is_control() || is_aborted(&aborted, h) {
+                return Ok(true);
+            }
+            if map.would_overflow(h.record_count.max(0) as usize) && !map.is_empty() {
+                full_at = Some(h.base_offset);
+                return Ok(false);
+            }
+            let body = super::records::decompressed(bytes, h)?;
+            for r in filter::records(&body)? {
+                let offset = h.base_offset + r.offset_delta;
+                if let (Some(k), true) = (r.key, offset >= plan.first_dirty) {
+                    map.put(k, offset);
+                }
+            }
+            Ok(true)
+        })?;
+        if let Some(at) = full_at {
+            map_end = at;
+            break 'map;
+        }
+    }
+
+    // Rewrite every cleanable segment below the map's end, in groups.
+    let todo: Vec<&Arc<Segment>> = segs.iter().filter(|s| s.base_offset < map_end).collect();
+    let mut stats = PassStats {
+        segments_before: todo.len(),
+        map_keys: map.len(),
+        ..PassStats::default()
+    };
+    let rules = Rules {
+        map: &map,
+        now,
+        delete_retention_ms: cfg.delete_retention_ms,
+    };
+    // Whether a transaction (by producer) kept any data so far: its marker
+    // may only go once none of its data is left.
+    let mut txn_kept: HashMap<i64, bool> = HashMap::new();
+    let mut next_horizon: Option<i64> = None;
+    let mut i = 0;
+    while i < todo.len() {
+        let group_start = i;
+        let mut size = 0u64;
+        let base = todo[i].base_offset;
+        while i < todo.len() {
+            let end = end_of(view, todo[i]);
+            let fits = size + todo[i].size() <= cfg.segment_bytes.max(1)
+                && end - base <= i64::from(u32::MAX);
+            if i > group_start && !fits {
+                break;
+            }
+            size += todo[i].size();
+            i += 1;
+        }
+        let group: Vec<Arc<Segment>> = todo[group_start..i].iter().map(|s| (*s).clone()).collect();
+        let end = end_of(view, &group[group.len() - 1]);
+        let cleaned = swap::cleaned_path(p.dir(), base);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&cleaned)
+            .map_err(|e| LogError::io(&cleaned, e))?;
+        let mut out = Vec::with_capacity(WRITE_CHUNK + READ_CHUNK);
+        let mut written = 0u64;
+        let mut flush = |out: &mut Vec<u8>, throttle: &Throttle| -> Result<(), LogError> {
+            file.write_all(out).map_err(|e| LogError::io(&cleaned, e))?;
+            throttle.spend(out.len());
+            written += out.len() as u64;
+            out.clear();
+            Ok(())
+        };
+        for seg in &group {
+            stats.bytes_before += seg.size();
+            let mut result = Ok(());
+            for_each_batch(seg, seg.base_offset, throttle, |bytes, h| {
+                let outcome = if h.is_control() {
+                    let kept_data = txn_kept.remove(&h.producer_id).unwrap_or(false);
+                    // After the producer's last data batch a marker may be
+                    // its last word (an epoch bump): keep it.
+                    let before_last = view
+                        .producer_last
+                        .get(&h.producer_id)
+                        .is_none_or(|last| h.base_offset < *last);
+                    let expired = filter::delete_horizon(h).is_some_and(|hz| now >= hz);
+                    if !kept_data && expired && before_last {
+                        Outcome::Dropped
+                    } else {
+                        let (o, hz) =
+                            filter::keep_marker(&mut out, bytes, h, now, cfg.delete_retention_ms)?;
+                        // A marker kept past its horizon waits for its
+                        // transaction's data or its producer's next batch,
+                        // both of which come with new dirty data: no pass
+                        // is scheduled for it.
+                        if o == Outcome::Rewritten || hz > now {
+                            next_horizon = Some(next_horizon.map_or(hz, |n| n.min(hz)));
+                        }
+                        o
+                    }
+                } else {
+                    let last = h.producer_id >= 0
+                        && view.producer_last.get(&h.producer_id) == Some(&h.base_offset);
+                    let (o, kept, hz) = filter::clean_data_batch(
+                        &mut out,
+                        bytes,
+                        h,
+                        &rules,
+                        is_aborted(&aborted, h),
+                        last,
+                    )?;
+                    stats.records_kept += kept as u64;
+                    if let Some(hz) = hz {
+                        next_horizon = Some(next_horizon.map_or(hz, |n| n.min(hz)));
+                    }
+                    if h.attributes & batch::ATTR_TRANSACTIONAL != 0 {
+                        *txn_kept.entry(h.producer_id).or_default() |= o != Outcome::Dropped;
+                    }
+                    o
+                };
+                if outcome == Outcome::Dropped {
+                    stats.batches_dropped += 1;
+                }
+                if out.len() >= WRITE_CHUNK {
+                    if let Err(e) = flush(&mut out, throttle) {
+                        result = Err(e);
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            result?;
+        }
+        flush(&mut out, throttle)?;
+        file.sync_all().map_err(|e| LogError::io(&cleaned, e))?;
+        drop(file);
+        stats.bytes_after += written;
+        match p.replace_segments(&group, &cleaned, end)? {
+            Some(seg) => {
+                // The new segment's index files, written now rather than
+                // rebuilt on the first fetch.
+                seg.seal(p.dir())?;
+                stats.segments_after += 1;
+            }
+            None => return Ok(stats),
+        }
+    }
+    // Snapshots before the cleaned range no longer replay correctly.
+    state_snapshot::forget_rolls_below(p.dir(), map_end);
+    let prev = p.cleaner_checkpoint();
+    p.set_cleaner_checkpoint(Checkpoint {
+        first_dirty_offset: map_end,
+        last_clean_ms: now_ms(),
+        passes: prev.passes + 1,
+        next_horizon_ms: next_horizon,
+        last_bytes_before: stats.bytes_before,
+        last_bytes_after: stats.bytes_after,
+        last_pass_ms: started.elapsed().as_millis() as u64,
+    })?;
+    stats.completed = true;
+    Ok(stats)
+}
+
+/// The offset after `seg`: the next segment's base.
+fn end_of(view: &CleanView, seg: &Arc<Segment>) -> i64 {
+    let i = view
+        .segments
+        .iter()
+        .position(|s| Arc::ptr_eq(s, seg))
+        .unwrap_or(0);
+    view.segments
+        .get(i + 1)
+        .map(|s| s.base_offset)
+        .unwrap_or_else(|| seg.next_offset())
+}
+
+/// A partition's cleaning state for `topic describe`: the checkpoint and
+/// the current dirty ratio.
+pub fn status(p: &Partition, cfg: &EffectiveConfig) -> (Checkpoint, Plan) {
+    let cp = p.cleaner_checkpoint();
+    let plan = plan(&p.clean_view(), &cp, cfg, now_ms());
+    (cp, plan)
+}
+
+/// Picks the partition that most needs cleaning and cleans it. Returns
+/// whether any was due.
+pub fn run_once(logs: &LogManager, failed: &mut HashMap<(String, i32), Instant>) -> bool {
+    let settings = logs.defaults();
+    let now = now_ms();
+    struct Candidate {
+        urgency: f64,
+        p: Arc<Partition>,
+        cfg: Arc<EffectiveConfig>,
+        view: CleanView,
+        plan: Plan,
+    }
+    let mut best: Option<Candidate> = None;
+    for topic in logs.topics() {
+        let cfg = topic.config();
+        if !cfg.cleanup.compact {
+            continue;
+        }
+        for p in topic.partitions() {
+            let key = (p.topic.to_string(), p.index);
+            if failed
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+            {
+                continue;
+            }
+            let view = p.clean_view();
+            let plan = plan(&view, &p.cleaner_checkpoint(), &cfg, now);
+            if !plan.due(&cfg) {
+                continue;
+            }
+            // Overdue work first, then the dirtiest.
+            let urgency = plan.dirty_ratio
+                + if plan.overdue || plan.horizon_due {
+                    2.0
+                } else {
+                    0.0
+                };
+            if best.as_ref().is_none_or(|b| urgency > b.urgency) {
+                best = Some(Candidate {
+                    urgency,
+                    p,
+                    cfg: cfg.clone(),
+                    view,
+                    plan,
+                });
+            }
+        }
+    }
+    let Some(Candidate {
+        p, cfg, view, plan, ..
+    }) = best
+    else {
+        return false;
+    };
+    let throttle = Throttle::new(settings.cleaner_io_max_bytes_per_second);
+    let started = Instant::now();
+    match clean(&p, &cfg, &view, &plan, &settings, &throttle) {
+        Ok(s) => tracing::info!(
+            topic = %p.topic, partition = p.index,
+            segments = format!("{} -> {}", s.segments_before, s.segments_after),
+            bytes = format!("{} -> {}", s.bytes_before, s.bytes_after),
+            keys = s.map_keys, dirty_ratio = format!("{:.3}", plan.dirty_ratio),
+            completed = s.completed, ms = started.elapsed().as_millis() as u64,
+            "log cleaned"
+        ),
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, "log cleaning failed, retrying in a minute: {e}");
+            failed.insert((p.topic.to_string(), p.index), Instant::now());
+        }
+    }
+    true
+}
+
+/// Starts the cleaner thread; it stops when the log manager is dropped.
+pub fn spawn(logs: &Arc<LogManager>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let weak: Weak<LogManager> = Arc::downgrade(logs);
+    std::thread::Builder::new()
+        .name("log-cleaner".into())
+        .spawn(move || {
+            let mut failed = HashMap::new();
+            loop {
+                let Some(logs) = weak.upgrade() else { return };
+                let settings = logs.defaults();
+                let worked = settings.cleaner_enabled && run_once(&logs, &mut failed);
+                drop(logs);
+                if !worked {
+                    std::thread::sleep(Duration::from_millis(settings.cleaner_backoff_ms));
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests;
