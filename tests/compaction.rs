@@ -6,7 +6,8 @@
 //!   to about one record per live key, offsets kept, tombstones visible
 //!   after the first clean and gone after `delete.retention.ms`;
 //! - `clients_read_the_latest_value_after_several_passes`: librdkafka,
-//!   kafka-python and the Java consumer read a topic cleaned several times;
+//!   kafka-python and the Java consumer read a topic cleaned several times,
+//!   written by one idempotent producer across a kill -9 of the broker;
 //! - `keyless_produce_to_a_compacted_topic_is_refused`: INVALID_RECORD, also
 //!   after a topic is switched to `compact` by IncrementalAlterConfigs;
 //! - `kill9_while_cleaning_loses_nothing`: a throttled cleaner with a small
