@@ -44,6 +44,8 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Read the audit log.
     Audit(cli::audit::AuditArgs),
+    /// Inspect topics on disk (partitions, segments, the log cleaner).
+    Topic(cli::topic::TopicArgs),
     /// Create development certificates (CA, server, clients).
     Certs(cli::certs::CertsArgs),
 }
@@ -119,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
         Command::Audit(args) => cli::audit::run(args),
+        Command::Topic(args) => cli::topic::run(args),
         Command::Group(args) => rt.block_on(cli::group::run(args)),
     }
 }

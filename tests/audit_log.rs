@@ -807,8 +807,14 @@ fn admin_actions_credentials_reloads_start_stop() {
         ("create_acl", "CreateAcls", "topic", "audited"),
         ("delete_acl", "DeleteAcls", "topic", "audited"),
     ] {
+        // The compaction switches below add records of their own.
         let found = action(name);
-        assert_eq!(found.len(), 1, "{name}: {}", show(&found));
+        let expected = match name {
+            "create_topic" => 2,
+            "alter_topic_config" => 3,
+            _ => 1,
+        };
+        assert_eq!(found.len(), expected, "{name}: {}", show(&found));
         let r = found[0];
         assert_eq!(s(r, "principal"), Some("User:admin"), "{r}");
         assert_eq!(s(r, "api"), Some(api), "{r}");
@@ -831,6 +837,22 @@ fn admin_actions_credentials_reloads_start_stop() {
             .as_array()
             .is_some_and(|c| c.iter().any(|x| x == "retention.ms=3600000")),
         "{r}"
+    );
+    // Compaction switched on, off, and a topic created compacted.
+    let switches: Vec<(&str, &str)> = action("alter_topic_config")
+        .iter()
+        .chain(action("create_topic").iter())
+        .filter_map(|r| Some((s(r, "action")?, r["details"]["compaction"].as_str()?)))
+        .collect();
+    assert_eq!(
+        switches,
+        [
+            ("alter_topic_config", "on"),
+            ("alter_topic_config", "off"),
+            ("create_topic", "on")
+        ],
+        "{}",
+        show(&action("alter_topic_config"))
     );
     for name in ["create_acl", "delete_acl"] {
         let r = action(name)[0];

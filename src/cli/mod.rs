@@ -5,4 +5,5 @@ pub mod applied;
 pub mod audit;
 pub mod certs;
 pub mod group;
+pub mod topic;
 pub mod user;

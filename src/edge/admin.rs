@@ -94,12 +94,12 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
                 } else {
                     partitions
                 };
-                ctx.admin_action(
-                    "create_topic",
-                    "topic",
-                    &name,
-                    Some(serde_json::json!({ "partitions": partitions, "configs": configs })),
-                );
+                let mut details =
+                    serde_json::json!({ "partitions": partitions, "configs": configs });
+                if let Some(on) = configs.get("cleanup.policy").map(|v| compaction(v)) {
+                    details["compaction"] = on.into();
+                }
+                ctx.admin_action("create_topic", "topic", &name, Some(details));
             }
         }
     })
@@ -312,8 +312,14 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
                 .configs
                 .iter()
                 .map(|c| {
+                    // Kafka's ops: SET, DELETE, APPEND (+=), SUBTRACT (-=).
+                    let op = match c.config_operation {
+                        2 => "+=",
+                        3 => "-=",
+                        _ => "=",
+                    };
                     format!(
-                        "{}={}",
+                        "{}{op}{}",
                         c.name.as_str(),
                         c.value.as_deref().unwrap_or("<deleted>")
                     )
@@ -427,13 +433,35 @@ fn record_topic_changes<'a>(
             _ => ("alter_broker_config", "broker"),
         };
         if done {
-            ctx.admin_action(
-                action,
-                kind,
-                &name,
-                Some(serde_json::json!({ "changes": changes })),
-            );
+            let mut details = serde_json::json!({ "changes": changes });
+            // Turning compaction on or off changes what the topic keeps:
+            // said in so many words, so an audit search finds it.
+            let switch = changes.iter().find_map(|c| {
+                let rest = c.strip_prefix("cleanup.policy")?;
+                if let Some(v) = rest.strip_prefix("-=") {
+                    // Subtracting `compact` turns it off; anything else
+                    // leaves it as it was.
+                    return (compaction(v) == "on").then_some("off");
+                }
+                let v = rest.strip_prefix("+=").or_else(|| rest.strip_prefix('='))?;
+                // Appending `delete` to a compacted topic keeps compacting.
+                (rest.starts_with('=') || compaction(v) == "on").then(|| compaction(v))
+            });
+            if let (RESOURCE_TOPIC, Some(on)) = (rtype, switch) {
+                details["compaction"] = on.into();
+            }
+            ctx.admin_action(action, kind, &name, Some(details));
         }
+    }
+}
+
+/// `on` when a `cleanup.policy` value compacts, else `off` (a deleted
+/// value returns to the default, `delete`).
+fn compaction(policy: &str) -> &'static str {
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        "on"
+    } else {
+        "off"
     }
 }
 

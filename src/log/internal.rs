@@ -28,10 +28,15 @@ impl InternalLog {
         // only the latest record per key (a group's offset for a partition,
         // a transactional id's state), so the log's size and the replay at
         // start follow the number of keys, not the history.
+        // Segments of 16 MiB (Kafka's offsets.topic.segment.bytes is 100 MiB):
+        // only sealed segments are cleaned, and the whole log is replayed at
+        // start, so the active one bounds both the disk used beyond the live
+        // keys and the start time.
         let wanted = [
             ("cleanup.policy", "compact"),
             ("retention.ms", "-1"),
             ("retention.bytes", "-1"),
+            ("segment.bytes", "16777216"),
         ];
         match logs.topic(topic) {
             None => {

@@ -80,7 +80,7 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
-const LOG_START_FILE: &str = "log-start-offset";
+pub const LOG_START_FILE: &str = "log-start-offset";
 
 impl Partition {
     /// Opens (recovering) or creates the partition directory and starts its

@@ -64,14 +64,7 @@ impl Topic {
         defaults: &LogConfig,
         files: &Arc<FileCache>,
     ) -> Result<Arc<Topic>, LogError> {
-        let path = dir.join(META_FILE);
-        let text = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
-        let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
-            LogError::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })?;
+        let meta = read_meta(&dir)?;
         Self::from_meta(dir, name, meta, defaults, files)
     }
 
@@ -223,6 +216,23 @@ impl Topic {
             p.mark_deleted();
         }
     }
+}
+
+fn read_meta(dir: &Path) -> Result<TopicMeta, LogError> {
+    let path = dir.join(META_FILE);
+    let text = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+    serde_json::from_slice(&text).map_err(|e| {
+        LogError::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+/// A topic directory's partition count and config overrides, read from
+/// its files without opening it (for commands run beside a live broker).
+pub fn stored_meta(dir: &Path) -> Result<(i32, BTreeMap<String, String>), LogError> {
+    read_meta(dir).map(|m| (m.partitions, m.configs))
 }
 
 fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), LogError> {

@@ -1,6 +1,7 @@
 """Admin actions by the super user `admin` over the Kafka admin API, whose
 `admin_action` records tests/audit_log.rs checks: create a topic, alter
-one of its configs, create an ACL and delete it again."""
+one of its configs, turn compaction on and off, create a compacted topic,
+create an ACL and delete it again."""
 
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                    AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
@@ -25,6 +26,20 @@ def main():
     for f in admin.incremental_alter_configs([res], request_timeout=OP_TIMEOUT).values():
         f.result(timeout=OP_TIMEOUT)
     log(f"altered retention.ms of {TOPIC}")
+
+    # Compaction on (APPEND compact to the delete policy), then off (SET
+    # delete), then a topic created compacted: each says so in its record.
+    for op, value in [(AlterConfigOpType.APPEND, "compact"), (AlterConfigOpType.SET, "delete")]:
+        res = ConfigResource(ResourceType.TOPIC, TOPIC, incremental_configs=[
+            ConfigEntry("cleanup.policy", value, incremental_operation=op)])
+        for f in admin.incremental_alter_configs([res], request_timeout=OP_TIMEOUT).values():
+            f.result(timeout=OP_TIMEOUT)
+        log(f"cleanup.policy {op} {value} on {TOPIC}")
+    fut = admin.create_topics([NewTopic(TOPIC + "-compacted", num_partitions=1, replication_factor=1,
+                                        config={"cleanup.policy": "compact"})],
+                              operation_timeout=OP_TIMEOUT, request_timeout=OP_TIMEOUT)
+    fut[TOPIC + "-compacted"].result(timeout=OP_TIMEOUT)
+    log(f"created {TOPIC}-compacted")
 
     binding = AclBinding(ResourceType.TOPIC, TOPIC, ResourcePatternType.LITERAL, "User:carol",
                          "*", AclOperation.READ, AclPermissionType.ALLOW)

@@ -95,16 +95,10 @@ pub fn plan(view: &CleanView, cp: &Checkpoint, cfg: &EffectiveConfig, now: i64) 
         }
     }
     let cleanable = (0..sealed).take_while(|&i| next_base(i) <= limit).count();
-    let (mut clean_bytes, mut dirty_bytes) = (0, 0);
-    let mut first_dirty_seg = None;
-    for (i, seg) in segs[..cleanable].iter().enumerate() {
-        if next_base(i) > first_dirty {
-            dirty_bytes += seg.size();
-            first_dirty_seg.get_or_insert(i);
-        } else {
-            clean_bytes += seg.size();
-        }
-    }
+    let (clean_bytes, dirty_bytes, first_dirty_seg) = split_bytes(
+        (0..cleanable).map(|i| (next_base(i), segs[i].size())),
+        first_dirty,
+    );
     let total = clean_bytes + dirty_bytes;
     let overdue = first_dirty_seg.is_some_and(|i| {
         segs[i]
@@ -129,6 +123,78 @@ pub fn plan(view: &CleanView, cp: &Checkpoint, cfg: &EffectiveConfig, now: i64) 
         overdue,
         horizon_due: cp.next_horizon_ms.is_some_and(|h| h <= now),
     }
+}
+
+/// (clean bytes, dirty bytes, index of the first dirty segment) of
+/// segments given as (offset after it, size).
+fn split_bytes(
+    segments: impl Iterator<Item = (i64, u64)>,
+    first_dirty: i64,
+) -> (u64, u64, Option<usize>) {
+    let (mut clean, mut dirty, mut first) = (0, 0, None);
+    for (i, (end, size)) in segments.enumerate() {
+        if end > first_dirty {
+            dirty += size;
+            first.get_or_insert(i);
+        } else {
+            clean += size;
+        }
+    }
+    (clean, dirty, first)
+}
+
+/// A partition directory as the cleaner sees it, read from its files only
+/// (no lock, no recovery), so a command can show it beside a running
+/// broker. The dirty ratio counts every sealed segment as cleanable: open
+/// transactions and `min.compaction.lag.ms`, which the cleaner also
+/// honours, are not visible from the files.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirStatus {
+    pub log_start_offset: i64,
+    pub segments: usize,
+    pub bytes: u64,
+    pub dirty_ratio: f64,
+    pub checkpoint: Checkpoint,
+}
+
+pub fn inspect_dir(dir: &std::path::Path) -> Result<DirStatus, LogError> {
+    let io = |e| LogError::io(dir, e);
+    let mut segs: Vec<(i64, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(base) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        segs.push((base, entry.metadata().map_err(io)?.len()));
+    }
+    segs.sort_unstable();
+    let cp = checkpoint::load(dir);
+    let stored_start = std::fs::read_to_string(dir.join(super::partition::LOG_START_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
+    let first_base = segs.first().map(|s| s.0).unwrap_or(0);
+    let log_start = stored_start.unwrap_or(first_base).max(first_base);
+    let sealed = segs.len().saturating_sub(1);
+    let (clean, dirty, _) = split_bytes(
+        (0..sealed).map(|i| (segs[i + 1].0, segs[i].1)),
+        cp.first_dirty_offset.max(log_start),
+    );
+    Ok(DirStatus {
+        log_start_offset: log_start,
+        segments: segs.len(),
+        bytes: segs.iter().map(|s| s.1).sum(),
+        dirty_ratio: if clean + dirty == 0 {
+            0.0
+        } else {
+            dirty as f64 / (clean + dirty) as f64
+        },
+        checkpoint: cp,
+    })
 }
 
 /// Paces the cleaner's reads and writes to a byte rate.
