@@ -80,14 +80,9 @@ const CHECKS: &[&str] = &[
 /// Where a back end deliberately answers differently from Apache Kafka:
 /// (probe, the back ends that refuse, the exception Kafka's Java client
 /// raises for the refusal, why). Everything else must pass as it does
-/// against Kafka.
-const DIFFERS: &[(&str, &[Column], &str, &str)] = &[(
-    "probe_compact_topic",
-    // A gateway's Kafka compacts.
-    &[Column::Embedded],
-    "org.apache.kafka.common.errors.InvalidConfigurationException",
-    "the embedded log does not compact: cleanup.policy=compact is refused (INVALID_CONFIG)",
-)];
+/// against Kafka. None today: `probe_compact_topic` left it when the
+/// embedded log learnt compaction.
+const DIFFERS: &[(&str, &[Column], &str, &str)] = &[];
 
 /// The deliberate refusal of `check` on `column`, if any: (exception, why).
 fn differs(check: &str, column: Column) -> Option<(&'static str, &'static str)> {

@@ -28,6 +28,8 @@ pub struct Broker {
     pub addrs: Vec<String>,
     /// Password of the bootstrap `admin` user, when the broker created it.
     pub admin_password: Option<String>,
+    /// Extra environment of the next launch (see `set_env`).
+    env: Vec<(String, String)>,
 }
 
 /// Strips the ANSI colour codes the broker's log carries.
@@ -173,6 +175,7 @@ impl Broker {
             protocols: protocols.iter().map(|p| p.to_string()).collect(),
             addrs: Vec::new(),
             admin_password: None,
+            env: Vec::new(),
         };
         b.launch(&vec![0; protocols.len()]);
         b
@@ -277,6 +280,7 @@ impl Broker {
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("PORTCULLIS_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -360,6 +364,26 @@ impl Broker {
 
     pub fn restart(&mut self) {
         self.stop();
+        let ports = self.ports();
+        self.launch(&ports);
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable of the
+    /// broker's next launch.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Starts the broker again on the same ports after it stopped by
+    /// itself (an injected crash); kills it first if it still runs.
+    pub fn relaunch(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let ports = self.ports();
         self.launch(&ports);
     }

@@ -90,6 +90,7 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.GroupType;
+import org.apache.kafka.common.InvalidRecordException;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
@@ -1593,14 +1594,30 @@ public class ClientChecks {
     // Probes: behaviours where a broker may deliberately differ from Kafka
     // ------------------------------------------------------------------
 
-    /** Kafka: a compacted topic is created. */
+    /**
+     * Kafka: a compacted topic is created and described as such; it takes
+     * keyed records and refuses a record without a key (a compacted log
+     * could never replace or remove it).
+     */
     static String probeCompactTopic() throws Exception {
+        String topic = "java-compact";
         try (Admin a = superAdmin()) {
-            step("createTopics cleanup.policy=compact");
-            get(a.createTopics(List.of(new NewTopic("java-compact", 1, (short) 1)
-                    .configs(Map.of("cleanup.policy", "compact")))).all());
+            createTopic(a, topic, 1, Map.of("cleanup.policy", "compact"));
+            step("describeConfigs cleanup.policy");
+            ConfigEntry e = configEntry(a, new ConfigResource(ConfigResource.Type.TOPIC, topic), "cleanup.policy");
+            need(e != null && "compact".equals(e.value())
+                    && e.source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
+                    "cleanup.policy described as " + e);
         }
-        return "compacted topic created";
+        try (KafkaProducer<String, String> p = producer(adminProps())) {
+            step("produce keyed records");
+            produce(p, topic, 0, "c", 0, 3);
+            step("produce a record without a key");
+            Throwable t = expectThrows(InvalidRecordException.class,
+                    () -> get(p.send(new ProducerRecord<>(topic, 0, null, "no key"))));
+            return "compacted topic created, described compact (DYNAMIC_TOPIC_CONFIG), keyed records taken, "
+                    + "a keyless one refused: " + t.getClass().getSimpleName();
+        }
     }
 
     /** Kafka: a SCRAM-SHA-256 credential is stored (the broker may still only enable SHA-512 logins). */

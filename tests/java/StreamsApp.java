@@ -1,6 +1,7 @@
 /*
- * A stateless Kafka Streams application with exactly_once_v2 and a
- * repartition topic, plus the few client steps its test needs around it.
+ * Two Kafka Streams applications with exactly_once_v2, a stateless one with
+ * a repartition topic and a stateful one with a state store, plus the few
+ * client steps their tests need around them.
  * Run by tests/kafka_streams.rs as a single-file source program (plain
  * Java 17, no build) on the jars of tests/kafka/pom.xml:
  *
@@ -20,16 +21,36 @@
  *           an idempotent producer (acks=all) sends records N..M-1:
  *           key `u<i % 20>`, value `<i>`. Prints `PRODUCED <count>`.
  *   run     --app A --input I --output O --state-dir D [--delay-ms MS]
- *           [--group-protocol classic|streams] [--count-store]
- *           the application: I -> filter (drop i % 5 == 0) -> selectKey
+ *           [--group-protocol classic|streams] [--counts]
+ *           [--topic-config k=v,k=v]
+ *           the stateless application: I -> filter (drop i % 5 == 0) -> selectKey
  *           (`g<i % 7>`) -> repartition("rekeyed") -> mapValues
  *           (`out-<i>`, sleeping MS per record, so a test can kill it
  *           mid-stream) -> O. Prints `STATE <new>` on each state change
  *           (`STATE RUNNING` when it runs) and, every 100 ms,
  *           `PROGRESS <records mapped> <commits>` (the stream thread's
  *           commit-total). SIGTERM closes it cleanly (`CLOSED`).
- *           --count-store adds a state store (a count per input key, its
- *           changelog a compacted topic) beside the stateless pipeline.
+ *           --counts runs the stateful application instead: I ->
+ *           groupByKey -> count() into the RocksDB store `counts`
+ *           (caching off: one changelog record and one output record per
+ *           input record; its changelog `A-counts-changelog` is a
+ *           compacted topic Streams creates) -> mapValues (the count as a
+ *           decimal string, sleeping MS per record) -> O. A restore
+ *           listener prints `RESTORE_START <store> <topic> <partition>
+ *           <start offset> <end offset>` and `RESTORED <store> <topic>
+ *           <partition> <records restored>` when it rebuilds the store
+ *           from the changelog. --topic-config passes `topic.`-prefixed
+ *           configs for the internal topics Streams creates.
+ *   inspect --topic C --written N [--wait-ms MS]
+ *           (as a super user) a changelog: prints `CONFIG <name> <value>`
+ *           (DescribeConfigs: cleanup.policy and the compaction and
+ *           segment settings), then reads C read_committed from its log
+ *           start to its end, again every 500 ms until it holds fewer than
+ *           N records (a cleaner pass removed some) or MS pass, and prints
+ *           for the first and the last read `LOG <first|last> <partition>
+ *           <log start> <end> <records> <bytes on disk>`, then `LATEST
+ *           <key> <value>` per key (the value a big-endian long, as count()
+ *           writes it) and `WAITED <ms>`.
  *   consume --topic O --expect N [--wait-ms MS]
  *           a read_committed consumer (no group: every partition assigned,
  *           from the beginning) reads until it has N distinct records and
@@ -40,6 +61,9 @@
  *           of the output and repartition topics, `UNCOMMITTED <count>`
  *           (the output's records read with read_uncommitted), then
  *           `CONSUMED <count>`.
+ *
+ * setup and inspect take `--then-produce I --from N --to M`: then they
+ * do what produce does, with the same login.
  *
  * Fields are tab-separated. Client logging goes to stderr.
  */
@@ -60,6 +84,10 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.ListTopicsOptions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -83,6 +111,9 @@ import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourcePatternFilter;
 import org.apache.kafka.common.resource.ResourceType;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.utils.Bytes;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -95,6 +126,8 @@ import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Repartitioned;
+import org.apache.kafka.streams.processor.StateRestoreListener;
+import org.apache.kafka.streams.state.KeyValueStore;
 
 public class StreamsApp {
 
@@ -112,7 +145,7 @@ public class StreamsApp {
             if (!a.startsWith("--")) {
                 usage();
             }
-            if (a.equals("--count-store")) {
+            if (a.equals("--counts")) {
                 flags.add(a);
             } else if (i + 1 < args.length) {
                 opt.put(a, args[++i]);
@@ -128,10 +161,18 @@ public class StreamsApp {
                     Integer.parseInt(need(opt, "--to")));
             case "run" -> run(base, need(opt, "--app"), need(opt, "--input"), need(opt, "--output"),
                     need(opt, "--state-dir"), Long.parseLong(opt.getOrDefault("--delay-ms", "0")),
-                    opt.getOrDefault("--group-protocol", "classic"), flags.contains("--count-store"));
+                    opt.getOrDefault("--group-protocol", "classic"), flags.contains("--counts"),
+                    opt.getOrDefault("--topic-config", ""));
+            case "inspect" -> inspect(base, need(opt, "--topic"), Long.parseLong(need(opt, "--written")),
+                    Long.parseLong(opt.getOrDefault("--wait-ms", "0")));
             case "consume" -> consume(base, need(opt, "--topic"), Integer.parseInt(need(opt, "--expect")),
                     Long.parseLong(opt.getOrDefault("--wait-ms", "60000")));
             default -> usage();
+        }
+        // A produce after setup or inspect saves the test a JVM start.
+        if (opt.containsKey("--then-produce")) {
+            produce(base, opt.get("--then-produce"), Integer.parseInt(need(opt, "--from")),
+                    Integer.parseInt(need(opt, "--to")));
         }
         System.out.flush();
         // Client threads never keep the JVM alive past the report.
@@ -139,7 +180,7 @@ public class StreamsApp {
     }
 
     static void usage() {
-        System.err.println("usage: StreamsApp setup|produce|run|consume --config F [options] (see the header)");
+        System.err.println("usage: StreamsApp setup|produce|run|consume|inspect --config F [options] (see the header)");
         System.exit(2);
     }
 
@@ -246,7 +287,7 @@ public class StreamsApp {
     // ------------------------------------------------------------------
 
     static void run(Properties base, String app, String input, String output, String stateDir, long delayMs,
-            String groupProtocol, boolean countStore) throws Exception {
+            String groupProtocol, boolean counts, String topicConfig) throws Exception {
         Properties p = new Properties();
         p.putAll(base);
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
@@ -271,35 +312,66 @@ public class StreamsApp {
         // kill -9 mid-transaction then leaves records of the open
         // transaction on the broker, which read_committed must never show.
         p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), "0");
+        for (String kv : topicConfig.split(",")) {
+            if (!kv.isEmpty()) {
+                String[] f = kv.split("=", 2);
+                p.put(StreamsConfig.topicPrefix(f[0]), f[1]);
+            }
+        }
 
         AtomicLong mapped = new AtomicLong();
         StreamsBuilder builder = new StreamsBuilder();
         KStream<String, String> in = builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()));
-        if (countStore) {
-            // A state store: its changelog topic is compacted.
-            in.groupByKey().count(Materialized.as("counts"));
+        java.util.function.Function<String, String> slow = v -> {
+            if (delayMs > 0) {
+                try {
+                    Thread.sleep(delayMs);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            mapped.incrementAndGet();
+            return v;
+        };
+        if (counts) {
+            // Caching off: every update reaches the changelog and the
+            // output, so the changelog holds many versions of each key for
+            // the cleaner to remove, and the output every count in order.
+            in.groupByKey()
+                    .count(Materialized.<String, Long, KeyValueStore<Bytes, byte[]>>as("counts")
+                            .withCachingDisabled())
+                    .toStream()
+                    .mapValues(n -> slow.apply(Long.toString(n)))
+                    .to(output, Produced.with(Serdes.String(), Serdes.String()));
+        } else {
+            in.filter((k, v) -> Integer.parseInt(v) % 5 != 0)
+                    .selectKey((k, v) -> "g" + (Integer.parseInt(v) % 7))
+                    .repartition(Repartitioned.<String, String>as("rekeyed").withNumberOfPartitions(PARTITIONS))
+                    .mapValues(v -> "out-" + slow.apply(v))
+                    .to(output, Produced.with(Serdes.String(), Serdes.String()));
         }
-        in.filter((k, v) -> Integer.parseInt(v) % 5 != 0)
-                .selectKey((k, v) -> "g" + (Integer.parseInt(v) % 7))
-                .repartition(Repartitioned.<String, String>as("rekeyed").withNumberOfPartitions(PARTITIONS))
-                .mapValues(v -> {
-                    if (delayMs > 0) {
-                        try {
-                            Thread.sleep(delayMs);
-                        } catch (InterruptedException e) {
-                            Thread.currentThread().interrupt();
-                        }
-                    }
-                    mapped.incrementAndGet();
-                    return "out-" + v;
-                })
-                .to(output, Produced.with(Serdes.String(), Serdes.String()));
         Topology topology = builder.build();
         System.err.println(topology.describe());
 
         KafkaStreams streams = new KafkaStreams(topology, p);
         CountDownLatch closed = new CountDownLatch(1);
         streams.setStateListener((now, before) -> say("STATE", now.name()));
+        streams.setGlobalStateRestoreListener(new StateRestoreListener() {
+            @Override
+            public void onRestoreStart(TopicPartition tp, String store, long start, long end) {
+                say("RESTORE_START", store, tp.topic(), Integer.toString(tp.partition()), Long.toString(start),
+                        Long.toString(end));
+            }
+
+            @Override
+            public void onBatchRestored(TopicPartition tp, String store, long batchEnd, long n) {
+            }
+
+            @Override
+            public void onRestoreEnd(TopicPartition tp, String store, long total) {
+                say("RESTORED", store, tp.topic(), Integer.toString(tp.partition()), Long.toString(total));
+            }
+        });
         streams.setUncaughtExceptionHandler(e -> {
             say("ERROR", e.getClass().getName(), String.valueOf(e.getMessage()).replace('\n', ' '));
             e.printStackTrace(System.err);
@@ -439,5 +511,123 @@ public class StreamsApp {
             say("UNCOMMITTED", Long.toString(all));
         }
         say("CONSUMED", Integer.toString(got.size()));
+    }
+
+    // ------------------------------------------------------------------
+    // inspect: a changelog topic, its configs and what the cleaner left
+    // ------------------------------------------------------------------
+
+    /** The configs of a changelog worth printing. */
+    static final Set<String> SHOWN = Set.of("cleanup.policy", "segment.ms", "segment.bytes",
+            "min.cleanable.dirty.ratio", "min.compaction.lag.ms", "max.compaction.lag.ms", "delete.retention.ms");
+
+    static void inspect(Properties base, String topic, long written, long waitMs) throws Exception {
+        List<TopicPartition> tps = new ArrayList<>();
+        try (Admin admin = Admin.create(base)) {
+            ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+            Config config = admin.describeConfigs(List.of(r)).all().get(60, TimeUnit.SECONDS).get(r);
+            for (ConfigEntry e : config.entries()) {
+                if (SHOWN.contains(e.name())) {
+                    say("CONFIG", e.name(), String.valueOf(e.value()));
+                }
+            }
+            int partitions = admin.describeTopics(List.of(topic)).allTopicNames().get(60, TimeUnit.SECONDS)
+                    .get(topic).partitions().size();
+            for (int i = 0; i < partitions; i++) {
+                tps.add(new TopicPartition(topic, i));
+            }
+            long started = System.nanoTime();
+            long deadline = started + TimeUnit.MILLISECONDS.toNanos(waitMs);
+            List<String> first = null;
+            while (true) {
+                Map<String, Long> latest = new java.util.TreeMap<>();
+                List<String> stats = readLog(base, admin, tps, latest);
+                long records = stats.stream().mapToLong(l -> Long.parseLong(l.split("\t")[3])).sum();
+                if (first == null) {
+                    first = stats;
+                }
+                if (records < written || System.nanoTime() > deadline) {
+                    for (String l : first) {
+                        say("LOG", "first", l);
+                    }
+                    for (String l : stats) {
+                        say("LOG", "last", l);
+                    }
+                    for (Map.Entry<String, Long> e : latest.entrySet()) {
+                        say("LATEST", e.getKey(), Long.toString(e.getValue()));
+                    }
+                    say("WAITED", Long.toString(TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started)));
+                    return;
+                }
+                Thread.sleep(500);
+            }
+        }
+    }
+
+    /**
+     * One read_committed pass over `tps` from the log start to the last
+     * stable offset: `<partition> <log start> <end> <records> <bytes on
+     * disk>` per partition; `latest` gets each key's last value.
+     */
+    static List<String> readLog(Properties base, Admin admin, List<TopicPartition> tps, Map<String, Long> latest)
+            throws Exception {
+        Properties p = new Properties();
+        p.putAll(base);
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        Map<Integer, Long> bytes = new HashMap<>();
+        int broker = admin.describeCluster().nodes().get(60, TimeUnit.SECONDS).iterator().next().id();
+        for (Map.Entry<Integer, Map<String, LogDirDescription>> b : admin.describeLogDirs(List.of(broker))
+                .allDescriptions().get(60, TimeUnit.SECONDS).entrySet()) {
+            for (LogDirDescription d : b.getValue().values()) {
+                for (Map.Entry<TopicPartition, ReplicaInfo> ri : d.replicaInfos().entrySet()) {
+                    if (tps.contains(ri.getKey())) {
+                        bytes.merge(ri.getKey().partition(), ri.getValue().size(), Long::sum);
+                    }
+                }
+            }
+        }
+        List<String> out = new ArrayList<>();
+        try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(p)) {
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            Map<TopicPartition, Long> start = consumer.beginningOffsets(tps, Duration.ofSeconds(30));
+            Map<TopicPartition, Long> end = consumer.endOffsets(tps, Duration.ofSeconds(30));
+            Map<Integer, Long> records = new HashMap<>();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (true) {
+                for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                    records.merge(r.partition(), 1L, Long::sum);
+                    byte[] v = r.value();
+                    if (v == null) {
+                        latest.remove(r.key());
+                    } else {
+                        // count()'s changelog value: the count as an 8-byte
+                        // big-endian long.
+                        latest.put(r.key(), java.nio.ByteBuffer.wrap(v, v.length - 8, 8).getLong());
+                    }
+                }
+                boolean atEnd = true;
+                for (TopicPartition tp : tps) {
+                    if (consumer.position(tp, Duration.ofSeconds(30)) < end.get(tp)) {
+                        atEnd = false;
+                    }
+                }
+                if (atEnd) {
+                    break;
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new IllegalStateException("could not read " + tps + " to its end " + end);
+                }
+            }
+            for (TopicPartition tp : tps) {
+                out.add(String.join("\t", Integer.toString(tp.partition()), Long.toString(start.get(tp)),
+                        Long.toString(end.get(tp)), Long.toString(records.getOrDefault(tp.partition(), 0L)),
+                        Long.toString(bytes.getOrDefault(tp.partition(), -1L))));
+            }
+        }
+        return out;
     }
 }
