@@ -912,14 +912,13 @@ const STATE_VERSIONS: usize = 12;
 
 /// ~5 MB (2,000 keys × 12 versions of 200 bytes, then filler) written to
 /// the compacted topic `state` by a broker with its cleaner off, stopped
-/// after; what was acknowledged.
-fn write_state(dir: &Path) -> Vec<Rec> {
+/// after, in librdkafka batches of up to `batch_size` bytes; what was
+/// acknowledged.
+fn write_state(dir: &Path, batch_size: &str) -> Vec<Rec> {
     let mut broker = Broker::start(dir, "log:\n  cleaner_enabled: false\n");
     let b = &broker.bootstrap;
     create_compacted(b, "state", &[]);
-    // Batches of ~280 records: each fits the cleaner's small offset map
-    // (Kafka too requires that), the 2,000 keys do not.
-    let p = producer_with(b, &[("batch.size", "65536")]);
+    let p = producer_with(b, &[("batch.size", batch_size)]);
     for version in 0..STATE_VERSIONS {
         for k in 0..STATE_KEYS {
             send(
@@ -941,6 +940,10 @@ fn write_state(dir: &Path) -> Vec<Rec> {
     );
     acked
 }
+
+/// Batches of ~280 records: each fits the slow cleaner's offset map, the
+/// 2,000 keys do not.
+const STATE_BATCH: &str = "65536";
 
 /// The cleaner of this broker: throttled to 2 MB/s (read plus write), with
 /// an offset map of 64 KiB (1,843 keys of 24 bytes at 90%: fewer than the
@@ -996,7 +999,7 @@ fn check_state_cleaned(broker: &Broker, acked: &[Rec], started: Instant) {
 #[test]
 fn kill9_while_cleaning_loses_nothing() {
     let dir = scratch("compact-kill9");
-    let acked = write_state(dir.path());
+    let acked = write_state(dir.path(), STATE_BATCH);
     let mut broker = Broker::start(dir.path(), SLOW_CLEANER_YAML);
     let started = Instant::now();
     for delay in [700, 1800, 3000] {
@@ -1024,7 +1027,7 @@ fn crash_at_every_swap_step_loses_nothing() {
         "swapped",
     ];
     let dir = scratch("compact-crash-steps");
-    let acked = write_state(dir.path());
+    let acked = write_state(dir.path(), STATE_BATCH);
     // A broker started by the harness writes the config; it is stopped and
     // the binary run on that config with the fault in its environment.
     let mut broker = Broker::start(dir.path(), SLOW_CLEANER_YAML);
@@ -1338,4 +1341,31 @@ fn consumer_offsets_stay_bounded() {
         secs(restart4),
         secs(restart)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Known cleaner bug, kept as a reproducer
+// ---------------------------------------------------------------------------
+
+/// Batches of ~1 MB (thousands of records: librdkafka's default
+/// `batch.size`) and an offset map of 32 KiB (921 keys): each batch holds
+/// more keys than the map. Cleaning must still end with every key once.
+/// Today the pass maps the first 921 keys of a batch that starts with an
+/// empty map, ignores the rest (`OffsetMap::put` returns false, unchecked
+/// in `cleaner::clean`), and still checkpoints past the batch: the older
+/// versions of the unmapped keys are left for good (seen: 197 to 914 of
+/// the 2,519 keys still twice after 60-150 s, no pass due any more; with
+/// the slow cleaner, 3,515 records left). Kafka refuses
+/// such a map ("Unable to build the offset map for segment ... increase
+/// log.cleaner.dedupe.buffer.size") rather than leave the log uncleaned.
+#[test]
+#[ignore = "cleaner bug: keys of a batch larger than the offset map stay uncleaned"]
+fn batches_larger_than_the_offset_map_are_cleaned() {
+    let dir = scratch("compact-big-batches");
+    let acked = write_state(dir.path(), "1000000");
+    let broker = Broker::start(
+        dir.path(),
+        "log:\n  cleaner_backoff_ms: 200\n  cleaner_dedupe_buffer_bytes: 32768\n",
+    );
+    check_state_cleaned(&broker, &acked, Instant::now());
 }
