@@ -280,36 +280,20 @@ fn is_aborted(aborted: &Aborted, h: &BatchHeader) -> bool {
         })
 }
 
-/// One pass over `p`, planned as `plan` says (it must be due).
-pub fn clean(
-    p: &Partition,
-    cfg: &EffectiveConfig,
-    view: &CleanView,
+/// Maps the dirty part: the latest offset of each key, up to the map's
+/// capacity. Returns the map and the offset it covers up to.
+fn map_dirty(
+    segs: &[Arc<Segment>],
     plan: &Plan,
+    aborted: &Aborted,
     settings: &LogConfig,
     throttle: &Throttle,
-) -> Result<PassStats, LogError> {
-    let started = Instant::now();
-    let now = now_ms();
-    let segs = &view.segments[..plan.cleanable];
-    let mut aborted: Aborted = HashMap::new();
-    for a in &view.aborted {
-        aborted
-            .entry(a.producer_id)
-            .or_default()
-            .push((a.first_offset, a.last_offset));
-    }
-
-    // Map the dirty part: the latest offset of each key.
+) -> Result<(OffsetMap, i64), LogError> {
     let mut map = OffsetMap::new(settings.cleaner_dedupe_buffer_bytes);
-    let mut map_end = plan.cleanable_end;
-    'map: for seg in segs
-        .iter()
-        .filter(|s| s.next_offset() > plan.first_dirty || s.base_offset >= plan.first_dirty)
-    {
+    for seg in segs.iter().filter(|s| s.next_offset() > plan.first_dirty) {
         let mut full_at = None;
         for_each_batch(seg, plan.first_dirty, throttle, |bytes, h| {
-            if h.last_offset() < plan.first_dirty || h.is_control() || is_aborted(&aborted, h) {
+            if h.last_offset() < plan.first_dirty || h.is_control() || is_aborted(aborted, h) {
                 return Ok(true);
             }
             if map.would_overflow(h.record_count.max(0) as usize) && !map.is_empty() {
@@ -326,133 +310,191 @@ pub fn clean(
             Ok(true)
         })?;
         if let Some(at) = full_at {
-            map_end = at;
-            break 'map;
+            return Ok((map, at));
         }
     }
+    Ok((map, plan.cleanable_end))
+}
 
-    // Rewrite every cleanable segment below the map's end, in groups.
-    let todo: Vec<&Arc<Segment>> = segs.iter().filter(|s| s.base_offset < map_end).collect();
-    let mut stats = PassStats {
-        segments_before: todo.len(),
-        map_keys: map.len(),
-        ..PassStats::default()
-    };
-    let rules = Rules {
-        map: &map,
-        now,
-        delete_retention_ms: cfg.delete_retention_ms,
-    };
-    // Whether a transaction (by producer) kept any data so far: its marker
-    // may only go once none of its data is left.
-    let mut txn_kept: HashMap<i64, bool> = HashMap::new();
-    let mut next_horizon: Option<i64> = None;
-    let mut i = 0;
-    while i < todo.len() {
-        let group_start = i;
-        let mut size = 0u64;
-        let base = todo[i].base_offset;
-        while i < todo.len() {
-            let end = end_of(view, todo[i]);
-            let fits = size + todo[i].size() <= cfg.segment_bytes.max(1)
-                && end - base <= i64::from(u32::MAX);
-            if i > group_start && !fits {
-                break;
+/// What a pass carries from batch to batch, across its groups.
+struct PassState<'a> {
+    view: &'a CleanView,
+    rules: Rules<'a>,
+    aborted: Aborted,
+    /// Whether a transaction (by producer) kept any data so far: its
+    /// marker may only go once none of its data is left.
+    txn_kept: HashMap<i64, bool>,
+    next_horizon: Option<i64>,
+    stats: PassStats,
+}
+
+impl PassState<'_> {
+    fn horizon(&mut self, hz: i64) {
+        self.next_horizon = Some(self.next_horizon.map_or(hz, |n| n.min(hz)));
+    }
+
+    /// Cleans one batch into `out`.
+    fn batch(&mut self, out: &mut Vec<u8>, bytes: &[u8], h: &BatchHeader) -> Result<(), LogError> {
+        let now = self.rules.now;
+        let last_data = self.view.producer_last.get(&h.producer_id);
+        let outcome = if h.is_control() {
+            let kept_data = self.txn_kept.remove(&h.producer_id).unwrap_or(false);
+            // After the producer's last data batch a marker may be its last
+            // word (an epoch bump): keep it.
+            let before_last = last_data.is_none_or(|last| h.base_offset < *last);
+            let expired = filter::delete_horizon(h).is_some_and(|hz| now >= hz);
+            if !kept_data && expired && before_last {
+                Outcome::Dropped
+            } else {
+                let (o, hz) =
+                    filter::keep_marker(out, bytes, h, now, self.rules.delete_retention_ms)?;
+                // A marker kept past its horizon waits for its transaction's
+                // data or its producer's next batch, both of which come with
+                // new dirty data: no pass is scheduled for it.
+                if o == Outcome::Rewritten || hz > now {
+                    self.horizon(hz);
+                }
+                o
             }
-            size += todo[i].size();
-            i += 1;
+        } else {
+            let last = h.producer_id >= 0 && last_data == Some(&h.base_offset);
+            let aborted = is_aborted(&self.aborted, h);
+            let (o, kept, hz) =
+                filter::clean_data_batch(out, bytes, h, &self.rules, aborted, last)?;
+            self.stats.records_kept += kept as u64;
+            if let Some(hz) = hz {
+                self.horizon(hz);
+            }
+            if h.attributes & batch::ATTR_TRANSACTIONAL != 0 {
+                *self.txn_kept.entry(h.producer_id).or_default() |= o != Outcome::Dropped;
+            }
+            o
+        };
+        if outcome == Outcome::Dropped {
+            self.stats.batches_dropped += 1;
         }
-        let group: Vec<Arc<Segment>> = todo[group_start..i].iter().map(|s| (*s).clone()).collect();
-        let end = end_of(view, &group[group.len() - 1]);
-        let cleaned = swap::cleaned_path(p.dir(), base);
+        Ok(())
+    }
+
+    /// Writes the cleaned `group` to `cleaned`, fsynced. Returns its size.
+    fn write_group(
+        &mut self,
+        group: &[Arc<Segment>],
+        cleaned: &std::path::Path,
+        throttle: &Throttle,
+    ) -> Result<u64, LogError> {
+        let io = |e| LogError::io(cleaned, e);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(FILE_MODE)
-            .open(&cleaned)
-            .map_err(|e| LogError::io(&cleaned, e))?;
+            .open(cleaned)
+            .map_err(io)?;
         let mut out = Vec::with_capacity(WRITE_CHUNK + READ_CHUNK);
         let mut written = 0u64;
-        let mut flush = |out: &mut Vec<u8>, throttle: &Throttle| -> Result<(), LogError> {
-            file.write_all(out).map_err(|e| LogError::io(&cleaned, e))?;
-            throttle.spend(out.len());
-            written += out.len() as u64;
-            out.clear();
-            Ok(())
-        };
-        for seg in &group {
-            stats.bytes_before += seg.size();
-            let mut result = Ok(());
+        for seg in group {
+            self.stats.bytes_before += seg.size();
             for_each_batch(seg, seg.base_offset, throttle, |bytes, h| {
-                let outcome = if h.is_control() {
-                    let kept_data = txn_kept.remove(&h.producer_id).unwrap_or(false);
-                    // After the producer's last data batch a marker may be
-                    // its last word (an epoch bump): keep it.
-                    let before_last = view
-                        .producer_last
-                        .get(&h.producer_id)
-                        .is_none_or(|last| h.base_offset < *last);
-                    let expired = filter::delete_horizon(h).is_some_and(|hz| now >= hz);
-                    if !kept_data && expired && before_last {
-                        Outcome::Dropped
-                    } else {
-                        let (o, hz) =
-                            filter::keep_marker(&mut out, bytes, h, now, cfg.delete_retention_ms)?;
-                        // A marker kept past its horizon waits for its
-                        // transaction's data or its producer's next batch,
-                        // both of which come with new dirty data: no pass
-                        // is scheduled for it.
-                        if o == Outcome::Rewritten || hz > now {
-                            next_horizon = Some(next_horizon.map_or(hz, |n| n.min(hz)));
-                        }
-                        o
-                    }
-                } else {
-                    let last = h.producer_id >= 0
-                        && view.producer_last.get(&h.producer_id) == Some(&h.base_offset);
-                    let (o, kept, hz) = filter::clean_data_batch(
-                        &mut out,
-                        bytes,
-                        h,
-                        &rules,
-                        is_aborted(&aborted, h),
-                        last,
-                    )?;
-                    stats.records_kept += kept as u64;
-                    if let Some(hz) = hz {
-                        next_horizon = Some(next_horizon.map_or(hz, |n| n.min(hz)));
-                    }
-                    if h.attributes & batch::ATTR_TRANSACTIONAL != 0 {
-                        *txn_kept.entry(h.producer_id).or_default() |= o != Outcome::Dropped;
-                    }
-                    o
-                };
-                if outcome == Outcome::Dropped {
-                    stats.batches_dropped += 1;
-                }
+                self.batch(&mut out, bytes, h)?;
                 if out.len() >= WRITE_CHUNK {
-                    if let Err(e) = flush(&mut out, throttle) {
-                        result = Err(e);
-                        return Ok(false);
-                    }
+                    file.write_all(&out).map_err(io)?;
+                    throttle.spend(out.len());
+                    written += out.len() as u64;
+                    out.clear();
                 }
                 Ok(true)
             })?;
-            result?;
         }
-        flush(&mut out, throttle)?;
-        file.sync_all().map_err(|e| LogError::io(&cleaned, e))?;
-        drop(file);
-        stats.bytes_after += written;
-        match p.replace_segments(&group, &cleaned, end)? {
+        file.write_all(&out).map_err(io)?;
+        throttle.spend(out.len());
+        written += out.len() as u64;
+        file.sync_all().map_err(io)?;
+        Ok(written)
+    }
+}
+
+/// Consecutive runs of `todo` no larger than `segment_bytes` together (at
+/// least one segment each) whose offsets fit one segment's index.
+fn groups<'a>(
+    view: &CleanView,
+    todo: &'a [Arc<Segment>],
+    segment_bytes: u64,
+) -> Vec<&'a [Arc<Segment>]> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < todo.len() {
+        let start = i;
+        let base = todo[i].base_offset;
+        let mut size = 0u64;
+        while i < todo.len() {
+            let fits = size + todo[i].size() <= segment_bytes.max(1)
+                && end_of(view, &todo[i]) - base <= i64::from(u32::MAX);
+            if i > start && !fits {
+                break;
+            }
+            size += todo[i].size();
+            i += 1;
+        }
+        out.push(&todo[start..i]);
+    }
+    out
+}
+
+/// One pass over `p`, planned as `plan` says (it must be due).
+pub fn clean(
+    p: &Partition,
+    cfg: &EffectiveConfig,
+    view: &CleanView,
+    plan: &Plan,
+    settings: &LogConfig,
+    throttle: &Throttle,
+) -> Result<PassStats, LogError> {
+    let started = Instant::now();
+    let segs = &view.segments[..plan.cleanable];
+    let mut aborted: Aborted = HashMap::new();
+    for a in &view.aborted {
+        aborted
+            .entry(a.producer_id)
+            .or_default()
+            .push((a.first_offset, a.last_offset));
+    }
+    let (map, map_end) = map_dirty(segs, plan, &aborted, settings, throttle)?;
+
+    // Rewrite every cleanable segment below the map's end, in groups.
+    let todo: Vec<Arc<Segment>> = segs
+        .iter()
+        .filter(|s| s.base_offset < map_end)
+        .cloned()
+        .collect();
+    let mut pass = PassState {
+        view,
+        rules: Rules {
+            map: &map,
+            now: now_ms(),
+            delete_retention_ms: cfg.delete_retention_ms,
+        },
+        aborted,
+        txn_kept: HashMap::new(),
+        next_horizon: None,
+        stats: PassStats {
+            segments_before: todo.len(),
+            map_keys: map.len(),
+            ..PassStats::default()
+        },
+    };
+    for group in groups(view, &todo, cfg.segment_bytes) {
+        let end = end_of(view, &group[group.len() - 1]);
+        let cleaned = swap::cleaned_path(p.dir(), group[0].base_offset);
+        pass.stats.bytes_after += pass.write_group(group, &cleaned, throttle)?;
+        match p.replace_segments(group, &cleaned, end)? {
             Some(seg) => {
                 // The new segment's index files, written now rather than
                 // rebuilt on the first fetch.
                 seg.seal(p.dir())?;
-                stats.segments_after += 1;
+                pass.stats.segments_after += 1;
             }
-            None => return Ok(stats),
+            None => return Ok(pass.stats),
         }
     }
     // Snapshots before the cleaned range no longer replay correctly.
@@ -462,13 +504,13 @@ pub fn clean(
         first_dirty_offset: map_end,
         last_clean_ms: now_ms(),
         passes: prev.passes + 1,
-        next_horizon_ms: next_horizon,
-        last_bytes_before: stats.bytes_before,
-        last_bytes_after: stats.bytes_after,
+        next_horizon_ms: pass.next_horizon,
+        last_bytes_before: pass.stats.bytes_before,
+        last_bytes_after: pass.stats.bytes_after,
         last_pass_ms: started.elapsed().as_millis() as u64,
     })?;
-    stats.completed = true;
-    Ok(stats)
+    pass.stats.completed = true;
+    Ok(pass.stats)
 }
 
 /// The offset after `seg`: the next segment's base.
