@@ -12,8 +12,10 @@
 //!   after a topic is switched to `compact` by IncrementalAlterConfigs;
 //! - `kill9_while_cleaning_loses_nothing`: a throttled cleaner with a small
 //!   offset map (several passes) is killed at different points;
-//! - `crash_at_every_swap_step_loses_nothing`: the same with the crash
-//!   injected at each step of a segment swap (`PORTCULLIS_CLEANER_CRASH_AT`);
+//!   (A crash injected at each step of a segment swap is
+//!   tests/compaction_crash.rs.)
+//! - `batches_larger_than_the_offset_map_are_cleaned`: a batch holding
+//!   more keys than the offset map is cleaned over several passes;
 //! - `consumer_offsets_stay_bounded`: `__consumer_offsets` is compacted, so
 //!   its size and the restart time stay flat while one group commits
 //!   500,000 offsets (a million with `PORTCULLIS_COMPACTION_COMMITS`).
@@ -1012,75 +1014,6 @@ fn kill9_while_cleaning_loses_nothing() {
     check_state_cleaned(&broker, &acked, started);
 }
 
-/// The same, with the crash injected at each step of a segment swap
-/// (`PORTCULLIS_CLEANER_CRASH_AT=<step>`: the broker aborts there, as kill
-/// -9 would stop it): one run of the broker per step, each started on the
-/// data the previous one left, must abort at its step; then a broker
-/// without the fault recovers and finishes cleaning, losing nothing.
-#[test]
-fn crash_at_every_swap_step_loses_nothing() {
-    const STEPS: &[&str] = &[
-        "cleaned-written",
-        "swap-committed",
-        "old-partly-deleted",
-        "old-deleted",
-        "swapped",
-    ];
-    let dir = scratch("compact-crash-steps");
-    let acked = write_state(dir.path(), STATE_BATCH);
-    // A broker started by the harness writes the config; it is stopped and
-    // the binary run on that config with the fault in its environment.
-    let mut broker = Broker::start(dir.path(), SLOW_CLEANER_YAML);
-    broker.stop();
-    let started = Instant::now();
-    for step in STEPS {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("broker.log"))
-            .unwrap();
-        let t = Instant::now();
-        let mut child = std::process::Command::new(common::BIN)
-            .args(["serve", "--config"])
-            .arg(broker.config_path())
-            .env("PORTCULLIS_LOG", "info")
-            .env("PORTCULLIS_CLEANER_CRASH_AT", step)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start portcullis");
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if t.elapsed() > Duration::from_secs(90) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the broker did not reach the cleaner step {step} in 90 s\n{}",
-                    common::log_tail(&broker, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let log = common::clean_log(&broker.log());
-        assert!(
-            !status.success()
-                && log
-                    .lines()
-                    .any(|l| l.contains("PORTCULLIS_CLEANER_CRASH_AT") && l.contains(step)),
-            "the broker ended ({status}) without crashing at {step}\n{}",
-            common::log_tail(&broker, 30)
-        );
-        let (bytes, segments) = segment_bytes(dir.path(), "state");
-        eprintln!(
-            "state: crashed at {step} {} after start: {bytes} bytes in {segments} segments",
-            secs(t.elapsed())
-        );
-    }
-    broker.restart();
-    check_state_cleaned(&broker, &acked, started);
-}
-
 // ---------------------------------------------------------------------------
 // 5. __consumer_offsets stays bounded
 // ---------------------------------------------------------------------------
@@ -1350,16 +1283,11 @@ fn consumer_offsets_stay_bounded() {
 /// Batches of ~1 MB (thousands of records: librdkafka's default
 /// `batch.size`) and an offset map of 32 KiB (921 keys): each batch holds
 /// more keys than the map. Cleaning must still end with every key once.
-/// Today the pass maps the first 921 keys of a batch that starts with an
-/// empty map, ignores the rest (`OffsetMap::put` returns false, unchecked
-/// in `cleaner::clean`), and still checkpoints past the batch: the older
-/// versions of the unmapped keys are left for good (seen: 197 to 914 of
-/// the 2,519 keys still twice after 60-150 s, no pass due any more; with
-/// the slow cleaner, 3,515 records left). Kafka refuses
-/// such a map ("Unable to build the offset map for segment ... increase
-/// log.cleaner.dedupe.buffer.size") rather than leave the log uncleaned.
+/// (A pass once mapped the first 921 keys of such a batch, ignored the
+/// rest and checkpointed past it, leaving older versions of the unmapped
+/// keys for good; a pass now stops at the first record that does not fit
+/// and the next maps on from there.)
 #[test]
-#[ignore = "cleaner bug: keys of a batch larger than the offset map stay uncleaned"]
 fn batches_larger_than_the_offset_map_are_cleaned() {
     let dir = scratch("compact-big-batches");
     let acked = write_state(dir.path(), "1000000");
