@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::permissions::FILE_MODE;
-use crate::util::atomic_file::write_atomic;
+use crate::util::atomic_file::{write_atomic, write_atomic_unsynced};
 
 /// (offset relative to the segment base, byte position in the segment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,15 @@ impl SegmentIndex {
         self.times.last().map(|t| t.timestamp)
     }
 
-    pub fn write_files(&self, offset_path: &Path, time_path: &Path) -> std::io::Result<()> {
+    /// Writes both files atomically; with `sync`, durably (a sealed
+    /// segment's), else they may be lost or empty after a crash, which
+    /// `read_files` refuses, so the index is rebuilt from the data.
+    pub fn write_files(
+        &self,
+        offset_path: &Path,
+        time_path: &Path,
+        sync: bool,
+    ) -> std::io::Result<()> {
         let mut o = Vec::with_capacity(self.offsets.len() * 8);
         for e in &self.offsets {
             o.extend_from_slice(&e.rel_offset.to_be_bytes());
@@ -97,8 +105,13 @@ impl SegmentIndex {
             t.extend_from_slice(&e.timestamp.to_be_bytes());
             t.extend_from_slice(&e.rel_offset.to_be_bytes());
         }
-        write_atomic(offset_path, &o, FILE_MODE)?;
-        write_atomic(time_path, &t, FILE_MODE)
+        let write = if sync {
+            write_atomic
+        } else {
+            write_atomic_unsynced
+        };
+        write(offset_path, &o, FILE_MODE)?;
+        write(time_path, &t, FILE_MODE)
     }
 
     /// Loads index files; `None` if missing or malformed (then the caller
@@ -123,6 +136,11 @@ impl SegmentIndex {
                 rel_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
             })
             .collect();
+        // A non-empty segment always has an entry for its first batch: an
+        // empty file is one a crash cut short.
+        if segment_len > 0 && (offsets.is_empty() || times.is_empty()) {
+            return None;
+        }
         let sorted = offsets
             .windows(2)
             .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
@@ -160,10 +178,12 @@ mod tests {
         assert_eq!(ix.rel_offset_for_time(99_999), None);
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("x.index"), dir.path().join("x.timeindex"));
-        ix.write_files(&a, &b).unwrap();
+        ix.write_files(&a, &b, true).unwrap();
         let back = SegmentIndex::read_files(&a, &b, 100_000).unwrap();
         assert_eq!(back.offsets, ix.offsets);
         assert_eq!(back.times, ix.times);
+        std::fs::write(&a, []).unwrap();
+        assert!(SegmentIndex::read_files(&a, &b, 100_000).is_none());
         std::fs::write(&a, [1, 2, 3]).unwrap();
         assert!(SegmentIndex::read_files(&a, &b, 100_000).is_none());
     }

@@ -664,7 +664,8 @@ impl Partition {
         )?);
         st.segments.splice(i..i + old.len(), [seg.clone()]);
         drop(st);
-        sync_dir(&self.dir).map_err(io)?;
+        // No directory fsync for the deletions and the last rename: until
+        // they are durable the swap file is, and recovery finishes them.
         swap::fault("swapped")?;
         Ok(Some(seg))
     }

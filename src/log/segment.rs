@@ -490,10 +490,18 @@ impl Segment {
     /// Makes a segment immutable on disk: data and index files fsynced.
     pub fn seal(&self, dir: &Path) -> Result<(), LogError> {
         self.sync()?;
+        self.write_index(dir, true)
+    }
+
+    /// Writes the index files; without `sync` a crash may lose them (they
+    /// are rebuilt from the data then), which spares the cleaner four
+    /// fsyncs per segment it writes.
+    pub fn write_index(&self, dir: &Path, sync: bool) -> Result<(), LogError> {
         let (ip, tp) = index_paths(dir, self.base_offset);
         self.ensure_index();
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
-        ix.write_files(&ip, &tp).map_err(|e| LogError::io(&ip, e))
+        ix.write_files(&ip, &tp, sync)
+            .map_err(|e| LogError::io(&ip, e))
     }
 
     /// Removes the segment's files; a reader in the middle of an operation

@@ -496,8 +496,9 @@ pub fn clean(
         match p.replace_segments(group, &cleaned, end)? {
             Some(seg) => {
                 // The new segment's index files, written now rather than
-                // rebuilt on the first fetch.
-                seg.seal(p.dir())?;
+                // rebuilt on the first fetch; its data was fsynced as the
+                // cleaned file, and the index can be rebuilt from it.
+                seg.write_index(p.dir(), false)?;
                 pass.stats.segments_after += 1;
             }
             None => return Ok(pass.stats),
@@ -614,12 +615,40 @@ pub fn run_once(logs: &LogManager, failed: &mut HashMap<(String, i32), Instant>)
     true
 }
 
+/// Puts the calling thread (the cleaner) behind the request path for CPU
+/// (nice 10) and disk (best-effort class, lowest level, where the I/O
+/// scheduler honours it): on a small machine its rewrites must not take
+/// the cores and queue slots that produce and fetch need.
+fn lower_priority() {
+    // SAFETY: gettid, setpriority and ioprio_set take plain integers and
+    // only affect the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("log cleaner: nice 10 refused");
+        }
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_BE: libc::c_long = 2;
+        let prio = (IOPRIO_CLASS_BE << 13) | 7;
+        if libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            prio,
+        ) != 0
+        {
+            tracing::debug!("log cleaner: lowest best-effort I/O priority refused");
+        }
+    }
+}
+
 /// Starts the cleaner thread; it stops when the log manager is dropped.
 pub fn spawn(logs: &Arc<LogManager>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let weak: Weak<LogManager> = Arc::downgrade(logs);
     std::thread::Builder::new()
         .name("log-cleaner".into())
         .spawn(move || {
+            lower_priority();
             let mut failed = HashMap::new();
             loop {
                 let Some(logs) = weak.upgrade() else { return };
