@@ -74,6 +74,7 @@ pub struct RunningBroker {
     pub listeners: Vec<BoundListener>,
     pub notes: StartupNotes,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    cleaner: crate::log::cleaner::CleanerHandle,
     _tls_watcher: Option<TlsWatcher>,
     _credentials_watcher: Option<ReloadHandle>,
     _acl_watcher: ReloadHandle,
@@ -108,6 +109,10 @@ impl RunningBroker {
             .await;
         let auditor = self.broker.auditor.clone();
         let _ = tokio::task::spawn_blocking(move || auditor.close()).await;
+        // Before the flush: no segment swap after the clean-shutdown
+        // snapshot, nor while a next broker opens the same directory.
+        let cleaner = self.cleaner;
+        let _ = tokio::task::spawn_blocking(move || cleaner.stop()).await;
         let logs = self.broker.logs.clone();
         let _ = tokio::task::spawn_blocking(move || logs.flush_all()).await;
     }
@@ -318,7 +323,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     let mut tasks = vec![retention::spawn(logs.clone()), groups.spawn_ticker()];
     // Its own thread: a pass reads and writes whole segments, paced by
     // log.cleaner_io_max_bytes_per_second, and must not hold a runtime worker.
-    crate::log::cleaner::spawn(&logs).map_err(|e| BrokerError::Log {
+    let cleaner = crate::log::cleaner::spawn(&logs).map_err(|e| BrokerError::Log {
         dir: config.data_dir.clone(),
         source: LogError::io("log-cleaner thread", e),
     })?;
@@ -360,6 +365,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         listeners: bound,
         notes,
         tasks,
+        cleaner,
         _tls_watcher: tls_watcher,
         _credentials_watcher: credentials_watcher,
         _acl_watcher: acl_watcher,

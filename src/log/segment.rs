@@ -323,6 +323,10 @@ impl Segment {
         self.size.load(Ordering::Acquire)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn next_offset(&self) -> i64 {
         self.next_offset.load(Ordering::Acquire)
     }

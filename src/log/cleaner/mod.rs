@@ -32,6 +32,7 @@ pub mod swap;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -170,7 +171,13 @@ pub fn inspect_dir(dir: &std::path::Path) -> Result<DirStatus, LogError> {
         else {
             continue;
         };
-        segs.push((base, entry.metadata().map_err(io)?.len()));
+        // The cleaner may delete a segment between the listing and this
+        // look: a status display skips it.
+        match entry.metadata() {
+            Ok(m) => segs.push((base, m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
     }
     segs.sort_unstable();
     let cp = checkpoint::load(dir);
@@ -197,35 +204,64 @@ pub fn inspect_dir(dir: &std::path::Path) -> Result<DirStatus, LogError> {
     })
 }
 
-/// Paces the cleaner's reads and writes to a byte rate.
+/// Paces the cleaner's reads and writes to a byte rate, and carries the
+/// broker's request to stop.
 pub struct Throttle {
     rate: u64,
     start: Instant,
     spent: std::cell::Cell<u64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Throttle {
     pub fn new(bytes_per_second: u64) -> Throttle {
+        Self::stoppable(bytes_per_second, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn stoppable(bytes_per_second: u64, stop: Arc<AtomicBool>) -> Throttle {
         Throttle {
             rate: bytes_per_second,
             start: Instant::now(),
             spent: std::cell::Cell::new(0),
+            stop,
         }
     }
 
-    /// Accounts for `n` bytes, sleeping as long as the rate requires.
+    /// Accounts for `n` bytes, sleeping as long as the rate requires (in
+    /// short naps, so a stop is seen at once).
     pub fn spend(&self, n: usize) {
         if self.rate == 0 {
             return;
         }
         self.spent.set(self.spent.get() + n as u64);
         let due = Duration::from_secs_f64(self.spent.get() as f64 / self.rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
+        while !self.stopped() {
+            let elapsed = self.start.elapsed();
+            if due <= elapsed {
+                break;
+            }
+            std::thread::sleep((due - elapsed).min(NAP));
         }
     }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// An error when the broker is stopping: the pass ends without a swap.
+    fn check(&self, path: &std::path::Path) -> Result<(), LogError> {
+        if self.stopped() {
+            return Err(LogError::io(
+                path,
+                std::io::Error::other("the broker is stopping"),
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The longest the cleaner sleeps without looking at its stop flag.
+const NAP: Duration = Duration::from_millis(100);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone)]
@@ -293,6 +329,7 @@ fn map_dirty(
     for seg in segs.iter().filter(|s| s.next_offset() > plan.first_dirty) {
         let mut full_at = None;
         for_each_batch(seg, plan.first_dirty, throttle, |bytes, h| {
+            throttle.check(seg.path())?;
             if h.last_offset() < plan.first_dirty || h.is_control() || is_aborted(aborted, h) {
                 return Ok(true);
             }
@@ -402,6 +439,7 @@ impl PassState<'_> {
         for seg in group {
             self.stats.bytes_before += seg.size();
             for_each_batch(seg, seg.base_offset, throttle, |bytes, h| {
+                throttle.check(cleaned)?;
                 self.batch(&mut out, bytes, h)?;
                 if out.len() >= WRITE_CHUNK {
                     file.write_all(&out).map_err(io)?;
@@ -492,7 +530,14 @@ pub fn clean(
     for group in groups(view, &todo, cfg.segment_bytes) {
         let end = end_of(view, &group[group.len() - 1]);
         let cleaned = swap::cleaned_path(p.dir(), group[0].base_offset);
-        pass.stats.bytes_after += pass.write_group(group, &cleaned, throttle)?;
+        match pass.write_group(group, &cleaned, throttle) {
+            Ok(n) => pass.stats.bytes_after += n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cleaned);
+                return Err(e);
+            }
+        }
+        throttle.check(&cleaned)?;
         match p.replace_segments(group, &cleaned, end)? {
             Some(seg) => {
                 // The new segment's index files, written now rather than
@@ -543,7 +588,11 @@ pub fn status(p: &Partition, cfg: &EffectiveConfig) -> (Checkpoint, Plan) {
 
 /// Picks the partition that most needs cleaning and cleans it. Returns
 /// whether any was due.
-pub fn run_once(logs: &LogManager, failed: &mut HashMap<(String, i32), Instant>) -> bool {
+pub fn run_once(
+    logs: &LogManager,
+    failed: &mut HashMap<(String, i32), Instant>,
+    stop: &Arc<AtomicBool>,
+) -> bool {
     let settings = logs.defaults();
     let now = now_ms();
     struct Candidate {
@@ -596,7 +645,7 @@ pub fn run_once(logs: &LogManager, failed: &mut HashMap<(String, i32), Instant>)
     else {
         return false;
     };
-    let throttle = Throttle::new(settings.cleaner_io_max_bytes_per_second);
+    let throttle = Throttle::stoppable(settings.cleaner_io_max_bytes_per_second, stop.clone());
     let started = Instant::now();
     match clean(&p, &cfg, &view, &plan, &settings, &throttle) {
         Ok(s) => tracing::info!(
@@ -607,6 +656,7 @@ pub fn run_once(logs: &LogManager, failed: &mut HashMap<(String, i32), Instant>)
             completed = s.completed, ms = started.elapsed().as_millis() as u64,
             "log cleaned"
         ),
+        Err(_) if throttle.stopped() => {}
         Err(e) => {
             tracing::warn!(topic = %p.topic, partition = p.index, "log cleaning failed, retrying in a minute: {e}");
             failed.insert((p.topic.to_string(), p.index), Instant::now());
@@ -642,24 +692,57 @@ fn lower_priority() {
     }
 }
 
-/// Starts the cleaner thread; it stops when the log manager is dropped.
-pub fn spawn(logs: &Arc<LogManager>) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// The running cleaner thread.
+pub struct CleanerHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CleanerHandle {
+    /// Stops the thread and waits for it: a pass in progress ends at its
+    /// next batch without swapping anything in (its `.cleaned` file is
+    /// deleted), so nothing touches the log once this returns.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CleanerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Starts the cleaner thread.
+pub fn spawn(logs: &Arc<LogManager>) -> std::io::Result<CleanerHandle> {
     let weak: Weak<LogManager> = Arc::downgrade(logs);
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("log-cleaner".into())
         .spawn(move || {
             lower_priority();
             let mut failed = HashMap::new();
-            loop {
+            while !flag.load(Ordering::Acquire) {
                 let Some(logs) = weak.upgrade() else { return };
                 let settings = logs.defaults();
-                let worked = settings.cleaner_enabled && run_once(&logs, &mut failed);
+                let worked = settings.cleaner_enabled && run_once(&logs, &mut failed, &flag);
                 drop(logs);
                 if !worked {
-                    std::thread::sleep(Duration::from_millis(settings.cleaner_backoff_ms));
+                    let until = Instant::now() + Duration::from_millis(settings.cleaner_backoff_ms);
+                    while !flag.load(Ordering::Acquire) && Instant::now() < until {
+                        std::thread::sleep(NAP.min(until - Instant::now()));
+                    }
                 }
             }
-        })
+        })?;
+    Ok(CleanerHandle {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 #[cfg(test)]
