@@ -30,9 +30,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
-use delivery::{send_blocking, LatencyContext};
+use delivery::{send_at_rate, LatencyContext, Pace};
 use portcullis::audit::sink::files_oldest_first;
 use portcullis::audit::{AllowLevel, AuditConfig, WhenFull};
 use portcullis::config::Config;
@@ -210,20 +210,13 @@ fn producer(bootstrap: &str) -> BaseProducer<LatencyContext> {
 fn measure(p: &BaseProducer<LatencyContext>, rate: f64, secs: u64) -> (Histogram<u64>, u64) {
     p.context().take();
     let value = [b'x'; 200];
-    let start = Instant::now();
-    let end = start + Duration::from_secs(secs);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        while sent < due {
-            let rec = BaseRecord::with_opaque_to("ok", Box::new(Instant::now()))
-                .payload(&value[..])
-                .partition(0);
-            send_blocking(p, rec).expect("produce");
-            sent += 1;
-        }
-        p.poll(Duration::from_micros(500));
-    }
+    let end = Instant::now() + Duration::from_secs(secs);
+    let pace = Pace {
+        rate,
+        end,
+        poll: Duration::from_micros(500),
+    };
+    send_at_rate(p, "ok", Some(0), &value, pace, || false).expect("produce");
     let _ = p.flush(Duration::from_secs(60));
     p.context().take()
 }

@@ -52,7 +52,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 
-use delivery::{send_blocking, LatencyContext};
+use delivery::{send_at_rate, send_blocking, LatencyContext, Pace};
 use portcullis::config::Config;
 use portcullis::log::Partition;
 
@@ -177,19 +177,15 @@ fn produce(
 ) -> (Histogram<u64>, u64) {
     p.context().take();
     let value = [b'x'; VALUE_BYTES];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        while sent < due {
-            let rec = BaseRecord::with_opaque_to("ok", Box::new(Instant::now()))
-                .payload(&value[..])
-                .partition(0);
-            send_blocking(p, rec).expect("produce");
-            sent += 1;
-        }
-        p.poll(Duration::from_micros(500));
-    }
+    let pace = Pace {
+        rate,
+        end,
+        poll: Duration::from_micros(500),
+    };
+    send_at_rate(p, "ok", Some(0), &value, pace, || {
+        stop.load(Ordering::Relaxed)
+    })
+    .expect("produce");
     let _ = p.flush(Duration::from_secs(60));
     p.context().take()
 }

@@ -74,3 +74,42 @@ pub fn send_blocking<C: ProducerContext>(
         }
     }
 }
+
+/// How [`send_at_rate`] paces: `rate` records/s until `end`, polling the
+/// producer every `poll`.
+pub struct Pace {
+    pub rate: f64,
+    pub end: Instant,
+    pub poll: Duration,
+}
+
+/// Open loop at a fixed rate: sends `value` to `topic` (and `partition`,
+/// when given) as `pace` says, each record carrying its send time for
+/// [`LatencyContext`], until the end or until `stop` says so. A late
+/// sender catches up, so the offered load does not sag when the broker
+/// slows. Returns the records sent; the caller flushes.
+pub fn send_at_rate(
+    p: &BaseProducer<LatencyContext>,
+    topic: &str,
+    partition: Option<i32>,
+    value: &[u8],
+    pace: Pace,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<u64> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while Instant::now() < pace.end && !stop() {
+        let due = (start.elapsed().as_secs_f64() * pace.rate) as u64;
+        while sent < due {
+            let mut rec =
+                BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(value);
+            if let Some(n) = partition {
+                rec = rec.partition(n);
+            }
+            send_blocking(p, rec)?;
+            sent += 1;
+        }
+        p.poll(pace.poll);
+    }
+    Ok(sent)
+}

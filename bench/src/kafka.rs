@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::delivery::{send_blocking, LatencyContext};
+use super::delivery::{send_at_rate, send_blocking, LatencyContext, Pace};
 use super::BenchArgs;
 
 fn producer_config(
@@ -110,18 +110,12 @@ pub fn produce_latency(
     let per_sec = (args.latency_rate_mb * 1e6 / args.record_size as f64).max(1.0);
     let start = Instant::now();
     let end = start + Duration::from_secs(args.latency_secs);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        let due = (start.elapsed().as_secs_f64() * per_sec) as u64;
-        while sent < due {
-            send_blocking(
-                &p,
-                BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&value[..]),
-            )?;
-            sent += 1;
-        }
-        p.poll(Duration::from_micros(200));
-    }
+    let pace = Pace {
+        rate: per_sec,
+        end,
+        poll: Duration::from_micros(200),
+    };
+    let sent = send_at_rate(&p, topic, None, &value, pace, || false)?;
     p.flush(Duration::from_secs(60))?;
     let secs = start.elapsed().as_secs_f64();
     let (hist, errors) = p.context().take();
