@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use portcullis::config::{Config, Overrides};
 use portcullis::log::cleaner::{inspect_dir, DirStatus};
+use portcullis::log::segment::now_ms;
 use portcullis::log::topic::stored_meta;
 
 #[derive(Args)]
@@ -114,13 +115,6 @@ fn describe(config: &Config, topic: &str, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -80,7 +80,7 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
-pub const LOG_START_FILE: &str = "log-start-offset";
+const LOG_START_FILE: &str = "log-start-offset";
 
 impl Partition {
     /// Opens (recovering) or creates the partition directory and starts its
@@ -744,7 +744,8 @@ fn recover_producers(dir: &Path, segments: &[Arc<Segment>]) -> (ProducerStates, 
     (states, txns)
 }
 
-fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+/// The base offsets of the `.log` files in a partition directory, unsorted.
+pub fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let entry = entry.map_err(|e| LogError::io(dir, e))?;
@@ -759,7 +760,8 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     Ok(out)
 }
 
-fn read_log_start(dir: &Path) -> Option<i64> {
+/// The log start offset DeleteRecords stored, if any.
+pub fn read_log_start(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok())

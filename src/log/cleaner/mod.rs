@@ -100,7 +100,6 @@ pub fn plan(view: &CleanView, cp: &Checkpoint, cfg: &EffectiveConfig, now: i64) 
         (0..cleanable).map(|i| (next_base(i), segs[i].size())),
         first_dirty,
     );
-    let total = clean_bytes + dirty_bytes;
     let overdue = first_dirty_seg.is_some_and(|i| {
         segs[i]
             .first_timestamp()
@@ -116,11 +115,7 @@ pub fn plan(view: &CleanView, cp: &Checkpoint, cfg: &EffectiveConfig, now: i64) 
         first_dirty,
         clean_bytes,
         dirty_bytes,
-        dirty_ratio: if total == 0 {
-            0.0
-        } else {
-            dirty_bytes as f64 / total as f64
-        },
+        dirty_ratio: dirty_ratio(clean_bytes, dirty_bytes),
         overdue,
         horizon_due: cp.next_horizon_ms.is_some_and(|h| h <= now),
     }
@@ -144,6 +139,15 @@ fn split_bytes(
     (clean, dirty, first)
 }
 
+/// dirty / (clean + dirty); 0 when both are 0.
+fn dirty_ratio(clean: u64, dirty: u64) -> f64 {
+    if clean + dirty == 0 {
+        0.0
+    } else {
+        dirty as f64 / (clean + dirty) as f64
+    }
+}
+
 /// A partition directory as the cleaner sees it, read from its files only
 /// (no lock, no recovery), so a command can show it beside a running
 /// broker. The dirty ratio counts every sealed segment as cleanable: open
@@ -159,33 +163,22 @@ pub struct DirStatus {
 }
 
 pub fn inspect_dir(dir: &std::path::Path) -> Result<DirStatus, LogError> {
-    let io = |e| LogError::io(dir, e);
     let mut segs: Vec<(i64, u64)> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let Some(base) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".log"))
-            .and_then(|n| n.parse::<i64>().ok())
-        else {
-            continue;
-        };
+    for base in super::partition::list_segment_bases(dir)? {
         // The cleaner may delete a segment between the listing and this
         // look: a status display skips it.
-        match entry.metadata() {
+        match std::fs::metadata(super::segment::log_path(dir, base)) {
             Ok(m) => segs.push((base, m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(LogError::io(dir, e)),
         }
     }
     segs.sort_unstable();
     let cp = checkpoint::load(dir);
-    let stored_start = std::fs::read_to_string(dir.join(super::partition::LOG_START_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok());
     let first_base = segs.first().map(|s| s.0).unwrap_or(0);
-    let log_start = stored_start.unwrap_or(first_base).max(first_base);
+    let log_start = super::partition::read_log_start(dir)
+        .unwrap_or(first_base)
+        .max(first_base);
     let sealed = segs.len().saturating_sub(1);
     let (clean, dirty, _) = split_bytes(
         (0..sealed).map(|i| (segs[i + 1].0, segs[i].1)),
@@ -195,11 +188,7 @@ pub fn inspect_dir(dir: &std::path::Path) -> Result<DirStatus, LogError> {
         log_start_offset: log_start,
         segments: segs.len(),
         bytes: segs.iter().map(|s| s.1).sum(),
-        dirty_ratio: if clean + dirty == 0 {
-            0.0
-        } else {
-            dirty as f64 / (clean + dirty) as f64
-        },
+        dirty_ratio: dirty_ratio(clean, dirty),
         checkpoint: cp,
     })
 }
@@ -458,29 +447,27 @@ impl PassState<'_> {
     }
 }
 
-/// Consecutive runs of `todo` no larger than `segment_bytes` together (at
-/// least one segment each) whose offsets fit one segment's index.
-fn groups<'a>(
-    view: &CleanView,
-    todo: &'a [Arc<Segment>],
-    segment_bytes: u64,
-) -> Vec<&'a [Arc<Segment>]> {
+/// Runs of `segs` (sealed, each followed by another segment in the log)
+/// no larger than `segment_bytes` together (at least one segment each)
+/// whose offsets fit one segment's index, as index ranges.
+fn groups(segs: &[Arc<Segment>], count: usize, segment_bytes: u64) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut i = 0;
-    while i < todo.len() {
+    while i < count {
         let start = i;
-        let base = todo[i].base_offset;
+        let base = segs[i].base_offset;
         let mut size = 0u64;
-        while i < todo.len() {
-            let fits = size + todo[i].size() <= segment_bytes.max(1)
-                && end_of(view, &todo[i]) - base <= i64::from(u32::MAX);
+        while i < count {
+            // The segment ends where the next one begins.
+            let fits = size + segs[i].size() <= segment_bytes.max(1)
+                && segs[i + 1].base_offset - base <= i64::from(u32::MAX);
             if i > start && !fits {
                 break;
             }
-            size += todo[i].size();
+            size += segs[i].size();
             i += 1;
         }
-        out.push(&todo[start..i]);
+        out.push(start..i);
     }
     out
 }
@@ -505,12 +492,9 @@ pub fn clean(
     }
     let (map, map_end) = map_dirty(segs, plan, &aborted, settings, throttle)?;
 
-    // Rewrite every cleanable segment below the map's end, in groups.
-    let todo: Vec<Arc<Segment>> = segs
-        .iter()
-        .filter(|s| s.base_offset < map_end)
-        .cloned()
-        .collect();
+    // Rewrite every cleanable segment below the map's end, in groups: a
+    // prefix of the log, since segments are in offset order.
+    let todo = segs.iter().take_while(|s| s.base_offset < map_end).count();
     let mut pass = PassState {
         view,
         rules: Rules {
@@ -522,13 +506,15 @@ pub fn clean(
         txn_kept: HashMap::new(),
         next_horizon: None,
         stats: PassStats {
-            segments_before: todo.len(),
+            segments_before: todo,
             map_keys: map.len(),
             ..PassStats::default()
         },
     };
-    for group in groups(view, &todo, cfg.segment_bytes) {
-        let end = end_of(view, &group[group.len() - 1]);
+    for range in groups(&view.segments, todo, cfg.segment_bytes) {
+        // Sealed segments all have a successor: the group ends at its base.
+        let end = view.segments[range.end].base_offset;
+        let group = &view.segments[range];
         let cleaned = swap::cleaned_path(p.dir(), group[0].base_offset);
         match pass.write_group(group, &cleaned, throttle) {
             Ok(n) => pass.stats.bytes_after += n,
@@ -563,19 +549,6 @@ pub fn clean(
     })?;
     pass.stats.completed = true;
     Ok(pass.stats)
-}
-
-/// The offset after `seg`: the next segment's base.
-fn end_of(view: &CleanView, seg: &Arc<Segment>) -> i64 {
-    let i = view
-        .segments
-        .iter()
-        .position(|s| Arc::ptr_eq(s, seg))
-        .unwrap_or(0);
-    view.segments
-        .get(i + 1)
-        .map(|s| s.base_offset)
-        .unwrap_or_else(|| seg.next_offset())
 }
 
 /// A partition's cleaning state for `topic describe`: the checkpoint and
