@@ -21,9 +21,9 @@ pub mod plan;
 mod quotas;
 pub mod refusals;
 mod response;
-pub mod throttle;
 pub mod sasl;
 pub mod scram_credentials;
+pub mod throttle;
 pub mod txn;
 pub mod versions;
 
@@ -250,7 +250,8 @@ async fn through_backend(
             flush_audit(broker, ctx, None).await;
             return Outcome::Silent;
         }
-        Plan::Local(Some(resp)) => {
+        Plan::Local(Some(mut resp)) => {
+            throttle::set_on(&mut resp, ctx.quota.throttle_ms());
             flush_audit(broker, ctx, Some(&resp)).await;
             return encode_response(api, version, correlation_id, &resp);
         }
