@@ -357,6 +357,16 @@ async fn raw_client(broker: &Broker, user: &str) -> portcullis::client::Connecti
     conn
 }
 
+async fn metadata(conn: &mut portcullis::client::Connection) -> MetadataResponse {
+    conn.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await
+    .unwrap()
+}
+
 #[test]
 fn mutation_and_request_quotas_follow_kafka() {
     let dir = scratch("quota-mutation");
@@ -421,14 +431,7 @@ fn mutation_and_request_quotas_follow_kafka() {
         let started = Instant::now();
         let mut throttled = None;
         while started.elapsed() < Duration::from_secs(30) {
-            let r: MetadataResponse = erin
-                .call(
-                    ApiKey::Metadata,
-                    12,
-                    &MetadataRequest::default().with_topics(None),
-                )
-                .await
-                .unwrap();
+            let r = metadata(&mut erin).await;
             if r.throttle_time_ms > 0 {
                 throttled = Some(r.throttle_time_ms);
                 break;
@@ -436,14 +439,7 @@ fn mutation_and_request_quotas_follow_kafka() {
         }
         let ms = throttled.expect("erin's requests were never throttled");
         let muted = Instant::now();
-        let _: MetadataResponse = erin
-            .call(
-                ApiKey::Metadata,
-                12,
-                &MetadataRequest::default().with_topics(None),
-            )
-            .await
-            .unwrap();
+        let _ = metadata(&mut erin).await;
         assert!(
             muted.elapsed() + Duration::from_millis(5) >= Duration::from_millis(ms as u64),
             "answered after {:?}, throttle was {ms} ms",
@@ -451,14 +447,7 @@ fn mutation_and_request_quotas_follow_kafka() {
         );
         // dave has no request quota: never throttled.
         for _ in 0..50 {
-            let r: MetadataResponse = dave
-                .call(
-                    ApiKey::Metadata,
-                    12,
-                    &MetadataRequest::default().with_topics(None),
-                )
-                .await
-                .unwrap();
+            let r = metadata(&mut dave).await;
             assert_eq!(r.throttle_time_ms, 0);
         }
     });
@@ -494,6 +483,14 @@ fn connections_over_the_ip_creation_rate_are_closed() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(answered(1), 1);
 }
+
+const DESCRIBE_FRANK: [&str; 5] = [
+    "--describe",
+    "--entity-type",
+    "users",
+    "--entity-name",
+    "frank",
+];
 
 #[test]
 fn kafka_configs_alters_and_describes_quotas_live() {
@@ -539,16 +536,7 @@ fn kafka_configs_alters_and_describes_quotas_live() {
     ];
     let run = configs(&admin, &set);
     assert!(run.ok(), "{run}\n{}", log_tail(&broker, 20));
-    let run = configs(
-        &admin,
-        &[
-            "--describe",
-            "--entity-type",
-            "users",
-            "--entity-name",
-            "frank",
-        ],
-    );
+    let run = configs(&admin, &DESCRIBE_FRANK);
     assert!(run.ok(), "{run}");
     assert!(
         run.stdout.contains("producer_byte_rate=262144.0")
@@ -616,16 +604,7 @@ fn kafka_configs_alters_and_describes_quotas_live() {
     );
     let mut broker = broker;
     broker.restart();
-    let run = configs(
-        &admin,
-        &[
-            "--describe",
-            "--entity-type",
-            "users",
-            "--entity-name",
-            "frank",
-        ],
-    );
+    let run = configs(&admin, &DESCRIBE_FRANK);
     // The restarted broker listens on the same port.
     assert!(run.stdout.contains("producer_byte_rate=262144.0"), "{run}");
     // Removed: gone from the description.
@@ -642,15 +621,6 @@ fn kafka_configs_alters_and_describes_quotas_live() {
         ],
     );
     assert!(run.ok(), "{run}");
-    let run = configs(
-        &admin,
-        &[
-            "--describe",
-            "--entity-type",
-            "users",
-            "--entity-name",
-            "frank",
-        ],
-    );
+    let run = configs(&admin, &DESCRIBE_FRANK);
     assert!(!run.stdout.contains("byte_rate"), "{run}");
 }

@@ -39,6 +39,26 @@ fn throttled_message() -> Option<StrBytes> {
     Some(StrBytes::from_static_str(crate::quota::MUTATION_REFUSED))
 }
 
+/// The answers for what authorization denied, then for what the mutation
+/// quota refused.
+fn refusals<T, R>(
+    denied: &[T],
+    throttled: &[T],
+    refuse: impl Fn(&T, ResponseError, Option<StrBytes>) -> R,
+) -> Vec<R> {
+    let denied = denied
+        .iter()
+        .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()));
+    let throttled = throttled.iter().map(|t| {
+        refuse(
+            t,
+            ResponseError::ThrottlingQuotaExceeded,
+            throttled_message(),
+        )
+    });
+    denied.chain(throttled).collect()
+}
+
 /// Partitions a topic has, for the mutation quota (a back end that cannot
 /// tell, the gateway, counts one).
 fn partitions_of(ctx: &RequestContext<'_>, topic: &str) -> u32 {
@@ -81,17 +101,7 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
             .with_num_partitions(-1)
             .with_replication_factor(-1)
     };
-    let refused: Vec<CreatableTopicResult> = denied
-        .iter()
-        .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
-        .chain(throttled.iter().map(|t| {
-            refuse(
-                t,
-                ResponseError::ThrottlingQuotaExceeded,
-                throttled_message(),
-            )
-        }))
-        .collect();
+    let refused: Vec<CreatableTopicResult> = refusals(&denied, &throttled, refuse);
     let nothing_left = allowed.is_empty();
     let asked: Vec<(String, i32, BTreeMap<String, String>)> = allowed
         .iter()
@@ -247,17 +257,7 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
                 .with_error_code(code.code())
                 .with_error_message(message)
         };
-    let refused: Vec<CreatePartitionsTopicResult> = denied
-        .iter()
-        .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
-        .chain(throttled.iter().map(|t| {
-            refuse(
-                t,
-                ResponseError::ThrottlingQuotaExceeded,
-                throttled_message(),
-            )
-        }))
-        .collect();
+    let refused: Vec<CreatePartitionsTopicResult> = refusals(&denied, &throttled, refuse);
     let nothing_left = allowed.is_empty();
     let asked: Vec<(String, i32)> = allowed
         .iter()
