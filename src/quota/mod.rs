@@ -90,6 +90,7 @@ pub struct Quotas {
     buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
     /// Shared by the entities that found the bucket table full.
     overflow: [Arc<Bucket>; 5],
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 /// One change of AlterClientQuotas: set (`Some`) or remove (`None`).
@@ -143,6 +144,7 @@ impl Quotas {
             set: ArcSwap::from_pointee(QuotaSet::default()),
             buckets: Mutex::new(HashMap::new()),
             overflow: [fresh(), fresh(), fresh(), fresh(), fresh()],
+            last_sweep: Mutex::new(None),
         };
         quotas.publish(&quotas.lock_dynamic(), 1);
         Ok(quotas)
@@ -339,9 +341,15 @@ impl Quotas {
             return b.clone();
         }
         if buckets.len() >= MAX_BUCKETS {
-            // A full bucket nobody holds is the same as a new one.
+            // A full bucket nobody holds is the same as a new one. Swept at
+            // most once a second: a client minting ids while every bucket is
+            // busy must not make each new id cost a scan of them all.
             let now = Instant::now();
-            buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_full(now));
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *last = Some(now);
+                buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_full(now));
+            }
         }
         if buckets.len() >= MAX_BUCKETS {
             let shared = self.overflow[key.key.index()].clone();

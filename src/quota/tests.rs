@@ -160,3 +160,23 @@ fn no_quotas_means_no_buckets() {
     r.spend(QuotaKey::ProducerByteRate, 1e12);
     assert_eq!(r.throttle_ms(), 0);
 }
+
+#[test]
+fn minted_client_ids_cannot_grow_the_bucket_table_without_bound() {
+    let q = Quotas::load(
+        &[entry("client_id: <default>\nproducer_byte_rate: 1000\n")],
+        None,
+    )
+    .unwrap();
+    let mut conn = ConnectionQuota::default();
+    for i in 0..(MAX_BUCKETS + 5000) {
+        // Each id spends into debt, so none of them is full (sweepable).
+        conn.for_request(&q, "User:mallory", &format!("id-{i}"))
+            .spend(QuotaKey::ProducerByteRate, 5000.0);
+    }
+    let held = q.buckets.lock().unwrap().len();
+    assert!(held <= MAX_BUCKETS, "{held} buckets");
+    // Past the bound newcomers share one bucket, already in debt.
+    let r = conn.for_request(&q, "User:mallory", "one-more");
+    assert!(r.in_debt(QuotaKey::ProducerByteRate));
+}
