@@ -245,7 +245,7 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
             .logs
             .topic(&t.name)
             .map_or(0, |t| t.partition_count());
-        let added = (t.count - now).max(1) as u32;
+        let added = t.count.saturating_sub(now).max(1) as u32;
         validate_only || ctx.quota.mutate(added, ctx.version >= 3).is_ok()
     });
     let refuse =

@@ -174,11 +174,18 @@ pub async fn handle_frame(
         principal: session.principal(),
         acls: broker.acls.snapshot().clone(),
         audit: Default::default(),
-        quota: quota.for_request(
-            &broker.quotas,
-            session.principal(),
-            header.client_id.as_deref().unwrap_or(""),
-        ),
+        // Before login nothing is spent (Kafka's authenticator answers those
+        // requests outside its quotas): an unauthenticated flood cannot
+        // throttle the anonymous principal's other connections.
+        quota: if session.is_authenticated() {
+            quota.for_request(
+                &broker.quotas,
+                session.principal(),
+                header.client_id.as_deref().unwrap_or(""),
+            )
+        } else {
+            Default::default()
+        },
     };
     // Served by the edge itself, whatever the back end.
     let local = match body {
@@ -255,7 +262,22 @@ async fn through_backend(
             flush_audit(broker, ctx, Some(&resp)).await;
             return encode_response(api, version, correlation_id, &resp);
         }
-        Plan::Forward { body, changed, fix } => (body, changed, fix),
+        Plan::Forward {
+            mut body,
+            mut changed,
+            fix,
+        } => {
+            // A Fetch asks for at most what the consumer may read in a quota
+            // window (Kafka caps fetch.max.bytes the same way), so one
+            // answer cannot carry minutes of quota.
+            if let (RequestKind::Fetch(f), Some(cap)) = (&mut body, ctx.quota.fetch_cap()) {
+                if f.max_bytes > cap {
+                    f.max_bytes = cap;
+                    changed = true;
+                }
+            }
+            (body, changed, fix)
+        }
     };
     // An allowed decision's audit record carries the error code the client
     // got, which only the answer holds; denials know theirs.

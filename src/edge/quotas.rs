@@ -50,8 +50,8 @@ pub fn describe(
             "Cluster authorization failed.".into(),
         );
     }
-    if let Err(why) = validate(&req) {
-        return refuse(ResponseError::InvalidRequest, why);
+    if let Err((code, why)) = validate(&req) {
+        return refuse(code, why);
     }
     let entries = ctx
         .broker
@@ -125,7 +125,16 @@ pub fn alter(ctx: &RequestContext<'_>, req: AlterClientQuotasRequest) -> AlterCl
             .collect();
         let result = AlterResult::default().with_entity(echo);
         let checked = if authorized {
-            parse_entry(e)
+            parse_entry(e).and_then(|(entity, changes)| {
+                // Kafka: "Ignoring duplicate entity".
+                if apply.iter().any(|(seen, _)| *seen == entity) {
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        format!("Ignoring duplicate entity {entity}"),
+                    ));
+                }
+                Ok((entity, changes))
+            })
         } else {
             Err((
                 ResponseError::ClusterAuthorizationFailed,
@@ -204,7 +213,7 @@ fn parse_entry(
         }
         changes.push((key, (!op.remove).then_some(op.value)));
     }
-    Quotas::validate(&entity, &changes).map_err(|e| invalid(e.to_string()))?;
+    Quotas::validate(&mut entity, &changes).map_err(|e| invalid(e.to_string()))?;
     Ok((entity, changes))
 }
 
@@ -231,31 +240,41 @@ fn record(ctx: &RequestContext<'_>, entity: &Entity, changes: &[Change]) {
 
 /// Kafka's rules for a quota filter: known entity types, each at most
 /// once, `ip` on its own, and a name exactly when matching one entity.
-fn validate(req: &DescribeClientQuotasRequest) -> Result<(), String> {
+/// An unknown entity type is UNSUPPORTED_VERSION (Kafka's
+/// `ClientQuotasImage.describe`), the rest INVALID_REQUEST.
+fn validate(req: &DescribeClientQuotasRequest) -> Result<(), (ResponseError, String)> {
+    let invalid = |m: String| (ResponseError::InvalidRequest, m);
     let mut seen = BTreeSet::new();
     for c in &req.components {
         let kind: &str = &c.entity_type;
         if !ENTITY_TYPES.contains(&kind) {
-            return Err(format!("Unknown entity type: {}", shorten(kind)));
+            return Err((
+                ResponseError::UnsupportedVersion,
+                format!("Unknown entity type: {}", shorten(kind)),
+            ));
         }
         if !seen.insert(kind) {
-            return Err(format!("Duplicate {kind} filter component entity type"));
+            return Err(invalid(format!(
+                "Duplicate {kind} filter component entity type"
+            )));
         }
         match (c.match_type, &c._match) {
             (MATCH_EXACT, Some(_)) | (MATCH_DEFAULT | MATCH_ANY, None) => {}
             (MATCH_EXACT, None) => {
-                return Err(format!("Missing {kind} name for an exact match"));
+                return Err(invalid(format!("Missing {kind} name for an exact match")));
             }
             (MATCH_DEFAULT | MATCH_ANY, Some(_)) => {
-                return Err(format!("Unexpected {kind} name for a default or any match"));
+                return Err(invalid(format!(
+                    "Unexpected {kind} name for a default or any match"
+                )));
             }
-            (other, _) => return Err(format!("Unknown match type: {other}")),
+            (other, _) => return Err(invalid(format!("Unknown match type: {other}"))),
         }
     }
     if seen.contains("ip") && seen.len() > 1 {
-        return Err(
+        return Err(invalid(
             "Invalid entity filter component combination: ip with user or client-id".into(),
-        );
+        ));
     }
     Ok(())
 }
@@ -288,6 +307,7 @@ mod tests {
 
     fn check(components: Vec<ComponentData>) -> Result<(), String> {
         validate(&DescribeClientQuotasRequest::default().with_components(components))
+            .map_err(|(_, m)| m)
     }
 
     #[test]

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 /// How much unused rate a client may save up for a burst.
 const BURST: Duration = Duration::from_secs(1);
 
-/// The longest a single response throttles (Kafka bounds it by its quota
-/// window too): past this the debt stays and the next request pays the
-/// rest, so a client's requests never sit muted long enough to time out.
-pub const MAX_THROTTLE: Duration = Duration::from_secs(10);
+/// The longest throttle expressible in `throttle_time_ms` (an int32).
+pub const MAX_THROTTLE: Duration = Duration::from_millis(i32::MAX as u64);
 
 pub struct Bucket {
     state: Mutex<State>,
@@ -32,7 +30,8 @@ impl State {
     }
 
     fn debt(&self) -> Duration {
-        if self.tokens >= 0.0 {
+        // Rates are validated positive; a bucket never divides by less.
+        if self.tokens >= 0.0 || self.rate <= 0.0 || self.rate.is_nan() {
             return Duration::ZERO;
         }
         Duration::from_secs_f64((-self.tokens / self.rate).min(MAX_THROTTLE.as_secs_f64()))
@@ -62,6 +61,10 @@ impl Bucket {
             s.rate = rate;
             s.tokens = s.tokens.min(rate * BURST.as_secs_f64());
         }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.lock().rate
     }
 
     /// Spends `amount`; returns the throttle the resulting debt needs.

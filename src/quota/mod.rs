@@ -33,6 +33,10 @@ pub const FILE_NAME: &str = "client-quotas.json";
 /// buckets are dropped first, and past the bound newcomers share one.
 const MAX_BUCKETS: usize = 65_536;
 
+/// The name standing for every newcomer past `MAX_BUCKETS` (no user or
+/// client id can be empty).
+const OVERFLOW: &str = "";
+
 /// The keys a client (as opposed to an address) spends from.
 const CLIENT_KEYS: [QuotaKey; 4] = [
     QuotaKey::ProducerByteRate,
@@ -88,8 +92,6 @@ pub struct Quotas {
     path: Option<PathBuf>,
     set: ArcSwap<QuotaSet>,
     buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
-    /// Shared by the entities that found the bucket table full.
-    overflow: [Arc<Bucket>; 5],
     last_sweep: Mutex<Option<Instant>>,
 }
 
@@ -124,6 +126,13 @@ impl Quotas {
                         serde_json::from_slice(&bytes).map_err(|e| load(e.to_string()))?;
                     for e in list {
                         let entity = e.entity().map_err(|e| load(e.to_string()))?;
+                        for (k, v) in &e.values {
+                            if let Some(v) = v {
+                                entity
+                                    .check_value(*k, *v)
+                                    .map_err(|e| load(e.to_string()))?;
+                            }
+                        }
                         dynamic.insert(entity, e.values);
                     }
                 }
@@ -136,14 +145,12 @@ impl Quotas {
                 }
             }
         }
-        let fresh = || Arc::new(Bucket::new(1.0));
         let quotas = Quotas {
             file: base,
             dynamic: Mutex::new(dynamic),
             path,
             set: ArcSwap::from_pointee(QuotaSet::default()),
             buckets: Mutex::new(HashMap::new()),
-            overflow: [fresh(), fresh(), fresh(), fresh(), fresh()],
             last_sweep: Mutex::new(None),
         };
         quotas.publish(&quotas.lock_dynamic(), 1);
@@ -208,7 +215,7 @@ impl Quotas {
     }
 
     /// Checks one entity's changes without applying them.
-    pub fn validate(entity: &Entity, changes: &[Change]) -> Result<(), QuotaError> {
+    pub fn validate(entity: &mut Entity, changes: &[Change]) -> Result<(), QuotaError> {
         entity.check()?;
         for (k, v) in changes {
             match v {
@@ -277,6 +284,7 @@ impl Quotas {
             return None;
         }
         let key = QuotaKey::ConnectionCreationRate;
+        let ip = ip.to_canonical();
         let exact = Entity {
             ip: Some(Name::Named(ip.to_string())),
             ..Default::default()
@@ -285,9 +293,10 @@ impl Quotas {
             ip: Some(Name::Default),
             ..Default::default()
         };
-        let rate = set
-            .value(&exact, key)
-            .or_else(|| set.value(&default, key))?;
+        let (rate, configured) = match set.value(&exact, key) {
+            Some(rate) => (rate, true),
+            None => (set.value(&default, key)?, false),
+        };
         let bucket = self.bucket(
             BucketKey {
                 key,
@@ -295,9 +304,16 @@ impl Quotas {
                 client: None,
             },
             rate,
+            configured,
         );
         let throttle = bucket.record(1.0, now);
-        (!throttle.is_zero()).then_some(throttle)
+        if throttle.is_zero() {
+            return None;
+        }
+        // A refused attempt does not count (Kafka unrecords it): an address
+        // that keeps knocking is not locked out for good.
+        bucket.record(-1.0, now);
+        Some(throttle)
     }
 
     /// Kafka's precedence: the first entity with a value for `key`.
@@ -306,7 +322,7 @@ impl Quotas {
         user: &str,
         client: &str,
         key: QuotaKey,
-    ) -> Option<(BucketKey, f64)> {
+    ) -> Option<(BucketKey, f64, bool)> {
         let named = |s: &str| Some(Name::Named(s.to_string()));
         let dflt = || Some(Name::Default);
         let order = [
@@ -330,17 +346,23 @@ impl Quotas {
                 client_id: c,
                 ip: None,
             };
-            set.value(&entity, key).map(|v| (bucket_key, v))
+            let configured = entity.names_only();
+            set.value(&entity, key).map(|v| (bucket_key, v, configured))
         })
     }
 
-    fn bucket(&self, key: BucketKey, rate: f64) -> Arc<Bucket> {
+    /// The bucket for `key`. `configured`: the entity names every part
+    /// (no `<default>`), so such buckets are bounded by the configuration
+    /// and always get their own; the others (one per user, client id or
+    /// address a default covers) are bounded by `MAX_BUCKETS`.
+    fn bucket(&self, key: BucketKey, rate: f64, configured: bool) -> Arc<Bucket> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = buckets.get(&key) {
             b.set_rate(rate);
             return b.clone();
         }
-        if buckets.len() >= MAX_BUCKETS {
+        let mut key = key;
+        if !configured && buckets.len() >= MAX_BUCKETS {
             // A full bucket nobody holds is the same as a new one. Swept at
             // most once a second: a client minting ids while every bucket is
             // busy must not make each new id cost a scan of them all.
@@ -350,11 +372,20 @@ impl Quotas {
                 *last = Some(now);
                 buckets.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_full(now));
             }
-        }
-        if buckets.len() >= MAX_BUCKETS {
-            let shared = self.overflow[key.key.index()].clone();
-            shared.set_rate(rate);
-            return shared;
+            if buckets.len() >= MAX_BUCKETS {
+                // Past the bound, the newcomers of one default entity share
+                // one bucket (never with a configured entity's clients).
+                let shared = |part: Option<String>| part.map(|_| OVERFLOW.to_string());
+                key = BucketKey {
+                    key: key.key,
+                    user: shared(key.user),
+                    client: shared(key.client),
+                };
+                if let Some(b) = buckets.get(&key) {
+                    b.set_rate(rate);
+                    return b.clone();
+                }
+            }
         }
         let b = Arc::new(Bucket::new(rate));
         buckets.insert(key, b.clone());
@@ -397,7 +428,7 @@ impl ConnectionQuota {
             let user = principal.strip_prefix("User:").unwrap_or(principal);
             for (i, key) in CLIENT_KEYS.into_iter().enumerate() {
                 self.buckets[i] = Quotas::resolve(&set, user, client_id, key)
-                    .map(|(k, rate)| quotas.bucket(k, rate));
+                    .map(|(k, rate, configured)| quotas.bucket(k, rate, configured));
             }
             self.generation = set.generation;
             self.principal = principal.to_string();
@@ -426,6 +457,12 @@ pub struct RequestQuota {
     /// The throttle each key asked for, in milliseconds.
     throttle_ms: [AtomicU64; 4],
 }
+
+/// How much a Fetch may ask for, in seconds of consumer rate.
+const FETCH_WINDOW: Duration = Duration::from_secs(10);
+
+/// The longest throttle for request time (Kafka: one quota window).
+const REQUEST_THROTTLE_CAP: Duration = Duration::from_secs(1);
 
 /// Kafka's message for THROTTLING_QUOTA_EXCEEDED.
 pub const MUTATION_REFUSED: &str = "The throttling quota has been exceeded.";
@@ -476,6 +513,14 @@ impl RequestQuota {
         Ok(())
     }
 
+    /// The most a Fetch may ask for under `consumer_byte_rate`: what the
+    /// rate allows in Kafka's quota window (10 full seconds).
+    pub fn fetch_cap(&self) -> Option<i32> {
+        let b = self.get(QuotaKey::ConsumerByteRate)?;
+        let cap = b.rate() * FETCH_WINDOW.as_secs_f64();
+        Some(cap.clamp(1.0, f64::from(i32::MAX)) as i32)
+    }
+
     /// Whether a request-time quota applies (then handling time is measured).
     pub fn times_requests(&self) -> bool {
         self.get(QuotaKey::RequestPercentage).is_some()
@@ -484,7 +529,12 @@ impl RequestQuota {
     /// Records `busy` handling time against `request_percentage`: a quota
     /// of N% is N/100 seconds of handling per second.
     pub fn spend_time(&self, busy: Duration) {
-        self.spend(QuotaKey::RequestPercentage, busy.as_secs_f64() * 100.0);
+        let key = QuotaKey::RequestPercentage;
+        if let Some(b) = self.get(key) {
+            // Kafka bounds a request-time throttle by one quota window.
+            let t = b.record(busy.as_secs_f64() * 100.0, Instant::now());
+            self.throttle(key, t.min(REQUEST_THROTTLE_CAP));
+        }
     }
 
     fn throttle(&self, key: QuotaKey, t: Duration) {

@@ -132,8 +132,9 @@ pub enum QuotaError {
 }
 
 impl Entity {
-    pub fn check(&self) -> Result<(), QuotaError> {
-        let named_empty = |n: &Option<Name>| matches!(n, Some(Name::Named(s)) if s.is_empty());
+    /// Checks the entity's shape and names, and writes an IP address in
+    /// its one canonical form (so `::FFFF:10.0.0.1` is `10.0.0.1`).
+    pub fn check(&mut self) -> Result<(), QuotaError> {
         if self.user.is_none() && self.client_id.is_none() && self.ip.is_none() {
             return Err(QuotaError::Entity("no entity type given".into()));
         }
@@ -142,18 +143,44 @@ impl Entity {
                 "ip cannot be combined with user or client-id".into(),
             ));
         }
-        if named_empty(&self.user) || named_empty(&self.ip) {
-            return Err(QuotaError::Entity("empty entity name".into()));
+        for (kind, name) in [
+            ("user", &self.user),
+            ("client-id", &self.client_id),
+            ("ip", &self.ip),
+        ] {
+            match name {
+                Some(Name::Named(n)) if n.is_empty() => {
+                    return Err(QuotaError::Entity(format!("empty {kind} name")));
+                }
+                // Where the default is written down, a name spelled like it
+                // would become the default after a restart.
+                Some(Name::Named(n)) if n == DEFAULT_NAME => {
+                    return Err(QuotaError::Entity(format!(
+                        "{kind} name {DEFAULT_NAME} is reserved for the default"
+                    )));
+                }
+                _ => {}
+            }
         }
-        if let Some(Name::Named(ip)) = &self.ip {
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(QuotaError::Entity(format!(
-                    "{} is not an IP address",
-                    shorten(ip)
-                )));
+        if let Some(Name::Named(ip)) = &mut self.ip {
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(addr) => *ip = addr.to_canonical().to_string(),
+                Err(_) => {
+                    return Err(QuotaError::Entity(format!(
+                        "{} is not an IP address",
+                        shorten(ip)
+                    )))
+                }
             }
         }
         Ok(())
+    }
+
+    /// Every part is a name (no `<default>`).
+    pub fn names_only(&self) -> bool {
+        [&self.user, &self.client_id, &self.ip]
+            .iter()
+            .all(|p| !matches!(p, Some(Name::Default)))
     }
 
     /// Checks that `key` may be set on this entity with `value`.
@@ -167,7 +194,7 @@ impl Entity {
         let reason = if !value.is_finite() || value <= 0.0 {
             "must be a positive number"
         } else if key.integral() && value.fract() != 0.0 {
-            "must be a whole number of bytes per second"
+            "must be a whole number"
         } else {
             return Ok(());
         };
@@ -249,7 +276,7 @@ impl EntityQuotas {
                 }
             },
         };
-        let entity = Entity {
+        let mut entity = Entity {
             user,
             client_id: self.client_id.as_deref().map(Name::from_text),
             ip: self.ip.as_deref().map(Name::from_text),
@@ -278,19 +305,30 @@ mod tests {
 
     #[test]
     fn entity_shapes_and_values_follow_kafka() {
-        let user = Entity {
+        let mut user = Entity {
             user: named("alice"),
             ..Default::default()
         };
         assert!(user.check().is_ok());
         assert!(Entity::default().check().is_err());
-        let mixed = Entity {
+        let mut reserved = Entity {
+            client_id: named(DEFAULT_NAME),
+            ..Default::default()
+        };
+        assert!(reserved.check().is_err());
+        let mut v6 = Entity {
+            ip: named("::FFFF:10.0.0.1"),
+            ..Default::default()
+        };
+        v6.check().unwrap();
+        assert_eq!(v6.ip, named("10.0.0.1"));
+        let mut mixed = Entity {
             user: named("alice"),
             ip: named("10.0.0.1"),
             ..Default::default()
         };
         assert!(mixed.check().is_err());
-        let bad_ip = Entity {
+        let mut bad_ip = Entity {
             ip: named("not-an-ip"),
             ..Default::default()
         };
