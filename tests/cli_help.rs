@@ -59,14 +59,21 @@ fn entries(text: &str) -> Vec<Entry> {
             out.push(Entry {
                 section: section.clone(),
                 name: name.trim().to_string(),
-                described: !desc.is_empty(),
+                described: is_description(desc),
             });
         } else if let Some(last) = out.last_mut() {
             // A description on the next line(s).
-            last.described = true;
+            last.described |= is_description(body);
         }
     }
     out
+}
+
+/// Text that says something: not empty, and not only clap's own
+/// annotations (`[default: certs]`, `[possible values: ...]`).
+fn is_description(text: &str) -> bool {
+    let t = text.trim();
+    !t.is_empty() && !t.starts_with('[')
 }
 
 #[test]

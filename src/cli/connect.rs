@@ -125,8 +125,8 @@ pub enum Output {
 /// command has nothing to print as JSON).
 #[derive(Args, Clone, Copy, Debug)]
 pub struct OutputArgs {
-    /// Output format: text, or one JSON document (`--json` is short for
-    /// `--output json`).
+    /// Output format: text, or JSON: one document (`audit tail`: one per
+    /// record and line). `--json` is short for `--output json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Same as `--output json`.
