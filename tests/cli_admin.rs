@@ -336,7 +336,10 @@ fn cluster_info_usage_errors_and_completions() {
             text(&out)
         );
     }
-    let out = broker.cli(&["completions", "bash"], "");
+    let out = std::process::Command::new(common::BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
     let script = ok(out, "completions bash");
     assert!(script.contains("complete") && script.contains("portcullis"), "{script}");
 }
