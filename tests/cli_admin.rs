@@ -148,7 +148,9 @@ fn topics_round_trip_through_the_command_line() {
 
     let listed = ok(admin(&broker, &["topic", "list"]), "topic list");
     assert!(
-        listed.lines().any(|l| l.starts_with("orders ") && l.contains(" 3")),
+        listed
+            .lines()
+            .any(|l| l.starts_with("orders ") && l.contains(" 3")),
         "{listed}"
     );
     assert!(!listed.contains("__consumer_offsets"), "{listed}");
@@ -195,7 +197,10 @@ fn topics_round_trip_through_the_command_line() {
     );
     eprintln!("portcullis topic describe orders:\n{table}");
     assert!(table.contains("retention.ms=86400000"), "{table}");
-    assert!(table.contains("HIGH WATERMARK") && table.contains("SEGMENTS"), "{table}");
+    assert!(
+        table.contains("HIGH WATERMARK") && table.contains("SEGMENTS"),
+        "{table}"
+    );
 
     ok(
         admin(
@@ -219,7 +224,10 @@ fn topics_round_trip_through_the_command_line() {
         Some("3600000")
     );
     let d = json(
-        admin(&broker, &["topic", "describe", "orders", "--output", "json"]),
+        admin(
+            &broker,
+            &["topic", "describe", "orders", "--output", "json"],
+        ),
         "describe after alter",
     );
     assert_eq!(d["partitions"].as_array().unwrap().len(), 4, "{d}");
@@ -253,7 +261,10 @@ fn topics_round_trip_through_the_command_line() {
 fn a_user_without_acls_is_refused_with_kafkas_error_and_exit_3() {
     let (_dir, broker) = start("cli-admin-refused");
     ok(
-        admin(&broker, &["topic", "create", "private", "--partitions", "1"]),
+        admin(
+            &broker,
+            &["topic", "create", "private", "--partitions", "1"],
+        ),
         "topic create as admin",
     );
     let alice = |args: &[&str]| cli_as(&broker, "alice", "alice-secret", args);
@@ -304,7 +315,11 @@ fn cluster_info_usage_errors_and_completions() {
     let brokers = info["brokers"].as_array().unwrap();
     assert_eq!(brokers.len(), 1, "{info}");
     assert_eq!(
-        format!("{}:{}", brokers[0]["host"].as_str().unwrap(), brokers[0]["port"]),
+        format!(
+            "{}:{}",
+            brokers[0]["host"].as_str().unwrap(),
+            brokers[0]["port"]
+        ),
         broker.bootstrap,
         "{info}"
     );
@@ -317,16 +332,35 @@ fn cluster_info_usage_errors_and_completions() {
         "{info}"
     );
     let table = ok(admin(&broker, &["cluster", "info"]), "cluster info");
-    assert!(table.contains("cluster id") && table.contains("User:admin"), "{table}");
+    assert!(
+        table.contains("cluster id") && table.contains("User:admin"),
+        "{table}"
+    );
 
     // Usage errors: exit 2 and clap's message naming the problem, before
     // any connection.
     for (args, needle) in [
         (vec!["topic", "create", "t"], "--partitions"),
-        (vec!["topic", "create", "t", "--partitions", "x"], "invalid value"),
-        (vec!["quota", "set", "--principal", "User:a", "--producer-byte-rate", "-5"], "-5"),
+        (
+            vec!["topic", "create", "t", "--partitions", "x"],
+            "invalid value",
+        ),
+        (
+            vec![
+                "quota",
+                "set",
+                "--principal",
+                "User:a",
+                "--producer-byte-rate",
+                "-5",
+            ],
+            "-5",
+        ),
         (vec!["topic", "describe"], "<NAME>"),
-        (vec!["quota", "set", "--ip", "10.0.0.1", "--principal", "User:a"], "cannot be used with"),
+        (
+            vec!["quota", "set", "--ip", "10.0.0.1", "--principal", "User:a"],
+            "cannot be used with",
+        ),
     ] {
         let out = broker.cli(&args, "");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
@@ -341,7 +375,10 @@ fn cluster_info_usage_errors_and_completions() {
         .output()
         .unwrap();
     let script = ok(out, "completions bash");
-    assert!(script.contains("complete") && script.contains("portcullis"), "{script}");
+    assert!(
+        script.contains("complete") && script.contains("portcullis"),
+        "{script}"
+    );
 }
 
 #[test]
@@ -359,7 +396,10 @@ fn group_list_and_acl_and_user_lists_print_json() {
         .iter()
         .filter_map(|u| u["name"].as_str())
         .collect();
-    assert!(names.contains(&"alice") && names.contains(&"admin"), "{users}");
+    assert!(
+        names.contains(&"alice") && names.contains(&"admin"),
+        "{users}"
+    );
     let acls = json(
         broker.cli(&["acl", "list", "--output", "json"], ""),
         "acl list",
@@ -400,7 +440,10 @@ fn quotas_set_list_remove() {
         admin(&broker, &["quota", "list", "--principal", "User:alice"]),
         "quota list --principal",
     );
-    assert!(text.contains("user=alice: producer_byte_rate=1048576"), "{text}");
+    assert!(
+        text.contains("user=alice: producer_byte_rate=1048576"),
+        "{text}"
+    );
 
     ok(
         admin(

@@ -47,8 +47,7 @@ fn entries(text: &str) -> Vec<Entry> {
         // Entries stand at 2 (or 6: a long flag without a short one);
         // a description clap puts on the next line at 10.
         let body = line.trim_start();
-        let is_entry = indent <= 6
-            && (section == "Commands" || body.starts_with(['-', '<', '[']));
+        let is_entry = indent <= 6 && (section == "Commands" || body.starts_with(['-', '<', '[']));
         if is_entry {
             let body = line.trim_start();
             // The spec ends at the first run of two spaces.
@@ -86,7 +85,12 @@ fn every_command_flag_and_positional_has_a_description() {
         let text = help(&path);
         for e in entries(&text) {
             if !e.described {
-                missing.push(format!("portcullis {} : {} `{}`", path.join(" "), e.section, e.name));
+                missing.push(format!(
+                    "portcullis {} : {} `{}`",
+                    path.join(" "),
+                    e.section,
+                    e.name
+                ));
             }
             if e.section == "Commands" {
                 let name = e.name.split([' ', ',']).next().unwrap_or("").to_string();
@@ -109,7 +113,13 @@ fn every_command_flag_and_positional_has_a_description() {
 #[test]
 fn the_top_level_help_documents_the_exit_codes() {
     let text = help(&[]);
-    for needle in ["Exit codes:", "0  success", "1  error", "2  usage error", "3  refused"] {
+    for needle in [
+        "Exit codes:",
+        "0  success",
+        "1  error",
+        "2  usage error",
+        "3  refused",
+    ] {
         assert!(text.contains(needle), "no `{needle}` in:\n{text}");
     }
     for cmd in ["topic", "cluster", "quota", "completions", "group"] {
@@ -128,8 +138,14 @@ fn a_usage_error_exits_2_and_says_what_is_wrong() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--partitions") && err.contains("zero"), "{err}");
-    let out = Command::new(BIN).args(["topic", "frobnicate"]).output().unwrap();
+    assert!(
+        err.contains("--partitions") && err.contains("zero"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["topic", "frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
@@ -146,7 +162,13 @@ fn completions_print_a_bash_script() {
         "{script}"
     );
     for shell in ["zsh", "fish"] {
-        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
-        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}: {out:?}");
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "{shell}: {out:?}"
+        );
     }
 }

@@ -68,13 +68,14 @@ async fn info(cl: &mut Cluster, json: bool) -> anyhow::Result<()> {
         )
         .await?;
     check("describe cluster", r.error_code, r.error_message.as_ref())?;
-    let ops: Option<Vec<&str>> = (r.cluster_authorized_operations != OPERATIONS_OMITTED).then(|| {
-        OPERATIONS
-            .iter()
-            .filter(|(bit, _)| r.cluster_authorized_operations & (1 << bit) != 0)
-            .map(|(_, n)| *n)
-            .collect()
-    });
+    let ops: Option<Vec<&str>> =
+        (r.cluster_authorized_operations != OPERATIONS_OMITTED).then(|| {
+            OPERATIONS
+                .iter()
+                .filter(|(bit, _)| r.cluster_authorized_operations & (1 << bit) != 0)
+                .map(|(_, n)| *n)
+                .collect()
+        });
     let mut apis: Vec<(String, i16, i16)> = versions
         .iter()
         .map(|a| {
@@ -108,7 +109,9 @@ async fn info(cl: &mut Cluster, json: bool) -> anyhow::Result<()> {
     println!("bootstrap    {bootstrap}");
     println!(
         "principal    {}",
-        principal.as_deref().unwrap_or("(no SASL login on this listener)")
+        principal
+            .as_deref()
+            .unwrap_or("(no SASL login on this listener)")
     );
     if let Some(ops) = &ops {
         println!(

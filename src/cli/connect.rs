@@ -272,9 +272,8 @@ impl Cluster {
                 std::io::stdin().lock().read_line(&mut line)?;
                 line.trim_end_matches(['\n', '\r']).to_string()
             } else {
-                std::env::var("PORTCULLIS_PASSWORD").context(
-                    "give the password with --password-stdin or $PORTCULLIS_PASSWORD",
-                )?
+                std::env::var("PORTCULLIS_PASSWORD")
+                    .context("give the password with --password-stdin or $PORTCULLIS_PASSWORD")?
             };
             Some((user, password))
         } else {

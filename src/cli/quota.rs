@@ -120,8 +120,14 @@ struct ValueArgs {
 impl ValueArgs {
     fn pairs(&self) -> Vec<(&'static str, f64)> {
         [
-            ("producer_byte_rate", self.producer_byte_rate.map(|v| v as f64)),
-            ("consumer_byte_rate", self.consumer_byte_rate.map(|v| v as f64)),
+            (
+                "producer_byte_rate",
+                self.producer_byte_rate.map(|v| v as f64),
+            ),
+            (
+                "consumer_byte_rate",
+                self.consumer_byte_rate.map(|v| v as f64),
+            ),
             ("request_percentage", self.request_percentage),
             ("controller_mutation_rate", self.controller_mutation_rate),
             ("connection_creation_rate", self.connection_creation_rate),

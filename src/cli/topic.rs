@@ -38,8 +38,7 @@ use portcullis::log::segment::now_ms;
 use portcullis::log::topic::stored_meta;
 
 use super::connect::{
-    check, print_json, topic_name, BrokerError, Cluster, ConnectArgs, OutputArgs, EARLIEST,
-    LATEST,
+    check, print_json, topic_name, BrokerError, Cluster, ConnectArgs, OutputArgs, EARLIEST, LATEST,
 };
 
 const CREATE_TOPICS: std::ops::RangeInclusive<i16> = 2..=7;
@@ -201,7 +200,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
         } => {
             let configs = configs.all(&args.conn);
             create(&mut cl, &name, partitions, replication_factor, &configs).await
-        },
+        }
         TopicCommand::List { internal, out } => list(&mut cl, internal, out.json()).await,
         TopicCommand::Describe { name, out } => describe(&mut cl, &name, out.json()).await,
         TopicCommand::Alter {
@@ -212,7 +211,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
         } => {
             let configs = configs.all(&args.conn);
             alter(&mut cl, &name, &configs, &delete_configs, partitions).await
-        },
+        }
         TopicCommand::Delete { name, .. } => delete(&mut cl, &name).await,
         TopicCommand::Inspect { .. } => unreachable!("handled above"),
     }
@@ -474,12 +473,11 @@ async fn log_dirs(
 async fn topic_configs(cl: &mut Cluster, name: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let c = cl.any().await?;
     let v = c.version(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS)?;
-    let req = DescribeConfigsRequest::default().with_resources(vec![
-        DescribeConfigsResource::default()
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
             .with_resource_name(StrBytes::from_string(name.to_string()))
-            .with_configuration_keys(None),
-    ]);
+            .with_configuration_keys(None)]);
     let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, v, &req).await?;
     let mut out = BTreeMap::new();
     for res in &r.results {
@@ -488,11 +486,18 @@ async fn topic_configs(cl: &mut Cluster, name: &str) -> anyhow::Result<BTreeMap<
             res.error_code,
             res.error_message.as_ref(),
         )?;
-        for cfg in res.configs.iter().filter(|c| c.config_source == SOURCE_TOPIC) {
+        for cfg in res
+            .configs
+            .iter()
+            .filter(|c| c.config_source == SOURCE_TOPIC)
+        {
             let value = if cfg.is_sensitive {
                 "(sensitive)".to_string()
             } else {
-                cfg.value.as_ref().map(|v| v.to_string()).unwrap_or_default()
+                cfg.value
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
             };
             out.insert(cfg.name.to_string(), value);
         }
