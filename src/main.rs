@@ -16,7 +16,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error (cannot connect, bad files, a broker error other than below)
-  2  usage error: unknown command or flag, bad or missing value
+  2  usage error: unknown command or flag, a bad, missing or conflicting
+     value (nothing is sent to the broker)
   3  refused by the broker: not authorized (*_AUTHORIZATION_FAILED) or
      the SASL login failed
 
@@ -116,7 +117,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     });
     if refused {
         EXIT_REFUSED
-    } else if e.chain().any(|c| c.downcast_ref::<clap::Error>().is_some()) {
+    } else if e
+        .chain()
+        .any(|c| c.downcast_ref::<cli::connect::UsageError>().is_some())
+    {
         EXIT_USAGE
     } else {
         1

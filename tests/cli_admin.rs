@@ -234,9 +234,9 @@ fn topics_round_trip_through_the_command_line() {
     assert_eq!(d["configs"]["retention.ms"], "3600000", "{d}");
     assert!(d["configs"].get("cleanup.policy").is_none(), "{d}");
 
-    // Deleting needs --yes when nobody can be asked.
+    // Deleting needs --yes when nobody can be asked: a usage error.
     let refused = admin(&broker, &["topic", "delete", "orders"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--yes"),
         "{}",

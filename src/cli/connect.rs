@@ -103,7 +103,7 @@ impl ConnectArgs {
     /// Refuses KEY=VALUE `--config`s where no topic config is taken.
     pub fn no_topic_configs(&self) -> anyhow::Result<()> {
         if let Some((k, v)) = self.topic_configs().first() {
-            anyhow::bail!(
+            usage!(
                 "--config {k}={v}: a topic config is taken by `topic create` and `topic alter` only; --config here names the broker config file"
             );
         }
@@ -184,6 +184,27 @@ impl std::fmt::Display for BrokerError {
 }
 
 impl std::error::Error for BrokerError {}
+
+/// A usage mistake clap cannot see (flags that only make sense together,
+/// nothing asked for): exit code 2, like clap's own.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// `Err(UsageError)`, as `bail!` does for other errors.
+macro_rules! usage {
+    ($($t:tt)*) => {
+        return Err($crate::cli::connect::UsageError(format!($($t)*)).into())
+    };
+}
+pub(crate) use usage;
 
 /// `Err(BrokerError)` unless `code` is 0.
 pub fn check(what: impl Into<String>, code: i16, message: Option<&StrBytes>) -> anyhow::Result<()> {

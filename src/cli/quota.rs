@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::alter_client_quotas_request::{
     EntityData as AlterEntity, EntryData as AlterEntry, OpData,
@@ -17,7 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::connect::{check, print_json, Cluster, ConnectArgs, OutputArgs};
+use super::connect::{check, print_json, usage, Cluster, ConnectArgs, OutputArgs, UsageError};
 
 const DESCRIBE_CLIENT_QUOTAS: std::ops::RangeInclusive<i16> = 0..=1;
 const ALTER_CLIENT_QUOTAS: std::ops::RangeInclusive<i16> = 0..=1;
@@ -67,7 +66,7 @@ impl EntityArgs {
             let name = p
                 .strip_prefix("User:")
                 .filter(|n| !n.is_empty())
-                .with_context(|| format!("--principal `{p}`: expected User:NAME"))?;
+                .ok_or_else(|| UsageError(format!("--principal `{p}`: expected User:NAME")))?;
             out.push(("user", Some(name.to_string())));
         } else if self.default_principal {
             out.push(("user", None));
@@ -78,8 +77,9 @@ impl EntityArgs {
             out.push(("client-id", None));
         }
         if let Some(ip) = &self.ip {
-            ip.parse::<std::net::IpAddr>()
-                .with_context(|| format!("--ip `{ip}` is not an IP address"))?;
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                usage!("--ip `{ip}` is not an IP address");
+            }
             out.push(("ip", Some(ip.clone())));
         } else if self.default_ip {
             out.push(("ip", None));
@@ -90,7 +90,7 @@ impl EntityArgs {
     fn required(&self) -> anyhow::Result<Vec<(&'static str, Option<String>)>> {
         let parts = self.parts()?;
         if parts.is_empty() {
-            bail!("name the entity: --principal, --default-principal, --client-id, --default-client-id, --ip or --default-ip");
+            usage!("name the entity: --principal, --default-principal, --client-id, --default-client-id, --ip or --default-ip");
         }
         Ok(parts)
     }
@@ -211,13 +211,13 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
         QuotaCommand::Set { entity, values } => {
             entity.required()?;
             if values.pairs().is_empty() {
-                bail!("nothing to set: give --producer-byte-rate, --consumer-byte-rate, --request-percentage, --controller-mutation-rate or --connection-creation-rate");
+                usage!("nothing to set: give --producer-byte-rate, --consumer-byte-rate, --request-percentage, --controller-mutation-rate or --connection-creation-rate");
             }
         }
         QuotaCommand::Remove { entity, keys } => {
             entity.required()?;
             if keys.keys().is_empty() && !keys.all {
-                bail!("nothing to remove: name the keys (--producer-byte-rate, ...) or --all");
+                usage!("nothing to remove: name the keys (--producer-byte-rate, ...) or --all");
             }
         }
     }

@@ -38,7 +38,8 @@ use portcullis::log::segment::now_ms;
 use portcullis::log::topic::stored_meta;
 
 use super::connect::{
-    check, print_json, topic_name, BrokerError, Cluster, ConnectArgs, OutputArgs, EARLIEST, LATEST,
+    check, print_json, topic_name, usage, BrokerError, Cluster, ConnectArgs, OutputArgs, EARLIEST,
+    LATEST,
 };
 
 const CREATE_TOPICS: std::ops::RangeInclusive<i16> = 2..=7;
@@ -221,7 +222,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
 /// the topic's name; a script must say --yes.
 fn confirm_delete(name: &str, password_on_stdin: bool) -> anyhow::Result<()> {
     if password_on_stdin || !std::io::stdin().is_terminal() {
-        bail!("deleting `{name}` needs --yes when standard input is not a terminal");
+        usage!("deleting `{name}` needs --yes when standard input is not a terminal");
     }
     eprint!("delete topic `{name}` and all its records? Type its name to confirm: ");
     std::io::stderr().flush()?;
@@ -513,7 +514,7 @@ async fn alter(
     partitions: Option<i32>,
 ) -> anyhow::Result<()> {
     if set.is_empty() && delete.is_empty() && partitions.is_none() {
-        bail!("nothing to change: give --config, --delete-config or --partitions");
+        usage!("nothing to change: give --config, --delete-config or --partitions");
     }
     if !set.is_empty() || !delete.is_empty() {
         let c = cl.any().await?;
