@@ -45,6 +45,8 @@ pub struct Broker {
     /// Brute-force brake and aggregated audit of failed logins.
     pub login_throttle: crate::security::throttle::LoginThrottle,
     pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
+    /// Client quotas (the config file's, overlaid by AlterClientQuotas).
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 impl Broker {

@@ -332,6 +332,10 @@ pub struct Config {
     /// The upstream cluster, for `backend: gateway`.
     #[serde(default)]
     pub gateway: Option<crate::gateway::GatewaySettings>,
+    /// Client quotas by entity (Kafka's model); AlterClientQuotas
+    /// overrides them at runtime.
+    #[serde(default)]
+    pub quotas: Vec<crate::quota::EntityQuotas>,
     /// The keys the file (or the command line) set, dotted
     /// (`log.retention_ms`): DescribeConfigs reports those as
     /// STATIC_BROKER_CONFIG and the rest as Kafka's DEFAULT_CONFIG.

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod group;
 pub mod group_config;
 pub mod log;
+pub mod quota;
 pub mod security;
 pub mod server;
 pub mod start;

@@ -37,6 +37,8 @@ pub enum BrokerError {
     ProducerIds { source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("client quotas: {0}")]
+    Quotas(#[from] crate::quota::QuotaStoreError),
     #[error("credential store: {0}")]
     Credentials(#[from] CredentialError),
     #[error("cannot watch {what}: {source}")]
@@ -286,8 +288,13 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         }
         _ => None,
     };
+    let quotas = Arc::new(crate::quota::Quotas::load(
+        &config.quotas,
+        Some(&config.data_dir),
+    )?);
     let broker = Arc::new(Broker {
         config: config.clone(),
+        quotas,
         dynamic,
         group_configs,
         logs: logs.clone(),

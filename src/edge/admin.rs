@@ -35,6 +35,19 @@ fn denied_message() -> Option<StrBytes> {
     Some(StrBytes::from_static_str("Authorization failed."))
 }
 
+fn throttled_message() -> Option<StrBytes> {
+    Some(StrBytes::from_static_str(crate::quota::MUTATION_REFUSED))
+}
+
+/// Partitions a topic has, for the mutation quota (a back end that cannot
+/// tell, the gateway, counts one).
+fn partitions_of(ctx: &RequestContext<'_>, topic: &str) -> u32 {
+    ctx.broker
+        .logs
+        .topic(topic)
+        .map_or(1, |t| t.partition_count().max(1) as u32)
+}
+
 pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Plan {
     // Create on the cluster covers every topic; else per topic (audited).
     let cluster = ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
@@ -45,19 +58,37 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
             ctx.authorize_topic(Operation::Create, &t.name)
         }
     });
+    let validate_only = r.validate_only;
+    // KIP-599: v6+ refuses what comes while the client's mutation rate is
+    // in debt; older clients only get throttled.
+    let (allowed, throttled) = split(allowed, |t| {
+        let partitions = if !t.assignments.is_empty() {
+            t.assignments.len() as u32
+        } else if t.num_partitions > 0 {
+            t.num_partitions as u32
+        } else {
+            ctx.broker.logs.defaults().default_partitions.max(1) as u32
+        };
+        validate_only || ctx.quota.mutate(partitions, ctx.version >= 6).is_ok()
+    });
+    let refuse = |t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+                  code: ResponseError,
+                  message: Option<StrBytes>| {
+        CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_code(code.code())
+            .with_error_message(message.filter(|_| ctx.version >= 1))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+    };
     let refused: Vec<CreatableTopicResult> = denied
         .iter()
-        .map(|t| {
-            CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
-                .with_error_message(denied_message().filter(|_| ctx.version >= 1))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
-        })
+        .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
+        .chain(throttled.iter().map(|t| {
+            refuse(t, ResponseError::ThrottlingQuotaExceeded, throttled_message())
+        }))
         .collect();
     let nothing_left = allowed.is_empty();
-    let validate_only = r.validate_only;
     let asked: Vec<(String, i32, BTreeMap<String, String>)> = allowed
         .iter()
         .map(|t| {
@@ -138,6 +169,31 @@ pub fn delete_topics(
         },
     });
     refused.extend(bad_states.into_iter().map(|t| refuse(t.name, t.topic_id)));
+    let strict = ctx.version >= 5;
+    let throttle_refusal = |name, id| {
+        DeletableTopicResult::default()
+            .with_name(name)
+            .with_topic_id(id)
+            .with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+            .with_error_message(throttled_message())
+    };
+    let (ok_names, slow_names) = split(ok_names, |n| {
+        ctx.quota.mutate(partitions_of(ctx, n), strict).is_ok()
+    });
+    refused.extend(
+        slow_names
+            .into_iter()
+            .map(|n| throttle_refusal(Some(n), Default::default())),
+    );
+    let (ok_states, slow_states) = split(ok_states, |t| {
+        let n = t.name.as_deref().map_or(1, |n| partitions_of(ctx, n));
+        ctx.quota.mutate(n, strict).is_ok()
+    });
+    refused.extend(
+        slow_states
+            .into_iter()
+            .map(|t| throttle_refusal(t.name, t.topic_id)),
+    );
     let nothing_left = ok_names.is_empty() && ok_states.is_empty();
     r.topic_names = ok_names;
     r.topics = ok_states;
@@ -168,17 +224,28 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         ctx.authorize_topic(Operation::Alter, &t.name)
     });
+    let validate_only = r.validate_only;
+    let (allowed, throttled) = split(allowed, |t| {
+        let now = ctx.broker.logs.topic(&t.name).map_or(0, |t| t.partition_count());
+        let added = (t.count - now).max(1) as u32;
+        validate_only || ctx.quota.mutate(added, ctx.version >= 3).is_ok()
+    });
+    let refuse = |t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
+                  code: ResponseError,
+                  message: Option<StrBytes>| {
+        CreatePartitionsTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_code(code.code())
+            .with_error_message(message)
+    };
     let refused: Vec<CreatePartitionsTopicResult> = denied
         .iter()
-        .map(|t| {
-            CreatePartitionsTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
-                .with_error_message(denied_message())
-        })
+        .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
+        .chain(throttled.iter().map(|t| {
+            refuse(t, ResponseError::ThrottlingQuotaExceeded, throttled_message())
+        }))
         .collect();
     let nothing_left = allowed.is_empty();
-    let validate_only = r.validate_only;
     let asked: Vec<(String, i32)> = allowed
         .iter()
         .map(|t| (t.name.to_string(), t.count))

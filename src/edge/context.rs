@@ -27,6 +27,8 @@ pub struct RequestContext<'a> {
     /// known, so they carry its error codes. Decisions on many resources
     /// coalesce there, so a request's records stay bounded.
     pub audit: Mutex<AuditBuffer>,
+    /// The quota buckets the request spends from, and its throttle.
+    pub quota: crate::quota::RequestQuota,
 }
 
 impl RequestContext<'_> {

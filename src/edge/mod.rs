@@ -21,6 +21,7 @@ pub mod plan;
 mod quotas;
 pub mod refusals;
 mod response;
+pub mod throttle;
 pub mod sasl;
 pub mod scram_credentials;
 pub mod txn;
@@ -44,6 +45,7 @@ use plan::{Fix, Plan};
 use crate::audit::coalesce::Outcomes;
 use crate::audit::AuditEvent;
 use crate::broker::Broker;
+use crate::quota::{ConnectionQuota, QuotaKey};
 use crate::security::session::{Gate, Session};
 use crate::server::BoundListener;
 
@@ -71,8 +73,10 @@ pub async fn handle_frame(
     listener: &BoundListener,
     peer: std::net::SocketAddr,
     session: &mut Session,
+    quota: &mut ConnectionQuota,
     frame: Bytes,
 ) -> Outcome {
+    let started = std::time::Instant::now();
     let broker = &*edge.broker;
     let Some((key, version, correlation_id)) = peek_header(&frame) else {
         return Outcome::Close("frame shorter than a request header".into());
@@ -170,6 +174,11 @@ pub async fn handle_frame(
         principal: session.principal(),
         acls: broker.acls.snapshot().clone(),
         audit: Default::default(),
+        quota: quota.for_request(
+            &broker.quotas,
+            session.principal(),
+            header.client_id.as_deref().unwrap_or(""),
+        ),
     };
     // Served by the edge itself, whatever the back end.
     let local = match body {
@@ -190,10 +199,28 @@ pub async fn handle_frame(
         RequestKind::DescribeClientQuotas(r) => {
             ResponseKind::DescribeClientQuotas(quotas::describe(&ctx, r))
         }
-        body => return through_backend(&ctx, &*edge.backend, frame, body).await,
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(quotas::alter(&ctx, r))
+        }
+        body => {
+            let outcome = through_backend(&ctx, &*edge.backend, frame, body, started).await;
+            quota.mute_for(throttled(&ctx));
+            return outcome;
+        }
     };
+    let mut local = local;
+    if ctx.quota.times_requests() {
+        ctx.quota.spend_time(started.elapsed());
+    }
+    throttle::set_on(&mut local, ctx.quota.throttle_ms());
+    quota.mute_for(throttled(&ctx));
     flush_audit(broker, &ctx, Some(&local)).await;
     encode_response(api, version, correlation_id, &local)
+}
+
+/// How long the connection is muted for what this request spent.
+fn throttled(ctx: &RequestContext<'_>) -> std::time::Duration {
+    std::time::Duration::from_millis(ctx.quota.throttle_ms())
 }
 
 /// Authorizes the request, runs what is allowed on the back end and merges
@@ -203,9 +230,21 @@ async fn through_backend(
     backend: &dyn Backend,
     frame: Bytes,
     body: RequestKind,
+    started: std::time::Instant,
 ) -> Outcome {
     let broker = ctx.broker;
     let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
+    // Kafka's quota order: a Fetch from a client over its byte rate gets
+    // no data until it has waited; a Produce is appended and throttled
+    // after (never dropped), by its size.
+    if throttle::is_fetch(api) && ctx.quota.in_debt(QuotaKey::ConsumerByteRate) {
+        let resp = throttle::throttled_fetch(ctx.quota.throttle_ms());
+        return encode_response(api, version, correlation_id, &resp);
+    }
+    if api == ApiKey::Produce {
+        ctx.quota
+            .spend(QuotaKey::ProducerByteRate, frame.len() as f64);
+    }
     let (body, changed, fix) = match plan(ctx, backend, body) {
         Plan::Local(None) => {
             flush_audit(broker, ctx, None).await;
@@ -224,13 +263,55 @@ async fn through_backend(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .has_allows();
+    // The throttle goes into the answer: a pass-through answer cannot
+    // carry it (Fetch excepted, patched below).
+    let throttles = ctx.quota.throttle_ms() > 0 || ctx.quota.times_requests();
     let allowed = Allowed {
         frame,
         body,
         changed,
-        needs_answer: fix.is_some() || audit_needs_it,
+        needs_answer: fix.is_some() || audit_needs_it || throttles && !throttle::is_fetch(api),
     };
-    match backend.execute(ctx, allowed).await {
+    let executed = if ctx.quota.times_requests() {
+        let before = started.elapsed();
+        let (executed, busy) = throttle::Busy::new(backend.execute(ctx, allowed)).await;
+        ctx.quota.spend_time(before + busy);
+        executed
+    } else {
+        backend.execute(ctx, allowed).await
+    };
+    let executed = match executed {
+        Executed::Answer(mut resp) => {
+            if throttle::is_fetch(api) {
+                ctx.quota.spend(
+                    QuotaKey::ConsumerByteRate,
+                    throttle::fetch_bytes(&resp) as f64,
+                );
+            }
+            throttle::set_on(&mut resp, ctx.quota.throttle_ms());
+            Executed::Answer(resp)
+        }
+        Executed::Encoded(bytes) if throttle::is_fetch(api) => {
+            ctx.quota
+                .spend(QuotaKey::ConsumerByteRate, bytes.len() as f64);
+            match ctx.quota.throttle_ms() {
+                0 => Executed::Encoded(bytes),
+                ms => Executed::Encoded(
+                    throttle::patch_encoded_fetch(bytes, version, ms).unwrap_or_else(|b| b),
+                ),
+            }
+        }
+        Executed::Later(answer) => match ctx.quota.throttle_ms() {
+            0 => Executed::Later(answer),
+            ms => Executed::Later(Box::pin(async move {
+                let mut resp = answer.await;
+                throttle::set_on(&mut resp, ms);
+                resp
+            })),
+        },
+        other => other,
+    };
+    match executed {
         Executed::Silent => {
             flush_audit(broker, ctx, None).await;
             Outcome::Silent

@@ -1,23 +1,29 @@
-//! DescribeClientQuotas, answered by the edge in both modes: client quotas
-//! are about the edge's own principals (the upstream of a gateway only
-//! ever sees the service user), so they can only live here.
-//!
-//! No client quota can be configured yet, so a valid, authorized request
-//! matches no entity. The filter is still validated as Kafka validates it,
-//! so a client learns about a malformed filter now rather than the day
-//! quotas exist. `kafka-configs --describe --entity-type users` asks for
-//! quotas and SCRAM credentials together, which is what makes it work.
+//! DescribeClientQuotas and AlterClientQuotas, answered by the edge in
+//! both modes: client quotas are about the edge's own principals (the
+//! upstream of a gateway only ever sees the service user) and are enforced
+//! here, so they can only live here. The values are kept by `quota::Quotas`.
+//! `kafka-configs --describe --entity-type users` asks for quotas and SCRAM
+//! credentials together, which is what makes it work.
 
 use std::collections::BTreeSet;
 
+use kafka_protocol::messages::alter_client_quotas_response::{
+    EntityData as AlteredEntity, EntryData as AlterResult,
+};
+use kafka_protocol::messages::describe_client_quotas_response::{
+    EntityData as DescribedEntity, EntryData, ValueData,
+};
 use kafka_protocol::messages::{
-    DescribeClientQuotasRequest, DescribeClientQuotasResponse, ResponseKind,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::acl::Operation;
+use crate::audit::outcome::worst;
 use crate::edge::RequestContext;
+use crate::quota::{Change, Entity, Name, QuotaKey, Quotas};
 
 /// Kafka's quota entity types (`ClientQuotaEntity`).
 const ENTITY_TYPES: &[&str] = &["user", "client-id", "ip"];
@@ -47,7 +53,175 @@ pub fn describe(
     if let Err(why) = validate(&req) {
         return refuse(ResponseError::InvalidRequest, why);
     }
-    DescribeClientQuotasResponse::default().with_entries(Some(Vec::new()))
+    let entries = ctx
+        .broker
+        .quotas
+        .entries()
+        .into_iter()
+        .filter(|(entity, _)| matches(&req, entity))
+        .map(|(entity, values)| {
+            EntryData::default()
+                .with_entity(
+                    entity
+                        .parts()
+                        .into_iter()
+                        .map(|(t, n)| {
+                            DescribedEntity::default()
+                                .with_entity_type(StrBytes::from_static_str(t))
+                                .with_entity_name(n.map(|n| StrBytes::from_string(n.into())))
+                        })
+                        .collect(),
+                )
+                .with_values(
+                    values
+                        .into_iter()
+                        .map(|(k, v)| {
+                            ValueData::default()
+                                .with_key(StrBytes::from_static_str(k.name()))
+                                .with_value(v)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeClientQuotasResponse::default().with_entries(Some(entries))
+}
+
+/// Kafka's filter semantics: every component names a type the entity has
+/// (exactly that name, the default, or any); `strict` also rules out
+/// entities with types the filter does not name.
+fn matches(req: &DescribeClientQuotasRequest, entity: &Entity) -> bool {
+    let parts = entity.parts();
+    let all_named = req.components.iter().all(|c| {
+        let Some((_, name)) = parts.iter().find(|(t, _)| *t == c.entity_type.as_str()) else {
+            return false;
+        };
+        match c.match_type {
+            MATCH_EXACT => *name == c._match.as_deref(),
+            MATCH_DEFAULT => name.is_none(),
+            _ => true,
+        }
+    });
+    all_named && (!req.strict || parts.len() == req.components.len())
+}
+
+/// Each entry is checked and applied on its own, as Kafka does; the
+/// applied ones are written to the data dir together.
+pub fn alter(ctx: &RequestContext<'_>, req: AlterClientQuotasRequest) -> AlterClientQuotasResponse {
+    // Kafka: ALTER_CONFIGS on the cluster.
+    let authorized = ctx.authorize_cluster(Operation::AlterConfigs);
+    let mut results = Vec::with_capacity(req.entries.len());
+    let mut apply: Vec<(Entity, Vec<Change>)> = Vec::new();
+    let mut applied_at = Vec::new();
+    for e in &req.entries {
+        let echo = e
+            .entity
+            .iter()
+            .map(|p| {
+                AlteredEntity::default()
+                    .with_entity_type(p.entity_type.clone())
+                    .with_entity_name(p.entity_name.clone())
+            })
+            .collect();
+        let result = AlterResult::default().with_entity(echo);
+        let checked = if authorized {
+            parse_entry(e)
+        } else {
+            Err((
+                ResponseError::ClusterAuthorizationFailed,
+                "Cluster authorization failed.".to_string(),
+            ))
+        };
+        match checked {
+            Ok(change) => {
+                applied_at.push(results.len());
+                apply.push(change);
+                results.push(result);
+            }
+            Err((code, message)) => results.push(
+                result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            ),
+        }
+    }
+    if !req.validate_only && !apply.is_empty() {
+        match ctx.broker.quotas.alter(&apply) {
+            Ok(()) => {
+                for (entity, changes) in &apply {
+                    record(ctx, entity, changes);
+                }
+            }
+            Err(e) => {
+                tracing::error!("client quotas not changed: {e}");
+                for i in applied_at {
+                    let r = &mut results[i];
+                    r.error_code = ResponseError::UnknownServerError.code();
+                    r.error_message = Some(StrBytes::from_string(
+                        "the broker could not persist the change".into(),
+                    ));
+                }
+            }
+        }
+    }
+    AlterClientQuotasResponse::default().with_entries(results)
+}
+
+type Refusal = (ResponseError, String);
+
+fn parse_entry(
+    e: &kafka_protocol::messages::alter_client_quotas_request::EntryData,
+) -> Result<(Entity, Vec<Change>), Refusal> {
+    let invalid = |m: String| (ResponseError::InvalidRequest, m);
+    let mut entity = Entity::default();
+    for p in &e.entity {
+        let name = Name::from_wire(p.entity_name.as_deref());
+        let slot = match p.entity_type.as_str() {
+            "user" => &mut entity.user,
+            "client-id" => &mut entity.client_id,
+            "ip" => &mut entity.ip,
+            other => {
+                return Err(invalid(format!(
+                    "Unhandled client quota entity type: {}",
+                    shorten(other)
+                )))
+            }
+        };
+        if slot.replace(name).is_some() {
+            return Err(invalid(format!(
+                "Duplicate {} entity type",
+                p.entity_type.as_str()
+            )));
+        }
+    }
+    let mut changes = Vec::with_capacity(e.ops.len());
+    let mut keys = BTreeSet::new();
+    for op in &e.ops {
+        let key = QuotaKey::parse(&op.key)
+            .ok_or_else(|| invalid(format!("Invalid configuration key {}", shorten(&op.key))))?;
+        if !keys.insert(key) {
+            return Err(invalid(format!("Duplicate quota key {key}")));
+        }
+        changes.push((key, (!op.remove).then_some(op.value)));
+    }
+    Quotas::validate(&entity, &changes).map_err(|e| invalid(e.to_string()))?;
+    Ok((entity, changes))
+}
+
+/// One audit record and log line per entity changed.
+fn record(ctx: &RequestContext<'_>, entity: &Entity, changes: &[Change]) {
+    let set: serde_json::Map<String, serde_json::Value> = changes
+        .iter()
+        .filter_map(|(k, v)| Some((k.name().to_string(), (*v)?.into())))
+        .collect();
+    let removed: Vec<&str> = changes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.name())
+        .collect();
+    tracing::info!(principal = ctx.principal, entity = %entity, ?set, ?removed, "client quotas changed");
+    let details = serde_json::json!({ "set": set, "removed": removed });
+    ctx.admin_action("alter_client_quotas", "client_quota", &entity.to_string(), Some(details));
 }
 
 /// Kafka's rules for a quota filter: known entity types, each at most
@@ -90,6 +264,7 @@ fn shorten(s: &str) -> String {
 pub(super) fn top_code(resp: &ResponseKind) -> Option<i16> {
     match resp {
         ResponseKind::DescribeClientQuotas(r) => Some(r.error_code),
+        ResponseKind::AlterClientQuotas(r) => Some(worst(r.entries.iter().map(|e| e.error_code))),
         _ => None,
     }
 }

@@ -58,6 +58,7 @@ pub const SUPPORTED: &[Api] = &[
     api(ApiKey::DescribeCluster, 0, 2, Served::Backend, false),
     api(ApiKey::DescribeLogDirs, 1, 4, Served::Backend, false),
     api(ApiKey::DescribeClientQuotas, 0, 1, Served::Edge, false),
+    api(ApiKey::AlterClientQuotas, 0, 1, Served::Edge, true),
     api(ApiKey::SaslHandshake, 0, 1, Served::Edge, false),
     api(ApiKey::SaslAuthenticate, 0, 2, Served::Edge, false),
     api(
@@ -212,6 +213,7 @@ mod tests {
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
             ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::VERSIONS,
+            ApiKey::AlterClientQuotas => AlterClientQuotasRequest::VERSIONS,
             ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
             ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
             ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,

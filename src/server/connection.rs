@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::edge::{self, Edge, Outcome};
+use crate::quota::ConnectionQuota;
 use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
@@ -84,11 +85,18 @@ where
     tokio::pin!(timer);
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
+    let mut quota = ConnectionQuota::default();
     let end = loop {
         if *stopping.borrow_and_update() {
             break "broker shutting down".to_string();
         }
-        let may_read = owed.len() < MAX_IN_FLIGHT;
+        // A throttled client is not read from until its throttle has
+        // passed (Kafka mutes the channel); its answers still go out.
+        let muted = quota.muted_until.filter(|u| *u > Instant::now());
+        if muted.is_none() {
+            quota.muted_until = None;
+        }
+        let may_read = owed.len() < MAX_IN_FLIGHT && muted.is_none();
         // The oldest owed response, once it is ready.
         let front = async {
             match owed.front_mut() {
@@ -107,6 +115,7 @@ where
             }
             r = frames.read(&mut rd), if may_read => Some(r),
             _ = stopping.changed() => break "broker shutting down".to_string(),
+            () = tokio::time::sleep_until(muted.unwrap_or_else(far_future)), if muted.is_some() => None,
             why = &mut admission.evicted, if !logged_in => {
                 let why = why.map(|w| w.as_str()).unwrap_or("limit");
                 break format!("displaced before login: {why} reached");
@@ -172,6 +181,7 @@ where
                     &listener,
                     peer,
                     &mut session,
+                    &mut quota,
                     frame,
                 ))
                 .await

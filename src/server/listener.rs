@@ -84,6 +84,21 @@ pub fn spawn_accept_loop(
                             continue;
                         }
                     };
+                    if let Some(hold) = broker
+                        .quotas
+                        .connection_created(peer.ip(), std::time::Instant::now())
+                    {
+                        // Over its address's connection_creation_rate: held
+                        // unread for the throttle time, then closed (Kafka's
+                        // KIP-612 behaviour), still counted at the limits.
+                        tokio::spawn(async move {
+                            let _place = admission;
+                            tokio::time::sleep(hold).await;
+                            #[allow(deprecated)]
+                            let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+                        });
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let edge = edge.clone();
                     let info = info.clone();
