@@ -408,7 +408,6 @@ fn group_list_and_acl_and_user_lists_print_json() {
 }
 
 #[test]
-#[ignore = "needs AlterClientQuotas on main"]
 fn quotas_set_list_remove() {
     let (_dir, broker) = start("cli-admin-quota");
     let out = ok(
@@ -445,6 +444,40 @@ fn quotas_set_list_remove() {
         "{text}"
     );
 
+    // The default client-id entity: Kafka's `<default>`, a null name.
+    ok(
+        admin(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--default-client-id",
+                "--consumer-byte-rate",
+                "2048",
+                "--request-percentage",
+                "50",
+            ],
+        ),
+        "quota set default client-id",
+    );
+    let text = ok(admin(&broker, &["quota", "list"]), "quota list");
+    assert!(
+        text.contains("client-id=<default>: consumer_byte_rate=2048, request_percentage=50"),
+        "{text}"
+    );
+    ok(
+        admin(
+            &broker,
+            &[
+                "quota",
+                "remove",
+                "--default-client-id",
+                "--consumer-byte-rate",
+                "--request-percentage",
+            ],
+        ),
+        "quota remove default client-id",
+    );
     ok(
         admin(
             &broker,

@@ -85,7 +85,11 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
         .iter()
         .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
         .chain(throttled.iter().map(|t| {
-            refuse(t, ResponseError::ThrottlingQuotaExceeded, throttled_message())
+            refuse(
+                t,
+                ResponseError::ThrottlingQuotaExceeded,
+                throttled_message(),
+            )
         }))
         .collect();
     let nothing_left = allowed.is_empty();
@@ -226,23 +230,32 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
     });
     let validate_only = r.validate_only;
     let (allowed, throttled) = split(allowed, |t| {
-        let now = ctx.broker.logs.topic(&t.name).map_or(0, |t| t.partition_count());
+        let now = ctx
+            .broker
+            .logs
+            .topic(&t.name)
+            .map_or(0, |t| t.partition_count());
         let added = (t.count - now).max(1) as u32;
         validate_only || ctx.quota.mutate(added, ctx.version >= 3).is_ok()
     });
-    let refuse = |t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
-                  code: ResponseError,
-                  message: Option<StrBytes>| {
-        CreatePartitionsTopicResult::default()
-            .with_name(t.name.clone())
-            .with_error_code(code.code())
-            .with_error_message(message)
-    };
+    let refuse =
+        |t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
+         code: ResponseError,
+         message: Option<StrBytes>| {
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code.code())
+                .with_error_message(message)
+        };
     let refused: Vec<CreatePartitionsTopicResult> = denied
         .iter()
         .map(|t| refuse(t, ResponseError::TopicAuthorizationFailed, denied_message()))
         .chain(throttled.iter().map(|t| {
-            refuse(t, ResponseError::ThrottlingQuotaExceeded, throttled_message())
+            refuse(
+                t,
+                ResponseError::ThrottlingQuotaExceeded,
+                throttled_message(),
+            )
         }))
         .collect();
     let nothing_left = allowed.is_empty();

@@ -21,9 +21,9 @@ pub mod plan;
 mod quotas;
 pub mod refusals;
 mod response;
-pub mod throttle;
 pub mod sasl;
 pub mod scram_credentials;
+pub mod throttle;
 pub mod txn;
 pub mod versions;
 

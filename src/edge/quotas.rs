@@ -221,7 +221,12 @@ fn record(ctx: &RequestContext<'_>, entity: &Entity, changes: &[Change]) {
         .collect();
     tracing::info!(principal = ctx.principal, entity = %entity, ?set, ?removed, "client quotas changed");
     let details = serde_json::json!({ "set": set, "removed": removed });
-    ctx.admin_action("alter_client_quotas", "client_quota", &entity.to_string(), Some(details));
+    ctx.admin_action(
+        "alter_client_quotas",
+        "client_quota",
+        &entity.to_string(),
+        Some(details),
+    );
 }
 
 /// Kafka's rules for a quota filter: known entity types, each at most

@@ -161,12 +161,9 @@ mod tests {
         for version in [4i16, 12, 16] {
             let mut resp = FetchResponse::default();
             resp.throttle_time_ms = 3;
-            let crate::edge::Outcome::Respond(frame) = crate::edge::encode_response(
-                ApiKey::Fetch,
-                version,
-                7,
-                &ResponseKind::Fetch(resp),
-            ) else {
+            let crate::edge::Outcome::Respond(frame) =
+                crate::edge::encode_response(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(resp))
+            else {
                 panic!("not encoded");
             };
             let patched = patch_encoded_fetch(frame, version, 1500).unwrap();

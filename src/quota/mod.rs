@@ -299,7 +299,12 @@ impl Quotas {
     }
 
     /// Kafka's precedence: the first entity with a value for `key`.
-    fn resolve(set: &QuotaSet, user: &str, client: &str, key: QuotaKey) -> Option<(BucketKey, f64)> {
+    fn resolve(
+        set: &QuotaSet,
+        user: &str,
+        client: &str,
+        key: QuotaKey,
+    ) -> Option<(BucketKey, f64)> {
         let named = |s: &str| Some(Name::Named(s.to_string()));
         let dflt = || Some(Name::Default);
         let order = [
@@ -367,7 +372,12 @@ pub struct ConnectionQuota {
 
 impl ConnectionQuota {
     /// The buckets this request spends from.
-    pub fn for_request(&mut self, quotas: &Quotas, principal: &str, client_id: &str) -> RequestQuota {
+    pub fn for_request(
+        &mut self,
+        quotas: &Quotas,
+        principal: &str,
+        client_id: &str,
+    ) -> RequestQuota {
         let set = quotas.set.load();
         if !set.any_client {
             return RequestQuota::default();

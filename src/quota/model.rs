@@ -47,7 +47,10 @@ impl QuotaKey {
 
     /// Kafka types the byte rates as longs: a fraction is refused.
     fn integral(self) -> bool {
-        matches!(self, QuotaKey::ProducerByteRate | QuotaKey::ConsumerByteRate)
+        matches!(
+            self,
+            QuotaKey::ProducerByteRate | QuotaKey::ConsumerByteRate
+        )
     }
 
     /// Only `connection_creation_rate` is set on IP entities, and only
@@ -296,12 +299,16 @@ mod tests {
         assert!(user.check_value(QuotaKey::ProducerByteRate, 1.5).is_err());
         assert!(user.check_value(QuotaKey::RequestPercentage, 0.5).is_ok());
         assert!(user.check_value(QuotaKey::ConsumerByteRate, 0.0).is_err());
-        assert!(user.check_value(QuotaKey::ConnectionCreationRate, 5.0).is_err());
+        assert!(user
+            .check_value(QuotaKey::ConnectionCreationRate, 5.0)
+            .is_err());
         let ip = Entity {
             ip: Some(Name::Default),
             ..Default::default()
         };
-        assert!(ip.check_value(QuotaKey::ConnectionCreationRate, 5.0).is_ok());
+        assert!(ip
+            .check_value(QuotaKey::ConnectionCreationRate, 5.0)
+            .is_ok());
         assert!(ip.check_value(QuotaKey::ProducerByteRate, 5.0).is_err());
     }
 

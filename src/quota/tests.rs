@@ -25,8 +25,14 @@ fn kafka_precedence_per_key() {
     .unwrap();
     let set = q.set.load();
     let rate = |u: &str, c: &str, k| Quotas::resolve(&set, u, c, k).map(|(_, v)| v);
-    assert_eq!(rate("alice", "etl", QuotaKey::ProducerByteRate), Some(300.0));
-    assert_eq!(rate("alice", "other", QuotaKey::ProducerByteRate), Some(200.0));
+    assert_eq!(
+        rate("alice", "etl", QuotaKey::ProducerByteRate),
+        Some(300.0)
+    );
+    assert_eq!(
+        rate("alice", "other", QuotaKey::ProducerByteRate),
+        Some(200.0)
+    );
     assert_eq!(rate("bob", "etl", QuotaKey::ProducerByteRate), Some(100.0));
     // Per key: alice's own entries say nothing about consuming.
     assert_eq!(rate("alice", "etl", QuotaKey::ConsumerByteRate), Some(7.0));
@@ -60,7 +66,10 @@ fn altered_quotas_persist_and_removals_hide_the_file() {
     let again = Quotas::load(&file, Some(dir.path())).unwrap();
     assert_eq!(after(&again), after(&q));
     again
-        .alter(&[(alice.clone(), vec![(QuotaKey::ProducerByteRate, Some(42.0))])])
+        .alter(&[(
+            alice.clone(),
+            vec![(QuotaKey::ProducerByteRate, Some(42.0))],
+        )])
         .unwrap();
     assert!(after(&again).contains(&(alice, vec![(QuotaKey::ProducerByteRate, 42.0)])));
     // A broken file is an error, not an empty set.
@@ -89,13 +98,18 @@ fn a_bucket_throttles_by_its_debt() {
     // Paid off by waiting.
     assert_eq!(b.debt(t0 + Duration::from_millis(600)), Duration::ZERO);
     // Never more than MAX_THROTTLE per response.
-    assert_eq!(b.record(1e9, t0 + Duration::from_secs(1)), bucket::MAX_THROTTLE);
+    assert_eq!(
+        b.record(1e9, t0 + Duration::from_secs(1)),
+        bucket::MAX_THROTTLE
+    );
 }
 
 #[test]
 fn mutations_strict_and_lenient() {
     let q = Quotas::load(
-        &[entry("principal: <default>\ncontroller_mutation_rate: 10\n")],
+        &[entry(
+            "principal: <default>\ncontroller_mutation_rate: 10\n",
+        )],
         None,
     )
     .unwrap();
@@ -109,7 +123,10 @@ fn mutations_strict_and_lenient() {
     assert!(r.mutate(1, false).is_ok());
     // Another user has a bucket of its own.
     let mut other = ConnectionQuota::default();
-    assert!(other.for_request(&q, "User:bob", "x").mutate(5, true).is_ok());
+    assert!(other
+        .for_request(&q, "User:bob", "x")
+        .mutate(5, true)
+        .is_ok());
 }
 
 #[test]
