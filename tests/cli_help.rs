@@ -37,7 +37,9 @@ fn entries(text: &str) -> Vec<Entry> {
             section = line.trim_end_matches(':').to_string();
             continue;
         }
-        if !matches!(section.as_str(), "Commands" | "Arguments" | "Options") {
+        // Flags stand under "Options" or a heading of their own
+        // ("Connection options").
+        if !(matches!(section.as_str(), "Commands" | "Arguments") || section.ends_with("ptions")) {
             continue;
         }
         if line.trim().is_empty() {

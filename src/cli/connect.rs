@@ -34,8 +34,9 @@ pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 
 /// How to reach and log in to the broker. Global, so the flags may stand
-/// before or after the subcommand.
+/// before or after the subcommand; shown under their own heading.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Connection options")]
 pub struct ConnectArgs {
     /// Broker config file (default: config/portcullis.yaml): the first
     /// listener, its protocol and the CA are used unless given below. For
