@@ -5,17 +5,38 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use portcullis::config::{Config, Overrides};
 
 mod cli;
 
+/// Exit codes, shown by `portcullis --help`; `main` keeps them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (cannot connect, bad files, a broker error other than below)
+  2  usage error: unknown command or flag, a bad, missing or conflicting
+     value (nothing is sent to the broker)
+  3  refused by the broker: not authorized (*_AUTHORIZATION_FAILED) or
+     the SASL login failed
+
+Commands that talk to the broker (group, topic, cluster, quota) log in
+with --user (or $PORTCULLIS_USER, default admin) and the password from
+--password-stdin or $PORTCULLIS_PASSWORD. Read commands take
+--output json (or --json) for one JSON document on standard output.";
+
+/// Exit code of a usage error (clap's).
+const EXIT_USAGE: u8 = 2;
+/// Exit code of a refusal by the broker.
+const EXIT_REFUSED: u8 = 3;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
     version,
-    about = "A Kafka-compatible broker with a security edge"
+    about = "A Kafka-compatible broker with a security edge",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,10 +65,20 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Read the audit log.
     Audit(cli::audit::AuditArgs),
-    /// Inspect topics on disk (partitions, segments, the log cleaner).
+    /// Create, list, describe, alter and delete topics; inspect one on disk.
     Topic(cli::topic::TopicArgs),
+    /// Describe the cluster: id, controller, brokers, API versions.
+    Cluster(cli::cluster::ClusterArgs),
+    /// List, set and remove client quotas.
+    Quota(cli::quota::QuotaArgs),
     /// Create development certificates (CA, server, clients).
     Certs(cli::certs::CertsArgs),
+    /// Print a shell completion script for this command line.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing() {
@@ -61,6 +92,7 @@ fn init_tracing() {
 }
 
 fn main() -> std::process::ExitCode {
+    // clap exits with 2 on a usage error (and 0 for --help, --version).
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {
@@ -68,8 +100,30 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One readable line (with causes), not a backtrace.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The documented exit code of an error (see EXIT_CODES).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let refused = e.chain().any(|c| {
+        c.downcast_ref::<cli::connect::BrokerError>()
+            .is_some_and(|b| b.is_refusal())
+            || matches!(
+                c.downcast_ref::<portcullis::client::ClientError>(),
+                Some(portcullis::client::ClientError::Login { .. })
+            )
+    });
+    if refused {
+        EXIT_REFUSED
+    } else if e
+        .chain()
+        .any(|c| c.downcast_ref::<cli::connect::UsageError>().is_some())
+    {
+        EXIT_USAGE
+    } else {
+        1
     }
 }
 
@@ -121,8 +175,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
         Command::Audit(args) => cli::audit::run(args),
-        Command::Topic(args) => cli::topic::run(args),
+        Command::Topic(args) => rt.block_on(cli::topic::run(args)),
         Command::Group(args) => rt.block_on(cli::group::run(args)),
+        Command::Cluster(args) => rt.block_on(cli::cluster::run(args)),
+        Command::Quota(args) => rt.block_on(cli::quota::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "portcullis",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 

@@ -1249,9 +1249,9 @@ fn consumer_offsets_stay_bounded() {
         );
         figures.push((total, sealed, all, restart));
     }
-    let out = broker.cli(&["topic", "describe", "__consumer_offsets"], "");
+    let out = broker.cli(&["topic", "inspect", "__consumer_offsets"], "");
     eprintln!(
-        "portcullis topic describe __consumer_offsets:\n{}{}",
+        "portcullis topic inspect __consumer_offsets:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -4,7 +4,7 @@
 //! kill -9), restarted, and read with librdkafka: every record it serves is
 //! one that was written, at its original offset, none twice, every key's
 //! latest value is there; after the restart the cleaner finishes, each key
-//! is left once, and `portcullis topic describe` shows the pass.
+//! is left once, and `portcullis topic inspect` shows the pass.
 
 mod common;
 
@@ -80,13 +80,13 @@ fn read_all(bootstrap: &str) -> Vec<(i64, String, Option<String>)> {
 }
 
 fn describe(broker: &Broker) -> serde_json::Value {
-    let out = broker.cli(&["topic", "describe", TOPIC, "--json"], "");
+    let out = broker.cli(&["topic", "inspect", TOPIC, "--json"], "");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("describe --json")
+    serde_json::from_slice(&out.stdout).expect("inspect --json")
 }
 
 #[test]
@@ -236,7 +236,7 @@ fn a_crash_at_every_step_of_a_clean_loses_and_duplicates_nothing() {
             .filter(|k| !k.starts_with("filler"))
             .collect();
         assert_eq!(keys.len(), 60, "{step}: one record per key: {keys:?}");
-        let text = broker.cli(&["topic", "describe", TOPIC], "");
+        let text = broker.cli(&["topic", "inspect", TOPIC], "");
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(
             text.contains("DIRTY RATIO") && text.contains("pass "),

@@ -33,16 +33,22 @@ pub struct AclArgs {
 /// Exactly one resource (for add/check) or at most one (for filters).
 #[derive(Args, Default, Clone)]
 struct ResourceArgs {
+    /// A topic, by its literal name (`*`: every topic).
     #[arg(long)]
     topic: Option<String>,
+    /// Topics whose names start with this prefix.
     #[arg(long)]
     topic_prefix: Option<String>,
+    /// A consumer group, by its literal id (`*`: every group).
     #[arg(long)]
     group: Option<String>,
+    /// Consumer groups whose ids start with this prefix.
     #[arg(long)]
     group_prefix: Option<String>,
+    /// A transactional id, literally (`*`: every one).
     #[arg(long)]
     transactional_id: Option<String>,
+    /// Transactional ids starting with this prefix.
     #[arg(long)]
     transactional_id_prefix: Option<String>,
     /// The cluster resource (kafka-cluster).
@@ -101,14 +107,20 @@ impl ResourceArgs {
 enum AclCommand {
     /// Add rules (one per operation and host).
     Add {
+        /// An allow rule (the default).
         #[arg(long, conflicts_with = "deny")]
         allow: bool,
+        /// A deny rule: wins over any allow rule it matches.
         #[arg(long)]
         deny: bool,
+        /// Whose requests: User:NAME, or User:* for everyone.
         #[arg(long)]
         principal: String,
+        /// The operation allowed or denied (repeatable): read, write,
+        /// create, delete, alter, describe, all, ...
         #[arg(long = "operation", required = true)]
         operations: Vec<Operation>,
+        /// Client address the rule applies to (repeatable; default: any host).
         #[arg(long = "host")]
         hosts: Vec<HostMatch>,
         #[command(flatten)]
@@ -123,13 +135,18 @@ enum AclCommand {
     List {
         #[command(flatten)]
         select: SelectArgs,
+        #[command(flatten)]
+        out: super::connect::OutputArgs,
     },
     /// Decide a request and print the rule that decided it.
     Check {
+        /// The principal asking: User:NAME.
         #[arg(long)]
         principal: String,
+        /// The client's address.
         #[arg(long)]
         host: IpAddr,
+        /// The operation asked for.
         #[arg(long)]
         operation: Operation,
         #[command(flatten)]
@@ -139,12 +156,16 @@ enum AclCommand {
 
 #[derive(Args, Default, Clone)]
 struct SelectArgs {
+    /// Only rules of this principal (User:NAME, User:*).
     #[arg(long)]
     principal: Option<String>,
+    /// Only rules for this operation.
     #[arg(long)]
     operation: Option<Operation>,
+    /// Only allow or only deny rules.
     #[arg(long)]
     permission: Option<Permission>,
+    /// Only rules for this host (as written in the rule, `*` for any).
     #[arg(long)]
     host: Option<String>,
     #[command(flatten)]
@@ -269,9 +290,32 @@ pub fn run(args: AclArgs) -> anyhow::Result<()> {
                 bail!("no rule matched");
             }
         }
-        AclCommand::List { select } => {
+        AclCommand::List { select, out } => {
             let filter = select.filter()?;
             let set = store.snapshot();
+            if out.json() {
+                let rules: Vec<serde_json::Value> = set
+                    .rules()
+                    .iter()
+                    .filter(|r| filter.matches(r))
+                    .map(|r| {
+                        serde_json::json!({
+                            "principal": r.principal,
+                            "host": r.host.to_string(),
+                            "resource_type": r.resource_type.to_string(),
+                            "pattern": r.pattern.to_string(),
+                            "name": r.name,
+                            "operation": r.operation.to_string(),
+                            "permission": r.permission.to_string(),
+                            "rule": render_rule(r),
+                        })
+                    })
+                    .collect();
+                return super::connect::print_json(&serde_json::json!({
+                    "rules": rules,
+                    "allow_everyone_if_no_acl_found": set.allow_everyone_if_no_acl_found,
+                }));
+            }
             let mut n = 0;
             for r in set.rules().iter().filter(|r| filter.matches(r)) {
                 println!("{}", render_rule(r));

@@ -31,7 +31,8 @@ pub struct AuditArgs {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Print audit records, oldest first.
+    /// Print audit records, oldest first. With --output json, each record
+    /// is one JSON document on its own line (a stream, so that -f works).
     Tail {
         /// Keep printing new records as they are written.
         #[arg(short = 'f', long)]
@@ -51,9 +52,8 @@ enum AuditCommand {
         /// Only records at or after this time: RFC 3339, or an age like 30m, 2h, 7d.
         #[arg(long)]
         since: Option<String>,
-        /// Print the JSON records instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: super::connect::OutputArgs,
     },
     /// Check the hash chain of every retained file (and the anchor of
     /// deleted ones): gaps, edits, reordering. Exits non-zero on any problem.
@@ -366,8 +366,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
             event,
             topic,
             since,
-            json,
+            out,
         } => {
+            let json = out.json();
             let f = Filter {
                 principal,
                 denied,

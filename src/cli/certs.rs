@@ -16,6 +16,7 @@ enum CertsCommand {
     /// Create ca.crt, server.crt/.key (SANs localhost, 127.0.0.1 and --host)
     /// and client-NAME.crt/.key for each --client.
     Init {
+        /// Directory to write the certificates and keys into.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// Extra DNS name or IP for the server certificate (repeatable).

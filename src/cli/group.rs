@@ -2,69 +2,44 @@
 //! running broker (our own, `portcullis::client`), so it goes through the
 //! same edge, ACLs and audit as any other client.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupId, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use portcullis::client::{Connection, Connector};
-use portcullis::config::{Config, Overrides};
-
-const TIMEOUT: Duration = Duration::from_secs(15);
+use super::connect::{
+    kafka_error, print_json, topic_name, Cluster, ConnectArgs, OutputArgs, EARLIEST, LATEST,
+    TIMEOUT,
+};
 
 // The versions this command speaks: the highest each server also speaks
 // is used. Capped below the versions that restructure a request (OffsetFetch
 // v8 batches groups, FindCoordinator v4 batches keys) or need topic ids.
-const METADATA: std::ops::RangeInclusive<i16> = 1..=9;
 const LIST_GROUPS: std::ops::RangeInclusive<i16> = 0..=5;
 const CONSUMER_GROUP_DESCRIBE: std::ops::RangeInclusive<i16> = 0..=1;
 const DESCRIBE_GROUPS: std::ops::RangeInclusive<i16> = 0..=5;
 const FIND_COORDINATOR: std::ops::RangeInclusive<i16> = 0..=3;
 const OFFSET_FETCH: std::ops::RangeInclusive<i16> = 1..=7;
-const LIST_OFFSETS: std::ops::RangeInclusive<i16> = 1..=7;
 const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
-
-/// ListOffsets timestamps: the log start and the end.
-const EARLIEST: i64 = -2;
-const LATEST: i64 = -1;
 
 #[derive(Args)]
 pub struct GroupArgs {
-    /// Broker config: the first listener, its protocol and the CA are used
-    /// unless given below.
-    #[arg(long, global = true, default_value = "config/portcullis.yaml")]
-    config: PathBuf,
-    /// host:port of the broker (default: the config's first listener).
-    #[arg(long, global = true)]
-    bootstrap: Option<String>,
-    /// SCRAM user (default: $PORTCULLIS_USER or admin).
-    #[arg(long, global = true)]
-    user: Option<String>,
-    /// Read the password from standard input (default: $PORTCULLIS_PASSWORD).
-    #[arg(long, global = true)]
-    password_stdin: bool,
-    /// CA certificate for TLS listeners (default: <certs.dir>/ca.crt).
-    #[arg(long, global = true)]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    conn: ConnectArgs,
     #[command(subcommand)]
     command: GroupCommand,
 }
@@ -72,18 +47,31 @@ pub struct GroupArgs {
 #[derive(Subcommand)]
 enum GroupCommand {
     /// List consumer groups and their states.
-    List,
+    List {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Members, assignments, committed offsets and lag per partition.
-    Describe { name: String },
+    Describe {
+        /// The group id.
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Move a group's committed offsets (the group must be empty).
     ResetOffsets {
+        /// The group id.
         name: String,
+        /// The topic whose partitions' offsets move (all its partitions).
         #[arg(long)]
         topic: String,
+        /// To each partition's log start offset.
         #[arg(long, group = "to")]
         to_earliest: bool,
+        /// To each partition's end (the last stable offset).
         #[arg(long, group = "to")]
         to_latest: bool,
+        /// To this offset, clamped into each partition's range.
         #[arg(long, group = "to")]
         to_offset: Option<i64>,
         /// RFC 3339 time: the first offset at or after it.
@@ -92,120 +80,11 @@ enum GroupCommand {
     },
 }
 
-/// The cluster as this command sees it: a bootstrap address, how to
-/// connect and log in, and one connection per broker address, opened on
-/// first use.
-struct Cluster {
-    bootstrap: String,
-    connector: Connector,
-    login: Option<(String, String)>,
-    conns: HashMap<String, Connection>,
-}
-
-fn cluster(args: &GroupArgs) -> anyhow::Result<Cluster> {
-    let cfg = Config::load(&args.config, &Overrides::default())?;
-    let listener = cfg
-        .listeners
-        .first()
-        .context("the config has no listener")?;
-    let bootstrap = match &args.bootstrap {
-        Some(b) => b.clone(),
-        None => listener
-            .advertised_address
-            .clone()
-            .unwrap_or_else(|| listener.address.clone()),
-    };
-    let proto = listener.security_protocol;
-    let connector = if proto.uses_tls() {
-        let ca = args
-            .ca
-            .clone()
-            .unwrap_or_else(|| cfg.certs.dir.join("ca.crt"));
-        Connector::tls(portcullis::client::tls_connector(&ca, None)?)
-    } else {
-        Connector::plaintext()
-    }
-    .with_client_id("portcullis-group")
-    .with_request_timeout(Some(TIMEOUT));
-    let login = if proto.uses_sasl() {
-        let user = args
-            .user
-            .clone()
-            .or_else(|| std::env::var("PORTCULLIS_USER").ok())
-            .unwrap_or_else(|| "admin".into());
-        let password = if args.password_stdin {
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            line.trim_end_matches(['\n', '\r']).to_string()
-        } else {
-            std::env::var("PORTCULLIS_PASSWORD")
-                .context("give the password with --password-stdin or $PORTCULLIS_PASSWORD")?
-        };
-        Some((user, password))
-    } else {
-        None
-    };
-    Ok(Cluster {
-        bootstrap,
-        connector,
-        login,
-        conns: HashMap::new(),
-    })
-}
-
-/// "NOT_COORDINATOR (16)"-style text for a Kafka error code.
-fn kafka_error(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        Some(ResponseError::Unknown(_)) | None => format!("error {code}"),
-        Some(e) => format!("{e} ({code})"),
-    }
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
-
 fn group_id(name: &str) -> GroupId {
     GroupId(StrBytes::from_string(name.to_string()))
 }
 
 impl Cluster {
-    /// The connection to `addr`: connected, versions known, logged in.
-    async fn at(&mut self, addr: &str) -> anyhow::Result<&mut Connection> {
-        if !self.conns.contains_key(addr) {
-            let open = async {
-                let mut c = self.connector.connect(addr).await?;
-                c.api_versions().await?;
-                if let Some((user, password)) = &self.login {
-                    c.login_scram(user, password, None).await?;
-                }
-                anyhow::Ok(c)
-            };
-            let c = tokio::time::timeout(TIMEOUT, open)
-                .await
-                .map_err(|_| anyhow::anyhow!("{addr}: no connection within {TIMEOUT:?}"))?
-                .with_context(|| format!("broker {addr}"))?;
-            self.conns.insert(addr.to_string(), c);
-        }
-        Ok(self.conns.get_mut(addr).expect("inserted above"))
-    }
-
-    async fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
-        let addr = self.bootstrap.clone();
-        let c = self.at(&addr).await?;
-        let v = c.version(ApiKey::Metadata, METADATA)?;
-        let mut req = MetadataRequest::default().with_topics(topics.map(|t| {
-            t.iter()
-                .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
-                .collect()
-        }));
-        if v >= 4 {
-            // Looking must not create a topic.
-            req = req.with_allow_auto_topic_creation(false);
-        }
-        Ok(c.call(ApiKey::Metadata, v, &req).await?)
-    }
-
     /// The coordinator of `group`, as host:port. Retries while the
     /// coordinator is loading or not yet available.
     async fn coordinator(&mut self, group: &str) -> anyhow::Result<String> {
@@ -308,75 +187,6 @@ impl Cluster {
         }
         Ok(g)
     }
-
-    /// Offsets for `timestamp` (EARLIEST, LATEST or a time in ms) of
-    /// `parts` of `topic`, each asked of its partition's leader.
-    async fn list_offsets(
-        &mut self,
-        md: &MetadataResponse,
-        topic: &str,
-        parts: &[i32],
-        timestamp: i64,
-    ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let brokers: HashMap<BrokerId, String> = md
-            .brokers
-            .iter()
-            .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
-            .collect();
-        let leaders: HashMap<i32, BrokerId> = md
-            .topics
-            .iter()
-            .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (p.partition_index, p.leader_id))
-            })
-            .collect();
-        let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for p in parts {
-            let addr = leaders
-                .get(p)
-                .and_then(|l| brokers.get(l))
-                .with_context(|| format!("{topic} partition {p} has no leader"))?;
-            by_leader.entry(addr.clone()).or_default().push(*p);
-        }
-        let mut out = BTreeMap::new();
-        for (addr, ps) in by_leader {
-            let c = self.at(&addr).await?;
-            let v = c.version(ApiKey::ListOffsets, LIST_OFFSETS)?;
-            let mut req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(
-                        ps.iter()
-                            .map(|p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(*p)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    )]);
-            if v >= 2 {
-                // read_committed, as librdkafka's watermark queries were:
-                // the end is the last stable offset.
-                req = req.with_isolation_level(1);
-            }
-            let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &req).await?;
-            for p in r.topics.iter().flat_map(|t| &t.partitions) {
-                if p.error_code != 0 {
-                    bail!(
-                        "offsets of {topic} partition {}: {}",
-                        p.partition_index,
-                        kafka_error(p.error_code)
-                    );
-                }
-                out.insert(p.partition_index, p.offset);
-            }
-        }
-        Ok(out)
-    }
 }
 
 type ConsumerDescribed = kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
@@ -451,10 +261,10 @@ fn parse_assignment(b: &[u8]) -> Vec<(String, Vec<i32>)> {
 }
 
 pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let mut cl = cluster(&args)?;
+    let mut cl = Cluster::new(&args.conn, "portcullis-group")?;
     match &args.command {
-        GroupCommand::List => list(&mut cl).await,
-        GroupCommand::Describe { name } => describe(&mut cl, name).await,
+        GroupCommand::List { out } => list(&mut cl, out.json()).await,
+        GroupCommand::Describe { name, out } => describe(&mut cl, name, out.json()).await,
         GroupCommand::ResetOffsets {
             name,
             topic,
@@ -486,7 +296,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 /// Every broker's groups (ListGroups goes to each broker: each lists the
 /// groups it coordinates), described by that broker for state and members.
-async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
+async fn list(cl: &mut Cluster, json: bool) -> anyhow::Result<()> {
     let md = cl.metadata(Some(&[])).await?;
     let mut rows = Vec::new();
     for b in &md.brokers {
@@ -572,6 +382,14 @@ async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
         }
     }
     rows.sort();
+    if json {
+        return print_json(&serde_json::json!({
+            "groups": rows.iter().map(|(name, state, kind, protocol, members)| serde_json::json!({
+                "group": name, "state": state, "type": kind, "protocol": protocol,
+                "members": members,
+            })).collect::<Vec<_>>()
+        }));
+    }
     println!(
         "{:<32} {:<20} {:<9} {:<10} MEMBERS",
         "GROUP", "STATE", "TYPE", "PROTOCOL"
@@ -582,46 +400,61 @@ async fn list(cl: &mut Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn describe(cl: &mut Cluster, name: &str) -> anyhow::Result<()> {
+async fn describe(cl: &mut Cluster, name: &str, json: bool) -> anyhow::Result<()> {
+    use serde_json::json;
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    match cl.describe_any(name).await? {
+    // Text lines, printed only when the JSON document is not.
+    let mut text: Vec<String> = Vec::new();
+    let mut members = Vec::new();
+    let rows = |a: &[(String, Vec<i32>)]| {
+        a.iter()
+            .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
+            .collect::<Vec<_>>()
+    };
+    let header = match cl.describe_any(name).await? {
         Described::Classic(g) => {
-            println!(
+            text.push(format!(
                 "group {name}: state {}, protocol {} {}",
                 g.group_state, g.protocol_type, g.protocol_data
-            );
+            ));
             for m in &g.members {
                 let assigned = parse_assignment(&m.member_assignment);
-                println!(
+                text.push(format!(
                     "member {} client {} host {}",
                     m.member_id, m.client_id, m.client_host
-                );
+                ));
                 for (t, ps) in &assigned {
-                    println!("    {t}: {ps:?}");
+                    text.push(format!("    {t}: {ps:?}"));
                     for p in ps {
                         owner.insert((t.clone(), *p), m.client_id.to_string());
                     }
                 }
+                members.push(json!({
+                    "member_id": m.member_id.as_str(), "client_id": m.client_id.as_str(),
+                    "host": m.client_host.as_str(), "assignment": rows(&assigned),
+                }));
             }
+            json!({"group": name, "state": g.group_state.as_str(), "type": "classic",
+                   "protocol_type": g.protocol_type.as_str(), "protocol": g.protocol_data.as_str()})
         }
         Described::Consumer(g) => {
-            println!(
+            text.push(format!(
                 "group {name}: state {}, type consumer, assignor {}, epoch {} (assignment epoch {})",
                 g.group_state, g.assignor_name, g.group_epoch, g.assignment_epoch
-            );
+            ));
             for m in &g.members {
                 let instance = m
                     .instance_id
                     .as_ref()
                     .map(|i| format!(" instance {i}"))
                     .unwrap_or_default();
-                println!(
+                text.push(format!(
                     "member {} client {} host {}{instance} epoch {}",
                     m.member_id, m.client_id, m.client_host, m.member_epoch
-                );
+                ));
                 let assigned = consumer_assignment(&m.assignment);
                 for (t, ps) in &assigned {
-                    println!("    {t}: {ps:?}");
+                    text.push(format!("    {t}: {ps:?}"));
                     for p in ps {
                         owner.insert((t.clone(), *p), m.client_id.to_string());
                     }
@@ -630,12 +463,22 @@ async fn describe(cl: &mut Cluster, name: &str) -> anyhow::Result<()> {
                 if target != assigned {
                     // Still reconciling: where it is heading.
                     for (t, ps) in &target {
-                        println!("    target {t}: {ps:?}");
+                        text.push(format!("    target {t}: {ps:?}"));
                     }
                 }
+                members.push(json!({
+                    "member_id": m.member_id.as_str(), "client_id": m.client_id.as_str(),
+                    "host": m.client_host.as_str(),
+                    "instance_id": m.instance_id.as_ref().map(|i| i.as_str()),
+                    "epoch": m.member_epoch, "assignment": rows(&assigned),
+                    "target_assignment": rows(&target),
+                }));
             }
+            json!({"group": name, "state": g.group_state.as_str(), "type": "consumer",
+                   "assignor": g.assignor_name.as_str(), "epoch": g.group_epoch,
+                   "assignment_epoch": g.assignment_epoch})
         }
-    }
+    };
     let md = cl.metadata(None).await?;
     let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for t in md.topics.iter().filter(|t| t.error_code == 0) {
@@ -646,28 +489,40 @@ async fn describe(cl: &mut Cluster, name: &str) -> anyhow::Result<()> {
         }
     }
     let committed = committed_offsets(cl, name, &topics).await?;
-    println!(
+    text.push(format!(
         "{:<28} {:>9} {:>12} {:>12} {:>8}  OWNER",
         "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
-    );
+    ));
+    let mut offsets_json = Vec::new();
     for (topic, offsets) in &committed {
         let parts: Vec<i32> = offsets.keys().copied().collect();
-        let ends = cl.list_offsets(&md, topic, &parts, LATEST).await?;
+        let ends = cl.list_offsets(&md, topic, &parts, LATEST, true).await?;
         for (p, off) in offsets {
             let high = ends.get(p).copied().unwrap_or(-1);
-            let who = owner
-                .get(&(topic.clone(), *p))
-                .cloned()
-                .unwrap_or_else(|| "-".into());
-            println!(
+            let who = owner.get(&(topic.clone(), *p)).cloned();
+            offsets_json.push(json!({
+                "topic": topic, "partition": p, "committed": off, "end": high,
+                "lag": high - off, "owner": who,
+            }));
+            let who = who.unwrap_or_else(|| "-".into());
+            text.push(format!(
                 "{:<28} {:>9} {:>12} {:>12} {:>8}  {who}",
                 topic,
                 p,
                 off,
                 high,
                 high - off
-            );
+            ));
         }
+    }
+    if json {
+        let mut doc = header;
+        doc["members"] = members.into();
+        doc["offsets"] = offsets_json.into();
+        return print_json(&doc);
+    }
+    for l in text {
+        println!("{l}");
     }
     Ok(())
 }
@@ -749,10 +604,10 @@ async fn reset_offsets(cl: &mut Cluster, name: &str, topic: &str, to: To) -> any
     if parts.is_empty() {
         bail!("topic `{topic}` not found (or not authorized)");
     }
-    let low = cl.list_offsets(&md, topic, &parts, EARLIEST).await?;
-    let high = cl.list_offsets(&md, topic, &parts, LATEST).await?;
+    let low = cl.list_offsets(&md, topic, &parts, EARLIEST, true).await?;
+    let high = cl.list_offsets(&md, topic, &parts, LATEST, true).await?;
     let at_time = match to {
-        To::Time(ms) => Some(cl.list_offsets(&md, topic, &parts, ms).await?),
+        To::Time(ms) => Some(cl.list_offsets(&md, topic, &parts, ms, true).await?),
         _ => None,
     };
     let mut targets = Vec::new();

@@ -57,12 +57,14 @@ fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
 enum UserCommand {
     /// Create a user.
     Add {
+        /// The user name.
         name: String,
         #[command(flatten)]
         password: PasswordArgs,
     },
     /// Set a new password for an existing user.
     Passwd {
+        /// The user name.
         name: String,
         #[command(flatten)]
         password: PasswordArgs,
@@ -70,12 +72,16 @@ enum UserCommand {
     /// Delete a user (or one mechanism's credential); their open sessions
     /// (of that mechanism) end.
     Remove {
+        /// The user name.
         name: String,
         #[command(flatten)]
         mechanisms: MechanismArgs,
     },
     /// List users: one line per (name, mechanism), with iterations; never keys.
-    List,
+    List {
+        #[command(flatten)]
+        out: super::connect::OutputArgs,
+    },
 }
 
 /// The store's path, and the mechanisms the config enables (both when the
@@ -170,7 +176,20 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
                 names(&mechanisms.list)
             );
         }
-        UserCommand::List => {
+        UserCommand::List { out } => {
+            if out.json() {
+                let users: Vec<serde_json::Value> = store
+                    .snapshot()
+                    .users()
+                    .into_iter()
+                    .map(|(name, mechanism, iterations)| {
+                        serde_json::json!({
+                            "name": name, "mechanism": mechanism, "iterations": iterations,
+                        })
+                    })
+                    .collect();
+                return super::connect::print_json(&serde_json::json!({ "users": users }));
+            }
             list(&store, &path);
             return Ok(());
         }

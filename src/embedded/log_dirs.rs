@@ -2,6 +2,11 @@
 //! partition asked for (all when the request names none), as `kafka-log-dirs`
 //! and `Admin.describeLogDirs` read it. There are no replicas to lag and no
 //! future (moving) logs here.
+//!
+//! Each partition also carries its segment count, which Kafka's schema has
+//! no field for, as the tagged field [`SEGMENT_COUNT_TAG`] (flexible
+//! versions, v2 and later): `portcullis topic describe` shows it, and Kafka
+//! clients skip tags they do not know.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -13,8 +18,15 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use bytes::Bytes;
+
 use crate::edge::RequestContext;
 use crate::log::Topic;
+
+/// Tag of the segment count (int32, big-endian, as Kafka encodes an int32
+/// tagged field) on a DescribeLogDirsResponse partition. Far above any tag
+/// Kafka's schema uses, so that a future Kafka field cannot collide.
+pub const SEGMENT_COUNT_TAG: i32 = 10000;
 
 pub fn describe(ctx: &RequestContext<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let logs = &ctx.broker.logs;
@@ -49,11 +61,18 @@ fn entry(t: &Topic, partitions: &[i32]) -> DescribeLogDirsTopic {
                 .iter()
                 .filter_map(|&i| t.partition(i))
                 .map(|p| {
+                    let segments = i32::try_from(p.segment_count()).unwrap_or(i32::MAX);
+                    // Written at every version: kafka-protocol leaves
+                    // tagged fields out of the non-flexible ones (v0, v1).
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p.index)
                         .with_partition_size(i64::try_from(p.size_bytes()).unwrap_or(i64::MAX))
                         .with_offset_lag(0)
                         .with_is_future_key(false)
+                        .with_unknown_tagged_field(
+                            SEGMENT_COUNT_TAG,
+                            Bytes::copy_from_slice(&segments.to_be_bytes()),
+                        )
                 })
                 .collect(),
         )
