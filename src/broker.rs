@@ -45,6 +45,8 @@ pub struct Broker {
     /// Brute-force brake and aggregated audit of failed logins.
     pub login_throttle: crate::security::throttle::LoginThrottle,
     pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
+    /// What `/metrics` exports; the request path moves its counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Broker {

@@ -164,6 +164,12 @@ async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
                 l.protocol, l.bound, l.name, l.advertised_host, l.advertised_port
             )?;
         }
+        if let Some(url) = &running.ops_url {
+            writeln!(
+                out,
+                "portcullis: ops listening {url} (metrics /metrics, health /healthz /readyz)"
+            )?;
+        }
         out.flush()?;
     }
     tracing::info!("broker started");
