@@ -224,6 +224,7 @@ async fn through_backend(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .has_allows();
+    data::count_produced(ctx, &body);
     let allowed = Allowed {
         frame,
         body,
@@ -236,6 +237,7 @@ async fn through_backend(
             Outcome::Silent
         }
         Executed::Answer(mut resp) => {
+            data::count_fetched(ctx, &resp);
             if let Some(fix) = fix {
                 fix.apply(&mut resp, ctx);
             }

@@ -75,7 +75,10 @@ pub fn spawn_accept_loop(
                     report_refusals(broker, &info);
                     let admission = match admitted {
                         Ok(a) => a,
-                        Err(_) => {
+                        Err(refusal) => {
+                            broker
+                                .metrics
+                                .connection_refused(&info.name, refusal.as_str());
                             // A zero linger resets at once; it is the
                             // non-zero linger that blocks on drop.
                             #[allow(deprecated)]
@@ -159,13 +162,15 @@ async fn tls_failure(
     }
 }
 
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard(Arc<Broker>);
+/// Counts a connection as active (and open in the metrics, by listener)
+/// for as long as it lives.
+struct ActiveGuard(Arc<Broker>, Arc<BoundListener>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0
             .active_connections
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.metrics.connection_closed(&self.1.name);
     }
 }
 
@@ -185,6 +190,9 @@ async fn accept_connection(
     if info.protocol.uses_sasl() && broker.login_throttle.saturated(peer.ip()) {
         drop(stream);
         broker
+            .metrics
+            .connection_refused(&info.name, "login_throttled");
+        broker
             .login_failures
             .throttled(&broker.auditor, peer, &info.name)
             .await;
@@ -197,7 +205,8 @@ async fn accept_connection(
     broker
         .active_connections
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let _active = ActiveGuard(broker.clone());
+    broker.metrics.connection_accepted(&info.name);
+    let _active = ActiveGuard(broker.clone(), info.clone());
     let reauth_ms = broker.config.sasl.connections_max_reauth_ms;
     if !info.protocol.uses_tls() {
         let session = if info.protocol.uses_sasl() {
