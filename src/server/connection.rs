@@ -158,7 +158,11 @@ where
             };
             let read_at = Instant::now();
             let timers = (!session.expects_raw_token() && frame.len() >= 2)
-                .then(|| broker.metrics.api_timers(i16::from_be_bytes([frame[0], frame[1]])))
+                .then(|| {
+                    broker
+                        .metrics
+                        .api_timers(i16::from_be_bytes([frame[0], frame[1]]))
+                })
                 .flatten();
             if let Some(t) = timers {
                 t.queue.observe(read_at.elapsed().as_secs_f64());
