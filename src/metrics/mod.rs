@@ -570,7 +570,7 @@ mod tests {
         let m = Metrics::new();
         m.connection_accepted("PLAINTEXT");
         m.login("SCRAM-SHA-512", false, "wrong_password");
-        m.authorization(ApiKey::Produce, "WRITE", "TOPIC", false);
+        m.authorization(ApiKey::Produce, "write", "topic", false);
         m.throttled("producer_byte_rate", 250);
         m.api_timers(0).unwrap().total.observe(0.01);
         m.produced("t", OTHER_PRINCIPAL, &batch(4, 0));
@@ -578,7 +578,7 @@ mod tests {
         for line in [
             "portcullis_connections_accepted_total{listener=\"PLAINTEXT\"} 1",
             "portcullis_logins_total{mechanism=\"SCRAM-SHA-512\",outcome=\"failure\",reason=\"wrong_password\"} 1",
-            "portcullis_authorization_decisions_total{api=\"Produce\",operation=\"WRITE\",resource_type=\"TOPIC\",outcome=\"deny\"} 1",
+            "portcullis_authorization_decisions_total{api=\"Produce\",operation=\"write\",resource_type=\"topic\",outcome=\"deny\"} 1",
             "portcullis_throttle_time_ms_total{quota=\"producer_byte_rate\"} 250",
             "portcullis_throttled_responses_total{quota=\"consumer_byte_rate\"} 0",
             "portcullis_topic_records_in_total{topic=\"t\"} 4",
