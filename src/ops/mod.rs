@@ -4,10 +4,11 @@
 //! upstream reachable in gateway mode).
 //!
 //! Bounded like the Kafka listeners, because a scraper may be hostile: at
-//! most `ops.max_connections` connections (more are closed at accept),
-//! one request per connection (no keep-alive to hold a slot), a request
-//! head within `ops.request_timeout_ms` and at most `ops.max_header_bytes`,
-//! and a whole connection within three times that.
+//! most `ops.max_connections` connections (at the limit a newcomer takes
+//! the place of the oldest one still waiting for its request head, else it
+//! is closed at accept), one request per connection (no keep-alive to hold
+//! a slot), a request head within `ops.request_timeout_ms` and at most
+//! `ops.max_header_bytes`, and a whole connection within three times that.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -141,12 +142,31 @@ pub async fn bind(
     })
 }
 
+/// Connections still waiting for their request head, oldest first, with
+/// the signal that displaces them.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Waiting {
+    fn lock(w: &std::sync::Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+        w.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remove(w: &std::sync::Mutex<Waiting>, id: u64) {
+        Waiting::lock(w).queue.retain(|(i, _)| *i != id);
+    }
+}
+
 pub fn spawn(ops: OpsListener, state: Arc<OpsState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let OpsListener {
             listener, tls, cfg, ..
         } = ops;
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
+        let waiting = Arc::new(std::sync::Mutex::new(Waiting::default()));
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -158,35 +178,87 @@ pub fn spawn(ops: OpsListener, state: Arc<OpsState>) -> tokio::task::JoinHandle<
                     continue;
                 }
             };
-            // Full: closed at once, so a flood costs an accept and a close.
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                // Full: the newcomer takes the place of the oldest
+                // connection that has not sent its request yet, so idle
+                // connections cannot lock a scraper out until they time
+                // out. When every connection is busy with a request, the
+                // newcomer is closed at once.
+                Err(_) => {
+                    let victim = Waiting::lock(&waiting).queue.pop_front();
+                    match victim {
+                        Some((_, evict)) => {
+                            let _ = evict.send(());
+                            tokio::time::timeout(
+                                Duration::from_millis(100),
+                                slots.clone().acquire_owned(),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            let Some(slot) = slot else {
+                // A zero linger resets: no TIME_WAIT left behind.
                 #[allow(deprecated)]
                 let _ = stream.set_linger(Some(Duration::ZERO));
                 continue;
             };
+            let (evict, evicted) = tokio::sync::oneshot::channel();
+            let id = {
+                let mut w = Waiting::lock(&waiting);
+                w.next += 1;
+                let id = w.next;
+                w.queue.push_back((id, evict));
+                id
+            };
             let state = state.clone();
             let tls = tls.clone();
+            let waiting = waiting.clone();
             let max_header_bytes = cfg.max_header_bytes;
             tokio::spawn(async move {
                 let _slot = slot;
-                let served = serve(stream, tls, state, request_timeout, max_header_bytes);
-                if tokio::time::timeout(request_timeout * 3, served)
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "ops connection closed: too slow");
+                let started = {
+                    let waiting = waiting.clone();
+                    move || Waiting::remove(&waiting, id)
+                };
+                let served = serve(
+                    stream,
+                    tls,
+                    state,
+                    request_timeout,
+                    max_header_bytes,
+                    started,
+                );
+                tokio::select! {
+                    r = tokio::time::timeout(request_timeout * 3, served) => {
+                        if r.is_err() {
+                            tracing::debug!(%peer, "ops connection closed: too slow");
+                        }
+                    }
+                    // Err: the request arrived and the signal was dropped.
+                    Ok(()) = evicted => {
+                        tracing::debug!(%peer, "ops connection displaced by a newer one")
+                    }
                 }
+                Waiting::remove(&waiting, id);
             });
         }
     })
 }
 
+/// `started` is called when the request head has arrived.
 async fn serve(
     stream: tokio::net::TcpStream,
     tls: Option<Arc<TlsAcceptorHandle>>,
     state: Arc<OpsState>,
     request_timeout: Duration,
     max_header_bytes: usize,
+    started: impl Fn() + Send + Sync + 'static,
 ) {
     let _ = stream.set_nodelay(true);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -194,7 +266,9 @@ async fn serve(
         .header_read_timeout(request_timeout)
         .max_buf_size(max_header_bytes)
         .keep_alive(false);
+    let started = Arc::new(started);
     let svc = hyper::service::service_fn(move |req| {
+        started();
         let state = state.clone();
         async move { Ok::<_, Infallible>(route(&state, req).await) }
     });
