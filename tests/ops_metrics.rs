@@ -504,7 +504,7 @@ fn idle_ops_connections_do_not_stop_scrapes_nor_the_kafka_listener() {
             let mut buf = [0u8; 64];
             let mut stream: &TcpStream = s;
             match stream.read(&mut buf) {
-                Ok(_) => true,
+                Ok(n) => n == 0,
                 Err(e) => !matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
