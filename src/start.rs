@@ -383,10 +383,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         });
         tasks.push(crate::ops::spawn(
             ops,
-            Arc::new(crate::ops::OpsState {
-                metrics: metrics.clone(),
-                readiness,
-            }),
+            Arc::new(crate::ops::OpsState::new(metrics.clone(), readiness)),
         ));
         Some(url)
     } else {

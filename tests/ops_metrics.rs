@@ -346,6 +346,15 @@ fn metrics_follow_a_produce_consume_deny_workload() {
         ) >= (PRODUCED + DENIED) as f64
     );
     assert!(delta("portcullis_audit_records_written_total", &[]) > 0.0);
+    // The producer and the consumer are still connected.
+    assert!(after.sum("portcullis_connections_open", &[("listener", "SASL_SSL")]) >= 2.0);
+    // Adding alice and bob: the credential file reloaded at least once.
+    assert!(
+        after.sum(
+            "portcullis_reloads_total",
+            &[("file", "credentials"), ("outcome", "applied")]
+        ) >= 1.0
+    );
     assert!(after.has("portcullis_audit_queue_depth"));
     assert!(after.sum("portcullis_tls_certificate_expiry_seconds", &[]) > 86_400.0);
     // Failed logins never name the user.

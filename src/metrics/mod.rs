@@ -39,6 +39,15 @@ pub const QUOTAS: [&str; 5] = [
 /// Principals outside the credential store share this label value.
 pub const OTHER_PRINCIPAL: &str = "other";
 
+/// Topics with series of their own; beyond this, traffic is counted under
+/// `topic="other"`. In gateway mode the edge cannot tell an existing topic
+/// from a name a client made up (that the ACLs allow), and each name would
+/// otherwise be a series for the life of the process.
+pub const MAX_TOPIC_LABELS: usize = 10_000;
+
+/// The label of topics beyond [`MAX_TOPIC_LABELS`].
+pub const OTHER_TOPIC: &str = "other";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("cannot encode the metrics: {0}")]
@@ -136,15 +145,20 @@ struct Flows {
 }
 
 /// Handles by name, found with a `&str` once they exist: the family's own
-/// lookup would need an owned label per call.
+/// lookup would need an owned label per call. At most `max` names get
+/// handles of their own; later ones share `other`'s.
 struct ByName<H> {
     map: RwLock<HashMap<Arc<str>, H>>,
+    max: usize,
+    other: &'static str,
 }
 
 impl<H: Clone> ByName<H> {
-    fn new() -> Self {
+    fn new(max: usize, other: &'static str) -> Self {
         ByName {
             map: RwLock::new(HashMap::new()),
+            max,
+            other,
         }
     }
 
@@ -153,6 +167,11 @@ impl<H: Clone> ByName<H> {
             return h.clone();
         }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let name = if map.len() >= self.max && !map.contains_key(name) {
+            self.other
+        } else {
+            name
+        };
         let name: Arc<str> = Arc::from(name);
         map.entry(name.clone())
             .or_insert_with(|| make(name))
@@ -323,10 +342,11 @@ impl Metrics {
             topic_records_in,
             topic_bytes_out,
             topic_records_out,
-            topics: ByName::new(),
+            topics: ByName::new(MAX_TOPIC_LABELS, OTHER_TOPIC),
             principal_bytes_in,
             principal_bytes_out,
-            principals: ByName::new(),
+            // Bounded by the caller: store users or `other`.
+            principals: ByName::new(usize::MAX, OTHER_PRINCIPAL),
             reloads,
             throttle_ms,
             throttled,
@@ -563,6 +583,19 @@ mod tests {
         cut.extend(&batch(7, 100)[..70]);
         assert_eq!(batch_totals(&cut).1, 8);
         assert_eq!(batch_totals(&[]), (0, 0));
+    }
+
+    #[test]
+    fn topic_labels_are_capped() {
+        let names = ByName::new(2, OTHER_TOPIC);
+        let make = |n: Arc<str>| n;
+        assert_eq!(&*names.get("a", make), "a");
+        assert_eq!(&*names.get("b", make), "b");
+        assert_eq!(&*names.get("c", make), OTHER_TOPIC);
+        assert_eq!(&*names.get("a", make), "a");
+        // `other` itself may take one place beyond the cap, no more.
+        assert_eq!(&*names.get("d", make), OTHER_TOPIC);
+        assert_eq!(names.map.read().unwrap().len(), 3);
     }
 
     #[test]

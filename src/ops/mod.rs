@@ -95,6 +95,19 @@ impl Readiness {
 pub struct OpsState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// Scrapes encoding at once: each walks every partition, so parallel
+    /// scrapers wait instead of taking a blocking thread each.
+    pub scrapes: Semaphore,
+}
+
+impl OpsState {
+    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> OpsState {
+        OpsState {
+            metrics,
+            readiness,
+            scrapes: Semaphore::new(2),
+        }
+    }
 }
 
 /// The bound ops listener, before its accept loop runs.
@@ -305,6 +318,9 @@ async fn route(state: &OpsState, req: Request<Incoming>) -> Response<Full<Bytes>
     match req.uri().path() {
         "/metrics" => {
             // Reads every partition: off the runtime's worker threads.
+            let Ok(_turn) = state.scrapes.acquire().await else {
+                return reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n");
+            };
             let metrics = state.metrics.clone();
             match tokio::task::spawn_blocking(move || metrics.encode()).await {
                 Ok(Ok(text)) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),

@@ -338,7 +338,7 @@ impl Broker {
         }
         self.addrs.clear();
         self.ops = None;
-        // The ops line follows the listener lines in the same write.
+        // The ops line is printed with the listener lines, in the same write.
         let ops_expected = !ops_disabled(&self.extra_yaml);
         while self.addrs.len() < self.protocols.len() || ops_expected && self.ops.is_none() {
             match rx.recv_timeout(Duration::from_secs(60)) {
