@@ -349,6 +349,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     if let Some(store) = &broker.credentials {
         tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
     }
+    // Bound before the Kafka listeners, so that a taken ops port stops the
+    // start before any client could connect; served once all is up.
+    let ops = match config.ops.enabled {
+        true => Some(crate::ops::bind(&config.ops, broker.tls.clone()).await?),
+        false => None,
+    };
     let mut bound = Vec::new();
     for (index, lc) in config.listeners.iter().enumerate() {
         let (l, mut info) = listener::bind(lc)
@@ -370,8 +376,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         g.attach(&edge).await;
     }
     // Last, so that a /readyz that answers saw everything above done.
-    let ops_url = if config.ops.enabled {
-        let ops = crate::ops::bind(&config.ops, broker.tls.clone()).await?;
+    let ops_url = if let Some(ops) = ops {
         let url = format!("{}://{}", ops.scheme(), ops.bound);
         let flag = |b: bool| std::sync::atomic::AtomicBool::new(b);
         let readiness = Arc::new(crate::ops::Readiness {
