@@ -527,3 +527,69 @@ fn idle_ops_connections_do_not_stop_scrapes_nor_the_kafka_listener() {
         idle.len()
     );
 }
+
+#[test]
+fn readyz_and_upstream_metrics_with_a_reachable_upstream() {
+    let dir = scratch("ops-gateway-up");
+    let up = Broker::start(&dir.path().join("up"), "");
+    let gw = Broker::start(
+        &dir.path().join("gw"),
+        &format!(
+            "backend: gateway\ngateway:\n  bootstrap_servers: [\"{}\"]\n  security_protocol: PLAINTEXT\n",
+            up.bootstrap
+        ),
+    );
+    let (status, body) = http_get(gw.ops_addr(), "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["upstream"], "ok", "{body}");
+    // A client request forwarded upstream shows in the upstream latency.
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &gw.bootstrap)
+        .create()
+        .unwrap();
+    client
+        .fetch_metadata(None, Duration::from_secs(30))
+        .expect("metadata through the gateway");
+    let s = wait_for("the forwarded Metadata", Duration::from_secs(30), || {
+        let s = Scrape::take(&gw);
+        (s.sum(
+            "portcullis_upstream_request_duration_seconds_count",
+            &[("api", "Metadata"), ("outcome", "ok")],
+        ) >= 1.0)
+            .then_some(s)
+    });
+    assert_eq!(s.sum("portcullis_upstream_reachable", &[]), 1.0);
+    assert!(s.sum("portcullis_upstream_connects_total", &[("outcome", "ok")]) >= 1.0);
+    // No partitions of its own in gateway mode.
+    assert!(!s.has("portcullis_partition_high_watermark"));
+}
+
+#[test]
+fn ops_tls_serves_https_with_the_server_certificate() {
+    let dir = scratch("ops-tls");
+    let broker = Broker::start_secure(dir.path(), "ops:\n  address: 127.0.0.1:0\n  tls: true\n");
+    // Python's TLS stack, verifying against the broker's CA.
+    let script = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with urllib.request.urlopen("https://%s/healthz" % sys.argv[1], context=ctx, timeout=20) as r:
+    print(r.status, r.read().decode().strip())
+"#;
+    let out = Command::new(common::python())
+        .args(["-c", script, broker.ops_addr()])
+        .arg(broker.ca_file())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 ok");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(!matches!(
+        http_get(broker.ops_addr(), "/healthz"),
+        Ok((200, _))
+    ));
+}
