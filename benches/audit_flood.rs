@@ -56,7 +56,7 @@ fn config(dir: &Path) -> Config {
     // care about keep their defaults as the config grows; everything that
     // matters here is then set field by field.
     let mut c =
-        Config::parse("listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\n")
+        Config::parse("listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nops:\n  address: 127.0.0.1:0\n")
             .expect("minimal config");
     c.data_dir = dir.join("data");
     c.acl.file = dir.join("acls.yaml");

@@ -87,7 +87,7 @@ fn config(dir: &Path, throttle: u64) -> Config {
     // Parsed from a minimal document so that sections this bench does not
     // care about keep their defaults; what matters here is set by field.
     let mut c =
-        Config::parse("listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\n")
+        Config::parse("listeners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nops:\n  address: 127.0.0.1:0\n")
             .expect("minimal config");
     c.data_dir = dir.join("data");
     c.acl.file = dir.join("acls.yaml");

@@ -47,6 +47,8 @@ pub struct Broker {
     pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
     /// Client quotas (the config file's, overlaid by AlterClientQuotas).
     pub quotas: Arc<crate::quota::Quotas>,
+    /// What `/metrics` exports; the request path moves its counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Broker {

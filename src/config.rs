@@ -171,6 +171,40 @@ impl Default for GroupsConfig {
     }
 }
 
+/// The operations listener (`/metrics`, `/healthz`, `/readyz`). On by
+/// default on loopback only: metrics name topics, groups and users, so a
+/// wider address is something the operator writes down on purpose.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    pub enabled: bool,
+    /// `host:port`; port 0 picks a free port (printed at start).
+    pub address: String,
+    /// Serve HTTPS with the broker's server certificate (`tls:`).
+    pub tls: bool,
+    /// Ops connections open at once; more are closed at accept, so a
+    /// hostile scraper cannot take the broker's descriptors.
+    pub max_connections: usize,
+    /// A request's head must arrive within this time, and a connection
+    /// closes after being idle this long.
+    pub request_timeout_ms: u64,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            enabled: true,
+            address: "127.0.0.1:9644".into(),
+            tls: false,
+            max_connections: 64,
+            request_timeout_ms: 5_000,
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
 /// What one client may make the edge spend on connections (Kafka's
 /// `max.connections*`, `connections.max.idle.ms`,
 /// `sasl.server.max.receive.size`). Every bound is on by default.
@@ -336,6 +370,9 @@ pub struct Config {
     /// overrides them at runtime.
     #[serde(default)]
     pub quotas: Vec<crate::quota::EntityQuotas>,
+    /// The operations HTTP listener: Prometheus metrics and health checks.
+    #[serde(default)]
+    pub ops: OpsConfig,
     /// The keys the file (or the command line) set, dotted
     /// (`log.retention_ms`): DescribeConfigs reports those as
     /// STATIC_BROKER_CONFIG and the rest as Kafka's DEFAULT_CONFIG.
@@ -446,6 +483,24 @@ impl Config {
                 "max_request_size",
                 "must be between 1024 and 1073741824 bytes",
             ));
+        }
+        if self.ops.enabled {
+            parse_host_port(&self.ops.address).map_err(|m| invalid("ops.address", m))?;
+            if self.ops.tls && self.tls.is_none() {
+                return Err(invalid(
+                    "ops.tls",
+                    "needs the `tls` section (the broker's server certificate)",
+                ));
+            }
+            if self.ops.max_connections == 0 {
+                return Err(invalid("ops.max_connections", "must be at least 1"));
+            }
+            if self.ops.request_timeout_ms < 100 {
+                return Err(invalid("ops.request_timeout_ms", "must be at least 100"));
+            }
+            if self.ops.max_header_bytes < 1024 {
+                return Err(invalid("ops.max_header_bytes", "must be at least 1024"));
+            }
         }
         let c = &self.connections;
         if c.max_connections == Some(0) {

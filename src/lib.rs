@@ -19,6 +19,8 @@ pub mod gateway;
 pub mod group;
 pub mod group_config;
 pub mod log;
+pub mod metrics;
+pub mod ops;
 pub mod quota;
 pub mod security;
 pub mod server;

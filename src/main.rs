@@ -222,6 +222,14 @@ async fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
                  portcullis: (shown once; only its SCRAM keys are stored. Change it with `portcullis user passwd admin`)"
             )?;
         }
+        // Before the listener lines: scripts that stop reading at the first
+        // `listening` line close the pipe, and a later line would fail.
+        if let Some(url) = &running.ops_url {
+            writeln!(
+                out,
+                "portcullis: ops listening {url} (metrics /metrics, health /healthz /readyz)"
+            )?;
+        }
         for l in &running.listeners {
             writeln!(
                 out,

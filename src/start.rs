@@ -52,6 +52,8 @@ pub enum BrokerError {
     GroupConfig(#[from] crate::group_config::GroupConfigError),
     #[error("gateway")]
     Gateway(#[from] crate::gateway::UpstreamError),
+    #[error("{0}")]
+    Ops(#[from] crate::ops::OpsError),
     #[error("cannot bind listener {name} on {address}: {source}")]
     Bind {
         name: String,
@@ -74,6 +76,8 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     gateway: Option<Arc<crate::gateway::Gateway>>,
     pub listeners: Vec<BoundListener>,
+    /// The ops listener's URL (`http://127.0.0.1:9644`), when enabled.
+    pub ops_url: Option<String>,
     pub notes: StartupNotes,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     cleaner: crate::log::cleaner::CleanerHandle,
@@ -135,6 +139,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         config.groups.clone(),
     )?);
     let connections = connection_limits(&effective);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let dir = config.data_dir.clone();
     let log_cfg = effective.log.clone();
     let logs = tokio::task::spawn_blocking({
@@ -258,7 +263,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             a.submit_sync(rec);
         });
     }
-    let reporter = reload_reporter(auditor.clone());
+    let reporter = reload_reporter(auditor.clone(), metrics.clone());
     let acl_watcher = acls
         .spawn_watcher(Some(reporter.clone()))
         .map_err(|source| BrokerError::Watch {
@@ -315,6 +320,17 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
             config.sasl.login_throttle.audit_max_keys,
             config.sasl.login_throttle.audit_window_ms,
         )),
+        metrics: metrics.clone(),
+    });
+    let embedded = gateway.is_none();
+    metrics.attach(crate::metrics::Sources {
+        logs: embedded.then(|| logs.clone()),
+        offsets: embedded.then(|| offsets.clone()),
+        auditor: auditor.clone(),
+        tls: broker.tls.clone(),
+        upstream: gateway
+            .clone()
+            .map(|g| Box::new(move || g.snapshot()) as Box<dyn Fn() -> _ + Send + Sync>),
     });
 
     // Where the edge sends what it allows.
@@ -340,6 +356,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     if let Some(store) = &broker.credentials {
         tasks.push(spawn_credential_audit(store.clone(), auditor.clone()));
     }
+    // Bound before the Kafka listeners, so that a taken ops port stops the
+    // start before any client could connect; served once all is up.
+    let ops = match config.ops.enabled {
+        true => Some(crate::ops::bind(&config.ops, broker.tls.clone()).await?),
+        false => None,
+    };
     let mut bound = Vec::new();
     for (index, lc) in config.listeners.iter().enumerate() {
         let (l, mut info) = listener::bind(lc)
@@ -360,6 +382,25 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     if let Some(g) = &gateway {
         g.attach(&edge).await;
     }
+    // Last, so that a /readyz that answers saw everything above done.
+    let ops_url = if let Some(ops) = ops {
+        let url = format!("{}://{}", ops.scheme(), ops.bound);
+        let flag = |b: bool| std::sync::atomic::AtomicBool::new(b);
+        let readiness = Arc::new(crate::ops::Readiness {
+            listeners: flag(true),
+            log: embedded.then(|| flag(true)),
+            acls: flag(true),
+            credentials: broker.credentials.as_ref().map(|_| flag(true)),
+            upstream: gateway.clone(),
+        });
+        tasks.push(crate::ops::spawn(
+            ops,
+            Arc::new(crate::ops::OpsState::new(metrics.clone(), readiness)),
+        ));
+        Some(url)
+    } else {
+        None
+    };
     let mut start = AuditEvent::new(EventKind::BrokerStart);
     start.details = Some(serde_json::json!({
         "listeners": bound.iter().map(|l| format!("{}://{}", l.protocol, l.bound)).collect::<Vec<_>>(),
@@ -370,6 +411,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         broker,
         gateway,
         listeners: bound,
+        ops_url,
         notes,
         tasks,
         cleaner,
@@ -442,7 +484,7 @@ fn ensure_default_acl_file(
 /// Audit records for the reload loops: every failed attempt (the version in
 /// force stays), every version put in force, and the return to sync after
 /// failures. Never the files' content: errors carry positions and kinds.
-fn reload_reporter(auditor: Arc<Auditor>) -> Reporter {
+fn reload_reporter(auditor: Arc<Auditor>, metrics: Arc<crate::metrics::Metrics>) -> Reporter {
     Arc::new(move |r: &ReloadReport<'_>| {
         let (what, path) = match r {
             ReloadReport::Applied { what, path, .. }
@@ -450,11 +492,19 @@ fn reload_reporter(auditor: Arc<Auditor>) -> Reporter {
             | ReloadReport::Failed { what, path, .. } => (*what, *path),
         };
         // The ACL file keeps its own event kind (and `rules` count).
-        let (kind, count_key) = match what {
-            "ACL file" => (EventKind::AclReload, "rules"),
-            "credential file" => (EventKind::FileReload, "users"),
-            _ => (EventKind::FileReload, "entries"),
+        let (kind, count_key, file) = match what {
+            "ACL file" => (EventKind::AclReload, "rules", "acl"),
+            "credential file" => (EventKind::FileReload, "users", "credentials"),
+            _ => (EventKind::FileReload, "entries", "tls"),
         };
+        metrics.reload(
+            file,
+            match r {
+                ReloadReport::Applied { .. } => "applied",
+                ReloadReport::InSync { .. } => "in_sync",
+                ReloadReport::Failed { .. } => "failed",
+            },
+        );
         let mut rec = AuditEvent::new(kind);
         let mut details = serde_json::json!({ "file": path.display().to_string(), "what": what });
         match r {

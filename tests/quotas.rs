@@ -445,6 +445,20 @@ fn mutation_and_request_quotas_follow_kafka() {
             "answered after {:?}, throttle was {ms} ms",
             muted.elapsed()
         );
+        // The ops endpoint counts each quota's throttled answers.
+        let (status, text) = common::http_get(broker.ops_addr(), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        for quota in ["controller_mutation_rate", "request_percentage"] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("portcullis_throttled_responses_total{")
+                        && l.contains(&format!("quota=\"{quota}\""))
+                })
+                .unwrap_or_else(|| panic!("no throttled_responses for {quota}"));
+            let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(n >= 1.0, "{line}");
+        }
         // dave has no request quota: never throttled.
         for _ in 0..50 {
             let r = metadata(&mut dave).await;

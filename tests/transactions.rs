@@ -625,7 +625,7 @@ impl AdvertisedBroker {
         std::fs::write(
             &config,
             format!(
-                "data_dir: {d}/data\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\n    advertised_address: {advertised}\nacl:\n  file: {acl}\naudit:\n  file: {d}/audit/audit.log\nsasl:\n  credentials: {d}/credentials.yaml\n",
+                "data_dir: {d}/data\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\n    advertised_address: {advertised}\nacl:\n  file: {acl}\naudit:\n  file: {d}/audit/audit.log\nsasl:\n  credentials: {d}/credentials.yaml\nops:\n  address: 127.0.0.1:0\n",
                 d = dir.display(),
                 acl = acl.display()
             ),

@@ -139,7 +139,8 @@ fn write_config(dir: &Path, ports: (u16, u16)) -> anyhow::Result<PathBuf> {
 tls:\n  cert: {d}/certs/server.crt\n  key: {d}/certs/server.key\ncerts:\n  dir: {d}/certs\n  auto_generate: true\n\
 sasl:\n  credentials: {d}/credentials.yaml\n  bootstrap_admin: false\nacl:\n  file: {d}/acls.yaml\n\
 audit:\n  file: {d}/audit/audit.log\nsuper_users: [\"User:{BENCH_USER}\", \"User:ANONYMOUS\"]\n\
-connections:\n  max_connections: {BENCH_MAX_CONNECTIONS}\n  max_connections_per_ip: {BENCH_MAX_CONNECTIONS}\n",
+connections:\n  max_connections: {BENCH_MAX_CONNECTIONS}\n  max_connections_per_ip: {BENCH_MAX_CONNECTIONS}\n\
+ops:\n  address: 127.0.0.1:0\n",
         ports.0, ports.1
     );
     // No rules: the bench user is a super user. The broker refuses to start

@@ -84,11 +84,23 @@ impl Default for AuditConfig {
 /// Receives finished records from the writer, e.g. to put them in a topic.
 pub type Mirror = Box<dyn FnMut(&[AuditEvent]) + Send>;
 
+/// Running totals since start, read by the metrics at scrape time.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Records written to the audit log.
+    pub written: AtomicU64,
+    /// Decisions folded into coalesced records (the sum of their `count`).
+    pub coalesced: AtomicU64,
+    /// Records lost to a full queue in `drop` mode.
+    pub dropped: AtomicU64,
+}
+
 pub struct Auditor {
     tx: arc_swap::ArcSwapOption<mpsc::Sender<AuditEvent>>,
     pub when_full: WhenFull,
     pub allow_level: AllowLevel,
     dropped: Arc<AtomicU64>,
+    stats: Arc<AuditStats>,
     pub topic: Option<String>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -100,6 +112,7 @@ impl Auditor {
             when_full: WhenFull::Block,
             allow_level: AllowLevel::None,
             dropped: Arc::new(AtomicU64::new(0)),
+            stats: Arc::default(),
             topic: None,
             writer: std::sync::Mutex::new(None),
         }
@@ -131,14 +144,17 @@ impl Auditor {
             stdout: cfg.stdout,
         };
         let d2 = dropped.clone();
+        let stats = Arc::new(AuditStats::default());
+        let s2 = stats.clone();
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(rx, &mut writer, start_reason, d2, mirror))?;
+            .spawn(move || writer_loop(rx, &mut writer, start_reason, d2, &s2, mirror))?;
         Ok(Auditor {
             tx: arc_swap::ArcSwapOption::from_pointee(tx),
             when_full: cfg.when_full,
             allow_level: cfg.allow_level,
             dropped,
+            stats,
             topic: cfg.topic.clone(),
             writer: std::sync::Mutex::new(Some(handle)),
         })
@@ -150,6 +166,23 @@ impl Auditor {
 
     pub fn dropped_total(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+
+    /// Records queued and not yet taken by the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.tx
+            .load()
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
+    fn lost(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Enqueues from async code. In `block` mode a full queue makes the
@@ -164,7 +197,7 @@ impl Auditor {
             }
             WhenFull::Drop => {
                 if tx.try_send(ev).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.lost();
                 }
             }
         }
@@ -197,7 +230,7 @@ impl Auditor {
             },
             WhenFull::Drop => {
                 if tx.try_send(ev).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.lost();
                 }
             }
         }
@@ -265,6 +298,7 @@ fn writer_loop(
     w: &mut ChainedWriter,
     start_reason: Option<String>,
     dropped: Arc<AtomicU64>,
+    stats: &AuditStats,
     mut mirror: Option<Mirror>,
 ) {
     let mut batch = Vec::with_capacity(256);
@@ -311,6 +345,11 @@ fn writer_loop(
             }
         }
         w.flush();
+        stats
+            .written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let coalesced: u64 = batch.iter().filter_map(|e| e.count).sum();
+        stats.coalesced.fetch_add(coalesced, Ordering::Relaxed);
         if let Some(m) = mirror.as_mut() {
             m(&batch);
         }

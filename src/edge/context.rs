@@ -59,6 +59,9 @@ impl RequestContext<'_> {
     /// always audited; allows according to the configured level.
     pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
         let allowed = self.decide(op, rt, name);
+        self.broker
+            .metrics
+            .authorization(self.api, op.as_str(), rt.as_str(), allowed);
         let auditor = &self.broker.auditor;
         // A super user reading the audit topic must not feed it: each read
         // would write a record that wakes the next read.

@@ -225,8 +225,12 @@ pub async fn handle_frame(
     encode_response(api, version, correlation_id, &local)
 }
 
-/// How long the connection is muted for what this request spent.
+/// How long the connection is muted for what this request spent; each
+/// quota that asked for it is counted in the metrics.
 fn throttled(ctx: &RequestContext<'_>) -> std::time::Duration {
+    for (key, ms) in ctx.quota.throttled() {
+        ctx.broker.metrics.throttled(key.name(), ms);
+    }
     std::time::Duration::from_millis(ctx.quota.throttle_ms())
 }
 
@@ -289,6 +293,7 @@ async fn through_backend(
     // The throttle goes into the answer: a pass-through answer cannot
     // carry it (Fetch excepted, patched below).
     let throttles = ctx.quota.throttle_ms() > 0 || ctx.quota.times_requests();
+    data::count_produced(ctx, &body);
     let allowed = Allowed {
         frame,
         body,
@@ -340,6 +345,7 @@ async fn through_backend(
             Outcome::Silent
         }
         Executed::Answer(mut resp) => {
+            data::count_fetched(ctx, &resp);
             if let Some(fix) = fix {
                 fix.apply(&mut resp, ctx);
             }

@@ -56,6 +56,10 @@ pub fn handshake(
     match session.handshake(&req.mechanism, version, &broker.config.sasl.mechanisms) {
         Ok(()) => (resp, None, None),
         Err(f) => {
+            // The client names the mechanism: only ours become a label.
+            let label = crate::security::scram::Mechanism::from_name(&req.mechanism)
+                .map_or("other", |m| m.name());
+            broker.metrics.login(label, false, f.kind);
             let first = broker.login_failures.note(failure_key(
                 broker.credentials.as_deref(),
                 peer,
@@ -164,6 +168,7 @@ pub async fn authenticate(
             session_lifetime_ms,
         }) => {
             log_success(listener, peer, session);
+            broker.metrics.login(mechanism_name(session), true, "none");
             resp.auth_bytes = Bytes::from(server_final);
             if version >= 1 {
                 resp.session_lifetime_ms = session_lifetime_ms;
@@ -202,6 +207,9 @@ async fn admit<'b>(
         Err(_) => {
             tracing::debug!(%peer, listener = %listener.name, "{THROTTLED_CLOSE}");
             broker
+                .metrics
+                .login(mechanism_name(session), false, "throttled");
+            broker
                 .login_failures
                 .throttled(&broker.auditor, peer, &listener.name)
                 .await;
@@ -223,6 +231,7 @@ async fn refused(
     attempt: &mut Attempt<'_>,
     f: &SaslFailure,
 ) -> Option<AuditEvent> {
+    broker.metrics.login(mechanism_name(session), false, f.kind);
     if f.code == ResponseError::SaslAuthenticationFailed.code() {
         let delay = attempt.failed(f.user.as_deref());
         if !delay.is_zero() {
@@ -292,6 +301,7 @@ pub async fn raw_token(
         Ok(AuthStep::Continue(bytes)) => bytes,
         Ok(AuthStep::Done { server_final, .. }) => {
             log_success(listener, peer, session);
+            broker.metrics.login(mechanism_name(session), true, "none");
             broker
                 .auditor
                 .submit(auth_event(listener, peer, session, None))

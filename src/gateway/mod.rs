@@ -41,6 +41,9 @@ pub use upstream::UpstreamError;
 
 pub struct Gateway {
     pool: pool::Pool,
+    /// The last `/readyz` probe of the upstream and when it ran: probes
+    /// closer together than `PROBE_REUSE` share one upstream round trip.
+    probed: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// (configured listener index, upstream node) -> advertised host:port.
     routes: Mutex<HashMap<(usize, i32), (String, u16)>>,
     edge: OnceLock<Weak<Edge>>,
@@ -52,6 +55,7 @@ impl Gateway {
     pub fn new(settings: &GatewaySettings) -> Result<Arc<Gateway>, UpstreamError> {
         Ok(Arc::new(Gateway {
             pool: pool::Pool::new(upstream::Link::new(settings)?),
+            probed: tokio::sync::Mutex::new(None),
             routes: Mutex::new(HashMap::new()),
             edge: OnceLock::new(),
             bind_lock: tokio::sync::Mutex::new(()),
@@ -67,6 +71,31 @@ impl Gateway {
         if let Err(e) = self.discover().await {
             tracing::warn!("upstream not reachable yet: {e}");
         }
+    }
+
+    /// Whether the upstream answers: a Metadata round trip (which also
+    /// learns new brokers), at most once per `PROBE_REUSE` however often
+    /// `/readyz` is asked, and within the upstream request timeout.
+    pub async fn probe(&self) -> Result<(), String> {
+        const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+        let mut last = self.probed.lock().await;
+        if let Some((at, r)) = &*last {
+            if at.elapsed() < PROBE_REUSE {
+                return r.clone();
+            }
+        }
+        let timeout = self.pool.link().request_timeout();
+        let r = match tokio::time::timeout(timeout, self.discover()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        *last = Some((std::time::Instant::now(), r.clone()));
+        r
+    }
+
+    /// The pool's state, for the metrics.
+    pub fn snapshot(&self) -> crate::metrics::UpstreamSnapshot {
+        self.pool.snapshot()
     }
 
     async fn discover(&self) -> Result<(), UpstreamError> {
@@ -151,6 +180,7 @@ impl Gateway {
             .map(Target::Node)
             .unwrap_or(Target::Any);
         let timeout = upstream_timeout(&body, self.pool.link().request_timeout());
+        let started = std::time::Instant::now();
         let mut sent = self.pool.forward(target, request, !acks0, timeout).await;
         if let (Target::Node(node), Err(e)) = (target, &sent) {
             if e.before_sending() && any_broker_answers(&body) {
@@ -164,6 +194,9 @@ impl Gateway {
                     .await;
             }
         }
+        ctx.broker
+            .metrics
+            .upstream_request(ctx.api, sent.is_ok(), started.elapsed().as_secs_f64());
         let answer = match sent {
             Ok(Some(a)) => a,
             Ok(None) => return Executed::Silent,

@@ -4,6 +4,7 @@
 //! the slowest long poll. Idle connections are reused by any client.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -65,8 +66,18 @@ impl Backoff {
     }
 }
 
+/// Connects to upstream brokers, for the metrics and `/readyz`.
+#[derive(Default)]
+struct ConnectStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// 1 after a successful connect, 0 after a failed one, -1 before any.
+    last: AtomicI8,
+}
+
 pub struct Pool {
     link: Link,
+    connects: ConnectStats,
     bootstrap: Vec<String>,
     nodes: Mutex<HashMap<Target, Arc<NodePool>>>,
     /// The upstream's API version ranges, from the last connection made.
@@ -87,6 +98,10 @@ impl Pool {
         let bootstrap = link.settings().bootstrap_servers.clone();
         Pool {
             link,
+            connects: ConnectStats {
+                last: AtomicI8::new(-1),
+                ..Default::default()
+            },
             bootstrap,
             nodes: Mutex::new(HashMap::new()),
             versions: Mutex::new(Vec::new()),
@@ -95,6 +110,27 @@ impl Pool {
 
     pub fn link(&self) -> &Link {
         &self.link
+    }
+
+    /// Connect outcomes and idle connections, for the metrics.
+    pub fn snapshot(&self) -> crate::metrics::UpstreamSnapshot {
+        let idle = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|n| n.idle.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .sum();
+        crate::metrics::UpstreamSnapshot {
+            reachable: match self.connects.last.load(Ordering::Relaxed) {
+                1 => Some(true),
+                0 => Some(false),
+                _ => None,
+            },
+            connects_ok: self.connects.ok.load(Ordering::Relaxed),
+            connects_failed: self.connects.failed.load(Ordering::Relaxed),
+            idle_connections: idle,
+        }
     }
 
     pub fn upstream_versions(&self) -> Vec<ApiVersion> {
@@ -191,6 +227,8 @@ impl Pool {
         for a in candidates {
             match self.link.connect(&a).await {
                 Ok((conn, versions)) => {
+                    self.connects.ok.fetch_add(1, Ordering::Relaxed);
+                    self.connects.last.store(1, Ordering::Relaxed);
                     node.backoff
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -210,6 +248,8 @@ impl Pool {
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %a, "{e}");
+                    self.connects.failed.fetch_add(1, Ordering::Relaxed);
+                    self.connects.last.store(0, Ordering::Relaxed);
                     last = e;
                 }
             }

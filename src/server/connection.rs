@@ -86,6 +86,9 @@ where
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
     let mut quota = ConnectionQuota::default();
+    // Beside `owed`, one entry per owed response: its API's latency
+    // histograms (none for raw SASL tokens) and when its frame was read.
+    let mut timing: VecDeque<(Option<&crate::metrics::ApiTimers>, Instant)> = VecDeque::new();
     let end = loop {
         if *stopping.borrow_and_update() {
             break "broker shutting down".to_string();
@@ -162,6 +165,18 @@ where
                     break e.to_string();
                 }
             };
+            let read_at = Instant::now();
+            let timers = (!session.expects_raw_token() && frame.len() >= 2)
+                .then(|| {
+                    broker
+                        .metrics
+                        .api_timers(i16::from_be_bytes([frame[0], frame[1]]))
+                })
+                .flatten();
+            if let Some(t) = timers {
+                t.queue.observe(read_at.elapsed().as_secs_f64());
+            }
+            let handling = Instant::now();
             let outcome = if session.expects_raw_token() {
                 // SaslHandshake v0: SCRAM messages arrive as bare tokens.
                 Box::pin(edge::sasl::raw_token(
@@ -187,6 +202,11 @@ where
                 .await
             };
             last_active = Instant::now();
+            if let Some(t) = timers {
+                t.handle
+                    .observe(last_active.duration_since(handling).as_secs_f64());
+            }
+            timing.push_back((timers, read_at));
             if !logged_in && session.is_authenticated() {
                 logged_in = true;
                 admission.logged_in();
@@ -206,7 +226,11 @@ where
             let Some(Owed::Ready(o)) = owed.pop_front() else {
                 break;
             };
-            if let Err(reason) = deliver(&broker, &listener, peer, &mut wr, o).await {
+            let delivered = deliver(&broker, &listener, peer, &mut wr, o).await;
+            if let Some((Some(t), read_at)) = timing.pop_front() {
+                t.total.observe(read_at.elapsed().as_secs_f64());
+            }
+            if let Err(reason) = delivered {
                 ended = Some(reason);
                 break;
             }

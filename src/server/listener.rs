@@ -75,7 +75,10 @@ pub fn spawn_accept_loop(
                     report_refusals(broker, &info);
                     let admission = match admitted {
                         Ok(a) => a,
-                        Err(_) => {
+                        Err(refusal) => {
+                            broker
+                                .metrics
+                                .connection_refused(&info.name, refusal.as_str());
                             // A zero linger resets at once; it is the
                             // non-zero linger that blocks on drop.
                             #[allow(deprecated)]
@@ -88,6 +91,11 @@ pub fn spawn_accept_loop(
                         .quotas
                         .connection_created(peer.ip(), std::time::Instant::now())
                     {
+                        let key = crate::quota::QuotaKey::ConnectionCreationRate;
+                        broker.metrics.connection_refused(&info.name, key.name());
+                        broker
+                            .metrics
+                            .throttled(key.name(), crate::quota::bucket::throttle_ms(hold));
                         // Over its address's connection_creation_rate: held
                         // unread for the throttle time, then closed (Kafka's
                         // KIP-612 behaviour), still counted at the limits.
@@ -174,13 +182,15 @@ async fn tls_failure(
     }
 }
 
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard(Arc<Broker>);
+/// Counts a connection as active (and open in the metrics, by listener)
+/// for as long as it lives.
+struct ActiveGuard(Arc<Broker>, Arc<BoundListener>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0
             .active_connections
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.metrics.connection_closed(&self.1.name);
     }
 }
 
@@ -200,6 +210,9 @@ async fn accept_connection(
     if info.protocol.uses_sasl() && broker.login_throttle.saturated(peer.ip()) {
         drop(stream);
         broker
+            .metrics
+            .connection_refused(&info.name, "login_throttled");
+        broker
             .login_failures
             .throttled(&broker.auditor, peer, &info.name)
             .await;
@@ -212,7 +225,8 @@ async fn accept_connection(
     broker
         .active_connections
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let _active = ActiveGuard(broker.clone());
+    broker.metrics.connection_accepted(&info.name);
+    let _active = ActiveGuard(broker.clone(), info.clone());
     let reauth_ms = broker.config.sasl.connections_max_reauth_ms;
     if !info.protocol.uses_tls() {
         let session = if info.protocol.uses_sasl() {

@@ -106,6 +106,9 @@ pub struct TlsAcceptorHandle {
     provider: Arc<CryptoProvider>,
     config: ArcSwap<ServerConfig>,
     mapper: PrincipalMapper,
+    /// When the server certificate in force expires (Unix seconds), for the
+    /// metrics; `i64::MIN` when the file holds no certificate.
+    not_after: std::sync::atomic::AtomicI64,
     /// The files' content in force (one hash over all of them). Held while
     /// a reload reads and builds, so two reloads never interleave.
     in_force: Mutex<Version>,
@@ -126,12 +129,13 @@ impl TlsAcceptorHandle {
         let mapper =
             PrincipalMapper::new(&settings.principal_mapping_rules, settings.principal_from)?;
         let sha256 = hash_files(&settings.watched_files())?;
-        let config = build_server_config(settings, &provider)?;
+        let (config, not_after) = build_server_config(settings, &provider)?;
         Ok(Arc::new(Self {
             settings: settings.clone(),
             provider,
             config: ArcSwap::from_pointee(config),
             mapper,
+            not_after: std::sync::atomic::AtomicI64::new(not_after.unwrap_or(i64::MIN)),
             in_force: Mutex::new(Version {
                 sha256,
                 generation: 1,
@@ -148,6 +152,11 @@ impl TlsAcceptorHandle {
     /// The current config snapshot.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.config.load_full()
+    }
+
+    /// When the server certificate in force expires, in Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != i64::MIN)
     }
 
     pub fn settings(&self) -> &TlsSettings {
@@ -181,8 +190,12 @@ impl TlsAcceptorHandle {
         if !force && sha256 == in_force.sha256 {
             return Ok(Reloaded::Unchanged);
         }
-        let config = build_server_config(&self.settings, &self.provider)?;
+        let (config, not_after) = build_server_config(&self.settings, &self.provider)?;
         self.config.store(Arc::new(config));
+        self.not_after.store(
+            not_after.unwrap_or(i64::MIN),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *in_force = Version {
             sha256,
             generation: in_force.generation + 1,
@@ -258,14 +271,15 @@ pub struct TlsWatcher {
 fn build_server_config(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
-) -> Result<ServerConfig, TlsError> {
+) -> Result<(ServerConfig, Option<i64>), TlsError> {
     // Config consistency first, so the error does not depend on file state.
     let verifier = client_verifier(settings, provider)?;
     let certs = read_certs(&settings.cert, "cert")?;
     let key = read_key(&settings.key, "key")?;
-    if let Some(end_entity) = certs.first() {
-        check_validity(end_entity, &settings.cert)?;
-    }
+    let not_after = match certs.first() {
+        Some(end_entity) => Some(check_validity(end_entity, &settings.cert)?),
+        None => None,
+    };
     let certified = certified_key(certs, key, settings, provider)?;
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -278,7 +292,7 @@ fn build_server_config(
     // Kafka clients do not negotiate ALPN, so none is offered.
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.ignore_client_order = true;
-    Ok(config)
+    Ok((config, not_after))
 }
 
 fn read_file(path: &Path, setting: &'static str) -> Result<Vec<u8>, TlsError> {
@@ -339,7 +353,8 @@ fn read_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>
 
 /// Rejects an expired or not-yet-valid server certificate up front: rustls
 /// would happily serve it and every client would fail with a vaguer error.
-fn check_validity(cert: &CertificateDer<'_>, path: &Path) -> Result<(), TlsError> {
+/// Returns when it expires (Unix seconds).
+fn check_validity(cert: &CertificateDer<'_>, path: &Path) -> Result<i64, TlsError> {
     let (_, parsed) = X509Certificate::from_der(cert).map_err(|e| TlsError::BadCertificate {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -360,7 +375,7 @@ fn check_validity(cert: &CertificateDer<'_>, path: &Path) -> Result<(), TlsError
             now: now.to_string(),
         });
     }
-    Ok(())
+    Ok(validity.not_after.timestamp())
 }
 
 /// `CertifiedKey::from_der` parses the key with the ring provider and

@@ -93,6 +93,7 @@ impl GatewayProc {
                  sasl:\n  credentials: {creds}\n\
                  acl:\n  file: {acl}\n\
                  audit:\n  file: {audit}\n\
+                 ops:\n  address: 127.0.0.1:0\n\
                  backend: gateway\n\
                  gateway:\n  bootstrap_servers: [{up}]\n  security_protocol: SASL_SSL\n  \
                  tls:\n    ca_file: {ca}\n  sasl:\n    username: {user}\n    password: {pw}\n",

@@ -30,6 +30,8 @@ pub struct Broker {
     pub admin_password: Option<String>,
     /// Extra environment of the next launch (see `set_env`).
     env: Vec<(String, String)>,
+    /// host:port of the ops listener (metrics, health), when it runs.
+    ops: Option<String>,
 }
 
 /// Strips the ANSI colour codes the broker's log carries.
@@ -104,6 +106,24 @@ pub fn run_script_ok(script: &str, args: &[&str], context: impl FnOnce() -> Stri
     }
 }
 
+/// Whether a config's `ops:` section switches the ops listener off.
+fn ops_disabled(yaml: &str) -> bool {
+    let mut in_ops = false;
+    for line in yaml.lines() {
+        if let Some(rest) = line.strip_prefix("ops:") {
+            if rest.contains("enabled: false") {
+                return true;
+            }
+            in_ops = true;
+        } else if !line.starts_with(' ') {
+            in_ops = false;
+        } else if in_ops && line.trim() == "enabled: false" {
+            return true;
+        }
+    }
+    false
+}
+
 /// Polls `f` until it returns `Some`, panicking with `what` at the deadline.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -165,6 +185,10 @@ impl Broker {
                 dir.join("credentials.yaml").display()
             ));
         }
+        if !has("ops") {
+            // The default port is fixed: parallel brokers would collide.
+            yaml.push_str("ops:\n  address: 127.0.0.1:0\n");
+        }
         yaml.push_str(extra_yaml);
         let mut b = Broker {
             child: None,
@@ -176,6 +200,7 @@ impl Broker {
             addrs: Vec::new(),
             admin_password: None,
             env: Vec::new(),
+            ops: None,
         };
         b.launch(&vec![0; protocols.len()]);
         b
@@ -194,6 +219,11 @@ impl Broker {
             .position(|p| p == protocol)
             .unwrap_or_else(|| panic!("no {protocol} listener"));
         &self.addrs[i]
+    }
+
+    /// host:port of the ops listener (panics if it is off).
+    pub fn ops_addr(&self) -> &str {
+        self.ops.as_deref().expect("the ops listener runs")
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -291,20 +321,35 @@ impl Broker {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("portcullis: listening ") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send((true, addr));
+                    let _ = tx.send((Line::Listener, addr));
+                } else if let Some(rest) = line.strip_prefix("portcullis: ops listening ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send((Line::Ops, addr));
                 } else if let Some((_, pw)) = line.split_once("with password: ") {
-                    let _ = tx.send((false, pw.trim().to_string()));
+                    let _ = tx.send((Line::Password, pw.trim().to_string()));
                 }
             }
         });
+        #[derive(PartialEq)]
+        enum Line {
+            Listener,
+            Ops,
+            Password,
+        }
         self.addrs.clear();
-        while self.addrs.len() < self.protocols.len() {
+        self.ops = None;
+        // The ops line is printed with the listener lines, in the same write.
+        let ops_expected = !ops_disabled(&self.extra_yaml);
+        while self.addrs.len() < self.protocols.len() || ops_expected && self.ops.is_none() {
             match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok((true, addr)) => {
+                Ok((Line::Listener, addr)) => {
                     self.addrs
                         .push(addr.split("://").nth(1).unwrap().to_string());
                 }
-                Ok((false, pw)) => self.admin_password = Some(pw),
+                Ok((Line::Ops, url)) => {
+                    self.ops = Some(url.split("://").nth(1).unwrap().to_string());
+                }
+                Ok((Line::Password, pw)) => self.admin_password = Some(pw),
                 Err(_) => {
                     let _ = child.kill();
                     panic!("broker did not start; log:\n{}", self.log());
@@ -458,7 +503,15 @@ pub fn python() -> PathBuf {
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv");
         let py = venv.join("bin/python");
         let marker = venv.join(".portcullis-ready");
-        if !marker.exists() {
+        // The marker lists what was installed: a package added here is
+        // installed into an existing venv on the next run.
+        let packages = [
+            "confluent-kafka>=2.6",
+            "kafka-python>=2.2",
+            "prometheus_client>=0.20",
+        ];
+        let want = packages.join("\n");
+        if !py.exists() {
             let ok = Command::new("python3")
                 .args(["-m", "venv"])
                 .arg(&venv)
@@ -466,20 +519,16 @@ pub fn python() -> PathBuf {
                 .map(|s| s.success())
                 .unwrap_or(false);
             assert!(ok, "python3 -m venv failed");
+        }
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
             let ok = Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "confluent-kafka>=2.6",
-                    "kafka-python>=2.2",
-                ])
+                .args(["-m", "pip", "install", "-q"])
+                .args(packages)
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
             assert!(ok, "pip install of the Python Kafka clients failed");
-            std::fs::write(&marker, b"ok").unwrap();
+            std::fs::write(&marker, want).unwrap();
         }
         py
     })
@@ -521,4 +570,28 @@ pub fn raw_request(s: &mut TcpStream, payload: &[u8]) -> Option<Vec<u8>> {
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
     s.read_exact(&mut body).ok()?;
     Some(body)
+}
+
+/// One GET over a fresh connection: (status, body). The server answers one
+/// request per connection and closes it.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP head in {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    Ok((status, body.to_string()))
 }

@@ -489,7 +489,7 @@ fn a_refused_file_is_never_echoed() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir: {d}/data2\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nacl:\n  file: {a}\naudit:\n  file: {d}/audit2/audit.log\n",
+            "data_dir: {d}/data2\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\nacl:\n  file: {a}\naudit:\n  file: {d}/audit2/audit.log\nops:\n  address: 127.0.0.1:0\n",
             d = dir.display(),
             a = t.acl.display()
         ),
@@ -574,7 +574,7 @@ fn a_missing_acl_file_is_refused() {
     let missing = dir.join("no-such-acls.yaml");
     let cfg = dir.join("missing-start.yaml");
     let base = format!(
-        "data_dir: {d}/data3\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\naudit:\n  file: {d}/audit3/audit.log\nacl:\n  file: {m}\n",
+        "data_dir: {d}/data3\nlisteners:\n  - security_protocol: PLAINTEXT\n    address: 127.0.0.1:0\naudit:\n  file: {d}/audit3/audit.log\nacl:\n  file: {m}\nops:\n  address: 127.0.0.1:0\n",
         d = dir.display(),
         m = missing.display()
     );
