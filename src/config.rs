@@ -263,6 +263,23 @@ impl Default for AclConfig {
     }
 }
 
+/// The policy file (naming, config bounds, producer and consumer rules),
+/// hot-reloaded like the ACL file. Absent at the default path: no
+/// policies; absent at a path set explicitly: an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            file: PathBuf::from("acl/policies.yaml"),
+        }
+    }
+}
+
 /// Where dev certificates live and whether `serve` may create them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,6 +368,9 @@ pub struct Config {
     pub sasl: SaslConfig,
     #[serde(default)]
     pub acl: AclConfig,
+    /// Policies enforced at the edge (see `policy/`).
+    #[serde(default)]
+    pub policy: PolicyConfig,
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
     #[serde(default)]

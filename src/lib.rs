@@ -21,6 +21,7 @@ pub mod group_config;
 pub mod log;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 pub mod quota;
 pub mod security;
 pub mod server;
