@@ -8,9 +8,7 @@ use std::path::Path;
 
 use regex::{Regex, RegexBuilder};
 
-use super::model::{
-    ConfigsModel, FileModel, ProduceModel, RangeModel, RuleModel, TopicsModel,
-};
+use super::model::{ConfigsModel, FileModel, ProduceModel, RangeModel, RuleModel, TopicsModel};
 use super::set::{
     acks_bit, ConfigCheck, ConsumeCheck, CreateCheck, PolicySet, PrincipalScope, ProduceCheck,
     Range, Rule, TopicScope, ValueBound,
@@ -208,9 +206,9 @@ impl Compiler {
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| match e {
-                regex::Error::CompiledTooBig(_) => format!(
-                    "`{what}` compiles past the size limit of {REGEX_SIZE_LIMIT} bytes"
-                ),
+                regex::Error::CompiledTooBig(_) => {
+                    format!("`{what}` compiles past the size limit of {REGEX_SIZE_LIMIT} bytes")
+                }
                 _ => format!("`{what}` is not a valid regular expression"),
             })?;
         self.patterns.insert(pattern.to_string(), re.clone());
@@ -225,7 +223,9 @@ impl Compiler {
             return Err("`name` must not contain spaces or control characters".into());
         }
         if let Some(first) = self.names.insert(m.name.clone(), line) {
-            return Err(format!("the rule name is already used by the rule at line {first}"));
+            return Err(format!(
+                "the rule name is already used by the rule at line {first}"
+            ));
         }
         let principals = match &m.principals {
             None => vec![PrincipalScope::Everyone],
@@ -326,9 +326,9 @@ impl Compiler {
             _ => return Err("`topics` names exactly one of name, prefix, pattern".into()),
         };
         match &scope {
-            TopicScope::Name(s) | TopicScope::Prefix(s) if s.is_empty() => {
-                Err("`topics` names an empty topic or prefix (omit `topics` for every topic)".into())
-            }
+            TopicScope::Name(s) | TopicScope::Prefix(s) if s.is_empty() => Err(
+                "`topics` names an empty topic or prefix (omit `topics` for every topic)".into(),
+            ),
             _ => Ok(scope),
         }
     }
@@ -401,7 +401,9 @@ fn range(r: RangeModel, what: &str, lowest: i64, highest: i64) -> Res<Range> {
     }
     for v in [r.min, r.max].into_iter().flatten() {
         if v < lowest || v > highest {
-            return Err(format!("`{what}` bounds must be between {lowest} and {highest}"));
+            return Err(format!(
+                "`{what}` bounds must be between {lowest} and {highest}"
+            ));
         }
     }
     if let (Some(a), Some(b)) = (r.min, r.max) {
@@ -420,8 +422,7 @@ fn is_config_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 249
         && k.starts_with(|c: char| c.is_ascii_lowercase())
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
 }
 
@@ -435,7 +436,11 @@ fn config_check(c: &ConfigsModel, what: &str) -> Res<ConfigCheck> {
                     bad + 1
                 ));
             }
-            Some(a.iter().map(|k| k.as_str().into()).collect::<Vec<Box<str>>>())
+            Some(
+                a.iter()
+                    .map(|k| k.as_str().into())
+                    .collect::<Vec<Box<str>>>(),
+            )
         }
     };
     let mut bounds = Vec::with_capacity(c.bounds.len());

@@ -20,3 +20,6 @@ pub use model::{Action, Codec};
 pub use produce::{FactsError, ProduceFacts};
 pub use set::{Decision, PolicySet, ProduceNeeds, Violation, MAX_AUDITED};
 pub use store::PolicyStore;
+
+#[cfg(test)]
+mod tests;

@@ -121,7 +121,10 @@ impl ProduceFacts {
         while pos < body.len() {
             let len = read_varint(body, &mut pos).ok_or_else(bad)?;
             let len = usize::try_from(len).map_err(|_| bad())?;
-            let end = pos.checked_add(len).filter(|e| *e <= body.len()).ok_or_else(bad)?;
+            let end = pos
+                .checked_add(len)
+                .filter(|e| *e <= body.len())
+                .ok_or_else(bad)?;
             let rec = &body[pos..end];
             pos = end;
             let mut p = 1usize; // attributes
@@ -139,7 +142,10 @@ impl ProduceFacts {
             for _ in 0..count.max(0) {
                 let klen = read_varint(rec, &mut p).ok_or_else(bad)?;
                 let klen = usize::try_from(klen).map_err(|_| bad())?;
-                let kend = p.checked_add(klen).filter(|e| *e <= rec.len()).ok_or_else(bad)?;
+                let kend = p
+                    .checked_add(klen)
+                    .filter(|e| *e <= rec.len())
+                    .ok_or_else(bad)?;
                 let key = &rec[p..kend];
                 p = kend;
                 skip_bytes(rec, &mut p).ok_or_else(bad)?; // header value

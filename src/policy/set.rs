@@ -515,40 +515,38 @@ impl PolicySet {
         configs: &[(&str, Option<&str>)],
     ) -> Decision {
         let mut c = Collector::new(&self.rules);
-        self.create
-            .visit(&self.rules, principal, Some(name), |i| {
-                c.check(i, |r| {
-                    if let Some(cc) = &r.create {
-                        if let Some(re) = &cc.name_pattern {
-                            if !re.is_match(name) {
-                                return Some(format!(
-                                    "topic name {} does not match {}",
-                                    shown(name),
-                                    re.as_str()
-                                ));
-                            }
-                        }
-                        if let Some(range) = &cc.partitions {
-                            if partitions >= 0 && !range.contains(partitions.into()) {
-                                return Some(format!(
-                                    "{partitions} partitions: must be {}",
-                                    range.describe()
-                                ));
-                            }
-                        }
-                        if let Some(range) = &cc.replication_factor {
-                            if replication_factor >= 0 && !range.contains(replication_factor.into())
-                            {
-                                return Some(format!(
-                                    "replication factor {replication_factor}: must be {}",
-                                    range.describe()
-                                ));
-                            }
+        self.create.visit(&self.rules, principal, Some(name), |i| {
+            c.check(i, |r| {
+                if let Some(cc) = &r.create {
+                    if let Some(re) = &cc.name_pattern {
+                        if !re.is_match(name) {
+                            return Some(format!(
+                                "topic name {} does not match {}",
+                                shown(name),
+                                re.as_str()
+                            ));
                         }
                     }
-                    r.configs.as_ref().and_then(|cc| check_configs(cc, configs))
-                })
-            });
+                    if let Some(range) = &cc.partitions {
+                        if partitions >= 0 && !range.contains(partitions.into()) {
+                            return Some(format!(
+                                "{partitions} partitions: must be {}",
+                                range.describe()
+                            ));
+                        }
+                    }
+                    if let Some(range) = &cc.replication_factor {
+                        if replication_factor >= 0 && !range.contains(replication_factor.into()) {
+                            return Some(format!(
+                                "replication factor {replication_factor}: must be {}",
+                                range.describe()
+                            ));
+                        }
+                    }
+                }
+                r.configs.as_ref().and_then(|cc| check_configs(cc, configs))
+            })
+        });
         c.finish()
     }
 
@@ -600,16 +598,17 @@ impl PolicySet {
     /// nothing.
     pub fn produce_needs(&self, principal: &str, topic: &str) -> ProduceNeeds {
         let mut needs = ProduceNeeds::default();
-        self.produce.visit(&self.rules, principal, Some(topic), |i| {
-            let Some(p) = &self.rules[i as usize].produce else {
-                return;
-            };
-            needs.applies = true;
-            needs.batches |=
-                p.idempotence_required || p.transactions_required || p.codecs.is_some();
-            needs.record_sizes |= p.max_record_bytes.is_some();
-            needs.header_mask |= p.header_mask;
-        });
+        self.produce
+            .visit(&self.rules, principal, Some(topic), |i| {
+                let Some(p) = &self.rules[i as usize].produce else {
+                    return;
+                };
+                needs.applies = true;
+                needs.batches |=
+                    p.idempotence_required || p.transactions_required || p.codecs.is_some();
+                needs.record_sizes |= p.max_record_bytes.is_some();
+                needs.header_mask |= p.header_mask;
+            });
         if needs.header_mask != 0 {
             needs.header_keys = Some(self.header_keys.clone());
         }
