@@ -21,6 +21,9 @@ Exit codes:
   3  refused by the broker: not authorized (*_AUTHORIZATION_FAILED) or
      the SASL login failed
 
+`policy check` exits 1 when the request would be blocked by a policy
+(violations of audit-only rules are printed and exit 0).
+
 Commands that talk to the broker (group, topic, cluster, quota) log in
 with --user (or $PORTCULLIS_USER, default admin) and the password from
 --password-stdin or $PORTCULLIS_PASSWORD. Read commands take
@@ -61,6 +64,8 @@ enum Command {
     User(cli::user::UserArgs),
     /// Manage and query ACLs in the ACL file.
     Acl(cli::acl::AclArgs),
+    /// List the policy file's rules and check requests against them.
+    Policy(cli::policy::PolicyArgs),
     /// Inspect consumer groups and reset their offsets.
     Group(cli::group::GroupArgs),
     /// Read the audit log.
@@ -175,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => cli::certs::run(args),
         Command::Acl(args) => cli::acl::run(args),
         Command::Audit(args) => cli::audit::run(args),
+        Command::Policy(args) => cli::policy::run(args),
         Command::Topic(args) => rt.block_on(cli::topic::run(args)),
         Command::Group(args) => rt.block_on(cli::group::run(args)),
         Command::Cluster(args) => rt.block_on(cli::cluster::run(args)),

@@ -67,7 +67,7 @@ pub enum ConfigFlag {
     Topic(String, String),
 }
 
-fn parse_config_flag(s: &str) -> Result<ConfigFlag, String> {
+pub fn parse_config_flag(s: &str) -> Result<ConfigFlag, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !k.contains('/') => {
             Ok(ConfigFlag::Topic(k.to_string(), v.to_string()))

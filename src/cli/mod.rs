@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cluster;
 pub mod connect;
 pub mod group;
+pub mod policy;
 pub mod quota;
 pub mod topic;
 pub mod user;

@@ -42,7 +42,7 @@ pub enum PolicyFileError {
     },
     #[error("policy file {path}, line {line}: not UTF-8 text")]
     NotUtf8 { path: String, line: usize },
-    #[error("policy file {path} does not exist (it was configured explicitly as policy.file)")]
+    #[error("policy file {path} does not exist (a path given explicitly must exist; only the default path may be absent, meaning no policies)")]
     Missing { path: String },
     #[error("policy file {path} is empty (a write in progress?); write `rules: []` to remove every rule")]
     Empty { path: String },
