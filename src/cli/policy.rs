@@ -37,7 +37,7 @@ enum PolicyCommand {
     },
     /// Decide a request as the broker would and print the deciding rule
     /// (exit 1 when blocked).
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
 }
 
 #[derive(Args)]

@@ -266,7 +266,7 @@ impl<'de> Deserialize<'de> for Acks {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Acks, E> {
                 match v {
-                    -1 | 0 | 1 => Ok(Acks(v as i16)),
+                    -1..=1 => Ok(Acks(v as i16)),
                     _ => Err(E::invalid_value(de::Unexpected::Other("number"), &self)),
                 }
             }
