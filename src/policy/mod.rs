@@ -17,8 +17,8 @@ pub mod store;
 
 pub use file::PolicyFileError;
 pub use model::{Action, Codec};
-pub use produce::{FactsError, ProduceFacts};
-pub use set::{Decision, PolicySet, ProduceNeeds, Violation, MAX_AUDITED};
+pub use produce::{FactsError, ProduceFacts, ProduceNeeds};
+pub use set::{Decision, PolicySet, Violation, MAX_AUDITED};
 pub use store::PolicyStore;
 
 #[cfg(test)]

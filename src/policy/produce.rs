@@ -7,9 +7,33 @@
 //! through the log engine's bounded decompressor, and a record's headers
 //! are read only within the record's own length.
 
+use std::sync::Arc;
+
 use crate::log::batch::{read_varint, BatchHeader, ATTR_TRANSACTIONAL, HEADER_LEN};
 
-use super::set::ProduceNeeds;
+/// What a produce to one topic needs to be checked: nothing at all when no
+/// rule applies, else the batch headers, and the records only when a rule
+/// bounds record sizes or requires headers.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceNeeds {
+    /// Some produce rule covers this principal and topic.
+    pub applies: bool,
+    /// Batch-header facts (codec, producer id, transactional bit).
+    pub batches: bool,
+    /// Each record's value size.
+    pub record_sizes: bool,
+    /// Which of `header_keys` to look for in each record (bit i: key i).
+    pub header_mask: u64,
+    /// The set's required header keys, when `header_mask` is not zero.
+    pub header_keys: Option<Arc<[Box<str>]>>,
+}
+
+impl ProduceNeeds {
+    /// Whether the records themselves must be read.
+    pub fn records(&self) -> bool {
+        self.record_sizes || self.header_mask != 0
+    }
+}
 
 /// Why the records could not be read. The edge answers as for a corrupt
 /// batch (CORRUPT_MESSAGE / INVALID_RECORD): the back end would refuse

@@ -14,7 +14,7 @@ use regex::Regex;
 use rustc_hash::FxHashMap;
 
 use super::model::{Action, Codec, RuleModel};
-use super::produce::ProduceFacts;
+use super::produce::{ProduceFacts, ProduceNeeds};
 
 /// Audit-action violations kept per decision; more are dropped (the
 /// request is still allowed, and the first ones name the rules to fix).
@@ -416,30 +416,6 @@ fn check_configs(check: &ConfigCheck, configs: &[(&str, Option<&str>)]) -> Optio
         }
     }
     None
-}
-
-/// What a produce to one topic needs to be checked: nothing at all when no
-/// rule applies, else the batch headers, and the records only when a rule
-/// bounds record sizes or requires headers.
-#[derive(Debug, Clone, Default)]
-pub struct ProduceNeeds {
-    /// Some produce rule covers this principal and topic.
-    pub applies: bool,
-    /// Batch-header facts (codec, producer id, transactional bit).
-    pub batches: bool,
-    /// Each record's value size.
-    pub record_sizes: bool,
-    /// Which of `header_keys` to look for in each record (bit i: key i).
-    pub header_mask: u64,
-    /// The set's required header keys, when `header_mask` is not zero.
-    pub header_keys: Option<Arc<[Box<str>]>>,
-}
-
-impl ProduceNeeds {
-    /// Whether the records themselves must be read.
-    pub fn records(&self) -> bool {
-        self.record_sizes || self.header_mask != 0
-    }
 }
 
 /// The compiled rules of one version of the file.
