@@ -16,8 +16,8 @@ use rustc_hash::FxHashMap;
 use super::model::{Action, Codec, RuleModel};
 use super::produce::{ProduceFacts, ProduceNeeds};
 
-/// Audit-action violations kept per decision; more are dropped (the
-/// request is still allowed, and the first ones name the rules to fix).
+/// Audit-action violations kept per decision: the first ones in file
+/// order; more are dropped (the request is still allowed either way).
 pub const MAX_AUDITED: usize = 16;
 
 /// One violated rule.
@@ -317,7 +317,8 @@ impl<'a> Collector<'a> {
         match self.rules[i as usize].action {
             Action::Block => self.block.as_ref().is_none_or(|(b, _)| i < *b),
             Action::Audit => {
-                self.audits.len() < MAX_AUDITED && !self.audits.iter().any(|(a, _)| *a == i)
+                !self.audits.iter().any(|(a, _)| *a == i)
+                    && (self.audits.len() < MAX_AUDITED || self.audits.iter().any(|(a, _)| *a > i))
             }
         }
     }
@@ -332,7 +333,17 @@ impl<'a> Collector<'a> {
             let message = format!("policy {}: {what}", rule.name);
             match rule.action {
                 Action::Block => self.block = Some((i, message)),
-                Action::Audit => self.audits.push((i, message)),
+                Action::Audit => {
+                    // Full: the rule latest in the file makes room, so
+                    // the ones kept are the first violated in file order.
+                    if self.audits.len() >= MAX_AUDITED {
+                        if let Some(last) = (0..self.audits.len()).max_by_key(|&k| self.audits[k].0)
+                        {
+                            self.audits.swap_remove(last);
+                        }
+                    }
+                    self.audits.push((i, message))
+                }
             }
         }
     }
