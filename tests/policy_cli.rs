@@ -189,6 +189,31 @@ fn check_prints_the_decision_and_exits_1_when_blocked() {
     );
     assert_eq!(code, 0);
 
+    // Config changes and CreatePartitions, as `topic alter` spells them.
+    let alter = |extra: &[&str]| {
+        let mut a = vec![
+            "policy",
+            "check",
+            "--principal",
+            "User:alice",
+            "--alter-topic",
+            "orders",
+        ];
+        a.extend_from_slice(extra);
+        run(d, &a)
+    };
+    assert_eq!(alter(&["--config", "retention.ms=1000"]).0, 1);
+    assert_eq!(alter(&["--config", "retention.ms=86400000"]).0, 0);
+    assert_eq!(alter(&["--delete-config", "retention.ms"]).0, 0);
+    let (code, out, _) = alter(&["--partitions", "65"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("65 partitions in total: must be between 3 and 64"),
+        "{out}"
+    );
+    assert_eq!(alter(&["--partitions", "64"]).0, 0);
+    assert_eq!(alter(&[]).0, 2);
+
     // Audit-only violations: printed, exit 0; JSON says so too.
     let (code, out, _) = run(
         d,

@@ -722,6 +722,28 @@ fn store_keeps_the_last_good_version_and_missing_follows_explicitness() {
 }
 
 #[test]
+fn the_config_says_whether_the_path_was_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let listeners =
+        "listeners:\n  - {name: p, address: \"127.0.0.1:9092\", security_protocol: PLAINTEXT}\n";
+    let cfg = crate::config::Config::parse(listeners).unwrap();
+    assert_eq!(
+        cfg.policy.file,
+        std::path::PathBuf::from("acl/policies.yaml")
+    );
+    assert!(!cfg.is_explicit("policy.file"));
+    let missing = dir.path().join("absent.yaml");
+    let text = format!("{listeners}policy:\n  file: {}\n", missing.display());
+    let cfg = crate::config::Config::parse(&text).unwrap();
+    assert!(cfg.is_explicit("policy.file"));
+    assert!(matches!(
+        PolicyStore::from_config(&cfg),
+        Err(PolicyFileError::Missing { .. })
+    ));
+    assert!(crate::config::Config::parse(&format!("{listeners}policy:\n  fiel: x\n")).is_err());
+}
+
+#[test]
 fn the_watcher_applies_and_acknowledges_and_reports_failures() {
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
