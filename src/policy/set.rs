@@ -382,6 +382,9 @@ fn shown(s: &str) -> &str {
 
 fn check_configs(check: &ConfigCheck, configs: &[(&str, Option<&str>)]) -> Option<String> {
     for &(key, value) in configs {
+        // A deletion reverts to the default, which this layer cannot see
+        // (and removing a key set before the policy must stay possible).
+        let Some(value) = value else { continue };
         if let Some(allowed) = &check.allowed {
             if !allowed.iter().any(|a| &**a == key) {
                 return Some(format!(
@@ -391,9 +394,6 @@ fn check_configs(check: &ConfigCheck, configs: &[(&str, Option<&str>)]) -> Optio
                 ));
             }
         }
-        // A deletion reverts to the default, which this layer cannot see:
-        // only values set are bounded.
-        let Some(value) = value else { continue };
         let Some((_, bound)) = check.bounds.iter().find(|(k, _)| &**k == key) else {
             continue;
         };
@@ -538,8 +538,7 @@ impl PolicySet {
     }
 
     /// IncrementalAlterConfigs / AlterConfigs on one topic. A change of
-    /// `None` deletes the key (back to the default) and is only checked
-    /// against `allowed`.
+    /// `None` deletes the key (back to the broker's default) and is allowed.
     pub fn alter_topic_configs(
         &self,
         principal: &str,
