@@ -45,6 +45,8 @@ pub struct Broker {
     /// Brute-force brake and aggregated audit of failed logins.
     pub login_throttle: crate::security::throttle::LoginThrottle,
     pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
+    /// The policy rules in force (the hot-reloaded policy file).
+    pub policies: Arc<crate::policy::PolicyStore>,
     /// Client quotas (the config file's, overlaid by AlterClientQuotas).
     pub quotas: Arc<crate::quota::Quotas>,
     /// What `/metrics` exports; the request path moves its counters.

@@ -37,6 +37,8 @@ pub enum BrokerError {
     ProducerIds { source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("policies: {0}")]
+    Policy(#[from] crate::policy::PolicyFileError),
     #[error("client quotas: {0}")]
     Quotas(#[from] crate::quota::QuotaStoreError),
     #[error("credential store: {0}")]
@@ -84,6 +86,7 @@ pub struct RunningBroker {
     _tls_watcher: Option<TlsWatcher>,
     _credentials_watcher: Option<ReloadHandle>,
     _acl_watcher: ReloadHandle,
+    _policy_watcher: ReloadHandle,
 }
 
 impl RunningBroker {
@@ -274,6 +277,13 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         Some(handle) => Some(handle.spawn_watcher(Some(reporter.clone()))?),
         None => None,
     };
+    let policies = crate::policy::PolicyStore::from_config(&config)?;
+    let policy_watcher = policies
+        .spawn_watcher(Some(reporter.clone()))
+        .map_err(|source| BrokerError::Watch {
+            what: "the policy file",
+            source,
+        })?;
     let credentials_watcher = match &credentials {
         Some(store) => {
             Some(
@@ -300,6 +310,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
     let broker = Arc::new(Broker {
         config: config.clone(),
         quotas,
+        policies,
         dynamic,
         group_configs,
         logs: logs.clone(),
@@ -418,6 +429,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         _tls_watcher: tls_watcher,
         _credentials_watcher: credentials_watcher,
         _acl_watcher: acl_watcher,
+        _policy_watcher: policy_watcher,
     })
 }
 
@@ -495,6 +507,7 @@ fn reload_reporter(auditor: Arc<Auditor>, metrics: Arc<crate::metrics::Metrics>)
         let (kind, count_key, file) = match what {
             "ACL file" => (EventKind::AclReload, "rules", "acl"),
             "credential file" => (EventKind::FileReload, "users", "credentials"),
+            "policy file" => (EventKind::FileReload, "rules", "policy"),
             _ => (EventKind::FileReload, "entries", "tls"),
         };
         metrics.reload(

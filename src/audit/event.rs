@@ -33,6 +33,9 @@ pub enum EventKind {
     /// One source wrote more than `audit.source_alarm_share` of the
     /// current audit file.
     AuditVolumeAlarm,
+    /// A request violated a policy rule: refused (`decision: blocked`) or
+    /// let through by an audit-only rule (`decision: audited`).
+    PolicyViolation,
 }
 
 impl EventKind {
@@ -52,6 +55,7 @@ impl EventKind {
             EventKind::FileReload => "file_reload",
             EventKind::AuditChainStart => "audit_chain_start",
             EventKind::AuditVolumeAlarm => "audit_volume_alarm",
+            EventKind::PolicyViolation => "policy_violation",
         }
     }
 }

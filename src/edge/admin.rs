@@ -20,10 +20,11 @@ use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 
 use super::backend::{Backend, Lookup};
-use super::plan::{merge_into, refuse_or_forward, split, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, split_policy, Plan};
 use crate::acl::model::CLUSTER_NAME;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
+use crate::policy::Violation;
 
 /// Config resource types (DescribeConfigs, IncrementalAlterConfigs).
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -79,6 +80,33 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
         }
     });
     let validate_only = r.validate_only;
+    let embedded = ctx.broker.config.backend == crate::config::Backend::Embedded;
+    let (allowed, violating) = split_policy(allowed, |t| {
+        if ctx.policies.is_empty() {
+            return None;
+        }
+        // The broker's defaults where the embedded back end has them; an
+        // upstream's are unknown (-1: not checked).
+        let defaults = ctx.broker.logs.defaults();
+        let partitions = match (t.num_partitions, t.assignments.len()) {
+            (_, n) if n > 0 => n as i32,
+            (-1, _) if embedded => defaults.default_partitions,
+            (n, _) => n,
+        };
+        let replication = match t.replication_factor {
+            -1 if embedded => 1,
+            n => n,
+        };
+        let configs: Vec<(&str, Option<&str>)> = t
+            .configs
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_deref()))
+            .collect();
+        let decision =
+            ctx.policies
+                .create_topic(ctx.principal, &t.name, partitions, replication, &configs);
+        ctx.policy(decision, "topic", &t.name)
+    });
     // KIP-599: v6+ refuses what comes while the client's mutation rate is
     // in debt; older clients only get throttled.
     let (allowed, throttled) = split(allowed, |t| {
@@ -101,7 +129,14 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
             .with_num_partitions(-1)
             .with_replication_factor(-1)
     };
-    let refused: Vec<CreatableTopicResult> = refusals(&denied, &throttled, refuse);
+    let mut refused: Vec<CreatableTopicResult> = refusals(&denied, &throttled, refuse);
+    refused.extend(violating.iter().map(|(t, v)| {
+        refuse(
+            t,
+            ResponseError::PolicyViolation,
+            Some(StrBytes::from_string(v.message.clone())),
+        )
+    }));
     let nothing_left = allowed.is_empty();
     let asked: Vec<(String, i32, BTreeMap<String, String>)> = allowed
         .iter()
@@ -239,6 +274,15 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
         ctx.authorize_topic(Operation::Alter, &t.name)
     });
     let validate_only = r.validate_only;
+    let (allowed, violating) = split_policy(allowed, |t| {
+        if ctx.policies.is_empty() {
+            return None;
+        }
+        let decision = ctx
+            .policies
+            .create_partitions(ctx.principal, &t.name, t.count);
+        ctx.policy(decision, "topic", &t.name)
+    });
     let (allowed, throttled) = split(allowed, |t| {
         let now = ctx
             .broker
@@ -257,7 +301,14 @@ pub fn create_partitions(ctx: &RequestContext<'_>, mut r: CreatePartitionsReques
                 .with_error_code(code.code())
                 .with_error_message(message)
         };
-    let refused: Vec<CreatePartitionsTopicResult> = refusals(&denied, &throttled, refuse);
+    let mut refused: Vec<CreatePartitionsTopicResult> = refusals(&denied, &throttled, refuse);
+    refused.extend(violating.iter().map(|(t, v)| {
+        refuse(
+            t,
+            ResponseError::PolicyViolation,
+            Some(StrBytes::from_string(v.message.clone())),
+        )
+    }));
     let nothing_left = allowed.is_empty();
     let asked: Vec<(String, i32)> = allowed
         .iter()
@@ -331,18 +382,43 @@ fn split_configs<R, A>(
     op: Operation,
     resources: Vec<R>,
     kind: impl Fn(&R) -> (i8, &str),
-    refuse: impl Fn(R, i16, &'static str) -> A,
+    policy: impl Fn(&R) -> Option<Violation>,
+    refuse: impl Fn(R, i16, StrBytes) -> A,
 ) -> (Vec<R>, Vec<A>) {
     let mut allowed = Vec::with_capacity(resources.len());
     let mut refused = Vec::new();
     for res in resources {
         let (rtype, name) = kind(&res);
-        match config_denial(ctx, op, rtype, name) {
-            Some((code, message)) => refused.push(refuse(res, code, message)),
+        if let Some((code, message)) = config_denial(ctx, op, rtype, name) {
+            refused.push(refuse(res, code, StrBytes::from_static_str(message)));
+            continue;
+        }
+        // Topic config changes after authorization: the policies' bounds.
+        match (rtype == RESOURCE_TOPIC).then(|| policy(&res)).flatten() {
+            Some(v) => refused.push(refuse(
+                res,
+                ResponseError::PolicyViolation.code(),
+                StrBytes::from_string(v.message),
+            )),
             None => allowed.push(res),
         }
     }
     (allowed, refused)
+}
+
+/// The policies' decision on changing `topic`'s configs.
+fn config_policy(
+    ctx: &RequestContext<'_>,
+    topic: &str,
+    changes: &[(&str, Option<&str>)],
+) -> Option<Violation> {
+    if ctx.policies.is_empty() {
+        return None;
+    }
+    let decision = ctx
+        .policies
+        .alter_topic_configs(ctx.principal, topic, changes);
+    ctx.policy(decision, "topic", topic)
 }
 
 pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest) -> Plan {
@@ -352,10 +428,11 @@ pub fn describe_configs(ctx: &RequestContext<'_>, mut r: DescribeConfigsRequest)
         Operation::DescribeConfigs,
         std::mem::take(&mut r.resources),
         |res| (res.resource_type, &res.resource_name),
+        |_| None,
         |res, code, message| {
             DescribeConfigsResult::default()
                 .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_error_message(Some(message))
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name)
         },
@@ -377,10 +454,25 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
         Operation::AlterConfigs,
         std::mem::take(&mut r.resources),
         |res| (res.resource_type, &res.resource_name),
+        |res| {
+            // DELETE (1) goes back to the default; APPEND and SUBTRACT are
+            // checked with the value they add or remove.
+            let changes: Vec<(&str, Option<&str>)> = res
+                .configs
+                .iter()
+                .map(|c| {
+                    let value = (c.config_operation != 1)
+                        .then_some(c.value.as_deref())
+                        .flatten();
+                    (c.name.as_str(), value)
+                })
+                .collect();
+            config_policy(ctx, &res.resource_name, &changes)
+        },
         |res, code, message| {
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_error_message(Some(message))
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name)
         },
@@ -439,10 +531,18 @@ pub fn alter_configs_legacy(ctx: &RequestContext<'_>, mut r: AlterConfigsRequest
         Operation::AlterConfigs,
         std::mem::take(&mut r.resources),
         |res| (res.resource_type, &res.resource_name),
+        |res| {
+            let changes: Vec<(&str, Option<&str>)> = res
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_deref()))
+                .collect();
+            config_policy(ctx, &res.resource_name, &changes)
+        },
         |res, code, message| {
             LegacyAlterResult::default()
                 .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_static_str(message)))
+                .with_error_message(Some(message))
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name)
         },

@@ -29,7 +29,16 @@ pub struct RequestContext<'a> {
     pub audit: Mutex<AuditBuffer>,
     /// The quota buckets the request spends from, and its throttle.
     pub quota: crate::quota::RequestQuota,
+    /// The policies in force when the request arrived (like `acls`).
+    pub policies: Arc<crate::policy::PolicySet>,
+    /// Policy violations recorded for this request so far (bounded).
+    pub policy_records: std::sync::atomic::AtomicU32,
 }
+
+/// Policy violation records one request may write; past this, one more
+/// record says that the rest were not recorded (a request naming
+/// thousands of topics must not write thousands of records).
+const MAX_POLICY_RECORDS: u32 = 16;
 
 impl RequestContext<'_> {
     /// An audit record pre-filled with who, from where and which request.
@@ -179,6 +188,58 @@ impl RequestContext<'_> {
 
     pub fn authorize_topic(&self, op: Operation, topic: &str) -> bool {
         self.authorize(op, ResourceType::Topic, topic)
+    }
+
+    /// Records what the policies said about one resource (every violation,
+    /// blocking or audit-only, gets an audit record naming its rule) and
+    /// returns the blocking violation, if any. Called after authorization,
+    /// for resources the principal may use.
+    pub fn policy(
+        &self,
+        decision: crate::policy::Decision,
+        resource_type: &str,
+        name: &str,
+    ) -> Option<crate::policy::Violation> {
+        if decision.is_clean() {
+            return None;
+        }
+        let blocked = decision.blocked.iter().map(|v| (v, "blocked"));
+        let audited = decision.audited.iter().map(|v| (v, "audited"));
+        for (v, outcome) in blocked.chain(audited) {
+            self.policy_record(v, outcome, resource_type, name);
+        }
+        decision.blocked
+    }
+
+    fn policy_record(
+        &self,
+        v: &crate::policy::Violation,
+        outcome: &str,
+        resource_type: &str,
+        name: &str,
+    ) {
+        use std::sync::atomic::Ordering;
+        if !self.broker.auditor.enabled() {
+            return;
+        }
+        let n = self.policy_records.fetch_add(1, Ordering::Relaxed);
+        if n > MAX_POLICY_RECORDS {
+            return;
+        }
+        let mut ev = self.event(EventKind::PolicyViolation);
+        if n == MAX_POLICY_RECORDS {
+            ev.reason = Some("more policy violations in this request are not recorded".into());
+        } else {
+            ev.resource_type = Some(resource_type.to_string());
+            ev.resource_name = Some(bounded_name(name));
+            ev.decision = Some(outcome.to_string());
+            ev.reason = Some(v.message.clone());
+            ev.details = Some(serde_json::json!({ "rule": v.rule }));
+        }
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ev);
     }
 
     /// Records a completed admin action (topic create/delete, config or ACL

@@ -11,10 +11,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::plan::{merge_into, refuse_or_forward, split, Plan};
+use super::plan::{merge_into, refuse_or_forward, split, split_policy, Plan};
 use super::refusals;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
+use crate::policy::ProduceFacts;
+use kafka_protocol::messages::produce_request::TopicProduceData;
 
 pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
     let txn_denied = r
@@ -29,7 +31,16 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
     } else {
         ResponseError::TopicAuthorizationFailed.code()
     };
-    let refused = refusals::produce(&denied, code);
+    let mut refused = refusals::produce(&denied, code);
+    let (allowed, violating) = split_policy(allowed, |t| produce_policy(ctx, &r, t));
+    for (t, v) in &violating {
+        refused.extend(refusals::produce_with_message(
+            std::slice::from_ref(t),
+            v.code,
+            &v.message,
+        ));
+    }
+    let denied_any = !denied.is_empty() || !violating.is_empty();
     if allowed.is_empty() {
         if r.acks == 0 {
             return Plan::Local(None);
@@ -41,9 +52,56 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
     r.topic_data = allowed;
     Plan::Forward {
         body: RequestKind::Produce(r),
-        changed: !denied.is_empty(),
+        changed: denied_any,
         fix: merge_into!(Produce, responses, refused),
     }
+}
+
+/// Why a topic's part of a Produce is refused by the policies: the code and
+/// the message its partitions are answered with.
+struct Refused {
+    code: i16,
+    message: String,
+}
+
+/// The produce rules for one topic. Costs one lookup when no rule covers
+/// the principal and topic; the records are read only for the facts a rule
+/// needs (batch headers, and record sizes and headers only when bounded).
+fn produce_policy(
+    ctx: &RequestContext<'_>,
+    r: &ProduceRequest,
+    t: &TopicProduceData,
+) -> Option<Refused> {
+    if ctx.policies.is_empty() {
+        return None;
+    }
+    let needs = ctx.policies.produce_needs(ctx.principal, &t.name);
+    if !needs.applies {
+        return None;
+    }
+    let mut facts = ProduceFacts::default();
+    for p in &t.partition_data {
+        if let Some(records) = &p.records {
+            if let Err(e) = facts.add_records(records, &needs) {
+                // The back end would refuse such records too.
+                return Some(Refused {
+                    code: ResponseError::CorruptMessage.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    let decision = ctx.policies.produce(
+        ctx.principal,
+        &t.name,
+        r.acks,
+        r.transactional_id.as_ref().map(|t| t.as_str()),
+        &facts,
+    );
+    ctx.policy(decision, "topic", &t.name).map(|v| Refused {
+        code: ResponseError::PolicyViolation.code(),
+        message: v.message,
+    })
 }
 
 pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {

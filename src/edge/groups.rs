@@ -90,15 +90,33 @@ pub fn find_coordinator(ctx: &RequestContext<'_>, mut r: FindCoordinatorRequest)
 }
 
 pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
-    if !group_ok(ctx, Operation::Read, &r.group_id) {
+    let code = if !group_ok(ctx, Operation::Read, &r.group_id) {
+        Some(ResponseError::GroupAuthorizationFailed.code())
+    } else {
+        // JoinGroup has no error message: the audit record names the rule.
+        consume_policy(ctx, &r.group_id).map(|_| ResponseError::PolicyViolation.code())
+    };
+    if let Some(code) = code {
         return Plan::local(ResponseKind::JoinGroup(
             JoinGroupResponse::default()
-                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                .with_error_code(code)
                 .with_generation_id(-1)
                 .with_member_id(r.member_id),
         ));
     }
     Plan::unchanged(RequestKind::JoinGroup(r))
+}
+
+/// The consumer rules for a member joining `group` (group id pattern,
+/// client id required and pattern), checked when it joins: the requests
+/// that follow need a membership the refusal denied.
+fn consume_policy(ctx: &RequestContext<'_>, group: &str) -> Option<crate::policy::Violation> {
+    if ctx.policies.is_empty() {
+        return None;
+    }
+    let client_id = ctx.header.client_id.as_deref();
+    let decision = ctx.policies.consume(ctx.principal, Some(group), client_id);
+    ctx.policy(decision, "group", group)
 }
 
 pub fn sync(ctx: &RequestContext<'_>, r: SyncGroupRequest) -> Plan {
@@ -508,6 +526,9 @@ pub fn consumer_group_heartbeat(
     };
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return refuse(ResponseError::GroupAuthorizationFailed.code(), None);
+    }
+    if let Some(v) = consume_policy(ctx, &r.group_id) {
+        return refuse(ResponseError::PolicyViolation.code(), Some(v.message));
     }
     if let Some(topics) = &r.subscribed_topic_names {
         // Every topic is decided (and audited), not just up to the first

@@ -173,6 +173,8 @@ pub async fn handle_frame(
         header: &header,
         principal: session.principal(),
         acls: broker.acls.snapshot().clone(),
+        policies: broker.policies.snapshot(),
+        policy_records: Default::default(),
         audit: Default::default(),
         // Before login nothing is spent (Kafka's authenticator answers those
         // requests outside its quotas): an unauthenticated flood cannot

@@ -149,3 +149,20 @@ pub(crate) use refuse_or_forward;
 pub(crate) fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|t| allowed(t))
 }
+
+/// Splits items into those the policies allow and those a blocking rule
+/// refuses, with why (for the refusal's message).
+pub(crate) fn split_policy<T, R>(
+    items: Vec<T>,
+    mut check: impl FnMut(&T) -> Option<R>,
+) -> (Vec<T>, Vec<(T, R)>) {
+    let mut allowed = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for t in items {
+        match check(&t) {
+            Some(v) => refused.push((t, v)),
+            None => allowed.push(t),
+        }
+    }
+    (allowed, refused)
+}

@@ -18,6 +18,7 @@ use kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestT
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::protocol::StrBytes;
 
 pub fn produce(topics: &[TopicProduceData], code: i16) -> Vec<TopicProduceResponse> {
     topics
@@ -40,6 +41,21 @@ pub fn produce(topics: &[TopicProduceData], code: i16) -> Vec<TopicProduceRespon
                 )
         })
         .collect()
+}
+
+/// [`produce`] with a message (Produce v8+ carries one per partition).
+pub fn produce_with_message(
+    topics: &[TopicProduceData],
+    code: i16,
+    message: &str,
+) -> Vec<TopicProduceResponse> {
+    let mut out = produce(topics, code);
+    for t in &mut out {
+        for p in &mut t.partition_responses {
+            p.error_message = Some(StrBytes::from_string(message.to_string()));
+        }
+    }
+    out
 }
 
 pub fn fetch(topics: &[FetchTopic], code: i16) -> Vec<FetchableTopicResponse> {
