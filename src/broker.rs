@@ -47,6 +47,8 @@ pub struct Broker {
     pub login_failures: Arc<crate::audit::login_failures::LoginFailures>,
     /// The policy rules in force (the hot-reloaded policy file).
     pub policies: Arc<crate::policy::PolicyStore>,
+    /// Repeated policy violations, audited as one record per window.
+    pub policy_violations: Arc<crate::audit::policy_violations::PolicyViolations>,
     /// Client quotas (the config file's, overlaid by AlterClientQuotas).
     pub quotas: Arc<crate::quota::Quotas>,
     /// What `/metrics` exports; the request path moves its counters.

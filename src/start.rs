@@ -112,6 +112,9 @@ impl RunningBroker {
         }
         // Repeated login failures counted since the last window.
         self.broker.login_failures.flush(&self.broker.auditor).await;
+        for ev in self.broker.policy_violations.drain_records() {
+            self.broker.auditor.submit(ev).await;
+        }
         self.broker
             .auditor
             .submit(AuditEvent::new(EventKind::BrokerStop))
@@ -311,6 +314,10 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         config: config.clone(),
         quotas,
         policies,
+        policy_violations: Arc::new(crate::audit::policy_violations::PolicyViolations::new(
+            config.sasl.login_throttle.audit_max_keys,
+            config.sasl.login_throttle.audit_window_ms,
+        )),
         dynamic,
         group_configs,
         logs: logs.clone(),
@@ -362,6 +369,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
         source: LogError::io("log-cleaner thread", e),
     })?;
     tasks.push(broker.login_failures.clone().spawn_flusher(auditor.clone()));
+    tasks.push(
+        broker
+            .policy_violations
+            .clone()
+            .spawn_flusher(auditor.clone()),
+    );
     tasks.push(spawn_offset_expiry(broker.clone()));
     tasks.push(txns.spawn_expiry());
     if let Some(store) = &broker.credentials {

@@ -31,6 +31,8 @@ const POLICIES: &str = r#"rules:
     create_topic:
       name_pattern: '^(src|sink)-[a-z0-9]+(-[a-z0-9]+)*-(avro|json|protobuf|csv)$'
       partitions: {min: 3, max: 64}
+      configs:
+        retention.ms: {min: 86400000}
   - name: critical-producers
     action: block
     topics: {prefix: "src-"}
@@ -130,6 +132,19 @@ fn create(
     }
 }
 
+/// Our own client, logged in as alice.
+async fn client(broker: &Broker) -> portcullis::client::Connection {
+    let tls = portcullis::client::tls_connector(&broker.ca_file(), None).unwrap();
+    let mut conn = portcullis::client::Connector::tls(tls)
+        .with_server_name(Some("localhost".into()))
+        .connect(broker.addr("SASL_SSL"))
+        .await
+        .unwrap();
+    conn.api_versions().await.unwrap();
+    conn.login_scram("alice", PASSWORD, None).await.unwrap();
+    conn
+}
+
 fn audit_lines(broker: &Broker) -> Vec<String> {
     common::audit_files::raw_lines(&broker.dir.join("audit/audit.log"))
 }
@@ -150,14 +165,7 @@ fn policies_hold(s: &Setup) {
     );
     // The client gets the rule's name in the error message too.
     let answer = rt.block_on(async {
-        let tls = portcullis::client::tls_connector(&broker.ca_file(), None).unwrap();
-        let mut conn = portcullis::client::Connector::tls(tls)
-            .with_server_name(Some("localhost".into()))
-            .connect(broker.addr("SASL_SSL"))
-            .await
-            .unwrap();
-        conn.api_versions().await.unwrap();
-        conn.login_scram("alice", PASSWORD, None).await.unwrap();
+        let mut conn = client(broker).await;
         let req = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str("orders")))
@@ -165,6 +173,22 @@ fn policies_hold(s: &Setup) {
                 .with_replication_factor(1)])
             .with_timeout_ms(10_000);
         let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req).await.unwrap();
+        // The broker's default partition count (-1): embedded checks its
+        // default (1, below the minimum of 3); a gateway does not know the
+        // upstream's and refuses while a bound applies.
+        let defaulted = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(
+                    "src-app-defaults-avro",
+                )))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)])
+            .with_timeout_ms(10_000);
+        let d: CreateTopicsResponse = conn
+            .call(ApiKey::CreateTopics, 7, &defaulted)
+            .await
+            .unwrap();
+        assert_eq!(d.topics[0].error_code, 44, "{d:?}");
         resp.topics.into_iter().next().unwrap()
     });
     assert_eq!(answer.error_code, 44, "{answer:?}");
@@ -182,6 +206,70 @@ fn policies_hold(s: &Setup) {
     create(&rt, broker, "src-app-credit-card-avro", 3)
         .unwrap_or_else(|e| panic!("the convention's name refused: {e:?}\n{}", context()));
 
+    // Config changes (both APIs) and new partitions meet the same bounds.
+    // (librdkafka's alter_configs does not report per-resource errors, so
+    // the config changes go through our own client.)
+    rt.block_on(async {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::incremental_alter_configs_request as inc;
+        use kafka_protocol::messages::{
+            AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+            IncrementalAlterConfigsResponse,
+        };
+        let mut conn = client(broker).await;
+        let topic = || StrBytes::from_static_str("src-app-credit-card-avro");
+        let legacy = |ms: &'static str| {
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(topic())
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str(ms)))])])
+        };
+        let r: AlterConfigsResponse = conn
+            .call(ApiKey::AlterConfigs, 2, &legacy("60000"))
+            .await
+            .unwrap();
+        assert_eq!(r.responses[0].error_code, 44, "{r:?}");
+        let why = r.responses[0].error_message.as_deref().unwrap_or_default();
+        assert!(why.contains("topic-naming"), "{why}");
+        let r: AlterConfigsResponse = conn
+            .call(ApiKey::AlterConfigs, 2, &legacy("172800000"))
+            .await
+            .unwrap();
+        assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+        let incremental = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            inc::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(topic())
+                .with_configs(vec![inc::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("1000")))]),
+        ]);
+        let r: IncrementalAlterConfigsResponse = conn
+            .call(ApiKey::IncrementalAlterConfigs, 1, &incremental)
+            .await
+            .unwrap();
+        assert_eq!(r.responses[0].error_code, 44, "{r:?}");
+    });
+    {
+        use rdkafka::admin::NewPartitions;
+        let admin: AdminClient<DefaultClientContext> = config(broker).create().unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let more = NewPartitions::new("src-app-credit-card-avro", 100);
+        let res = rt
+            .block_on(admin.create_partitions(&[more], &opts))
+            .unwrap();
+        assert_eq!(
+            res[0].as_ref().err().map(|e| e.1),
+            Some(RDKafkaErrorCode::PolicyViolation),
+            "100 partitions allowed: {res:?}"
+        );
+    }
+
     // Produce: acks=1 refused by critical-producers, idempotent acks=all in.
     let weak: FutureProducer = config(broker)
         .set("acks", "1")
@@ -189,19 +277,23 @@ fn policies_hold(s: &Setup) {
         .set("message.timeout.ms", "20000")
         .create()
         .unwrap();
-    let sent = rt.block_on(
-        weak.send(
-            FutureRecord::to("src-app-credit-card-avro")
-                .key("k")
-                .payload("weak"),
-            Duration::from_secs(20),
-        ),
-    );
-    match sent {
-        Err((KafkaError::MessageProduction(code), _)) => {
-            assert_eq!(code, RDKafkaErrorCode::PolicyViolation, "{}", context())
+    // Twenty refused requests, one after the other: each refused, and the
+    // audit keeps one record for them (repeats are counted, not written).
+    for _ in 0..20 {
+        let sent = rt.block_on(
+            weak.send(
+                FutureRecord::to("src-app-credit-card-avro")
+                    .key("k")
+                    .payload("weak"),
+                Duration::from_secs(20),
+            ),
+        );
+        match sent {
+            Err((KafkaError::MessageProduction(code), _)) => {
+                assert_eq!(code, RDKafkaErrorCode::PolicyViolation, "{}", context())
+            }
+            other => panic!("acks=1 produce not refused: {other:?}\n{}", context()),
         }
-        other => panic!("acks=1 produce not refused: {other:?}\n{}", context()),
     }
     let strong: FutureProducer = config(broker)
         .set("acks", "all")
@@ -225,6 +317,11 @@ fn policies_hold(s: &Setup) {
             .find(|l| l.contains("policy_violation") && l.contains("critical-producers"))
     });
     assert!(line.contains("src-app-credit-card-avro"), "{line}");
+    let full = audit_lines(broker)
+        .into_iter()
+        .filter(|l| l.contains("critical-producers") && !l.contains("\"aggregated\""))
+        .count();
+    assert_eq!(full, 1, "20 refused produces wrote {full} full records");
 
     // An audit-action rule lets a group through and records the violation.
     let consumer: BaseConsumer = config(broker)

@@ -8,6 +8,7 @@ pub mod coalesce;
 pub mod event;
 pub mod login_failures;
 pub mod outcome;
+pub mod policy_violations;
 pub mod sink;
 pub mod sources;
 pub mod topic_mirror;

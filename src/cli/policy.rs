@@ -306,6 +306,7 @@ fn check(set: &PolicySet, a: &CheckArgs, configs: &[(String, String)]) -> anyhow
             records: 1,
             max_value_bytes: a.record_bytes.unwrap_or(0),
             missing_headers: missing,
+            inflated: 0,
         };
         (
             format!("produce to {topic} with acks={}", a.acks.name()),

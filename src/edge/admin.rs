@@ -91,11 +91,17 @@ pub fn create_topics(ctx: &RequestContext<'_>, mut r: CreateTopicsRequest) -> Pl
         let partitions = match (t.num_partitions, t.assignments.len()) {
             (_, n) if n > 0 => n as i32,
             (-1, _) if embedded => defaults.default_partitions,
+            (-1, _) => crate::policy::set::UNKNOWN_PARTITIONS,
             (n, _) => n,
         };
-        let replication = match t.replication_factor {
-            -1 if embedded => 1,
-            n => n,
+        // With an assignment the factor is the assignment's (Kafka then
+        // requires -1 here): its largest replica list is checked.
+        let assigned = t.assignments.iter().map(|a| a.broker_ids.len()).max();
+        let replication = match (assigned, t.replication_factor) {
+            (Some(n), _) => n as i16,
+            (None, -1) if embedded => 1,
+            (None, -1) => crate::policy::set::UNKNOWN_REPLICATION,
+            (None, n) => n,
         };
         let configs: Vec<(&str, Option<&str>)> = t
             .configs
@@ -455,15 +461,19 @@ pub fn alter_configs(ctx: &RequestContext<'_>, mut r: IncrementalAlterConfigsReq
         std::mem::take(&mut r.resources),
         |res| (res.resource_type, &res.resource_name),
         |res| {
-            // DELETE (1) goes back to the default; APPEND and SUBTRACT are
-            // checked with the value they add or remove.
+            // DELETE (1) goes back to the default; APPEND (2) is checked
+            // with the item it adds; SUBTRACT (3) as leaving an empty value
+            // (the result is not known at the edge), so a bounded list key
+            // cannot be emptied past a `values` bound.
             let changes: Vec<(&str, Option<&str>)> = res
                 .configs
                 .iter()
                 .map(|c| {
-                    let value = (c.config_operation != 1)
-                        .then_some(c.value.as_deref())
-                        .flatten();
+                    let value = match c.config_operation {
+                        1 => None,
+                        3 => Some(""),
+                        _ => c.value.as_deref(),
+                    };
                     (c.name.as_str(), value)
                 })
                 .collect();

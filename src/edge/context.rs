@@ -222,6 +222,22 @@ impl RequestContext<'_> {
         if !self.broker.auditor.enabled() {
             return;
         }
+        // Repeats across requests (a busy producer, a retrying client)
+        // are counted into one record per key and window.
+        let key = crate::audit::policy_violations::ViolationKey {
+            principal: self.principal.to_string(),
+            rule: v.rule.clone(),
+            resource_type: resource_type.to_string(),
+            resource: bounded_name(name),
+            decision: if outcome == "blocked" {
+                "blocked"
+            } else {
+                "audited"
+            },
+        };
+        if !self.broker.policy_violations.note(key) {
+            return;
+        }
         let n = self.policy_records.fetch_add(1, Ordering::Relaxed);
         if n > MAX_POLICY_RECORDS {
             return;

@@ -32,7 +32,9 @@ pub fn produce(ctx: &RequestContext<'_>, mut r: ProduceRequest) -> Plan {
         ResponseError::TopicAuthorizationFailed.code()
     };
     let mut refused = refusals::produce(&denied, code);
-    let (allowed, violating) = split_policy(allowed, |t| produce_policy(ctx, &r, t));
+    // One budget of inflated bytes for the whole request, across topics.
+    let mut inflated = 0u64;
+    let (allowed, violating) = split_policy(allowed, |t| produce_policy(ctx, &r, t, &mut inflated));
     for (t, v) in &violating {
         refused.extend(refusals::produce_with_message(
             std::slice::from_ref(t),
@@ -71,6 +73,7 @@ fn produce_policy(
     ctx: &RequestContext<'_>,
     r: &ProduceRequest,
     t: &TopicProduceData,
+    inflated: &mut u64,
 ) -> Option<Refused> {
     if ctx.policies.is_empty() {
         return None;
@@ -79,18 +82,22 @@ fn produce_policy(
     if !needs.applies {
         return None;
     }
-    let mut facts = ProduceFacts::default();
+    let mut facts = ProduceFacts {
+        inflated: *inflated,
+        ..Default::default()
+    };
     for p in &t.partition_data {
         if let Some(records) = &p.records {
             if let Err(e) = facts.add_records(records, &needs) {
                 // The back end would refuse such records too.
                 return Some(Refused {
-                    code: ResponseError::CorruptMessage.code(),
+                    code: ResponseError::InvalidRecord.code(),
                     message: e.to_string(),
                 });
             }
         }
     }
+    *inflated = facts.inflated;
     let decision = ctx.policies.produce(
         ctx.principal,
         &t.name,

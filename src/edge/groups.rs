@@ -107,10 +107,14 @@ pub fn join(ctx: &RequestContext<'_>, r: JoinGroupRequest) -> Plan {
     Plan::unchanged(RequestKind::JoinGroup(r))
 }
 
-/// The consumer rules for a member joining `group` (group id pattern,
-/// client id required and pattern), checked when it joins: the requests
-/// that follow need a membership the refusal denied.
-fn consume_policy(ctx: &RequestContext<'_>, group: &str) -> Option<crate::policy::Violation> {
+/// The consumer rules for a client using `group` (group id pattern, client
+/// id required and pattern), checked when it joins and when it commits
+/// offsets (a consumer assigning partitions itself only commits): the
+/// other group requests need a membership or offsets the refusal denied.
+pub(super) fn consume_policy(
+    ctx: &RequestContext<'_>,
+    group: &str,
+) -> Option<crate::policy::Violation> {
     if ctx.policies.is_empty() {
         return None;
     }
@@ -241,15 +245,18 @@ pub fn delete(ctx: &RequestContext<'_>, mut r: DeleteGroupsRequest) -> Plan {
 }
 
 pub fn offset_commit(ctx: &RequestContext<'_>, mut r: OffsetCommitRequest) -> Plan {
-    let group_denied = !group_ok(ctx, Operation::Read, &r.group_id);
+    let group_code = if !group_ok(ctx, Operation::Read, &r.group_id) {
+        Some(ResponseError::GroupAuthorizationFailed.code())
+    } else if consume_policy(ctx, &r.group_id).is_some() {
+        Some(ResponseError::PolicyViolation.code())
+    } else {
+        None
+    };
+    let group_denied = group_code.is_some();
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         !group_denied && ctx.authorize_topic(Operation::Read, &t.name)
     });
-    let code = if group_denied {
-        ResponseError::GroupAuthorizationFailed.code()
-    } else {
-        ResponseError::TopicAuthorizationFailed.code()
-    };
+    let code = group_code.unwrap_or(ResponseError::TopicAuthorizationFailed.code());
     let refused = refusals::offset_commit(&denied, code);
     if allowed.is_empty() && (group_denied || !refused.is_empty()) {
         return Plan::local(ResponseKind::OffsetCommit(
@@ -527,8 +534,13 @@ pub fn consumer_group_heartbeat(
     if !group_ok(ctx, Operation::Read, &r.group_id) {
         return refuse(ResponseError::GroupAuthorizationFailed.code(), None);
     }
-    if let Some(v) = consume_policy(ctx, &r.group_id) {
-        return refuse(ResponseError::PolicyViolation.code(), Some(v.message));
+    // A member leaving (epoch -1 or -2) is let go even if a rule added
+    // since refuses it: refusing would keep it in the group until its
+    // session times out.
+    if r.member_epoch >= 0 {
+        if let Some(v) = consume_policy(ctx, &r.group_id) {
+            return refuse(ResponseError::PolicyViolation.code(), Some(v.message));
+        }
     }
     if let Some(topics) = &r.subscribed_topic_names {
         // Every topic is decided (and audited), not just up to the first

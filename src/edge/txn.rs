@@ -126,6 +126,8 @@ pub fn txn_offset_commit(ctx: &RequestContext<'_>, mut r: TxnOffsetCommitRequest
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if !ctx.authorize(Operation::Read, ResourceType::Group, &r.group_id) {
         Some(ResponseError::GroupAuthorizationFailed.code())
+    } else if super::groups::consume_policy(ctx, &r.group_id).is_some() {
+        Some(ResponseError::PolicyViolation.code())
     } else {
         None
     };

@@ -67,7 +67,15 @@ pub struct ProduceFacts {
     pub max_value_bytes: u64,
     /// Bit i: some record lacks required header key i.
     pub missing_headers: u64,
+    /// Bytes inflated to read compressed records (bounded per request by
+    /// the caller, see [`MAX_INFLATED_PER_REQUEST`]).
+    pub inflated: u64,
 }
+
+/// The most a request's compressed records may inflate to while produce
+/// rules read them: a few tiny zstd batches can claim gigabytes, and the
+/// back end itself never inflates them.
+pub const MAX_INFLATED_PER_REQUEST: u64 = 64 << 20;
 
 impl ProduceFacts {
     /// Reads the batches of one partition's records (a Produce request's
@@ -87,6 +95,7 @@ impl ProduceFacts {
         self.records = self.records.saturating_add(other.records);
         self.max_value_bytes = self.max_value_bytes.max(other.max_value_bytes);
         self.missing_headers |= other.missing_headers;
+        self.inflated = self.inflated.saturating_add(other.inflated);
     }
 
     /// [`ProduceFacts::from_records`] into these facts.
@@ -135,6 +144,13 @@ impl ProduceFacts {
             // Bounded by the log engine's limit on inflated bytes.
             inflated = crate::log::records::decompressed(batch, h)
                 .map_err(|e| FactsError::Records(e.to_string()))?;
+            self.inflated = self.inflated.saturating_add(inflated.len() as u64);
+            if self.inflated > MAX_INFLATED_PER_REQUEST {
+                return Err(FactsError::Records(format!(
+                    "more than {} MiB of compressed records to read in one request",
+                    MAX_INFLATED_PER_REQUEST >> 20
+                )));
+            }
             &inflated
         };
         let keys: &[Box<str>] = needs.header_keys.as_deref().unwrap_or(&[]);

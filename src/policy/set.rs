@@ -20,6 +20,13 @@ use super::produce::{ProduceFacts, ProduceNeeds};
 /// order; more are dropped (the request is still allowed either way).
 pub const MAX_AUDITED: usize = 16;
 
+/// A partition count the client left to a default the edge does not know
+/// (gateway mode): refused where a rule bounds it, as Kafka checks its
+/// policies after applying its defaults.
+pub const UNKNOWN_PARTITIONS: i32 = i32::MIN;
+/// The same for the replication factor.
+pub const UNKNOWN_REPLICATION: i16 = i16::MIN;
+
 /// One violated rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -515,6 +522,12 @@ impl PolicySet {
                         }
                     }
                     if let Some(range) = &cc.partitions {
+                        if partitions == UNKNOWN_PARTITIONS {
+                            return Some(format!(
+                                "the partition count is not given and the default is not known here: give it ({})",
+                                range.describe()
+                            ));
+                        }
                         if partitions >= 0 && !range.contains(partitions.into()) {
                             return Some(format!(
                                 "{partitions} partitions: must be {}",
@@ -523,6 +536,12 @@ impl PolicySet {
                         }
                     }
                     if let Some(range) = &cc.replication_factor {
+                        if replication_factor == UNKNOWN_REPLICATION {
+                            return Some(format!(
+                                "the replication factor is not given and the default is not known here: give it ({})",
+                                range.describe()
+                            ));
+                        }
                         if replication_factor >= 0 && !range.contains(replication_factor.into()) {
                             return Some(format!(
                                 "replication factor {replication_factor}: must be {}",
