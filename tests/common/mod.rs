@@ -179,6 +179,14 @@ impl Broker {
                 dir.join("audit/audit.log").display()
             ));
         }
+        if !has("policy") {
+            // The default path is relative to the working directory (the
+            // repository): each test broker gets its own, empty policy file.
+            let policies = dir.join("policies.yaml");
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&policies, "rules: []\n").unwrap();
+            yaml.push_str(&format!("policy:\n  file: {}\n", policies.display()));
+        }
         if !has("sasl") {
             yaml.push_str(&format!(
                 "sasl:\n  credentials: {}\n",
