@@ -105,30 +105,6 @@ pub struct AclFile {
     pub header: String,
 }
 
-/// Line numbers of the entries of the top-level `rules:` list, in order.
-fn entry_lines(text: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut in_rules = false;
-    let mut indent: Option<usize> = None;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let ind = line.len() - trimmed.len();
-        if ind == 0 && !trimmed.starts_with('-') {
-            in_rules = trimmed.starts_with("rules:");
-            indent = None;
-            continue;
-        }
-        if in_rules && trimmed.starts_with('-') && indent.is_none_or(|d| d == ind) {
-            indent = Some(ind);
-            out.push(i + 1);
-        }
-    }
-    out
-}
-
 fn entry_to_rules(e: Entry<'_>) -> Result<Vec<Rule>, String> {
     let (permission, principal) = match (e.allow, e.deny) {
         (Some(p), None) => (Permission::Allow, p),
@@ -281,7 +257,7 @@ impl AclFile {
                 error: Box::new(crate::security::yaml_error::YamlError::from_serde(&e)),
             })?
         };
-        let lines = entry_lines(text);
+        let lines = crate::security::yaml_error::rules_entry_lines(text);
         let mut rules = Vec::new();
         for (i, entry) in model.rules.unwrap_or_default().into_iter().enumerate() {
             let expanded = entry_to_rules(entry).map_err(|message| AclFileError::Rule {

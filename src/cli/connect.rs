@@ -77,28 +77,39 @@ pub fn parse_config_flag(s: &str) -> Result<ConfigFlag, String> {
     }
 }
 
+/// The broker config file among `--config`s: the last one given, else the
+/// default.
+pub fn config_file(flags: &[ConfigFlag]) -> PathBuf {
+    flags
+        .iter()
+        .rev()
+        .find_map(|f| match f {
+            ConfigFlag::File(p) => Some(p.clone()),
+            ConfigFlag::Topic(..) => None,
+        })
+        .unwrap_or_else(|| PathBuf::from("config/portcullis.yaml"))
+}
+
+/// The KEY=VALUE topic configs among `--config`s, in order.
+pub fn topic_configs(flags: &[ConfigFlag]) -> Vec<(String, String)> {
+    flags
+        .iter()
+        .filter_map(|f| match f {
+            ConfigFlag::Topic(k, v) => Some((k.clone(), v.clone())),
+            ConfigFlag::File(_) => None,
+        })
+        .collect()
+}
+
 impl ConnectArgs {
     /// The broker config file: the last one given, else the default.
     pub fn config(&self) -> PathBuf {
-        self.config_flags
-            .iter()
-            .rev()
-            .find_map(|f| match f {
-                ConfigFlag::File(p) => Some(p.clone()),
-                ConfigFlag::Topic(..) => None,
-            })
-            .unwrap_or_else(|| PathBuf::from("config/portcullis.yaml"))
+        config_file(&self.config_flags)
     }
 
     /// The KEY=VALUE `--config`s, in order.
     pub fn topic_configs(&self) -> Vec<(String, String)> {
-        self.config_flags
-            .iter()
-            .filter_map(|f| match f {
-                ConfigFlag::Topic(k, v) => Some((k.clone(), v.clone())),
-                ConfigFlag::File(_) => None,
-            })
-            .collect()
+        topic_configs(&self.config_flags)
     }
 
     /// Refuses KEY=VALUE `--config`s where no topic config is taken.

@@ -109,24 +109,11 @@ fn parse_codec(s: &str) -> Result<Codec, String> {
 
 impl PolicyArgs {
     fn config_path(&self) -> PathBuf {
-        self.config_flags
-            .iter()
-            .rev()
-            .find_map(|f| match f {
-                ConfigFlag::File(p) => Some(p.clone()),
-                ConfigFlag::Topic(..) => None,
-            })
-            .unwrap_or_else(|| PathBuf::from("config/portcullis.yaml"))
+        super::connect::config_file(&self.config_flags)
     }
 
     fn topic_configs(&self) -> Vec<(String, String)> {
-        self.config_flags
-            .iter()
-            .filter_map(|f| match f {
-                ConfigFlag::Topic(k, v) => Some((k.clone(), v.clone())),
-                ConfigFlag::File(_) => None,
-            })
-            .collect()
+        super::connect::topic_configs(&self.config_flags)
     }
 }
 

@@ -137,7 +137,7 @@ pub fn parse(text: &str, path: &str) -> Result<PolicySet, PolicyFileError> {
             limit: MAX_RULES,
         });
     }
-    let lines = entry_lines(text);
+    let lines = crate::security::yaml_error::rules_entry_lines(text);
     let mut c = Compiler::default();
     let mut rules = Vec::with_capacity(model.rules.len());
     for (i, m) in model.rules.into_iter().enumerate() {
@@ -150,30 +150,6 @@ pub fn parse(text: &str, path: &str) -> Result<PolicySet, PolicyFileError> {
         rules.push(rule);
     }
     Ok(PolicySet::new(rules, c.header_keys))
-}
-
-/// Line numbers of the entries of the top-level `rules:` list, in order.
-fn entry_lines(text: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut in_rules = false;
-    let mut indent: Option<usize> = None;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let ind = line.len() - trimmed.len();
-        if ind == 0 && !trimmed.starts_with('-') {
-            in_rules = trimmed.starts_with("rules:");
-            indent = None;
-            continue;
-        }
-        if in_rules && trimmed.starts_with('-') && indent.is_none_or(|d| d == ind) {
-            indent = Some(ind);
-            out.push(i + 1);
-        }
-    }
-    out
 }
 
 /// State shared by the rules of one file: names seen, compiled regexes

@@ -124,6 +124,31 @@ impl YamlError {
     }
 }
 
+/// Line numbers of the entries of the top-level `rules:` list, in order
+/// (the ACL file and the policy file name a refused rule by its line).
+pub fn rules_entry_lines(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut in_rules = false;
+    let mut indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let ind = line.len() - trimmed.len();
+        if ind == 0 && !trimmed.starts_with('-') {
+            in_rules = trimmed.starts_with("rules:");
+            indent = None;
+            continue;
+        }
+        if in_rules && trimmed.starts_with('-') && indent.is_none_or(|d| d == ind) {
+            indent = Some(ind);
+            out.push(i + 1);
+        }
+    }
+    out
+}
+
 /// The last "line N column M" of a message.
 fn last_position(msg: &str) -> Option<(usize, usize)> {
     let i = msg.rfind(" at line ")?;
