@@ -112,9 +112,10 @@ impl RunningBroker {
         }
         // Repeated login failures counted since the last window.
         self.broker.login_failures.flush(&self.broker.auditor).await;
-        for ev in self.broker.policy_violations.drain_records() {
-            self.broker.auditor.submit(ev).await;
-        }
+        self.broker
+            .policy_violations
+            .flush(&self.broker.auditor)
+            .await;
         self.broker
             .auditor
             .submit(AuditEvent::new(EventKind::BrokerStop))

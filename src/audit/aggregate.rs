@@ -24,9 +24,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
+
+use super::{AuditEvent, Auditor};
 
 /// What the caller does with the event it just reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,65 @@ impl<K: Hash + Eq + Clone> Aggregator<K> {
             .unwrap_or_else(|p| p.into_inner())
             .entries
             .len()
+    }
+}
+
+/// An [`Aggregator`] whose windows end in audit records: the caller writes
+/// the first event of a key itself, and the flusher writes one record per
+/// key that counted repeats, every window (and once more at shutdown).
+/// `record` builds a window's record from its aggregate.
+pub struct WindowedAudit<K> {
+    agg: Aggregator<K>,
+    window_ms: u64,
+    record: fn(&Aggregate<K>, u64) -> AuditEvent,
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> WindowedAudit<K> {
+    pub fn with_record(
+        max_keys: usize,
+        window_ms: u64,
+        record: fn(&Aggregate<K>, u64) -> AuditEvent,
+    ) -> WindowedAudit<K> {
+        WindowedAudit {
+            agg: Aggregator::new(max_keys),
+            window_ms,
+            record,
+        }
+    }
+
+    /// Counts one event; `true` when the caller writes its own record now
+    /// (the first of its key this window).
+    pub fn note(&self, key: K) -> bool {
+        self.agg.note(key) == Noted::First
+    }
+
+    /// The aggregated records of the window that just ended.
+    pub fn drain_records(&self) -> Vec<AuditEvent> {
+        self.agg
+            .drain()
+            .iter()
+            .map(|a| (self.record)(a, self.window_ms))
+            .collect()
+    }
+
+    /// Writes the window's aggregated records.
+    pub async fn flush(&self, auditor: &Auditor) {
+        for ev in self.drain_records() {
+            auditor.submit(ev).await;
+        }
+    }
+
+    /// Flushes every `window_ms` until aborted; the broker flushes once
+    /// more at shutdown.
+    pub fn spawn_flusher(self: Arc<Self>, auditor: Arc<Auditor>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let period = std::time::Duration::from_millis(self.window_ms);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tick.tick().await;
+                self.flush(&auditor).await;
+            }
+        })
     }
 }
 

@@ -12,9 +12,8 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use super::aggregate::{self, Aggregate, Aggregator, Noted};
+use super::aggregate::{self, Aggregate, WindowedAudit};
 use super::{AuditEvent, Auditor, EventKind};
 
 /// Longest client-chosen mechanism name kept in a key or a record.
@@ -49,22 +48,12 @@ impl LoginFailureKey {
 /// Label of attempts closed by the login throttle without being checked.
 pub const THROTTLED: &str = "throttled";
 
-pub struct LoginFailures {
-    agg: Aggregator<LoginFailureKey>,
-    window_ms: u64,
-}
+/// Failed logins by key, one record per key and window.
+pub type LoginFailures = WindowedAudit<LoginFailureKey>;
 
 impl LoginFailures {
     pub fn new(max_keys: usize, window_ms: u64) -> LoginFailures {
-        LoginFailures {
-            agg: Aggregator::new(max_keys),
-            window_ms,
-        }
-    }
-
-    /// Counts one failure; `true` when the caller writes its own record now.
-    pub fn note(&self, key: LoginFailureKey) -> bool {
-        self.agg.note(key) == Noted::First
+        WindowedAudit::with_record(max_keys, window_ms, record)
     }
 
     /// A connection or attempt closed by the login throttle: counted, and
@@ -85,35 +74,6 @@ impl LoginFailures {
             ));
             auditor.submit(ev).await;
         }
-    }
-
-    /// The aggregated records of the window that just ended.
-    pub fn drain_records(&self) -> Vec<AuditEvent> {
-        self.agg
-            .drain()
-            .iter()
-            .map(|a| record(a, self.window_ms))
-            .collect()
-    }
-
-    /// Writes the window's aggregated records.
-    pub async fn flush(&self, auditor: &Auditor) {
-        for ev in self.drain_records() {
-            auditor.submit(ev).await;
-        }
-    }
-
-    /// Flushes every `window_ms` until aborted; the broker flushes once
-    /// more at shutdown.
-    pub fn spawn_flusher(self: Arc<Self>, auditor: Arc<Auditor>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let period = std::time::Duration::from_millis(self.window_ms);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            loop {
-                tick.tick().await;
-                self.flush(&auditor).await;
-            }
-        })
     }
 }
 

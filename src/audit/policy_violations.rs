@@ -7,10 +7,8 @@
 //! refused request) sends hundreds of requests a second, each a violation;
 //! the trail keeps one record per window and key, not one per request.
 
-use std::sync::Arc;
-
-use super::aggregate::{self, Aggregate, Aggregator, Noted};
-use super::{AuditEvent, Auditor, EventKind};
+use super::aggregate::{self, Aggregate, WindowedAudit};
+use super::{AuditEvent, EventKind};
 
 /// What makes two violations "the same" for the audit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,47 +22,12 @@ pub struct ViolationKey {
     pub decision: &'static str,
 }
 
-pub struct PolicyViolations {
-    agg: Aggregator<ViolationKey>,
-    window_ms: u64,
-}
+/// Policy violations by key, one record per key and window.
+pub type PolicyViolations = WindowedAudit<ViolationKey>;
 
 impl PolicyViolations {
     pub fn new(max_keys: usize, window_ms: u64) -> PolicyViolations {
-        PolicyViolations {
-            agg: Aggregator::new(max_keys),
-            window_ms,
-        }
-    }
-
-    /// Counts one violation; `true` when the caller writes its own record
-    /// now (the first of its key this window).
-    pub fn note(&self, key: ViolationKey) -> bool {
-        self.agg.note(key) == Noted::First
-    }
-
-    /// The aggregated records of the window that just ended.
-    pub fn drain_records(&self) -> Vec<AuditEvent> {
-        self.agg
-            .drain()
-            .iter()
-            .map(|a| record(a, self.window_ms))
-            .collect()
-    }
-
-    /// Writes the window's aggregated records every `window_ms` until
-    /// aborted.
-    pub fn spawn_flusher(self: Arc<Self>, auditor: Arc<Auditor>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let period = std::time::Duration::from_millis(self.window_ms);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            loop {
-                tick.tick().await;
-                for ev in self.drain_records() {
-                    auditor.submit(ev).await;
-                }
-            }
-        })
+        WindowedAudit::with_record(max_keys, window_ms, record)
     }
 }
 
