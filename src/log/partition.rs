@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::batch::{self, BatchSpan};
 use super::cleaner::{checkpoint, swap};
@@ -42,7 +42,15 @@ pub struct Partition {
     log_start: AtomicI64,
     /// Highest offset (exclusive) known to be fsynced.
     durable: watch::Sender<i64>,
-    flush_wanted: Arc<Notify>,
+    /// Highest offset (exclusive) an acks=all request waits to be fsynced;
+    /// the flush loop runs while it is above `durable`.
+    flush_to: AtomicI64,
+    /// A flush loop is running (see `flush_loop`): at most one per
+    /// partition, so fsyncs of one file never overlap.
+    flushing: AtomicBool,
+    /// The runtime whose blocking pool runs the flush loops.
+    runtime: tokio::runtime::Handle,
+    me: Weak<Partition>,
     storage_failed: AtomicBool,
     deleted: AtomicBool,
     /// The cleaner's bookkeeping (first dirty offset, last clean).
@@ -83,8 +91,8 @@ pub struct ReadResult {
 const LOG_START_FILE: &str = "log-start-offset";
 
 impl Partition {
-    /// Opens (recovering) or creates the partition directory and starts its
-    /// flusher task. Must be called inside a Tokio runtime.
+    /// Opens (recovering) or creates the partition directory. Must be
+    /// called inside a Tokio runtime (its blocking pool runs the fsyncs).
     pub fn open(
         topic: Arc<str>,
         index: i32,
@@ -150,8 +158,7 @@ impl Partition {
         producers.expire(now_ms() - PRODUCER_EXPIRY_MS, |pid| txns.is_open(pid));
         let cleaner = Mutex::new(checkpoint::load(&dir));
         let (durable, _) = watch::channel(end);
-        let flush_wanted = Arc::new(Notify::new());
-        let p = Arc::new(Partition {
+        Ok(Arc::new_cyclic(|me| Partition {
             topic,
             index,
             dir,
@@ -165,13 +172,14 @@ impl Partition {
             end_offset: AtomicI64::new(end),
             log_start: AtomicI64::new(start),
             durable,
-            flush_wanted: flush_wanted.clone(),
+            flush_to: AtomicI64::new(end),
+            flushing: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
             storage_failed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             cleaner,
-        });
-        tokio::spawn(flusher(Arc::downgrade(&p), flush_wanted));
-        Ok(p)
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -326,6 +334,7 @@ impl Partition {
     /// callers share fsyncs: one flush covers everything appended before it.
     pub async fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
         let mut rx = self.durable.subscribe();
+        self.flush_up_to(offset);
         loop {
             if self.storage_failed.load(Ordering::Acquire) {
                 return Err(LogError::io(
@@ -336,7 +345,6 @@ impl Partition {
             if *rx.borrow_and_update() >= offset {
                 return Ok(());
             }
-            self.flush_wanted.notify_one();
             if rx.changed().await.is_err() || self.deleted.load(Ordering::Acquire) {
                 return Err(LogError::Deleted);
             }
@@ -353,9 +361,32 @@ impl Partition {
         });
     }
 
-    /// Asks the flusher for an fsync without waiting for it.
+    /// Asks for an fsync of everything appended so far without waiting
+    /// for it.
     pub fn request_flush(&self) {
-        self.flush_wanted.notify_one();
+        self.flush_up_to(self.end_offset());
+    }
+
+    /// Group commit: makes sure a flush loop will fsync at least up to
+    /// `offset`, starting one on the blocking pool unless one is running
+    /// (that one sees the raised `flush_to` before it stops).
+    fn flush_up_to(&self, offset: i64) {
+        // SeqCst here and in `flush_loop`: raise `flush_to` then test
+        // `flushing`, against clear `flushing` then test `flush_to`; one
+        // side sees the other's store, so no request is left unserved.
+        self.flush_to.fetch_max(offset, Ordering::SeqCst);
+        if *self.durable.borrow() >= offset
+            || self.storage_failed.load(Ordering::Acquire)
+            || self.flushing.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        match self.me.upgrade() {
+            Some(p) => {
+                self.runtime.spawn_blocking(move || flush_loop(&p));
+            }
+            None => self.flushing.store(false, Ordering::SeqCst),
+        }
     }
 
     /// Clean shutdown: fsyncs the active segment, writes its index files
@@ -673,36 +704,48 @@ impl Partition {
     /// Marks the partition gone: waiters are released, appends refused.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
-        self.flush_wanted.notify_one();
         self.durable.send_modify(|_| {});
     }
 }
 
-/// Group commit: one fsync per wake-up covers all appends made before it.
-async fn flusher(partition: Weak<Partition>, wanted: Arc<Notify>) {
+/// Group commit, on a blocking-pool thread: fsyncs the active segment
+/// while requests wait for more than is durable. Each fsync covers every
+/// append made before it starts and releases the waiters up to the end
+/// offset read then; appends go on meanwhile (the partition lock is not
+/// held), and the next fsync starts as soon as one ends, without a trip
+/// through the async runtime. Partitions flush in parallel, each on its own
+/// thread: concurrent fsyncs of different files share the journal commits.
+fn flush_loop(p: &Partition) {
     loop {
-        wanted.notified().await;
-        let Some(p) = partition.upgrade() else {
-            return;
-        };
-        if p.deleted.load(Ordering::Acquire) {
-            return;
-        }
-        let (seg, target) = {
-            let st = p.lock();
-            (st.segments.last().cloned(), p.end_offset())
-        };
-        let Some(seg) = seg else { continue };
-        match tokio::task::spawn_blocking(move || seg.sync()).await {
-            Ok(Ok(())) => {
-                p.mark_durable(target);
-            }
-            Ok(Err(e)) => {
+        while !p.deleted.load(Ordering::Acquire)
+            && p.flush_to.load(Ordering::SeqCst) > *p.durable.borrow()
+        {
+            let (seg, target) = {
+                let st = p.lock();
+                (st.segments.last().cloned(), p.end_offset())
+            };
+            // Nothing appended beyond what is durable (a roll fsynced it):
+            // no fsync, which would still cost the disk a cache flush.
+            let Some(seg) = seg.filter(|_| target > *p.durable.borrow()) else {
+                break;
+            };
+            if let Err(e) = seg.sync() {
                 tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
                 p.storage_failed.store(true, Ordering::Release);
                 p.durable.send_modify(|_| {});
+                break;
             }
-            Err(e) => tracing::error!("flush task failed: {e}"),
+            p.mark_durable(target);
+        }
+        p.flushing.store(false, Ordering::SeqCst);
+        // A request that raised `flush_to` after the check above found the
+        // loop still running and left its fsync to it.
+        let more = !p.deleted.load(Ordering::Acquire)
+            && !p.storage_failed.load(Ordering::Acquire)
+            && p.flush_to.load(Ordering::SeqCst) > *p.durable.borrow()
+            && p.end_offset() > *p.durable.borrow();
+        if !more || p.flushing.swap(true, Ordering::SeqCst) {
+            return;
         }
     }
 }
