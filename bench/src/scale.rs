@@ -144,17 +144,19 @@ fn fetch_request(
         // Sessionless (KIP-227's final epoch): full requests only.
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(
-            partitions
-                .into_iter()
-                .map(|(p, offset)| {
-                    FetchPartition::default()
-                        .with_partition(p)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20)
-                })
-                .collect(),
-        )])
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|(p, offset)| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20)
+                    })
+                    .collect(),
+            )])
 }
 
 /// The offset after the last whole batch of `records`, if any.
@@ -166,12 +168,10 @@ fn next_offset(records: &Bytes) -> Option<i64> {
 /// One batch of `n` records of `RECORD_BYTES`.
 fn batch(n: usize) -> anyhow::Result<Bytes> {
     let value = Bytes::from(super::kafka::payload(RECORD_BYTES));
-    Ok(
-        portcullis::log::internal::encode_batch(
-            (0..n).map(|_| (None, Some(value.clone()))).collect(),
-        )?
-        .freeze(),
-    )
+    Ok(portcullis::log::internal::encode_batch(
+        (0..n).map(|_| (None, Some(value.clone()))).collect(),
+    )?
+    .freeze())
 }
 
 /// An idle consumer: long-polls `partition` of the idle topic until
@@ -278,18 +278,29 @@ async fn idle_long_polls(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
         for n in WAITER_COUNTS {
             while waiters.len() < n {
                 let p = waiters.len() as i32;
-                waiters.push(tokio::spawn(idle_waiter(addr.to_string(), p, ready.clone())));
+                waiters.push(tokio::spawn(idle_waiter(
+                    addr.to_string(),
+                    p,
+                    ready.clone(),
+                )));
             }
             let deadline = Instant::now() + Duration::from_secs(60);
             while ready.load(Ordering::Acquire) < n {
                 if Instant::now() > deadline {
-                    bail!("only {} of {n} long polls started", ready.load(Ordering::Acquire));
+                    bail!(
+                        "only {} of {n} long polls started",
+                        ready.load(Ordering::Acquire)
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             // Let the broker take in the polls just sent before measuring.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (c0, r0, t0) = (broker_cpu(pid), consumed.load(Ordering::Relaxed), Instant::now());
+            let (c0, r0, t0) = (
+                broker_cpu(pid),
+                consumed.load(Ordering::Relaxed),
+                Instant::now(),
+            );
             let (appends, bytes) = write_window(&mut writer, &record).await?;
             let wall = t0.elapsed().as_secs_f64();
             let cpu = broker_cpu(pid) - c0;
@@ -313,17 +324,17 @@ async fn idle_long_polls(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
     let _ = live.await;
     // The broker answers the aborted polls when they time out; deleting
     // the topics releases them now.
-    delete(&mut admin, &[IDLE_TOPIC.to_string(), LIVE_TOPIC.to_string()]).await?;
+    delete(
+        &mut admin,
+        &[IDLE_TOPIC.to_string(), LIVE_TOPIC.to_string()],
+    )
+    .await?;
     result
 }
 
 /// Produces one batch of `WIDE_RECORDS` to each of `parts`, in requests
 /// of `WIDE_PER_REQUEST` partitions; returns the bytes sent.
-async fn produce_all(
-    addr: String,
-    parts: Vec<(String, i32)>,
-    batch: Bytes,
-) -> anyhow::Result<u64> {
+async fn produce_all(addr: String, parts: Vec<(String, i32)>, batch: Bytes) -> anyhow::Result<u64> {
     let mut conn = connect(&addr).await?;
     let mut sent = 0;
     for chunk in parts.chunks(WIDE_PER_REQUEST) {
@@ -412,7 +423,9 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
     println!(
         "\n== scale: {total} partitions ({WIDE_TOPICS} topics x {WIDE_PER_TOPIC}; portcullis::client, {WIDE_CONNECTIONS} connections, {WIDE_PER_REQUEST} partitions per request)"
     );
-    let topics: Vec<String> = (0..WIDE_TOPICS).map(|i| format!("scale-wide-{i}")).collect();
+    let topics: Vec<String> = (0..WIDE_TOPICS)
+        .map(|i| format!("scale-wide-{i}"))
+        .collect();
     let mut admin = connect(addr).await?;
     let (c0, t0) = (broker_cpu(pid), Instant::now());
     recreate(&mut admin, &topics, WIDE_PER_TOPIC).await?;
@@ -490,7 +503,13 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
     let (c0, t0) = (broker_cpu(pid), Instant::now());
     let tasks: Vec<_> = all
         .chunks(share)
-        .map(|c| tokio::spawn(consume_all(addr.to_string(), c.to_vec(), WIDE_RECORDS as i64)))
+        .map(|c| {
+            tokio::spawn(consume_all(
+                addr.to_string(),
+                c.to_vec(),
+                WIDE_RECORDS as i64,
+            ))
+        })
         .collect();
     let mut bytes = 0;
     for t in tasks {

@@ -56,7 +56,11 @@ impl TxnIndex {
     /// Drops aborted transactions that ended below the log start: no fetch
     /// can reach them any more.
     pub fn forget_aborted_before(&mut self, log_start: i64) {
-        if self.aborted.first().is_some_and(|a| a.last_offset < log_start) {
+        if self
+            .aborted
+            .first()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
             Arc::make_mut(&mut self.aborted).retain(|a| a.last_offset >= log_start);
         }
     }
