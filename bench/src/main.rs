@@ -14,6 +14,7 @@ mod connections;
 mod delivery;
 mod kafka;
 mod probe;
+mod scale;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -99,7 +100,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub broker_pid: Option<u32>,
     /// Only these sections (comma-separated: ceilings, plaintext, secure,
-    /// connections, acl, restart); default all.
+    /// connections, acl, scale, restart); default all.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -656,6 +657,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             None => println!("idle connection memory: skipped (needs --broker-pid)"),
         }
+    }
+
+    if let Some(addr) = ep.plaintext.as_deref().filter(|_| args.wants("scale")) {
+        scale::run(addr, pid).await?;
     }
 
     if let Some((mut broker, bin)) = broker.filter(|_| args.wants("restart")) {

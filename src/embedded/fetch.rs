@@ -1,13 +1,21 @@
 //! Fetch with long polling: answer at once when `min_bytes` are available or
-//! an error occurred, otherwise wait for appends until `max_wait_ms`.
-//! Stored batch bytes are returned as they are on disk.
+//! an error occurred, otherwise wait until `max_wait_ms` for appends to the
+//! partitions read (only those wake it: `log::watch`). Each partition is
+//! served under one lock (`Partition::read_for_fetch`); stored batch bytes
+//! are returned as they are on disk.
 
 use kafka_protocol::ResponseError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+
+use crate::log::watch::FetchWatch;
+use crate::log::Partition;
 
 use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
@@ -18,25 +26,43 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let done = |bytes: usize, had_error: bool| {
+        had_error || bytes >= min_bytes || tokio::time::Instant::now() >= deadline
+    };
+    // Most fetches are answered at once: they register nowhere.
+    let (resp, bytes, had_error) = read_once(ctx, &req);
+    if done(bytes, had_error) {
+        return resp;
+    }
+    // Register on the partitions read, then read again: an append before
+    // the registration is in this read, any later one wakes the wait.
+    let watch = FetchWatch::new(partitions(ctx, &req));
+    let timeout = tokio::time::sleep_until(deadline);
+    tokio::pin!(timeout);
     loop {
-        let notified = ctx.broker.logs.appended().notified();
-        tokio::pin!(notified);
-        // Register interest before reading so an append in between wakes us.
-        notified.as_mut().enable();
         let (resp, bytes, had_error) = read_once(ctx, &req);
-        if had_error
-            || bytes >= req.min_bytes.max(0) as usize
-            || tokio::time::Instant::now() >= deadline
-        {
+        if done(bytes, had_error) {
             return resp;
         }
         tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                return read_once(ctx, &req).0;
-            }
+            _ = watch.changed() => {}
+            _ = &mut timeout => return read_once(ctx, &req).0,
         }
     }
+}
+
+/// The partitions a Fetch names that exist (a missing one answers at once).
+fn partitions<'a>(
+    ctx: &'a RequestContext<'_>,
+    req: &'a FetchRequest,
+) -> impl Iterator<Item = Arc<Partition>> + 'a {
+    req.topics.iter().flat_map(move |ft| {
+        let topic = ctx.broker.logs.topic(&ft.topic);
+        ft.partitions
+            .iter()
+            .filter_map(move |fp| topic.as_ref().and_then(|t| t.partition(fp.partition)))
+    })
 }
 
 fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, usize, bool) {
@@ -68,46 +94,29 @@ fn read_once(ctx: &RequestContext<'_>, req: &FetchRequest) -> (FetchResponse, us
             // Once the response is full, later partitions report their
             // offsets but carry no data (KIP-74 keeps the first batch whole).
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            let result = if limit == 0 && total > 0 {
-                Ok(crate::log::partition::ReadResult {
-                    records: None,
-                    high_watermark: p.end_offset(),
-                    log_start_offset: p.log_start_offset(),
-                })
-            } else {
-                p.read_isolated(fp.fetch_offset, limit.max(1), read_committed)
-            };
-            match result {
+            let max_bytes = (limit > 0 || total == 0).then_some(limit.max(1));
+            match p.read_for_fetch(fp.fetch_offset, max_bytes, read_committed) {
                 Ok(r) => {
                     pd.high_watermark = r.high_watermark;
-                    pd.last_stable_offset = p.last_stable_offset();
+                    pd.last_stable_offset = r.last_stable_offset;
                     if ctx.version >= 5 {
                         pd.log_start_offset = r.log_start_offset;
                     }
-                    let n = r.records.as_ref().map_or(0, Vec::len);
-                    if read_committed {
-                        // Tell the client which producers' records in this
-                        // range belong to aborted transactions.
-                        let to = match &r.records {
-                            Some(b) => crate::log::batch::whole_batches(b)
-                                .0
-                                .last()
-                                .map(|(_, h)| h.last_offset() + 1)
-                                .unwrap_or(fp.fetch_offset),
-                            None => fp.fetch_offset,
-                        };
-                        let aborted = p.aborted_between(fp.fetch_offset, to);
+                    if !r.aborted.is_empty() {
+                        // Which producers' records in this range belong to
+                        // aborted transactions (read_committed only).
                         pd.aborted_transactions = Some(
-                            aborted
-                                .into_iter()
+                            r.aborted
+                                .iter()
                                 .map(|a| {
-                                    kafka_protocol::messages::fetch_response::AbortedTransaction::default()
-                                        .with_producer_id(kafka_protocol::messages::ProducerId(a.producer_id))
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
                                         .with_first_offset(a.first_offset)
                                 })
                                 .collect(),
                         );
                     }
+                    let n = r.records.as_ref().map_or(0, Vec::len);
                     total += n;
                     remaining = remaining.saturating_sub(n);
                     pd.records = Some(r.records.map(Bytes::from).unwrap_or_default());

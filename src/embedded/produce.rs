@@ -134,8 +134,6 @@ pub fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> Produced {
                 .with_partition_responses(parts),
         );
     }
-    logs.notify_appended();
-
     if acks == 0 {
         return Produced::Nothing;
     }

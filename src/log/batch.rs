@@ -272,6 +272,22 @@ pub fn first_record_at_or_after(batch: &[u8], ts: i64, min_offset: i64) -> Optio
     None
 }
 
+/// The length of the whole batches at the start of `buf` that begin below
+/// offset `upper`, and the offset after the last of them (0 if none), in
+/// one walk that allocates nothing.
+pub fn whole_batches_below(buf: &[u8], upper: i64) -> (usize, i64) {
+    let (mut pos, mut next) = (0, 0);
+    while let Some(h) = BatchHeader::parse(&buf[pos..]) {
+        let size = h.total_size();
+        if size < HEADER_LEN || pos + size > buf.len() || h.base_offset >= upper {
+            break;
+        }
+        next = h.last_offset().saturating_add(1);
+        pos += size;
+    }
+    (pos, next)
+}
+
 /// Walks complete batches in `buf`, returning `(position, header)` pairs and
 /// the number of bytes covered by whole batches.
 pub fn whole_batches(buf: &[u8]) -> (Vec<(usize, BatchHeader)>, usize) {

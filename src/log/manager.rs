@@ -1,11 +1,9 @@
-//! The set of topics on this broker: creation, deletion, lookup, and the
-//! broker-wide "something was appended" signal that wakes long-poll fetches.
+//! The set of topics on this broker: creation, deletion, lookup. (Long-poll
+//! fetches wait on the partitions they read: see `watch`.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-
-use tokio::sync::Notify;
 
 use super::LogConfig;
 
@@ -21,7 +19,6 @@ pub struct LogManager {
     /// readers take a snapshot, so none holds a lock.
     defaults: arc_swap::ArcSwap<LogConfig>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    appended: Notify,
     pub cluster_id: String,
     /// Open segment descriptors, shared by every partition.
     files: Arc<FileCache>,
@@ -98,7 +95,6 @@ impl LogManager {
             topics_dir,
             defaults: arc_swap::ArcSwap::from_pointee(defaults),
             topics: RwLock::new(topics),
-            appended: Notify::new(),
             cluster_id,
             files,
         }))
@@ -129,14 +125,6 @@ impl LogManager {
 
     pub fn files(&self) -> &Arc<FileCache> {
         &self.files
-    }
-
-    pub fn appended(&self) -> &Notify {
-        &self.appended
-    }
-
-    pub fn notify_appended(&self) {
-        self.appended.notify_waiters();
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

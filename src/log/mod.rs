@@ -23,6 +23,7 @@ pub mod topic;
 pub mod topic_config;
 pub mod txn_index;
 pub mod txn_markers;
+pub mod watch;
 
 pub use error::LogError;
 pub use manager::LogManager;

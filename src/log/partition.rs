@@ -19,7 +19,8 @@ use super::producer_state::{ProducerStates, SequenceCheck, PRODUCER_EXPIRY_MS};
 use super::segment::{self, now_ms, Segment};
 use super::state_snapshot;
 use super::topic_config::{EffectiveConfig, TimestampType};
-use super::txn_index::{parse_marker, AbortedTxn, Marker, TxnIndex};
+use super::txn_index::{aborted_overlapping, parse_marker, AbortedTxn, Marker, TxnIndex};
+use super::watch::Watchers;
 use super::LogError;
 use crate::util::atomic_file::{sync_dir, write_atomic};
 
@@ -55,6 +56,8 @@ pub struct Partition {
     deleted: AtomicBool,
     /// The cleaner's bookkeeping (first dirty offset, last clean).
     cleaner: Mutex<checkpoint::Checkpoint>,
+    /// Long-poll fetches waiting for this partition to grow.
+    watchers: Watchers,
 }
 
 /// What the cleaner needs to know of a partition, read under its lock.
@@ -86,6 +89,19 @@ pub struct ReadResult {
     pub records: Option<Vec<u8>>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// One partition's part of a Fetch answer (see [`Partition::read_for_fetch`]).
+#[derive(Debug, Default)]
+pub struct FetchRead {
+    /// Whole batches from the fetch offset on; `None` when there are none.
+    pub records: Option<Vec<u8>>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// read_committed only: the aborted transactions overlapping
+    /// `[fetch offset, end of records)`, which the client drops records by.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 const LOG_START_FILE: &str = "log-start-offset";
@@ -179,6 +195,7 @@ impl Partition {
             storage_failed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             cleaner,
+            watchers: Watchers::default(),
         }))
     }
 
@@ -299,6 +316,9 @@ impl Partition {
         }
         self.end_offset.store(next, Ordering::Release);
         drop(st);
+        // After the unlock: a fetch whose read took the lock before this
+        // append is registered by now (see `watch`).
+        self.watchers.wake();
         Ok(AppendResult {
             base_offset: base,
             end_offset: next,
@@ -424,69 +444,93 @@ impl Partition {
         st.txns.last_stable_offset(self.end_offset())
     }
 
-    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
-        self.lock().txns.aborted_between(from, to)
-    }
-
     /// Reads whole batches from `offset` on, up to `max_bytes` (at least one
     /// batch). An offset equal to the end yields no records.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        self.read_isolated(offset, max_bytes, false)
+        let r = self.read_for_fetch(offset, Some(max_bytes), false)?;
+        Ok(ReadResult {
+            records: r.records,
+            high_watermark: r.high_watermark,
+            log_start_offset: r.log_start_offset,
+        })
     }
 
-    /// With `read_committed`, nothing at or past the last stable offset is
-    /// returned: open transactions stay invisible until they end.
-    pub fn read_isolated(
+    /// Everything one partition of a Fetch answer needs, under one lock:
+    /// the batches from `offset` (up to `max_bytes`, at least one whole
+    /// batch), the high watermark, last stable offset and log start, and
+    /// for `read_committed` the aborted transactions overlapping what was
+    /// read. With `read_committed`, nothing at or past the last stable
+    /// offset is returned: open transactions stay invisible until they end.
+    /// `max_bytes: None` reports the offsets only (a Fetch whose answer is
+    /// already full), without checking `offset`.
+    ///
+    /// The lock is held only to pick the segment and copy the offsets (and
+    /// share the aborted list); the file is read without it.
+    pub fn read_for_fetch(
         &self,
         offset: i64,
-        max_bytes: usize,
+        max_bytes: Option<usize>,
         read_committed: bool,
-    ) -> Result<ReadResult, LogError> {
-        let (segments, start, end, upper) = {
+    ) -> Result<FetchRead, LogError> {
+        let (segment, upper, aborted, mut out) = {
             let st = self.lock();
             let start = self.log_start_offset();
             let end = self.end_offset();
+            let out = FetchRead {
+                records: None,
+                high_watermark: end,
+                last_stable_offset: st.txns.last_stable_offset(end),
+                log_start_offset: start,
+                aborted: Vec::new(),
+            };
+            let Some(max_bytes) = max_bytes else {
+                return Ok(out);
+            };
             if offset < start || offset > end {
                 return Err(LogError::OffsetOutOfRange { offset, start, end });
             }
             let upper = if read_committed {
-                st.txns.last_stable_offset(end)
+                out.last_stable_offset
             } else {
                 end
             };
-            let i = st
-                .segments
-                .partition_point(|s| s.base_offset <= offset)
-                .saturating_sub(1);
-            (st.segments[i..].to_vec(), start, end, upper)
+            let aborted = read_committed.then(|| st.txns.aborted_shared());
+            let segment = (offset < upper).then(|| {
+                let i = st
+                    .segments
+                    .partition_point(|s| s.base_offset <= offset)
+                    .saturating_sub(1);
+                st.segments[i].clone()
+            });
+            (segment.map(|s| (s, max_bytes)), upper, aborted, out)
         };
-        let mut out = ReadResult {
-            records: None,
-            high_watermark: end,
-            log_start_offset: start,
-        };
-        if offset >= upper {
-            return Ok(out);
-        }
-        for seg in &segments {
-            if let Some(mut bytes) = seg.read(offset, max_bytes)? {
-                if upper < end {
-                    // Drop batches at or past the last stable offset.
-                    let (batches, _) = batch::whole_batches(&bytes);
-                    let keep = batches
-                        .iter()
-                        .find(|(_, h)| h.base_offset >= upper)
-                        .map(|(pos, _)| *pos)
-                        .unwrap_or(bytes.len());
-                    bytes.truncate(keep);
-                }
-                if !bytes.is_empty() {
-                    out.records = Some(bytes);
-                }
+        let mut read_end = offset;
+        let mut next = segment;
+        while let Some((seg, max_bytes)) = next {
+            if let Some((bytes, after)) = seg.read_below(offset, max_bytes, upper)? {
+                read_end = after;
+                out.records = Some(bytes);
                 break;
             }
+            // Nothing at or after `offset` in that segment: compaction
+            // emptied its tail. The only path that locks again, and rare.
+            next = self
+                .segment_after(seg.base_offset)
+                .filter(|s| s.base_offset < upper)
+                .map(|s| (s, max_bytes));
+        }
+        if let Some(aborted) = aborted {
+            // Kafka's range: from the fetch offset to the end of the read.
+            out.aborted = aborted_overlapping(&aborted, offset, read_end);
         }
         Ok(out)
+    }
+
+    /// The segment following the one based at `base`, if any.
+    fn segment_after(&self, base: i64) -> Option<Arc<Segment>> {
+        let st = self.lock();
+        let i = st.segments.partition_point(|s| s.base_offset <= base);
+        st.segments.get(i).cloned()
     }
 
     /// Writes a transaction marker (COMMIT or ABORT control batch) for
@@ -705,6 +749,13 @@ impl Partition {
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
         self.durable.send_modify(|_| {});
+        // Long polls re-read and answer UNKNOWN_TOPIC_OR_PARTITION.
+        self.watchers.wake();
+    }
+
+    /// The long-poll fetches waiting on this partition.
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 }
 
@@ -966,5 +1017,115 @@ mod tests {
             p.append(&b, &spans, &cfg),
             Err(LogError::UnknownProducerId(1))
         ));
+    }
+
+    /// A batch of producer `pid`'s open transaction.
+    fn txn_batch(pid: i64, seq: i32) -> Vec<u8> {
+        let mut b = make_idempotent_batch(pid, 0, seq, 1, now_ms());
+        b[21..23].copy_from_slice(&batch::ATTR_TRANSACTIONAL.to_be_bytes());
+        let crc = batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn append_bytes(p: &Partition, b: &[u8], cfg: &EffectiveConfig) -> i64 {
+        let spans = batch::validate_produce_records(b, usize::MAX).unwrap();
+        p.append(b, &spans, cfg).unwrap().base_offset
+    }
+
+    /// The offset after the last batch of a read.
+    fn read_end(r: &FetchRead) -> Option<i64> {
+        let (batches, _) = batch::whole_batches(r.records.as_deref()?);
+        batches.last().map(|(_, h)| h.last_offset() + 1)
+    }
+
+    #[tokio::test]
+    async fn one_read_serves_a_read_committed_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = topic_config::effective(&LogConfig::default(), &Default::default());
+        let p = open(dir.path());
+        assert_eq!(append_bytes(&p, &txn_batch(1, 0), &cfg), 0);
+        assert_eq!(p.append_marker(1, 0, Marker::Abort, &cfg).unwrap(), 2);
+        assert_eq!(append(&p, 0, &cfg).base_offset, 2);
+        // Producer 2's transaction stays open: the last stable offset.
+        assert_eq!(append_bytes(&p, &txn_batch(2, 0), &cfg), 3);
+        assert_eq!(append(&p, 1, &cfg).base_offset, 4);
+
+        let r = p.read_for_fetch(0, Some(1 << 20), true).unwrap();
+        assert_eq!(
+            (r.high_watermark, r.last_stable_offset, r.log_start_offset),
+            (5, 3, 0)
+        );
+        assert_eq!(read_end(&r), Some(3), "stops at the last stable offset");
+        let aborted = AbortedTxn {
+            producer_id: 1,
+            first_offset: 0,
+            last_offset: 1,
+        };
+        assert_eq!(r.aborted, vec![aborted]);
+        // Past the aborted transaction, nothing to report.
+        let r = p.read_for_fetch(2, Some(1 << 20), true).unwrap();
+        assert_eq!(read_end(&r), Some(3));
+        assert!(r.aborted.is_empty(), "{:?}", r.aborted);
+        // At the last stable offset a read_committed fetch gets nothing.
+        let r = p.read_for_fetch(3, Some(1 << 20), true).unwrap();
+        assert!(r.records.is_none() && r.aborted.is_empty());
+        // read_uncommitted reads to the end and is told of no aborts.
+        let r = p.read_for_fetch(0, Some(1 << 20), false).unwrap();
+        assert_eq!(read_end(&r), Some(5));
+        assert!(r.aborted.is_empty());
+        // A full answer asks for the offsets alone, whatever the offset.
+        let r = p.read_for_fetch(99, None, true).unwrap();
+        assert!(r.records.is_none());
+        assert_eq!((r.high_watermark, r.last_stable_offset), (5, 3));
+        assert!(matches!(
+            p.read_for_fetch(99, Some(1), false),
+            Err(LogError::OffsetOutOfRange { offset: 99, .. })
+        ));
+        // The aborted list is shared with readers, not copied per fetch,
+        // and an abort after a reader took it leaves the reader's alone.
+        let shared = p.lock().txns.aborted_shared();
+        assert_eq!(p.append_marker(2, 0, Marker::Abort, &cfg).unwrap(), 6);
+        assert_eq!(shared.len(), 1);
+        let r = p.read_for_fetch(0, Some(1 << 20), true).unwrap();
+        assert_eq!(read_end(&r), Some(6));
+        assert_eq!(r.aborted.len(), 2, "{:?}", r.aborted);
+    }
+
+    #[tokio::test]
+    async fn an_append_wakes_only_the_fetches_watching_its_partition() {
+        use crate::log::watch::FetchWatch;
+        use std::future::Future;
+        let polled_ready = |w: &FetchWatch| {
+            let fut = std::pin::pin!(w.changed());
+            let waker = std::task::Waker::noop();
+            fut.poll(&mut std::task::Context::from_waker(waker))
+                .is_ready()
+        };
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let cfg = small_segments();
+        let (a, b) = (open(da.path()), open(db.path()));
+        // Named three times, registered once: a request repeating a
+        // partition cannot make its appends walk a long list.
+        let w = FetchWatch::new([a.clone(), a.clone(), a.clone()]);
+        assert_eq!((w.len(), a.watchers().len()), (1, 1));
+        assert!(b.watchers().is_empty());
+        append(&b, 0, &cfg);
+        assert!(!polled_ready(&w), "woken by another partition");
+        // A wake before the fetch waits is kept, not lost.
+        append(&a, 0, &cfg);
+        assert!(polled_ready(&w));
+        assert!(!polled_ready(&w), "one wake per change");
+        let w2 = FetchWatch::new([a.clone(), b.clone()]);
+        assert_eq!((a.watchers().len(), b.watchers().len()), (2, 1));
+        drop(w);
+        append(&a, 1, &cfg);
+        assert!(polled_ready(&w2));
+        drop(w2);
+        assert!(a.watchers().is_empty() && b.watchers().is_empty());
+        // Deleting the partition releases its waiters.
+        let w = FetchWatch::new([b.clone()]);
+        b.mark_deleted();
+        assert!(polled_ready(&w));
     }
 }

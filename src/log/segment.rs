@@ -410,6 +410,22 @@ impl Segment {
     /// `max_bytes`, but always the first batch in full so a consumer can make
     /// progress past a batch larger than its limit (KIP-74).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self
+            .read_below(offset, max_bytes, i64::MAX)?
+            .map(|(bytes, _)| bytes))
+    }
+
+    /// [`Segment::read`], keeping only the batches that start below
+    /// `upper` (a read_committed fetch stops at the last stable offset).
+    /// Also returns the offset after the last batch kept, found by the one
+    /// walk over the headers that cuts the read to whole batches, so the
+    /// caller need not parse them again.
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Option<(Vec<u8>, i64)>, LogError> {
         let limit = self.size();
         let fd = self.fd()?;
         let Some((pos, first)) = self.locate(&fd, offset, limit)? else {
@@ -420,9 +436,13 @@ impl Segment {
         let mut buf = vec![0u8; want];
         fd.read_exact_at(&mut buf, pos)
             .map_err(|e| LogError::io(&self.path, e))?;
-        let (_, whole) = batch::whole_batches(&buf);
+        let (whole, next) = batch::whole_batches_below(&buf, upper);
         buf.truncate(whole);
-        Ok(if buf.is_empty() { None } else { Some(buf) })
+        Ok(if buf.is_empty() {
+            None
+        } else {
+            Some((buf, next))
+        })
     }
 
     /// The first record at or after `min_offset` with a timestamp >= `ts`

@@ -4,6 +4,7 @@
 //! of the oldest open transaction, or the high watermark when none is open.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::batch::{BatchHeader, ATTR_TRANSACTIONAL};
 
@@ -24,18 +25,28 @@ pub enum Marker {
 #[derive(Debug, Default)]
 pub struct TxnIndex {
     ongoing: BTreeMap<i64, i64>,
-    aborted: Vec<AbortedTxn>,
+    /// In the order of their abort markers, so sorted by `last_offset`.
+    /// Shared with read_committed fetches, which take it under the
+    /// partition lock without copying and filter it after their read; an
+    /// abort (rare next to fetches) copies it only if a fetch holds it.
+    aborted: Arc<Vec<AbortedTxn>>,
 }
 
 impl TxnIndex {
     /// Open transactions (producer id -> first offset) and aborted ones,
     /// for the clean-shutdown snapshot.
     pub fn parts(&self) -> (&BTreeMap<i64, i64>, &[AbortedTxn]) {
-        (&self.ongoing, &self.aborted)
+        (&self.ongoing, &self.aborted[..])
     }
 
-    pub fn from_parts(ongoing: BTreeMap<i64, i64>, aborted: Vec<AbortedTxn>) -> Self {
-        TxnIndex { ongoing, aborted }
+    pub fn from_parts(ongoing: BTreeMap<i64, i64>, mut aborted: Vec<AbortedTxn>) -> Self {
+        // Written in marker order; sorted again in case an older snapshot
+        // was not, since lookups rely on it.
+        aborted.sort_by_key(|a| a.last_offset);
+        TxnIndex {
+            ongoing,
+            aborted: Arc::new(aborted),
+        }
     }
 
     pub fn is_open(&self, producer_id: i64) -> bool {
@@ -45,7 +56,13 @@ impl TxnIndex {
     /// Drops aborted transactions that ended below the log start: no fetch
     /// can reach them any more.
     pub fn forget_aborted_before(&mut self, log_start: i64) {
-        self.aborted.retain(|a| a.last_offset >= log_start);
+        if self
+            .aborted
+            .first()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            Arc::make_mut(&mut self.aborted).retain(|a| a.last_offset >= log_start);
+        }
     }
 
     /// Records an appended batch; `marker` is set for control batches.
@@ -60,7 +77,7 @@ impl TxnIndex {
             Some(m) => {
                 if let Some(first) = self.ongoing.remove(&h.producer_id) {
                     if m == Marker::Abort {
-                        self.aborted.push(AbortedTxn {
+                        Arc::make_mut(&mut self.aborted).push(AbortedTxn {
                             producer_id: h.producer_id,
                             first_offset: first,
                             last_offset: base_offset,
@@ -82,16 +99,29 @@ impl TxnIndex {
 
     /// Aborted transactions that overlap `[from, to)`.
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
-        self.aborted
-            .iter()
-            .filter(|a| a.last_offset >= from && a.first_offset < to)
-            .copied()
-            .collect()
+        aborted_overlapping(&self.aborted, from, to)
+    }
+
+    /// Every aborted transaction, shared rather than copied (see
+    /// `aborted`); filter it with [`aborted_overlapping`].
+    pub fn aborted_shared(&self) -> Arc<Vec<AbortedTxn>> {
+        self.aborted.clone()
     }
 
     pub fn open_transactions(&self) -> usize {
         self.ongoing.len()
     }
+}
+
+/// The transactions of `aborted` (sorted by last offset) that overlap
+/// `[from, to)`: those that end at or after `from` and start before `to`.
+pub fn aborted_overlapping(aborted: &[AbortedTxn], from: i64, to: i64) -> Vec<AbortedTxn> {
+    let i = aborted.partition_point(|a| a.last_offset < from);
+    aborted[i..]
+        .iter()
+        .filter(|a| a.first_offset < to)
+        .copied()
+        .collect()
 }
 
 /// Reads the marker type from a control batch's first record:

@@ -313,7 +313,6 @@ impl TxnCoordinator {
                 .await
                 .map_err(|_| ResponseError::KafkaStorageError.code())?;
         }
-        self.logs.notify_appended();
         Ok(())
     }
 
