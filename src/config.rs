@@ -226,6 +226,10 @@ pub struct ConnectionsConfig {
     pub login_timeout_ms: u64,
     /// Largest frame accepted before login; checked from the size prefix.
     pub max_unauthenticated_frame_bytes: usize,
+    /// Partitions one incremental fetch session (KIP-227) may hold; a
+    /// connection keeps one session. A full Fetch naming more is answered
+    /// without a session; 0 turns sessions off.
+    pub max_fetch_session_partitions: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -239,6 +243,7 @@ impl Default for ConnectionsConfig {
             // SCRAM and ApiVersions need a few hundred bytes; Kafka's 512 KB
             // is sized for GSSAPI/OAUTHBEARER tokens, which we do not speak.
             max_unauthenticated_frame_bytes: 16 * 1024,
+            max_fetch_session_partitions: 2_000,
         }
     }
 }

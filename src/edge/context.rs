@@ -33,6 +33,9 @@ pub struct RequestContext<'a> {
     pub policies: Arc<crate::policy::PolicySet>,
     /// Policy violations recorded for this request so far (bounded).
     pub policy_records: std::sync::atomic::AtomicU32,
+    /// The connection's incremental fetch sessions (requests on one
+    /// connection are handled one at a time: never contended).
+    pub fetch_sessions: Mutex<&'a mut crate::edge::fetch_session::FetchSessions>,
 }
 
 /// Policy violation records one request may write; past this, one more
@@ -40,7 +43,15 @@ pub struct RequestContext<'a> {
 /// thousands of topics must not write thousands of records).
 const MAX_POLICY_RECORDS: u32 = 16;
 
-impl RequestContext<'_> {
+impl<'a> RequestContext<'a> {
+    pub fn fetch_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, &'a mut crate::edge::fetch_session::FetchSessions> {
+        self.fetch_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An audit record pre-filled with who, from where and which request.
     pub fn event(&self, kind: EventKind) -> AuditEvent {
         let mut ev = AuditEvent::new(kind).peer(self.peer, &self.listener.name);

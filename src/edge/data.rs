@@ -11,7 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::plan::{merge_into, refuse_or_forward, split, split_policy, Plan};
+use super::fetch_session::{Begin, Finished};
+use super::plan::{merge_into, refuse_or_forward, split, split_policy, Fix, Plan};
 use super::refusals;
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
@@ -118,30 +119,90 @@ pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
                 .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
         ));
     }
-    // Incremental fetch sessions would let a later request read partitions
-    // named only in an earlier one, past an ACL change: every forwarded
-    // Fetch is a full, sessionless one, authorized as a whole.
-    let mut changed =
-        r.session_id != 0 || r.session_epoch != -1 || !r.forgotten_topics_data.is_empty();
-    r.session_id = 0;
-    r.session_epoch = -1;
-    r.forgotten_topics_data.clear();
+    // The back end never sees a session (`fetch_session`): every forwarded
+    // Fetch is a full, sessionless one, authorized as a whole, so a session
+    // cannot carry a read past an ACL change.
+    let changed = r.session_id != 0 || r.session_epoch != -1 || !r.forgotten_topics_data.is_empty();
+    let begun = if ctx.version >= 7 {
+        let max = ctx.broker.config.connections.max_fetch_session_partitions;
+        ctx.fetch_sessions().begin(&mut r, max)
+    } else {
+        Begin::Sessionless
+    };
+    let session = match begun {
+        Begin::Sessionless => None,
+        Begin::InSession { id, new } => Some((id, new)),
+        Begin::Error(code) => {
+            ctx.broker.metrics.fetch_session("error");
+            return Plan::local(ResponseKind::Fetch(
+                FetchResponse::default().with_error_code(code),
+            ));
+        }
+        Begin::Empty => return Plan::local(ResponseKind::Fetch(FetchResponse::default())),
+    };
     let (allowed, denied) = split(std::mem::take(&mut r.topics), |t| {
         ctx.authorize_topic(Operation::Read, &t.topic)
     });
-    changed |= !denied.is_empty();
     let refused = refusals::fetch(&denied, ResponseError::TopicAuthorizationFailed.code());
     let nothing_left = allowed.is_empty();
     r.topics = allowed;
-    refuse_or_forward!(
-        Fetch,
-        FetchResponse,
-        responses,
-        refused,
-        nothing_left,
-        r,
-        changed
-    )
+    // A Fetch naming no partition (a consumer closing its session sends
+    // one) is answered at once, as Kafka does, not after a long poll.
+    let Some((id, new)) = session else {
+        if nothing_left && denied.is_empty() {
+            return Plan::local(ResponseKind::Fetch(FetchResponse::default()));
+        }
+        let changed = changed || !denied.is_empty();
+        return refuse_or_forward!(
+            Fetch,
+            FetchResponse,
+            responses,
+            refused,
+            nothing_left,
+            r,
+            changed
+        );
+    };
+    // In a session the refusals go in before the answer is cut down to
+    // what changed: a refused partition is always shown.
+    let finish = move |resp: &mut FetchResponse, ctx: &RequestContext<'_>| {
+        resp.responses.extend(refused);
+        let done = ctx.fetch_sessions().finish(id, new, resp);
+        ctx.broker.metrics.fetch_session(match done {
+            Finished::New => "new",
+            Finished::Incremental => "incremental",
+            Finished::Closed => "closed",
+        });
+    };
+    if nothing_left {
+        let mut resp = FetchResponse::default();
+        finish(&mut resp, ctx);
+        return Plan::local(ResponseKind::Fetch(resp));
+    }
+    Plan::Forward {
+        body: RequestKind::Fetch(r),
+        changed: true,
+        fix: Some(Fix::Filter(Box::new(move |resp, ctx| {
+            if let ResponseKind::Fetch(f) = resp {
+                finish(f, ctx);
+            }
+        }))),
+    }
+}
+
+/// A Fetch answered with a throttle and nothing else (`throttled`): in a
+/// session, that answer is the session's.
+pub(super) fn fetch_throttled(
+    ctx: &RequestContext<'_>,
+    body: RequestKind,
+    resp: &mut ResponseKind,
+) {
+    if let (RequestKind::Fetch(mut r), ResponseKind::Fetch(f), true) =
+        (body, resp, ctx.version >= 7)
+    {
+        let max = ctx.broker.config.connections.max_fetch_session_partitions;
+        (f.error_code, f.session_id) = ctx.fetch_sessions().throttled(&mut r, max);
+    }
 }
 
 /// The principal as a metrics label: a user of the credential store (a set

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod context;
 mod data;
 pub mod errors;
+pub mod fetch_session;
 mod groups;
 mod metadata;
 pub mod plan;
@@ -74,6 +75,7 @@ pub async fn handle_frame(
     peer: std::net::SocketAddr,
     session: &mut Session,
     quota: &mut ConnectionQuota,
+    fetch_sessions: &mut fetch_session::FetchSessions,
     frame: Bytes,
 ) -> Outcome {
     let started = std::time::Instant::now();
@@ -175,6 +177,7 @@ pub async fn handle_frame(
         acls: broker.acls.snapshot().clone(),
         policies: broker.policies.snapshot(),
         policy_records: Default::default(),
+        fetch_sessions: std::sync::Mutex::new(fetch_sessions),
         audit: Default::default(),
         // Before login nothing is spent (Kafka's authenticator answers those
         // requests outside its quotas): an unauthenticated flood cannot
@@ -251,7 +254,8 @@ async fn through_backend(
     // no data until it has waited; a Produce is appended and throttled
     // after (never dropped), by its size.
     if throttle::is_fetch(api) && ctx.quota.in_debt(QuotaKey::ConsumerByteRate) {
-        let resp = throttle::throttled_fetch(ctx.quota.throttle_ms());
+        let mut resp = throttle::throttled_fetch(ctx.quota.throttle_ms());
+        data::fetch_throttled(ctx, body, &mut resp);
         return encode_response(api, version, correlation_id, &resp);
     }
     if api == ApiKey::Produce {

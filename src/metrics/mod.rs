@@ -59,6 +59,16 @@ struct ListenerLabels {
     listener: String,
 }
 
+/// What a Fetch in a fetch session (KIP-227) did: `new` (a full answer
+/// that opened one), `incremental`, `closed` (an answer with an error ended
+/// it), `error` (unknown session or wrong epoch).
+pub const FETCH_SESSION_KINDS: [&str; 4] = ["new", "incremental", "closed", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchSessionLabels {
+    kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabels {
     listener: String,
@@ -202,6 +212,7 @@ pub struct Metrics {
     throttle_ms: Family<QuotaLabels, Counter>,
     throttled: Family<QuotaLabels, Counter>,
     upstream_seconds: HistogramFamily<UpstreamLabels>,
+    fetch_sessions: Family<FetchSessionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -320,6 +331,16 @@ impl Metrics {
             "Gateway mode: upstream request latency, by API and outcome",
             upstream_seconds.clone(),
         );
+        let fetch_sessions = Family::default();
+        r.register(
+            "fetch_session_requests",
+            "Fetches in incremental fetch sessions (KIP-227), by kind: new, incremental, \
+             closed, error",
+            fetch_sessions.clone(),
+        );
+        for kind in FETCH_SESSION_KINDS {
+            let _ = fetch_sessions.get_or_create(&FetchSessionLabels { kind });
+        }
         let sources = Arc::new(OnceLock::new());
         r.register_collector(Box::new(collect::Scrape::new(sources.clone())));
         // Families of a fixed label set start at zero, so a rate is defined
@@ -351,6 +372,7 @@ impl Metrics {
             throttle_ms,
             throttled,
             upstream_seconds,
+            fetch_sessions,
         }
     }
 
@@ -505,6 +527,14 @@ impl Metrics {
         let l = QuotaLabels { quota };
         self.throttle_ms.get_or_create(&l).inc_by(ms);
         self.throttled.get_or_create(&l).inc();
+    }
+
+    /// One Fetch in a fetch session; `kind` is one of
+    /// [`FETCH_SESSION_KINDS`].
+    pub fn fetch_session(&self, kind: &'static str) {
+        self.fetch_sessions
+            .get_or_create(&FetchSessionLabels { kind })
+            .inc();
     }
 
     /// One request forwarded upstream (gateway mode).

@@ -86,6 +86,7 @@ where
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
     let mut quota = ConnectionQuota::default();
+    let mut fetch_sessions = edge::fetch_session::FetchSessions::default();
     // Beside `owed`, one entry per owed response: its API's latency
     // histograms (none for raw SASL tokens) and when its frame was read.
     let mut timing: VecDeque<(Option<&crate::metrics::ApiTimers>, Instant)> = VecDeque::new();
@@ -197,6 +198,7 @@ where
                     peer,
                     &mut session,
                     &mut quota,
+                    &mut fetch_sessions,
                     frame,
                 ))
                 .await

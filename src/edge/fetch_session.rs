@@ -1,0 +1,437 @@
+//! Incremental fetch sessions (KIP-227), kept by the edge for one
+//! connection, so that a consumer of many partitions sends and receives
+//! only what changed.
+//!
+//! The back end never sees a session: each Fetch in a session is expanded
+//! here to the session's whole partition set and forwarded as a full,
+//! sessionless Fetch (to the embedded engine or an upstream Kafka alike),
+//! which the edge authorizes as a whole, every time: an ACL revoked in the
+//! middle of a session refuses those partitions on the next request, as
+//! Kafka re-authorizes a session's partitions. The answer is then cut down
+//! to what an incremental answer carries (Kafka's
+//! `CachedPartition.maybeUpdateResponseData`).
+//!
+//! Bounded: one session per connection (a client opening a second one has
+//! given up the first; Kafka's Java client keeps one per broker), holding at
+//! most `connections.max_fetch_session_partitions` partitions. A full Fetch
+//! naming more is answered without a session, as Kafka does when its
+//! session cache is full.
+
+use indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+/// A Fetch outside any session (`session_id` 0).
+const INVALID_SESSION_ID: i32 = 0;
+/// A full Fetch that asks for a new session.
+const INITIAL_EPOCH: i32 = 0;
+/// A full Fetch that wants no session (and closes the one it names).
+const FINAL_EPOCH: i32 = -1;
+
+/// Sessions one connection keeps: a new one replaces the oldest.
+const MAX_SESSIONS: usize = 1;
+
+type Key = (TopicName, i32);
+
+/// What the session remembers of one partition: the client's last fetch
+/// parameters, and what the client was last told.
+struct Cached {
+    request: FetchPartition,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+}
+
+impl Cached {
+    fn new(request: FetchPartition) -> Cached {
+        // -1: never sent, so the first answer always carries the partition.
+        Cached {
+            request,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+
+    /// Whether an incremental answer must carry this partition, remembering
+    /// what it carries (Kafka's `maybeUpdateResponseData`).
+    fn must_respond(&mut self, p: &PartitionData) -> bool {
+        let mut must = p.records.as_ref().is_some_and(|r| !r.is_empty());
+        if self.high_watermark != p.high_watermark {
+            self.high_watermark = p.high_watermark;
+            must = true;
+        }
+        if self.last_stable_offset != p.last_stable_offset {
+            self.last_stable_offset = p.last_stable_offset;
+            must = true;
+        }
+        if self.log_start_offset != p.log_start_offset {
+            self.log_start_offset = p.log_start_offset;
+            must = true;
+        }
+        if p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0 {
+            must = true;
+        }
+        if p.error_code != 0 {
+            // Sent again once the error is gone.
+            self.high_watermark = -1;
+            must = true;
+        }
+        must
+    }
+}
+
+struct Session {
+    id: i32,
+    /// The epoch the next request in this session must carry.
+    epoch: i32,
+    /// In the order they are forwarded; partitions that just returned
+    /// records move to the end, so that a size-bounded answer does not
+    /// always favour the same ones (as Kafka reorders its sessions).
+    partitions: IndexMap<Key, Cached>,
+}
+
+/// The fetch sessions of one connection.
+#[derive(Default)]
+pub struct FetchSessions {
+    /// Least recently used first.
+    sessions: Vec<Session>,
+}
+
+/// What to do with one Fetch, decided before authorization.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// No session: forwarded as it is, answered with `session_id` 0.
+    Sessionless,
+    /// In session `id`, the request now naming its partitions (forwarded
+    /// full and sessionless). `new`: just opened (a full answer).
+    InSession { id: i32, new: bool },
+    /// Answered at once with this request-level error, no partitions.
+    Error(i16),
+    /// The session emptied and closed: an empty answer, no session.
+    Empty,
+}
+
+/// What [`FetchSessions::finish`] did with an answer, for the metrics.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Finished {
+    New,
+    Incremental,
+    /// The answer carried a request-level error: the session is closed.
+    Closed,
+}
+
+impl FetchSessions {
+    /// Applies the request's session fields (Kafka's
+    /// `FetchManager.newContext`) and rewrites `r` into the full,
+    /// sessionless Fetch the back end is given.
+    pub fn begin(&mut self, r: &mut FetchRequest, max_partitions: usize) -> Begin {
+        let (id, epoch) = (r.session_id, r.session_epoch);
+        r.session_id = INVALID_SESSION_ID;
+        r.session_epoch = FINAL_EPOCH;
+        let forgotten = std::mem::take(&mut r.forgotten_topics_data);
+        if epoch == INITIAL_EPOCH || epoch == FINAL_EPOCH {
+            // A full Fetch closes the session it names.
+            if id != INVALID_SESSION_ID {
+                self.sessions.retain(|s| s.id != id);
+            }
+            let count: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
+            if epoch == FINAL_EPOCH || count > max_partitions {
+                return Begin::Sessionless;
+            }
+            let mut partitions = IndexMap::with_capacity(count);
+            for t in &r.topics {
+                for p in &t.partitions {
+                    partitions.insert((t.topic.clone(), p.partition), Cached::new(p.clone()));
+                }
+            }
+            if self.sessions.len() >= MAX_SESSIONS {
+                self.sessions.remove(0);
+            }
+            let id = self.new_id();
+            self.sessions.push(Session {
+                id,
+                epoch: next_epoch(INITIAL_EPOCH),
+                partitions,
+            });
+            return Begin::InSession { id, new: true };
+        }
+        let Some(at) = self.sessions.iter().position(|s| s.id == id) else {
+            return Begin::Error(ResponseError::FetchSessionIdNotFound.code());
+        };
+        if self.sessions[at].epoch != epoch {
+            return Begin::Error(ResponseError::InvalidFetchSessionEpoch.code());
+        }
+        let mut session = self.sessions.remove(at);
+        // Kafka's `FetchSession.update`: added and changed partitions
+        // first, then the forgotten ones.
+        for t in std::mem::take(&mut r.topics) {
+            for p in t.partitions {
+                match session.partitions.entry((t.topic.clone(), p.partition)) {
+                    indexmap::map::Entry::Occupied(mut e) => e.get_mut().request = p,
+                    indexmap::map::Entry::Vacant(e) => {
+                        e.insert(Cached::new(p));
+                    }
+                }
+            }
+        }
+        for t in &forgotten {
+            for p in &t.partitions {
+                session.partitions.shift_remove(&(t.topic.clone(), *p));
+            }
+        }
+        if session.partitions.is_empty() {
+            return Begin::Empty;
+        }
+        if session.partitions.len() > max_partitions {
+            // Grown past the bound: dropped; the client starts over with a
+            // full Fetch, answered without a session.
+            return Begin::Error(ResponseError::FetchSessionIdNotFound.code());
+        }
+        session.epoch = next_epoch(session.epoch);
+        r.topics = expand(&session.partitions);
+        self.sessions.push(session);
+        Begin::InSession { id, new: false }
+    }
+
+    /// Turns the back end's answer (with the edge's refusals) into the
+    /// session's answer: a new session's lists every partition; an
+    /// incremental one only those with something to say.
+    pub fn finish(&mut self, id: i32, new: bool, resp: &mut FetchResponse) -> Finished {
+        let Some(at) = self.sessions.iter().position(|s| s.id == id) else {
+            resp.session_id = INVALID_SESSION_ID;
+            return Finished::Closed;
+        };
+        if resp.error_code != 0 {
+            self.sessions.remove(at);
+            resp.session_id = INVALID_SESSION_ID;
+            return Finished::Closed;
+        }
+        let session = &mut self.sessions[at];
+        let mut moved: Vec<Key> = Vec::new();
+        for t in &mut resp.responses {
+            t.partitions.retain(|p| {
+                let key = (t.topic.clone(), p.partition_index);
+                let Some(cached) = session.partitions.get_mut(&key) else {
+                    // Not asked for: a client would take it for a broken
+                    // answer.
+                    return false;
+                };
+                let must = cached.must_respond(p);
+                if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                    moved.push(key);
+                }
+                new || must
+            });
+        }
+        if !new {
+            resp.responses.retain(|t| !t.partitions.is_empty());
+        }
+        for key in moved {
+            if let Some((k, v)) = session.partitions.shift_remove_entry(&key) {
+                session.partitions.insert(k, v);
+            }
+        }
+        resp.session_id = id;
+        if new {
+            Finished::New
+        } else {
+            Finished::Incremental
+        }
+    }
+
+    /// A Fetch answered, before any back end sees it, with a throttle and
+    /// no data (a consumer over its byte rate): its session changes apply
+    /// and its epoch is spent as Kafka's throttled answers do, so the
+    /// client stays in its session. Returns the answer's (error code,
+    /// session id).
+    pub fn throttled(&mut self, r: &mut FetchRequest, max_partitions: usize) -> (i16, i32) {
+        match self.begin(r, max_partitions) {
+            Begin::InSession { id, new: false } => (0, id),
+            // Kafka opens a session only with a full answer.
+            Begin::InSession { id, new: true } => {
+                self.sessions.retain(|s| s.id != id);
+                (0, INVALID_SESSION_ID)
+            }
+            Begin::Error(code) => (code, INVALID_SESSION_ID),
+            Begin::Sessionless | Begin::Empty => (0, INVALID_SESSION_ID),
+        }
+    }
+
+    /// A session id no session of this connection has, never 0.
+    fn new_id(&self) -> i32 {
+        loop {
+            let id = rand::random::<i32>() & i32::MAX;
+            if id != INVALID_SESSION_ID && self.sessions.iter().all(|s| s.id != id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Kafka's `FetchMetadata.nextEpoch`: wraps to 1, never to 0 or -1.
+fn next_epoch(epoch: i32) -> i32 {
+    if epoch == i32::MAX {
+        1
+    } else {
+        epoch + 1
+    }
+}
+
+/// The session's partitions as a request's topic list, consecutive
+/// partitions of one topic under one entry.
+fn expand(partitions: &IndexMap<Key, Cached>) -> Vec<FetchTopic> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((topic, _), cached) in partitions {
+        match topics.last_mut() {
+            Some(t) if t.topic == *topic => t.partitions.push(cached.request.clone()),
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(topic.clone())
+                    .with_partitions(vec![cached.request.clone()]),
+            ),
+        }
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::ForgottenTopic;
+    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn name(s: &str) -> TopicName {
+        TopicName(StrBytes::from_string(s.to_string()))
+    }
+
+    fn request(id: i32, epoch: i32, parts: &[(&str, i32, i64)]) -> FetchRequest {
+        let mut r = FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(epoch);
+        for (t, p, offset) in parts {
+            r.topics
+                .push(FetchTopic::default().with_topic(name(t)).with_partitions(
+                    vec![FetchPartition::default()
+                        .with_partition(*p)
+                        .with_fetch_offset(*offset)],
+                ));
+        }
+        r
+    }
+
+    fn answer(parts: &[(&str, i32, i64, bool)]) -> FetchResponse {
+        let mut resp = FetchResponse::default();
+        for (t, p, hw, records) in parts {
+            resp.responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(name(t))
+                    .with_partitions(vec![PartitionData::default()
+                        .with_partition_index(*p)
+                        .with_high_watermark(*hw)
+                        .with_records(records.then(|| bytes::Bytes::from_static(b"x")))]),
+            );
+        }
+        resp
+    }
+
+    fn shown(resp: &FetchResponse) -> Vec<(String, i32)> {
+        resp.responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.to_string(), p.partition_index))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_session_answers_only_what_changed() {
+        let mut s = FetchSessions::default();
+        let mut r = request(0, 0, &[("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]);
+        let Begin::InSession { id, new: true } = s.begin(&mut r, 10) else {
+            panic!("no session");
+        };
+        assert_eq!((r.session_id, r.session_epoch), (0, -1));
+        let mut resp = answer(&[("a", 0, 5, true), ("a", 1, 0, false), ("b", 0, 0, false)]);
+        assert_eq!(s.finish(id, true, &mut resp), Finished::New);
+        assert_eq!(resp.session_id, id);
+        assert_eq!(shown(&resp).len(), 3);
+
+        // Nothing new: an empty answer, the whole set forwarded.
+        let mut r = request(id, 1, &[]);
+        assert_eq!(s.begin(&mut r, 10), Begin::InSession { id, new: false });
+        assert_eq!(
+            r.topics.iter().map(|t| t.partitions.len()).sum::<usize>(),
+            3
+        );
+        let mut resp = answer(&[("a", 1, 0, false), ("b", 0, 0, false), ("a", 0, 5, false)]);
+        s.finish(id, false, &mut resp);
+        assert!(shown(&resp).is_empty());
+
+        // One partition moves on, another is forgotten.
+        let mut r = request(id, 2, &[("a", 0, 5)]);
+        r.forgotten_topics_data.push(
+            ForgottenTopic::default()
+                .with_topic(name("b"))
+                .with_partitions(vec![0]),
+        );
+        s.begin(&mut r, 10);
+        assert_eq!(
+            r.topics.iter().map(|t| t.partitions.len()).sum::<usize>(),
+            2
+        );
+        let mut resp = answer(&[("a", 1, 3, false), ("a", 0, 5, false)]);
+        s.finish(id, false, &mut resp);
+        assert_eq!(shown(&resp), vec![("a".to_string(), 1)]);
+    }
+
+    #[test]
+    fn wrong_epochs_and_unknown_ids_are_refused() {
+        let mut s = FetchSessions::default();
+        let mut r = request(0, 0, &[("a", 0, 0)]);
+        let Begin::InSession { id, .. } = s.begin(&mut r, 10) else {
+            panic!("no session");
+        };
+        assert_eq!(
+            s.begin(&mut request(id, 5, &[]), 10),
+            Begin::Error(ResponseError::InvalidFetchSessionEpoch.code())
+        );
+        assert_eq!(
+            s.begin(&mut request(id ^ 1, 1, &[]), 10),
+            Begin::Error(ResponseError::FetchSessionIdNotFound.code())
+        );
+        // Closing it: later requests in it are unknown.
+        assert_eq!(s.begin(&mut request(id, -1, &[]), 10), Begin::Sessionless);
+        assert_eq!(
+            s.begin(&mut request(id, 1, &[]), 10),
+            Begin::Error(ResponseError::FetchSessionIdNotFound.code())
+        );
+    }
+
+    #[test]
+    fn bounds_hold() {
+        let mut s = FetchSessions::default();
+        let many: Vec<(&str, i32, i64)> = (0..11).map(|p| ("a", p, 0)).collect();
+        assert_eq!(s.begin(&mut request(0, 0, &many), 10), Begin::Sessionless);
+        let Begin::InSession { id: first, .. } = s.begin(&mut request(0, 0, &many[..2]), 10) else {
+            panic!("no session");
+        };
+        let Begin::InSession { id: second, .. } = s.begin(&mut request(0, 0, &many[..2]), 10)
+        else {
+            panic!("no session");
+        };
+        assert_ne!(first, second);
+        assert_eq!(s.sessions.len(), MAX_SESSIONS);
+        // Growing past the bound drops the session.
+        assert_eq!(
+            s.begin(&mut request(second, 1, &many[2..]), 10),
+            Begin::Error(ResponseError::FetchSessionIdNotFound.code())
+        );
+        assert!(s.sessions.is_empty());
+    }
+}
