@@ -26,6 +26,8 @@ const CORRELATION_AT: usize = 8;
 pub struct ProbeResult {
     pub latency_us: Histogram<u64>,
     pub errors: u64,
+    /// The error code of the first failed partition, to say why.
+    pub first_error: Option<i16>,
     pub mb_per_s: f64,
 }
 
@@ -91,6 +93,7 @@ where
         tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut errors = 0u64;
+            let mut first_error = None;
             let mut buf = Vec::new();
             for _ in 0..total {
                 let len = rd.read_i32().await?.max(0) as usize;
@@ -107,10 +110,13 @@ where
                     .responses
                     .iter()
                     .flat_map(|t| &t.partition_responses)
-                    .any(|p| p.error_code != 0);
-                errors += failed as u64;
+                    .find(|p| p.error_code != 0);
+                if let Some(p) = failed {
+                    errors += 1;
+                    first_error.get_or_insert(p.error_code);
+                }
             }
-            anyhow::Ok((hist, errors))
+            anyhow::Ok((hist, errors, first_error))
         })
     };
 
@@ -126,12 +132,13 @@ where
         wr.write_all(frame).await?;
         wr.flush().await?;
     }
-    let (latency_us, errors) = reader.await??;
+    let (latency_us, errors, first_error) = reader.await??;
     let secs = start.elapsed().as_secs_f64();
     let bytes = (total * per_request * record_size) as f64;
     Ok(ProbeResult {
         latency_us,
         errors,
+        first_error,
         mb_per_s: bytes / 1e6 / secs,
     })
 }
