@@ -15,6 +15,9 @@ use kafka_protocol::messages::{
     ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -40,12 +43,40 @@ fn request_frames(
     record_size: usize,
 ) -> anyhow::Result<Vec<BytesMut>> {
     let value = Bytes::from(super::kafka::payload(record_size));
-    let batch = portcullis::log::internal::encode_batch(
-        (0..records_per_request)
-            .map(|_| (None, Some(value.clone())))
-            .collect(),
-    )?
-    .freeze();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    // One batch: kafka-protocol's encoder starts a new batch wherever
+    // `offset - sequence` changes, so without a producer id the sequences
+    // still step with the offsets (only the first, -1, is written). Kafka
+    // refuses a Produce (v3+) whose partition holds more than one batch.
+    let records: Vec<Record> = (0..records_per_request as i64)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: None,
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    let batch = batch.freeze();
     (0..partitions.max(1))
         .map(|p| {
             let req = ProduceRequest::default()
