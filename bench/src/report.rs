@@ -99,6 +99,9 @@ fn pct(p: Option<Percentiles>) -> String {
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
+        // Two significant digits for small ratios (a restart of 77 ms
+        // against 20 s is 0.0037x, not 0.00x).
+        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.2e}x", a / b),
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
         _ => "-".into(),
     }
