@@ -72,13 +72,25 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// What `n` idle authenticated connections cost the broker.
+pub struct IdleMemory {
+    pub opened: usize,
+    /// RSS growth per connection, bytes.
+    pub rss_per: f64,
+    /// Live heap growth per connection, bytes (a JVM, when measured).
+    pub heap_per: Option<f64>,
+}
+
 /// Opens `n` authenticated connections and keeps them idle; returns the
-/// broker's RSS growth per connection in bytes.
+/// broker's RSS growth per connection, and its live heap growth when
+/// `heap` reads it (in KiB; a JVM's RSS is mostly heap it was given, so
+/// RSS alone says little about what a connection holds).
 pub async fn idle_memory_per_connection(
     t: Arc<Target>,
     broker_pid: u32,
     n: usize,
-) -> anyhow::Result<(f64, usize)> {
+    heap: Option<&(dyn Fn() -> Option<u64> + Sync)>,
+) -> anyhow::Result<IdleMemory> {
     let salted = Arc::new(SaltedPasswordCache::default());
     // Warm up allocator arenas and TLS state before the baseline.
     let mut held = Vec::with_capacity(n);
@@ -86,6 +98,8 @@ pub async fn idle_memory_per_connection(
         held.push(connect_once(&t, &salted).await?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let heap_now = || heap.and_then(|h| tokio::task::block_in_place(h));
+    let heap_before = heap_now();
     let before = rss_kib(broker_pid).unwrap_or(0);
     let mut opened = 0;
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
@@ -105,9 +119,17 @@ pub async fn idle_memory_per_connection(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(broker_pid).unwrap_or(0);
-    let per = (after.saturating_sub(before) as f64 * 1024.0) / opened.max(1) as f64;
+    let heap_after = heap_now();
+    let per = |before: u64, after: u64| {
+        (after.saturating_sub(before) as f64 * 1024.0) / opened.max(1) as f64
+    };
+    let out = IdleMemory {
+        opened,
+        rss_per: per(before, after),
+        heap_per: heap_before.zip(heap_after).map(|(b, a)| per(b, a)),
+    };
     drop(held);
-    Ok((per, opened))
+    Ok(out)
 }
 
 /// Raises this process's open-file limit to the hard limit (children

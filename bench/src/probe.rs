@@ -15,6 +15,9 @@ use kafka_protocol::messages::{
     ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -26,6 +29,8 @@ const CORRELATION_AT: usize = 8;
 pub struct ProbeResult {
     pub latency_us: Histogram<u64>,
     pub errors: u64,
+    /// The error code of the first failed partition, to say why.
+    pub first_error: Option<i16>,
     pub mb_per_s: f64,
 }
 
@@ -38,12 +43,40 @@ fn request_frames(
     record_size: usize,
 ) -> anyhow::Result<Vec<BytesMut>> {
     let value = Bytes::from(super::kafka::payload(record_size));
-    let batch = portcullis::log::internal::encode_batch(
-        (0..records_per_request)
-            .map(|_| (None, Some(value.clone())))
-            .collect(),
-    )?
-    .freeze();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    // One batch: kafka-protocol's encoder starts a new batch wherever
+    // `offset - sequence` changes, so without a producer id the sequences
+    // still step with the offsets (only the first, -1, is written). Kafka
+    // refuses a Produce (v3+) whose partition holds more than one batch.
+    let records: Vec<Record> = (0..records_per_request as i64)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: None,
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    let batch = batch.freeze();
     (0..partitions.max(1))
         .map(|p| {
             let req = ProduceRequest::default()
@@ -91,6 +124,7 @@ where
         tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut errors = 0u64;
+            let mut first_error = None;
             let mut buf = Vec::new();
             for _ in 0..total {
                 let len = rd.read_i32().await?.max(0) as usize;
@@ -107,10 +141,13 @@ where
                     .responses
                     .iter()
                     .flat_map(|t| &t.partition_responses)
-                    .any(|p| p.error_code != 0);
-                errors += failed as u64;
+                    .find(|p| p.error_code != 0);
+                if let Some(p) = failed {
+                    errors += 1;
+                    first_error.get_or_insert(p.error_code);
+                }
             }
-            anyhow::Ok((hist, errors))
+            anyhow::Ok((hist, errors, first_error))
         })
     };
 
@@ -126,12 +163,13 @@ where
         wr.write_all(frame).await?;
         wr.flush().await?;
     }
-    let (latency_us, errors) = reader.await??;
+    let (latency_us, errors, first_error) = reader.await??;
     let secs = start.elapsed().as_secs_f64();
     let bytes = (total * per_request * record_size) as f64;
     Ok(ProbeResult {
         latency_us,
         errors,
+        first_error,
         mb_per_s: bytes / 1e6 / secs,
     })
 }
