@@ -15,7 +15,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::log::watch::FetchWatch;
-use crate::log::Partition;
+use crate::log::{LogManager, Partition};
 
 use crate::edge::errors::code_for;
 use crate::edge::RequestContext;
@@ -37,7 +37,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
     }
     // Register on the partitions read, then read again: an append before
     // the registration is in this read, any later one wakes the wait.
-    let watch = FetchWatch::new(partitions(ctx, &req));
+    let watch = FetchWatch::new(partitions(&ctx.broker.logs, &req));
     let timeout = tokio::time::sleep_until(deadline);
     tokio::pin!(timeout);
     loop {
@@ -54,11 +54,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
 
 /// The partitions a Fetch names that exist (a missing one answers at once).
 fn partitions<'a>(
-    ctx: &'a RequestContext<'_>,
+    logs: &'a LogManager,
     req: &'a FetchRequest,
 ) -> impl Iterator<Item = Arc<Partition>> + 'a {
     req.topics.iter().flat_map(move |ft| {
-        let topic = ctx.broker.logs.topic(&ft.topic);
+        let topic = logs.topic(&ft.topic);
         ft.partitions
             .iter()
             .filter_map(move |fp| topic.as_ref().and_then(|t| t.partition(fp.partition)))
