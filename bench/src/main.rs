@@ -136,7 +136,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub kafka_jars: Option<PathBuf>,
     /// Kafka's heap (-Xmx and -Xms).
-    #[arg(long, default_value = "1g")]
+    #[arg(long, default_value = "2g")]
     pub kafka_heap: String,
 }
 

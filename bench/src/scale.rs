@@ -75,7 +75,8 @@ async fn connect(addr: &str) -> anyhow::Result<Connection> {
 
 /// Broker CPU seconds so far (0 when the broker's process is unknown).
 fn broker_cpu(pid: Option<u32>) -> f64 {
-    pid.map(|p| super::cpu::cpu_secs(&p.to_string())).unwrap_or(0.0)
+    pid.map(|p| super::cpu::cpu_secs(&p.to_string()))
+        .unwrap_or(0.0)
 }
 
 fn cpu_line(pid: Option<u32>, cpu: f64, wall: f64, mb: f64) -> String {
