@@ -14,19 +14,16 @@
 //! StandardAuthorizer with the bench user and `User:ANONYMOUS` as super
 //! users, as Portcullis runs its ACL engine with the same two super users.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::metadata_probe::metadata_brokers;
 
 /// Main classes of the release's tools (what `bin/*.sh` runs).
 pub const STORAGE_TOOL: &str = "kafka.tools.StorageTool";
@@ -421,38 +418,4 @@ pub fn tool_jvm() -> Vec<String> {
     ["-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
         .map(String::from)
         .into()
-}
-
-/// How many brokers the PLAINTEXT listener `addr` lists in its metadata;
-/// `None` while it does not answer.
-pub fn metadata_brokers(addr: &str) -> Option<usize> {
-    const VERSION: i16 = 12;
-    let api = ApiKey::Metadata;
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("portcullis-bench")));
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0; 4]);
-    header
-        .encode(&mut buf, api.request_header_version(VERSION))
-        .ok()?;
-    MetadataRequest::default()
-        .with_topics(Some(Vec::new()))
-        .encode(&mut buf, VERSION)
-        .ok()?;
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    s.write_all(&buf).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    s.read_exact(&mut body).ok()?;
-    let mut body = Bytes::from(body);
-    ResponseHeader::decode(&mut body, api.response_header_version(VERSION)).ok()?;
-    let resp = MetadataResponse::decode(&mut body, VERSION).ok()?;
-    Some(resp.brokers.len())
 }

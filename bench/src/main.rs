@@ -22,6 +22,7 @@ mod cpu;
 mod delivery;
 mod kafka;
 mod measure;
+mod metadata_probe;
 mod perf_tools;
 mod portcullis_proc;
 mod probe;
