@@ -34,6 +34,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use portcullis::client::{Connection, Connector};
 
+use super::cpu::{CpuSplit, Meter};
+
 const IDLE_TOPIC: &str = "scale-idle";
 const LIVE_TOPIC: &str = "scale-live";
 const IDLE_PARTITIONS: i32 = 1000;
@@ -73,16 +75,11 @@ async fn connect(addr: &str) -> anyhow::Result<Connection> {
         .await?)
 }
 
-/// Broker CPU seconds so far (0 when the broker's process is unknown).
-fn broker_cpu(pid: Option<u32>) -> f64 {
-    pid.map(|p| super::cpu::cpu_secs(&p.to_string()))
-        .unwrap_or(0.0)
-}
-
-fn cpu_line(pid: Option<u32>, cpu: f64, wall: f64, mb: f64) -> String {
-    if pid.is_none() {
+/// The broker's share of a measured window, per second and per MB.
+fn cpu_line(split: &CpuSplit, mb: f64) -> String {
+    let (Some(cpu), wall) = (split.broker, split.wall) else {
         return "broker CPU not measured (needs --broker-pid)".into();
-    }
+    };
     format!(
         "broker {:.3} cores ({:.1} ms CPU per s), {:.2} ms CPU per MB",
         cpu / wall,
@@ -297,14 +294,11 @@ async fn idle_long_polls(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
             }
             // Let the broker take in the polls just sent before measuring.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (c0, r0, t0) = (
-                broker_cpu(pid),
-                consumed.load(Ordering::Relaxed),
-                Instant::now(),
-            );
+            let r0 = consumed.load(Ordering::Relaxed);
+            let meter = Meter::start(pid);
             let (appends, bytes) = write_window(&mut writer, &record).await?;
-            let wall = t0.elapsed().as_secs_f64();
-            let cpu = broker_cpu(pid) - c0;
+            let split = meter.stop();
+            let wall = split.wall;
             let read = consumed.load(Ordering::Relaxed) - r0;
             let mb = bytes as f64 / 1e6;
             println!(
@@ -312,7 +306,7 @@ async fn idle_long_polls(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
                 appends as f64 / wall,
                 mb / wall,
                 read as f64 / 1e6,
-                cpu_line(pid, cpu, wall, mb)
+                cpu_line(&split, mb)
             );
         }
         anyhow::Ok(())
@@ -428,12 +422,13 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
         .map(|i| format!("scale-wide-{i}"))
         .collect();
     let mut admin = connect(addr).await?;
-    let (c0, t0) = (broker_cpu(pid), Instant::now());
+    let meter = Meter::start(pid);
     recreate(&mut admin, &topics, WIDE_PER_TOPIC).await?;
+    let split = meter.stop();
     println!(
         "create: {:.2} s, broker {:.2} s CPU",
-        t0.elapsed().as_secs_f64(),
-        broker_cpu(pid) - c0
+        split.wall,
+        split.broker.unwrap_or(0.0)
     );
 
     let req = MetadataRequest::default().with_topics(Some(
@@ -443,7 +438,7 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
             .collect(),
     ));
     let mut took = Vec::with_capacity(METADATA_CALLS);
-    let (c0, mut seen, mut size) = (broker_cpu(pid), 0, 0);
+    let (meter, mut seen, mut size) = (Meter::start(pid), 0, 0);
     for _ in 0..METADATA_CALLS {
         let t = Instant::now();
         let corr = admin.take_correlation_id();
@@ -463,7 +458,7 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
         let m = MetadataResponse::decode(&mut b, METADATA_V)?;
         seen = m.topics.iter().map(|t| t.partitions.len()).sum::<usize>();
     }
-    let cpu = broker_cpu(pid) - c0;
+    let cpu = meter.stop().broker.unwrap_or(0.0);
     took.sort_by(f64::total_cmp);
     if seen != total as usize {
         bail!("Metadata named {seen} partitions, {total} expected");
@@ -480,53 +475,61 @@ async fn many_partitions(addr: &str, pid: Option<u32>) -> anyhow::Result<()> {
         .iter()
         .flat_map(|t| (0..WIDE_PER_TOPIC).map(move |p| (t.clone(), p)))
         .collect();
-    let share = all.len().div_ceil(WIDE_CONNECTIONS);
     let batch = batch(WIDE_RECORDS)?;
-    let (c0, t0) = (broker_cpu(pid), Instant::now());
-    let tasks: Vec<_> = all
-        .chunks(share)
-        .map(|c| tokio::spawn(produce_all(addr.to_string(), c.to_vec(), batch.clone())))
-        .collect();
-    let mut bytes = 0;
-    for t in tasks {
-        bytes += t.await.context("producer task")??;
-    }
-    let (wall, cpu) = (t0.elapsed().as_secs_f64(), broker_cpu(pid) - c0);
-    let mb = bytes as f64 / 1e6;
-    println!(
-        "produce one {WIDE_RECORDS}-record batch to each partition (acks=1): {:.1} MB in {:.2} s = {:.1} MB/s; {}",
-        mb,
-        wall,
-        mb / wall,
-        cpu_line(pid, cpu, wall, mb)
+    let (bytes, split) = CpuSplit::measure(
+        pid,
+        across(&all, |c| produce_all(addr.to_string(), c, batch.clone())),
+    )
+    .await;
+    print_rate(
+        &format!("produce one {WIDE_RECORDS}-record batch to each partition (acks=1)"),
+        bytes.context("producer task")?,
+        &split,
     );
-
-    let (c0, t0) = (broker_cpu(pid), Instant::now());
-    let tasks: Vec<_> = all
-        .chunks(share)
-        .map(|c| {
-            tokio::spawn(consume_all(
-                addr.to_string(),
-                c.to_vec(),
-                WIDE_RECORDS as i64,
-            ))
-        })
-        .collect();
-    let mut bytes = 0;
-    for t in tasks {
-        bytes += t.await.context("consumer task")??;
-    }
-    let (wall, cpu) = (t0.elapsed().as_secs_f64(), broker_cpu(pid) - c0);
-    let mb = bytes as f64 / 1e6;
-    println!(
-        "consume every partition from offset 0: {:.1} MB in {:.2} s = {:.1} MB/s; {}",
-        mb,
-        wall,
-        mb / wall,
-        cpu_line(pid, cpu, wall, mb)
+    let (bytes, split) = CpuSplit::measure(
+        pid,
+        across(&all, |c| {
+            consume_all(addr.to_string(), c, WIDE_RECORDS as i64)
+        }),
+    )
+    .await;
+    print_rate(
+        "consume every partition from offset 0",
+        bytes.context("consumer task")?,
+        &split,
     );
     delete(&mut admin, &topics).await?;
     Ok(())
+}
+
+/// Runs `task` on `WIDE_CONNECTIONS` shares of `all` at once; the bytes
+/// they moved.
+async fn across<F, Fut>(all: &[(String, i32)], task: F) -> anyhow::Result<u64>
+where
+    F: Fn(Vec<(String, i32)>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send + 'static,
+{
+    let share = all.len().div_ceil(WIDE_CONNECTIONS);
+    let tasks: Vec<_> = all
+        .chunks(share)
+        .map(|c| tokio::spawn(task(c.to_vec())))
+        .collect();
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    Ok(bytes)
+}
+
+fn print_rate(what: &str, bytes: u64, split: &CpuSplit) {
+    let (mb, wall) = (bytes as f64 / 1e6, split.wall);
+    println!(
+        "{what}: {:.1} MB in {:.2} s = {:.1} MB/s; {}",
+        mb,
+        wall,
+        mb / wall,
+        cpu_line(split, mb)
+    );
 }
 
 /// Both figures against the broker's PLAINTEXT listener at `addr`.
