@@ -32,7 +32,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 
-use delivery::{send_at_rate, LatencyContext, Pace};
+use delivery::{flush, send_at_rate, LatencyContext, Pace};
 use portcullis::audit::sink::files_oldest_first;
 use portcullis::audit::{AllowLevel, AuditConfig, WhenFull};
 use portcullis::config::Config;
@@ -217,7 +217,7 @@ fn measure(p: &BaseProducer<LatencyContext>, rate: f64, secs: u64) -> (Histogram
         poll: Duration::from_micros(500),
     };
     send_at_rate(p, "ok", Some(0), &value, pace, || false).expect("produce");
-    let _ = p.flush(Duration::from_secs(60));
+    let _ = flush(p, Duration::from_secs(60));
     p.context().take()
 }
 

@@ -52,7 +52,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 
-use delivery::{send_at_rate, send_blocking, LatencyContext, Pace};
+use delivery::{flush, send_at_rate, send_blocking, LatencyContext, Pace};
 use portcullis::config::Config;
 use portcullis::log::Partition;
 
@@ -147,7 +147,7 @@ fn fill_big(bootstrap: &str, k: &Knobs) -> (u64, Duration) {
             p.poll(Duration::ZERO);
         }
     }
-    p.flush(Duration::from_secs(120)).expect("flush big");
+    flush(&p, Duration::from_secs(120)).expect("flush big");
     (records, started.elapsed())
 }
 
@@ -186,7 +186,7 @@ fn produce(
         stop.load(Ordering::Relaxed)
     })
     .expect("produce");
-    let _ = p.flush(Duration::from_secs(60));
+    let _ = flush(p, Duration::from_secs(60));
     p.context().take()
 }
 

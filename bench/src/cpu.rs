@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-/// CPU seconds (user + system) a process has used so far.
+/// CPU seconds (user + system) used so far by a /proc entry: a process
+/// id, or `self/task/<tid>` for one of this process's threads.
 pub fn cpu_secs(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
@@ -26,6 +27,44 @@ pub struct CpuSplit {
     pub broker: Option<f64>,
     pub clients: f64,
     pub wall: f64,
+    /// The client thread that used the most CPU, and its CPU seconds:
+    /// librdkafka does a connection's I/O, TLS included, on one thread
+    /// per broker, so a run whose busiest thread had a whole core was
+    /// bounded by the client, whatever the broker could take.
+    pub busiest_thread: Option<(String, f64)>,
+}
+
+/// CPU seconds (user + system) of each thread of this process, by id.
+fn thread_ticks() -> Vec<(String, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .map(|t| {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            let secs = cpu_secs(&format!("self/task/{tid}"));
+            (tid, secs)
+        })
+        .collect()
+}
+
+/// The thread that used the most CPU between two [`thread_ticks`]
+/// snapshots: its name and CPU seconds.
+fn busiest(before: &[(String, f64)], after: &[(String, f64)]) -> Option<(String, f64)> {
+    let (tid, secs) = after
+        .iter()
+        .map(|(tid, now)| {
+            let then = before
+                .iter()
+                .find(|(t, _)| t == tid)
+                .map_or(0.0, |(_, s)| *s);
+            (tid, now - then)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|n| n.trim().to_string())
+        .unwrap_or_else(|_| format!("thread {tid}"));
+    Some((name, secs))
 }
 
 /// This process's CPU seconds (getrusage: microseconds, where /proc's
@@ -46,6 +85,7 @@ pub struct Meter {
     broker_pid: Option<String>,
     b0: Option<f64>,
     c0: f64,
+    threads0: Vec<(String, f64)>,
     t0: Instant,
 }
 
@@ -56,6 +96,7 @@ impl Meter {
             b0: broker_pid.as_deref().map(cpu_secs),
             broker_pid,
             c0: self_cpu_secs(),
+            threads0: thread_ticks(),
             t0: Instant::now(),
         }
     }
@@ -70,6 +111,7 @@ impl Meter {
                 .map(|(now, then)| now - then),
             clients: self_cpu_secs() - self.c0,
             wall: self.t0.elapsed().as_secs_f64(),
+            busiest_thread: busiest(&self.threads0, &thread_ticks()),
         }
     }
 }
@@ -101,10 +143,22 @@ impl CpuSplit {
             .broker
             .map(|b| format!("{:.2} cores", b / w))
             .unwrap_or_else(|| "not measured".into());
+        let thread = self
+            .busiest_thread
+            .as_ref()
+            .map(|(name, secs)| format!(" (busiest thread {name} {:.2} cores)", secs / w))
+            .unwrap_or_default();
         format!(
-            "cpu: broker {broker}, clients {:.2} cores",
+            "cpu: broker {broker}, clients {:.2} cores{thread}",
             self.clients / w
         )
+    }
+
+    /// Cores the busiest client thread used over the window.
+    pub fn busiest_thread_cores(&self) -> Option<f64> {
+        self.busiest_thread
+            .as_ref()
+            .map(|(_, secs)| secs / self.wall.max(1e-9))
     }
 
     /// The same, plus what one broker core sustains at the broker's own

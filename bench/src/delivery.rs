@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use hdrhistogram::Histogram;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
@@ -68,15 +68,78 @@ pub fn send_blocking<C: ProducerContext>(
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 rec = r;
-                p.poll(Duration::from_millis(1));
+                wait(p, QUEUE_FULL_WAIT);
             }
             Err((e, _)) => bail!("produce failed: {e}"),
         }
     }
 }
 
-/// How [`send_at_rate`] paces: `rate` records/s until `end`, polling the
-/// producer every `poll`.
+/// How long a producer with a full queue sleeps before trying again. The
+/// queue holds 100,000 records, far more than a millisecond drains.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// Serves the delivery reports that are ready, then sleeps for `d`.
+///
+/// Not `BaseProducer::poll(d)`: rdkafka 0.39 hands librdkafka the time
+/// left in whole milliseconds, rounded down, and polls again until its
+/// deadline, so a poll shorter than 1 ms (and the last millisecond of any
+/// poll) spins on the clock. A bench producer that waits that way burns a
+/// core the brokers under test share.
+pub fn wait<C: ProducerContext>(p: &BaseProducer<C>, d: Duration) {
+    serve_ready(p);
+    std::thread::sleep(d);
+}
+
+/// Serves every event waiting on the producer's queue without blocking.
+/// `poll(Duration::ZERO)` serves at most one, and says nothing about
+/// whether there was one, so the queue's length decides when to stop.
+fn serve_ready<C: ProducerContext>(p: &BaseProducer<C>) {
+    let rk = p.client().native_ptr();
+    // SAFETY: `rk` is the live handle `p` owns; the queue reference taken
+    // here is released before returning, and length is a read under
+    // librdkafka's own lock.
+    unsafe {
+        let q = rdkafka::bindings::rd_kafka_queue_get_main(rk);
+        if q.is_null() {
+            p.poll(Duration::ZERO);
+            return;
+        }
+        // Bounded: reports that keep arriving are served by the next wait.
+        for _ in 0..100_000 {
+            if rdkafka::bindings::rd_kafka_queue_length(q) == 0 {
+                break;
+            }
+            p.poll(Duration::ZERO);
+        }
+        rdkafka::bindings::rd_kafka_queue_destroy(q);
+    }
+}
+
+/// Waits until every record is delivered (or failed and reported), then
+/// serves the last reports. Not `Producer::flush`, which in rdkafka 0.39
+/// checks librdkafka's queue once and then polls for up to 100 ms whether
+/// reports arrive or not, so a run's clock would stop up to 100 ms late.
+pub fn flush<C: ProducerContext>(p: &BaseProducer<C>, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while p.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            bail!(
+                "{} records still in flight after {timeout:?}",
+                p.in_flight_count()
+            );
+        }
+        wait(p, FLUSH_WAIT);
+    }
+    serve_ready(p);
+    Ok(())
+}
+
+/// Granularity of [`flush`]: small beside a run of a second or more.
+const FLUSH_WAIT: Duration = Duration::from_micros(500);
+
+/// How [`send_at_rate`] paces: `rate` records/s until `end`, serving
+/// delivery reports and sleeping `poll` between rounds of sends.
 pub struct Pace {
     pub rate: f64,
     pub end: Instant,
@@ -109,7 +172,7 @@ pub fn send_at_rate(
             send_blocking(p, rec)?;
             sent += 1;
         }
-        p.poll(pace.poll);
+        wait(p, pace.poll);
     }
     Ok(sent)
 }

@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::cpu::{CpuSplit, Meter};
-use super::delivery::{send_at_rate, send_blocking, LatencyContext, Pace};
+use super::delivery::{flush, send_at_rate, send_blocking, LatencyContext, Pace};
 use super::BenchArgs;
 
 /// The producer of every run. librdkafka's defaults otherwise, as a plain
@@ -91,7 +91,7 @@ pub fn produce_throughput(
             p.poll(Duration::ZERO);
         }
     }
-    p.flush(Duration::from_secs(300))?;
+    flush(&p, Duration::from_secs(300))?;
     let cpu = meter.stop();
     let failed = p.context().failed.load(Ordering::Relaxed);
     if failed > 0 {
@@ -188,7 +188,7 @@ pub fn produce_latency(
         poll: Duration::from_micros(200),
     };
     let sent = send_at_rate(&p, topic, None, &value, pace, || false)?;
-    p.flush(Duration::from_secs(60))?;
+    flush(&p, Duration::from_secs(60))?;
     let secs = start.elapsed().as_secs_f64();
     let (hist, errors) = p.context().take();
     Ok((

@@ -88,6 +88,7 @@ fn rate_of(m: &kafka::Measured) -> Rate {
         mb_s: m.mb_s,
         broker_ms: m.cpu.broker_ms_per_mb(m.mb),
         client_ms: m.cpu.client_ms_per_mb(m.mb),
+        client_thread: m.cpu.busiest_thread_cores(),
     }
 }
 
@@ -266,6 +267,7 @@ pub async fn listener(
             mb_s: r.mb_s,
             broker_ms: r.broker_cpu.map(|b| b * 1000.0 / r.mb.max(1e-9)),
             client_ms: r.tool_cpu * 1000.0 / r.mb.max(1e-9),
+            client_thread: None,
         };
         let rr = tool_rate(&run);
         println!(

@@ -14,6 +14,9 @@ pub struct Rate {
     /// The client's CPU ms per MB (librdkafka: this process; a Kafka tool:
     /// its JVM, start and JIT included).
     pub client_ms: f64,
+    /// Cores the busiest client thread used (librdkafka: a connection's
+    /// I/O thread; near 1.0, the client was the bound).
+    pub client_thread: Option<f64>,
 }
 
 /// Ack latency percentiles, ms.
@@ -78,8 +81,12 @@ fn rate(r: Option<Rate>) -> String {
                 .broker_ms
                 .map(|b| format!("{b:.2}"))
                 .unwrap_or_else(|| "?".into());
+            let thread = r
+                .client_thread
+                .map(|c| format!("; busiest client thread {c:.2} cores"))
+                .unwrap_or_default();
             format!(
-                "{:.0} MB/s (broker {broker}, client {:.2} ms CPU/MB)",
+                "{:.0} MB/s (broker {broker}, client {:.2} ms CPU/MB{thread})",
                 r.mb_s, r.client_ms
             )
         }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,9 +55,10 @@ pub async fn serve<S>(
     login_deadline: Instant,
 ) -> (String, String)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
 {
     let broker = edge.broker.clone();
+    let socket = stream.as_raw_fd();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let limits = &broker.config.connections;
     // Until the client has logged in, only frames a login needs are read:
@@ -66,7 +68,8 @@ where
         broker.config.max_request_size
     } else {
         limits.max_unauthenticated_frame_bytes
-    });
+    })
+    .with_low_water(socket);
     if logged_in {
         admission.logged_in();
     }
