@@ -236,29 +236,98 @@ async fn accept_connection(
         };
         let accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
         broker.auditor.submit(accepted).await;
-        let end = connection::serve(
+        serve_then_audit(
             stream,
             peer,
-            info.clone(),
-            edge.clone(),
+            &info,
+            &edge,
             session,
             admission,
             login_deadline,
         )
         .await;
-        audit_closed(broker, &info, peer, end).await;
         return;
     }
+    // The handshake and its audit records run in a function of their own:
+    // the locals they keep across awaits (the handshake's result, audit
+    // events) would otherwise stay in this task's state for as long as the
+    // connection lives, some 3 KiB per idle connection.
+    let handshake = tls_handshake(
+        stream,
+        peer,
+        &info,
+        broker,
+        reauth_ms,
+        &mut admission,
+        login_deadline,
+    );
+    let Some((stream, session)) = handshake.await else {
+        return;
+    };
+    serve_then_audit(
+        stream,
+        peer,
+        &info,
+        &edge,
+        session,
+        admission,
+        login_deadline,
+    )
+    .await;
+}
+
+/// The request loop over an accepted (and, on TLS listeners, handshaken)
+/// stream, then the audit record of its end.
+async fn serve_then_audit<S>(
+    stream: S,
+    peer: SocketAddr,
+    info: &Arc<BoundListener>,
+    edge: &Arc<Edge>,
+    session: Session,
+    admission: Admission,
+    login_deadline: tokio::time::Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::os::fd::AsRawFd + Unpin,
+{
+    let end = connection::serve(
+        stream,
+        peer,
+        info.clone(),
+        edge.clone(),
+        session,
+        admission,
+        login_deadline,
+    )
+    .await;
+    audit_closed(&edge.broker, info, peer, end).await;
+}
+
+/// The TLS handshake (bounded by the login deadline and given up when a
+/// newcomer evicts the connection), its audit records, and the session it
+/// starts: a client certificate's principal, or a SASL login to come.
+/// `None` when the connection is to be closed.
+async fn tls_handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    info: &Arc<BoundListener>,
+    broker: &Broker,
+    reauth_ms: u64,
+    admission: &mut Admission,
+    login_deadline: tokio::time::Instant,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Session,
+)> {
     let Some(tls) = broker.tls.clone() else {
         tracing::error!(listener = %info.name, "TLS listener without TLS configuration");
-        return;
+        return None;
     };
     // A newcomer may take this connection's place while it is still in its
     // handshake: the place is then gone, and so is the connection.
     let handshake = tokio::time::timeout_at(login_deadline, tls.acceptor().accept(stream));
     let accepted = tokio::select! {
         accepted = handshake => accepted,
-        _ = &mut admission.evicted => return,
+        _ = &mut admission.evicted => return None,
     };
     let stream = match accepted {
         Ok(Ok(s)) => s,
@@ -266,21 +335,21 @@ async fn accept_connection(
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake failed: {e}");
             }
-            tls_failure(broker, peer, &info, "tls_handshake_failed", || {
+            tls_failure(broker, peer, info, "tls_handshake_failed", || {
                 format!("TLS handshake failed: {e}")
             })
             .await;
-            return;
+            return None;
         }
         Err(_) => {
             if let Some(suppressed) = TLS_FAILURE_LOG.allow() {
                 tracing::info!(%peer, listener = %info.name, suppressed, "TLS handshake not completed within login_timeout_ms");
             }
-            tls_failure(broker, peer, &info, "tls_handshake_timeout", || {
+            tls_failure(broker, peer, info, "tls_handshake_timeout", || {
                 "TLS handshake not completed within login_timeout_ms".to_string()
             })
             .await;
-            return;
+            return None;
         }
     };
     let conn = stream.get_ref().1;
@@ -311,7 +380,7 @@ async fn accept_connection(
                 ev.decision = Some("failure".into());
                 ev.reason = Some(format!("certificate not mapped to a principal: {e}"));
                 broker.auditor.submit(ev).await;
-                return;
+                return None;
             }
         }
     };
@@ -322,17 +391,7 @@ async fn accept_connection(
         ev.decision = Some("success".into());
         broker.auditor.submit(ev).await;
     }
-    let end = connection::serve(
-        stream,
-        peer,
-        info.clone(),
-        edge.clone(),
-        session,
-        admission,
-        login_deadline,
-    )
-    .await;
-    audit_closed(broker, &info, peer, end).await;
+    Some((stream, session))
 }
 
 async fn audit_closed(
