@@ -47,6 +47,26 @@ pub fn encode_request(
     Ok(buf)
 }
 
+/// One response frame from `r`, size prefix included; its size is checked
+/// (a correlation id at least, at most [`MAX_RESPONSE`]) before anything
+/// is buffered.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, ClientError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let size = i32::from_be_bytes(len);
+    if size < 4 {
+        return Err(ClientError::Protocol(format!("response size {size}")));
+    }
+    let size = size as usize;
+    if size > MAX_RESPONSE {
+        return Err(ClientError::TooLarge(size));
+    }
+    let mut buf = BytesMut::zeroed(size + 4);
+    buf[..4].copy_from_slice(&len);
+    r.read_exact(&mut buf[4..]).await?;
+    Ok(buf)
+}
+
 /// How connections are made: plaintext or TLS, which name the server's
 /// certificate must carry, the client id, a per-request time limit.
 #[derive(Clone)]
@@ -205,6 +225,11 @@ impl Connection {
         c
     }
 
+    /// The correlation id the next request will take.
+    pub fn peek_correlation_id(&self) -> i32 {
+        self.next_corr
+    }
+
     /// The stream, for callers that speak to the broker on their own after
     /// the login (raw frames, chosen correlation ids).
     pub fn into_stream(self) -> Stream {
@@ -221,20 +246,7 @@ impl Connection {
     /// One response frame, size prefix included (a forwarding caller
     /// passes it on as it is, without another copy).
     pub async fn read_frame(&mut self) -> Result<BytesMut, ClientError> {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await?;
-        let size = i32::from_be_bytes(len);
-        if size < 4 {
-            return Err(ClientError::Protocol(format!("response size {size}")));
-        }
-        let size = size as usize;
-        if size > MAX_RESPONSE {
-            return Err(ClientError::TooLarge(size));
-        }
-        let mut buf = BytesMut::zeroed(size + 4);
-        buf[..4].copy_from_slice(&len);
-        self.stream.read_exact(&mut buf[4..]).await?;
-        Ok(buf)
+        read_frame(&mut self.stream).await
     }
 
     /// One request and its response.

@@ -11,7 +11,7 @@ mod conn;
 pub mod scram;
 mod tls;
 
-pub use conn::{encode_request, Connection, Connector, Stream, MAX_RESPONSE};
+pub use conn::{encode_request, read_frame, Connection, Connector, Stream, MAX_RESPONSE};
 pub use scram::{SaltedPasswordCache, ScramClient, ScramClientError};
 pub use tls::tls_connector;
 

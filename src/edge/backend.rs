@@ -2,8 +2,10 @@
 //! cluster. The edge has already authorized, audited and stripped the
 //! request; a back end only executes what is left.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -24,9 +26,17 @@ pub struct Allowed {
     /// back end that has the answer as bytes may pass them through when
     /// this is false.
     pub needs_answer: bool,
+    /// The edge needs nothing of the answer while it handles the request
+    /// (`needs_answer` is false and no fetch quota is counted from it): a
+    /// back end may hand the answer back as [`Executed::Later`], and the
+    /// connection goes on with its next request meanwhile.
+    pub may_answer_later: bool,
 }
 
-pub type Later = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
+/// An answer that comes after the request was handled: `Answer`,
+/// `Encoded` (only where `may_answer_later` was true), `Silent` or
+/// `Close`; never `Later` again.
+pub type Later = Pin<Box<dyn Future<Output = Executed> + Send>>;
 
 /// A back end's answer. Moved once per request: boxing the large variant
 /// would only add an allocation.
@@ -38,14 +48,34 @@ pub enum Executed {
     /// A complete, size-prefixed response frame, passed through unchanged
     /// (only when `needs_answer` was false).
     Encoded(Bytes),
-    /// The answer comes later (acks=all produce waiting for fsync); the
-    /// connection goes on reading meanwhile.
+    /// The answer comes later (an acks=all produce waiting for its fsync,
+    /// a request forwarded upstream); the connection goes on reading
+    /// meanwhile, and answers in request order.
     Later(Later),
     /// The back end cannot answer; the connection is closed.
     Close(String),
 }
 
 pub type Execution<'a> = Pin<Box<dyn Future<Output = Executed> + Send + 'a>>;
+
+/// What a back end keeps for one client connection between its requests:
+/// the gateway, the upstream connection that the connection's unanswered
+/// requests went on, so that the next one follows them there, in order.
+/// Weak, so that it holds nothing once those requests are answered.
+#[derive(Default)]
+pub struct ConnectionSlot(Option<Weak<dyn Any + Send + Sync>>);
+
+impl ConnectionSlot {
+    /// What the back end put here, while it is still alive elsewhere.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.as_ref()?.upgrade()?.downcast().ok()
+    }
+
+    pub fn set<T: Any + Send + Sync>(&mut self, value: &Arc<T>) {
+        let value: Arc<dyn Any + Send + Sync> = value.clone();
+        self.0 = Some(Arc::downgrade(&value));
+    }
+}
 
 /// What a back end knows of a topic id.
 pub enum Lookup {

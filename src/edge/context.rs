@@ -36,6 +36,8 @@ pub struct RequestContext<'a> {
     /// The connection's incremental fetch sessions (requests on one
     /// connection are handled one at a time: never contended).
     pub fetch_sessions: Mutex<&'a mut crate::edge::fetch_session::FetchSessions>,
+    /// What the back end keeps for this connection between requests.
+    pub backend_slot: Mutex<&'a mut crate::edge::backend::ConnectionSlot>,
 }
 
 /// Policy violation records one request may write; past this, one more
@@ -44,6 +46,12 @@ pub struct RequestContext<'a> {
 const MAX_POLICY_RECORDS: u32 = 16;
 
 impl<'a> RequestContext<'a> {
+    pub fn backend_slot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, &'a mut crate::edge::backend::ConnectionSlot> {
+        self.backend_slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn fetch_sessions(
         &self,
     ) -> std::sync::MutexGuard<'_, &'a mut crate::edge::fetch_session::FetchSessions> {

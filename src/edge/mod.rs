@@ -69,15 +69,27 @@ pub struct Edge {
     pub backend: Arc<dyn Backend>,
 }
 
+/// What the edge keeps for one client connection between its requests.
+#[derive(Default)]
+pub struct ConnectionState {
+    pub quota: ConnectionQuota,
+    pub fetch_sessions: fetch_session::FetchSessions,
+    pub backend: backend::ConnectionSlot,
+}
+
 pub async fn handle_frame(
     edge: &Edge,
     listener: &BoundListener,
     peer: std::net::SocketAddr,
     session: &mut Session,
-    quota: &mut ConnectionQuota,
-    fetch_sessions: &mut fetch_session::FetchSessions,
+    state: &mut ConnectionState,
     frame: Bytes,
 ) -> Outcome {
+    let ConnectionState {
+        quota,
+        fetch_sessions,
+        backend: backend_slot,
+    } = state;
     let started = std::time::Instant::now();
     let broker = &*edge.broker;
     let Some((key, version, correlation_id)) = peek_header(&frame) else {
@@ -178,6 +190,7 @@ pub async fn handle_frame(
         policies: broker.policies.snapshot(),
         policy_records: Default::default(),
         fetch_sessions: std::sync::Mutex::new(fetch_sessions),
+        backend_slot: std::sync::Mutex::new(backend_slot),
         audit: Default::default(),
         // Before login nothing is spent (Kafka's authenticator answers those
         // requests outside its quotas): an unauthenticated flood cannot
@@ -300,11 +313,14 @@ async fn through_backend(
     // carry it (Fetch excepted, patched below).
     let throttles = ctx.quota.throttle_ms() > 0 || ctx.quota.times_requests();
     data::count_produced(ctx, &body);
+    let needs_answer = fix.is_some() || audit_needs_it || throttles && !throttle::is_fetch(api);
     let allowed = Allowed {
         frame,
         body,
         changed,
-        needs_answer: fix.is_some() || audit_needs_it || throttles && !throttle::is_fetch(api),
+        needs_answer,
+        // A Fetch's answer is counted against the consumer's quota here.
+        may_answer_later: !needs_answer && !throttle::is_fetch(api),
     };
     let executed = if ctx.quota.times_requests() {
         let before = started.elapsed();
@@ -335,14 +351,6 @@ async fn through_backend(
                 ),
             }
         }
-        Executed::Later(answer) => match ctx.quota.throttle_ms() {
-            0 => Executed::Later(answer),
-            ms => Executed::Later(Box::pin(async move {
-                let mut resp = answer.await;
-                throttle::set_on(&mut resp, ms);
-                resp
-            })),
-        },
         other => other,
     };
     match executed {
@@ -367,12 +375,23 @@ async fn through_backend(
             // failure reaches the client, not the audit record.
             flush_audit(broker, ctx, None).await;
             let merge = fix.map(Fix::into_merge);
+            let throttle_ms = ctx.quota.throttle_ms();
             Outcome::Deferred(Box::pin(async move {
-                let mut resp = answer.await;
-                if let Some(Some(merge)) = merge {
-                    merge(&mut resp);
+                match answer.await {
+                    Executed::Answer(mut resp) => {
+                        throttle::set_on(&mut resp, throttle_ms);
+                        if let Some(Some(merge)) = merge {
+                            merge(&mut resp);
+                        }
+                        encode_response(api, version, correlation_id, &resp)
+                    }
+                    Executed::Encoded(bytes) => Outcome::Respond(bytes),
+                    Executed::Silent => Outcome::Silent,
+                    Executed::Close(reason) => Outcome::Close(reason),
+                    Executed::Later(_) => {
+                        Outcome::Close(format!("{api:?}: back end answered later twice"))
+                    }
                 }
-                encode_response(api, version, correlation_id, &resp)
             }))
         }
         Executed::Close(reason) => {

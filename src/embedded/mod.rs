@@ -29,11 +29,9 @@ impl Backend for Engine {
                 return match produce::handle(ctx, r) {
                     produce::Produced::Nothing => Executed::Silent,
                     produce::Produced::Now(r) => Executed::Answer(ResponseKind::Produce(r)),
-                    produce::Produced::Durable(pending) => {
-                        Executed::Later(Box::pin(
-                            async move { ResponseKind::Produce(pending.await) },
-                        ))
-                    }
+                    produce::Produced::Durable(pending) => Executed::Later(Box::pin(async move {
+                        Executed::Answer(ResponseKind::Produce(pending.await))
+                    })),
                 };
             }
             match dispatch(ctx, allowed.body).await {

@@ -17,6 +17,7 @@
 //! also one of the brokers "any broker" requests may go to, so neither a
 //! grown cluster nor a gone bootstrap server needs a gateway restart.
 
+mod pipe;
 pub mod pool;
 pub mod settings;
 mod unavailable;
@@ -100,7 +101,7 @@ impl Gateway {
 
     async fn discover(&self) -> Result<(), UpstreamError> {
         use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
-        let mut lease = self.pool.lease(Target::Any).await?;
+        let lease = self.pool.lease(Target::Any).await?;
         let md: MetadataResponse = lease
             .call(
                 ApiKey::Metadata,
@@ -108,7 +109,7 @@ impl Gateway {
                 &MetadataRequest::default().with_topics(Some(vec![])),
             )
             .await?;
-        lease.release();
+        drop(lease);
         for b in &md.brokers {
             self.learn(b.node_id.0, &b.host, b.port).await;
         }
@@ -153,13 +154,16 @@ impl Gateway {
 
     /// Sends what the edge allowed to the upstream broker the client's
     /// listener stands for, and brings back its answer with every broker
-    /// address rewritten to ours.
+    /// address rewritten to ours. Where the edge needs nothing of the
+    /// answer, it comes back later: the client's next request is sent
+    /// upstream meanwhile, behind this one on the same connection.
     async fn forward(&self, ctx: &RequestContext<'_>, allowed: Allowed) -> Executed {
         let Allowed {
             frame,
             body,
             changed,
             needs_answer,
+            may_answer_later,
         } = allowed;
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
         let reencoded;
@@ -181,42 +185,59 @@ impl Gateway {
             .unwrap_or(Target::Any);
         let timeout = upstream_timeout(&body, self.pool.link().request_timeout());
         let started = std::time::Instant::now();
-        let mut sent = self.pool.forward(target, request, !acks0, timeout).await;
+        let mut sent = self.send(ctx, target, request, !acks0, timeout).await;
         if let (Target::Node(node), Err(e)) = (target, &sent) {
             if e.before_sending() && any_broker_answers(&body) {
                 // The client's broker is down, but any broker answers this
                 // (a Kafka client would have asked another one: the dead
                 // broker's port refuses it, the gateway's port does not).
                 tracing::info!(api = ?ctx.api, node, "upstream node unreachable ({e}); asking any broker");
-                sent = self
-                    .pool
-                    .forward(Target::Any, request, !acks0, timeout)
-                    .await;
+                sent = self.send(ctx, Target::Any, request, !acks0, timeout).await;
             }
         }
-        ctx.broker
-            .metrics
-            .upstream_request(ctx.api, sent.is_ok(), started.elapsed().as_secs_f64());
-        let answer = match sent {
-            Ok(Some(a)) => a,
-            Ok(None) => return Executed::Silent,
+        let metrics = ctx.broker.metrics.clone();
+        let (api, version) = (ctx.api, ctx.version);
+        let (lease, pending) = match sent {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(api = ?ctx.api, ?target, "upstream request failed: {e}");
-                // The retriable error a client expects from a broker that
-                // lost leadership or a coordinator that went away; where
-                // there is none, a closed connection (clients reconnect and
-                // refresh metadata).
-                return match unavailable::unavailable(&body, ctx.version) {
-                    Some(resp) => Executed::Answer(resp),
-                    None => Executed::Close(format!("upstream unavailable: {e}")),
-                };
+                metrics.upstream_request(api, false, started.elapsed().as_secs_f64());
+                return failed(api, version, target, &body, e);
             }
         };
-        drop(body);
+        let Some(pending) = pending else {
+            metrics.upstream_request(api, true, started.elapsed().as_secs_f64());
+            return Executed::Silent;
+        };
+        // The lease is held until the answer came: until then the client's
+        // next request follows this one on the same connection.
+        let answer = async move {
+            let answer = match tokio::time::timeout(timeout, pending).await {
+                Ok(a) => a,
+                Err(_) => {
+                    lease.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
+                    Err(UpstreamError::Timeout(timeout))
+                }
+            };
+            metrics.upstream_request(api, answer.is_ok(), started.elapsed().as_secs_f64());
+            answer
+        };
         let rewrites = matches!(
-            ctx.api,
+            api,
             ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
         );
+        if may_answer_later && !rewrites {
+            return Executed::Later(Box::pin(async move {
+                match answer.await {
+                    Ok(a) => Executed::Encoded(a.freeze()),
+                    Err(e) => failed(api, version, target, &body, e),
+                }
+            }));
+        }
+        let answer = match answer.await {
+            Ok(a) => a,
+            Err(e) => return failed(api, version, target, &body, e),
+        };
+        drop(body);
         if !needs_answer && !rewrites {
             return Executed::Encoded(answer.freeze());
         }
@@ -232,6 +253,26 @@ impl Gateway {
                 .await;
         }
         Executed::Answer(resp)
+    }
+
+    /// Sends one request upstream, on the connection the client
+    /// connection's unanswered requests went on if there is one, within
+    /// `timeout` (a broker that stops reading must not hold the client).
+    async fn send(
+        &self,
+        ctx: &RequestContext<'_>,
+        target: Target,
+        request: &[u8],
+        expect_response: bool,
+        timeout: std::time::Duration,
+    ) -> Result<(Arc<pool::Lease>, Option<pipe::Pending>), UpstreamError> {
+        let earlier = ctx.backend_slot().get::<pool::Lease>();
+        let sending = self.pool.send(earlier, target, request, expect_response);
+        let (lease, pending) = tokio::time::timeout(timeout, sending)
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))??;
+        ctx.backend_slot().set(&lease);
+        Ok((lease, pending))
     }
 
     /// Every broker address a client sees is a gateway address.
@@ -372,6 +413,24 @@ impl Gateway {
                 .push(task);
         }
         Ok(())
+    }
+}
+
+/// The answer to a request the upstream did not answer: the retriable
+/// error a client expects from a broker that lost leadership or a
+/// coordinator that went away; where there is none, a closed connection
+/// (clients reconnect and refresh metadata).
+fn failed(
+    api: ApiKey,
+    version: i16,
+    target: Target,
+    body: &RequestKind,
+    e: UpstreamError,
+) -> Executed {
+    tracing::warn!(?api, ?target, "upstream request failed: {e}");
+    match unavailable::unavailable(body, version) {
+        Some(resp) => Executed::Answer(resp),
+        None => Executed::Close(format!("upstream unavailable: {e}")),
     }
 }
 

@@ -1,17 +1,20 @@
-//! Pooled upstream connections, one pool per upstream broker. A connection
-//! carries one request at a time: brokers answer a connection's requests
-//! in order, so sharing one between clients would put every request behind
-//! the slowest long poll. Idle connections are reused by any client.
+//! Pooled upstream connections, one pool per upstream broker. A client
+//! connection borrows one while it has requests unanswered on it, and
+//! sends its next requests on the same one (pipelined, in order); once all
+//! are answered, the connection goes back to the pool for any client.
+//! Clients do not share a connection at once: brokers answer a
+//! connection's requests in order, so one client's long poll would hold
+//! up every other client's answers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::upstream::{Link, UpstreamConn, UpstreamError};
+use super::pipe::{Pending, Pipe};
+use super::upstream::{Link, UpstreamError};
 
 /// Where to send a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,7 +29,7 @@ pub enum Target {
 
 struct NodePool {
     addr: Mutex<String>,
-    idle: Mutex<Vec<UpstreamConn>>,
+    idle: Mutex<Vec<Pipe>>,
     permits: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
 }
@@ -84,11 +87,16 @@ pub struct Pool {
     versions: Mutex<Vec<ApiVersion>>,
 }
 
-/// An exclusive loan of one upstream connection.
+/// One upstream connection lent out: to a client connection while its
+/// requests are unanswered on it, or to the gateway for a request of its
+/// own. Dropped, the connection goes back to the pool when it is still
+/// sound, has nothing in flight and its broker did not move.
 pub struct Lease {
-    conn: Option<UpstreamConn>,
+    /// Always there until the lease is dropped.
+    pipe: Option<Pipe>,
     node: Arc<NodePool>,
     addr: String,
+    target: Target,
     reused: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -200,12 +208,18 @@ impl Pool {
         .map_err(|_| UpstreamError::Timeout(self.link.request_timeout()))?
         .map_err(|_| UpstreamError::NoBroker)?;
         let addr = node.addr.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let idle = node.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some(conn) = idle {
+        let idle = {
+            let mut idle = node.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // Those whose broker closed them while they sat here are gone.
+            idle.retain(|p| !p.is_broken());
+            idle.pop()
+        };
+        if let Some(pipe) = idle {
             return Ok(Lease {
-                conn: Some(conn),
+                pipe: Some(pipe),
                 node,
                 addr,
+                target,
                 reused: true,
                 _permit: permit,
             });
@@ -226,7 +240,7 @@ impl Pool {
         let mut last = UpstreamError::NoBroker;
         for a in candidates {
             match self.link.connect(&a).await {
-                Ok((conn, versions)) => {
+                Ok((pipe, versions)) => {
                     self.connects.ok.fetch_add(1, Ordering::Relaxed);
                     self.connects.last.store(1, Ordering::Relaxed);
                     node.backoff
@@ -235,13 +249,14 @@ impl Pool {
                         .succeeded();
                     *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = versions;
                     return Ok(Lease {
-                        conn: Some(conn),
+                        pipe: Some(pipe),
                         node,
                         addr: if target == Target::Any {
                             String::new()
                         } else {
                             a
                         },
+                        target,
                         reused: false,
                         _permit: permit,
                     });
@@ -291,40 +306,35 @@ impl Pool {
         out
     }
 
-    /// Forwards one request frame to `target`, waiting up to `timeout` for
-    /// the answer. A pooled connection that turns out dead before the
-    /// request could be written (the upstream restarted meanwhile) is
-    /// replaced once by a fresh one.
-    pub async fn forward(
+    /// Sends one request frame to `target`: on `earlier`, the connection
+    /// the client connection's unanswered requests went on, when there is
+    /// one (the broker then sees them in the order sent), else on an idle
+    /// or a new connection. A pooled connection that turns out dead when
+    /// written to (the upstream restarted meanwhile) is replaced once by a
+    /// fresh one. Returns the connection, to be held until the answer
+    /// came, and the answer to come.
+    pub async fn send(
         &self,
+        earlier: Option<Arc<Lease>>,
         target: Target,
         frame: &[u8],
         expect_response: bool,
-        timeout: std::time::Duration,
-    ) -> Result<Option<BytesMut>, UpstreamError> {
-        let mut lease = self.lease(target).await?;
-        let first = tokio::time::timeout(timeout, lease.forward(frame, expect_response)).await;
-        match first {
-            Ok(Ok(r)) => {
-                lease.release();
-                Ok(r)
-            }
-            Ok(Err(e)) if lease.reused && is_stale(&e) => {
+    ) -> Result<(Arc<Lease>, Option<Pending>), UpstreamError> {
+        let lease = match earlier.filter(|l| l.target == target && !l.is_broken()) {
+            Some(l) => l,
+            None => Arc::new(self.lease(target).await?),
+        };
+        match lease.pipe()?.send(frame, expect_response).await {
+            Ok(pending) => Ok((lease, pending)),
+            Err(e) if lease.reused && is_stale(&e) => {
                 tracing::debug!("pooled upstream connection was dead ({e}); reconnecting");
                 drop(lease);
                 self.drop_idle(target);
-                let mut lease = self.lease(target).await?;
-                match tokio::time::timeout(timeout, lease.forward(frame, expect_response)).await {
-                    Ok(Ok(r)) => {
-                        lease.release();
-                        Ok(r)
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(UpstreamError::Timeout(timeout)),
-                }
+                let lease = Arc::new(self.lease(target).await?);
+                let pending = lease.pipe()?.send(frame, expect_response).await?;
+                Ok((lease, pending))
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Err(e) => Err(e),
         }
     }
 
@@ -357,45 +367,43 @@ fn is_stale(e: &UpstreamError) -> bool {
 }
 
 impl Lease {
+    fn pipe(&self) -> Result<&Pipe, UpstreamError> {
+        self.pipe.as_ref().ok_or(UpstreamError::NoBroker)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.pipe.as_ref().is_none_or(Pipe::is_broken)
+    }
+
     /// A request of the gateway's own on the leased connection.
     pub async fn call<
         Q: kafka_protocol::protocol::Encodable,
         R: kafka_protocol::protocol::Decodable,
     >(
-        &mut self,
+        &self,
         api: kafka_protocol::messages::ApiKey,
         version: i16,
         req: &Q,
     ) -> Result<R, UpstreamError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(UpstreamError::NoBroker);
-        };
-        let r = conn.call(api, version, req).await;
-        if r.is_err() {
-            self.conn = None;
-        }
-        r
+        self.pipe()?.call(api, version, req).await
     }
 
-    async fn forward(
-        &mut self,
-        frame: &[u8],
-        expect_response: bool,
-    ) -> Result<Option<BytesMut>, UpstreamError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(UpstreamError::NoBroker);
-        };
-        let r = conn.forward(frame, expect_response).await;
-        if r.is_err() {
-            // A connection that failed mid-request is never reused.
-            self.conn = None;
+    /// Gives the connection up (an answer did not come in time): the
+    /// requests waiting on it fail, and it is not pooled again.
+    pub fn break_with(&self, kind: std::io::ErrorKind, why: &str) {
+        if let Some(p) = &self.pipe {
+            p.break_with(kind, why);
         }
-        r
     }
+}
 
-    /// Gives the connection back for reuse, unless its broker moved.
-    pub fn release(mut self) {
-        let Some(conn) = self.conn.take() else { return };
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(pipe) = self.pipe.take() else { return };
+        // Answers still owed would reach whoever borrowed it next.
+        if pipe.is_broken() || pipe.in_flight() > 0 {
+            return;
+        }
         let current = self
             .node
             .addr
@@ -407,7 +415,7 @@ impl Lease {
                 .idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+                .push(pipe);
         }
     }
 }

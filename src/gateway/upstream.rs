@@ -1,19 +1,16 @@
-//! One authenticated connection to an upstream broker: TCP or TLS, SASL
-//! login with the service credential (both from [`crate::client`]), then
-//! the gateway's own part: forwarding client frames under correlation ids
-//! of the upstream connection.
+//! How the gateway connects to an upstream broker: TCP or TLS, SASL login
+//! with the service credential (both from [`crate::client`]); the
+//! connection then becomes a [`Pipe`] that forwards client frames.
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Decodable, Encodable};
 
+use super::pipe::Pipe;
 use super::settings::GatewaySettings;
-use crate::client::{ClientError, Connection, Connector, ScramClientError};
+use crate::client::{ClientError, Connector, ScramClientError};
 
-const CLIENT_ID: &str = "portcullis-gateway";
+pub(super) const CLIENT_ID: &str = "portcullis-gateway";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -119,10 +116,7 @@ impl Link {
 
     /// Connects, terminates TLS, logs in; returns the connection and the
     /// upstream's API version ranges.
-    pub async fn connect(
-        &self,
-        addr: &str,
-    ) -> Result<(UpstreamConn, Vec<ApiVersion>), UpstreamError> {
+    pub async fn connect(&self, addr: &str) -> Result<(Pipe, Vec<ApiVersion>), UpstreamError> {
         let limit = Duration::from_millis(self.settings.connect_timeout_ms);
         match tokio::time::timeout(limit, self.connect_inner(addr)).await {
             Ok(r) => r,
@@ -133,10 +127,7 @@ impl Link {
         }
     }
 
-    async fn connect_inner(
-        &self,
-        addr: &str,
-    ) -> Result<(UpstreamConn, Vec<ApiVersion>), UpstreamError> {
+    async fn connect_inner(&self, addr: &str) -> Result<(Pipe, Vec<ApiVersion>), UpstreamError> {
         let mut conn = self.connector.connect(addr).await?;
         let versions = conn.api_versions().await?;
         if let (Some(sasl), Some(password)) = (&self.settings.sasl, &self.password) {
@@ -146,60 +137,7 @@ impl Link {
             conn.login_scram_with(mechanism, &sasl.username, password, None)
                 .await?;
         }
-        Ok((UpstreamConn { conn }, versions))
-    }
-}
-
-pub struct UpstreamConn {
-    conn: Connection,
-}
-
-impl UpstreamConn {
-    /// Sends one request frame (header + body, no size prefix) under a
-    /// correlation id of this connection and returns the response frame
-    /// (size prefix, header, body) with the client's correlation id put
-    /// back. `None`
-    /// when the request expects no response (Produce acks=0).
-    pub async fn forward(
-        &mut self,
-        frame: &[u8],
-        expect_response: bool,
-    ) -> Result<Option<BytesMut>, UpstreamError> {
-        if frame.len() < 8 {
-            return Err(UpstreamError::Protocol(
-                "request shorter than a header".into(),
-            ));
-        }
-        let client_corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let corr = self.conn.take_correlation_id();
-        // Size, api key and version, our correlation id; then the client's
-        // bytes as they came, without copying them.
-        let mut head = [0u8; 12];
-        head[..4].copy_from_slice(&(frame.len() as i32).to_be_bytes());
-        head[4..8].copy_from_slice(&frame[..4]);
-        head[8..].copy_from_slice(&corr.to_be_bytes());
-        let mut out = bytes::Buf::chain(&head[..], &frame[8..]);
-        self.conn.send(&mut out).await?;
-        if !expect_response {
-            return Ok(None);
-        }
-        let mut resp = self.conn.read_frame().await?;
-        let got = i32::from_be_bytes([resp[4], resp[5], resp[6], resp[7]]);
-        if got != corr {
-            return Err(UpstreamError::Correlation { want: corr, got });
-        }
-        resp[4..8].copy_from_slice(&client_corr.to_be_bytes());
-        Ok(Some(resp))
-    }
-
-    /// A request of the gateway's own (ApiVersions, login, discovery).
-    pub async fn call<Q: Encodable, R: Decodable>(
-        &mut self,
-        api: ApiKey,
-        version: i16,
-        req: &Q,
-    ) -> Result<R, UpstreamError> {
-        Ok(self.conn.call(api, version, req).await?)
+        Ok((Pipe::new(conn), versions))
     }
 }
 

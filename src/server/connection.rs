@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::edge::{self, Edge, Outcome};
-use crate::quota::ConnectionQuota;
 use crate::security::session::Session;
 
 use super::frame::{FrameError, FrameReader};
@@ -88,8 +87,7 @@ where
     tokio::pin!(timer);
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
-    let mut quota = ConnectionQuota::default();
-    let mut fetch_sessions = edge::fetch_session::FetchSessions::default();
+    let mut state = edge::ConnectionState::default();
     // Beside `owed`, one entry per owed response: its API's latency
     // histograms (none for raw SASL tokens) and when its frame was read.
     let mut timing: VecDeque<(Option<&crate::metrics::ApiTimers>, Instant)> = VecDeque::new();
@@ -99,9 +97,9 @@ where
         }
         // A throttled client is not read from until its throttle has
         // passed (Kafka mutes the channel); its answers still go out.
-        let muted = quota.muted_until.filter(|u| *u > Instant::now());
+        let muted = state.quota.muted_until.filter(|u| *u > Instant::now());
         if muted.is_none() {
-            quota.muted_until = None;
+            state.quota.muted_until = None;
         }
         let may_read = owed.len() < MAX_IN_FLIGHT && muted.is_none();
         // The oldest owed response, once it is ready.
@@ -200,8 +198,7 @@ where
                     &listener,
                     peer,
                     &mut session,
-                    &mut quota,
-                    &mut fetch_sessions,
+                    &mut state,
                     frame,
                 ))
                 .await

@@ -580,6 +580,65 @@ pub fn raw_request(s: &mut TcpStream, payload: &[u8]) -> Option<Vec<u8>> {
     Some(body)
 }
 
+/// A Produce request (v7, acks=1) of one record to partition 0 of `topic`,
+/// as a raw payload (header + body, no size prefix).
+pub fn raw_produce(topic: &str, corr: i32) -> Vec<u8> {
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: Some(bytes::Bytes::from_static(b"raw")),
+        value: Some(bytes::Bytes::from_static(b"unauthenticated")),
+        headers: IndexMap::new(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [rec].iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let req = ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let version = 7;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("gw-test")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    buf.to_vec()
+}
+
 /// One GET over a fresh connection: (status, body). The server answers one
 /// request per connection and closes it.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {

@@ -1,0 +1,363 @@
+//! One pipelined upstream connection: requests are written as they come,
+//! without waiting for the answers to the ones before, and a reader task
+//! hands each answer to the request it belongs to. A broker answers a
+//! connection's requests in the order they were sent, so the answers are
+//! matched in that order, and a correlation id out of turn ends the
+//! connection.
+//!
+//! This is what lets the gateway forward a client connection's requests as
+//! fast as the client sends them: a producer with five requests in flight
+//! has five in flight upstream too, instead of each one waiting for the
+//! previous round trip through the gateway.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::upstream::UpstreamError;
+use crate::client::{Connection, Stream};
+
+/// The answer to one request: its response frame (size prefix, header,
+/// body) with the client's correlation id put back.
+pub type Answer = Result<BytesMut, UpstreamError>;
+
+pub struct Pipe {
+    /// Held while one request is written, so that requests go out whole
+    /// and in the order their correlation ids were given.
+    writer: tokio::sync::Mutex<Writer>,
+    waiting: Arc<Mutex<Waiting>>,
+    reader: JoinHandle<()>,
+}
+
+struct Writer {
+    half: WriteHalf<Stream>,
+    next_corr: i32,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// The requests sent and not yet answered, oldest first.
+    queue: VecDeque<Waiter>,
+    /// Why the connection cannot be used any more (its requests failed
+    /// with this), once it cannot.
+    broken: Option<(std::io::ErrorKind, String)>,
+}
+
+struct Waiter {
+    corr: i32,
+    client_corr: i32,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// An answer still to come.
+pub struct Pending(oneshot::Receiver<Answer>);
+
+impl std::future::Future for Pending {
+    type Output = Answer;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Answer> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(UpstreamError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "upstream connection dropped",
+                )))
+            })
+        })
+    }
+}
+
+impl Pipe {
+    /// Takes over a connection that is logged in and idle.
+    pub fn new(conn: Connection) -> Pipe {
+        let next_corr = conn.peek_correlation_id();
+        let (rd, wr) = tokio::io::split(conn.into_stream());
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let reader = tokio::spawn(read_answers(rd, waiting.clone()));
+        Pipe {
+            writer: tokio::sync::Mutex::new(Writer {
+                half: wr,
+                next_corr,
+            }),
+            waiting,
+            reader,
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection failed or was given up: nothing more is sent on it.
+    pub fn is_broken(&self) -> bool {
+        self.waiting().broken.is_some()
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.waiting().queue.len()
+    }
+
+    /// Gives the connection up: the requests waiting on it fail with
+    /// `why`, and it is never used again.
+    pub fn break_with(&self, kind: std::io::ErrorKind, why: &str) {
+        fail_all(&self.waiting, kind, why);
+        self.reader.abort();
+    }
+
+    /// Sends one request frame (header + body, no size prefix) under a
+    /// correlation id of this connection. The answer, when the request
+    /// expects one, comes through the returned [`Pending`]; requests sent
+    /// later are answered later.
+    pub async fn send(
+        &self,
+        frame: &[u8],
+        expect_response: bool,
+    ) -> Result<Option<Pending>, UpstreamError> {
+        if frame.len() < 8 {
+            return Err(UpstreamError::Protocol(
+                "request shorter than a header".into(),
+            ));
+        }
+        let client_corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let mut w = self.writer.lock().await;
+        let corr = w.next_corr;
+        w.next_corr = w.next_corr.wrapping_add(1).max(1);
+        // Registered before the bytes leave: the answer may be read before
+        // the write returns.
+        let pending = {
+            let mut waiting = self.waiting();
+            if let Some((kind, why)) = &waiting.broken {
+                return Err(UpstreamError::Io(std::io::Error::new(*kind, why.clone())));
+            }
+            expect_response.then(|| {
+                let (tx, rx) = oneshot::channel();
+                waiting.queue.push_back(Waiter {
+                    corr,
+                    client_corr,
+                    answer: tx,
+                });
+                Pending(rx)
+            })
+        };
+        // Size, api key and version, our correlation id; then the client's
+        // bytes as they came, without copying them.
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&(frame.len() as i32).to_be_bytes());
+        head[4..8].copy_from_slice(&frame[..4]);
+        head[8..].copy_from_slice(&corr.to_be_bytes());
+        let mut out = Buf::chain(&head[..], &frame[8..]);
+        // A request may go out in part (a failed write, or a caller that
+        // gave up waiting for the write): the connection is then done.
+        let mut unfinished = BreakOnDrop(Some(self));
+        let written = match w.half.write_all_buf(&mut out).await {
+            Ok(()) => w.half.flush().await,
+            Err(e) => Err(e),
+        };
+        unfinished.0 = None;
+        if let Err(e) = written {
+            self.break_with(e.kind(), &e.to_string());
+            return Err(UpstreamError::Io(e));
+        }
+        Ok(pending)
+    }
+
+    /// A request of the gateway's own (discovery), answered on this
+    /// connection in turn with the others.
+    pub async fn call<Q: Encodable, R: Decodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> Result<R, UpstreamError> {
+        let frame = crate::client::encode_request(api, version, 0, super::upstream::CLIENT_ID, req)
+            .map_err(UpstreamError::from)?;
+        let Some(pending) = self.send(&frame[4..], true).await? else {
+            return Err(UpstreamError::Protocol("no answer expected".into()));
+        };
+        let mut resp = pending.await?.freeze().slice(4..);
+        ResponseHeader::decode(&mut resp, api.response_header_version(version))
+            .and_then(|_| R::decode(&mut resp, version))
+            .map_err(|e| UpstreamError::Protocol(format!("{api:?} v{version} response: {e}")))
+    }
+}
+
+/// Breaks the pipe when dropped armed.
+struct BreakOnDrop<'a>(Option<&'a Pipe>);
+
+impl Drop for BreakOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.0 {
+            pipe.break_with(
+                std::io::ErrorKind::Interrupted,
+                "request abandoned while it was written",
+            );
+        }
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Fails every waiting request and marks the connection broken.
+fn fail_all(waiting: &Mutex<Waiting>, kind: std::io::ErrorKind, why: &str) {
+    let queue = {
+        let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if w.broken.is_none() {
+            w.broken = Some((kind, why.to_string()));
+        }
+        std::mem::take(&mut w.queue)
+    };
+    for waiter in queue {
+        let _ = waiter
+            .answer
+            .send(Err(UpstreamError::Io(std::io::Error::new(kind, why))));
+    }
+}
+
+/// Reads answers until the connection ends, each to the oldest waiting
+/// request.
+async fn read_answers(mut rd: ReadHalf<Stream>, waiting: Arc<Mutex<Waiting>>) {
+    let (kind, why) = loop {
+        let mut frame = match crate::client::read_frame(&mut rd).await {
+            Ok(f) => f,
+            Err(crate::client::ClientError::Io(e)) => break (e.kind(), e.to_string()),
+            Err(e) => break (std::io::ErrorKind::InvalidData, e.to_string()),
+        };
+        let got = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let waiter = waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queue
+            .pop_front();
+        let Some(waiter) = waiter else {
+            break (
+                std::io::ErrorKind::InvalidData,
+                format!("upstream sent an answer (correlation id {got}) to no request"),
+            );
+        };
+        if got != waiter.corr {
+            let e = UpstreamError::Correlation {
+                want: waiter.corr,
+                got,
+            };
+            let why = e.to_string();
+            let _ = waiter.answer.send(Err(e));
+            break (std::io::ErrorKind::InvalidData, why);
+        }
+        frame[4..8].copy_from_slice(&waiter.client_corr.to_be_bytes());
+        // The requester may have given up (timed out): nothing to do.
+        let _ = waiter.answer.send(Ok(frame));
+    };
+    fail_all(&waiting, kind, &why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A request frame (no size prefix) with this client correlation id.
+    fn request(client_corr: i32) -> Vec<u8> {
+        let mut f = vec![0, 3, 0, 9];
+        f.extend_from_slice(&client_corr.to_be_bytes());
+        f.extend_from_slice(b"body");
+        f
+    }
+
+    /// A pipe to a server that reads `n` requests before it answers any,
+    /// answering the correlation ids `answer` picks from theirs.
+    async fn pipe_to(
+        n: usize,
+        answer: impl Fn(Vec<i32>) -> Vec<i32> + Send + 'static,
+    ) -> (Pipe, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let len = s.read_i32().await.unwrap() as usize;
+                let mut f = vec![0u8; len];
+                s.read_exact(&mut f).await.unwrap();
+                seen.push(i32::from_be_bytes([f[4], f[5], f[6], f[7]]));
+            }
+            for corr in answer(seen) {
+                let mut out = 8i32.to_be_bytes().to_vec();
+                out.extend_from_slice(&corr.to_be_bytes());
+                out.extend_from_slice(b"resp");
+                s.write_all(&out).await.unwrap();
+            }
+            // Held open until the test is done with it.
+            let _ = s.read_u8().await;
+        });
+        let conn = crate::client::Connector::plaintext()
+            .connect(&addr)
+            .await
+            .unwrap();
+        (Pipe::new(conn), server)
+    }
+
+    #[tokio::test]
+    async fn requests_go_out_before_answers_and_answers_find_their_requests() {
+        let (pipe, server) = pipe_to(3, |seen| seen).await;
+        let mut pending = Vec::new();
+        for c in [70, 71, 72] {
+            pending.push(pipe.send(&request(c), true).await.unwrap().unwrap());
+        }
+        assert_eq!(pipe.in_flight(), 3);
+        for (p, c) in pending.into_iter().zip([70, 71, 72]) {
+            let a = p.await.unwrap();
+            assert_eq!(&a[4..8], &i32::to_be_bytes(c));
+            assert_eq!(&a[8..], b"resp");
+        }
+        assert_eq!(pipe.in_flight(), 0);
+        assert!(!pipe.is_broken());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_answer_out_of_turn_fails_every_waiting_request_and_the_pipe() {
+        let (pipe, server) = pipe_to(2, |seen| seen.into_iter().rev().collect()).await;
+        let first = pipe.send(&request(1), true).await.unwrap().unwrap();
+        let second = pipe.send(&request(2), true).await.unwrap().unwrap();
+        assert!(matches!(
+            first.await,
+            Err(UpstreamError::Correlation { .. })
+        ));
+        assert!(second.await.is_err());
+        assert!(pipe.is_broken());
+        assert!(pipe.send(&request(3), true).await.is_err());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_fails_what_waits_and_a_timeout_breaks_the_pipe() {
+        // The server closes after reading one request.
+        let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
+        let waiting = pipe.send(&request(5), true).await.unwrap().unwrap();
+        server.abort();
+        let e = waiting.await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Io(_)), "{e}");
+        assert!(pipe.is_broken());
+
+        let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
+        let waiting = pipe.send(&request(6), true).await.unwrap().unwrap();
+        pipe.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
+        assert!(waiting.await.is_err());
+        assert!(pipe.is_broken());
+        server.abort();
+    }
+}
