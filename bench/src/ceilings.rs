@@ -1,6 +1,7 @@
 //! The machine's ceilings, measured in the same run as the broker: what
-//! rustls moves over loopback, what one fdatasync costs, and what appends
-//! sharing fsyncs (group commit) can reach. Broker figures are printed as
+//! rustls moves over loopback, what one fdatasync costs, what appends
+//! sharing fsyncs (group commit) can reach, and what the kernel spends to
+//! take appended bytes into the page cache. Broker figures are printed as
 //! ratios to these.
 
 use std::io::{Read, Write};
@@ -70,6 +71,42 @@ pub fn tls_loopback_mb_s(dir: &std::path::Path, total_mb: usize) -> anyhow::Resu
         .join()
         .map_err(|_| anyhow::anyhow!("TLS server thread panicked"))??;
     Ok(bytes as f64 / 1e6 / secs)
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// What appending to a log costs before any broker work: `total_mb` MB
+/// written in 1 MiB writes to a new file, never synced (as an acks=1
+/// append). Returns (MB/s, CPU ms per MB of the writing thread). On a
+/// virtual machine whose memory the hypervisor hands out at first touch,
+/// most of it is the kernel taking fresh pages into the page cache, which
+/// every broker's appends pay alike.
+pub fn page_cache_append(dir: &std::path::Path, total_mb: usize) -> anyhow::Result<(f64, f64)> {
+    let path = dir.join("append-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![3u8; 1 << 20];
+    let bytes = total_mb * 1_000_000;
+    let (start, cpu0) = (Instant::now(), thread_cpu());
+    let mut written = 0;
+    while written < bytes {
+        let n = chunk.len().min(bytes - written);
+        f.write_all(&chunk[..n])?;
+        written += n;
+    }
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), thread_cpu() - cpu0);
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    let mb = bytes as f64 / 1e6;
+    Ok((mb / secs, cpu.as_secs_f64() * 1000.0 / mb))
 }
 
 /// Latency of write(4 KiB) + fdatasync on the data disk.

@@ -209,6 +209,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ceil.group_commit =
             tokio::task::spawn_blocking(move || ceilings::group_commit_mb_s(&dir2, 4, batch, 3.0))
                 .await??;
+        let dir2 = dir.clone();
+        let (append_mb_s, append_ms) =
+            tokio::task::spawn_blocking(move || ceilings::page_cache_append(&dir2, 1000)).await??;
         println!("\n== ceilings of this machine");
         println!("rustls TLS 1.3 bulk over loopback:  {:10.1} MB/s", ceil.tls);
         println!(
@@ -220,6 +223,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "group commit (4 writers, {} KiB):  {:10.1} MB/s",
             batch / 1024,
             ceil.group_commit
+        );
+        println!(
+            "append to the page cache (1 MiB writes, no fsync): {append_mb_s:.1} MB/s, {append_ms:.2} ms CPU per MB (part of every broker's produce CPU)"
         );
     }
 
