@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use common::{raw_produce, scratch, tail, Broker};
+use common::{raw_produce, raw_produce_value, scratch, tail, wait_for, Broker};
 
 /// Produce requests the stand-in holds before it answers any.
 const HOLD: usize = 4;
@@ -45,25 +45,43 @@ enum Upstream {
     DropFirst,
 }
 
+struct StandIn {
+    addr: String,
+    /// Connections closed with requests unanswered.
+    dropped: Arc<AtomicUsize>,
+    /// Produce requests received.
+    produces: Arc<AtomicUsize>,
+}
+
 /// The stand-in broker: answers ApiVersions and Metadata (naming itself
-/// as node 0) at once, Produce only by `HOLD`. Returns its address and
-/// the number of connections it closed with requests unanswered.
-fn stand_in(mode: Upstream) -> (String, Arc<AtomicUsize>) {
+/// as node 0) at once, Produce only by `HOLD`.
+fn stand_in(mode: Upstream) -> StandIn {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
-    let counter = dropped.clone();
+    let produces = Arc::new(AtomicUsize::new(0));
+    let counters = (dropped.clone(), produces.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let counter = counter.clone();
-            std::thread::spawn(move || serve(conn, addr.port(), mode, &counter));
+            let (dropped, produces) = counters.clone();
+            std::thread::spawn(move || serve(conn, addr.port(), mode, &dropped, &produces));
         }
     });
-    (addr.to_string(), dropped)
+    StandIn {
+        addr: addr.to_string(),
+        dropped,
+        produces,
+    }
 }
 
-fn serve(mut conn: TcpStream, port: u16, mode: Upstream, dropped: &AtomicUsize) {
+fn serve(
+    mut conn: TcpStream,
+    port: u16,
+    mode: Upstream,
+    dropped: &AtomicUsize,
+    produces: &AtomicUsize,
+) {
     let mut held: Vec<(i32, i16, ProduceRequest)> = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -111,6 +129,7 @@ fn serve(mut conn: TcpStream, port: u16, mode: Upstream, dropped: &AtomicUsize) 
             ApiKey::Produce => {
                 let req = ProduceRequest::decode(&mut buf, version).unwrap();
                 assert!(!buf.has_remaining());
+                produces.fetch_add(1, Ordering::SeqCst);
                 held.push((corr, version, req));
                 if held.len() < HOLD {
                     continue;
@@ -172,10 +191,10 @@ fn answer(
     let _ = conn.write_all(&frame);
 }
 
-fn gateway(name: &str, upstream: &str) -> (Broker, tempfile::TempDir) {
+fn gateway(name: &str, upstream: &str, extra: &str) -> (Broker, tempfile::TempDir) {
     let dir = scratch(name);
     let yaml = format!(
-        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{upstream}\"]\n  security_protocol: PLAINTEXT\n  request_timeout_ms: 30000\n"
+        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{upstream}\"]\n  security_protocol: PLAINTEXT\n  request_timeout_ms: 30000\n{extra}"
     );
     let gw = Broker::start_listeners(dir.path(), &["PLAINTEXT"], &yaml);
     (gw, dir)
@@ -221,8 +240,8 @@ fn client(gw: &Broker) -> TcpStream {
 
 #[test]
 fn a_connections_requests_are_pipelined_upstream_and_answered_in_order() {
-    let (upstream, _) = stand_in(Upstream::Answer);
-    let (gw, _dir) = gateway("gw-pipelined", &upstream);
+    let upstream = stand_in(Upstream::Answer);
+    let (gw, _dir) = gateway("gw-pipelined", &upstream.addr, "");
     let mut s = client(&gw);
     let got = produce_pipelined(&gw, &mut s, 1);
     let want: Vec<(i32, i16, i64)> = (0..HOLD).map(|i| (1 + i as i32, 0, i as i64)).collect();
@@ -239,8 +258,8 @@ fn a_connections_requests_are_pipelined_upstream_and_answered_in_order() {
 /// requests go on a new upstream connection).
 #[test]
 fn requests_in_flight_on_a_dead_upstream_connection_get_retriable_errors_in_order() {
-    let (upstream, dropped) = stand_in(Upstream::DropFirst);
-    let (gw, _dir) = gateway("gw-pipe-dropped", &upstream);
+    let upstream = stand_in(Upstream::DropFirst);
+    let (gw, _dir) = gateway("gw-pipe-dropped", &upstream.addr, "");
     let mut s = client(&gw);
     let got = produce_pipelined(&gw, &mut s, 1);
     let codes: Vec<(i32, i16)> = got.iter().map(|(c, e, _)| (*c, *e)).collect();
@@ -248,8 +267,40 @@ fn requests_in_flight_on_a_dead_upstream_connection_get_retriable_errors_in_orde
         .map(|i| (1 + i as i32, NOT_LEADER_OR_FOLLOWER))
         .collect();
     assert_eq!(codes, want);
-    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.dropped.load(Ordering::SeqCst), 1);
     let got = produce_pipelined(&gw, &mut s, 11);
     let want: Vec<(i32, i16, i64)> = (0..HOLD).map(|i| (11 + i as i32, 0, i as i64)).collect();
     assert_eq!(got, want);
+}
+
+/// A client cannot make the gateway hold more than about one largest
+/// request of frames waiting for upstream answers: with `max_request_size`
+/// 64 KiB and 40 KB requests, the second one still unanswered stops the
+/// gateway reading that connection, so the stand-in (which answers only
+/// by four) gets two and no more.
+#[test]
+fn frames_waiting_for_upstream_answers_are_bounded_per_connection() {
+    let upstream = stand_in(Upstream::Answer);
+    let (gw, _dir) = gateway(
+        "gw-pipe-bounded",
+        &upstream.addr,
+        "max_request_size: 65536\n",
+    );
+    let mut s = client(&gw);
+    let value = vec![7u8; 40_000];
+    let mut out = Vec::new();
+    for corr in 1..=HOLD as i32 {
+        let payload = raw_produce_value("piped", corr, &value);
+        out.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    s.write_all(&out).unwrap();
+    let produces = || upstream.produces.load(Ordering::SeqCst);
+    wait_for("two requests at the stand-in", DEADLINE, || {
+        (produces() >= 2).then_some(())
+    });
+    // Nothing more comes while those two wait (on a busy machine too:
+    // the gateway does not read the connection at all meanwhile).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(produces(), 2);
 }

@@ -1,8 +1,9 @@
 //! One client connection: read a frame, handle it, write the response, in
 //! order. Requests are handled one at a time, in the order sent (Kafka's
 //! rule, which idempotent producers and group members rely on); only the
-//! wait for an acks=all produce's fsync may overlap with the requests that
-//! follow it, and responses still leave in request order.
+//! wait for an acks=all produce's fsync, or for the upstream's answer to a
+//! forwarded request, may overlap with the requests that follow it, and
+//! responses still leave in request order.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,7 +42,9 @@ static CLOSE_LOG: LogLimiter = LogLimiter::new();
 /// A response owed to the client, in request order.
 enum Owed {
     Ready(Outcome),
-    Later(JoinHandle<Outcome>),
+    /// Still being prepared, with the size of its request frame (which a
+    /// forwarded request keeps until the upstream answers).
+    Later(JoinHandle<Outcome>, usize),
 }
 
 pub async fn serve<S>(
@@ -87,6 +90,8 @@ where
     tokio::pin!(timer);
     let mut stopping = broker.shutdown.subscribe();
     let mut owed: VecDeque<Owed> = VecDeque::new();
+    // Frame bytes of the `Owed::Later` entries.
+    let mut pending_bytes = 0usize;
     let mut state = edge::ConnectionState::default();
     // Beside `owed`, one entry per owed response: its API's latency
     // histograms (none for raw SASL tokens) and when its frame was read.
@@ -101,11 +106,17 @@ where
         if muted.is_none() {
             state.quota.muted_until = None;
         }
-        let may_read = owed.len() < MAX_IN_FLIGHT && muted.is_none();
+        // Requests still being prepared may hold their frames (a forwarded
+        // one until the upstream answers): together no more than one
+        // largest request, so a client that pipelines cannot make the
+        // connection hold much more than one that does not.
+        let may_read = owed.len() < MAX_IN_FLIGHT
+            && pending_bytes < broker.config.max_request_size
+            && muted.is_none();
         // The oldest owed response, once it is ready.
         let front = async {
             match owed.front_mut() {
-                Some(Owed::Later(h)) => h
+                Some(Owed::Later(h, _)) => h
                     .await
                     .unwrap_or_else(|e| Outcome::Close(format!("request handler failed: {e}"))),
                 _ => std::future::pending().await,
@@ -114,7 +125,9 @@ where
         let read = tokio::select! {
             biased;
             outcome = front => {
-                owed.pop_front();
+                if let Some(Owed::Later(_, bytes)) = owed.pop_front() {
+                    pending_bytes -= bytes;
+                }
                 owed.push_front(Owed::Ready(outcome));
                 None
             }
@@ -168,6 +181,7 @@ where
                 }
             };
             let read_at = Instant::now();
+            let frame_len = frame.len();
             let timers = (!session.expects_raw_token() && frame.len() >= 2)
                 .then(|| {
                     broker
@@ -218,7 +232,10 @@ where
                     .reset(idle_limit.map_or(far_future(), |d| last_active + d));
             }
             owed.push_back(match outcome {
-                Outcome::Deferred(later) => Owed::Later(tokio::spawn(later)),
+                Outcome::Deferred(later) => {
+                    pending_bytes += frame_len;
+                    Owed::Later(tokio::spawn(later), frame_len)
+                }
                 ready => Owed::Ready(ready),
             });
         }

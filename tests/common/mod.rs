@@ -583,6 +583,11 @@ pub fn raw_request(s: &mut TcpStream, payload: &[u8]) -> Option<Vec<u8>> {
 /// A Produce request (v7, acks=1) of one record to partition 0 of `topic`,
 /// as a raw payload (header + body, no size prefix).
 pub fn raw_produce(topic: &str, corr: i32) -> Vec<u8> {
+    raw_produce_value(topic, corr, b"unauthenticated")
+}
+
+/// [`raw_produce`] with this record value.
+pub fn raw_produce_value(topic: &str, corr: i32, value: &[u8]) -> Vec<u8> {
     use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -603,7 +608,7 @@ pub fn raw_produce(topic: &str, corr: i32) -> Vec<u8> {
         sequence: -1,
         timestamp: 1_700_000_000_000,
         key: Some(bytes::Bytes::from_static(b"raw")),
-        value: Some(bytes::Bytes::from_static(b"unauthenticated")),
+        value: Some(bytes::Bytes::copy_from_slice(value)),
         headers: IndexMap::new(),
     };
     let mut batch = BytesMut::new();
