@@ -51,6 +51,8 @@ struct StandIn {
     dropped: Arc<AtomicUsize>,
     /// Produce requests received.
     produces: Arc<AtomicUsize>,
+    /// Connections the gateway closed with Produce requests unanswered.
+    abandoned: Arc<AtomicUsize>,
 }
 
 /// The stand-in broker: answers ApiVersions and Metadata (naming itself
@@ -60,18 +62,24 @@ fn stand_in(mode: Upstream) -> StandIn {
     let addr = listener.local_addr().unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
     let produces = Arc::new(AtomicUsize::new(0));
-    let counters = (dropped.clone(), produces.clone());
+    let abandoned = Arc::new(AtomicUsize::new(0));
+    let counters = (dropped.clone(), produces.clone(), abandoned.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let (dropped, produces) = counters.clone();
-            std::thread::spawn(move || serve(conn, addr.port(), mode, &dropped, &produces));
+            let (dropped, produces, abandoned) = counters.clone();
+            std::thread::spawn(move || {
+                if serve(conn, addr.port(), mode, &dropped, &produces) > 0 {
+                    abandoned.fetch_add(1, Ordering::SeqCst);
+                }
+            });
         }
     });
     StandIn {
         addr: addr.to_string(),
         dropped,
         produces,
+        abandoned,
     }
 }
 
@@ -81,16 +89,18 @@ fn serve(
     mode: Upstream,
     dropped: &AtomicUsize,
     produces: &AtomicUsize,
-) {
+) -> usize {
+    // Returns, once the gateway closed the connection, how many Produce
+    // requests it left unanswered there.
     let mut held: Vec<(i32, i16, ProduceRequest)> = Vec::new();
     loop {
         let mut len = [0u8; 4];
         if conn.read_exact(&mut len).is_err() {
-            return;
+            return held.len();
         }
         let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
         if conn.read_exact(&mut frame).is_err() {
-            return;
+            return held.len();
         }
         let mut buf = bytes::Bytes::from(frame);
         let (key, version) = (
@@ -137,7 +147,7 @@ fn serve(
                 if matches!(mode, Upstream::DropFirst)
                     && dropped.fetch_add(1, Ordering::SeqCst) == 0
                 {
-                    return;
+                    return 0;
                 }
                 for (i, (corr, version, req)) in held.drain(..).enumerate() {
                     let topics = req
@@ -191,10 +201,17 @@ fn answer(
     let _ = conn.write_all(&frame);
 }
 
-fn gateway(name: &str, upstream: &str, extra: &str) -> (Broker, tempfile::TempDir) {
+/// A gateway with a PLAINTEXT listener in front of `upstream`; `extra`
+/// is more of the broker's own settings.
+fn gateway(
+    name: &str,
+    upstream: &str,
+    request_timeout_ms: u64,
+    extra: &str,
+) -> (Broker, tempfile::TempDir) {
     let dir = scratch(name);
     let yaml = format!(
-        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{upstream}\"]\n  security_protocol: PLAINTEXT\n  request_timeout_ms: 30000\n{extra}"
+        "backend: gateway\ngateway:\n  bootstrap_servers: [\"{upstream}\"]\n  security_protocol: PLAINTEXT\n  request_timeout_ms: {request_timeout_ms}\n{extra}"
     );
     let gw = Broker::start_listeners(dir.path(), &["PLAINTEXT"], &yaml);
     (gw, dir)
@@ -241,7 +258,7 @@ fn client(gw: &Broker) -> TcpStream {
 #[test]
 fn a_connections_requests_are_pipelined_upstream_and_answered_in_order() {
     let upstream = stand_in(Upstream::Answer);
-    let (gw, _dir) = gateway("gw-pipelined", &upstream.addr, "");
+    let (gw, _dir) = gateway("gw-pipelined", &upstream.addr, 30_000, "");
     let mut s = client(&gw);
     let got = produce_pipelined(&gw, &mut s, 1);
     let want: Vec<(i32, i16, i64)> = (0..HOLD).map(|i| (1 + i as i32, 0, i as i64)).collect();
@@ -259,7 +276,7 @@ fn a_connections_requests_are_pipelined_upstream_and_answered_in_order() {
 #[test]
 fn requests_in_flight_on_a_dead_upstream_connection_get_retriable_errors_in_order() {
     let upstream = stand_in(Upstream::DropFirst);
-    let (gw, _dir) = gateway("gw-pipe-dropped", &upstream.addr, "");
+    let (gw, _dir) = gateway("gw-pipe-dropped", &upstream.addr, 30_000, "");
     let mut s = client(&gw);
     let got = produce_pipelined(&gw, &mut s, 1);
     let codes: Vec<(i32, i16)> = got.iter().map(|(c, e, _)| (*c, *e)).collect();
@@ -284,6 +301,7 @@ fn frames_waiting_for_upstream_answers_are_bounded_per_connection() {
     let (gw, _dir) = gateway(
         "gw-pipe-bounded",
         &upstream.addr,
+        30_000,
         "max_request_size: 65536\n",
     );
     let mut s = client(&gw);
@@ -303,4 +321,32 @@ fn frames_waiting_for_upstream_answers_are_bounded_per_connection() {
     // the gateway does not read the connection at all meanwhile).
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(produces(), 2);
+}
+
+/// A client that goes away with requests unanswered takes their upstream
+/// connection with it (closed, as a broker sees a client go away), instead
+/// of leaving it held, with its pool permit, until the upstream answers or
+/// the requests time out (two minutes here).
+#[test]
+fn a_client_gone_with_requests_in_flight_closes_their_upstream_connection() {
+    let upstream = stand_in(Upstream::Answer);
+    let (gw, _dir) = gateway("gw-pipe-gone", &upstream.addr, 120_000, "");
+    let mut s = client(&gw);
+    let mut out = Vec::new();
+    for corr in 1..=2 {
+        let payload = raw_produce("piped", corr);
+        out.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    s.write_all(&out).unwrap();
+    wait_for("two requests at the stand-in", DEADLINE, || {
+        (upstream.produces.load(Ordering::SeqCst) >= 2).then_some(())
+    });
+    assert_eq!(upstream.abandoned.load(Ordering::SeqCst), 0);
+    drop(s);
+    wait_for(
+        "the upstream connection with the two requests closed",
+        DEADLINE,
+        || (upstream.abandoned.load(Ordering::SeqCst) == 1).then_some(()),
+    );
 }

@@ -107,6 +107,7 @@ impl Gateway {
                 ApiKey::Metadata,
                 9,
                 &MetadataRequest::default().with_topics(Some(vec![])),
+                self.pool.link().request_timeout(),
             )
             .await?;
         drop(lease);
@@ -211,7 +212,7 @@ impl Gateway {
         // The lease is held until the answer came: until then the client's
         // next request follows this one on the same connection.
         let answer = async move {
-            let answer = match tokio::time::timeout(timeout, pending).await {
+            let answer = match tokio::time::timeout_at(pending.deadline(), pending).await {
                 Ok(a) => a,
                 Err(_) => {
                     lease.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
@@ -256,8 +257,10 @@ impl Gateway {
     }
 
     /// Sends one request upstream, on the connection the client
-    /// connection's unanswered requests went on if there is one, within
-    /// `timeout` (a broker that stops reading must not hold the client).
+    /// connection's unanswered requests went on if there is one. The
+    /// write and the answer share one time limit (`Pending::deadline`);
+    /// getting a connection is bounded on its own (the pool's permit wait,
+    /// the connect timeout).
     async fn send(
         &self,
         ctx: &RequestContext<'_>,
@@ -267,10 +270,10 @@ impl Gateway {
         timeout: std::time::Duration,
     ) -> Result<(Arc<pool::Lease>, Option<pipe::Pending>), UpstreamError> {
         let earlier = ctx.backend_slot().get::<pool::Lease>();
-        let sending = self.pool.send(earlier, target, request, expect_response);
-        let (lease, pending) = tokio::time::timeout(timeout, sending)
-            .await
-            .map_err(|_| UpstreamError::Timeout(timeout))??;
+        let (lease, pending) = self
+            .pool
+            .send(earlier, target, request, expect_response, timeout)
+            .await?;
         ctx.backend_slot().set(&lease);
         Ok((lease, pending))
     }

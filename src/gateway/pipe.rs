@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
@@ -19,6 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::upstream::UpstreamError;
 use crate::client::{Connection, Stream};
@@ -52,11 +54,25 @@ struct Waiting {
 struct Waiter {
     corr: i32,
     client_corr: i32,
+    /// When the request's answer is overdue.
+    deadline: Instant,
     answer: oneshot::Sender<Answer>,
 }
 
 /// An answer still to come.
-pub struct Pending(oneshot::Receiver<Answer>);
+pub struct Pending {
+    rx: oneshot::Receiver<Answer>,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// When the answer is overdue: the request's own time limit, or the
+    /// one of an earlier request on the connection if that is later (the
+    /// broker answers in order, so no answer comes before those before it).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
 
 impl std::future::Future for Pending {
     type Output = Answer;
@@ -65,7 +81,7 @@ impl std::future::Future for Pending {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Answer> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| {
             r.unwrap_or_else(|_| {
                 Err(UpstreamError::Io(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
@@ -115,13 +131,16 @@ impl Pipe {
     }
 
     /// Sends one request frame (header + body, no size prefix) under a
-    /// correlation id of this connection. The answer, when the request
-    /// expects one, comes through the returned [`Pending`]; requests sent
-    /// later are answered later.
+    /// correlation id of this connection, within `timeout` (or the time
+    /// limit of an earlier request still unanswered, if later: a broker
+    /// may stop reading a connection while it holds one of its requests).
+    /// The answer, when the request expects one, comes through the
+    /// returned [`Pending`]; requests sent later are answered later.
     pub async fn send(
         &self,
         frame: &[u8],
         expect_response: bool,
+        timeout: Duration,
     ) -> Result<Option<Pending>, UpstreamError> {
         if frame.len() < 8 {
             return Err(UpstreamError::Protocol(
@@ -134,20 +153,24 @@ impl Pipe {
         w.next_corr = w.next_corr.wrapping_add(1).max(1);
         // Registered before the bytes leave: the answer may be read before
         // the write returns.
-        let pending = {
+        let (pending, deadline) = {
             let mut waiting = self.waiting();
             if let Some((kind, why)) = &waiting.broken {
                 return Err(UpstreamError::Io(std::io::Error::new(*kind, why.clone())));
             }
-            expect_response.then(|| {
+            let own = Instant::now() + timeout;
+            let deadline = waiting.queue.back().map_or(own, |w| w.deadline.max(own));
+            let pending = expect_response.then(|| {
                 let (tx, rx) = oneshot::channel();
                 waiting.queue.push_back(Waiter {
                     corr,
                     client_corr,
+                    deadline,
                     answer: tx,
                 });
-                Pending(rx)
-            })
+                Pending { rx, deadline }
+            });
+            (pending, deadline)
         };
         // Size, api key and version, our correlation id; then the client's
         // bytes as they came, without copying them.
@@ -159,16 +182,23 @@ impl Pipe {
         // A request may go out in part (a failed write, or a caller that
         // gave up waiting for the write): the connection is then done.
         let mut unfinished = BreakOnDrop(Some(self));
-        let written = match w.half.write_all_buf(&mut out).await {
-            Ok(()) => w.half.flush().await,
-            Err(e) => Err(e),
+        let write = async {
+            w.half.write_all_buf(&mut out).await?;
+            w.half.flush().await
         };
+        let written = tokio::time::timeout_at(deadline, write).await;
         unfinished.0 = None;
-        if let Err(e) = written {
-            self.break_with(e.kind(), &e.to_string());
-            return Err(UpstreamError::Io(e));
+        match written {
+            Ok(Ok(())) => Ok(pending),
+            Ok(Err(e)) => {
+                self.break_with(e.kind(), &e.to_string());
+                Err(UpstreamError::Io(e))
+            }
+            Err(_) => {
+                self.break_with(std::io::ErrorKind::TimedOut, "request not written in time");
+                Err(UpstreamError::Timeout(timeout))
+            }
         }
-        Ok(pending)
     }
 
     /// A request of the gateway's own (discovery), answered on this
@@ -178,13 +208,21 @@ impl Pipe {
         api: ApiKey,
         version: i16,
         req: &Q,
+        timeout: Duration,
     ) -> Result<R, UpstreamError> {
         let frame = crate::client::encode_request(api, version, 0, super::upstream::CLIENT_ID, req)
             .map_err(UpstreamError::from)?;
-        let Some(pending) = self.send(&frame[4..], true).await? else {
+        let Some(pending) = self.send(&frame[4..], true, timeout).await? else {
             return Err(UpstreamError::Protocol("no answer expected".into()));
         };
-        let mut resp = pending.await?.freeze().slice(4..);
+        let answer = match tokio::time::timeout_at(pending.deadline(), pending).await {
+            Ok(a) => a?,
+            Err(_) => {
+                self.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
+                return Err(UpstreamError::Timeout(timeout));
+            }
+        };
+        let mut resp = answer.freeze().slice(4..);
         ResponseHeader::decode(&mut resp, api.response_header_version(version))
             .and_then(|_| R::decode(&mut resp, version))
             .map_err(|e| UpstreamError::Protocol(format!("{api:?} v{version} response: {e}")))
@@ -269,6 +307,8 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    const T: Duration = Duration::from_secs(30);
+
     /// A request frame (no size prefix) with this client correlation id.
     fn request(client_corr: i32) -> Vec<u8> {
         let mut f = vec![0, 3, 0, 9];
@@ -315,7 +355,7 @@ mod tests {
         let (pipe, server) = pipe_to(3, |seen| seen).await;
         let mut pending = Vec::new();
         for c in [70, 71, 72] {
-            pending.push(pipe.send(&request(c), true).await.unwrap().unwrap());
+            pending.push(pipe.send(&request(c), true, T).await.unwrap().unwrap());
         }
         assert_eq!(pipe.in_flight(), 3);
         for (p, c) in pending.into_iter().zip([70, 71, 72]) {
@@ -328,18 +368,38 @@ mod tests {
         server.abort();
     }
 
+    /// A request behind one that may take longer is not overdue before
+    /// it: the broker answers in order.
+    #[tokio::test]
+    async fn a_request_waits_at_least_as_long_as_the_ones_before_it() {
+        let (pipe, server) = pipe_to(3, |seen| seen).await;
+        let long = pipe.send(&request(1), true, T * 4).await.unwrap().unwrap();
+        let short = pipe
+            .send(&request(2), true, Duration::from_millis(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(short.deadline(), long.deadline());
+        let own = pipe.send(&request(3), true, T * 8).await.unwrap().unwrap();
+        assert!(own.deadline() > long.deadline());
+        for p in [long, short, own] {
+            p.await.unwrap();
+        }
+        server.abort();
+    }
+
     #[tokio::test]
     async fn an_answer_out_of_turn_fails_every_waiting_request_and_the_pipe() {
         let (pipe, server) = pipe_to(2, |seen| seen.into_iter().rev().collect()).await;
-        let first = pipe.send(&request(1), true).await.unwrap().unwrap();
-        let second = pipe.send(&request(2), true).await.unwrap().unwrap();
+        let first = pipe.send(&request(1), true, T).await.unwrap().unwrap();
+        let second = pipe.send(&request(2), true, T).await.unwrap().unwrap();
         assert!(matches!(
             first.await,
             Err(UpstreamError::Correlation { .. })
         ));
         assert!(second.await.is_err());
         assert!(pipe.is_broken());
-        assert!(pipe.send(&request(3), true).await.is_err());
+        assert!(pipe.send(&request(3), true, T).await.is_err());
         server.abort();
     }
 
@@ -347,14 +407,14 @@ mod tests {
     async fn a_closed_connection_fails_what_waits_and_a_timeout_breaks_the_pipe() {
         // The server closes after reading one request.
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe.send(&request(5), true).await.unwrap().unwrap();
+        let waiting = pipe.send(&request(5), true, T).await.unwrap().unwrap();
         server.abort();
         let e = waiting.await.unwrap_err();
         assert!(matches!(e, UpstreamError::Io(_)), "{e}");
         assert!(pipe.is_broken());
 
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe.send(&request(6), true).await.unwrap().unwrap();
+        let waiting = pipe.send(&request(6), true, T).await.unwrap().unwrap();
         pipe.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
         assert!(waiting.await.is_err());
         assert!(pipe.is_broken());

@@ -319,19 +319,20 @@ impl Pool {
         target: Target,
         frame: &[u8],
         expect_response: bool,
+        timeout: std::time::Duration,
     ) -> Result<(Arc<Lease>, Option<Pending>), UpstreamError> {
         let lease = match earlier.filter(|l| l.target == target && !l.is_broken()) {
             Some(l) => l,
             None => Arc::new(self.lease(target).await?),
         };
-        match lease.pipe()?.send(frame, expect_response).await {
+        match lease.pipe()?.send(frame, expect_response, timeout).await {
             Ok(pending) => Ok((lease, pending)),
             Err(e) if lease.reused && is_stale(&e) => {
                 tracing::debug!("pooled upstream connection was dead ({e}); reconnecting");
                 drop(lease);
                 self.drop_idle(target);
                 let lease = Arc::new(self.lease(target).await?);
-                let pending = lease.pipe()?.send(frame, expect_response).await?;
+                let pending = lease.pipe()?.send(frame, expect_response, timeout).await?;
                 Ok((lease, pending))
             }
             Err(e) => Err(e),
@@ -384,8 +385,9 @@ impl Lease {
         api: kafka_protocol::messages::ApiKey,
         version: i16,
         req: &Q,
+        timeout: std::time::Duration,
     ) -> Result<R, UpstreamError> {
-        self.pipe()?.call(api, version, req).await
+        self.pipe()?.call(api, version, req, timeout).await
     }
 
     /// Gives the connection up (an answer did not come in time): the

@@ -27,7 +27,12 @@ pub struct GatewaySettings {
     /// Nodes not listed (and further listeners) get a free port.
     #[serde(default)]
     pub broker_ports: BTreeMap<i32, u16>,
-    /// Upper bound of pooled connections to one upstream broker.
+    /// Upper bound of connections to one upstream broker. A client
+    /// connection holds one while it has requests unanswered on it (its
+    /// requests are pipelined there, in order) and gives it back to the
+    /// pool once all are answered, so this bounds the client connections
+    /// busy with one broker at once; more wait for a connection up to
+    /// `request_timeout_ms`.
     #[serde(default = "default_max_connections")]
     pub max_connections_per_broker: usize,
     /// Time one forwarded request may take upstream (long polls included).
@@ -41,7 +46,7 @@ fn plaintext() -> SecurityProtocol {
     SecurityProtocol::Plaintext
 }
 fn default_max_connections() -> usize {
-    64
+    1024
 }
 fn default_request_timeout() -> u64 {
     60_000

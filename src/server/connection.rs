@@ -259,6 +259,15 @@ where
         }
         last_active = Instant::now();
     };
+    // Answers still being prepared are for nobody now. Their tasks end
+    // here, and with them what they hold: a forwarded request's upstream
+    // connection, closed rather than pooled with an answer owed, as a
+    // broker sees a client go away.
+    for o in owed {
+        if let Owed::Later(task, _) = o {
+            task.abort();
+        }
+    }
     (session.principal().to_string(), end)
 }
 
