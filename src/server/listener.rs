@@ -226,7 +226,7 @@ async fn accept_connection(
         .active_connections
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     broker.metrics.connection_accepted(&info.name);
-    let _active = ActiveGuard(broker.clone(), info.clone());
+    let active = ActiveGuard(broker.clone(), info.clone());
     let reauth_ms = broker.config.sasl.connections_max_reauth_ms;
     if !info.protocol.uses_tls() {
         let session = if info.protocol.uses_sasl() {
@@ -236,16 +236,16 @@ async fn accept_connection(
         };
         let accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
         broker.auditor.submit(accepted).await;
-        serve_then_audit(
+        spawn_serving(
             stream,
             peer,
-            &info,
-            &edge,
+            info,
+            edge,
             session,
             admission,
             login_deadline,
-        )
-        .await;
+            active,
+        );
         return;
     }
     // The handshake and its audit records run in a function of their own:
@@ -264,32 +264,40 @@ async fn accept_connection(
     let Some((stream, session)) = handshake.await else {
         return;
     };
-    serve_then_audit(
+    spawn_serving(
         stream,
         peer,
-        &info,
-        &edge,
+        info,
+        edge,
         session,
         admission,
         login_deadline,
-    )
-    .await;
+        active,
+    );
 }
 
 /// The request loop over an accepted (and, on TLS listeners, handshaken)
-/// stream, then the audit record of its end.
-async fn serve_then_audit<S>(
+/// stream, then the audit record of its end, in a task of its own. A
+/// task's memory is its largest state's for as long as it lives: the
+/// accepting task's (handshake, audit records) is larger than the loop's
+/// by some 2 KiB, which every idle connection would carry. Both the loop
+/// and the closing audit are boxed for the same reason: an async fn keeps
+/// its arguments beside the future it moves them into, and the audit's
+/// state is only needed at the end.
+#[allow(clippy::too_many_arguments)]
+fn spawn_serving<S>(
     stream: S,
     peer: SocketAddr,
-    info: &Arc<BoundListener>,
-    edge: &Arc<Edge>,
+    info: Arc<BoundListener>,
+    edge: Arc<Edge>,
     session: Session,
     admission: Admission,
     login_deadline: tokio::time::Instant,
+    active: ActiveGuard,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::os::fd::AsRawFd + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
 {
-    let end = connection::serve(
+    let serving = Box::pin(connection::serve(
         stream,
         peer,
         info.clone(),
@@ -297,9 +305,12 @@ async fn serve_then_audit<S>(
         session,
         admission,
         login_deadline,
-    )
-    .await;
-    audit_closed(&edge.broker, info, peer, end).await;
+    ));
+    tokio::spawn(async move {
+        let _active = active;
+        let end = serving.await;
+        Box::pin(audit_closed(&edge.broker, &info, peer, end)).await;
+    });
 }
 
 /// The TLS handshake (bounded by the login deadline and given up when a
