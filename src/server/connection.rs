@@ -7,12 +7,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -47,8 +47,26 @@ enum Owed {
     Later(JoinHandle<Outcome>, usize),
 }
 
+/// A connection's stream split into its read and write halves, and its
+/// socket. Split before [`serve`] is called: an async fn keeps its
+/// arguments beside the state it moves them into, and a TLS stream (1.2
+/// KiB) passed whole would be carried twice by every idle connection.
+pub struct Split<S> {
+    rd: ReadHalf<S>,
+    wr: WriteHalf<S>,
+    socket: RawFd,
+}
+
+impl<S: AsyncRead + AsyncWrite + AsRawFd> Split<S> {
+    pub fn new(stream: S) -> Split<S> {
+        let socket = stream.as_raw_fd();
+        let (rd, wr) = tokio::io::split(stream);
+        Split { rd, wr, socket }
+    }
+}
+
 pub async fn serve<S>(
-    stream: S,
+    stream: Split<S>,
     peer: SocketAddr,
     listener: Arc<BoundListener>,
     edge: Arc<Edge>,
@@ -57,11 +75,14 @@ pub async fn serve<S>(
     login_deadline: Instant,
 ) -> (String, String)
 where
-    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let broker = edge.broker.clone();
-    let socket = stream.as_raw_fd();
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let Split {
+        mut rd,
+        mut wr,
+        socket,
+    } = stream;
     let limits = &broker.config.connections;
     // Until the client has logged in, only frames a login needs are read:
     // the size prefix alone decides, before anything is buffered.

@@ -280,10 +280,10 @@ async fn accept_connection(
 /// stream, then the audit record of its end, in a task of its own. A
 /// task's memory is its largest state's for as long as it lives: the
 /// accepting task's (handshake, audit records) is larger than the loop's
-/// by some 2 KiB, which every idle connection would carry. Both the loop
-/// and the closing audit are boxed for the same reason: an async fn keeps
-/// its arguments beside the future it moves them into, and the audit's
-/// state is only needed at the end.
+/// by some 2 KiB, which every idle connection would carry. The loop is
+/// boxed and given the stream already split (an async fn keeps its
+/// arguments beside the future it moves them into), and the closing audit
+/// is boxed, its state only needed at the end.
 #[allow(clippy::too_many_arguments)]
 fn spawn_serving<S>(
     stream: S,
@@ -298,7 +298,7 @@ fn spawn_serving<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
 {
     let serving = Box::pin(connection::serve(
-        stream,
+        connection::Split::new(stream),
         peer,
         info.clone(),
         edge.clone(),
