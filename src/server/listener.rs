@@ -248,10 +248,6 @@ async fn accept_connection(
         );
         return;
     }
-    // The handshake and its audit records run in a function of their own:
-    // the locals they keep across awaits (the handshake's result, audit
-    // events) would otherwise stay in this task's state for as long as the
-    // connection lives, some 3 KiB per idle connection.
     let handshake = tls_handshake(
         stream,
         peer,
