@@ -212,13 +212,7 @@ impl Gateway {
         // The lease is held until the answer came: until then the client's
         // next request follows this one on the same connection.
         let answer = async move {
-            let answer = match tokio::time::timeout_at(pending.deadline(), pending).await {
-                Ok(a) => a,
-                Err(_) => {
-                    lease.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
-                    Err(UpstreamError::Timeout(timeout))
-                }
-            };
+            let answer = lease.answer(pending, timeout).await;
             metrics.upstream_request(api, answer.is_ok(), started.elapsed().as_secs_f64());
             answer
         };
@@ -258,7 +252,7 @@ impl Gateway {
 
     /// Sends one request upstream, on the connection the client
     /// connection's unanswered requests went on if there is one. The
-    /// write and the answer share one time limit (`Pending::deadline`);
+    /// write and the answer share one time limit (see `pipe::Pending`);
     /// getting a connection is bounded on its own (the pool's permit wait,
     /// the connect timeout).
     async fn send(

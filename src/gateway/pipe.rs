@@ -59,19 +59,13 @@ struct Waiter {
     answer: oneshot::Sender<Answer>,
 }
 
-/// An answer still to come.
+/// An answer still to come ([`Pipe::answer`] waits for it).
 pub struct Pending {
     rx: oneshot::Receiver<Answer>,
-    deadline: Instant,
-}
-
-impl Pending {
     /// When the answer is overdue: the request's own time limit, or the
     /// one of an earlier request on the connection if that is later (the
     /// broker answers in order, so no answer comes before those before it).
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
+    deadline: Instant,
 }
 
 impl std::future::Future for Pending {
@@ -201,6 +195,20 @@ impl Pipe {
         }
     }
 
+    /// Waits for the answer a [`Pipe::send`] promised, until its deadline.
+    /// An overdue answer gives the connection up: everything behind it on
+    /// the connection would wait for it too. `timeout` is the request's own
+    /// limit, for the error.
+    pub async fn answer(&self, pending: Pending, timeout: Duration) -> Answer {
+        match tokio::time::timeout_at(pending.deadline, pending).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
+                Err(UpstreamError::Timeout(timeout))
+            }
+        }
+    }
+
     /// A request of the gateway's own (discovery), answered on this
     /// connection in turn with the others.
     pub async fn call<Q: Encodable, R: Decodable>(
@@ -215,14 +223,7 @@ impl Pipe {
         let Some(pending) = self.send(&frame[4..], true, timeout).await? else {
             return Err(UpstreamError::Protocol("no answer expected".into()));
         };
-        let answer = match tokio::time::timeout_at(pending.deadline(), pending).await {
-            Ok(a) => a?,
-            Err(_) => {
-                self.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
-                return Err(UpstreamError::Timeout(timeout));
-            }
-        };
-        let mut resp = answer.freeze().slice(4..);
+        let mut resp = self.answer(pending, timeout).await?.freeze().slice(4..);
         ResponseHeader::decode(&mut resp, api.response_header_version(version))
             .and_then(|_| R::decode(&mut resp, version))
             .map_err(|e| UpstreamError::Protocol(format!("{api:?} v{version} response: {e}")))
@@ -379,9 +380,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(short.deadline(), long.deadline());
+        assert_eq!(short.deadline, long.deadline);
         let own = pipe.send(&request(3), true, T * 8).await.unwrap().unwrap();
-        assert!(own.deadline() > long.deadline());
+        assert!(own.deadline > long.deadline);
         for p in [long, short, own] {
             p.await.unwrap();
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::pipe::{Pending, Pipe};
+use super::pipe::{Answer, Pending, Pipe};
 use super::upstream::{Link, UpstreamError};
 
 /// Where to send a request.
@@ -390,12 +390,10 @@ impl Lease {
         self.pipe()?.call(api, version, req, timeout).await
     }
 
-    /// Gives the connection up (an answer did not come in time): the
-    /// requests waiting on it fail, and it is not pooled again.
-    pub fn break_with(&self, kind: std::io::ErrorKind, why: &str) {
-        if let Some(p) = &self.pipe {
-            p.break_with(kind, why);
-        }
+    /// Waits for the answer to a request sent on the leased connection
+    /// ([`Pipe::answer`]).
+    pub async fn answer(&self, pending: Pending, timeout: std::time::Duration) -> Answer {
+        self.pipe()?.answer(pending, timeout).await
     }
 }
 
