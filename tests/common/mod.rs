@@ -296,6 +296,14 @@ impl Broker {
     }
 
     fn launch(&mut self, ports: &[u16]) {
+        if let Err(log) = self.try_launch(ports) {
+            panic!("broker did not start; log:\n{log}");
+        }
+    }
+
+    /// Starts the broker; `Err` with the log it wrote when it did not come
+    /// up (it exited, or named no listener within 60 s).
+    fn try_launch(&mut self, ports: &[u16]) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).unwrap();
         let mut listeners = String::new();
         for (proto, port) in self.protocols.iter().zip(ports) {
@@ -348,8 +356,9 @@ impl Broker {
         self.ops = None;
         // The ops line is printed with the listener lines, in the same write.
         let ops_expected = !ops_disabled(&self.extra_yaml);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.addrs.len() < self.protocols.len() || ops_expected && self.ops.is_none() {
-            match rx.recv_timeout(Duration::from_secs(60)) {
+            match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok((Line::Listener, addr)) => {
                     self.addrs
                         .push(addr.split("://").nth(1).unwrap().to_string());
@@ -358,9 +367,11 @@ impl Broker {
                     self.ops = Some(url.split("://").nth(1).unwrap().to_string());
                 }
                 Ok((Line::Password, pw)) => self.admin_password = Some(pw),
+                Err(_) if Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) => {}
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("broker did not start; log:\n{}", self.log());
+                    let _ = child.wait();
+                    return Err(self.log());
                 }
             }
         }
@@ -368,6 +379,7 @@ impl Broker {
         self.port = hostport.rsplit(':').next().unwrap().parse().unwrap();
         self.bootstrap = hostport;
         self.child = Some(child);
+        Ok(())
     }
 
     /// The broker process's pid (panics if it is not running).
@@ -418,7 +430,26 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let ports = self.ports();
-        self.launch(&ports);
+        // Listener ports come from the ephemeral range, so while the broker
+        // is down another test's client socket may take its port as a local
+        // one (and hold it through TIME_WAIT, 60 s): the bind then fails.
+        // Tried again until the port is free, as an operator would.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let logged = self.log().len();
+            match self.try_launch(&ports) {
+                Ok(()) => return,
+                Err(log)
+                    if Instant::now() < deadline
+                        && log
+                            .get(logged..)
+                            .is_some_and(|l| l.contains("Address already in use")) =>
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(log) => panic!("broker did not start again; log:\n{log}"),
+            }
+        }
     }
 
     /// Sets (`Some`) or removes (`None`) an environment variable of the
