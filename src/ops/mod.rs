@@ -288,8 +288,11 @@ async fn serve(
     let result = match tls {
         None => http.serve_connection(TokioIo::new(stream), svc).await,
         Some(tls) => {
-            let accepted =
-                tokio::time::timeout(request_timeout, tls.acceptor().accept(stream)).await;
+            let accepted = tokio::time::timeout(
+                request_timeout,
+                crate::tls::ServerTlsStream::accept(stream, tls.server_config()),
+            )
+            .await;
             match accepted {
                 Ok(Ok(s)) => http.serve_connection(TokioIo::new(s), svc).await,
                 _ => return,

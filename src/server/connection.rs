@@ -7,18 +7,19 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::edge::{self, Edge, Outcome};
 use crate::security::session::Session;
+use crate::util::read_ready::ReadReady;
 
 use super::frame::{FrameError, FrameReader};
 use super::limits::Admission;
@@ -47,26 +48,12 @@ enum Owed {
     Later(JoinHandle<Outcome>, usize),
 }
 
-/// A connection's stream split into its read and write halves, and its
-/// socket. Split before [`serve`] is called: an async fn keeps its
-/// arguments beside the state it moves them into, and a TLS stream (1.2
-/// KiB) passed whole would be carried twice by every idle connection.
-pub struct Split<S> {
-    rd: ReadHalf<S>,
-    wr: WriteHalf<S>,
-    socket: RawFd,
-}
-
-impl<S: AsyncRead + AsyncWrite + AsRawFd> Split<S> {
-    pub fn new(stream: S) -> Split<S> {
-        let socket = stream.as_raw_fd();
-        let (rd, wr) = tokio::io::split(stream);
-        Split { rd, wr, socket }
-    }
-}
-
+/// Serves the connection until it ends; returns its principal and why it
+/// ended. The stream is used in place, never moved into a local: an async
+/// fn keeps its arguments beside the state it moves them into, and the
+/// stream would be carried twice by every idle connection.
 pub async fn serve<S>(
-    stream: Split<S>,
+    mut stream: S,
     peer: SocketAddr,
     listener: Arc<BoundListener>,
     edge: Arc<Edge>,
@@ -75,14 +62,9 @@ pub async fn serve<S>(
     login_deadline: Instant,
 ) -> (String, String)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadReady + AsyncWrite + AsRawFd,
 {
     let broker = edge.broker.clone();
-    let Split {
-        mut rd,
-        mut wr,
-        socket,
-    } = stream;
     let limits = &broker.config.connections;
     // Until the client has logged in, only frames a login needs are read:
     // the size prefix alone decides, before anything is buffered.
@@ -92,7 +74,7 @@ where
     } else {
         limits.max_unauthenticated_frame_bytes
     })
-    .with_low_water(socket);
+    .with_low_water(stream.as_raw_fd());
     if logged_in {
         admission.logged_in();
     }
@@ -152,7 +134,7 @@ where
                 owed.push_front(Owed::Ready(outcome));
                 None
             }
-            r = frames.read(&mut rd), if may_read => Some(r),
+            r = frames.read(&mut stream), if may_read => Some(r),
             _ = stopping.changed() => break "broker shutting down".to_string(),
             () = tokio::time::sleep_until(muted.unwrap_or_else(far_future)), if muted.is_some() => None,
             why = &mut admission.evicted, if !logged_in => {
@@ -266,7 +248,7 @@ where
             let Some(Owed::Ready(o)) = owed.pop_front() else {
                 break;
             };
-            let delivered = deliver(&broker, &listener, peer, &mut wr, o).await;
+            let delivered = deliver(&broker, &listener, peer, &mut stream, o).await;
             if let Some((Some(t), read_at)) = timing.pop_front() {
                 t.total.observe(read_at.elapsed().as_secs_f64());
             }
@@ -298,11 +280,11 @@ fn far_future() -> Instant {
 }
 
 /// Writes one outcome. `Err(reason)` when the connection must end.
-async fn deliver<S: AsyncWrite>(
+async fn deliver<S: AsyncWrite + Unpin>(
     broker: &Broker,
     listener: &BoundListener,
     peer: SocketAddr,
-    wr: &mut WriteHalf<S>,
+    wr: &mut S,
     outcome: Outcome,
 ) -> Result<(), String> {
     match outcome {
@@ -335,8 +317,8 @@ async fn deliver<S: AsyncWrite>(
     }
 }
 
-async fn write<S: AsyncWrite>(
-    wr: &mut WriteHalf<S>,
+async fn write<S: AsyncWrite + Unpin>(
+    wr: &mut S,
     peer: SocketAddr,
     bytes: Bytes,
 ) -> Result<(), String> {

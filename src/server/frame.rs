@@ -3,7 +3,8 @@
 //! Memory per connection is bounded: a frame is only buffered after its size
 //! passed the size check (`max_request_size`, or the much smaller
 //! pre-login cap), and the buffer grows as bytes actually arrive rather than
-//! being allocated up front from the claim.
+//! being allocated up front from the claim. Between frames the reader holds
+//! no buffer: it waits for the stream to be readable, then allocates.
 //!
 //! While the rest of a large frame is on its way, the socket's receive
 //! low-water mark (`SO_RCVLOWAT`) holds the wake-up back until a good part
@@ -12,10 +13,14 @@
 //! copy) would otherwise wake this connection, and cost an epoll round and
 //! a read, once per record.
 
+use std::future::Future;
 use std::os::fd::RawFd;
+use std::task::ready;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
+
+use crate::util::read_ready::ReadReady;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -31,6 +36,10 @@ pub enum FrameError {
 
 /// Largest chunk read into the buffer before it has to grow again.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// What a read between frames allocates: room for the size and for a
+/// small request whole.
+const FIRST_READ: usize = 1024;
 
 pub struct FrameReader {
     max: usize,
@@ -138,9 +147,7 @@ impl FrameReader {
     pub fn new(max: usize) -> Self {
         FrameReader {
             max,
-            // Small to start: most connections idle between small requests;
-            // the buffer grows with the frames that actually arrive.
-            buf: BytesMut::with_capacity(1024),
+            buf: BytesMut::new(),
             low_water: None,
         }
     }
@@ -163,9 +170,9 @@ impl FrameReader {
     }
 
     /// Reads one whole frame's payload. `Closed` on a clean EOF between frames.
-    pub async fn read<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Bytes, FrameError> {
+    pub async fn read<R: ReadReady>(&mut self, r: &mut R) -> Result<Bytes, FrameError> {
         while self.buf.len() < 4 {
-            if r.read_buf(&mut self.buf).await? == 0 {
+            if self.fill(r, FIRST_READ).await? == 0 {
                 return if self.buf.is_empty() {
                     Err(FrameError::Closed)
                 } else {
@@ -188,15 +195,39 @@ impl FrameReader {
         while self.buf.len() < total {
             let missing = total - self.buf.len();
             self.mark_missing(missing);
-            self.buf.reserve(missing.min(READ_CHUNK));
-            if r.read_buf(&mut self.buf).await? == 0 {
+            if self.fill(r, missing.min(READ_CHUNK)).await? == 0 {
                 return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
         self.mark_missing(0);
         let mut frame = self.buf.split_to(total);
         let _ = frame.split_to(4);
+        if self.buf.is_empty() {
+            // The frame keeps what it needs of the allocation; the reader
+            // lets go of the rest until the next frame comes.
+            self.buf = BytesMut::new();
+        }
         Ok(frame.freeze())
+    }
+
+    /// Reads what the stream has, into room for `want` more bytes; 0 at
+    /// EOF. With nothing buffered it allocates only once the stream is
+    /// readable, and lets go again when the read finds nothing after all.
+    async fn fill<R: ReadReady>(&mut self, r: &mut R, want: usize) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            if self.buf.is_empty() {
+                ready!(r.poll_read_ready(cx))?;
+            }
+            self.buf.reserve(want);
+            let read = std::pin::pin!(r.read_buf(&mut self.buf)).poll(cx);
+            if read.is_pending() && self.buf.is_empty() {
+                // Readiness was stale (or the TLS layer holds half a
+                // record): the read waits, registered, without our buffer.
+                self.buf = BytesMut::new();
+            }
+            read
+        })
+        .await
     }
 
     /// Moves the low-water mark for a frame that still misses `missing`
@@ -384,5 +415,32 @@ mod tests {
             took < std::time::Duration::from_millis(1200),
             "{FRAMES} frames took {took:?}"
         );
+    }
+
+    /// Between frames, a connection over TLS holds no buffer: neither the
+    /// frame reader's nor the TLS layer's, after small and large frames
+    /// and a large response alike.
+    #[tokio::test]
+    async fn waiting_for_a_frame_holds_no_buffers_over_tls() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut server, mut client) =
+            crate::tls::stream::tests::pair(&rustls::version::TLS13).await;
+        let mut fr = FrameReader::new(1 << 20);
+        for size in [10usize, 300_000] {
+            let mut frame = (size as i32).to_be_bytes().to_vec();
+            frame.resize(4 + size, 3);
+            client.write_all(&frame).await.unwrap();
+            client.flush().await.unwrap();
+            let got = fr.read(&mut server).await.unwrap();
+            assert_eq!(got.len(), size);
+            server.write_all(&vec![1u8; 70_000]).await.unwrap();
+            server.flush().await.unwrap();
+            client.read_exact(&mut vec![0u8; 70_000]).await.unwrap();
+            let next = fr.read(&mut server);
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(200), next).await;
+            assert!(waited.is_err(), "a frame out of nothing");
+            assert_eq!(fr.buf.capacity(), 0, "frame buffer held while idle");
+            assert_eq!(server.buffer_capacity(), 0, "TLS buffers held while idle");
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::broker::Broker;
 use crate::config::{parse_host_port, ListenerConfig};
 use crate::edge::Edge;
 use crate::security::session::{Session, ANONYMOUS};
+use crate::tls::ServerTlsStream;
 
 use super::connection;
 use super::endpoint::BoundListener;
@@ -277,9 +278,7 @@ async fn accept_connection(
 /// task's memory is its largest state's for as long as it lives: the
 /// accepting task's (handshake, audit records) is larger than the loop's
 /// by some 2 KiB, which every idle connection would carry. The loop is
-/// boxed and given the stream already split (an async fn keeps its
-/// arguments beside the future it moves them into), and the closing audit
-/// is boxed, its state only needed at the end.
+/// boxed, and the closing audit is boxed, its state only needed at the end.
 #[allow(clippy::too_many_arguments)]
 fn spawn_serving<S>(
     stream: S,
@@ -291,10 +290,14 @@ fn spawn_serving<S>(
     login_deadline: tokio::time::Instant,
     active: ActiveGuard,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
+    S: crate::util::read_ready::ReadReady
+        + tokio::io::AsyncWrite
+        + std::os::fd::AsRawFd
+        + Send
+        + 'static,
 {
     let serving = Box::pin(connection::serve(
-        connection::Split::new(stream),
+        stream,
         peer,
         info.clone(),
         edge.clone(),
@@ -321,17 +324,17 @@ async fn tls_handshake(
     reauth_ms: u64,
     admission: &mut Admission,
     login_deadline: tokio::time::Instant,
-) -> Option<(
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    Session,
-)> {
+) -> Option<(ServerTlsStream, Session)> {
     let Some(tls) = broker.tls.clone() else {
         tracing::error!(listener = %info.name, "TLS listener without TLS configuration");
         return None;
     };
     // A newcomer may take this connection's place while it is still in its
     // handshake: the place is then gone, and so is the connection.
-    let handshake = tokio::time::timeout_at(login_deadline, tls.acceptor().accept(stream));
+    let handshake = tokio::time::timeout_at(
+        login_deadline,
+        ServerTlsStream::accept(stream, tls.server_config()),
+    );
     let accepted = tokio::select! {
         accepted = handshake => accepted,
         _ = &mut admission.evicted => return None,
@@ -359,7 +362,7 @@ async fn tls_handshake(
             return None;
         }
     };
-    let conn = stream.get_ref().1;
+    let conn = stream.state();
     let mut accepted = AuditEvent::new(EventKind::ConnectionAccepted).peer(peer, &info.name);
     accepted.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
     accepted.tls_cipher = conn
@@ -373,7 +376,7 @@ async fn tls_handshake(
     let session = if info.protocol.uses_sasl() {
         Session::sasl(reauth_ms)
     } else {
-        match tls.peer_principal(stream.get_ref().1) {
+        match tls.peer_principal(stream.state()) {
             Ok(Some(user)) => {
                 tracing::info!(%peer, listener = %info.name, principal = %format!("User:{user}"), "TLS client certificate accepted");
                 Session::open(format!("User:{user}"))

@@ -1,5 +1,6 @@
 //! TLS edge of the broker: dev PKI generation, hot-reloadable rustls server
-//! configuration, and Kafka-compatible mTLS principal mapping.
+//! configuration, the server side's TLS stream, and Kafka-compatible mTLS
+//! principal mapping.
 //!
 //! Everything here uses the `ring` provider explicitly (see [`provider`]) so the
 //! behaviour never depends on which crypto provider some other crate installed
@@ -15,6 +16,7 @@ pub mod error;
 pub mod pem;
 pub mod principal;
 pub mod server_config;
+pub mod stream;
 
 pub use certs::{ensure_dev_certs, init_certs, CertsReport};
 pub use crypto::provider;
@@ -23,3 +25,4 @@ pub use principal::{
     first_uri_san, parse_rules_string, subject_distinguished_name, PrincipalMapper, PrincipalSource,
 };
 pub use server_config::{ClientAuth, TlsAcceptorHandle, TlsSettings, TlsWatcher};
+pub use stream::ServerTlsStream;

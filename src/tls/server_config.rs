@@ -1,7 +1,7 @@
 //! Hot-reloadable rustls server configuration.
 //!
 //! [`TlsAcceptorHandle`] keeps the current `ServerConfig` in an `ArcSwap`.
-//! Each accepted connection takes a snapshot via [`TlsAcceptorHandle::acceptor`],
+//! Each accepted connection takes a snapshot via [`TlsAcceptorHandle::server_config`],
 //! so swapping the config affects only handshakes that start afterwards;
 //! established sessions keep the keys they negotiated.
 
@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{RootCertStore, ServerConfig};
 use serde::Deserialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
@@ -143,13 +143,8 @@ impl TlsAcceptorHandle {
         }))
     }
 
-    /// An acceptor bound to the current config. Call once per connection so
-    /// each handshake uses the latest certificate.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.config.load_full())
-    }
-
-    /// The current config snapshot.
+    /// The current config snapshot. Taken once per connection, so each
+    /// handshake uses the latest certificate.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.config.load_full()
     }
@@ -169,7 +164,7 @@ impl TlsAcceptorHandle {
 
     /// The mapped principal name (without `User:`) of a finished handshake,
     /// or `None` if the client sent no certificate.
-    pub fn peer_principal(&self, conn: &ServerConnection) -> Result<Option<String>, TlsError> {
+    pub fn peer_principal(&self, conn: &rustls::CommonState) -> Result<Option<String>, TlsError> {
         self.mapper.map_peer(conn.peer_certificates())
     }
 
@@ -527,12 +522,12 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (handle, tx) = (handle.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match handle.acceptor().accept(tcp).await {
+                    match crate::tls::ServerTlsStream::accept(tcp, handle.server_config()).await {
                         Err(e) => {
                             let _ = tx.send(Err(e.to_string()));
                         }
                         Ok(mut tls) => {
-                            let principal = handle.peer_principal(tls.get_ref().1);
+                            let principal = handle.peer_principal(tls.state());
                             let _ = tx.send(principal.map_err(|e| e.to_string()));
                             let mut buf = [0u8; 1024];
                             while let Ok(n @ 1..) = tls.read(&mut buf).await {

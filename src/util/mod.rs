@@ -7,6 +7,8 @@
 //!   directories, metadata polling as fallback, retry with backoff until
 //!   the content on disk is in force, `<file>.applied` acknowledgements),
 //!   used by the ACL file, the credential store and the TLS files.
+//! - [`read_ready`]: waiting until a stream can be read, so that idle
+//!   connections hold no read buffer.
 //! - [`time`]: timestamps as the broker writes them.
 //!
 //! Nothing here imports anything else from the crate (`crate::`), so the
@@ -16,4 +18,5 @@
 pub mod atomic_file;
 pub mod file_lock;
 pub mod hot_reload;
+pub mod read_ready;
 pub mod time;
