@@ -6,6 +6,7 @@
 //! responses still leave in request order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -40,8 +41,16 @@ static TIMER_CLOSE_LOG: LogLimiter = LogLimiter::new();
 static AUTH_CLOSE_LOG: LogLimiter = LogLimiter::new();
 static CLOSE_LOG: LogLimiter = LogLimiter::new();
 
-/// A response owed to the client, in request order.
-enum Owed {
+/// A response owed to the client, in request order, with its API's
+/// latency histograms (none for raw SASL tokens) and when its frame was
+/// read.
+struct Owed<'m> {
+    answer: Answer,
+    timers: Option<&'m crate::metrics::ApiTimers>,
+    read_at: Instant,
+}
+
+enum Answer {
     Ready(Outcome),
     /// Still being prepared, with the size of its request frame (which a
     /// forwarded request keeps until the upstream answers).
@@ -49,10 +58,12 @@ enum Owed {
 }
 
 /// Serves the connection until it ends; returns its principal and why it
-/// ended. The stream is used in place, never moved into a local: an async
-/// fn keeps its arguments beside the state it moves them into, and the
-/// stream would be carried twice by every idle connection.
-pub async fn serve<S>(
+/// ended. Written as an async block rather than an async fn: an async fn
+/// moves its arguments into locals and keeps both, so the stream (1.2 KiB
+/// over TLS) and the session would be carried twice by every idle
+/// connection; the block uses what it captured in place.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<S>(
     mut stream: S,
     peer: SocketAddr,
     listener: Arc<BoundListener>,
@@ -60,218 +71,237 @@ pub async fn serve<S>(
     mut session: Session,
     mut admission: Admission,
     login_deadline: Instant,
-) -> (String, String)
+) -> impl Future<Output = (String, String)>
 where
     S: ReadReady + AsyncWrite + AsRawFd,
 {
-    let broker = edge.broker.clone();
-    let limits = &broker.config.connections;
-    // Until the client has logged in, only frames a login needs are read:
-    // the size prefix alone decides, before anything is buffered.
-    let mut logged_in = session.is_authenticated();
-    let mut frames = FrameReader::new(if logged_in {
-        broker.config.max_request_size
-    } else {
-        limits.max_unauthenticated_frame_bytes
-    })
-    .with_low_water(stream.as_raw_fd());
-    if logged_in {
-        admission.logged_in();
-    }
-    let idle_limit = (limits.connections_max_idle_ms > 0)
-        .then(|| Duration::from_millis(limits.connections_max_idle_ms));
-    let mut last_active = Instant::now();
-    // Before login the deadline runs from accept (TLS handshake included);
-    // after it, a connection that asks nothing for `connections_max_idle_ms`
-    // is closed, as Kafka does. One timer, moved only when it fires early,
-    // so requests do not pay for timer bookkeeping.
-    let timer = tokio::time::sleep_until(if logged_in {
-        idle_limit.map_or(far_future(), |d| last_active + d)
-    } else {
-        login_deadline
-    });
-    tokio::pin!(timer);
-    let mut stopping = broker.shutdown.subscribe();
-    let mut owed: VecDeque<Owed> = VecDeque::new();
-    // Frame bytes of the `Owed::Later` entries.
-    let mut pending_bytes = 0usize;
-    let mut state = edge::ConnectionState::default();
-    // Beside `owed`, one entry per owed response: its API's latency
-    // histograms (none for raw SASL tokens) and when its frame was read.
-    let mut timing: VecDeque<(Option<&crate::metrics::ApiTimers>, Instant)> = VecDeque::new();
-    let end = loop {
-        if *stopping.borrow_and_update() {
-            break "broker shutting down".to_string();
+    async move {
+        let broker = edge.broker.clone();
+        let limits = &broker.config.connections;
+        // Until the client has logged in, only frames a login needs are read:
+        // the size prefix alone decides, before anything is buffered.
+        let mut logged_in = session.is_authenticated();
+        let mut frames = FrameReader::new(if logged_in {
+            broker.config.max_request_size
+        } else {
+            limits.max_unauthenticated_frame_bytes
+        })
+        .with_low_water(stream.as_raw_fd());
+        if logged_in {
+            admission.logged_in();
         }
-        // A throttled client is not read from until its throttle has
-        // passed (Kafka mutes the channel); its answers still go out.
-        let muted = state.quota.muted_until.filter(|u| *u > Instant::now());
-        if muted.is_none() {
-            state.quota.muted_until = None;
-        }
-        // Requests still being prepared may hold their frames (a forwarded
-        // one until the upstream answers): together no more than one
-        // largest request, so a client that pipelines cannot make the
-        // connection hold much more than one that does not.
-        let may_read = owed.len() < MAX_IN_FLIGHT
-            && pending_bytes < broker.config.max_request_size
-            && muted.is_none();
-        // The oldest owed response, once it is ready.
-        let front = async {
-            match owed.front_mut() {
-                Some(Owed::Later(h, _)) => h
-                    .await
-                    .unwrap_or_else(|e| Outcome::Close(format!("request handler failed: {e}"))),
-                _ => std::future::pending().await,
+        let idle_limit = (limits.connections_max_idle_ms > 0)
+            .then(|| Duration::from_millis(limits.connections_max_idle_ms));
+        let mut last_active = Instant::now();
+        // Before login the deadline runs from accept (TLS handshake included);
+        // after it, a connection that asks nothing for `connections_max_idle_ms`
+        // is closed, as Kafka does. One timer, moved only when it fires early,
+        // so requests do not pay for timer bookkeeping.
+        let timer = tokio::time::sleep_until(if logged_in {
+            idle_limit.map_or(far_future(), |d| last_active + d)
+        } else {
+            login_deadline
+        });
+        tokio::pin!(timer);
+        let mut stopping = broker.shutdown.subscribe();
+        let mut owed: VecDeque<Owed> = VecDeque::new();
+        // Frame bytes of the `Answer::Later` entries.
+        let mut pending_bytes = 0usize;
+        let mut state = edge::ConnectionState::default();
+        let end = loop {
+            if *stopping.borrow_and_update() {
+                break "broker shutting down".to_string();
             }
-        };
-        let read = tokio::select! {
-            biased;
-            outcome = front => {
-                if let Some(Owed::Later(_, bytes)) = owed.pop_front() {
-                    pending_bytes -= bytes;
+            // A throttled client is not read from until its throttle has
+            // passed (Kafka mutes the channel); its answers still go out.
+            // The one timer wakes the loop when the throttle ends.
+            let muted = state.quota.muted_until.filter(|u| *u > Instant::now());
+            match muted {
+                None => state.quota.muted_until = None,
+                Some(until) if until < timer.deadline() => timer.as_mut().reset(until),
+                Some(_) => {}
+            }
+            if owed.is_empty() && owed.capacity() > 0 {
+                // Nothing owed: the queue's allocation goes until a request
+                // comes (an idle connection holds none).
+                owed = VecDeque::new();
+            }
+            // Requests still being prepared may hold their frames (a forwarded
+            // one until the upstream answers): together no more than one
+            // largest request, so a client that pipelines cannot make the
+            // connection hold much more than one that does not.
+            let may_read = owed.len() < MAX_IN_FLIGHT
+                && pending_bytes < broker.config.max_request_size
+                && muted.is_none();
+            // The oldest owed response, once it is ready.
+            let front = async {
+                match owed.front_mut().map(|o| &mut o.answer) {
+                    Some(Answer::Later(h, _)) => h
+                        .await
+                        .unwrap_or_else(|e| Outcome::Close(format!("request handler failed: {e}"))),
+                    _ => std::future::pending().await,
                 }
-                owed.push_front(Owed::Ready(outcome));
-                None
-            }
-            r = frames.read(&mut stream), if may_read => Some(r),
-            _ = stopping.changed() => break "broker shutting down".to_string(),
-            () = tokio::time::sleep_until(muted.unwrap_or_else(far_future)), if muted.is_some() => None,
-            why = &mut admission.evicted, if !logged_in => {
-                let why = why.map(|w| w.as_str()).unwrap_or("limit");
-                break format!("displaced before login: {why} reached");
-            }
-            () = &mut timer => {
-                let due = if !logged_in {
-                    Some(login_deadline)
-                } else if owed.is_empty() {
-                    idle_limit.map(|d| last_active + d)
-                } else {
-                    // A response is still being prepared: not idle.
-                    idle_limit.map(|d| Instant::now() + d)
-                };
-                match due {
-                    Some(t) if t <= Instant::now() => {
-                        let why = if logged_in {
-                            "idle longer than connections_max_idle_ms"
-                        } else {
-                            "login not completed within login_timeout_ms"
-                        };
-                        if let Some(suppressed) = TIMER_CLOSE_LOG.allow() {
-                            tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {why}");
+            };
+            let read = tokio::select! {
+                biased;
+                outcome = front => {
+                    if let Some(o) = owed.front_mut() {
+                        if let Answer::Later(_, bytes) = o.answer {
+                            pending_bytes -= bytes;
                         }
-                        break why.to_string();
+                        o.answer = Answer::Ready(outcome);
                     }
-                    t => timer.as_mut().reset(t.unwrap_or_else(far_future)),
+                    None
                 }
-                None
-            }
-        };
-        if let Some(read) = read {
-            let frame = match read {
-                Ok(f) => f,
-                Err(FrameError::Closed) => break "client closed the connection".to_string(),
-                Err(FrameError::Io(e)) => {
-                    // Peers hang up in many ways; not worth more than debug.
-                    tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
-                    break format!("connection ended: {e}");
+                r = frames.read(&mut stream), if may_read => Some(r),
+                _ = stopping.changed() => break "broker shutting down".to_string(),
+                why = &mut admission.evicted, if !logged_in => {
+                    let why = why.map(|w| w.as_str()).unwrap_or("limit");
+                    break format!("displaced before login: {why} reached");
                 }
-                Err(e) => {
-                    if let Some(suppressed) = FRAME_CLOSE_LOG.allow() {
-                        tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {e}");
+                () = &mut timer => {
+                    // Fired for the login deadline, the idle limit, or the
+                    // end of a throttle (then the idle limit is still ahead).
+                    let due = if !logged_in {
+                        Some(login_deadline)
+                    } else if owed.is_empty() {
+                        idle_limit.map(|d| last_active + d)
+                    } else {
+                        // A response is still being prepared: not idle.
+                        idle_limit.map(|d| Instant::now() + d)
+                    };
+                    match due {
+                        Some(t) if t <= Instant::now() => {
+                            let why = if logged_in {
+                                "idle longer than connections_max_idle_ms"
+                            } else {
+                                "login not completed within login_timeout_ms"
+                            };
+                            if let Some(suppressed) = TIMER_CLOSE_LOG.allow() {
+                                tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {why}");
+                            }
+                            break why.to_string();
+                        }
+                        t => timer.as_mut().reset(t.unwrap_or_else(far_future)),
                     }
-                    break e.to_string();
+                    None
                 }
             };
-            let read_at = Instant::now();
-            let frame_len = frame.len();
-            let timers = (!session.expects_raw_token() && frame.len() >= 2)
-                .then(|| {
-                    broker
-                        .metrics
-                        .api_timers(i16::from_be_bytes([frame[0], frame[1]]))
-                })
-                .flatten();
-            if let Some(t) = timers {
-                t.queue.observe(read_at.elapsed().as_secs_f64());
+            if let Some(read) = read {
+                let frame = match read {
+                    Ok(f) => f,
+                    Err(FrameError::Closed) => break "client closed the connection".to_string(),
+                    Err(FrameError::Io(e)) => {
+                        // Peers hang up in many ways; not worth more than debug.
+                        tracing::debug!(%peer, listener = %listener.name, "connection ended: {e}");
+                        break format!("connection ended: {e}");
+                    }
+                    Err(e) => {
+                        if let Some(suppressed) = FRAME_CLOSE_LOG.allow() {
+                            tracing::info!(%peer, listener = %listener.name, suppressed, "closing connection: {e}");
+                        }
+                        break e.to_string();
+                    }
+                };
+                let read_at = Instant::now();
+                let frame_len = frame.len();
+                let timers = (!session.expects_raw_token() && frame.len() >= 2)
+                    .then(|| {
+                        broker
+                            .metrics
+                            .api_timers(i16::from_be_bytes([frame[0], frame[1]]))
+                    })
+                    .flatten();
+                if let Some(t) = timers {
+                    t.queue.observe(read_at.elapsed().as_secs_f64());
+                }
+                let handling = Instant::now();
+                let outcome = if session.expects_raw_token() {
+                    // SaslHandshake v0: SCRAM messages arrive as bare tokens.
+                    Box::pin(edge::sasl::raw_token(
+                        &broker,
+                        &listener,
+                        peer,
+                        &mut session,
+                        &frame,
+                    ))
+                    .await
+                } else {
+                    // Boxed: the handler's state (the largest of every API's
+                    // future) then exists only while a request is in progress,
+                    // not in every idle connection's task.
+                    Box::pin(edge::handle_frame(
+                        &edge,
+                        &listener,
+                        peer,
+                        &mut session,
+                        &mut state,
+                        frame,
+                    ))
+                    .await
+                };
+                last_active = Instant::now();
+                if let Some(t) = timers {
+                    t.handle
+                        .observe(last_active.duration_since(handling).as_secs_f64());
+                }
+                if !logged_in && session.is_authenticated() {
+                    logged_in = true;
+                    admission.logged_in();
+                    frames.set_max(broker.config.max_request_size);
+                    timer
+                        .as_mut()
+                        .reset(idle_limit.map_or(far_future(), |d| last_active + d));
+                }
+                let answer = match outcome {
+                    Outcome::Deferred(later) => {
+                        pending_bytes += frame_len;
+                        Answer::Later(tokio::spawn(later), frame_len)
+                    }
+                    ready => Answer::Ready(ready),
+                };
+                owed.push_back(Owed {
+                    answer,
+                    timers,
+                    read_at,
+                });
             }
-            let handling = Instant::now();
-            let outcome = if session.expects_raw_token() {
-                // SaslHandshake v0: SCRAM messages arrive as bare tokens.
-                Box::pin(edge::sasl::raw_token(
-                    &broker,
-                    &listener,
-                    peer,
-                    &mut session,
-                    &frame,
-                ))
-                .await
-            } else {
-                // Boxed: the handler's state (the largest of every API's
-                // future) then exists only while a request is in progress,
-                // not in every idle connection's task.
-                Box::pin(edge::handle_frame(
-                    &edge,
-                    &listener,
-                    peer,
-                    &mut session,
-                    &mut state,
-                    frame,
-                ))
-                .await
-            };
+            // Send everything that is ready and has its turn.
+            let mut ended = None;
+            while matches!(owed.front(), Some(o) if matches!(o.answer, Answer::Ready(_))) {
+                let Some(Owed {
+                    answer: Answer::Ready(o),
+                    timers,
+                    read_at,
+                }) = owed.pop_front()
+                else {
+                    break;
+                };
+                let delivered = deliver(&broker, &listener, peer, &mut stream, o).await;
+                if let Some(t) = timers {
+                    t.total.observe(read_at.elapsed().as_secs_f64());
+                }
+                if let Err(reason) = delivered {
+                    ended = Some(reason);
+                    break;
+                }
+            }
+            if let Some(reason) = ended {
+                break reason;
+            }
             last_active = Instant::now();
-            if let Some(t) = timers {
-                t.handle
-                    .observe(last_active.duration_since(handling).as_secs_f64());
-            }
-            timing.push_back((timers, read_at));
-            if !logged_in && session.is_authenticated() {
-                logged_in = true;
-                admission.logged_in();
-                frames.set_max(broker.config.max_request_size);
-                timer
-                    .as_mut()
-                    .reset(idle_limit.map_or(far_future(), |d| last_active + d));
-            }
-            owed.push_back(match outcome {
-                Outcome::Deferred(later) => {
-                    pending_bytes += frame_len;
-                    Owed::Later(tokio::spawn(later), frame_len)
-                }
-                ready => Owed::Ready(ready),
-            });
-        }
-        // Send everything that is ready and has its turn.
-        let mut ended = None;
-        while matches!(owed.front(), Some(Owed::Ready(_))) {
-            let Some(Owed::Ready(o)) = owed.pop_front() else {
-                break;
-            };
-            let delivered = deliver(&broker, &listener, peer, &mut stream, o).await;
-            if let Some((Some(t), read_at)) = timing.pop_front() {
-                t.total.observe(read_at.elapsed().as_secs_f64());
-            }
-            if let Err(reason) = delivered {
-                ended = Some(reason);
-                break;
+        };
+        // Answers still being prepared are for nobody now. Their tasks end
+        // here, and with them what they hold: a forwarded request's upstream
+        // connection, closed rather than pooled with an answer owed, as a
+        // broker sees a client go away.
+        for o in owed {
+            if let Answer::Later(task, _) = o.answer {
+                task.abort();
             }
         }
-        if let Some(reason) = ended {
-            break reason;
-        }
-        last_active = Instant::now();
-    };
-    // Answers still being prepared are for nobody now. Their tasks end
-    // here, and with them what they hold: a forwarded request's upstream
-    // connection, closed rather than pooled with an answer owed, as a
-    // broker sees a client go away.
-    for o in owed {
-        if let Owed::Later(task, _) = o {
-            task.abort();
-        }
+        (session.principal().to_string(), end)
     }
-    (session.principal().to_string(), end)
 }
 
 /// A deadline that never comes (tokio timers need some instant).

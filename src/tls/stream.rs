@@ -3,10 +3,10 @@
 //!
 //! rustls's buffered connection keeps a 4 KiB receive buffer for as long as
 //! the connection lives and reads at most 4 KiB per system call. Here the
-//! ciphertext buffers are ours: reads take up to 64 KiB at a time while
-//! data flows, and when the connection waits with nothing half-received,
-//! its buffers are released; an idle connection holds rustls's state (keys
-//! and handshake results) and the socket only.
+//! ciphertext buffers are ours: reads start at 8 KiB and take up to 64 KiB
+//! at a time while data flows, and when the connection waits with nothing
+//! half-received, its buffers are released; an idle connection holds
+//! rustls's state (keys and handshake results) and the socket only.
 //!
 //! rustls asks to be driven as a state machine: each call to
 //! `process_tls_records` says what it needs next (bytes to send, more bytes
@@ -33,6 +33,12 @@ use crate::util::read_ready::ReadReady;
 /// Ciphertext read per system call at most (beyond a half-received
 /// record).
 const READ_SIZE: usize = 64 * 1024;
+
+/// The first read into a released buffer.
+const FIRST_READ: usize = 8 * 1024;
+
+/// The least room a read is given.
+const MIN_READ: usize = 1024;
 
 /// The largest TLS record on the wire: 2^14 bytes of plaintext, 2,048 of
 /// expansion and a 5-byte header (TLS 1.2's bound; 1.3's is smaller). A
@@ -71,6 +77,8 @@ struct Conn {
     outgoing: Vec<u8>,
     sent: usize,
     filled: usize,
+    /// The last read filled the room it had: the next may take more.
+    read_filled: bool,
     /// rustls may have complete records to process (ciphertext came since
     /// it last said it needs more), so a read would not wait.
     unprocessed: bool,
@@ -143,6 +151,7 @@ impl ServerTlsStream {
                 outgoing: Vec::new(),
                 sent: 0,
                 filled: 0,
+                read_filled: false,
                 unprocessed: false,
                 peer_closed: false,
                 close_sent: false,
@@ -413,11 +422,23 @@ impl Conn {
                 self.release_buffers();
                 ready!(tcp.poll_read_ready(cx))?;
             }
-            let want = (limit - self.incoming.len()).min(READ_SIZE);
-            self.incoming.reserve_exact(want);
+            // Reads start small (a login's messages are a few hundred
+            // bytes, and many connections may log in at once); the buffer
+            // doubles while reads fill it, up to READ_SIZE beyond a
+            // half-received record.
+            let len = self.incoming.len();
+            let size = match self.incoming.capacity() {
+                0 => FIRST_READ,
+                c if self.read_filled => c * 2,
+                c => c,
+            };
+            let size = size.max(len + MIN_READ).min(len + READ_SIZE).min(limit);
+            self.incoming.reserve_exact(size - len);
+            let want = size - len;
             match tcp.try_read_buf(&mut (&mut self.incoming).limit(want)) {
                 Ok(n) => {
                     self.unprocessed = n > 0;
+                    self.read_filled = n == want;
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -441,6 +462,7 @@ impl Conn {
     fn release_buffers(&mut self) {
         if self.incoming.capacity() > 0 {
             self.incoming = Vec::new();
+            self.read_filled = false;
         }
         if self.taken == self.plaintext.len() && self.plaintext.capacity() > 0 {
             self.plaintext = Vec::new();
