@@ -105,8 +105,6 @@ where
         tokio::pin!(timer);
         let mut stopping = broker.shutdown.subscribe();
         let mut owed: VecDeque<Owed> = VecDeque::new();
-        // Frame bytes of the `Answer::Later` entries.
-        let mut pending_bytes = 0usize;
         let mut state = edge::ConnectionState::default();
         let end = loop {
             if *stopping.borrow_and_update() {
@@ -130,6 +128,13 @@ where
             // one until the upstream answers): together no more than one
             // largest request, so a client that pipelines cannot make the
             // connection hold much more than one that does not.
+            let pending_bytes: usize = owed
+                .iter()
+                .map(|o| match o.answer {
+                    Answer::Later(_, frame_bytes) => frame_bytes,
+                    Answer::Ready(_) => 0,
+                })
+                .sum();
             let may_read = owed.len() < MAX_IN_FLIGHT
                 && pending_bytes < broker.config.max_request_size
                 && muted.is_none();
@@ -146,9 +151,6 @@ where
                 biased;
                 outcome = front => {
                     if let Some(o) = owed.front_mut() {
-                        if let Answer::Later(_, bytes) = o.answer {
-                            pending_bytes -= bytes;
-                        }
                         o.answer = Answer::Ready(outcome);
                     }
                     None
@@ -254,10 +256,7 @@ where
                         .reset(idle_limit.map_or(far_future(), |d| last_active + d));
                 }
                 let answer = match outcome {
-                    Outcome::Deferred(later) => {
-                        pending_bytes += frame_len;
-                        Answer::Later(tokio::spawn(later), frame_len)
-                    }
+                    Outcome::Deferred(later) => Answer::Later(tokio::spawn(later), frame_len),
                     ready => Answer::Ready(ready),
                 };
                 owed.push_back(Owed {

@@ -631,24 +631,36 @@ pub(crate) mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// Our server stream and a tokio-rustls client handshaking over
+    /// loopback: what each side made of it.
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> (
+        io::Result<ServerTlsStream>,
+        io::Result<tokio_rustls::client::TlsStream<TcpStream>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connecting = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(client)
+                .connect(name, tcp)
+                .await
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let server = ServerTlsStream::accept(tcp, server).await;
+        (server, connecting.await.unwrap())
+    }
+
     /// A handshaken pair: our server stream and a tokio-rustls client.
     pub(crate) async fn pair(
         version: &'static rustls::SupportedProtocolVersion,
     ) -> (ServerTlsStream, tokio_rustls::client::TlsStream<TcpStream>) {
         let (server, client) = configs(version);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connecting = tokio::spawn(async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            tokio_rustls::TlsConnector::from(client)
-                .connect(name, tcp)
-                .await
-                .unwrap()
-        });
-        let (tcp, _) = listener.accept().await.unwrap();
-        let server = ServerTlsStream::accept(tcp, server).await.unwrap();
-        (server, connecting.await.unwrap())
+        let (server, client) = handshake(server, client).await;
+        (server.unwrap(), client.unwrap())
     }
 
     async fn within<F: std::future::Future>(f: F) -> F::Output {
@@ -805,19 +817,9 @@ pub(crate) mod tests {
         within(async {
             let (server, _) = configs(&rustls::version::TLS13);
             let (_, stranger) = configs(&rustls::version::TLS13);
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let client = tokio::spawn(async move {
-                let tcp = TcpStream::connect(addr).await.unwrap();
-                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-                tokio_rustls::TlsConnector::from(stranger)
-                    .connect(name, tcp)
-                    .await
-                    .map(|_| ())
-            });
-            let (tcp, _) = listener.accept().await.unwrap();
-            let err = ServerTlsStream::accept(tcp, server).await.err().unwrap();
-            assert!(client.await.unwrap().is_err());
+            let (server, client) = handshake(server, stranger).await;
+            let err = server.err().unwrap();
+            assert!(client.is_err());
             assert!(
                 err.to_string().contains("alert") || err.kind() == io::ErrorKind::UnexpectedEof,
                 "{err}"
