@@ -128,6 +128,27 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// Runs `encrypt` on the free end of `outgoing` (from `filled`), growing
+/// the buffer as often as rustls says it needs more room.
+fn encrypt_into(
+    outgoing: &mut Vec<u8>,
+    filled: &mut usize,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    loop {
+        match encrypt(&mut outgoing[*filled..]) {
+            Ok(n) => {
+                *filled += n;
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room(outgoing, *filled + required_size)
+            }
+            Err(e @ EncryptError::EncryptExhausted) => return Err(io::Error::other(e)),
+        }
+    }
+}
+
 /// Grows `buf` (zeroed) to at least `len` bytes.
 fn room(buf: &mut Vec<u8>, len: usize) {
     if buf.len() < len {
@@ -278,38 +299,24 @@ impl Conn {
                             &mut self.outgoing,
                             self.filled + data.len() + records * RECORD_OVERHEAD,
                         );
-                        loop {
-                            match traffic.encrypt(data, &mut self.outgoing[self.filled..]) {
-                                Ok(n) => {
-                                    self.filled += n;
-                                    break Turn::Done(Step::Written);
-                                }
-                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                })) => room(&mut self.outgoing, self.filled + required_size),
-                                Err(e @ EncryptError::EncryptExhausted) => {
-                                    break Turn::Failed(io::Error::other(e))
-                                }
-                            }
+                        match encrypt_into(&mut self.outgoing, &mut self.filled, |out| {
+                            traffic.encrypt(data, out)
+                        }) {
+                            Ok(()) => Turn::Done(Step::Written),
+                            Err(e) => Turn::Failed(e),
                         }
                     }
                     Want::Close => {
                         room(&mut self.outgoing, self.filled + RECORD_OVERHEAD);
-                        loop {
-                            match traffic.queue_close_notify(&mut self.outgoing[self.filled..]) {
-                                Ok(n) => {
-                                    self.filled += n;
-                                    self.close_sent = true;
-                                    break Turn::Done(Step::Written);
-                                }
-                                // A KeyUpdate answer may be queued ahead of it.
-                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                })) => room(&mut self.outgoing, self.filled + required_size),
-                                Err(e @ EncryptError::EncryptExhausted) => {
-                                    break Turn::Failed(io::Error::other(e))
-                                }
+                        // A KeyUpdate answer may be queued ahead of it.
+                        match encrypt_into(&mut self.outgoing, &mut self.filled, |out| {
+                            traffic.queue_close_notify(out)
+                        }) {
+                            Ok(()) => {
+                                self.close_sent = true;
+                                Turn::Done(Step::Written)
                             }
+                            Err(e) => Turn::Failed(e),
                         }
                     }
                 },
