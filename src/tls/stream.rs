@@ -196,7 +196,6 @@ impl ServerTlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.conn.poll_send(&self.tcp, cx))?;
             // In TLS 1.3 rustls may write application data once its own
             // Finished is out, before the client's Finished (and so its
             // certificate) has been checked: the handshake is only over
@@ -375,34 +374,35 @@ impl Conn {
 
     /// Sends what is queued; ready when all of it is out.
     fn poll_send(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.send(tcp, Some(cx))
+    }
+
+    /// Sends what the socket takes now, without waiting for the rest.
+    fn send_now(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        match self.send(tcp, None) {
+            Poll::Ready(r) => r,
+            // Without a context `send` never waits.
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Writes the queued bytes; on a full socket, waits for room when given
+    /// a context, else stops there (`Ready(Ok)` with bytes left).
+    fn send(&mut self, tcp: &TcpStream, mut cx: Option<&mut Context<'_>>) -> Poll<io::Result<()>> {
         while self.sent < self.filled {
             match tcp.try_write(&self.outgoing[self.sent..self.filled]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(tcp.poll_write_ready(cx))?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match cx.as_deref_mut() {
+                    Some(cx) => ready!(tcp.poll_write_ready(cx))?,
+                    None => return Poll::Ready(Ok(())),
+                },
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
         self.sent = 0;
         self.filled = 0;
         Poll::Ready(Ok(()))
-    }
-
-    /// Sends what the socket takes now, without waiting for the rest.
-    fn send_now(&mut self, tcp: &TcpStream) -> io::Result<()> {
-        while self.sent < self.filled {
-            match tcp.try_write(&self.outgoing[self.sent..self.filled]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        self.sent = 0;
-        self.filled = 0;
-        Ok(())
     }
 
     /// Reads more ciphertext, at most up to `limit` buffered bytes.
@@ -415,10 +415,7 @@ impl Conn {
         cx: &mut Context<'_>,
         limit: usize,
     ) -> Poll<io::Result<usize>> {
-        if self.consumed > 0 {
-            self.incoming.drain(..self.consumed);
-            self.consumed = 0;
-        }
+        self.compact();
         if self.incoming.len() >= limit {
             return Poll::Ready(Err(invalid(format!(
                 "TLS message larger than {limit} bytes"
@@ -426,7 +423,7 @@ impl Conn {
         }
         loop {
             if self.incoming.is_empty() {
-                self.release_buffers();
+                self.trim_for_wait();
                 ready!(tcp.poll_read_ready(cx))?;
             }
             // Reads start small (a login's messages are a few hundred
@@ -450,7 +447,7 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.incoming.is_empty() {
-                        self.shrink_while_waiting();
+                        self.trim_for_wait();
                         ready!(tcp.poll_read_ready(cx))?;
                     }
                 }
@@ -459,10 +456,23 @@ impl Conn {
         }
     }
 
-    /// Before waiting on the socket: a half-received record keeps a buffer
-    /// of one record, not of the last read.
-    fn shrink_while_waiting(&mut self) {
-        self.incoming.shrink_to(self.incoming.len().max(MAX_RECORD));
+    /// Drops the processed ciphertext from the front of the buffer.
+    fn compact(&mut self) {
+        if self.consumed > 0 {
+            self.incoming.drain(..self.consumed);
+            self.consumed = 0;
+        }
+    }
+
+    /// Before waiting on the socket (processed ciphertext compacted away):
+    /// with nothing half-received the buffers go back; a half-received
+    /// record keeps a buffer of one record, not of the last read.
+    fn trim_for_wait(&mut self) {
+        if self.incoming.is_empty() {
+            self.release_buffers();
+        } else {
+            self.incoming.shrink_to(self.incoming.len().max(MAX_RECORD));
+        }
     }
 
     /// Gives the buffers back while nothing is in them.
@@ -543,15 +553,8 @@ impl ReadReady for ServerTlsStream {
         if conn.taken < conn.plaintext.len() || conn.unprocessed || conn.peer_closed {
             return Poll::Ready(Ok(()));
         }
-        if conn.consumed > 0 {
-            conn.incoming.drain(..conn.consumed);
-            conn.consumed = 0;
-        }
-        if conn.incoming.is_empty() {
-            conn.release_buffers();
-        } else {
-            conn.shrink_while_waiting();
-        }
+        conn.compact();
+        conn.trim_for_wait();
         self.tcp.poll_read_ready(cx)
     }
 }
