@@ -37,7 +37,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::Decodable;
 
 pub use context::RequestContext;
-pub use response::{encode_response, Outcome};
+pub use response::{encode_response, Outcome, ResponseFrame};
 pub use versions::forwards;
 
 use backend::{Allowed, Backend, Executed};
@@ -368,7 +368,7 @@ async fn through_backend(
         }
         Executed::Encoded(bytes) => {
             flush_audit(broker, ctx, None).await;
-            Outcome::Respond(bytes)
+            Outcome::Respond(bytes.into())
         }
         Executed::Later(answer) => {
             // Allowed writes are recorded as appended; a later fsync
@@ -385,7 +385,7 @@ async fn through_backend(
                         }
                         encode_response(api, version, correlation_id, &resp)
                     }
-                    Executed::Encoded(bytes) => Outcome::Respond(bytes),
+                    Executed::Encoded(bytes) => Outcome::Respond(bytes.into()),
                     Executed::Silent => Outcome::Silent,
                     Executed::Close(reason) => Outcome::Close(reason),
                     Executed::Later(_) => {

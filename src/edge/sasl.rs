@@ -320,5 +320,5 @@ pub async fn raw_token(
     let mut out = BytesMut::with_capacity(4 + reply.len());
     out.put_i32(reply.len() as i32);
     out.extend_from_slice(&reply);
-    Outcome::Respond(out.freeze())
+    Outcome::Respond(out.freeze().into())
 }

@@ -161,11 +161,13 @@ mod tests {
         for version in [4i16, 12, 16] {
             let mut resp = FetchResponse::default();
             resp.throttle_time_ms = 3;
-            let crate::edge::Outcome::Respond(frame) =
+            let crate::edge::Outcome::Respond(mut frame) =
                 crate::edge::encode_response(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(resp))
             else {
                 panic!("not encoded");
             };
+            let len = bytes::Buf::remaining(&frame);
+            let frame = bytes::Buf::copy_to_bytes(&mut frame, len);
             let patched = patch_encoded_fetch(frame, version, 1500).unwrap();
             let mut body = patched.slice(4..);
             use kafka_protocol::protocol::Decodable;

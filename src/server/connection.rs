@@ -12,13 +12,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::edge::{self, Edge, Outcome};
+use crate::edge::{self, Edge, Outcome, ResponseFrame};
 use crate::security::session::Session;
 use crate::util::read_ready::ReadReady;
 
@@ -317,8 +316,8 @@ async fn deliver<S: AsyncWrite + Unpin>(
     outcome: Outcome,
 ) -> Result<(), String> {
     match outcome {
-        Outcome::RespondThenClose(bytes, reason) => {
-            let _ = wr.write_all(&bytes).await;
+        Outcome::RespondThenClose(mut frame, reason) => {
+            let _ = wr.write_all_buf(&mut frame).await;
             let _ = wr.flush().await;
             // KIP-306: hold the connection briefly so the client reads the
             // error before it sees the close (and a retry storm slows).
@@ -330,7 +329,7 @@ async fn deliver<S: AsyncWrite + Unpin>(
             let _ = wr.shutdown().await;
             Err(reason)
         }
-        Outcome::Respond(bytes) => write(wr, peer, bytes).await,
+        Outcome::Respond(frame) => write(wr, peer, frame).await,
         Outcome::Silent => Ok(()),
         Outcome::Close(reason) => {
             if let Some(suppressed) = CLOSE_LOG.allow() {
@@ -349,11 +348,12 @@ async fn deliver<S: AsyncWrite + Unpin>(
 async fn write<S: AsyncWrite + Unpin>(
     wr: &mut S,
     peer: SocketAddr,
-    bytes: Bytes,
+    mut frame: ResponseFrame,
 ) -> Result<(), String> {
+    // In parts, a plain socket takes the frame in one vectored write.
     // TLS streams may keep the tail of a large response in their record
     // buffer until flushed; a client would wait for it forever.
-    let written = match wr.write_all(&bytes).await {
+    let written = match wr.write_all_buf(&mut frame).await {
         Ok(()) => wr.flush().await,
         Err(e) => Err(e),
     };
