@@ -61,9 +61,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, Cli
     if size > MAX_RESPONSE {
         return Err(ClientError::TooLarge(size));
     }
-    let mut buf = BytesMut::zeroed(size + 4);
-    buf[..4].copy_from_slice(&len);
-    r.read_exact(&mut buf[4..]).await?;
+    // Read into the buffer's spare room: zeroing megabytes first (a Fetch
+    // answer the gateway passes on) would only be written over.
+    let mut buf = BytesMut::with_capacity(size + 4);
+    buf.extend_from_slice(&len);
+    let mut rest = r.take(size as u64);
+    while buf.len() < size + 4 {
+        if rest.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(buf)
 }
 
@@ -414,4 +421,40 @@ fn error_text(r: &SaslAuthenticateResponse) -> String {
         r.error_code,
         r.error_message.as_ref().map(|m| m.as_str()).unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Frames arriving in pieces come out whole and one at a time (the
+    /// next frame's bytes stay in the stream); a frame cut short is an
+    /// unexpected EOF.
+    #[tokio::test]
+    async fn frames_are_read_whole_and_only_their_own_bytes() {
+        let (mut tx, mut rx) = tokio::io::duplex(4096);
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut wire = Vec::new();
+        for body in [&big[..], b"next"] {
+            wire.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            wire.extend_from_slice(body);
+        }
+        wire.extend_from_slice(&100i32.to_be_bytes());
+        wire.extend_from_slice(b"cut short");
+        let writer = tokio::spawn(async move {
+            for piece in wire.chunks(1000) {
+                tx.write_all(piece).await.unwrap();
+            }
+        });
+        let first = read_frame(&mut rx).await.unwrap();
+        assert_eq!(first.len(), 4 + big.len());
+        assert!(first[4..] == big[..]);
+        assert_eq!(&read_frame(&mut rx).await.unwrap()[4..], b"next");
+        writer.await.unwrap();
+        match read_frame(&mut rx).await {
+            Err(ClientError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+            other => panic!("a truncated frame: {other:?}"),
+        }
+    }
 }

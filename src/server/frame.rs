@@ -2,8 +2,11 @@
 //!
 //! Memory per connection is bounded: a frame is only buffered after its size
 //! passed the size check (`max_request_size`, or the much smaller
-//! pre-login cap), and the buffer grows as bytes actually arrive rather than
-//! being allocated up front from the claim. Between frames the reader holds
+//! pre-login cap). Room for a frame of up to [`UPFRONT`] bytes (a client's
+//! usual produce request, 1 MB by default in librdkafka and Java) is taken
+//! once from the claim, so such a frame is never copied to a larger buffer
+//! as it arrives; beyond that the buffer grows as bytes actually arrive
+//! rather than by what the client claims. Between frames the reader holds
 //! no buffer: it waits for the stream to be readable, then allocates.
 //!
 //! While the rest of a large frame is on its way, the socket's receive
@@ -40,6 +43,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// What a read between frames allocates: room for the size and for a
 /// small request whole.
 const FIRST_READ: usize = 1024;
+
+/// Room taken at once for a frame whose size is known: growing a buffer
+/// in steps copies what arrived at each step (about the frame's size again
+/// for a 1 MB produce). Room not yet written is address space, or memory
+/// the allocator already holds: a client that claims a frame and sends
+/// little makes the process no larger than by what it sent.
+const UPFRONT: usize = 1 << 20;
 
 pub struct FrameReader {
     max: usize,
@@ -192,6 +202,8 @@ impl FrameReader {
             });
         }
         let total = 4 + size;
+        self.buf
+            .reserve(total.min(UPFRONT).saturating_sub(self.buf.len()));
         while self.buf.len() < total {
             let missing = total - self.buf.len();
             self.mark_missing(missing);
