@@ -45,9 +45,9 @@ pub enum Executed {
     /// No answer at all (Produce with acks=0).
     Silent,
     Answer(ResponseKind),
-    /// A complete, size-prefixed response frame, passed through unchanged
-    /// (only when `needs_answer` was false).
-    Encoded(Bytes),
+    /// A size-prefixed response frame, passed through unchanged (only
+    /// when `needs_answer` was false); a large one possibly still arriving.
+    Encoded(super::ResponseFrame),
     /// The answer comes later (an acks=all produce waiting for its fsync,
     /// a request forwarded upstream); the connection goes on reading
     /// meanwhile, and answers in request order.

@@ -37,7 +37,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::Decodable;
 
 pub use context::RequestContext;
-pub use response::{encode_response, Outcome, ResponseFrame};
+pub use response::{encode_response, FrameRest, Outcome, ResponseFrame};
 pub use versions::forwards;
 
 use backend::{Allowed, Backend, Executed};
@@ -341,14 +341,15 @@ async fn through_backend(
             throttle::set_on(&mut resp, ctx.quota.throttle_ms());
             Executed::Answer(resp)
         }
-        Executed::Encoded(bytes) if throttle::is_fetch(api) => {
+        Executed::Encoded(frame) if throttle::is_fetch(api) => {
             ctx.quota
-                .spend(QuotaKey::ConsumerByteRate, bytes.len() as f64);
+                .spend(QuotaKey::ConsumerByteRate, frame.frame_len() as f64);
             match ctx.quota.throttle_ms() {
-                0 => Executed::Encoded(bytes),
-                ms => Executed::Encoded(
-                    throttle::patch_encoded_fetch(bytes, version, ms).unwrap_or_else(|b| b),
-                ),
+                0 => Executed::Encoded(frame),
+                // The throttle is in the frame's first bytes.
+                ms => Executed::Encoded(frame.map_head(|head| {
+                    throttle::patch_encoded_fetch(head, version, ms).unwrap_or_else(|b| b)
+                })),
             }
         }
         other => other,
@@ -366,9 +367,9 @@ async fn through_backend(
             flush_audit(broker, ctx, Some(&resp)).await;
             encode_response(api, version, correlation_id, &resp)
         }
-        Executed::Encoded(bytes) => {
+        Executed::Encoded(frame) => {
             flush_audit(broker, ctx, None).await;
-            Outcome::Respond(bytes.into())
+            Outcome::Respond(frame)
         }
         Executed::Later(answer) => {
             // Allowed writes are recorded as appended; a later fsync
@@ -385,7 +386,7 @@ async fn through_backend(
                         }
                         encode_response(api, version, correlation_id, &resp)
                     }
-                    Executed::Encoded(bytes) => Outcome::Respond(bytes.into()),
+                    Executed::Encoded(frame) => Outcome::Respond(frame),
                     Executed::Silent => Outcome::Silent,
                     Executed::Close(reason) => Outcome::Close(reason),
                     Executed::Later(_) => {

@@ -33,15 +33,74 @@ const SHARE_MIN: usize = 64 * 1024;
 /// An encoded response frame, size prefix included: its bytes in order,
 /// in one or more parts. A Fetch answer's large record sets are the back
 /// end's reads themselves, so megabytes of records are not copied into the
-/// frame before the socket (or the TLS layer) copies them again.
+/// frame before the socket (or the TLS layer) copies them again. A large
+/// answer passed through from an upstream broker may come with only its
+/// first part in hand and the rest still arriving ([`FrameRest`]), so the
+/// client receives it while the gateway does.
+///
+/// As a [`Buf`] it is the parts in hand; the rest follows them.
 #[derive(Debug, Default)]
 pub struct ResponseFrame {
     /// None empty.
     parts: VecDeque<Bytes>,
     len: usize,
+    rest: Option<FrameRest>,
+}
+
+/// The bytes of a frame still arriving: `len` of them, in chunks (an
+/// error, or the channel's end before `len`, means they will not come).
+pub struct FrameRest {
+    pub len: usize,
+    pub chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    /// What must live until the rest came (the gateway's upstream
+    /// connection, which goes back to its pool only then).
+    pub holds: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for FrameRest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameRest").field("len", &self.len).finish()
+    }
 }
 
 impl ResponseFrame {
+    /// A frame whose first bytes are `head`, and the rest still to come.
+    pub fn streamed(head: Bytes, rest: FrameRest) -> ResponseFrame {
+        let mut f = ResponseFrame::from(head);
+        f.rest = Some(rest);
+        f
+    }
+
+    /// The whole frame's size, the bytes still to come included.
+    pub fn frame_len(&self) -> usize {
+        self.len + self.rest.as_ref().map_or(0, |r| r.len)
+    }
+
+    /// The bytes still to come, once the parts in hand are written.
+    pub fn take_rest(&mut self) -> Option<FrameRest> {
+        self.rest.take()
+    }
+
+    /// Keeps `what` alive until the rest of the frame came.
+    pub fn hold_until_complete(&mut self, what: Box<dyn std::any::Any + Send + Sync>) {
+        if let Some(rest) = &mut self.rest {
+            rest.holds = Some(what);
+        }
+    }
+
+    /// Rewrites the first part (the frame's header and first fields).
+    pub fn map_head(mut self, f: impl FnOnce(Bytes) -> Bytes) -> ResponseFrame {
+        if let Some(head) = self.parts.pop_front() {
+            self.len -= head.len();
+            let head = f(head);
+            self.len += head.len();
+            if !head.is_empty() {
+                self.parts.push_front(head);
+            }
+        }
+        self
+    }
+
     fn push(&mut self, part: Bytes) {
         if !part.is_empty() {
             self.len += part.len();

@@ -33,8 +33,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::config::parse_host_port;
 use crate::edge::backend::{Allowed, Backend, Executed, Execution};
-use crate::edge::{Edge, RequestContext};
+use crate::edge::{Edge, RequestContext, ResponseFrame};
 use crate::server::{listener, BoundListener};
+use pipe::{Expect, Reply};
 
 pub use pool::Target;
 pub use settings::GatewaySettings;
@@ -167,6 +168,18 @@ impl Gateway {
             may_answer_later,
         } = allowed;
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
+        let rewrites = matches!(
+            ctx.api,
+            ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
+        );
+        let expect = if acks0 {
+            Expect::Nothing
+        } else if !needs_answer && !rewrites && ctx.api == ApiKey::Fetch {
+            // Passed through as bytes: a large one as it arrives.
+            Expect::Streamed
+        } else {
+            Expect::Whole
+        };
         let reencoded;
         let request: &[u8] = if changed {
             match encode_request(ctx, &body) {
@@ -186,14 +199,14 @@ impl Gateway {
             .unwrap_or(Target::Any);
         let timeout = upstream_timeout(&body, self.pool.link().request_timeout());
         let started = std::time::Instant::now();
-        let mut sent = self.send(ctx, target, request, !acks0, timeout).await;
+        let mut sent = self.send(ctx, target, request, expect, timeout).await;
         if let (Target::Node(node), Err(e)) = (target, &sent) {
             if e.before_sending() && any_broker_answers(&body) {
                 // The client's broker is down, but any broker answers this
                 // (a Kafka client would have asked another one: the dead
                 // broker's port refuses it, the gateway's port does not).
                 tracing::info!(api = ?ctx.api, node, "upstream node unreachable ({e}); asking any broker");
-                sent = self.send(ctx, Target::Any, request, !acks0, timeout).await;
+                sent = self.send(ctx, Target::Any, request, expect, timeout).await;
             }
         }
         let metrics = ctx.broker.metrics.clone();
@@ -212,18 +225,18 @@ impl Gateway {
         // The lease is held until the answer came: until then the client's
         // next request follows this one on the same connection.
         let answer = async move {
-            let answer = lease.answer(pending, timeout).await;
+            let mut answer = lease.answer(pending, timeout).await;
             metrics.upstream_request(api, answer.is_ok(), started.elapsed().as_secs_f64());
+            if let Ok(Reply::Streamed(frame)) = &mut answer {
+                // The rest still arrives on this connection.
+                frame.hold_until_complete(Box::new(lease));
+            }
             answer
         };
-        let rewrites = matches!(
-            api,
-            ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
-        );
         if may_answer_later && !rewrites {
             return Executed::Later(Box::pin(async move {
                 match answer.await {
-                    Ok(a) => Executed::Encoded(a.freeze()),
+                    Ok(a) => Executed::Encoded(passed_through(a)),
                     Err(e) => failed(api, version, target, &body, e),
                 }
             }));
@@ -234,8 +247,12 @@ impl Gateway {
         };
         drop(body);
         if !needs_answer && !rewrites {
-            return Executed::Encoded(answer.freeze());
+            return Executed::Encoded(passed_through(answer));
         }
+        let Reply::Whole(answer) = answer else {
+            // Only answers passed through are asked for in parts.
+            return Executed::Close(format!("upstream {:?} answer not whole", ctx.api));
+        };
         let mut resp = match decode_response(ctx, answer) {
             Ok(r) => r,
             Err(e) => {
@@ -260,13 +277,13 @@ impl Gateway {
         ctx: &RequestContext<'_>,
         target: Target,
         request: &[u8],
-        expect_response: bool,
+        expect: Expect,
         timeout: std::time::Duration,
     ) -> Result<(Arc<pool::Lease>, Option<pipe::Pending>), UpstreamError> {
         let earlier = ctx.backend_slot().get::<pool::Lease>();
         let (lease, pending) = self
             .pool
-            .send(earlier, target, request, expect_response, timeout)
+            .send(earlier, target, request, expect, timeout)
             .await?;
         ctx.backend_slot().set(&lease);
         Ok((lease, pending))
@@ -509,6 +526,14 @@ impl Backend for Gateway {
 
     fn narrow_versions(&self, ours: Vec<ApiVersion>) -> Vec<ApiVersion> {
         Gateway::narrow_versions(self, ours)
+    }
+}
+
+/// An upstream answer passed through to the client as it is.
+fn passed_through(answer: Reply) -> ResponseFrame {
+    match answer {
+        Reply::Whole(frame) => ResponseFrame::from(frame.freeze()),
+        Reply::Streamed(frame) => frame,
     }
 }
 

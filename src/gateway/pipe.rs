@@ -17,17 +17,50 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::upstream::UpstreamError;
-use crate::client::{Connection, Stream};
+use crate::client::{Connection, Stream, MAX_RESPONSE};
+use crate::edge::{FrameRest, ResponseFrame};
 
 /// The answer to one request: its response frame (size prefix, header,
 /// body) with the client's correlation id put back.
-pub type Answer = Result<BytesMut, UpstreamError>;
+pub type Answer = Result<Reply, UpstreamError>;
+
+/// An answer whole, or (a large one to a request sent with
+/// [`Expect::Streamed`]) its first part with the rest still arriving.
+#[derive(Debug)]
+pub enum Reply {
+    Whole(BytesMut),
+    Streamed(ResponseFrame),
+}
+
+/// What a request sent upstream expects back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing (a produce with acks=0).
+    Nothing,
+    /// Its answer, whole.
+    Whole,
+    /// Its answer, passed on as it arrives if it is large: the client
+    /// receives a Fetch answer while the gateway does, instead of after it.
+    Streamed,
+}
+
+/// Answers at least this large are passed on as they arrive, when the
+/// request allows it.
+const STREAM_MIN: usize = 256 * 1024;
+
+/// The first part of a streamed answer (its header and first fields are
+/// in it), and the size of the chunks of the rest.
+const STREAM_CHUNK: usize = 128 * 1024;
+
+/// Chunks read ahead of the client: a slow client holds the upstream
+/// connection (its own lease) rather than the gateway's memory.
+const STREAM_AHEAD: usize = 4;
 
 pub struct Pipe {
     /// Held while one request is written, so that requests go out whole
@@ -49,6 +82,8 @@ struct Waiting {
     /// Why the connection cannot be used any more (its requests failed
     /// with this), once it cannot.
     broken: Option<(std::io::ErrorKind, String)>,
+    /// The rest of an answer is still being passed on.
+    streaming: bool,
 }
 
 struct Waiter {
@@ -56,6 +91,7 @@ struct Waiter {
     client_corr: i32,
     /// When the request's answer is overdue.
     deadline: Instant,
+    streamed: bool,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -114,7 +150,8 @@ impl Pipe {
 
     /// Requests sent and not answered yet.
     pub fn in_flight(&self) -> usize {
-        self.waiting().queue.len()
+        let w = self.waiting();
+        w.queue.len() + usize::from(w.streaming)
     }
 
     /// Gives the connection up: the requests waiting on it fail with
@@ -133,7 +170,7 @@ impl Pipe {
     pub async fn send(
         &self,
         frame: &[u8],
-        expect_response: bool,
+        expect: Expect,
         timeout: Duration,
     ) -> Result<Option<Pending>, UpstreamError> {
         if frame.len() < 8 {
@@ -154,12 +191,13 @@ impl Pipe {
             }
             let own = Instant::now() + timeout;
             let deadline = waiting.queue.back().map_or(own, |w| w.deadline.max(own));
-            let pending = expect_response.then(|| {
+            let pending = (expect != Expect::Nothing).then(|| {
                 let (tx, rx) = oneshot::channel();
                 waiting.queue.push_back(Waiter {
                     corr,
                     client_corr,
                     deadline,
+                    streamed: expect == Expect::Streamed,
                     answer: tx,
                 });
                 Pending { rx, deadline }
@@ -220,10 +258,13 @@ impl Pipe {
     ) -> Result<R, UpstreamError> {
         let frame = crate::client::encode_request(api, version, 0, super::upstream::CLIENT_ID, req)
             .map_err(UpstreamError::from)?;
-        let Some(pending) = self.send(&frame[4..], true, timeout).await? else {
+        let Some(pending) = self.send(&frame[4..], Expect::Whole, timeout).await? else {
             return Err(UpstreamError::Protocol("no answer expected".into()));
         };
-        let mut resp = self.answer(pending, timeout).await?.freeze().slice(4..);
+        let Reply::Whole(answer) = self.answer(pending, timeout).await? else {
+            return Err(UpstreamError::Protocol("answer not whole".into()));
+        };
+        let mut resp = answer.freeze().slice(4..);
         ResponseHeader::decode(&mut resp, api.response_header_version(version))
             .and_then(|_| R::decode(&mut resp, version))
             .map_err(|e| UpstreamError::Protocol(format!("{api:?} v{version} response: {e}")))
@@ -270,37 +311,128 @@ fn fail_all(waiting: &Mutex<Waiting>, kind: std::io::ErrorKind, why: &str) {
 /// request.
 async fn read_answers(mut rd: ReadHalf<Stream>, waiting: Arc<Mutex<Waiting>>) {
     let (kind, why) = loop {
-        let mut frame = match crate::client::read_frame(&mut rd).await {
-            Ok(f) => f,
-            Err(crate::client::ClientError::Io(e)) => break (e.kind(), e.to_string()),
-            Err(e) => break (std::io::ErrorKind::InvalidData, e.to_string()),
-        };
-        let got = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let waiter = waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .queue
-            .pop_front();
-        let Some(waiter) = waiter else {
-            break (
-                std::io::ErrorKind::InvalidData,
-                format!("upstream sent an answer (correlation id {got}) to no request"),
-            );
-        };
-        if got != waiter.corr {
-            let e = UpstreamError::Correlation {
-                want: waiter.corr,
-                got,
-            };
-            let why = e.to_string();
-            let _ = waiter.answer.send(Err(e));
-            break (std::io::ErrorKind::InvalidData, why);
+        if let Err(e) = read_answer(&mut rd, &waiting).await {
+            break e;
         }
-        frame[4..8].copy_from_slice(&waiter.client_corr.to_be_bytes());
-        // The requester may have given up (timed out): nothing to do.
-        let _ = waiter.answer.send(Ok(frame));
     };
     fail_all(&waiting, kind, &why);
+}
+
+/// Reads one answer and hands it to its request; `Err` ends the connection.
+async fn read_answer(
+    rd: &mut ReadHalf<Stream>,
+    waiting: &Mutex<Waiting>,
+) -> Result<(), (std::io::ErrorKind, String)> {
+    let io = |e: std::io::Error| (e.kind(), e.to_string());
+    // Size and correlation id first: whether to stream depends on both.
+    let mut head = [0u8; 8];
+    rd.read_exact(&mut head).await.map_err(io)?;
+    let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let size = match usize::try_from(size) {
+        Ok(s) if (4..=MAX_RESPONSE).contains(&s) => s,
+        _ => {
+            return Err((
+                std::io::ErrorKind::InvalidData,
+                format!("upstream answer of {size} bytes"),
+            ))
+        }
+    };
+    let got = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let waiter = waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .queue
+        .pop_front();
+    let Some(waiter) = waiter else {
+        return Err((
+            std::io::ErrorKind::InvalidData,
+            format!("upstream sent an answer (correlation id {got}) to no request"),
+        ));
+    };
+    if got != waiter.corr {
+        let e = UpstreamError::Correlation {
+            want: waiter.corr,
+            got,
+        };
+        let why = e.to_string();
+        let _ = waiter.answer.send(Err(e));
+        return Err((std::io::ErrorKind::InvalidData, why));
+    }
+    let total = 4 + size;
+    let first = if waiter.streamed && total >= STREAM_MIN {
+        STREAM_CHUNK
+    } else {
+        total
+    };
+    let mut frame = BytesMut::with_capacity(first);
+    frame.extend_from_slice(&head[..4]);
+    frame.extend_from_slice(&waiter.client_corr.to_be_bytes());
+    fill(rd, &mut frame, first).await.map_err(io)?;
+    if first == total {
+        // The requester may have given up (timed out): nothing to do.
+        let _ = waiter.answer.send(Ok(Reply::Whole(frame)));
+        return Ok(());
+    }
+    let (tx, chunks) = tokio::sync::mpsc::channel(STREAM_AHEAD);
+    let rest = FrameRest {
+        len: total - first,
+        chunks,
+        holds: None,
+    };
+    let streaming = |on: bool| waiting.lock().unwrap_or_else(|p| p.into_inner()).streaming = on;
+    streaming(true);
+    let _ = waiter
+        .answer
+        .send(Ok(Reply::Streamed(ResponseFrame::streamed(
+            frame.freeze(),
+            rest,
+        ))));
+    // The rest is read whether or not anyone still wants it: the next
+    // answer starts after it. A client too slow to take it by the request's
+    // deadline gives the connection up.
+    let mut left = total - first;
+    while left > 0 {
+        let mut chunk = BytesMut::with_capacity(left.min(STREAM_CHUNK));
+        let want = chunk.capacity().min(left);
+        let read = tokio::time::timeout_at(waiter.deadline, fill(rd, &mut chunk, want)).await;
+        let failed = match read {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(io(e)),
+            Err(_) => Some((
+                std::io::ErrorKind::TimedOut,
+                "answer not read in time".into(),
+            )),
+        };
+        if let Some((kind, why)) = failed {
+            let _ = tx.try_send(Err(std::io::Error::new(kind, why.clone())));
+            return Err((kind, why));
+        }
+        left -= chunk.len();
+        if !tx.is_closed() {
+            let sent = tokio::time::timeout_at(waiter.deadline, tx.send(Ok(chunk.freeze()))).await;
+            if sent.is_err() {
+                return Err((
+                    std::io::ErrorKind::TimedOut,
+                    "client did not take the answer in time".into(),
+                ));
+            }
+        }
+    }
+    streaming(false);
+    Ok(())
+}
+
+/// Reads into `buf` until it holds `len` bytes (no more: the stream's next
+/// bytes are the next answer's).
+async fn fill(rd: &mut ReadHalf<Stream>, buf: &mut BytesMut, len: usize) -> std::io::Result<()> {
+    let missing = len.saturating_sub(buf.len());
+    let mut part = rd.take(missing as u64);
+    while buf.len() < len {
+        if part.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,16 +483,107 @@ mod tests {
         (Pipe::new(conn), server)
     }
 
+    /// A pipe to a server that reads as many requests as there are
+    /// `bodies`, then answers each in turn with its body.
+    async fn pipe_answering(bodies: Vec<Vec<u8>>) -> (Pipe, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut corrs = Vec::new();
+            for _ in 0..bodies.len() {
+                let len = s.read_i32().await.unwrap() as usize;
+                let mut f = vec![0u8; len];
+                s.read_exact(&mut f).await.unwrap();
+                corrs.push(i32::from_be_bytes([f[4], f[5], f[6], f[7]]));
+            }
+            for (corr, body) in corrs.into_iter().zip(bodies) {
+                s.write_i32(4 + body.len() as i32).await.unwrap();
+                s.write_i32(corr).await.unwrap();
+                s.write_all(&body).await.unwrap();
+            }
+            let _ = s.read_u8().await;
+        });
+        let conn = crate::client::Connector::plaintext()
+            .connect(&addr)
+            .await
+            .unwrap();
+        (Pipe::new(conn), server)
+    }
+
+    /// A large answer to a request that allows it comes as its first part
+    /// and then the rest, byte for byte; the connection counts it in flight
+    /// until the rest came, and the answers after it arrive whole.
+    #[tokio::test]
+    async fn large_answers_are_passed_on_as_they_arrive() {
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+        let small_but_streamable = vec![7u8; 1000];
+        let (pipe, server) = pipe_answering(vec![
+            big.clone(),
+            small_but_streamable.clone(),
+            b"last".to_vec(),
+        ])
+        .await;
+        let first = pipe
+            .send(&request(1), Expect::Streamed, T)
+            .await
+            .unwrap()
+            .unwrap();
+        let second = pipe
+            .send(&request(2), Expect::Streamed, T)
+            .await
+            .unwrap()
+            .unwrap();
+        let third = pipe
+            .send(&request(3), Expect::Whole, T)
+            .await
+            .unwrap()
+            .unwrap();
+        let Reply::Streamed(mut frame) = first.await.unwrap() else {
+            panic!("a 1 MB answer was not streamed");
+        };
+        assert_eq!(frame.frame_len(), 8 + big.len());
+        let mut got = frame.copy_to_bytes(frame.remaining()).to_vec();
+        let prefix = [(4 + big.len() as i32).to_be_bytes(), 1i32.to_be_bytes()].concat();
+        assert_eq!(got[..8], prefix[..]);
+        let mut rest = frame.take_rest().expect("the rest");
+        assert!(rest.len > 0 && rest.len < big.len());
+        assert!(pipe.in_flight() >= 1);
+        while let Some(chunk) = rest.chunks.recv().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(got[8..] == big[..], "streamed bytes differ");
+        // Small answers come whole even when they could have streamed.
+        let Reply::Whole(a) = second.await.unwrap() else {
+            panic!("a small answer was streamed");
+        };
+        assert!(a[8..] == small_but_streamable[..]);
+        let Reply::Whole(a) = third.await.unwrap() else {
+            panic!("not whole");
+        };
+        assert_eq!(&a[8..], b"last");
+        assert_eq!(pipe.in_flight(), 0);
+        assert!(!pipe.is_broken());
+        server.abort();
+    }
+
     #[tokio::test]
     async fn requests_go_out_before_answers_and_answers_find_their_requests() {
         let (pipe, server) = pipe_to(3, |seen| seen).await;
         let mut pending = Vec::new();
         for c in [70, 71, 72] {
-            pending.push(pipe.send(&request(c), true, T).await.unwrap().unwrap());
+            pending.push(
+                pipe.send(&request(c), Expect::Whole, T)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         assert_eq!(pipe.in_flight(), 3);
         for (p, c) in pending.into_iter().zip([70, 71, 72]) {
-            let a = p.await.unwrap();
+            let Reply::Whole(a) = p.await.unwrap() else {
+                panic!("not whole");
+            };
             assert_eq!(&a[4..8], &i32::to_be_bytes(c));
             assert_eq!(&a[8..], b"resp");
         }
@@ -374,14 +597,22 @@ mod tests {
     #[tokio::test]
     async fn a_request_waits_at_least_as_long_as_the_ones_before_it() {
         let (pipe, server) = pipe_to(3, |seen| seen).await;
-        let long = pipe.send(&request(1), true, T * 4).await.unwrap().unwrap();
+        let long = pipe
+            .send(&request(1), Expect::Whole, T * 4)
+            .await
+            .unwrap()
+            .unwrap();
         let short = pipe
-            .send(&request(2), true, Duration::from_millis(1))
+            .send(&request(2), Expect::Whole, Duration::from_millis(1))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(short.deadline, long.deadline);
-        let own = pipe.send(&request(3), true, T * 8).await.unwrap().unwrap();
+        let own = pipe
+            .send(&request(3), Expect::Whole, T * 8)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(own.deadline > long.deadline);
         for p in [long, short, own] {
             p.await.unwrap();
@@ -392,15 +623,23 @@ mod tests {
     #[tokio::test]
     async fn an_answer_out_of_turn_fails_every_waiting_request_and_the_pipe() {
         let (pipe, server) = pipe_to(2, |seen| seen.into_iter().rev().collect()).await;
-        let first = pipe.send(&request(1), true, T).await.unwrap().unwrap();
-        let second = pipe.send(&request(2), true, T).await.unwrap().unwrap();
+        let first = pipe
+            .send(&request(1), Expect::Whole, T)
+            .await
+            .unwrap()
+            .unwrap();
+        let second = pipe
+            .send(&request(2), Expect::Whole, T)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(
             first.await,
             Err(UpstreamError::Correlation { .. })
         ));
         assert!(second.await.is_err());
         assert!(pipe.is_broken());
-        assert!(pipe.send(&request(3), true, T).await.is_err());
+        assert!(pipe.send(&request(3), Expect::Whole, T).await.is_err());
         server.abort();
     }
 
@@ -408,14 +647,22 @@ mod tests {
     async fn a_closed_connection_fails_what_waits_and_a_timeout_breaks_the_pipe() {
         // The server closes after reading one request.
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe.send(&request(5), true, T).await.unwrap().unwrap();
+        let waiting = pipe
+            .send(&request(5), Expect::Whole, T)
+            .await
+            .unwrap()
+            .unwrap();
         server.abort();
         let e = waiting.await.unwrap_err();
         assert!(matches!(e, UpstreamError::Io(_)), "{e}");
         assert!(pipe.is_broken());
 
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe.send(&request(6), true, T).await.unwrap().unwrap();
+        let waiting = pipe
+            .send(&request(6), Expect::Whole, T)
+            .await
+            .unwrap()
+            .unwrap();
         pipe.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
         assert!(waiting.await.is_err());
         assert!(pipe.is_broken());

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::pipe::{Answer, Pending, Pipe};
+use super::pipe::{Answer, Expect, Pending, Pipe};
 use super::upstream::{Link, UpstreamError};
 
 /// Where to send a request.
@@ -318,21 +318,21 @@ impl Pool {
         earlier: Option<Arc<Lease>>,
         target: Target,
         frame: &[u8],
-        expect_response: bool,
+        expect: Expect,
         timeout: std::time::Duration,
     ) -> Result<(Arc<Lease>, Option<Pending>), UpstreamError> {
         let lease = match earlier.filter(|l| l.target == target && !l.is_broken()) {
             Some(l) => l,
             None => Arc::new(self.lease(target).await?),
         };
-        match lease.pipe()?.send(frame, expect_response, timeout).await {
+        match lease.pipe()?.send(frame, expect, timeout).await {
             Ok(pending) => Ok((lease, pending)),
             Err(e) if lease.reused && is_stale(&e) => {
                 tracing::debug!("pooled upstream connection was dead ({e}); reconnecting");
                 drop(lease);
                 self.drop_idle(target);
                 let lease = Arc::new(self.lease(target).await?);
-                let pending = lease.pipe()?.send(frame, expect_response, timeout).await?;
+                let pending = lease.pipe()?.send(frame, expect, timeout).await?;
                 Ok((lease, pending))
             }
             Err(e) => Err(e),

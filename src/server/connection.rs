@@ -317,8 +317,7 @@ async fn deliver<S: AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     match outcome {
         Outcome::RespondThenClose(mut frame, reason) => {
-            let _ = wr.write_all_buf(&mut frame).await;
-            let _ = wr.flush().await;
+            let _ = send_frame(wr, &mut frame).await;
             // KIP-306: hold the connection briefly so the client reads the
             // error before it sees the close (and a retry storm slows).
             let delay = broker.config.sasl.failed_authentication_delay_ms;
@@ -350,18 +349,47 @@ async fn write<S: AsyncWrite + Unpin>(
     peer: SocketAddr,
     mut frame: ResponseFrame,
 ) -> Result<(), String> {
-    // In parts, a plain socket takes the frame in one vectored write.
-    // TLS streams may keep the tail of a large response in their record
-    // buffer until flushed; a client would wait for it forever.
-    let written = match wr.write_all_buf(&mut frame).await {
-        Ok(()) => wr.flush().await,
-        Err(e) => Err(e),
-    };
-    match written {
+    match send_frame(wr, &mut frame).await {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::debug!(%peer, "write failed: {e}");
             Err(format!("write failed: {e}"))
         }
     }
+}
+
+/// Writes a whole frame: the parts in hand (a plain socket takes them in
+/// one vectored write), then the rest as it arrives, then a flush (TLS
+/// streams may keep the tail of a large response in their record buffer
+/// until flushed; a client would wait for it forever).
+async fn send_frame<S: AsyncWrite + Unpin>(
+    wr: &mut S,
+    frame: &mut ResponseFrame,
+) -> std::io::Result<()> {
+    let rest = frame.take_rest();
+    wr.write_all_buf(frame).await?;
+    if let Some(rest) = rest {
+        write_rest(wr, rest).await?;
+    }
+    wr.flush().await
+}
+
+/// Writes the rest of a frame as it arrives. Bytes that do not come (the
+/// upstream failed mid-answer) leave the client half a frame: an error, and
+/// the connection ends.
+async fn write_rest<S: AsyncWrite + Unpin>(
+    wr: &mut S,
+    mut rest: edge::FrameRest,
+) -> std::io::Result<()> {
+    let mut left = rest.len;
+    while left > 0 {
+        let chunk = match rest.chunks.recv().await {
+            Some(Ok(chunk)) if chunk.len() <= left => chunk,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(std::io::Error::other("the rest of the answer did not come")),
+        };
+        left -= chunk.len();
+        wr.write_all(&chunk).await?;
+    }
+    Ok(())
 }
