@@ -73,6 +73,8 @@ struct Opts<'a> {
     /// Ordinary gateway users (password `password_of`); `admin` is the
     /// super user the gateway creates itself.
     users: &'a [&'a str],
+    /// The gateway's `audit.allow_level` (default: all).
+    allow_level: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -84,6 +86,7 @@ impl Default for Opts<'_> {
             listeners: &["SASL_SSL"],
             gateway_extra: "",
             users: &["alice"],
+            allow_level: "all",
         }
     }
 }
@@ -155,8 +158,9 @@ impl Gw {
         // `sasl:` (the credential store), `audit:` and `acl:` are spelled
         // out: the harness only adds its own when the text lacks them.
         let gw_yaml = format!(
-            "backend: gateway\ngateway:\n{upstream_section}{extra}sasl:\n  credentials: {creds}\naudit:\n  file: {audit}\n  allow_level: all\nacl:\n  file: {acl}\n",
+            "backend: gateway\ngateway:\n{upstream_section}{extra}sasl:\n  credentials: {creds}\naudit:\n  file: {audit}\n  allow_level: {allow_level}\nacl:\n  file: {acl}\n",
             extra = opts.gateway_extra,
+            allow_level = opts.allow_level,
             creds = gw_dir.join("credentials.yaml").display(),
             audit = gw_audit.display(),
             acl = gw_acl.display(),
@@ -815,6 +819,46 @@ fn acks_zero_produce_through_gateway() {
     });
     let got = read_all(&alice, "gw-acks0", 1, 220, "consumer via gateway");
     assert_eq!(got.len(), 220);
+}
+
+/// With allowed reads not audited, a Fetch answer goes through the
+/// gateway as bytes, and a large one as it arrives from the upstream:
+/// megabytes of records, read back record for record over TLS.
+#[test]
+fn large_fetch_answers_pass_through_as_they_arrive() {
+    let t = Gw::start(
+        "gw-streamed",
+        Opts {
+            allow_level: "admin",
+            ..Opts::default()
+        },
+    );
+    let alice = t.gw_config("alice");
+    create_topic(&alice, "gw-streamed", 1);
+    let values: Vec<String> = (0..3000).map(|i| format!("{i:05}-").repeat(400)).collect();
+    let delivered = produce_all(&alice, "gw-streamed", &values);
+    assert_eq!(delivered.len(), values.len());
+    let got = read_all(
+        &alice,
+        "gw-streamed",
+        1,
+        values.len(),
+        "consumer via gateway",
+    );
+    let mut vals: Vec<&String> = got.iter().map(|(_, _, v)| v).collect();
+    vals.sort();
+    assert!(
+        vals == values.iter().collect::<Vec<_>>(),
+        "records came back altered"
+    );
+    // The answers were large enough to pass on as they arrived.
+    let (_, metrics) = common::http_get(t.gw.ops_addr(), "/metrics").unwrap();
+    let streamed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_upstream_streamed_answers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no streamed-answers counter:\n{metrics}"));
+    assert!(streamed >= 1.0, "no answer was streamed");
 }
 
 /// Records close to the 1 MiB limit pass through the gateway intact in

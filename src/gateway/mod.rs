@@ -228,6 +228,7 @@ impl Gateway {
             let mut answer = lease.answer(pending, timeout).await;
             metrics.upstream_request(api, answer.is_ok(), started.elapsed().as_secs_f64());
             if let Ok(Reply::Streamed(frame)) = &mut answer {
+                metrics.upstream_streamed();
                 // The rest still arrives on this connection.
                 frame.hold_until_complete(Box::new(lease));
             }

@@ -212,6 +212,7 @@ pub struct Metrics {
     throttle_ms: Family<QuotaLabels, Counter>,
     throttled: Family<QuotaLabels, Counter>,
     upstream_seconds: HistogramFamily<UpstreamLabels>,
+    upstream_streamed: Counter,
     fetch_sessions: Family<FetchSessionLabels, Counter>,
 }
 
@@ -331,6 +332,12 @@ impl Metrics {
             "Gateway mode: upstream request latency, by API and outcome",
             upstream_seconds.clone(),
         );
+        let upstream_streamed = Counter::default();
+        r.register(
+            "upstream_streamed_answers",
+            "Gateway mode: upstream answers passed on to the client as they arrived",
+            upstream_streamed.clone(),
+        );
         let fetch_sessions = Family::default();
         r.register(
             "fetch_session_requests",
@@ -372,6 +379,7 @@ impl Metrics {
             throttle_ms,
             throttled,
             upstream_seconds,
+            upstream_streamed,
             fetch_sessions,
         }
     }
@@ -535,6 +543,11 @@ impl Metrics {
         self.fetch_sessions
             .get_or_create(&FetchSessionLabels { kind })
             .inc();
+    }
+
+    /// One upstream answer passed on as it arrived (gateway mode).
+    pub fn upstream_streamed(&self) {
+        self.upstream_streamed.inc();
     }
 
     /// One request forwarded upstream (gateway mode).
