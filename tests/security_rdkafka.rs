@@ -40,6 +40,18 @@ fn secure_config(broker: &Broker, user: &str, password: &str) -> ClientConfig {
     c
 }
 
+/// Creates `name` through an admin client made of `config`.
+fn create_topic(rt: &tokio::runtime::Runtime, config: &ClientConfig, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+    let res = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        ))
+        .unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+}
+
 #[test]
 fn scram_user_produces_and_consumes_and_bad_logins_are_refused() {
     let dir = scratch("sec-rdkafka");
@@ -51,16 +63,12 @@ fn scram_user_produces_and_consumes_and_bad_logins_are_refused() {
     broker.add_user("alice", "alice-secret");
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    let admin: AdminClient<DefaultClientContext> = secure_config(&broker, "alice", "alice-secret")
-        .create()
-        .unwrap();
-    let res = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new("secure-topic", 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
-        .unwrap();
-    assert!(res[0].is_ok(), "{res:?}");
+    create_topic(
+        &rt,
+        &secure_config(&broker, "alice", "alice-secret"),
+        "secure-topic",
+        2,
+    );
 
     let producer: FutureProducer = secure_config(&broker, "alice", "alice-secret")
         .set("acks", "all")
@@ -150,15 +158,8 @@ fn megabyte_fetches_arrive_intact_over_tls_and_plaintext() {
 
     let mut plain = ClientConfig::new();
     plain.set("bootstrap.servers", broker.addr("PLAINTEXT"));
-    let admin: AdminClient<DefaultClientContext> = plain.create().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let res = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new("bulk", 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
-        .unwrap();
-    assert!(res[0].is_ok(), "{res:?}");
+    create_topic(&rt, &plain, "bulk", 2);
     let producer: BaseProducer = plain
         .clone()
         .set("linger.ms", "20")

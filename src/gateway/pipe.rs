@@ -454,7 +454,28 @@ mod tests {
     /// answering the correlation ids `answer` picks from theirs.
     async fn pipe_to(
         n: usize,
-        answer: impl Fn(Vec<i32>) -> Vec<i32> + Send + 'static,
+        answer: impl FnOnce(Vec<i32>) -> Vec<i32> + Send + 'static,
+    ) -> (Pipe, tokio::task::JoinHandle<()>) {
+        pipe_serving(n, |seen| {
+            answer(seen)
+                .into_iter()
+                .map(|corr| (corr, b"resp".to_vec()))
+                .collect()
+        })
+        .await
+    }
+
+    /// A pipe to a server that reads as many requests as there are
+    /// `bodies`, then answers each in turn with its body.
+    async fn pipe_answering(bodies: Vec<Vec<u8>>) -> (Pipe, tokio::task::JoinHandle<()>) {
+        pipe_serving(bodies.len(), |seen| seen.into_iter().zip(bodies).collect()).await
+    }
+
+    /// A pipe to a server that reads `n` requests, then sends the answers
+    /// (correlation id, body) that `answers` makes of their ids.
+    async fn pipe_serving(
+        n: usize,
+        answers: impl FnOnce(Vec<i32>) -> Vec<(i32, Vec<u8>)> + Send + 'static,
     ) -> (Pipe, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -467,11 +488,10 @@ mod tests {
                 s.read_exact(&mut f).await.unwrap();
                 seen.push(i32::from_be_bytes([f[4], f[5], f[6], f[7]]));
             }
-            for corr in answer(seen) {
-                let mut out = 8i32.to_be_bytes().to_vec();
-                out.extend_from_slice(&corr.to_be_bytes());
-                out.extend_from_slice(b"resp");
-                s.write_all(&out).await.unwrap();
+            for (corr, body) in answers(seen) {
+                s.write_i32(4 + body.len() as i32).await.unwrap();
+                s.write_i32(corr).await.unwrap();
+                s.write_all(&body).await.unwrap();
             }
             // Held open until the test is done with it.
             let _ = s.read_u8().await;
@@ -483,32 +503,12 @@ mod tests {
         (Pipe::new(conn), server)
     }
 
-    /// A pipe to a server that reads as many requests as there are
-    /// `bodies`, then answers each in turn with its body.
-    async fn pipe_answering(bodies: Vec<Vec<u8>>) -> (Pipe, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut corrs = Vec::new();
-            for _ in 0..bodies.len() {
-                let len = s.read_i32().await.unwrap() as usize;
-                let mut f = vec![0u8; len];
-                s.read_exact(&mut f).await.unwrap();
-                corrs.push(i32::from_be_bytes([f[4], f[5], f[6], f[7]]));
-            }
-            for (corr, body) in corrs.into_iter().zip(bodies) {
-                s.write_i32(4 + body.len() as i32).await.unwrap();
-                s.write_i32(corr).await.unwrap();
-                s.write_all(&body).await.unwrap();
-            }
-            let _ = s.read_u8().await;
-        });
-        let conn = crate::client::Connector::plaintext()
-            .connect(&addr)
+    /// A request sent on `pipe` that expects an answer.
+    async fn sent(pipe: &Pipe, corr: i32, expect: Expect, timeout: Duration) -> Pending {
+        pipe.send(&request(corr), expect, timeout)
             .await
-            .unwrap();
-        (Pipe::new(conn), server)
+            .unwrap()
+            .expect("an answer expected")
     }
 
     /// A large answer to a request that allows it comes as its first part
@@ -524,21 +524,9 @@ mod tests {
             b"last".to_vec(),
         ])
         .await;
-        let first = pipe
-            .send(&request(1), Expect::Streamed, T)
-            .await
-            .unwrap()
-            .unwrap();
-        let second = pipe
-            .send(&request(2), Expect::Streamed, T)
-            .await
-            .unwrap()
-            .unwrap();
-        let third = pipe
-            .send(&request(3), Expect::Whole, T)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = sent(&pipe, 1, Expect::Streamed, T).await;
+        let second = sent(&pipe, 2, Expect::Streamed, T).await;
+        let third = sent(&pipe, 3, Expect::Whole, T).await;
         let Reply::Streamed(mut frame) = first.await.unwrap() else {
             panic!("a 1 MB answer was not streamed");
         };
@@ -572,12 +560,7 @@ mod tests {
         let (pipe, server) = pipe_to(3, |seen| seen).await;
         let mut pending = Vec::new();
         for c in [70, 71, 72] {
-            pending.push(
-                pipe.send(&request(c), Expect::Whole, T)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+            pending.push(sent(&pipe, c, Expect::Whole, T).await);
         }
         assert_eq!(pipe.in_flight(), 3);
         for (p, c) in pending.into_iter().zip([70, 71, 72]) {
@@ -597,22 +580,10 @@ mod tests {
     #[tokio::test]
     async fn a_request_waits_at_least_as_long_as_the_ones_before_it() {
         let (pipe, server) = pipe_to(3, |seen| seen).await;
-        let long = pipe
-            .send(&request(1), Expect::Whole, T * 4)
-            .await
-            .unwrap()
-            .unwrap();
-        let short = pipe
-            .send(&request(2), Expect::Whole, Duration::from_millis(1))
-            .await
-            .unwrap()
-            .unwrap();
+        let long = sent(&pipe, 1, Expect::Whole, T * 4).await;
+        let short = sent(&pipe, 2, Expect::Whole, Duration::from_millis(1)).await;
         assert_eq!(short.deadline, long.deadline);
-        let own = pipe
-            .send(&request(3), Expect::Whole, T * 8)
-            .await
-            .unwrap()
-            .unwrap();
+        let own = sent(&pipe, 3, Expect::Whole, T * 8).await;
         assert!(own.deadline > long.deadline);
         for p in [long, short, own] {
             p.await.unwrap();
@@ -623,16 +594,8 @@ mod tests {
     #[tokio::test]
     async fn an_answer_out_of_turn_fails_every_waiting_request_and_the_pipe() {
         let (pipe, server) = pipe_to(2, |seen| seen.into_iter().rev().collect()).await;
-        let first = pipe
-            .send(&request(1), Expect::Whole, T)
-            .await
-            .unwrap()
-            .unwrap();
-        let second = pipe
-            .send(&request(2), Expect::Whole, T)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = sent(&pipe, 1, Expect::Whole, T).await;
+        let second = sent(&pipe, 2, Expect::Whole, T).await;
         assert!(matches!(
             first.await,
             Err(UpstreamError::Correlation { .. })
@@ -647,22 +610,14 @@ mod tests {
     async fn a_closed_connection_fails_what_waits_and_a_timeout_breaks_the_pipe() {
         // The server closes after reading one request.
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe
-            .send(&request(5), Expect::Whole, T)
-            .await
-            .unwrap()
-            .unwrap();
+        let waiting = sent(&pipe, 5, Expect::Whole, T).await;
         server.abort();
         let e = waiting.await.unwrap_err();
         assert!(matches!(e, UpstreamError::Io(_)), "{e}");
         assert!(pipe.is_broken());
 
         let (pipe, server) = pipe_to(1, |_| Vec::new()).await;
-        let waiting = pipe
-            .send(&request(6), Expect::Whole, T)
-            .await
-            .unwrap()
-            .unwrap();
+        let waiting = sent(&pipe, 6, Expect::Whole, T).await;
         pipe.break_with(std::io::ErrorKind::TimedOut, "no answer in time");
         assert!(waiting.await.is_err());
         assert!(pipe.is_broken());
