@@ -408,6 +408,11 @@ async fn read_answer(
             return Err((kind, why));
         }
         left -= chunk.len();
+        if left == 0 {
+            // Before the last chunk goes: whoever writes it out may then
+            // give the connection back to the pool at once.
+            streaming(false);
+        }
         if !tx.is_closed() {
             let sent = tokio::time::timeout_at(waiter.deadline, tx.send(Ok(chunk.freeze()))).await;
             if sent.is_err() {
@@ -418,7 +423,6 @@ async fn read_answer(
             }
         }
     }
-    streaming(false);
     Ok(())
 }
 
@@ -541,6 +545,7 @@ mod tests {
             got.extend_from_slice(&chunk.unwrap());
         }
         assert!(got[8..] == big[..], "streamed bytes differ");
+
         // Small answers come whole even when they could have streamed.
         let Reply::Whole(a) = second.await.unwrap() else {
             panic!("a small answer was streamed");
@@ -552,6 +557,20 @@ mod tests {
         assert_eq!(&a[8..], b"last");
         assert_eq!(pipe.in_flight(), 0);
         assert!(!pipe.is_broken());
+        server.abort();
+
+        // Once the last byte is taken, the connection is free for the pool.
+        let (pipe, server) = pipe_answering(vec![big]).await;
+        let Reply::Streamed(mut frame) = sent(&pipe, 4, Expect::Streamed, T).await.await.unwrap()
+        else {
+            panic!("not streamed");
+        };
+        let mut rest = frame.take_rest().unwrap();
+        let mut left = rest.len;
+        while left > 0 {
+            left -= rest.chunks.recv().await.unwrap().unwrap().len();
+        }
+        assert_eq!(pipe.in_flight(), 0);
         server.abort();
     }
 
