@@ -82,8 +82,9 @@ struct Waiting {
     /// Why the connection cannot be used any more (its requests failed
     /// with this), once it cannot.
     broken: Option<(std::io::ErrorKind, String)>,
-    /// The rest of an answer is still being passed on.
-    streaming: bool,
+    /// An answer taken off `queue` is still being read (or, streamed,
+    /// passed on): the connection is not free for another borrower yet.
+    reading: bool,
 }
 
 struct Waiter {
@@ -91,6 +92,9 @@ struct Waiter {
     client_corr: i32,
     /// When the request's answer is overdue.
     deadline: Instant,
+    /// The request's own time limit: while a streamed answer's rest is
+    /// passed on, the longest wait for the next chunk from either side.
+    patience: Duration,
     streamed: bool,
     answer: oneshot::Sender<Answer>,
 }
@@ -151,7 +155,7 @@ impl Pipe {
     /// Requests sent and not answered yet.
     pub fn in_flight(&self) -> usize {
         let w = self.waiting();
-        w.queue.len() + usize::from(w.streaming)
+        w.queue.len() + usize::from(w.reading)
     }
 
     /// Gives the connection up: the requests waiting on it fail with
@@ -197,6 +201,7 @@ impl Pipe {
                     corr,
                     client_corr,
                     deadline,
+                    patience: timeout,
                     streamed: expect == Expect::Streamed,
                     answer: tx,
                 });
@@ -338,11 +343,14 @@ async fn read_answer(
         }
     };
     let got = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    let waiter = waiting
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .queue
-        .pop_front();
+    let waiter = {
+        let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.reading = true;
+        w.queue.pop_front()
+    };
+    // Cleared before the answer (or its last chunk) is handed on: whoever
+    // takes it may give the connection back to the pool at once.
+    let reading = |on: bool| waiting.lock().unwrap_or_else(|p| p.into_inner()).reading = on;
     let Some(waiter) = waiter else {
         return Err((
             std::io::ErrorKind::InvalidData,
@@ -369,6 +377,7 @@ async fn read_answer(
     frame.extend_from_slice(&waiter.client_corr.to_be_bytes());
     fill(rd, &mut frame, first).await.map_err(io)?;
     if first == total {
+        reading(false);
         // The requester may have given up (timed out): nothing to do.
         let _ = waiter.answer.send(Ok(Reply::Whole(frame)));
         return Ok(());
@@ -379,8 +388,6 @@ async fn read_answer(
         chunks,
         holds: None,
     };
-    let streaming = |on: bool| waiting.lock().unwrap_or_else(|p| p.into_inner()).streaming = on;
-    streaming(true);
     let _ = waiter
         .answer
         .send(Ok(Reply::Streamed(ResponseFrame::streamed(
@@ -388,13 +395,14 @@ async fn read_answer(
             rest,
         ))));
     // The rest is read whether or not anyone still wants it: the next
-    // answer starts after it. A client too slow to take it by the request's
-    // deadline gives the connection up.
+    // answer starts after it. An upstream or a client that makes no
+    // progress for the request's own time limit gives the connection up
+    // (a slow client may take longer than that in all).
     let mut left = total - first;
     while left > 0 {
         let mut chunk = BytesMut::with_capacity(left.min(STREAM_CHUNK));
         let want = chunk.capacity().min(left);
-        let read = tokio::time::timeout_at(waiter.deadline, fill(rd, &mut chunk, want)).await;
+        let read = tokio::time::timeout(waiter.patience, fill(rd, &mut chunk, want)).await;
         let failed = match read {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(io(e)),
@@ -409,12 +417,10 @@ async fn read_answer(
         }
         left -= chunk.len();
         if left == 0 {
-            // Before the last chunk goes: whoever writes it out may then
-            // give the connection back to the pool at once.
-            streaming(false);
+            reading(false);
         }
         if !tx.is_closed() {
-            let sent = tokio::time::timeout_at(waiter.deadline, tx.send(Ok(chunk.freeze()))).await;
+            let sent = tokio::time::timeout(waiter.patience, tx.send(Ok(chunk.freeze()))).await;
             if sent.is_err() {
                 return Err((
                     std::io::ErrorKind::TimedOut,
