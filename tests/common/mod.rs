@@ -429,11 +429,16 @@ impl Broker {
 
     pub fn restart(&mut self) {
         self.stop();
+        self.launch_again();
+    }
+
+    /// Starts the broker again on its ports. Listener ports come from the
+    /// ephemeral range, so while the broker is down another test's client
+    /// socket may take its port as a local one (and hold it through
+    /// TIME_WAIT, 60 s): the bind then fails. Tried again until the port is
+    /// free, as an operator would.
+    fn launch_again(&mut self) {
         let ports = self.ports();
-        // Listener ports come from the ephemeral range, so while the broker
-        // is down another test's client socket may take its port as a local
-        // one (and hold it through TIME_WAIT, 60 s): the bind then fails.
-        // Tried again until the port is free, as an operator would.
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let logged = self.log().len();
@@ -468,14 +473,12 @@ impl Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let ports = self.ports();
-        self.launch(&ports);
+        self.launch_again();
     }
 
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
-        let ports = self.ports();
-        self.launch(&ports);
+        self.launch_again();
     }
 
     pub fn connect(&self) -> TcpStream {
