@@ -53,7 +53,19 @@ pub fn encode_request(
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, ClientError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
-    let size = i32::from_be_bytes(len);
+    let size = response_size(len)?;
+    // Read into the buffer's spare room: zeroing megabytes first (a Fetch
+    // answer the gateway passes on) would only be written over.
+    let mut buf = BytesMut::with_capacity(size + 4);
+    buf.extend_from_slice(&len);
+    fill_to(r, &mut buf, size + 4).await?;
+    Ok(buf)
+}
+
+/// The size a response frame's prefix announces: a correlation id at
+/// least, at most [`MAX_RESPONSE`].
+pub fn response_size(prefix: [u8; 4]) -> Result<usize, ClientError> {
+    let size = i32::from_be_bytes(prefix);
     if size < 4 {
         return Err(ClientError::Protocol(format!("response size {size}")));
     }
@@ -61,17 +73,23 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, Cli
     if size > MAX_RESPONSE {
         return Err(ClientError::TooLarge(size));
     }
-    // Read into the buffer's spare room: zeroing megabytes first (a Fetch
-    // answer the gateway passes on) would only be written over.
-    let mut buf = BytesMut::with_capacity(size + 4);
-    buf.extend_from_slice(&len);
-    let mut rest = r.take(size as u64);
-    while buf.len() < size + 4 {
-        if rest.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    Ok(size)
+}
+
+/// Reads from `r` into the spare room of `buf` until it holds `len` bytes,
+/// and no further: what follows on the stream is the next frame's.
+pub async fn fill_to<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> std::io::Result<()> {
+    let mut part = r.take(len.saturating_sub(buf.len()) as u64);
+    while buf.len() < len {
+        if part.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// How connections are made: plaintext or TLS, which name the server's

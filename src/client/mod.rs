@@ -11,7 +11,9 @@ mod conn;
 pub mod scram;
 mod tls;
 
-pub use conn::{encode_request, read_frame, Connection, Connector, Stream, MAX_RESPONSE};
+pub use conn::{
+    encode_request, fill_to, read_frame, response_size, Connection, Connector, Stream, MAX_RESPONSE,
+};
 pub use scram::{SaltedPasswordCache, ScramClient, ScramClientError};
 pub use tls::tls_connector;
 

@@ -172,9 +172,11 @@ impl Gateway {
             ctx.api,
             ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster
         );
+        // The edge needs nothing of the answer: its bytes go to the client.
+        let passed_through_as_is = !needs_answer && !rewrites;
         let expect = if acks0 {
             Expect::Nothing
-        } else if !needs_answer && !rewrites && ctx.api == ApiKey::Fetch {
+        } else if passed_through_as_is && ctx.api == ApiKey::Fetch {
             // Passed through as bytes: a large one as it arrives.
             Expect::Streamed
         } else {
@@ -247,7 +249,7 @@ impl Gateway {
             Err(e) => return failed(api, version, target, &body, e),
         };
         drop(body);
-        if !needs_answer && !rewrites {
+        if passed_through_as_is {
             return Executed::Encoded(passed_through(answer));
         }
         let Reply::Whole(answer) = answer else {

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::upstream::UpstreamError;
-use crate::client::{Connection, Stream, MAX_RESPONSE};
+use crate::client::{fill_to, response_size, Connection, Stream};
 use crate::edge::{FrameRest, ResponseFrame};
 
 /// The answer to one request: its response frame (size prefix, header,
@@ -332,16 +332,8 @@ async fn read_answer(
     // Size and correlation id first: whether to stream depends on both.
     let mut head = [0u8; 8];
     rd.read_exact(&mut head).await.map_err(io)?;
-    let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let size = match usize::try_from(size) {
-        Ok(s) if (4..=MAX_RESPONSE).contains(&s) => s,
-        _ => {
-            return Err((
-                std::io::ErrorKind::InvalidData,
-                format!("upstream answer of {size} bytes"),
-            ))
-        }
-    };
+    let size = response_size([head[0], head[1], head[2], head[3]])
+        .map_err(|e| (std::io::ErrorKind::InvalidData, e.to_string()))?;
     let got = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
     let waiter = {
         let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -375,7 +367,7 @@ async fn read_answer(
     let mut frame = BytesMut::with_capacity(first);
     frame.extend_from_slice(&head[..4]);
     frame.extend_from_slice(&waiter.client_corr.to_be_bytes());
-    fill(rd, &mut frame, first).await.map_err(io)?;
+    fill_to(rd, &mut frame, first).await.map_err(io)?;
     if first == total {
         reading(false);
         // The requester may have given up (timed out): nothing to do.
@@ -402,7 +394,7 @@ async fn read_answer(
     while left > 0 {
         let mut chunk = BytesMut::with_capacity(left.min(STREAM_CHUNK));
         let want = chunk.capacity().min(left);
-        let read = tokio::time::timeout(waiter.patience, fill(rd, &mut chunk, want)).await;
+        let read = tokio::time::timeout(waiter.patience, fill_to(rd, &mut chunk, want)).await;
         let failed = match read {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(io(e)),
@@ -427,19 +419,6 @@ async fn read_answer(
                     "client did not take the answer in time".into(),
                 ));
             }
-        }
-    }
-    Ok(())
-}
-
-/// Reads into `buf` until it holds `len` bytes (no more: the stream's next
-/// bytes are the next answer's).
-async fn fill(rd: &mut ReadHalf<Stream>, buf: &mut BytesMut, len: usize) -> std::io::Result<()> {
-    let missing = len.saturating_sub(buf.len());
-    let mut part = rd.take(missing as u64);
-    while buf.len() < len {
-        if part.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
     Ok(())

@@ -573,11 +573,11 @@ impl ServerTlsStream {
         ready!(conn.poll_send(tcp, cx))?;
         let mut taken = 0;
         for part in parts {
+            if taken == WRITE_CHUNK {
+                break;
+            }
             let chunk = &part[..part.len().min(WRITE_CHUNK - taken)];
             if chunk.is_empty() {
-                if taken == WRITE_CHUNK {
-                    break;
-                }
                 continue;
             }
             match conn.step(tcp, Want::Write(chunk))? {
