@@ -47,11 +47,18 @@ fn name(s: &str) -> TopicName {
 
 /// `portcullis_fetch_session_requests_total{kind=...}` from the ops listener.
 fn session_count(backend: &Backend, kind: &str) -> u64 {
+    metric(
+        backend,
+        &format!("portcullis_fetch_session_requests_total{{kind=\"{kind}\"}}"),
+    )
+}
+
+/// One series of the broker's metrics (a counter).
+fn metric(backend: &Backend, series: &str) -> u64 {
     let (status, body) = common::http_get(backend.broker.ops_addr(), "/metrics").unwrap();
     assert_eq!(status, 200);
-    let series = format!("portcullis_fetch_session_requests_total{{kind=\"{kind}\"}} ");
     body.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {series} in the metrics"))
         .trim()
         .parse()
@@ -77,10 +84,32 @@ fn producer(backend: &Backend) -> BaseProducer {
 
 /// Produces `n` records to each partition of `topic` and waits for them.
 fn produce(backend: &Backend, topic: &str, partitions: &[i32], n: usize) {
+    produce_sized(backend, topic, partitions, n, 0);
+}
+
+/// `topic-partition-i`, padded with a pattern of that record's own to
+/// `len` bytes (if it is longer); `None` for a line no record has.
+fn value_of(line: &str, len: usize) -> Option<String> {
+    let id = line.split('.').next()?;
+    Some(padded(id, len))
+}
+
+fn padded(id: &str, len: usize) -> String {
+    let mut v = id.to_string();
+    let mut i = 0u64;
+    while v.len() < len {
+        v.push_str(&format!(".{}", i.wrapping_mul(2_654_435_761) % 1000));
+        i += 1;
+    }
+    v
+}
+
+/// `n` records on each partition, values of `len` bytes (see `value_of`).
+fn produce_sized(backend: &Backend, topic: &str, partitions: &[i32], n: usize, len: usize) {
     let p = producer(backend);
     for &part in partitions {
         for i in 0..n {
-            let value = format!("{topic}-{part}-{i}");
+            let value = padded(&format!("{topic}-{part}-{i}"), len);
             loop {
                 match p.send(
                     BaseRecord::<(), str>::to(topic)
@@ -418,21 +447,37 @@ fn session_bounds_hold() {
     });
 }
 
-/// Kafka's Java consumer (the console consumer) reads a topic of many
-/// partitions in incremental sessions, and reads every record.
-fn java_consumer(backend: &Backend, dir: &std::path::Path) {
-    const PARTITIONS: i32 = 24;
-    const PER_PARTITION: usize = 25;
+/// What a Java consumer reads in [`java_reads`].
+struct JavaRead<'a> {
+    topic: &'a str,
+    partitions: i32,
+    per_partition: usize,
+    /// Bytes of each record's value.
+    value_len: usize,
+    /// Consumer properties beyond the login.
+    props: &'a [(&'a str, &'a str)],
+}
+
+/// Kafka's Java consumer (the console consumer) reads every record of a
+/// topic, each intact, in incremental sessions. Returns the sessions it
+/// opened and the incremental fetches it made.
+fn java_reads(backend: &Backend, dir: &std::path::Path, read: JavaRead<'_>) -> (u64, u64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut conn = client(backend).await;
-        create_topics(&mut conn, &[("fs-java", PARTITIONS)]).await;
+        create_topics(&mut conn, &[(read.topic, read.partitions)]).await;
     });
-    let all: Vec<i32> = (0..PARTITIONS).collect();
-    produce(backend, "fs-java", &all, PER_PARTITION);
+    let all: Vec<i32> = (0..read.partitions).collect();
+    produce_sized(
+        backend,
+        read.topic,
+        &all,
+        read.per_partition,
+        read.value_len,
+    );
     let before = session_count(backend, "incremental");
     let new_before = session_count(backend, "new");
-    let props = dir.join("alice.properties");
+    let props = dir.join(format!("{}.properties", read.topic));
     let ca = backend.broker.ca_file();
     write_client_properties(
         &props,
@@ -441,11 +486,9 @@ fn java_consumer(backend: &Backend, dir: &std::path::Path) {
             password: ALICE.1,
             ca: &ca,
         },
-        // One batch per answer: many fetches, each carrying a few of the
-        // session's partitions.
-        &[("fetch.max.bytes", "1")],
+        read.props,
     );
-    let total = PARTITIONS as usize * PER_PARTITION;
+    let total = read.partitions as usize * read.per_partition;
     let run = run_tool(
         tools::CONSOLE_CONSUMER,
         &[
@@ -454,14 +497,14 @@ fn java_consumer(backend: &Backend, dir: &std::path::Path) {
             "--command-config",
             props.to_str().unwrap(),
             "--topic",
-            "fs-java",
+            read.topic,
             "--from-beginning",
             "--max-messages",
             &total.to_string(),
             "--timeout-ms",
             "60000",
             "--group",
-            "fs-java-readers",
+            &format!("{}-readers", read.topic),
         ],
         "",
     );
@@ -472,9 +515,19 @@ fn java_consumer(backend: &Backend, dir: &std::path::Path) {
     got.sort_unstable();
     got.dedup();
     assert_eq!(got.len(), total, "{run}");
+    for line in &got {
+        assert!(
+            value_of(line, read.value_len).as_deref() == Some(*line),
+            "a record came back altered: {}...",
+            &line[..line.len().min(60)]
+        );
+    }
     let incremental = session_count(backend, "incremental") - before;
     let opened = session_count(backend, "new") - new_before;
-    eprintln!("java consumer: {opened} sessions opened, {incremental} incremental fetches");
+    eprintln!(
+        "java consumer of {}: {opened} sessions opened, {incremental} incremental fetches",
+        read.topic
+    );
     assert!(incremental > 0, "no incremental fetch");
     // A consumer that found our answers broken would start over with a
     // new full session after each one.
@@ -486,6 +539,24 @@ fn java_consumer(backend: &Backend, dir: &std::path::Path) {
         !run.stderr.contains("invalid"),
         "the consumer complained: {}",
         run.stderr
+    );
+    (opened, incremental)
+}
+
+/// Kafka's Java consumer reads a topic of many partitions in incremental
+/// sessions, one batch per answer: many fetches, each carrying a few of
+/// the session's partitions.
+fn java_consumer(backend: &Backend, dir: &std::path::Path) {
+    java_reads(
+        backend,
+        dir,
+        JavaRead {
+            topic: "fs-java",
+            partitions: 24,
+            per_partition: 25,
+            value_len: 0,
+            props: &[("fetch.max.bytes", "1")],
+        },
     );
 }
 
@@ -503,4 +574,30 @@ fn java_consumer_through_gateway() {
     let backend = Backend::gateway("fs-java-gw", &dir.path().join("gateway"), 1);
     backend.add_user(ALICE.0, ALICE.1, 2);
     java_consumer(&backend, dir.path());
+    // Answers of megabytes: the gateway passes them to the consumer as
+    // they arrive, uncut, reading them as they pass (the session learns
+    // what the consumer was told; the records-read metrics count them).
+    let streamed = || metric(&backend, "portcullis_upstream_streamed_answers_total");
+    let streamed_before = streamed();
+    let (per_partition, value_len) = (150, 10_000);
+    java_reads(
+        &backend,
+        dir.path(),
+        JavaRead {
+            topic: "fs-java-large",
+            partitions: 4,
+            per_partition,
+            value_len,
+            props: &[],
+        },
+    );
+    assert!(streamed() > streamed_before, "no answer was streamed");
+    let counted = metric(
+        &backend,
+        "portcullis_topic_records_out_total{topic=\"fs-java-large\"}",
+    );
+    assert!(
+        counted >= 4 * per_partition as u64,
+        "{counted} records counted as read"
+    );
 }

@@ -26,6 +26,11 @@ pub struct Allowed {
     /// back end that has the answer as bytes may pass them through when
     /// this is false.
     pub needs_answer: bool,
+    /// A large Fetch answer may come back as bytes still arriving
+    /// ([`Executed::Encoded`]) even though `needs_answer` is true: the edge
+    /// reads what it needs of it as it passes (a fetch session's answer,
+    /// `edge::fetch_walk`); a whole one it still wants decoded.
+    pub takes_streamed: bool,
     /// The edge needs nothing of the answer while it handles the request
     /// (`needs_answer` is false and no fetch quota is counted from it): a
     /// back end may hand the answer back as [`Executed::Later`], and the
@@ -46,7 +51,8 @@ pub enum Executed {
     Silent,
     Answer(ResponseKind),
     /// A size-prefixed response frame, passed through unchanged (only
-    /// when `needs_answer` was false); a large one possibly still arriving.
+    /// when `needs_answer` was false, or, still arriving, `takes_streamed`
+    /// was true); a large one possibly still arriving.
     Encoded(super::ResponseFrame),
     /// The answer comes later (an acks=all produce waiting for its fsync,
     /// a request forwarded upstream); the connection goes on reading

@@ -34,8 +34,9 @@ pub struct RequestContext<'a> {
     /// Policy violations recorded for this request so far (bounded).
     pub policy_records: std::sync::atomic::AtomicU32,
     /// The connection's incremental fetch sessions (requests on one
-    /// connection are handled one at a time: never contended).
-    pub fetch_sessions: Mutex<&'a mut crate::edge::fetch_session::FetchSessions>,
+    /// connection are handled one at a time; shared only with the walk of
+    /// an answer still passing to the client, `data::watch_fetch`).
+    pub fetch_sessions: &'a crate::edge::fetch_session::SharedFetchSessions,
     /// What the back end keeps for this connection between requests.
     pub backend_slot: Mutex<&'a mut crate::edge::backend::ConnectionSlot>,
 }
@@ -54,7 +55,7 @@ impl<'a> RequestContext<'a> {
 
     pub fn fetch_sessions(
         &self,
-    ) -> std::sync::MutexGuard<'_, &'a mut crate::edge::fetch_session::FetchSessions> {
+    ) -> std::sync::MutexGuard<'_, crate::edge::fetch_session::FetchSessions> {
         self.fetch_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -12,8 +12,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::fetch_session::{Begin, Finished};
-use super::plan::{merge_into, refuse_or_forward, split, split_policy, Fix, Plan};
+use super::fetch_walk::FetchWalk;
+use super::plan::{merge_into, refuse_or_forward, split, split_policy, Fix, Fixup, Plan};
 use super::refusals;
+use super::response::{patch_fetch_head, ResponseFrame};
 use crate::acl::{Operation, ResourceType};
 use crate::edge::{errors, RequestContext};
 use crate::policy::ProduceFacts;
@@ -165,29 +167,113 @@ pub fn fetch(ctx: &RequestContext<'_>, mut r: FetchRequest) -> Plan {
     };
     // In a session the refusals go in before the answer is cut down to
     // what changed: a refused partition is always shown.
+    // Nothing refused: an answer passed on as bytes needs nothing merged,
+    // so a large one may go to the client uncut as it arrives.
+    let uncut_allowed = refused.is_empty();
     let finish = move |resp: &mut FetchResponse, ctx: &RequestContext<'_>| {
         resp.responses.extend(refused);
         let done = ctx.fetch_sessions().finish(id, new, resp);
-        ctx.broker.metrics.fetch_session(match done {
-            Finished::New => "new",
-            Finished::Incremental => "incremental",
-            Finished::Closed => "closed",
-        });
+        ctx.broker.metrics.fetch_session(session_label(done));
     };
     if nothing_left {
         let mut resp = FetchResponse::default();
         finish(&mut resp, ctx);
         return Plan::local(ResponseKind::Fetch(resp));
     }
+    let cut: Fixup = Box::new(move |resp, ctx| {
+        if let ResponseKind::Fetch(f) = resp {
+            finish(f, ctx);
+        }
+    });
     Plan::Forward {
         body: RequestKind::Fetch(r),
         changed: true,
-        fix: Some(Fix::Filter(Box::new(move |resp, ctx| {
-            if let ResponseKind::Fetch(f) = resp {
-                finish(f, ctx);
+        fix: Some(if uncut_allowed {
+            Fix::Session {
+                cut,
+                session: (id, new),
             }
-        }))),
+        } else {
+            Fix::Filter(cut)
+        }),
     }
+}
+
+fn session_label(done: Finished) -> &'static str {
+    match done {
+        Finished::New => "new",
+        Finished::Incremental => "incremental",
+        Finished::Closed => "closed",
+    }
+}
+
+/// A Fetch answer the back end passed on as bytes (the gateway's, from its
+/// upstream): read as it goes to the client (`fetch_walk`), for the
+/// records-read metrics and, in a session (`session`: its id, and whether
+/// it is new), for what the session's next answer must carry. The answer
+/// is not cut down; it gets the session's id.
+pub(super) fn watch_fetch(
+    ctx: &RequestContext<'_>,
+    mut frame: ResponseFrame,
+    session: Option<(i32, bool)>,
+) -> ResponseFrame {
+    let mut walk = FetchWalk::new(ctx.version);
+    for part in frame.in_hand() {
+        walk.feed(part);
+    }
+    let sessions = ctx.fetch_sessions.clone();
+    if let Some((id, new)) = session {
+        // The head is in hand (a streamed answer's first part is far
+        // larger): an answer the walk cannot read closes the session.
+        let code = walk
+            .error_code()
+            .unwrap_or(ResponseError::UnknownServerError.code());
+        let (to_client, done) = ctx.fetch_sessions().passing(id, new, code);
+        ctx.broker.metrics.fetch_session(session_label(done));
+        if to_client != 0 {
+            let version = ctx.version;
+            frame = frame.map_head(|head| {
+                patch_fetch_head(head, version, 6, |_| to_client).unwrap_or_else(|h| h)
+            });
+        }
+    }
+    let metrics = ctx.broker.metrics.clone();
+    let principal = principal_label(ctx).to_string();
+    let finish = move |walk: FetchWalk| {
+        let walked = walk.finish();
+        if let Some((id, _)) = session {
+            let told = walked.as_ref().ok().map(|w| &w.partitions[..]);
+            sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .passed(id, told);
+        }
+        match walked {
+            Ok(w) => {
+                for read in w.read {
+                    metrics.fetched_totals(&read.topic, &principal, read.bytes, read.records);
+                }
+            }
+            Err(e) => tracing::debug!("Fetch answer passed on unread: {e}"),
+        }
+    };
+    if !frame.has_rest() {
+        finish(walk);
+        return frame;
+    }
+    let mut walk = Some(walk);
+    let mut finish = Some(finish);
+    frame.watch_rest(Box::new(move |bytes, last| {
+        if let Some(w) = &mut walk {
+            w.feed(bytes);
+        }
+        if last {
+            if let (Some(w), Some(f)) = (walk.take(), finish.take()) {
+                f(w);
+            }
+        }
+    }));
+    frame
 }
 
 /// A Fetch answered with a throttle and nothing else (`throttled`): in a

@@ -23,6 +23,8 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use super::fetch_walk::Told;
+
 /// A Fetch outside any session (`session_id` 0).
 const INVALID_SESSION_ID: i32 = 0;
 /// A full Fetch that asks for a new session.
@@ -57,8 +59,8 @@ impl Cached {
 
     /// Whether an incremental answer must carry this partition, remembering
     /// what it carries (Kafka's `maybeUpdateResponseData`).
-    fn must_respond(&mut self, p: &PartitionData) -> bool {
-        let mut must = p.records.as_ref().is_some_and(|r| !r.is_empty());
+    fn must_respond(&mut self, p: &Told) -> bool {
+        let mut must = p.records || p.redirects;
         if self.high_watermark != p.high_watermark {
             self.high_watermark = p.high_watermark;
             must = true;
@@ -71,15 +73,24 @@ impl Cached {
             self.log_start_offset = p.log_start_offset;
             must = true;
         }
-        if p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0 {
-            must = true;
-        }
         if p.error_code != 0 {
             // Sent again once the error is gone.
             self.high_watermark = -1;
             must = true;
         }
         must
+    }
+}
+
+/// What a decoded answer tells the client of one partition.
+fn told(p: &PartitionData) -> Told {
+    Told {
+        error_code: p.error_code,
+        high_watermark: p.high_watermark,
+        last_stable_offset: p.last_stable_offset,
+        log_start_offset: p.log_start_offset,
+        records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
+        redirects: p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0,
     }
 }
 
@@ -92,6 +103,21 @@ struct Session {
     /// always favour the same ones (as Kafka reorders its sessions).
     partitions: IndexMap<Key, Cached>,
 }
+
+impl Session {
+    /// Partitions that just returned records go to the end of the order.
+    fn move_to_end(&mut self, moved: Vec<Key>) {
+        for key in moved {
+            if let Some((k, v)) = self.partitions.shift_remove_entry(&key) {
+                self.partitions.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A connection's fetch sessions, shared with the walk of an answer still
+/// passing to the client.
+pub type SharedFetchSessions = std::sync::Arc<std::sync::Mutex<FetchSessions>>;
 
 /// The fetch sessions of one connection.
 #[derive(Default)]
@@ -219,8 +245,9 @@ impl FetchSessions {
                     // answer.
                     return false;
                 };
-                let must = cached.must_respond(p);
-                if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                let told = told(p);
+                let must = cached.must_respond(&told);
+                if told.records {
                     moved.push(key);
                 }
                 new || must
@@ -229,17 +256,62 @@ impl FetchSessions {
         if !new {
             resp.responses.retain(|t| !t.partitions.is_empty());
         }
-        for key in moved {
-            if let Some((k, v)) = session.partitions.shift_remove_entry(&key) {
-                session.partitions.insert(k, v);
-            }
-        }
+        session.move_to_end(moved);
         resp.session_id = id;
         if new {
             Finished::New
         } else {
             Finished::Incremental
         }
+    }
+
+    /// An answer passed to the client as bytes, uncut (`fetch_walk`), once
+    /// its head is known: every partition is in it, which an incremental
+    /// answer may carry. Returns the session id the answer must carry.
+    pub fn passing(&mut self, id: i32, new: bool, error_code: i16) -> (i32, Finished) {
+        let Some(at) = self.sessions.iter().position(|s| s.id == id) else {
+            return (INVALID_SESSION_ID, Finished::Closed);
+        };
+        if error_code != 0 {
+            self.sessions.remove(at);
+            return (INVALID_SESSION_ID, Finished::Closed);
+        }
+        (
+            id,
+            if new {
+                Finished::New
+            } else {
+                Finished::Incremental
+            },
+        )
+    }
+
+    /// What an answer passed as bytes told the client, read from it as it
+    /// passed (before its last byte was written: the client's next Fetch
+    /// in the session finds it). `None`: the answer could not be read, so
+    /// nothing told is trusted and the next answer carries every
+    /// partition.
+    pub fn passed(&mut self, id: i32, told: Option<&[(TopicName, i32, Told)]>) {
+        let Some(session) = self.sessions.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        let Some(told) = told else {
+            for cached in session.partitions.values_mut() {
+                cached.high_watermark = -1;
+            }
+            return;
+        };
+        let mut moved: Vec<Key> = Vec::new();
+        for (topic, partition, told) in told {
+            let key = (topic.clone(), *partition);
+            if let Some(cached) = session.partitions.get_mut(&key) {
+                cached.must_respond(told);
+                if told.records {
+                    moved.push(key);
+                }
+            }
+        }
+        session.move_to_end(moved);
     }
 
     /// A Fetch answered, before any back end sees it, with a throttle and
@@ -388,6 +460,77 @@ mod tests {
         let mut resp = answer(&[("a", 1, 3, false), ("a", 0, 5, false)]);
         s.finish(id, false, &mut resp);
         assert_eq!(shown(&resp), vec![("a".to_string(), 1)]);
+    }
+
+    fn told(hw: i64, records: bool) -> Told {
+        Told {
+            high_watermark: hw,
+            // As a decoded answer's defaults.
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records,
+            ..Told::default()
+        }
+    }
+
+    /// What an answer passed uncut told the client counts as told: the
+    /// next cut answer leaves out what it already said; one that could not
+    /// be read makes the next answer carry everything.
+    #[test]
+    fn answers_passed_uncut_count_as_told() {
+        let mut s = FetchSessions::default();
+        let mut r = request(0, 0, &[("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]);
+        let Begin::InSession { id, new: true } = s.begin(&mut r, 10) else {
+            panic!("no session");
+        };
+        assert_eq!(s.passing(id, true, 0), (id, Finished::New));
+        s.passed(
+            id,
+            Some(&[
+                (name("a"), 0, told(5, true)),
+                (name("a"), 1, told(0, false)),
+                (name("b"), 0, told(0, false)),
+            ]),
+        );
+        // a-0 returned records: it goes to the end of the next request.
+        let mut r = request(id, 1, &[]);
+        s.begin(&mut r, 10);
+        let order: Vec<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.to_string(), p.partition))
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![("a".into(), 1), ("b".into(), 0), ("a".into(), 0)]
+        );
+        let mut resp = answer(&[("a", 1, 0, false), ("b", 0, 0, false), ("a", 0, 5, false)]);
+        assert_eq!(s.finish(id, false, &mut resp), Finished::Incremental);
+        assert!(shown(&resp).is_empty(), "{:?}", shown(&resp));
+
+        // An answer that could not be read: the next one shows all.
+        let mut r = request(id, 2, &[]);
+        s.begin(&mut r, 10);
+        assert_eq!(s.passing(id, false, 0), (id, Finished::Incremental));
+        s.passed(id, None);
+        let mut r = request(id, 3, &[]);
+        s.begin(&mut r, 10);
+        let mut resp = answer(&[("a", 1, 0, false), ("b", 0, 0, false), ("a", 0, 5, false)]);
+        s.finish(id, false, &mut resp);
+        assert_eq!(shown(&resp).len(), 3);
+
+        // An error in the answer's head closes the session.
+        let mut r = request(id, 4, &[]);
+        s.begin(&mut r, 10);
+        assert_eq!(s.passing(id, false, 71), (0, Finished::Closed));
+        assert_eq!(
+            s.begin(&mut request(id, 5, &[]), 10),
+            Begin::Error(ResponseError::FetchSessionIdNotFound.code())
+        );
     }
 
     #[test]

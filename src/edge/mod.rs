@@ -16,6 +16,7 @@ pub mod context;
 mod data;
 pub mod errors;
 pub mod fetch_session;
+pub mod fetch_walk;
 mod groups;
 mod metadata;
 pub mod plan;
@@ -73,7 +74,7 @@ pub struct Edge {
 #[derive(Default)]
 pub struct ConnectionState {
     pub quota: ConnectionQuota,
-    pub fetch_sessions: fetch_session::FetchSessions,
+    pub fetch_sessions: fetch_session::SharedFetchSessions,
     pub backend: backend::ConnectionSlot,
 }
 
@@ -189,7 +190,7 @@ pub async fn handle_frame(
         acls: broker.acls.snapshot().clone(),
         policies: broker.policies.snapshot(),
         policy_records: Default::default(),
-        fetch_sessions: std::sync::Mutex::new(fetch_sessions),
+        fetch_sessions,
         backend_slot: std::sync::Mutex::new(backend_slot),
         audit: Default::default(),
         // Before login nothing is spent (Kafka's authenticator answers those
@@ -314,11 +315,14 @@ async fn through_backend(
     let throttles = ctx.quota.throttle_ms() > 0 || ctx.quota.times_requests();
     data::count_produced(ctx, &body);
     let needs_answer = fix.is_some() || audit_needs_it || throttles && !throttle::is_fetch(api);
+    // A session's large answer may pass uncut, read as it goes.
+    let takes_streamed = matches!(fix, Some(Fix::Session { .. })) && !audit_needs_it;
     let allowed = Allowed {
         frame,
         body,
         changed,
         needs_answer,
+        takes_streamed,
         // A Fetch's answer is counted against the consumer's quota here.
         may_answer_later: !needs_answer && !throttle::is_fetch(api),
     };
@@ -368,6 +372,16 @@ async fn through_backend(
             encode_response(api, version, correlation_id, &resp)
         }
         Executed::Encoded(frame) => {
+            let frame = match (api, fix) {
+                (ApiKey::Fetch, Some(Fix::Session { session, .. })) => {
+                    data::watch_fetch(ctx, frame, Some(session))
+                }
+                (ApiKey::Fetch, None) => data::watch_fetch(ctx, frame, None),
+                (_, None) => frame,
+                (_, Some(_)) => {
+                    return Outcome::Close(format!("{api:?}: an answer to fix came as bytes"))
+                }
+            };
             flush_audit(broker, ctx, None).await;
             Outcome::Respond(frame)
         }

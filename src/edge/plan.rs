@@ -22,13 +22,18 @@ pub enum Fix {
     Merge(Merge),
     /// Filters or rewrites with the request's context.
     Filter(Fixup),
+    /// A Fetch in a session: a decoded answer is cut down to what changed
+    /// (`cut`); an answer the back end streams as bytes is read as it
+    /// passes instead and goes to the client uncut (`session`: its id, and
+    /// whether it is new).
+    Session { cut: Fixup, session: (i32, bool) },
 }
 
 impl Fix {
     pub fn apply(self, resp: &mut ResponseKind, ctx: &RequestContext<'_>) {
         match self {
             Fix::Merge(f) => f(resp),
-            Fix::Filter(f) => f(resp, ctx),
+            Fix::Filter(f) | Fix::Session { cut: f, .. } => f(resp, ctx),
         }
     }
 
@@ -36,7 +41,7 @@ impl Fix {
     pub fn into_merge(self) -> Option<Merge> {
         match self {
             Fix::Merge(f) => Some(f),
-            Fix::Filter(_) => {
+            Fix::Filter(_) | Fix::Session { .. } => {
                 debug_assert!(false, "a filtering fix on a deferred answer");
                 None
             }

@@ -55,6 +55,33 @@ pub struct FrameRest {
     /// What must live until the rest came (the gateway's upstream
     /// connection, which goes back to its pool only then).
     pub holds: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Sees each chunk before it is written (`true`: the last one).
+    pub watch: Option<RestWatch>,
+}
+
+/// Reads a frame's rest as it passes: each chunk, and whether it is the
+/// last, before the client receives it.
+pub type RestWatch = Box<dyn FnMut(&[u8], bool) + Send + Sync>;
+
+impl FrameRest {
+    pub fn new(
+        len: usize,
+        chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> FrameRest {
+        FrameRest {
+            len,
+            chunks,
+            holds: None,
+            watch: None,
+        }
+    }
+
+    /// A chunk arrived: shown to the watch (if any) before it is written.
+    pub fn arrived(&mut self, chunk: &[u8], last: bool) {
+        if let Some(watch) = &mut self.watch {
+            watch(chunk, last);
+        }
+    }
 }
 
 impl std::fmt::Debug for FrameRest {
@@ -86,6 +113,24 @@ impl ResponseFrame {
         if let Some(rest) = &mut self.rest {
             rest.holds = Some(what);
         }
+    }
+
+    /// Has `watch` read the rest of the frame as it passes (if there is
+    /// a rest).
+    pub fn watch_rest(&mut self, watch: RestWatch) {
+        if let Some(rest) = &mut self.rest {
+            rest.watch = Some(watch);
+        }
+    }
+
+    /// Some of the frame is still to come.
+    pub fn has_rest(&self) -> bool {
+        self.rest.is_some()
+    }
+
+    /// The bytes in hand, in order.
+    pub fn in_hand(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|p| &p[..])
     }
 
     /// Rewrites the first part (the frame's header and first fields).
@@ -229,6 +274,40 @@ impl ByteBufMut for PartsWriter<'_> {
         self.scratch.resize(r.len(), 0);
         &mut self.scratch[..]
     }
+}
+
+/// Rewrites one `i32` field in the head of an encoded Fetch answer (size
+/// prefix, correlation id, header tags from v12, then the body): the one
+/// `after` bytes into the body (0: `throttle_time_ms`; 6: `session_id`,
+/// from v7). `Err` (the frame unchanged) when it is not laid out that way.
+pub fn patch_fetch_head(
+    frame: Bytes,
+    version: i16,
+    after: usize,
+    value: impl FnOnce(i32) -> i32,
+) -> Result<Bytes, Bytes> {
+    if version < 1 || after > 0 && version < 7 {
+        return Err(frame);
+    }
+    // v12+ responses have header v1: an (empty) tagged-field count.
+    let at = if version >= 12 {
+        if frame.get(8) != Some(&0) {
+            return Err(frame);
+        }
+        9
+    } else {
+        8
+    } + after;
+    if frame.len() < at + 4 {
+        return Err(frame);
+    }
+    let old = i32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    // The head is usually this frame's own: rewritten in place.
+    let mut out = frame
+        .try_into_mut()
+        .unwrap_or_else(|f| BytesMut::from(&f[..]));
+    out[at..at + 4].copy_from_slice(&value(old).to_be_bytes());
+    Ok(out.freeze())
 }
 
 pub fn encode_response(

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseKind};
 
 /// Sets `throttle_time_ms` on any answer that has one (a back end's own
@@ -94,26 +94,8 @@ pub fn throttled_fetch(ms: u64) -> ResponseKind {
 /// from a back end (size prefix, correlation id, header tags from v12,
 /// then the throttle). `None` when the frame is not laid out that way.
 pub fn patch_encoded_fetch(frame: Bytes, version: i16, ms: u64) -> Result<Bytes, Bytes> {
-    if version < 1 {
-        return Err(frame);
-    }
-    // v12+ responses have header v1: an (empty) tagged-field count.
-    let at = if version >= 12 {
-        if frame.get(8) != Some(&0) {
-            return Err(frame);
-        }
-        9
-    } else {
-        8
-    };
-    if frame.len() < at + 4 {
-        return Err(frame);
-    }
-    let old = i32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
-    let ms = i32::try_from(ms).unwrap_or(i32::MAX).max(old);
-    let mut out = BytesMut::from(&frame[..]);
-    out[at..at + 4].copy_from_slice(&ms.to_be_bytes());
-    Ok(out.freeze())
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    super::response::patch_fetch_head(frame, version, 0, |old| ms.max(old))
 }
 
 /// Whether a request's answer is counted against `consumer_byte_rate`.

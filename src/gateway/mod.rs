@@ -165,6 +165,7 @@ impl Gateway {
             body,
             changed,
             needs_answer,
+            takes_streamed,
             may_answer_later,
         } = allowed;
         let acks0 = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
@@ -176,7 +177,7 @@ impl Gateway {
         let passed_through_as_is = !needs_answer && !rewrites;
         let expect = if acks0 {
             Expect::Nothing
-        } else if passed_through_as_is && ctx.api == ApiKey::Fetch {
+        } else if (passed_through_as_is || takes_streamed) && ctx.api == ApiKey::Fetch {
             // Passed through as bytes: a large one as it arrives.
             Expect::Streamed
         } else {
@@ -252,9 +253,14 @@ impl Gateway {
         if passed_through_as_is {
             return Executed::Encoded(passed_through(answer));
         }
-        let Reply::Whole(answer) = answer else {
+        let answer = match answer {
+            Reply::Whole(answer) => answer,
+            // The edge reads it as it passes.
+            Reply::Streamed(frame) if takes_streamed => return Executed::Encoded(frame),
             // Only answers passed through are asked for in parts.
-            return Executed::Close(format!("upstream {:?} answer not whole", ctx.api));
+            Reply::Streamed(_) => {
+                return Executed::Close(format!("upstream {:?} answer not whole", ctx.api))
+            }
         };
         let mut resp = match decode_response(ctx, answer) {
             Ok(r) => r,

@@ -375,11 +375,7 @@ async fn read_answer(
         return Ok(());
     }
     let (tx, chunks) = tokio::sync::mpsc::channel(STREAM_AHEAD);
-    let rest = FrameRest {
-        len: total - first,
-        chunks,
-        holds: None,
-    };
+    let rest = FrameRest::new(total - first, chunks);
     let _ = waiter
         .answer
         .send(Ok(Reply::Streamed(ResponseFrame::streamed(

@@ -512,6 +512,11 @@ impl Metrics {
     /// Record batches fetched from `topic`.
     pub fn fetched(&self, topic: &str, principal: &str, records: &[u8]) {
         let (bytes, count) = batch_totals(records);
+        self.fetched_totals(topic, principal, bytes, count);
+    }
+
+    /// Records read, as [`batch_totals`] counts them.
+    pub fn fetched_totals(&self, topic: &str, principal: &str, bytes: u64, count: u64) {
         if bytes == 0 {
             return;
         }

@@ -389,6 +389,7 @@ async fn write_rest<S: AsyncWrite + Unpin>(
             _ => return Err(std::io::Error::other("the rest of the answer did not come")),
         };
         left -= chunk.len();
+        rest.arrived(&chunk, left == 0);
         wr.write_all(&chunk).await?;
     }
     Ok(())
