@@ -83,8 +83,20 @@ pub async fn fill_to<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     len: usize,
 ) -> std::io::Result<()> {
-    let mut part = r.take(len.saturating_sub(buf.len()) as u64);
-    while buf.len() < len {
+    fill_between(r, buf, len, len).await
+}
+
+/// Reads from `r` into `buf` until it holds at least `at_least` bytes,
+/// taking what each read brings up to `at_most` and no further.
+pub async fn fill_between<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    at_least: usize,
+    at_most: usize,
+) -> std::io::Result<()> {
+    buf.reserve(at_most.saturating_sub(buf.len()));
+    let mut part = r.take(at_most.saturating_sub(buf.len()) as u64);
+    while buf.len() < at_least {
         if part.read_buf(buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

@@ -12,7 +12,8 @@ pub mod scram;
 mod tls;
 
 pub use conn::{
-    encode_request, fill_to, read_frame, response_size, Connection, Connector, Stream, MAX_RESPONSE,
+    encode_request, fill_between, fill_to, read_frame, response_size, Connection, Connector,
+    Stream, MAX_RESPONSE,
 };
 pub use scram::{SaltedPasswordCache, ScramClient, ScramClientError};
 pub use tls::tls_connector;

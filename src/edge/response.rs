@@ -146,7 +146,8 @@ impl ResponseFrame {
         self
     }
 
-    fn push(&mut self, part: Bytes) {
+    /// Appends a part.
+    pub fn push(&mut self, part: Bytes) {
         if !part.is_empty() {
             self.len += part.len();
             self.parts.push_back(part);

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::upstream::UpstreamError;
-use crate::client::{fill_to, response_size, Connection, Stream};
+use crate::client::{fill_between, fill_to, response_size, Connection, Stream};
 use crate::edge::{FrameRest, ResponseFrame};
 
 /// The answer to one request: its response frame (size prefix, header,
@@ -54,13 +54,18 @@ pub enum Expect {
 /// request allows it.
 const STREAM_MIN: usize = 256 * 1024;
 
-/// The first part of a streamed answer (its header and first fields are
-/// in it), and the size of the chunks of the rest.
+/// The largest piece of a streamed answer: each piece goes on with what
+/// one read brought (a relay that waits to fill larger pieces adds their
+/// time to every answer's round trip).
 const STREAM_CHUNK: usize = 128 * 1024;
 
-/// Chunks read ahead of the client: a slow client holds the upstream
+/// A streamed answer's first piece holds at least this much (or the whole
+/// answer): its header and first fields, which the edge reads and patches.
+const STREAM_HEAD: usize = 64;
+
+/// Pieces read ahead of the client: a slow client holds the upstream
 /// connection (its own lease) rather than the gateway's memory.
-const STREAM_AHEAD: usize = 4;
+const STREAM_AHEAD: usize = 8;
 
 pub struct Pipe {
     /// Held while one request is written, so that requests go out whole
@@ -359,15 +364,18 @@ async fn read_answer(
         return Err((std::io::ErrorKind::InvalidData, why));
     }
     let total = 4 + size;
-    let first = if waiter.streamed && total >= STREAM_MIN {
-        STREAM_CHUNK
-    } else {
-        total
-    };
-    let mut frame = BytesMut::with_capacity(first);
+    let streamed = waiter.streamed && total >= STREAM_MIN;
+    let mut frame = BytesMut::with_capacity(if streamed { STREAM_CHUNK } else { total });
     frame.extend_from_slice(&head[..4]);
     frame.extend_from_slice(&waiter.client_corr.to_be_bytes());
-    fill_to(rd, &mut frame, first).await.map_err(io)?;
+    if streamed {
+        fill_between(rd, &mut frame, STREAM_HEAD, STREAM_CHUNK)
+            .await
+            .map_err(io)?;
+    } else {
+        fill_to(rd, &mut frame, total).await.map_err(io)?;
+    }
+    let first = frame.len();
     if first == total {
         reading(false);
         // The requester may have given up (timed out): nothing to do.
@@ -388,9 +396,9 @@ async fn read_answer(
     // (a slow client may take longer than that in all).
     let mut left = total - first;
     while left > 0 {
-        let mut chunk = BytesMut::with_capacity(left.min(STREAM_CHUNK));
-        let want = chunk.capacity().min(left);
-        let read = tokio::time::timeout(waiter.patience, fill_to(rd, &mut chunk, want)).await;
+        let mut chunk = BytesMut::new();
+        let piece = fill_between(rd, &mut chunk, 1, left.min(STREAM_CHUNK));
+        let read = tokio::time::timeout(waiter.patience, piece).await;
         let failed = match read {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(io(e)),

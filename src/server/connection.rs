@@ -382,15 +382,28 @@ async fn write_rest<S: AsyncWrite + Unpin>(
     mut rest: edge::FrameRest,
 ) -> std::io::Result<()> {
     let mut left = rest.len;
+    let mut pieces = ResponseFrame::default();
     while left > 0 {
-        let chunk = match rest.chunks.recv().await {
-            Some(Ok(chunk)) if chunk.len() <= left => chunk,
-            Some(Err(e)) => return Err(e),
-            _ => return Err(std::io::Error::other("the rest of the answer did not come")),
-        };
-        left -= chunk.len();
-        rest.arrived(&chunk, left == 0);
-        wr.write_all(&chunk).await?;
+        // What has arrived goes in one (vectored) write.
+        let mut next = rest.chunks.recv().await;
+        loop {
+            let chunk = match next {
+                Some(Ok(chunk)) if chunk.len() <= left => chunk,
+                Some(Err(e)) => return Err(e),
+                _ => return Err(std::io::Error::other("the rest of the answer did not come")),
+            };
+            left -= chunk.len();
+            rest.arrived(&chunk, left == 0);
+            pieces.push(chunk);
+            if left == 0 {
+                break;
+            }
+            match rest.chunks.try_recv() {
+                Ok(more) => next = Some(more),
+                Err(_) => break,
+            }
+        }
+        wr.write_all_buf(&mut pieces).await?;
     }
     Ok(())
 }
