@@ -146,6 +146,10 @@ pub struct ApacheKafka {
     heap: String,
     pub plaintext: String,
     pub secure: String,
+    /// A second PLAINTEXT listener, advertised at `relay` (`relay.rs`):
+    /// clients that bootstrap through a relay on that address stay on it.
+    pub relayed: String,
+    pub relay: String,
     pub version: String,
 }
 
@@ -204,17 +208,18 @@ impl ApacheKafka {
         let mut pem = std::fs::read_to_string(s.certs.join("server.key"))?;
         pem.push_str(&std::fs::read_to_string(s.certs.join("server.crt"))?);
         std::fs::write(&keystore, pem)?;
-        let ports = free_ports(3)?;
+        let ports = free_ports(5)?;
         let (controller, plain, secure) = (ports[0], ports[1], ports[2]);
+        let (relayed, relay) = (ports[3], ports[4]);
         let props = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listeners=CONTROLLER://127.0.0.1:{controller},PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             listeners=CONTROLLER://127.0.0.1:{controller},PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure},RELAYED://127.0.0.1:{relayed}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure},RELAYED://127.0.0.1:{relay}\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,RELAYED:PLAINTEXT\n\
              log.dirs={data}\n\
              num.partitions=1\n\
              offsets.topic.replication.factor=1\n\
@@ -269,6 +274,8 @@ impl ApacheKafka {
             heap: s.heap.to_string(),
             plaintext: format!("127.0.0.1:{plain}"),
             secure: format!("127.0.0.1:{secure}"),
+            relayed: format!("127.0.0.1:{relayed}"),
+            relay: format!("127.0.0.1:{relay}"),
             version,
         };
         let took = k.launch()?;

@@ -26,6 +26,7 @@ mod metadata_probe;
 mod perf_tools;
 mod portcullis_proc;
 mod probe;
+mod relay;
 mod report;
 mod scale;
 
@@ -139,6 +140,10 @@ pub struct BenchArgs {
     /// Kafka's heap (-Xmx and -Xms).
     #[arg(long, default_value = "2g")]
     pub kafka_heap: String,
+    /// Internal: run as the byte relay of the gateway rows (`relay.rs`),
+    /// listening on the first address and relaying to the second.
+    #[arg(long, hide = true, num_args = 2, value_names = ["LISTEN", "TARGET"])]
+    pub relay: Option<Vec<String>>,
 }
 
 impl BenchArgs {
@@ -151,6 +156,12 @@ impl BenchArgs {
 
 fn main() -> std::process::ExitCode {
     let args = BenchArgs::parse();
+    if let Some([listen, target]) = args.relay.as_deref() {
+        if let Err(e) = relay::serve(listen, target) {
+            eprintln!("relay: {e:#}");
+        }
+        return std::process::ExitCode::FAILURE;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -479,8 +490,10 @@ fn bench_password(dir: &Path) -> anyhow::Result<String> {
 
 /// Gateway mode: a Portcullis gateway (its own process, the broker's
 /// certificates and credentials) in front of Kafka's PLAINTEXT listener,
-/// measured over both of its listeners; the client talking to Kafka
-/// directly is Kafka's own figures of this run.
+/// measured over both of its listeners, each against the client talking
+/// to Kafka directly just before; over PLAINTEXT also a byte relay
+/// (`relay.rs`) in front of the same Kafka: what one more hop costs
+/// before a gateway does anything.
 async fn gateway(
     args: &BenchArgs,
     bin: &Path,
@@ -527,6 +540,26 @@ async fn gateway(
             continue;
         }
         let d = measure::listener(args, &direct, secure, Scope::Gateway, none, None).await?;
+        if !secure {
+            let r = relay::RelayProcess::start(&std::env::current_exe()?, &k.relay, &k.relayed)?;
+            println!(
+                "\nbyte relay pid {} on {} in front of Kafka's listener {} (advertised as the relay)",
+                r.pid(),
+                r.addr,
+                k.relayed
+            );
+            let rep = Endpoint {
+                name: "byte relay".into(),
+                plaintext: Some(r.addr.clone()),
+                secure: None,
+                pid: Some(r.pid()),
+                ca: kep.ca.clone(),
+                user: kep.user.clone(),
+                password: kep.password.clone(),
+            };
+            out.relay_plaintext =
+                measure::listener(args, &rep, false, Scope::Gateway, none, None).await?;
+        }
         let g = measure::listener(args, &gep, secure, Scope::Gateway, none, None).await?;
         if secure {
             (out.direct_secure, out.secure) = (d, g);

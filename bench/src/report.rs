@@ -74,6 +74,9 @@ pub struct GatewayFigures {
     pub secure: ListenerFigures,
     pub direct_plaintext: ListenerFigures,
     pub direct_secure: ListenerFigures,
+    /// A byte relay in front of the same Kafka, over PLAINTEXT, measured
+    /// between the direct and the gateway figures.
+    pub relay_plaintext: ListenerFigures,
 }
 
 fn rate(r: Option<Rate>) -> String {
@@ -257,10 +260,25 @@ pub fn table(p: &Figures, k: &Figures, gw: Option<&GatewayFigures>, kafka_versio
             ("SASL_SSL", &gw.secure, &gw.direct_secure),
         ] {
             let mb = |r: Option<Rate>| r.map(|r| r.mb_s);
-            for (what, a, b) in [
+            let relay = &gw.relay_plaintext;
+            let mut rates = vec![
                 ("produce acks=1", g.produce_acks1, d.produce_acks1),
                 ("consume", g.consume, d.consume),
-            ] {
+            ];
+            if name == "PLAINTEXT" {
+                // One more hop and nothing else: the least any gateway pays.
+                rates.push((
+                    "produce acks=1, byte relay (splice) instead of the gateway",
+                    relay.produce_acks1,
+                    d.produce_acks1,
+                ));
+                rates.push((
+                    "consume, byte relay (splice) instead of the gateway",
+                    relay.consume,
+                    d.consume,
+                ));
+            }
+            for (what, a, b) in rates {
                 row(
                     &mut out,
                     &format!("{name} {what}"),
