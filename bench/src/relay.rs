@@ -45,8 +45,8 @@ pub fn serve(listen: &str, target: &str) -> anyhow::Result<()> {
 
 /// Moves `src`'s bytes to `dst` until `src` ends, then ends `dst`'s side.
 fn pump(src: TcpStream, dst: TcpStream) {
-    if let Err(e) = splice_all(&src, &dst) {
-        if e.raw_os_error() == Some(libc::EINVAL) {
+    if let Err((e, moved)) = splice_all(&src, &dst) {
+        if !moved && e.raw_os_error() == Some(libc::EINVAL) {
             // No splice between these two: copied through a buffer.
             let _ = copy_all(&src, &dst);
         }
@@ -70,11 +70,14 @@ fn check(n: libc::ssize_t) -> std::io::Result<usize> {
     usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
-fn splice_all(src: &TcpStream, dst: &TcpStream) -> std::io::Result<()> {
+/// `Err` says whether any bytes had moved (then nothing else may move
+/// the rest: some may be in the pipe).
+fn splice_all(src: &TcpStream, dst: &TcpStream) -> Result<(), (std::io::Error, bool)> {
+    let mut moved = false;
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err((std::io::Error::last_os_error(), moved));
     }
     let pipe = Pipe(fds);
     // SAFETY: a valid pipe descriptor; a refused size keeps the default.
@@ -82,7 +85,7 @@ fn splice_all(src: &TcpStream, dst: &TcpStream) -> std::io::Result<()> {
     let null = std::ptr::null_mut();
     loop {
         // SAFETY: valid descriptors, no offsets (sockets and pipes).
-        let n = check(unsafe {
+        let n = unsafe {
             libc::splice(
                 src.as_raw_fd(),
                 null,
@@ -91,14 +94,16 @@ fn splice_all(src: &TcpStream, dst: &TcpStream) -> std::io::Result<()> {
                 PIECE,
                 libc::SPLICE_F_MOVE,
             )
-        })?;
+        };
+        let n = check(n).map_err(|e| (e, moved))?;
         if n == 0 {
             return Ok(());
         }
+        moved = true;
         let mut left = n;
         while left > 0 {
             // SAFETY: as above.
-            let m = check(unsafe {
+            let m = unsafe {
                 libc::splice(
                     pipe.0[0],
                     null,
@@ -107,9 +112,10 @@ fn splice_all(src: &TcpStream, dst: &TcpStream) -> std::io::Result<()> {
                     left,
                     libc::SPLICE_F_MOVE,
                 )
-            })?;
+            };
+            let m = check(m).map_err(|e| (e, moved))?;
             if m == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                return Err((std::io::ErrorKind::WriteZero.into(), moved));
             }
             left -= m;
         }

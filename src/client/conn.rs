@@ -94,6 +94,7 @@ pub async fn fill_between<R: AsyncRead + Unpin>(
     at_least: usize,
     at_most: usize,
 ) -> std::io::Result<()> {
+    debug_assert!(at_least <= at_most, "fill_between({at_least}, {at_most})");
     buf.reserve(at_most.saturating_sub(buf.len()));
     let mut part = r.take(at_most.saturating_sub(buf.len()) as u64);
     while buf.len() < at_least {

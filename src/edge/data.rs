@@ -211,13 +211,15 @@ fn session_label(done: Finished) -> &'static str {
 /// upstream): read as it goes to the client (`fetch_walk`), for the
 /// records-read metrics and, in a session (`session`: its id, and whether
 /// it is new), for what the session's next answer must carry. The answer
-/// is not cut down; it gets the session's id.
+/// is not cut down; it gets the session's id. `partitions`: how many the
+/// request named (the answer's bound).
 pub(super) fn watch_fetch(
     ctx: &RequestContext<'_>,
     mut frame: ResponseFrame,
     session: Option<(i32, bool)>,
+    partitions: usize,
 ) -> ResponseFrame {
-    let mut walk = FetchWalk::new(ctx.version);
+    let mut walk = FetchWalk::new(ctx.version, partitions, session.is_some());
     for part in frame.in_hand() {
         walk.feed(part);
     }

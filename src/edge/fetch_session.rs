@@ -304,11 +304,19 @@ impl FetchSessions {
         let mut moved: Vec<Key> = Vec::new();
         for (topic, partition, told) in told {
             let key = (topic.clone(), *partition);
-            if let Some(cached) = session.partitions.get_mut(&key) {
-                cached.must_respond(told);
-                if told.records {
-                    moved.push(key);
-                }
+            let Some(cached) = session.partitions.get_mut(&key) else {
+                // The upstream answered a partition not asked for; the
+                // client sees it (a Java client then starts a new session).
+                tracing::debug!(
+                    topic = topic.as_str(),
+                    partition,
+                    "Fetch answer names a partition outside the session"
+                );
+                continue;
+            };
+            cached.must_respond(told);
+            if told.records {
+                moved.push(key);
             }
         }
         session.move_to_end(moved);
@@ -523,12 +531,32 @@ mod tests {
         s.finish(id, false, &mut resp);
         assert_eq!(shown(&resp).len(), 3);
 
-        // An error in the answer's head closes the session.
+        // A partition's error is told again once it is gone; a partition
+        // outside the session changes nothing.
         let mut r = request(id, 4, &[]);
+        s.begin(&mut r, 10);
+        let mut failed = told(5, false);
+        failed.error_code = 6;
+        s.passed(
+            id,
+            Some(&[(name("a"), 0, failed), (name("zz"), 9, told(1, true))]),
+        );
+        let mut r = request(id, 5, &[]);
+        s.begin(&mut r, 10);
+        assert_eq!(
+            r.topics.iter().map(|t| t.partitions.len()).sum::<usize>(),
+            3
+        );
+        let mut resp = answer(&[("a", 1, 0, false), ("b", 0, 0, false), ("a", 0, 5, false)]);
+        s.finish(id, false, &mut resp);
+        assert_eq!(shown(&resp), vec![("a".to_string(), 0)]);
+
+        // An error in the answer's head closes the session.
+        let mut r = request(id, 6, &[]);
         s.begin(&mut r, 10);
         assert_eq!(s.passing(id, false, 71), (0, Finished::Closed));
         assert_eq!(
-            s.begin(&mut request(id, 5, &[]), 10),
+            s.begin(&mut request(id, 7, &[]), 10),
             Begin::Error(ResponseError::FetchSessionIdNotFound.code())
         );
     }

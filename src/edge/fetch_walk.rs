@@ -9,9 +9,10 @@
 //! field's header, a record batch's header); a unit split between two
 //! chunks is carried over (at most one unit, a few hundred bytes at most
 //! but for a topic name), and the records themselves are skipped, never
-//! copied. Answers of Fetch v7 to v12 (the versions with sessions, the
-//! edge's highest being 12). Nothing in the bytes makes it panic: a
-//! malformed answer ends the walk with an error.
+//! copied. Answers of Fetch v4 to v12 (the edge's range). Nothing in the
+//! bytes makes it panic, and what it keeps is bounded by the partitions the
+//! request named: a malformed answer, or one naming more partitions, ends
+//! the walk with an error.
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -50,8 +51,10 @@ pub struct Walked {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalkError {
-    #[error("Fetch answer v{0} not walked (v7 to v12 are)")]
+    #[error("Fetch answer v{0} not walked (v4 to v12 are)")]
     Version(i16),
+    #[error("Fetch answer with more partitions than the {0} asked for")]
+    TooManyPartitions(usize),
     #[error("malformed Fetch answer: {0}")]
     Malformed(&'static str),
     #[error("Fetch answer ended before its last field")]
@@ -98,6 +101,12 @@ enum State {
 /// A Fetch answer walked as its bytes pass ([`FetchWalk::feed`]).
 pub struct FetchWalk {
     version: i16,
+    /// Partitions the answer may hold at most (the request's).
+    max_partitions: usize,
+    /// Whether [`Walked::partitions`] is wanted (a session's answer).
+    keep_partitions: bool,
+    partitions_seen: usize,
+    topics_seen: usize,
     state: State,
     /// Bytes to pass over before the next unit.
     skip: usize,
@@ -186,9 +195,16 @@ macro_rules! count {
 }
 
 impl FetchWalk {
-    pub fn new(version: i16) -> FetchWalk {
+    /// A walk of a Fetch answer of `version` to a request naming
+    /// `max_partitions` partitions; `keep_partitions`: what each one told
+    /// is wanted (only the records read by topic otherwise).
+    pub fn new(version: i16, max_partitions: usize, keep_partitions: bool) -> FetchWalk {
         let mut w = FetchWalk {
             version,
+            max_partitions,
+            keep_partitions,
+            partitions_seen: 0,
+            topics_seen: 0,
             state: State::Head,
             skip: 0,
             carry: Vec::new(),
@@ -201,7 +217,7 @@ impl FetchWalk {
             walked: Walked::default(),
             error: None,
         };
-        if !(7..=12).contains(&version) {
+        if !(4..=12).contains(&version) {
             w.fail(WalkError::Version(version));
         }
         w
@@ -255,7 +271,7 @@ impl FetchWalk {
                 }
             } else {
                 // Complete the unit begun before, with as many new bytes as
-                // it said it needs (never quadratic: each retry learns more).
+                // it said it needs (retries bounded by the unit's size).
                 let had = self.carry.len();
                 let carry = std::mem::take(&mut self.carry);
                 let mut buf = carry;
@@ -270,7 +286,10 @@ impl FetchWalk {
                             break;
                         }
                         Ok(Unit::Needs(total)) => {
-                            let more = total.saturating_sub(buf.len()).min(input.len() - took_new);
+                            if total <= buf.len() {
+                                return self.fail(WalkError::Malformed("a unit made no progress"));
+                            }
+                            let more = (total - buf.len()).min(input.len() - took_new);
                             if more == 0 {
                                 self.carry = buf;
                                 return;
@@ -324,8 +343,10 @@ impl FetchWalk {
                     return Err(WalkError::Malformed("tagged fields in a response header"));
                 }
                 let _throttle = field!(c, i32);
-                self.walked.error_code = field!(c, i16);
-                let _session = field!(c, i32);
+                if self.version >= 7 {
+                    self.walked.error_code = field!(c, i16);
+                    let _session = field!(c, i32);
+                }
                 self.topics_left = count!(self, c).unwrap_or(0);
                 self.next_topic();
             }
@@ -348,25 +369,47 @@ impl FetchWalk {
                 let name = std::str::from_utf8(name)
                     .map_err(|_| WalkError::Malformed("topic name not UTF-8"))?;
                 let parts = count!(self, c);
-                self.topic = TopicName(StrBytes::from_string(name.to_string()));
+                // A topic names at least one partition of the request's.
+                self.topics_seen += 1;
+                if self.topics_seen > self.max_partitions.max(1) {
+                    return Err(WalkError::TooManyPartitions(self.max_partitions));
+                }
+                if self
+                    .walked
+                    .read
+                    .last()
+                    .is_none_or(|r| r.topic.as_str() != name)
+                {
+                    self.walked.read.push(TopicRead {
+                        topic: TopicName(StrBytes::from_string(name.to_string())),
+                        ..TopicRead::default()
+                    });
+                }
+                if let Some(read) = self.walked.read.last() {
+                    self.topic = read.topic.clone();
+                }
                 self.parts_left = parts.unwrap_or(0);
-                self.walked.read.push(TopicRead {
-                    topic: self.topic.clone(),
-                    ..TopicRead::default()
-                });
                 self.next_partition();
             }
             State::Partition => {
+                if self.partitions_seen >= self.max_partitions {
+                    return Err(WalkError::TooManyPartitions(self.max_partitions));
+                }
                 self.partition = field!(c, i32);
                 let told = Told {
                     error_code: field!(c, i16),
                     high_watermark: field!(c, i64),
                     last_stable_offset: field!(c, i64),
-                    log_start_offset: field!(c, i64),
+                    log_start_offset: if self.version >= 5 {
+                        field!(c, i64)
+                    } else {
+                        -1
+                    },
                     records: false,
                     redirects: false,
                 };
                 let aborted = count!(self, c);
+                self.partitions_seen += 1;
                 self.told = told;
                 self.aborted_left = aborted.unwrap_or(0);
                 self.next_aborted();
@@ -504,9 +547,11 @@ impl FetchWalk {
 
     fn partition_done(&mut self) {
         let told = std::mem::take(&mut self.told);
-        self.walked
-            .partitions
-            .push((self.topic.clone(), self.partition, told));
+        if self.keep_partitions {
+            self.walked
+                .partitions
+                .push((self.topic.clone(), self.partition, told));
+        }
         self.next_partition();
     }
 
@@ -531,7 +576,7 @@ mod tests {
     use super::*;
     use bytes::{BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::fetch_response::{
-        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
+        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
     };
     use kafka_protocol::messages::{BrokerId, FetchResponse, ResponseHeader};
     use kafka_protocol::protocol::Encodable;
@@ -555,6 +600,14 @@ mod tests {
     }
 
     fn answer(version: i16) -> FetchResponse {
+        answer_of(version, 2000)
+    }
+
+    /// Five partitions of two topics: records (whole batches, a partial
+    /// last one, empty), aborted transactions, an error, a preferred
+    /// replica, a diverging epoch, tags at every level of v12; record
+    /// payloads about `payload` bytes.
+    fn answer_of(version: i16, payload: usize) -> FetchResponse {
         let p = |i: i32, hw: i64, records: Option<Bytes>| {
             PartitionData::default()
                 .with_partition_index(i)
@@ -563,17 +616,20 @@ mod tests {
                 .with_log_start_offset(3)
                 .with_records(records)
         };
-        let mut cut = batches(&[4, 9], 500).to_vec();
-        cut.extend_from_slice(&batches(&[7], 300)[..100]);
+        let mut cut = batches(&[4, 9], payload / 4).to_vec();
+        cut.extend_from_slice(&batches(&[7], payload / 8 + 20)[..70]);
         let mut diverging = p(2, 7, None);
         if version >= 12 {
             diverging.diverging_epoch = EpochEndOffset::default().with_epoch(3).with_end_offset(5);
+            diverging.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(4))
+                .with_leader_epoch(8);
         }
         let mut topics = vec![
             FetchableTopicResponse::default()
                 .with_topic(name("orders"))
                 .with_partitions(vec![
-                    p(0, 100, Some(batches(&[5, 6, 7], 2000))),
+                    p(0, 100, Some(batches(&[5, 6, 7], payload))),
                     p(1, 50, None).with_aborted_transactions(Some(vec![
                         AbortedTransaction::default()
                             .with_producer_id(kafka_protocol::messages::ProducerId(9))
@@ -592,11 +648,21 @@ mod tests {
         if version >= 11 {
             topics[1].partitions[0].preferred_read_replica = BrokerId(2);
         }
-        FetchResponse::default()
+        let mut resp = FetchResponse::default()
             .with_throttle_time_ms(12)
             .with_error_code(0)
-            .with_session_id(0)
-            .with_responses(topics)
+            .with_session_id(0);
+        if version >= 12 {
+            // Tags a later Kafka may add, at the topic and the body level.
+            topics[0]
+                .unknown_tagged_fields
+                .insert(500, Bytes::from_static(b"topic tag"));
+            resp.unknown_tagged_fields
+                .insert(600, Bytes::from_static(b"body"));
+            resp.unknown_tagged_fields
+                .insert(601, Bytes::from_static(b""));
+        }
+        resp.with_responses(topics)
     }
 
     fn frame(version: i16, resp: &FetchResponse) -> Vec<u8> {
@@ -649,7 +715,16 @@ mod tests {
     }
 
     fn walk(bytes: &[u8], piece: usize, version: i16) -> Result<Walked, WalkError> {
-        let mut w = FetchWalk::new(version);
+        walk_at_most(bytes, piece, version, 100)
+    }
+
+    fn walk_at_most(
+        bytes: &[u8],
+        piece: usize,
+        version: i16,
+        partitions: usize,
+    ) -> Result<Walked, WalkError> {
+        let mut w = FetchWalk::new(version, partitions, true);
         for chunk in bytes.chunks(piece) {
             w.feed(chunk);
         }
@@ -658,7 +733,7 @@ mod tests {
 
     #[test]
     fn walks_every_version_in_any_pieces() {
-        for version in 7..=12 {
+        for version in 4..=12 {
             let resp = answer(version);
             let bytes = frame(version, &resp);
             let want = expected(version, &resp);
@@ -679,7 +754,7 @@ mod tests {
     fn the_head_is_known_first() {
         let resp = answer(12).with_error_code(71);
         let bytes = frame(12, &resp);
-        let mut w = FetchWalk::new(12);
+        let mut w = FetchWalk::new(12, 100, true);
         w.feed(&bytes[..10]);
         assert_eq!(w.error_code(), None);
         w.feed(&bytes[10..30]);
@@ -688,7 +763,7 @@ mod tests {
 
     #[test]
     fn cut_or_padded_answers_are_errors() {
-        for version in [7, 12] {
+        for version in [4, 7, 12] {
             let bytes = frame(version, &answer(version));
             for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
                 assert_eq!(
@@ -704,16 +779,37 @@ mod tests {
                 Err(WalkError::Malformed(_))
             ));
         }
-        assert_eq!(walk(&[0; 8], 8, 4).unwrap_err(), WalkError::Version(4));
+        assert_eq!(walk(&[0; 8], 8, 3).unwrap_err(), WalkError::Version(3));
+    }
+
+    #[test]
+    fn no_more_partitions_than_asked_for() {
+        let bytes = frame(12, &answer(12));
+        assert_eq!(
+            walk_at_most(&bytes, 100, 12, 5).unwrap().partitions.len(),
+            5
+        );
+        assert_eq!(
+            walk_at_most(&bytes, 100, 12, 4).unwrap_err(),
+            WalkError::TooManyPartitions(4)
+        );
+        // Without a session only the records read are kept.
+        let mut w = FetchWalk::new(12, 5, false);
+        w.feed(&bytes);
+        let got = w.finish().unwrap();
+        assert!(got.partitions.is_empty());
+        assert_eq!(got.read, expected(12, &answer(12)).read);
     }
 
     #[test]
     fn garbage_never_panics() {
-        let bytes = frame(12, &answer(12));
+        // Small records: most bytes are the answer's structure.
+        let bytes = frame(12, &answer_of(12, 40));
+        assert!(walk(&bytes, 7, 12).is_ok());
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..2000 {
+        for _ in 0..5000 {
             let mut b = bytes.clone();
-            for _ in 0..4 {
+            for _ in 0..3 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -722,9 +818,47 @@ mod tests {
             }
             let _ = walk(&b, 1 + (seed as usize % 300), 12);
         }
-        // A huge array length or record length is only bytes never seen.
-        let mut huge = bytes[..24].to_vec();
-        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0x0f]);
-        assert!(walk(&huge, 5, 12).is_err());
+    }
+
+    /// Counts and lengths far beyond the bytes that came are only bytes
+    /// never seen: nothing is allocated for them.
+    #[test]
+    fn huge_counts_and_lengths_are_not_trusted() {
+        // v7: size, correlation id, throttle, error, session, then the
+        // topic count.
+        let head = |topics: i32| {
+            let mut b = Vec::new();
+            for v in [0i32, 77, 0] {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b.extend_from_slice(&0i32.to_be_bytes());
+            b.extend_from_slice(&topics.to_be_bytes());
+            b
+        };
+        let topic = |b: &mut Vec<u8>, partitions: i32| {
+            b.extend_from_slice(&1i16.to_be_bytes());
+            b.push(b'a');
+            b.extend_from_slice(&partitions.to_be_bytes());
+        };
+        let mut many = head(i32::MAX);
+        for _ in 0..200 {
+            topic(&mut many, 0);
+        }
+        assert_eq!(
+            walk(&many, 9, 7).unwrap_err(),
+            WalkError::TooManyPartitions(100)
+        );
+        let mut long = head(1);
+        topic(&mut long, 1);
+        long.extend_from_slice(&0i32.to_be_bytes()); // partition index
+        long.extend_from_slice(&0i16.to_be_bytes()); // error code
+        for v in [10i64, 9, 0] {
+            long.extend_from_slice(&v.to_be_bytes()); // hw, lso, log start
+        }
+        long.extend_from_slice(&(-1i32).to_be_bytes()); // no aborted
+        long.extend_from_slice(&i32::MAX.to_be_bytes()); // records length
+        long.extend_from_slice(&[0; 1000]);
+        assert_eq!(walk(&long, 64, 7).unwrap_err(), WalkError::Truncated);
     }
 }

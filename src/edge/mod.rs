@@ -314,6 +314,11 @@ async fn through_backend(
     // carry it (Fetch excepted, patched below).
     let throttles = ctx.quota.throttle_ms() > 0 || ctx.quota.times_requests();
     data::count_produced(ctx, &body);
+    // What a Fetch answer passed on as bytes may hold at most.
+    let fetch_partitions = match &body {
+        RequestKind::Fetch(f) => f.topics.iter().map(|t| t.partitions.len()).sum(),
+        _ => 0,
+    };
     let needs_answer = fix.is_some() || audit_needs_it || throttles && !throttle::is_fetch(api);
     // A session's large answer may pass uncut, read as it goes.
     let takes_streamed = matches!(fix, Some(Fix::Session { .. })) && !audit_needs_it;
@@ -374,9 +379,9 @@ async fn through_backend(
         Executed::Encoded(frame) => {
             let frame = match (api, fix) {
                 (ApiKey::Fetch, Some(Fix::Session { session, .. })) => {
-                    data::watch_fetch(ctx, frame, Some(session))
+                    data::watch_fetch(ctx, frame, Some(session), fetch_partitions)
                 }
-                (ApiKey::Fetch, None) => data::watch_fetch(ctx, frame, None),
+                (ApiKey::Fetch, None) => data::watch_fetch(ctx, frame, None, fetch_partitions),
                 (_, None) => frame,
                 (_, Some(_)) => {
                     return Outcome::Close(format!("{api:?}: an answer to fix came as bytes"))

@@ -395,9 +395,11 @@ async fn read_answer(
     // progress for the request's own time limit gives the connection up
     // (a slow client may take longer than that in all).
     let mut left = total - first;
+    // Pieces are cut from one buffer, so a short read does not hold a
+    // whole piece's room.
+    let mut room = BytesMut::new();
     while left > 0 {
-        let mut chunk = BytesMut::new();
-        let piece = fill_between(rd, &mut chunk, 1, left.min(STREAM_CHUNK));
+        let piece = fill_between(rd, &mut room, 1, left.min(STREAM_CHUNK));
         let read = tokio::time::timeout(waiter.patience, piece).await;
         let failed = match read {
             Ok(Ok(())) => None,
@@ -411,6 +413,7 @@ async fn read_answer(
             let _ = tx.try_send(Err(std::io::Error::new(kind, why.clone())));
             return Err((kind, why));
         }
+        let chunk = room.split();
         left -= chunk.len();
         if left == 0 {
             reading(false);

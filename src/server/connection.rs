@@ -381,6 +381,8 @@ async fn write_rest<S: AsyncWrite + Unpin>(
     wr: &mut S,
     mut rest: edge::FrameRest,
 ) -> std::io::Result<()> {
+    /// One write takes at most this much of what has arrived.
+    const BATCH: usize = 1024 * 1024;
     let mut left = rest.len;
     let mut pieces = ResponseFrame::default();
     while left > 0 {
@@ -395,7 +397,7 @@ async fn write_rest<S: AsyncWrite + Unpin>(
             left -= chunk.len();
             rest.arrived(&chunk, left == 0);
             pieces.push(chunk);
-            if left == 0 {
+            if left == 0 || pieces.frame_len() >= BATCH {
                 break;
             }
             match rest.chunks.try_recv() {
