@@ -387,7 +387,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let mut gw = None;
         if let (true, Some((_, bin))) = (args.wants("gateway"), &broker) {
-            gw = Some(gateway(&args, bin, &dir, &k, &kep).await?);
+            gw = Some(gateway(&args, bin, &dir, &k, &kep, tools.as_ref()).await?);
         }
         kafka_run = Some((k, kf, gw));
     }
@@ -500,6 +500,7 @@ async fn gateway(
     dir: &Path,
     k: &ApacheKafka,
     kep: &Endpoint,
+    tools: Option<&Tools<'_>>,
 ) -> anyhow::Result<GatewayFigures> {
     let (g, started) = start_broker(bin, dir, (0, 0), Role::Gateway(&k.plaintext))?;
     println!(
@@ -539,7 +540,9 @@ async fn gateway(
         if !args.wants(if secure { "secure" } else { "plaintext" }) {
             continue;
         }
-        let d = measure::listener(args, &direct, secure, Scope::Gateway, none, None).await?;
+        // Kafka's perf tools too: the Java consumer reads in a fetch
+        // session, which the gateway keeps itself.
+        let d = measure::listener(args, &direct, secure, Scope::Gateway, none, tools).await?;
         if !secure {
             let r = relay::RelayProcess::start(&std::env::current_exe()?, &k.relay, &k.relayed)?;
             println!(
@@ -560,7 +563,7 @@ async fn gateway(
             out.relay_plaintext =
                 measure::listener(args, &rep, false, Scope::Gateway, none, None).await?;
         }
-        let g = measure::listener(args, &gep, secure, Scope::Gateway, none, None).await?;
+        let g = measure::listener(args, &gep, secure, Scope::Gateway, none, tools).await?;
         if secure {
             (out.direct_secure, out.secure) = (d, g);
         } else {

@@ -68,7 +68,8 @@ pub enum Scope {
     /// Everything; `kafka` adds the acks=all run on a `flush.messages=1`
     /// topic (fsync before the ack, Portcullis's acks=all).
     Full { kafka: bool },
-    /// Gateway mode: produce acks=1, consume and the two latencies.
+    /// Gateway mode: produce acks=1, consume and the two latencies (and
+    /// the perf tools, when given).
     Gateway,
 }
 
@@ -255,7 +256,7 @@ pub async fn listener(
         failed: r.errors,
     });
 
-    if let (Some(tools), Scope::Full { .. }) = (tools, scope) {
+    if let Some(tools) = tools {
         let target = perf_tools::ToolTarget {
             jars: tools.jars,
             dir: tools.dir,

@@ -264,6 +264,16 @@ pub fn table(p: &Figures, k: &Figures, gw: Option<&GatewayFigures>, kafka_versio
             let mut rates = vec![
                 ("produce acks=1", g.produce_acks1, d.produce_acks1),
                 ("consume", g.consume, d.consume),
+                (
+                    "produce acks=1, kafka-producer-perf-test",
+                    g.perf_produce,
+                    d.perf_produce,
+                ),
+                (
+                    "consume, kafka-consumer-perf-test (in a fetch session)",
+                    g.perf_consume,
+                    d.perf_consume,
+                ),
             ];
             if name == "PLAINTEXT" {
                 // One more hop and nothing else: the least any gateway pays.
