@@ -564,10 +564,13 @@ async fn gateway(
                 measure::listener(args, &rep, false, Scope::Gateway, none, None).await?;
         }
         let g = measure::listener(args, &gep, secure, Scope::Gateway, none, tools).await?;
+        let together = measure::probe_side_by_side(args, &direct, &gep, secure).await?;
         if secure {
             (out.direct_secure, out.secure) = (d, g);
+            out.together_secure = Some(together);
         } else {
             (out.direct_plaintext, out.plaintext) = (d, g);
+            out.together_plaintext = Some(together);
         }
     }
     drop(g);

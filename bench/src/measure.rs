@@ -378,3 +378,53 @@ pub async fn connections(
         Some((m.rss_per / 1024.0, m.heap_per.map(|h| h / 1024.0))),
     ))
 }
+
+/// The minimal client against two endpoints at once, each at half the
+/// latency rate, on each endpoint's latency topic (made by [`listener`]):
+/// both see the same moment of a shared upstream, so the difference is
+/// what the path to one of them adds (the gateway's, when `b` is a
+/// gateway in front of `a`'s broker), not the upstream's drift between
+/// two measurements.
+pub async fn probe_side_by_side(
+    args: &BenchArgs,
+    a: &Endpoint,
+    b: &Endpoint,
+    secure: bool,
+) -> anyhow::Result<(Percentiles, Percentiles)> {
+    let proto = if secure { "secure" } else { "plaintext" };
+    let one = |ep: &Endpoint| {
+        let tag = ep.name.to_lowercase().replace(' ', "-");
+        let topic = format!("bench-{tag}-{proto}-latency");
+        let addr = if secure { &ep.secure } else { &ep.plaintext }.clone();
+        let target = addr.as_deref().map(|a| ep.scram_target(a));
+        let (parts, size) = (args.partitions, args.record_size);
+        let (rate, secs) = (args.latency_rate_mb / 2.0, args.latency_secs);
+        async move {
+            let addr = addr.context("no listener")?;
+            let r = if secure {
+                let target = target.context("no listener")??;
+                let s = connections::connect_once(&target, &Default::default()).await?;
+                probe::produce_latency(s, &topic, parts, size, rate, secs).await?
+            } else {
+                let s = tokio::net::TcpStream::connect(&addr).await?;
+                s.set_nodelay(true)?;
+                probe::produce_latency(s, &topic, parts, size, rate, secs).await?
+            };
+            let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
+            anyhow::Ok(Percentiles {
+                p50: ms(0.5),
+                p99: ms(0.99),
+                p999: ms(0.999),
+                mb_s: r.mb_per_s,
+                failed: r.errors,
+            })
+        }
+    };
+    let (ra, rb) = tokio::join!(one(a), one(b));
+    let (ra, rb) = (ra?, rb?);
+    println!(
+        "\n== minimal client at {:.0} MB/s in all, {} and {} at the same time ({proto}): p99 {:.3} and {:.3} ms, p50 {:.3} and {:.3} ms",
+        args.latency_rate_mb, a.name, b.name, ra.p99, rb.p99, ra.p50, rb.p50
+    );
+    Ok((ra, rb))
+}

@@ -77,6 +77,10 @@ pub struct GatewayFigures {
     /// A byte relay in front of the same Kafka, over PLAINTEXT, measured
     /// between the direct and the gateway figures.
     pub relay_plaintext: ListenerFigures,
+    /// The minimal client direct and through the gateway at the same
+    /// time, each at half the rate: (direct, gateway).
+    pub together_plaintext: Option<(Percentiles, Percentiles)>,
+    pub together_secure: Option<(Percentiles, Percentiles)>,
 }
 
 fn rate(r: Option<Rate>) -> String {
@@ -255,9 +259,19 @@ pub fn table(p: &Figures, k: &Figures, gw: Option<&GatewayFigures>, kafka_versio
             "\n| gateway mode | client -> Portcullis gateway -> Kafka | client -> Kafka, measured just before | gateway / direct |"
         );
         let _ = writeln!(out, "|---|---|---|---|");
-        for (name, g, d) in [
-            ("PLAINTEXT", &gw.plaintext, &gw.direct_plaintext),
-            ("SASL_SSL", &gw.secure, &gw.direct_secure),
+        for (name, g, d, together) in [
+            (
+                "PLAINTEXT",
+                &gw.plaintext,
+                &gw.direct_plaintext,
+                gw.together_plaintext,
+            ),
+            (
+                "SASL_SSL",
+                &gw.secure,
+                &gw.direct_secure,
+                gw.together_secure,
+            ),
         ] {
             let mb = |r: Option<Rate>| r.map(|r| r.mb_s);
             let relay = &gw.relay_plaintext;
@@ -308,6 +322,22 @@ pub fn table(p: &Figures, k: &Figures, gw: Option<&GatewayFigures>, kafka_versio
                     _ => "-".into(),
                 };
                 row(&mut out, &format!("{name} {what}"), pct(a), pct(b), added);
+            }
+            // Both at once, each at half the rate: the same moment of
+            // Kafka's, so the difference is the gateway's own.
+            if let Some((d, g)) = together {
+                let added = if d.failed + g.failed == 0 {
+                    format!("p99 {:+.2} ms added", g.p99 - d.p99)
+                } else {
+                    "-".into()
+                };
+                row(
+                    &mut out,
+                    &format!("{name} latency, minimal client, gateway and direct at the same time"),
+                    pct(Some(g)),
+                    pct(Some(d)),
+                    added,
+                );
             }
         }
     }
