@@ -263,16 +263,14 @@ pub(super) fn watch_fetch(
         finish(walk);
         return frame;
     }
-    let mut walk = Some(walk);
-    let mut finish = Some(finish);
+    // Finished once, with the last bytes.
+    let mut walking = Some((walk, finish));
     frame.watch_rest(Box::new(move |bytes, last| {
-        if let Some(w) = &mut walk {
-            w.feed(bytes);
+        if let Some((walk, _)) = &mut walking {
+            walk.feed(bytes);
         }
-        if last {
-            if let (Some(w), Some(f)) = (walk.take(), finish.take()) {
-                f(w);
-            }
+        if let Some((walk, finish)) = walking.take_if(|_| last) {
+            finish(walk);
         }
     }));
     frame

@@ -105,6 +105,17 @@ struct Session {
 }
 
 impl Session {
+    /// What an answer told the client of one partition: whether an
+    /// incremental answer must carry it (`None`: not in the session). A
+    /// partition that returned records joins `moved`.
+    fn tell(&mut self, key: Key, told: &Told, moved: &mut Vec<Key>) -> Option<bool> {
+        let must = self.partitions.get_mut(&key)?.must_respond(told);
+        if told.records {
+            moved.push(key);
+        }
+        Some(must)
+    }
+
     /// Partitions that just returned records go to the end of the order.
     fn move_to_end(&mut self, moved: Vec<Key>) {
         for key in moved {
@@ -226,48 +237,32 @@ impl FetchSessions {
     /// session's answer: a new session's lists every partition; an
     /// incremental one only those with something to say.
     pub fn finish(&mut self, id: i32, new: bool, resp: &mut FetchResponse) -> Finished {
-        let Some(at) = self.sessions.iter().position(|s| s.id == id) else {
-            resp.session_id = INVALID_SESSION_ID;
-            return Finished::Closed;
+        let done;
+        (resp.session_id, done) = self.passing(id, new, resp.error_code);
+        let Some(session) = self.sessions.iter_mut().find(|s| s.id == id) else {
+            return done;
         };
-        if resp.error_code != 0 {
-            self.sessions.remove(at);
-            resp.session_id = INVALID_SESSION_ID;
-            return Finished::Closed;
-        }
-        let session = &mut self.sessions[at];
         let mut moved: Vec<Key> = Vec::new();
         for t in &mut resp.responses {
             t.partitions.retain(|p| {
-                let key = (t.topic.clone(), p.partition_index);
-                let Some(cached) = session.partitions.get_mut(&key) else {
-                    // Not asked for: a client would take it for a broken
-                    // answer.
-                    return false;
-                };
-                let told = told(p);
-                let must = cached.must_respond(&told);
-                if told.records {
-                    moved.push(key);
-                }
-                new || must
+                // Not asked for: a client would take it for a broken answer.
+                session
+                    .tell((t.topic.clone(), p.partition_index), &told(p), &mut moved)
+                    .is_some_and(|must| new || must)
             });
         }
         if !new {
             resp.responses.retain(|t| !t.partitions.is_empty());
         }
         session.move_to_end(moved);
-        resp.session_id = id;
-        if new {
-            Finished::New
-        } else {
-            Finished::Incremental
-        }
+        done
     }
 
-    /// An answer passed to the client as bytes, uncut (`fetch_walk`), once
-    /// its head is known: every partition is in it, which an incremental
-    /// answer may carry. Returns the session id the answer must carry.
+    /// An answer's head, for a decoded answer ([`FetchSessions::finish`])
+    /// and one passed to the client as bytes, uncut (`fetch_walk`; every
+    /// partition is in it, which an incremental answer may carry) alike:
+    /// an error closes the session. Returns the session id the answer must
+    /// carry.
     pub fn passing(&mut self, id: i32, new: bool, error_code: i16) -> (i32, Finished) {
         let Some(at) = self.sessions.iter().position(|s| s.id == id) else {
             return (INVALID_SESSION_ID, Finished::Closed);
@@ -303,8 +298,10 @@ impl FetchSessions {
         };
         let mut moved: Vec<Key> = Vec::new();
         for (topic, partition, told) in told {
-            let key = (topic.clone(), *partition);
-            let Some(cached) = session.partitions.get_mut(&key) else {
+            if session
+                .tell((topic.clone(), *partition), told, &mut moved)
+                .is_none()
+            {
                 // The upstream answered a partition not asked for; the
                 // client sees it (a Java client then starts a new session).
                 tracing::debug!(
@@ -312,11 +309,6 @@ impl FetchSessions {
                     partition,
                     "Fetch answer names a partition outside the session"
                 );
-                continue;
-            };
-            cached.must_respond(told);
-            if told.records {
-                moved.push(key);
             }
         }
         session.move_to_end(moved);

@@ -273,8 +273,7 @@ impl FetchWalk {
                 // Complete the unit begun before, with as many new bytes as
                 // it said it needs (retries bounded by the unit's size).
                 let had = self.carry.len();
-                let carry = std::mem::take(&mut self.carry);
-                let mut buf = carry;
+                let mut buf = std::mem::take(&mut self.carry);
                 let mut took_new = 0;
                 loop {
                     match self.unit(&buf) {
@@ -305,21 +304,20 @@ impl FetchWalk {
     }
 
     /// The walk's findings, once the frame's last byte was fed.
-    pub fn finish(self) -> Result<Walked, WalkError> {
+    pub fn finish(mut self) -> Result<Walked, WalkError> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let mut this = self;
-        if this.skip == 0 {
-            if let State::Records { left: 0, .. } = this.state {
+        if self.skip == 0 {
+            if let State::Records { left: 0, .. } = self.state {
                 // The last partition's records ended the frame.
-                this.records_done();
+                self.records_done();
             }
         }
-        if this.state != State::Done || this.skip > 0 || !this.carry.is_empty() {
+        if self.state != State::Done || self.skip > 0 || !self.carry.is_empty() {
             return Err(WalkError::Truncated);
         }
-        Ok(this.walked)
+        Ok(self.walked)
     }
 
     fn fail(&mut self, e: WalkError) {
