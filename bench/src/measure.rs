@@ -125,8 +125,7 @@ pub async fn listener(
         ("PLAINTEXT", "plaintext")
     };
     println!("\n== {}, {label}", ep.name);
-    let tag = ep.name.to_lowercase().replace(' ', "-");
-    let topic = |what: &str| format!("bench-{tag}-{proto}-{what}");
+    let topic = |what: &str| bench_topic(ep, proto, what);
     let (t1, t_all, t_lat) = (topic("acks1"), topic("acksall"), topic("latency"));
     for t in [&t1, &t_lat] {
         kafka::create_topic(&base, t, args.partitions, &[]).await?;
@@ -219,19 +218,7 @@ pub async fn listener(
         mb_s: achieved,
         failed: errs,
     });
-    let probe = async {
-        let (topic, parts, size) = (t_lat.as_str(), args.partitions, args.record_size);
-        let (rate, secs) = (args.latency_rate_mb, args.latency_secs);
-        if secure {
-            let target = ep.scram_target(&addr)?;
-            let s = connections::connect_once(&target, &Default::default()).await?;
-            probe::produce_latency(s, topic, parts, size, rate, secs).await
-        } else {
-            let s = tokio::net::TcpStream::connect(&addr).await?;
-            s.set_nodelay(true)?;
-            probe::produce_latency(s, topic, parts, size, rate, secs).await
-        }
-    };
+    let probe = probe_at(args, ep, &addr, secure, &t_lat, args.latency_rate_mb);
     let (res, cpu) = CpuSplit::measure(pid, probe).await;
     let r = res?;
     let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
@@ -248,13 +235,7 @@ pub async fn listener(
             .unwrap_or_default(),
         cpu.line()
     );
-    f.latency_probe = Some(Percentiles {
-        p50: ms(0.5),
-        p99: ms(0.99),
-        p999: ms(0.999),
-        mb_s: r.mb_per_s,
-        failed: r.errors,
-    });
+    f.latency_probe = Some(percentiles(&r));
 
     if let Some(tools) = tools {
         let target = perf_tools::ToolTarget {
@@ -295,7 +276,7 @@ pub async fn listener(
             run.latency.as_deref().unwrap_or("")
         );
         f.perf_produce = Some(rr);
-        let group = format!("perf-{tag}-{proto}-{}", std::process::id());
+        let group = format!("perf-{}-{proto}-{}", tag_of(ep), std::process::id());
         let run = tokio::task::block_in_place(|| {
             perf_tools::consume(&target, &t, args.records, args.record_size, &group)
         })
@@ -392,39 +373,66 @@ pub async fn probe_side_by_side(
     secure: bool,
 ) -> anyhow::Result<(Percentiles, Percentiles)> {
     let proto = if secure { "secure" } else { "plaintext" };
-    let one = |ep: &Endpoint| {
-        let tag = ep.name.to_lowercase().replace(' ', "-");
-        let topic = format!("bench-{tag}-{proto}-latency");
-        let addr = if secure { &ep.secure } else { &ep.plaintext }.clone();
-        let target = addr.as_deref().map(|a| ep.scram_target(a));
-        let (parts, size) = (args.partitions, args.record_size);
-        let (rate, secs) = (args.latency_rate_mb / 2.0, args.latency_secs);
-        async move {
-            let addr = addr.context("no listener")?;
-            let r = if secure {
-                let target = target.context("no listener")??;
-                let s = connections::connect_once(&target, &Default::default()).await?;
-                probe::produce_latency(s, &topic, parts, size, rate, secs).await?
-            } else {
-                let s = tokio::net::TcpStream::connect(&addr).await?;
-                s.set_nodelay(true)?;
-                probe::produce_latency(s, &topic, parts, size, rate, secs).await?
-            };
-            let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
-            anyhow::Ok(Percentiles {
-                p50: ms(0.5),
-                p99: ms(0.99),
-                p999: ms(0.999),
-                mb_s: r.mb_per_s,
-                failed: r.errors,
-            })
-        }
-    };
-    let (ra, rb) = tokio::join!(one(a), one(b));
+    async fn one(
+        args: &BenchArgs,
+        ep: &Endpoint,
+        secure: bool,
+        proto: &str,
+    ) -> anyhow::Result<Percentiles> {
+        let addr = if secure { &ep.secure } else { &ep.plaintext };
+        let addr = addr.as_deref().context("no listener")?;
+        let topic = bench_topic(ep, proto, "latency");
+        let r = probe_at(args, ep, addr, secure, &topic, args.latency_rate_mb / 2.0).await?;
+        Ok(percentiles(&r))
+    }
+    let (ra, rb) = tokio::join!(one(args, a, secure, proto), one(args, b, secure, proto));
     let (ra, rb) = (ra?, rb?);
     println!(
         "\n== minimal client at {:.0} MB/s in all, {} and {} at the same time ({proto}): p99 {:.3} and {:.3} ms, p50 {:.3} and {:.3} ms",
         args.latency_rate_mb, a.name, b.name, ra.p99, rb.p99, ra.p50, rb.p50
     );
     Ok((ra, rb))
+}
+
+/// A topic of the bench's on `ep`'s listener `proto`.
+fn bench_topic(ep: &Endpoint, proto: &str, what: &str) -> String {
+    format!("bench-{}-{proto}-{what}", tag_of(ep))
+}
+
+/// `ep`'s name as a part of topic and group names.
+fn tag_of(ep: &Endpoint) -> String {
+    ep.name.to_lowercase().replace(' ', "-")
+}
+
+/// The minimal client's produce latency on `topic` at `rate_mb`, through
+/// `ep`'s listener at `addr`.
+async fn probe_at(
+    args: &BenchArgs,
+    ep: &Endpoint,
+    addr: &str,
+    secure: bool,
+    topic: &str,
+    rate_mb: f64,
+) -> anyhow::Result<probe::ProbeResult> {
+    let (parts, size, secs) = (args.partitions, args.record_size, args.latency_secs);
+    if secure {
+        let target = ep.scram_target(addr)?;
+        let s = connections::connect_once(&target, &Default::default()).await?;
+        probe::produce_latency(s, topic, parts, size, rate_mb, secs).await
+    } else {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        probe::produce_latency(s, topic, parts, size, rate_mb, secs).await
+    }
+}
+
+fn percentiles(r: &probe::ProbeResult) -> Percentiles {
+    let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    Percentiles {
+        p50: ms(0.5),
+        p99: ms(0.99),
+        p999: ms(0.999),
+        mb_s: r.mb_per_s,
+        failed: r.errors,
+    }
 }
